@@ -1,0 +1,228 @@
+/**
+ * The work partition of every attention algorithm, as plain data computed in one place.
+ *
+ * A *unit* is one (batch, kv-head, query-block): the queries of one GQA group that share the
+ * same keys. Its keys are cut into *tiles* of `tileSize` (the last one may be short). A
+ * schedule hands each *worker* a list of *segments* — runs of tiles of one unit. A unit done
+ * by one segment is written directly; a unit cut across several segments leaves one partial
+ * softmax state `(m, l, o)` per segment, and the pieces are merged in tile order (the order of
+ * `cuts[i].partials`), which makes the result deterministic.
+ *
+ * - `leanSchedule` (LeanAttention, stream-K): all tiles of all units form one list; worker
+ *   `w` gets tiles `[⌊wT/G⌋, ⌊(w+1)T/G⌋)`, so loads differ by at most one tile whatever the
+ *   lengths.
+ * - `splitSchedule` (FlashDecoding): each unit's tiles cut into `numSplits` equal chunks, one
+ *   worker each. `numSplits = 1` is plain FlashAttention-2.
+ *
+ * @module
+ */
+import { ArgumentError } from "../tensor/errors.ts";
+
+/** The problem a schedule partitions. */
+export interface LeanPlan {
+  /** Batch size B. */
+  batch: number;
+  /** KV heads Hkv (one unit per batch × kv-head × query block). */
+  kvHeads: number;
+  /** Valid keys per batch entry (length B). */
+  kvLens: readonly number[];
+  /** Query blocks per (batch, kv-head) (default 1). */
+  qBlocks?: number;
+  /** Keys per tile. */
+  tileSize: number;
+  /** Number of workers (lean) — ignored by `splitSchedule`. */
+  grid: number;
+}
+
+/** One (batch, kv-head, query-block) of the work. */
+export interface LeanUnit {
+  /** Batch index. */
+  b: number;
+  /** KV head index. */
+  kvHead: number;
+  /** Query block index. */
+  qBlock: number;
+  /** Valid keys. */
+  keys: number;
+  /** Tiles: `ceil(keys / tileSize)`. */
+  tiles: number;
+}
+
+/** A run of tiles of one unit done by one worker. */
+export interface LeanSegment {
+  /** Index into `units`. */
+  unit: number;
+  /** First tile (inclusive, within the unit). */
+  tileStart: number;
+  /** Last tile (exclusive). */
+  tileEnd: number;
+  /** The segment starts the unit (tile 0). */
+  host: boolean;
+  /** The segment ends the unit (its last tile). */
+  finishing: boolean;
+  /** `-1`: the unit is done whole here and written directly; else the partial slot index. */
+  partial: number;
+}
+
+/** A unit cut across workers: the partial slots to merge, in tile order. */
+export interface LeanCut {
+  /** Index into `units`. */
+  unit: number;
+  /** Partial slots in merge (tile) order. */
+  partials: number[];
+}
+
+/** A complete partition of the work. */
+export interface LeanSchedule {
+  /** `"lean"` (stream-K) or `"split"` (FlashDecoding / FlashAttention-2). */
+  kind: "lean" | "split";
+  /** The plan it was made from (with defaults filled in). */
+  plan: Required<LeanPlan>;
+  /** All units, index = `((b · kvHeads) + kvHead) · qBlocks + qBlock`. */
+  units: LeanUnit[];
+  /** Total tiles over all units. */
+  totalTiles: number;
+  /** Segments of each worker, in execution order. */
+  workers: LeanSegment[][];
+  /** Units cut across workers, in unit order. */
+  cuts: LeanCut[];
+  /** Number of partial slots (segments of cut units). */
+  numPartials: number;
+}
+
+function positiveInt(name: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
+    throw new ArgumentError(`${name}: expected a positive integer, got ${String(v)}`);
+  }
+  return v;
+}
+
+function units(plan: LeanPlan): { plan: Required<LeanPlan>; units: LeanUnit[] } {
+  const batch = positiveInt("batch", plan.batch);
+  const kvHeads = positiveInt("kvHeads", plan.kvHeads);
+  const qBlocks = positiveInt("qBlocks", plan.qBlocks ?? 1);
+  const tileSize = positiveInt("tileSize", plan.tileSize);
+  if (!Array.isArray(plan.kvLens) || plan.kvLens.length !== batch) {
+    throw new ArgumentError(
+      `kvLens: expected ${batch} lengths (one per batch entry), got ${
+        Array.isArray(plan.kvLens) ? plan.kvLens.length : String(plan.kvLens)
+      }`,
+    );
+  }
+  for (const n of plan.kvLens) {
+    if (!Number.isSafeInteger(n) || n < 0) {
+      throw new ArgumentError(`kvLens: expected non-negative integers, got [${plan.kvLens}]`);
+    }
+  }
+  const list: LeanUnit[] = [];
+  for (let b = 0; b < batch; b++) {
+    for (let h = 0; h < kvHeads; h++) {
+      for (let qb = 0; qb < qBlocks; qb++) {
+        const keys = plan.kvLens[b];
+        list.push({ b, kvHead: h, qBlock: qb, keys, tiles: Math.ceil(keys / tileSize) });
+      }
+    }
+  }
+  return {
+    plan: { batch, kvHeads, qBlocks, tileSize, kvLens: [...plan.kvLens], grid: plan.grid },
+    units: list,
+  };
+}
+
+/** Assigns partial slots: segments of units that more than one segment touches. */
+function finish(
+  kind: "lean" | "split",
+  plan: Required<LeanPlan>,
+  unitList: LeanUnit[],
+  workers: LeanSegment[][],
+): LeanSchedule {
+  const pieces: LeanSegment[][] = unitList.map(() => []);
+  for (const run of workers) for (const s of run) pieces[s.unit].push(s);
+  const cuts: LeanCut[] = [];
+  let numPartials = 0;
+  for (let u = 0; u < unitList.length; u++) {
+    const p = pieces[u];
+    if (p.length < 2) continue;
+    p.sort((a, b) => a.tileStart - b.tileStart);
+    const partials = p.map((s) => (s.partial = numPartials++));
+    cuts.push({ unit: u, partials });
+  }
+  const totalTiles = unitList.reduce((a, u) => a + u.tiles, 0);
+  return { kind, plan, units: unitList, totalTiles, workers, cuts, numPartials };
+}
+
+/**
+ * The stream-K (LeanAttention) partition: `grid` workers, contiguous runs over the flattened
+ * tile list, loads differing by at most one tile. Pure and deterministic; O(grid + units).
+ *
+ * @example
+ * ```ts
+ * import { leanSchedule } from "./mod.ts";
+ * const s = leanSchedule({ batch: 2, kvHeads: 1, kvLens: [300, 100], tileSize: 64, grid: 3 });
+ * console.log(s.workers.map((w) => w.map((g) => `${g.unit}:${g.tileStart}-${g.tileEnd}`)));
+ * // [["0:0-2"], ["0:2-4"], ["0:4-5", "1:0-2"]]
+ * ```
+ */
+export function leanSchedule(plan: LeanPlan): LeanSchedule {
+  const { plan: p, units: list } = units(plan);
+  const grid = positiveInt("grid", plan.grid);
+  const total = list.reduce((a, u) => a + u.tiles, 0);
+  const workers: LeanSegment[][] = [];
+  let u = 0; // current unit
+  let t = 0; // tile within unit
+  for (let w = 0; w < grid; w++) {
+    let left = Math.floor(((w + 1) * total) / grid) - Math.floor((w * total) / grid);
+    const run: LeanSegment[] = [];
+    while (left > 0) {
+      while (list[u].tiles === t) {
+        u++;
+        t = 0;
+      }
+      const take = Math.min(left, list[u].tiles - t);
+      run.push({
+        unit: u,
+        tileStart: t,
+        tileEnd: t + take,
+        host: t === 0,
+        finishing: t + take === list[u].tiles,
+        partial: -1,
+      });
+      t += take;
+      left -= take;
+    }
+    workers.push(run);
+  }
+  return finish("lean", { ...p, grid }, list, workers);
+}
+
+/**
+ * The FlashDecoding partition: every unit's tiles cut into `numSplits` chunks of
+ * `ceil(tiles / numSplits)` tiles, one worker per (unit, chunk); empty chunks get empty runs.
+ * `numSplits = 1` is FlashAttention-2 (one worker per unit, nothing to merge).
+ */
+export function splitSchedule(plan: Omit<LeanPlan, "grid"> & { numSplits: number }): LeanSchedule {
+  const { plan: p, units: list } = units({ ...plan, grid: 1 });
+  const numSplits = positiveInt("numSplits", plan.numSplits);
+  const workers: LeanSegment[][] = [];
+  for (let u = 0; u < list.length; u++) {
+    const tiles = list[u].tiles;
+    const per = Math.ceil(tiles / numSplits);
+    for (let s = 0; s < numSplits; s++) {
+      const start = Math.min(tiles, s * per);
+      const end = Math.min(tiles, start + per);
+      workers.push(
+        end > start
+          ? [{
+            unit: u,
+            tileStart: start,
+            tileEnd: end,
+            host: start === 0,
+            finishing: end === tiles,
+            partial: -1,
+          }]
+          : [],
+      );
+    }
+  }
+  return finish("split", { ...p, grid: workers.length }, list, workers);
+}

@@ -1,0 +1,119 @@
+/**
+ * The CPU backend: typed arrays (on SharedArrayBuffer, so Web Workers can read them without
+ * copies), float32 arithmetic, float16 stored in `Float16Array`.
+ *
+ * @module
+ */
+import type {
+  AttentionParams,
+  Backend,
+  BinaryOp,
+  DataId,
+  MemoryInfo,
+  ReduceOp,
+  TensorInfo,
+  UnaryOp,
+} from "../backend.ts";
+import type { DType } from "../../tensor/dtype.ts";
+import type { Shape } from "../../tensor/shape.ts";
+import * as k from "./kernels.ts";
+import { cpuAttention, cpuMergeStates } from "./attention.ts";
+
+/** Typed array a CPU tensor is stored in. */
+export type CpuArray = Float32Array | Float16Array;
+
+/** CPU storage of one tensor. */
+export class CpuData {
+  constructor(readonly values: CpuArray) {}
+}
+
+/** New zeroed storage of `n` elements. */
+export function allocCpu(n: number, dtype: DType): CpuArray {
+  return dtype === "float16"
+    ? new Float16Array(new SharedArrayBuffer(Math.max(2, n * 2)), 0, n)
+    : new Float32Array(new SharedArrayBuffer(Math.max(4, n * 4)), 0, n);
+}
+
+/** The typed array behind a CPU tensor. */
+export function cpuValues(x: TensorInfo | DataId): CpuArray {
+  const id = "id" in x && "shape" in x ? (x as TensorInfo).id : x;
+  return (id as CpuData).values;
+}
+
+class CpuBackend implements Backend {
+  readonly name = "cpu";
+  readonly description = `CPU (${navigator.hardwareConcurrency} logical cores)`;
+  readonly parallelism = navigator.hardwareConcurrency || 1;
+  readonly nativeF16 = true;
+  #live = new Set<CpuData>();
+
+  #wrap(values: CpuArray): DataId {
+    const d = new CpuData(values);
+    this.#live.add(d);
+    return d;
+  }
+
+  upload(values: Float32Array, dtype: DType): DataId {
+    const a = allocCpu(values.length, dtype);
+    a.set(values);
+    return this.#wrap(a);
+  }
+  read(id: DataId, _dtype: DType, size: number): Promise<Float32Array> {
+    const v = (id as CpuData).values;
+    return Promise.resolve(Float32Array.from(v.subarray(0, size)));
+  }
+  release(id: DataId): void {
+    this.#live.delete(id as CpuData);
+  }
+  memory(): MemoryInfo {
+    let liveBytes = 0;
+    for (const d of this.#live) liveBytes += d.values.byteLength;
+    return { liveBytes, pooledBytes: 0, liveCount: this.#live.size };
+  }
+
+  unary(op: UnaryOp, x: TensorInfo): DataId {
+    return this.#wrap(k.unary(op, x));
+  }
+  binary(op: BinaryOp, a: TensorInfo, b: TensorInfo, outShape: Shape, outDType: DType): DataId {
+    return this.#wrap(k.binary(op, a, b, outShape, outDType));
+  }
+  reduce(op: ReduceOp, x: TensorInfo, axis: number): DataId {
+    return this.#wrap(k.reduce(op, x, axis));
+  }
+  softmax(x: TensorInfo, axis: number): DataId {
+    return this.#wrap(k.softmax(x, axis));
+  }
+  matmul(
+    a: TensorInfo,
+    b: TensorInfo,
+    transposeA: boolean,
+    transposeB: boolean,
+    outShape: Shape,
+    outDType: DType,
+  ): DataId {
+    return this.#wrap(k.matmul(a, b, transposeA, transposeB, outShape, outDType));
+  }
+  transpose(x: TensorInfo, perm: readonly number[]): DataId {
+    return this.#wrap(k.transpose(x, perm));
+  }
+  cast(x: TensorInfo, dtype: DType): DataId {
+    const out = allocCpu(cpuValues(x).length, dtype);
+    out.set(cpuValues(x));
+    return this.#wrap(out);
+  }
+  attention(q: TensorInfo, k: TensorInfo, v: TensorInfo, params: AttentionParams) {
+    const r = cpuAttention(q, k, v, params);
+    return { out: this.#wrap(r.out), lse: this.#wrap(r.lse) };
+  }
+  mergeStates(outs: readonly TensorInfo[], lses: readonly TensorInfo[]) {
+    const r = cpuMergeStates(outs, lses);
+    return { out: this.#wrap(r.out), lse: this.#wrap(r.lse) };
+  }
+}
+
+let instance: Backend | null = null;
+
+/** The CPU backend (a singleton). */
+export function cpu(): Backend {
+  return instance ??= new CpuBackend();
+}
