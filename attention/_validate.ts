@@ -1,0 +1,140 @@
+/**
+ * Validation shared by every attention op: shapes of q, k, v, backends, dtypes and the common
+ * options. Returns the resolved problem so ops never re-derive it.
+ */
+import type { Tensor } from "../tensor/tensor.ts";
+import {
+  ArgumentError,
+  BackendMismatchError,
+  DTypeError,
+  ShapeError,
+} from "../tensor/errors.ts";
+import { fmt } from "../tensor/shape.ts";
+
+/** Options every attention op takes. */
+export interface AttentionOptions {
+  /** Multiplier of q·k (default `1/√D`). */
+  scale?: number;
+  /** Bottom-right aligned causal mask: query i sees keys `< len − Sq + i + 1`. */
+  causal?: boolean;
+  /** Valid keys per batch entry; keys at positions ≥ `kvLens[b]` are ignored. */
+  kvLens?: readonly number[];
+  /** Also return the natural-log LSE `[B, Hq, Sq]`. */
+  returnLse?: boolean;
+}
+
+/** The resolved problem. */
+export interface AttentionProblem {
+  B: number;
+  Hq: number;
+  Hkv: number;
+  Sq: number;
+  N: number;
+  D: number;
+  scale: number;
+  causal: boolean;
+  kvLens: Int32Array;
+  returnLse: boolean;
+}
+
+/** Throws {@link ArgumentError} unless `v` is a positive integer (or undefined when allowed). */
+export function positiveIntOption(op: string, name: string, v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
+    throw new ArgumentError(`${op}: ${name} must be a positive integer, got ${String(v)}`);
+  }
+  return v;
+}
+
+/** Validates q `[B,Hq,Sq,D]`, k/v `[B,Hkv,N,D]` and the options; throws named errors. */
+export function validateAttention(
+  op: string,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: AttentionOptions = {},
+): AttentionProblem {
+  if (opts === null || typeof opts !== "object") {
+    throw new ArgumentError(`${op}: options must be an object, got ${String(opts)}`);
+  }
+  for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
+    if (!t || typeof t !== "object" || !("shape" in t)) {
+      throw new ArgumentError(`${op}: ${name} must be a Tensor, got ${String(t)}`);
+    }
+    t.id; // throws DisposedTensorError
+    if (t.shape.length !== 4) {
+      throw new ShapeError(
+        `${op}: ${name} must have rank 4 (${
+          name === "q" ? "[B, Hq, Sq, D]" : "[B, Hkv, N, D]"
+        }), got ${fmt(t.shape)}`,
+      );
+    }
+  }
+  if (k.backend !== q.backend || v.backend !== q.backend) {
+    throw new BackendMismatchError(
+      `${op}: q, k, v must be on one backend, got ${q.backend.name}, ${k.backend.name}, ${v.backend.name}`,
+    );
+  }
+  if (k.dtype !== v.dtype) {
+    throw new DTypeError(`${op}: k and v must have one dtype, got ${k.dtype} and ${v.dtype}`);
+  }
+  const [B, Hq, Sq, D] = q.shape;
+  const [Bk, Hkv, N, Dk] = k.shape;
+  const shapes = `q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)}`;
+  if (k.shape.some((d, i) => d !== v.shape[i])) {
+    throw new ShapeError(`${op}: k and v must have the same shape, got ${shapes}`);
+  }
+  if (Bk !== B) throw new ShapeError(`${op}: batch of q and k/v differ: ${shapes}`);
+  if (Dk !== D) throw new ShapeError(`${op}: head dim D of q and k/v differ: ${shapes}`);
+  if (B < 1 || Hq < 1 || Sq < 1 || D < 1 || Hkv < 1) {
+    throw new ShapeError(`${op}: B, Hq, Hkv, Sq and D must be ≥ 1, got ${shapes}`);
+  }
+  if (Hq % Hkv !== 0) {
+    throw new ShapeError(`${op}: Hq must be a multiple of Hkv (GQA), got Hq=${Hq}, Hkv=${Hkv}`);
+  }
+  let scale = 1 / Math.sqrt(D);
+  if (opts.scale !== undefined) {
+    if (typeof opts.scale !== "number" || !Number.isFinite(opts.scale)) {
+      throw new ArgumentError(`${op}: scale must be a finite number, got ${String(opts.scale)}`);
+    }
+    scale = opts.scale;
+  }
+  if (opts.causal !== undefined && typeof opts.causal !== "boolean") {
+    throw new ArgumentError(`${op}: causal must be a boolean, got ${String(opts.causal)}`);
+  }
+  if (opts.returnLse !== undefined && typeof opts.returnLse !== "boolean") {
+    throw new ArgumentError(`${op}: returnLse must be a boolean, got ${String(opts.returnLse)}`);
+  }
+  const kvLens = new Int32Array(B).fill(N);
+  if (opts.kvLens !== undefined) {
+    const l = opts.kvLens;
+    if (!Array.isArray(l) || l.length !== B) {
+      throw new ArgumentError(
+        `${op}: kvLens must be an array of ${B} lengths (one per batch entry), got ${
+          Array.isArray(l) ? `${l.length} lengths` : String(l)
+        }`,
+      );
+    }
+    for (let b = 0; b < B; b++) {
+      const n = l[b];
+      if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0 || n > N) {
+        throw new ArgumentError(
+          `${op}: kvLens[${b}] must be an integer in [0, ${N}], got ${String(n)}`,
+        );
+      }
+      kvLens[b] = n;
+    }
+  }
+  return {
+    B,
+    Hq,
+    Hkv,
+    Sq,
+    N,
+    D,
+    scale,
+    causal: opts.causal ?? false,
+    kvLens,
+    returnLse: opts.returnLse ?? false,
+  };
+}

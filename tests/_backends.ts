@@ -1,0 +1,56 @@
+/**
+ * The backend list every spec runs over: CPU always, WebGPU when an adapter exists. Under
+ * `CI=true` a missing adapter is an error (CI installs a software adapter); elsewhere GPU
+ * specs are skipped with a printed reason.
+ */
+import { cpu } from "../backends/cpu/cpu_backend.ts";
+import type { Backend } from "../backends/backend.ts";
+
+let cached: Promise<Backend[]> | null = null;
+
+async function load(): Promise<Backend[]> {
+  const list: Backend[] = [cpu()];
+  try {
+    const { webgpu } = await import("../backends/webgpu/webgpu_backend.ts");
+    list.push(await webgpu());
+  } catch (e) {
+    if (Deno.env.get("CI") === "true") {
+      throw new Error(`CI=true but the WebGPU backend is unavailable: ${e}`);
+    }
+    console.warn(`skipping WebGPU specs: ${e instanceof Error ? e.message : e}`);
+  }
+  return list;
+}
+
+/** CPU, then WebGPU when present. */
+export function backends(): Promise<Backend[]> {
+  return cached ??= load();
+}
+
+/** Fewer fast-check runs on software adapters. */
+export function numRuns(backend: Backend, cpuRuns: number): number {
+  return backend.name === "cpu" ? cpuRuns : Math.max(5, Math.ceil(cpuRuns / 4));
+}
+
+/**
+ * Registers one Deno test per backend: `name [cpu]`, `name [webgpu]`. The body gets the
+ * backend. Resources are not sanitized (the GPU device and its pollers outlive one test).
+ */
+export function describeBackends(name: string, body: (b: Backend) => Promise<void> | void) {
+  for (const which of ["cpu", "webgpu"]) {
+    Deno.test({
+      name: `${name} [${which}]`,
+      sanitizeResources: false,
+      sanitizeOps: false,
+      fn: async (t) => {
+        const b = (await backends()).find((x) => x.name === which);
+        if (!b) {
+          console.warn(`  (no ${which} backend: skipped)`);
+          return;
+        }
+        await body(b);
+        void t;
+      },
+    });
+  }
+}
