@@ -17,3 +17,22 @@ export function getBackend(): Backend {
 export function setBackend(backend: Backend): void {
   current = backend;
 }
+
+/**
+ * The best backend here: WebGPU when an adapter exists, else the CPU. Cached; also becomes
+ * the default for creation functions.
+ */
+export function defaultBackend(): Promise<Backend> {
+  return chosen ??= (async () => {
+    let b: Backend;
+    try {
+      const { webgpu } = await import("./webgpu/webgpu_backend.ts");
+      b = await webgpu();
+    } catch {
+      b = cpu();
+    }
+    setBackend(b);
+    return b;
+  })();
+}
+let chosen: Promise<Backend> | null = null;
