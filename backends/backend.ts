@@ -22,8 +22,8 @@ export interface TensorInfo {
   readonly dtype: DType;
 }
 
-/** Elementwise unary ops. */
-export type UnaryOp = "exp" | "neg";
+/** Elementwise unary ops (`log` is natural; naive attention needs it for the LSE). */
+export type UnaryOp = "exp" | "neg" | "log";
 /** Elementwise binary ops (broadcasting). */
 export type BinaryOp = "add" | "sub" | "mul" | "div" | "max";
 /** Reductions along one axis. */

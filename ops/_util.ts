@@ -1,0 +1,57 @@
+/**
+ * Validation shared by the ops: every op checks its inputs here before it calls the backend
+ * exactly once, so backends never re-validate.
+ *
+ * @module
+ */
+import type { Backend } from "../backends/backend.ts";
+import type { DType } from "../tensor/dtype.ts";
+import { ArgumentError, BackendMismatchError, DTypeError } from "../tensor/errors.ts";
+import { fmt } from "../tensor/shape.ts";
+import { Tensor } from "../tensor/tensor.ts";
+
+/**
+ * Throws {@link ArgumentError} unless `t` is a Tensor and `DisposedTensorError` if it was
+ * disposed; returns it typed.
+ */
+export function live(op: string, name: string, t: unknown): Tensor {
+  if (!(t instanceof Tensor)) {
+    throw new ArgumentError(`${op}: ${name} must be a Tensor, got ${describe(t)}`);
+  }
+  t.id; // throws DisposedTensorError after dispose()
+  return t;
+}
+
+/** Throws {@link BackendMismatchError} unless every tensor lives on the first one's backend. */
+export function sameBackend(op: string, ...ts: Tensor[]): Backend {
+  const b = ts[0].backend;
+  for (const t of ts) {
+    if (t.backend !== b) {
+      throw new BackendMismatchError(
+        `${op}: inputs must be on one backend, got ${ts.map((x) => x.backend.name).join(", ")}`,
+      );
+    }
+  }
+  return b;
+}
+
+/** Throws {@link DTypeError} unless every tensor has the first one's dtype. */
+export function sameDType(op: string, ...ts: Tensor[]): DType {
+  const d = ts[0].dtype;
+  if (ts.some((t) => t.dtype !== d)) {
+    throw new DTypeError(
+      `${op}: inputs must have one dtype, got ${
+        ts.map((t) => `${t.dtype} ${fmt(t.shape)}`).join(" and ")
+      } (use cast())`,
+    );
+  }
+  return d;
+}
+
+/** A short description of an unexpected argument for messages. */
+export function describe(x: unknown): string {
+  if (x === null) return "null";
+  if (Array.isArray(x)) return `an array of length ${x.length}`;
+  if (typeof x === "object") return (x as object).constructor?.name ?? "an object";
+  return `${typeof x} ${String(x)}`;
+}

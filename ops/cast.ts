@@ -1,0 +1,23 @@
+/**
+ * Storage dtype conversion.
+ *
+ * @module
+ */
+import { checkDType, type DType } from "../tensor/dtype.ts";
+import { Tensor } from "../tensor/tensor.ts";
+import { live } from "./_util.ts";
+
+/**
+ * A copy of `x` stored as `dtype` (to float16 values round to nearest even).
+ *
+ * @example
+ * ```ts
+ * import { cast, tensor } from "../mod.ts";
+ * console.log(await cast(tensor([0.1]), "float16").toArray()); // [0.0999755859375]
+ * ```
+ */
+export function cast(x: Tensor, dtype: DType): Tensor {
+  const t = live("cast", "x", x);
+  const d = checkDType(dtype, "cast");
+  return new Tensor(t.backend, t.backend.cast(t, d), t.shape, d);
+}
