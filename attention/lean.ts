@@ -1,0 +1,105 @@
+/**
+ * `leanAttention`: LeanAttention (arXiv 2405.10480), stream-K for attention.
+ *
+ * Every (batch, kv-head, query block, key tile) becomes one equal-cost LeanTile in one flat
+ * list, and each of `grid` workers takes one contiguous run of it, so loads differ by at most
+ * one tile whatever the batch, head count or ragged lengths. A run may start or end mid-head;
+ * heads that were cut are finished by merging their pieces in tile order. The partition is
+ * the {@link LeanSchedule} of `leanSchedule`, executed by the backend.
+ *
+ * @module
+ */
+import type { Tensor } from "../tensor/tensor.ts";
+import { type LeanSchedule, leanSchedule } from "./lean_schedule.ts";
+import { type AttentionOptions, positiveIntOption, validateAttention } from "./_validate.ts";
+import { queryBlocks, runSchedule } from "./_run.ts";
+import type { AttentionState } from "./merge.ts";
+import type { Backend } from "../backends/backend.ts";
+
+/** Options of {@link leanAttention}. */
+export interface LeanOptions extends AttentionOptions {
+  /** Keys per LeanTile (default 64). */
+  tileSize?: number;
+  /**
+   * Workers the tiles are spread over (default: the backend's `defaultGrid` if it has one,
+   * else twice the CPU's cores, or the GPU backend's `parallelism`).
+   */
+  grid?: number;
+}
+
+const OP = "leanAttention";
+
+/** The default number of lean workers on a backend. */
+export function defaultLeanGrid(backend: Backend): number {
+  const own = (backend as { defaultGrid?: number }).defaultGrid;
+  if (own !== undefined) return own;
+  return backend.name === "cpu" ? backend.parallelism * 2 : backend.parallelism;
+}
+
+function plan(q: Tensor, k: Tensor, v: Tensor, opts: LeanOptions) {
+  const p = validateAttention(OP, q, k, v, opts);
+  const tileSize = positiveIntOption(OP, "tileSize", opts.tileSize) ?? 64;
+  const grid = positiveIntOption(OP, "grid", opts.grid) ?? defaultLeanGrid(q.backend);
+  const schedule = leanSchedule({
+    batch: p.B,
+    kvHeads: p.Hkv,
+    kvLens: Array.from(p.kvLens),
+    qBlocks: queryBlocks(p),
+    tileSize,
+    grid,
+  });
+  return { p, schedule };
+}
+
+/** The schedule `leanAttention` would run for this problem (for inspection and tests). */
+export function leanAttentionSchedule(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: LeanOptions = {},
+): LeanSchedule {
+  return plan(q, k, v, opts).schedule;
+}
+
+/**
+ * LeanAttention. Layouts as PyTorch SDPA: q `[B, Hq, Sq, D]`, k and v `[B, Hkv, N, D]` with
+ * `Hq % Hkv == 0`. Returns out `[B, Hq, Sq, D]` in q's dtype, or `{ out, lse }` with
+ * `returnLse: true`. Agrees with `flashAttention` to within rounding for every `grid`.
+ *
+ * @example
+ * ```ts
+ * import { leanAttention, randn } from "./mod.ts";
+ * const q = randn([2, 4, 1, 32], { seed: 1 });
+ * const k = randn([2, 4, 500, 32], { seed: 2 });
+ * const v = randn([2, 4, 500, 32], { seed: 3 });
+ * const { out, lse } = leanAttention(q, k, v, { kvLens: [500, 70], grid: 7, returnLse: true });
+ * console.log(out.shape, lse.shape); // [2, 4, 1, 32] [2, 4, 1]
+ * ```
+ */
+export function leanAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: LeanOptions & { returnLse: true },
+): AttentionState;
+export function leanAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts?: LeanOptions & { returnLse?: false },
+): Tensor;
+export function leanAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts?: LeanOptions,
+): Tensor | AttentionState;
+export function leanAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: LeanOptions = {},
+): Tensor | AttentionState {
+  const { p, schedule } = plan(q, k, v, opts);
+  return runSchedule("lean", q, k, v, p, schedule);
+}

@@ -1,0 +1,104 @@
+/**
+ * `mergeAttentionStates`: the merge of partial attention results, as an op. Attention over a
+ * union of disjoint key sets equals the merge of the attention over each set, given each
+ * part's normalised output and natural-log LSE — so users can compose attention over chunks,
+ * pages or devices of a KV cache themselves.
+ *
+ * @module
+ */
+import { Tensor } from "../tensor/tensor.ts";
+import { ArgumentError, BackendMismatchError, DTypeError, ShapeError } from "../tensor/errors.ts";
+import { fmt, type Shape } from "../tensor/shape.ts";
+
+function sameShape(a: Shape, b: Shape): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** An attention result in the mergeable public form. */
+export interface AttentionState {
+  /** Normalised output `[..., D]`. */
+  out: Tensor;
+  /** Natural-log sum of exponentials `[...]` (out's shape without D), float32; −∞ = no keys. */
+  lse: Tensor;
+}
+
+/**
+ * Merges attention states over disjoint key sets, folding them in list order (so the result
+ * is deterministic). A state with `lse = −∞` is the identity. The output has the first
+ * `out`'s dtype; the LSE is float32.
+ *
+ * @example
+ * ```ts
+ * import { flashAttention, mergeAttentionStates, randn } from "./mod.ts";
+ * // A KV cache held in two chunks: attend to each, then merge.
+ * const q = randn([1, 2, 1, 16], { seed: 1 });
+ * const [k1, v1] = [randn([1, 2, 40, 16], { seed: 2 }), randn([1, 2, 40, 16], { seed: 3 })];
+ * const [k2, v2] = [randn([1, 2, 60, 16], { seed: 4 }), randn([1, 2, 60, 16], { seed: 5 })];
+ * const a = flashAttention(q, k1, v1, { returnLse: true });
+ * const b = flashAttention(q, k2, v2, { returnLse: true });
+ * const { out, lse } = mergeAttentionStates([a, b]); // attention over all 100 keys
+ * console.log(out.shape, lse.shape); // [1, 2, 1, 16] [1, 2, 1]
+ * ```
+ */
+export function mergeAttentionStates(states: readonly AttentionState[]): AttentionState {
+  const op = "mergeAttentionStates";
+  if (!Array.isArray(states) || states.length === 0) {
+    throw new ArgumentError(
+      `${op}: expected a non-empty array of {out, lse} states, got ${
+        Array.isArray(states) ? "an empty array" : String(states)
+      }`,
+    );
+  }
+  states.forEach((s, i) => {
+    if (
+      !s || typeof s !== "object" || !(s.out instanceof Tensor) ||
+      !(s.lse instanceof Tensor)
+    ) {
+      throw new ArgumentError(`${op}: states[${i}] must be {out: Tensor, lse: Tensor}`);
+    }
+    s.out.id; // throws DisposedTensorError
+    s.lse.id;
+  });
+  const first = states[0].out;
+  if (first.rank < 1) {
+    throw new ShapeError(`${op}: out must have rank ≥ 1 ([..., D]), got ${fmt(first.shape)}`);
+  }
+  const lseShape = first.shape.slice(0, -1);
+  states.forEach(({ out, lse }, i) => {
+    if (out.backend !== first.backend || lse.backend !== first.backend) {
+      throw new BackendMismatchError(
+        `${op}: all states must be on one backend, states[0] is on ${first.backend.name}, ` +
+          `states[${i}] has out on ${out.backend.name} and lse on ${lse.backend.name}`,
+      );
+    }
+    if (!sameShape(out.shape, first.shape)) {
+      throw new ShapeError(
+        `${op}: every out must have shape ${fmt(first.shape)}, states[${i}].out is ${
+          fmt(out.shape)
+        }`,
+      );
+    }
+    if (!sameShape(lse.shape, lseShape)) {
+      throw new ShapeError(
+        `${op}: lse must have out's shape without the last dim, ${
+          fmt(lseShape)
+        }, states[${i}].lse is ${fmt(lse.shape)}`,
+      );
+    }
+    if (lse.dtype !== "float32") {
+      throw new DTypeError(`${op}: lse must be float32, states[${i}].lse is ${lse.dtype}`);
+    }
+    if (out.dtype !== first.dtype) {
+      throw new DTypeError(
+        `${op}: every out must have one dtype, states[0].out is ${first.dtype}, states[${i}].out is ${out.dtype}`,
+      );
+    }
+  });
+  const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+  const backend = first.backend;
+  const r = backend.mergeStates(states.map((s) => info(s.out)), states.map((s) => info(s.lse)));
+  return {
+    out: new Tensor(backend, r.out, first.shape, first.dtype),
+    lse: new Tensor(backend, r.lse, lseShape, "float32"),
+  };
+}

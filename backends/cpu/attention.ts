@@ -1,0 +1,279 @@
+/**
+ * The CPU attention kernels: one executor for every schedule (flash, flash-decoding, lean)
+ * and the merge of normalised states.
+ *
+ * The executor walks the schedule's workers in order. Each segment folds its tiles into one
+ * online-softmax state `(m, l, o)` per query row of the unit (the GQA group's heads × the
+ * rows of the query block), a tile at a time as FlashAttention-2 does: the tile's scores, its
+ * max, one rescale of `o`. A unit done by one segment is normalised and written at once; a cut
+ * unit leaves its state in a partial slot and is finished after all workers, by folding its
+ * slots in `cuts[i].partials` order — the fixed order is what makes results bit-reproducible.
+ *
+ * Arithmetic is in doubles (at least float32 semantics, as the design asks); inputs and outputs
+ * keep their storage dtype, lse is float32.
+ *
+ * @module
+ */
+import type { AttentionParams, TensorInfo } from "../backend.ts";
+import type { LeanSchedule } from "../../attention/lean_schedule.ts";
+import { allocCpu, type CpuArray, cpuValues } from "./cpu_backend.ts";
+
+/** Geometry of one attention call, resolved from the shapes and the schedule. */
+export interface AttentionGeometry {
+  B: number;
+  Hq: number;
+  Hkv: number;
+  Sq: number;
+  N: number;
+  D: number;
+  /** Query heads per kv head. */
+  group: number;
+  /** Query rows per query block: `ceil(Sq / qBlocks)`. */
+  rowsPerBlock: number;
+  /** State rows of one unit: `group · rowsPerBlock`. */
+  unitRows: number;
+}
+
+/** Shapes → geometry (shared with the worker-parallel executor). */
+export function attentionGeometry(
+  qShape: readonly number[],
+  kShape: readonly number[],
+  schedule: LeanSchedule,
+): AttentionGeometry {
+  const [B, Hq, Sq, D] = qShape;
+  const [, Hkv, N] = kShape;
+  const group = Hq / Hkv;
+  const rowsPerBlock = Math.ceil(Sq / schedule.plan.qBlocks);
+  return { B, Hq, Hkv, Sq, N, D, group, rowsPerBlock, unitRows: group * rowsPerBlock };
+}
+
+/** Arrays the executor reads and writes; all plain typed arrays so Workers can share them. */
+export interface AttentionBuffers {
+  q: CpuArray;
+  k: CpuArray;
+  v: CpuArray;
+  out: CpuArray;
+  lse: Float32Array;
+  /** Partial states, `numPartials · unitRows · (D + 2)`: per row `m, l, o[0..D)`. */
+  partials: Float64Array;
+}
+
+/** Stride of one row's state in the partial buffer. */
+function stateStride(g: AttentionGeometry): number {
+  return g.D + 2;
+}
+
+/**
+ * Runs the segments of workers `[w0, w1)` of the schedule: writes uncut units to out/lse and
+ * cut pieces to their partial slots. Workers touch disjoint memory, so any split of the
+ * worker range over threads gives the same bits.
+ */
+export function runWorkers(
+  buf: AttentionBuffers,
+  g: AttentionGeometry,
+  params: Pick<AttentionParams, "scale" | "causal" | "kvLens" | "schedule">,
+  w0: number,
+  w1: number,
+): void {
+  const { q, k, v, out, lse, partials } = buf;
+  const { Hq, Hkv, Sq, N, D, group, rowsPerBlock, unitRows } = g;
+  const { scale, causal, kvLens, schedule } = params;
+  const T = schedule.plan.tileSize;
+  const qs = new Float64Array(D);
+  const o = new Float64Array(D);
+  const s = new Float64Array(T);
+  const stride = stateStride(g);
+  for (let w = w0; w < w1; w++) {
+    for (const seg of schedule.workers[w]) {
+      const unit = schedule.units[seg.unit];
+      const { b, kvHead, qBlock } = unit;
+      const len = kvLens[b];
+      const kBase = (b * Hkv + kvHead) * N * D;
+      const keyStart = seg.tileStart * T;
+      const keyEnd = Math.min(seg.tileEnd * T, len);
+      for (let r = 0; r < unitRows; r++) {
+        const h = kvHead * group + Math.floor(r / rowsPerBlock);
+        const i = qBlock * rowsPerBlock + (r % rowsPerBlock);
+        if (i >= Sq) continue; // the last query block may be short
+        const row = (b * Hq + h) * Sq + i;
+        const qo = row * D;
+        for (let d = 0; d < D; d++) qs[d] = q[qo + d] * scale;
+        const visible = causal ? Math.min(len, len - Sq + i + 1) : len;
+        const end = Math.min(keyEnd, visible);
+        let m = -Infinity;
+        let l = 0;
+        o.fill(0);
+        for (let t0 = keyStart; t0 < end; t0 += T) {
+          const t1 = Math.min(t0 + T, end);
+          let mt = -Infinity;
+          for (let j = t0; j < t1; j++) {
+            const ko = kBase + j * D;
+            let dot = 0;
+            for (let d = 0; d < D; d++) dot += qs[d] * k[ko + d];
+            s[j - t0] = dot;
+            // NaN must win so a NaN input poisons the row as in the reference.
+            if (!(dot <= mt)) mt = Number.isNaN(mt) ? mt : dot;
+          }
+          const mNew = m >= mt ? m : mt;
+          if (mNew === -Infinity) continue; // every score −∞: the tile adds nothing
+          const alpha = m === -Infinity ? 0 : Math.exp(m - mNew);
+          l *= alpha;
+          for (let d = 0; d < D; d++) o[d] *= alpha;
+          for (let j = t0; j < t1; j++) {
+            const p = Math.exp(s[j - t0] - mNew);
+            l += p;
+            const vo = kBase + j * D;
+            for (let d = 0; d < D; d++) o[d] += p * v[vo + d];
+          }
+          m = mNew;
+        }
+        if (seg.partial === -1) {
+          writeRow(out, lse, row, D, m, l, o);
+        } else {
+          const po = (seg.partial * unitRows + r) * stride;
+          partials[po] = m;
+          partials[po + 1] = l;
+          for (let d = 0; d < D; d++) partials[po + 2 + d] = o[d];
+        }
+      }
+    }
+  }
+}
+
+function writeRow(
+  out: CpuArray,
+  lse: Float32Array,
+  row: number,
+  D: number,
+  m: number,
+  l: number,
+  o: ArrayLike<number>,
+): void {
+  const oo = row * D;
+  if (l === 0) {
+    for (let d = 0; d < D; d++) out[oo + d] = 0;
+    lse[row] = -Infinity;
+    return;
+  }
+  const inv = 1 / l;
+  for (let d = 0; d < D; d++) out[oo + d] = o[d] * inv;
+  lse[row] = m + Math.log(l);
+}
+
+/**
+ * Finishes the cut units (folding partial slots in the listed order) and writes the units
+ * nobody visits (no keys) as the merge identity: out = 0, lse = −∞.
+ */
+export function finishCuts(
+  buf: AttentionBuffers,
+  g: AttentionGeometry,
+  schedule: LeanSchedule,
+): void {
+  const { out, lse, partials } = buf;
+  const { Hq, Sq, D, group, rowsPerBlock, unitRows } = g;
+  const stride = stateStride(g);
+  const o = new Float64Array(D);
+  const rowsOf = (u: number, fn: (r: number, row: number) => void) => {
+    const { b, kvHead, qBlock } = schedule.units[u];
+    for (let r = 0; r < unitRows; r++) {
+      const h = kvHead * group + Math.floor(r / rowsPerBlock);
+      const i = qBlock * rowsPerBlock + (r % rowsPerBlock);
+      if (i < Sq) fn(r, (b * Hq + h) * Sq + i);
+    }
+  };
+  for (const cut of schedule.cuts) {
+    rowsOf(cut.unit, (r, row) => {
+      let m = -Infinity;
+      let l = 0;
+      o.fill(0);
+      for (const slot of cut.partials) {
+        const po = (slot * unitRows + r) * stride;
+        const mB = partials[po];
+        const lB = partials[po + 1];
+        const mNew = m >= mB ? m : mB;
+        if (mNew === -Infinity) continue; // both identities
+        const alpha = m === -Infinity ? 0 : Math.exp(m - mNew);
+        const beta = mB === -Infinity ? 0 : Math.exp(mB - mNew);
+        l = alpha * l + beta * lB;
+        for (let d = 0; d < D; d++) o[d] = alpha * o[d] + beta * partials[po + 2 + d];
+        m = mNew;
+      }
+      writeRow(out, lse, row, D, m, l, o);
+    });
+  }
+  for (let u = 0; u < schedule.units.length; u++) {
+    if (schedule.units[u].tiles === 0) {
+      rowsOf(u, (_r, row) => writeRow(out, lse, row, D, -Infinity, 0, o));
+    }
+  }
+}
+
+/** Allocates the outputs and scratch of one call. */
+export function attentionBuffers(
+  q: TensorInfo,
+  k: TensorInfo,
+  v: TensorInfo,
+  g: AttentionGeometry,
+  schedule: LeanSchedule,
+): AttentionBuffers {
+  const rows = g.B * g.Hq * g.Sq;
+  return {
+    q: cpuValues(q),
+    k: cpuValues(k),
+    v: cpuValues(v),
+    out: allocCpu(rows * g.D, q.dtype),
+    lse: allocCpu(rows, "float32") as Float32Array,
+    partials: new Float64Array(
+      new SharedArrayBuffer(Math.max(8, schedule.numPartials * g.unitRows * (g.D + 2) * 8)),
+    ),
+  };
+}
+
+/** Attention executing `params.schedule` in this thread. */
+export function cpuAttention(
+  q: TensorInfo,
+  k: TensorInfo,
+  v: TensorInfo,
+  params: AttentionParams,
+): { out: CpuArray; lse: CpuArray } {
+  const g = attentionGeometry(q.shape, k.shape, params.schedule);
+  const buf = attentionBuffers(q, k, v, g, params.schedule);
+  runWorkers(buf, g, params, 0, params.schedule.workers.length);
+  finishCuts(buf, g, params.schedule);
+  return { out: buf.out, lse: buf.lse };
+}
+
+/**
+ * Merges normalised states `(out, lse)` in list order: a state is `(m = lse, l = 1, o = out)`,
+ * folded with the pairwise merge (α := 0 for an identity, so no NaN from −∞ − −∞).
+ */
+export function cpuMergeStates(
+  outs: readonly TensorInfo[],
+  lses: readonly TensorInfo[],
+): { out: CpuArray; lse: CpuArray } {
+  const rows = lses[0].shape.reduce((a, b) => a * b, 1);
+  const D = outs[0].shape[outs[0].shape.length - 1];
+  const out = allocCpu(rows * D, outs[0].dtype);
+  const lse = allocCpu(rows, "float32");
+  const os = outs.map((t) => cpuValues(t));
+  const ls = lses.map((t) => cpuValues(t));
+  const o = new Float64Array(D);
+  for (let row = 0; row < rows; row++) {
+    let m = -Infinity;
+    let l = 0;
+    o.fill(0);
+    for (let s = 0; s < os.length; s++) {
+      const mB = ls[s][row];
+      const mNew = m >= mB ? m : mB;
+      if (mNew === -Infinity) continue;
+      const alpha = m === -Infinity ? 0 : Math.exp(m - mNew);
+      const beta = mB === -Infinity ? 0 : Math.exp(mB - mNew);
+      l = alpha * l + beta;
+      const ob = os[s];
+      for (let d = 0; d < D; d++) o[d] = alpha * o[d] + beta * ob[row * D + d];
+      m = mNew;
+    }
+    writeRow(out, lse as Float32Array, row, D, m, l, o);
+  }
+  return { out, lse };
+}

@@ -1,0 +1,482 @@
+/**
+ * flash, flash-decoding and lean attention against the float64 reference, on every backend:
+ * random shapes, GQA groups, ragged lengths (0 and 1 included), tile sizes, grids and split
+ * counts; named edge cases; float16 inputs; determinism; option errors.
+ */
+import { deepStrictEqual, ok as assert, throws } from "node:assert/strict";
+import fc from "fast-check";
+import type { Backend } from "../backends/backend.ts";
+import { randn, tensor } from "../tensor/creation.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import type { DType } from "../tensor/dtype.ts";
+import { ArgumentError } from "../tensor/errors.ts";
+import { flashAttention, flashSchedule } from "../attention/flash.ts";
+import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
+import { describeBackends, numRuns } from "./_backends.ts";
+
+function assertEquals(a: unknown, b: unknown): void {
+  deepStrictEqual(a, b);
+}
+function assertThrows(fn: () => unknown, cls: new (...a: never[]) => Error, includes: string) {
+  throws(fn, (e: unknown) => e instanceof cls && e.message.includes(includes));
+}
+import { maxAbs, maxAbsDiff, referenceAttention } from "./_reference.ts";
+
+interface Case {
+  B: number;
+  Hkv: number;
+  group: number;
+  Sq: number;
+  N: number;
+  D: number;
+  kvLens?: number[];
+  causal?: boolean;
+  scale?: number;
+  dtype?: DType;
+  seed: number;
+}
+
+interface Inputs {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  ref: { out: Float64Array; lse: Float64Array };
+  c: Case;
+}
+
+async function inputs(backend: Backend, c: Case, qScale = 1): Promise<Inputs> {
+  const Hq = c.Hkv * c.group;
+  const dtype = c.dtype ?? "float32";
+  let q = randn([c.B, Hq, c.Sq, c.D], { seed: c.seed, dtype, backend });
+  if (qScale !== 1) {
+    q = tensor((await q.data()).map((x) => x * qScale), {
+      shape: q.shape,
+      dtype,
+      backend,
+    });
+  }
+  const k = randn([c.B, c.Hkv, c.N, c.D], { seed: c.seed + 1, dtype, backend });
+  const v = randn([c.B, c.Hkv, c.N, c.D], { seed: c.seed + 2, dtype, backend });
+  // The reference sees exactly the stored (rounded) inputs.
+  const ref = referenceAttention({
+    q: await q.data(),
+    k: await k.data(),
+    v: await v.data(),
+    B: c.B,
+    Hq,
+    Hkv: c.Hkv,
+    Sq: c.Sq,
+    N: c.N,
+    D: c.D,
+    scale: c.scale,
+    causal: c.causal,
+    kvLens: c.kvLens,
+  });
+  return { q, k, v, ref, c };
+}
+
+/**
+ * Tolerances: float32 rounding of scores and sums grows slowly with the key count; a float16
+ * output adds its own rounding (half an ulp of the largest value).
+ */
+function tolerances(x: Inputs): { out: number; lse: number } {
+  const grow = Math.max(1, Math.log2(x.c.N) / 4);
+  let out = 1e-5 * Math.max(1e-3, maxAbs(x.ref.out)) * grow;
+  const finite = Array.from(x.ref.lse).filter(Number.isFinite);
+  const lse = 1e-5 * Math.max(1, maxAbs(finite)) * grow;
+  if (x.q.dtype === "float16") out += 2 * 2 ** -11 * maxAbs(x.ref.out);
+  return { out, lse };
+}
+
+type Result = { out: Tensor; lse: Tensor };
+
+async function check(x: Inputs, r: Result, what: string): Promise<Float32Array[]> {
+  const out = await r.out.data();
+  const lse = await r.lse.data();
+  assertEquals(r.out.shape, [x.c.B, x.c.Hkv * x.c.group, x.c.Sq, x.c.D]);
+  assertEquals(r.lse.dtype, "float32");
+  assertEquals(r.out.dtype, x.q.dtype);
+  const tol = tolerances(x);
+  const eo = maxAbsDiff(out, x.ref.out);
+  const el = maxAbsDiff(lse, x.ref.lse);
+  assert(eo <= tol.out, `${what}: out error ${eo} > ${tol.out} (${JSON.stringify(x.c)})`);
+  assert(el <= tol.lse, `${what}: lse error ${el} > ${tol.lse} (${JSON.stringify(x.c)})`);
+  r.out.dispose();
+  r.lse.dispose();
+  return [out, lse];
+}
+
+function dispose(x: Inputs): void {
+  x.q.dispose();
+  x.k.dispose();
+  x.v.dispose();
+}
+
+/** Total element-products of a case; keeps CPU runs short. */
+const BUDGET = 2_000_000;
+
+const caseArb = fc.record({
+  B: fc.integer({ min: 1, max: 4 }),
+  Hkv: fc.integer({ min: 1, max: 4 }),
+  group: fc.integer({ min: 1, max: 4 }),
+  Sq: fc.oneof(
+    { weight: 4, arbitrary: fc.integer({ min: 1, max: 4 }) },
+    { weight: 1, arbitrary: fc.integer({ min: 60, max: 140 }) },
+  ),
+  N: fc.integer({ min: 1, max: 700 }),
+  D: fc.integer({ min: 1, max: 80 }),
+  lenKinds: fc.array(fc.tuple(fc.integer({ min: 0, max: 3 }), fc.double({ min: 0, max: 1 })), {
+    minLength: 4,
+    maxLength: 4,
+  }),
+  causal: fc.boolean(),
+  customScale: fc.option(fc.double({ min: 0.01, max: 2, noNaN: true }), { nil: undefined }),
+  tileSize: fc.integer({ min: 1, max: 128 }),
+  blockN: fc.integer({ min: 1, max: 128 }),
+  gridPick: fc.tuple(
+    fc.boolean(),
+    fc.integer({ min: 1, max: 8 }),
+    fc.double({ min: 0, max: 1, maxExcluded: true }),
+  ),
+  numSplits: fc.oneof(fc.integer({ min: 1, max: 16 }), fc.constant("auto" as const)),
+  seed: fc.integer({ min: 1, max: 1_000_000 }),
+});
+
+type Drawn = typeof caseArb extends fc.Arbitrary<infer T> ? T : never;
+
+function toCase(d: Drawn): Case {
+  const Hq = d.Hkv * d.group;
+  // Shrink N (then D) so one case stays within the CPU budget.
+  const N = Math.max(1, Math.min(d.N, Math.floor(BUDGET / (d.B * Hq * d.Sq * d.D))));
+  const kvLens = d.lenKinds.slice(0, d.B).map(([kind, f]) =>
+    kind === 0 ? 0 : kind === 1 ? 1 : kind === 2 ? Math.floor(f * (N + 1)) : N
+  );
+  return {
+    B: d.B,
+    Hkv: d.Hkv,
+    group: d.group,
+    Sq: d.Sq,
+    N,
+    D: d.D,
+    kvLens,
+    causal: d.causal,
+    scale: d.customScale,
+    seed: d.seed,
+  };
+}
+
+describeBackends("flash, flash-decoding and lean agree with the reference", async (backend) => {
+  await fc.assert(
+    fc.asyncProperty(caseArb, async (d) => {
+      const c = toCase(d);
+      const x = await inputs(backend, c);
+      const common = {
+        kvLens: c.kvLens,
+        causal: c.causal,
+        scale: c.scale,
+        returnLse: true as const,
+      };
+      const flash = await check(
+        x,
+        flashAttention(x.q, x.k, x.v, { ...common, blockN: d.blockN }),
+        "flash",
+      );
+      const split = await check(
+        x,
+        flashAttention(x.q, x.k, x.v, { ...common, blockN: d.blockN, numSplits: d.numSplits }),
+        `flash-decoding(${d.numSplits})`,
+      );
+      const tiles = leanAttentionSchedule(x.q, x.k, x.v, {
+        ...common,
+        tileSize: d.tileSize,
+        grid: 1,
+      }).totalTiles;
+      // Small grids often; otherwise anywhere in 1..tiles + 5.
+      const [small, g, f] = d.gridPick;
+      const grid = small ? g : 1 + Math.floor(f * (tiles + 5));
+      const lean = await check(
+        x,
+        leanAttention(x.q, x.k, x.v, { ...common, tileSize: d.tileSize, grid }),
+        `lean(tile ${d.tileSize}, grid ${grid})`,
+      );
+      // Each other: within the sum of their distances to the reference.
+      const tol = tolerances(x);
+      for (const [name, r] of [["flash-decoding", split], ["lean", lean]] as const) {
+        assert(maxAbsDiff(r[0], flash[0]) <= 2 * tol.out, `${name} vs flash: out`);
+        assert(maxAbsDiff(r[1], flash[1]) <= 2 * tol.lse, `${name} vs flash: lse`);
+      }
+      dispose(x);
+    }),
+    { numRuns: numRuns(backend, 120) },
+  );
+});
+
+describeBackends(
+  "float16 inputs stay within rounding of the f16-input reference",
+  async (backend) => {
+    await fc.assert(
+      fc.asyncProperty(caseArb, async (d) => {
+        const c = { ...toCase(d), dtype: "float16" as const };
+        const x = await inputs(backend, c);
+        const common = {
+          kvLens: c.kvLens,
+          causal: c.causal,
+          scale: c.scale,
+          returnLse: true as const,
+        };
+        await check(x, flashAttention(x.q, x.k, x.v, { ...common, blockN: d.blockN }), "flash f16");
+        await check(
+          x,
+          flashAttention(x.q, x.k, x.v, { ...common, numSplits: d.numSplits }),
+          "flash-decoding f16",
+        );
+        await check(
+          x,
+          leanAttention(x.q, x.k, x.v, { ...common, tileSize: d.tileSize, grid: 3 }),
+          "lean f16",
+        );
+        dispose(x);
+      }),
+      { numRuns: numRuns(backend, 10) },
+    );
+  },
+);
+
+describeBackends("same call twice gives bit-identical results", async (backend) => {
+  const x = await inputs(backend, {
+    B: 3,
+    Hkv: 2,
+    group: 3,
+    Sq: 2,
+    N: 333,
+    D: 24,
+    kvLens: [333, 17, 200],
+    causal: true,
+    seed: 7,
+  });
+  const runs: (() => Result)[] = [
+    () => flashAttention(x.q, x.k, x.v, { returnLse: true, kvLens: x.c.kvLens, causal: true }),
+    () =>
+      flashAttention(x.q, x.k, x.v, {
+        returnLse: true,
+        kvLens: x.c.kvLens,
+        causal: true,
+        numSplits: 5,
+        blockN: 16,
+      }),
+    () =>
+      leanAttention(x.q, x.k, x.v, {
+        returnLse: true,
+        kvLens: x.c.kvLens,
+        causal: true,
+        grid: 11,
+        tileSize: 10,
+      }),
+  ];
+  for (const run of runs) {
+    const a = run();
+    const b = run();
+    assertEquals(await a.out.data(), await b.out.data());
+    assertEquals(await a.lse.data(), await b.lse.data());
+  }
+  dispose(x);
+});
+
+describeBackends("N = 1: the output is V[0] for every query", async (backend) => {
+  const x = await inputs(backend, { B: 2, Hkv: 2, group: 2, Sq: 3, N: 1, D: 8, seed: 11 });
+  const v = await x.v.data();
+  for (
+    const r of [
+      flashAttention(x.q, x.k, x.v, { returnLse: true }),
+      flashAttention(x.q, x.k, x.v, { returnLse: true, numSplits: 4 }),
+      leanAttention(x.q, x.k, x.v, { returnLse: true, grid: 5 }),
+    ]
+  ) {
+    const out = await r.out.data();
+    for (let b = 0; b < 2; b++) {
+      for (let h = 0; h < 4; h++) {
+        for (let i = 0; i < 3; i++) {
+          for (let d = 0; d < 8; d++) {
+            const want = v[(b * 2 + (h >> 1)) * 8 + d];
+            const got = out[((b * 4 + h) * 3 + i) * 8 + d];
+            assert(Math.abs(got - want) <= 1e-6 * Math.abs(want), `out ${got} vs V[0] ${want}`);
+          }
+        }
+      }
+    }
+    await check(x, r, "N = 1");
+  }
+  dispose(x);
+});
+
+describeBackends("N = tile − 1, tile, tile + 1", async (backend) => {
+  for (const N of [63, 64, 65]) {
+    const x = await inputs(backend, { B: 2, Hkv: 1, group: 2, Sq: 1, N, D: 16, seed: N });
+    await check(x, flashAttention(x.q, x.k, x.v, { returnLse: true, blockN: 64 }), `flash N=${N}`);
+    await check(
+      x,
+      flashAttention(x.q, x.k, x.v, { returnLse: true, blockN: 64, numSplits: 2 }),
+      `flash-decoding N=${N}`,
+    );
+    for (const grid of [1, 2, 3]) {
+      await check(
+        x,
+        leanAttention(x.q, x.k, x.v, { returnLse: true, tileSize: 64, grid }),
+        `lean N=${N} grid=${grid}`,
+      );
+    }
+    dispose(x);
+  }
+});
+
+describeBackends("fewer tiles than workers", async (backend) => {
+  const x = await inputs(backend, { B: 1, Hkv: 2, group: 1, Sq: 1, N: 40, D: 16, seed: 3 });
+  const opts = { returnLse: true, tileSize: 16, grid: 50 } as const;
+  const s = leanAttentionSchedule(x.q, x.k, x.v, opts);
+  assertEquals(s.totalTiles, 6);
+  assertEquals(s.workers.filter((w) => w.length === 0).length, 44);
+  await check(x, leanAttention(x.q, x.k, x.v, opts), "lean grid 50, 6 tiles");
+  await check(
+    x,
+    flashAttention(x.q, x.k, x.v, { returnLse: true, blockN: 16, numSplits: 16 }),
+    "flash-decoding 16 splits of 3 blocks",
+  );
+  dispose(x);
+});
+
+describeBackends("one unit across every worker", async (backend) => {
+  const x = await inputs(backend, {
+    B: 1,
+    Hkv: 1,
+    group: 3,
+    Sq: 2,
+    N: 640,
+    D: 32,
+    causal: true,
+    seed: 5,
+  });
+  const opts = { returnLse: true, tileSize: 64, grid: 10, causal: true } as const;
+  const s = leanAttentionSchedule(x.q, x.k, x.v, opts);
+  assertEquals(s.cuts.length, 1);
+  assertEquals(s.cuts[0].partials.length, 10);
+  await check(x, leanAttention(x.q, x.k, x.v, opts), "lean, 1 unit, 10 workers");
+  dispose(x);
+});
+
+describeBackends("one worker across many units", async (backend) => {
+  const x = await inputs(backend, {
+    B: 4,
+    Hkv: 4,
+    group: 2,
+    Sq: 1,
+    N: 90,
+    D: 16,
+    kvLens: [90, 3, 0, 64],
+    seed: 9,
+  });
+  const opts = { returnLse: true, tileSize: 32, grid: 1, kvLens: x.c.kvLens } as const;
+  const s = leanAttentionSchedule(x.q, x.k, x.v, opts);
+  assertEquals(s.workers[0].length, 12); // every unit with keys, in one run
+  assertEquals(s.cuts.length, 0);
+  await check(x, leanAttention(x.q, x.k, x.v, opts), "lean grid 1");
+  dispose(x);
+});
+
+describeBackends("logits of ±1e4 stay finite and match", async (backend) => {
+  // |q·k·scale| up to ~1e4: the softmax is nearly one-hot; any unstabilised exp overflows.
+  for (const causal of [false, true]) {
+    const x = await inputs(
+      backend,
+      { B: 2, Hkv: 2, group: 2, Sq: 2, N: 150, D: 16, seed: 21, causal },
+      2e3,
+    );
+    const big = maxAbs(x.ref.lse.filter(Number.isFinite));
+    assert(big > 1e3, `logits are not large (max |lse| ${big})`);
+    // float32 scores carry ~|logit|·2⁻²⁴·D absolute error, which moves the weights relatively.
+    const tol = tolerances(x);
+    const tolOut = tol.out + maxAbs(x.ref.out) * big * 2 ** -24 * 16;
+    const tolLse = tol.lse + big * 2 ** -24 * 16;
+    for (
+      const [name, r] of [
+        ["flash", flashAttention(x.q, x.k, x.v, { returnLse: true, causal })],
+        [
+          "flash-decoding",
+          flashAttention(x.q, x.k, x.v, { returnLse: true, causal, numSplits: 3 }),
+        ],
+        ["lean", leanAttention(x.q, x.k, x.v, { returnLse: true, causal, grid: 7, tileSize: 16 })],
+      ] as const
+    ) {
+      const o = await r.out.data();
+      const l = await r.lse.data();
+      assert(o.every(Number.isFinite), `${name}: non-finite output`);
+      const eo = maxAbsDiff(o, x.ref.out);
+      const el = maxAbsDiff(l, x.ref.lse);
+      assert(eo <= tolOut, `${name}: out error ${eo} > ${tolOut}`);
+      assert(el <= tolLse, `${name}: lse error ${el} > ${tolLse}`);
+    }
+    dispose(x);
+  }
+});
+
+describeBackends("a length-0 sequence among others gives out 0 and lse −∞", async (backend) => {
+  const x = await inputs(backend, {
+    B: 3,
+    Hkv: 1,
+    group: 2,
+    Sq: 2,
+    N: 70,
+    D: 8,
+    kvLens: [70, 0, 9],
+    causal: true,
+    seed: 4,
+  });
+  const common = { returnLse: true, kvLens: x.c.kvLens, causal: true } as const;
+  for (
+    const r of [
+      flashAttention(x.q, x.k, x.v, common),
+      flashAttention(x.q, x.k, x.v, { ...common, numSplits: 3, blockN: 8 }),
+      leanAttention(x.q, x.k, x.v, { ...common, grid: 4, tileSize: 8 }),
+    ]
+  ) {
+    const out = await r.out.data();
+    const lse = await r.lse.data();
+    // batch 1: rows 4..7 of lse, 32..63 of out
+    assertEquals(Array.from(lse.subarray(4, 8)), [-Infinity, -Infinity, -Infinity, -Infinity]);
+    assert(out.subarray(32, 64).every((x) => x === 0), "out of the empty sequence is not 0");
+    await check(x, r, "length-0 sequence");
+  }
+  dispose(x);
+});
+
+describeBackends("bad options throw ArgumentError", async (backend) => {
+  const x = await inputs(backend, { B: 1, Hkv: 1, group: 1, Sq: 1, N: 4, D: 4, seed: 1 });
+  for (const blockN of [0, -1, 1.5, NaN]) {
+    assertThrows(() => flashAttention(x.q, x.k, x.v, { blockN }), ArgumentError, "blockN");
+  }
+  for (const numSplits of [0, 2.5, "many"]) {
+    assertThrows(
+      () => flashAttention(x.q, x.k, x.v, { numSplits: numSplits as number }),
+      ArgumentError,
+      "numSplits",
+    );
+  }
+  assertThrows(() => leanAttention(x.q, x.k, x.v, { tileSize: 0 }), ArgumentError, "tileSize");
+  assertThrows(() => leanAttention(x.q, x.k, x.v, { grid: -3 }), ArgumentError, "grid");
+  dispose(x);
+});
+
+Deno.test("flash picks flash for 1 split and flash-decoding schedules otherwise", () => {
+  const q = randn([2, 4, 1, 8], { seed: 1 });
+  const k = randn([2, 2, 500, 8], { seed: 2 });
+  const s1 = flashSchedule(q, k, k);
+  assertEquals(s1.kind, "split");
+  assertEquals(s1.workers.length, 4);
+  assertEquals(s1.cuts.length, 0);
+  const s4 = flashSchedule(q, k, k, { numSplits: 4, blockN: 32 });
+  assertEquals(s4.workers.length, 16);
+  assertEquals(s4.cuts.length, 4);
+  // Query blocks of at most 64 rows: 130 rows → 3 blocks per (batch, kv-head).
+  const qLong = randn([2, 4, 130, 8], { seed: 3 });
+  assertEquals(flashSchedule(qLong, k, k).units.length, 12);
+  assertEquals(leanAttentionSchedule(qLong, k, k).plan.qBlocks, 3);
+});
