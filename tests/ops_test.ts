@@ -217,10 +217,9 @@ describeBackends("unary ops (exp, neg, log) vs float64", async (backend) => {
   }
   const special = tensor([0, -1, Infinity, -Infinity, NaN], { backend });
   assertEquals(await log(special).data(), Float32Array.of(-Infinity, NaN, Infinity, NaN, NaN));
-  assertEquals(
-    await exp(special).data(),
-    Float32Array.of(1, Math.fround(Math.exp(-1)), Infinity, 0, NaN),
-  );
+  // exp is exact at these points on every backend (elsewhere WGSL allows a few ulp).
+  const edges = tensor([0, Infinity, -Infinity, NaN], { backend });
+  assertEquals(await exp(edges).data(), Float32Array.of(1, Infinity, 0, NaN));
 });
 
 /** Float64 reduction of `x` (shape) along `axis`, the [outer, n, inner] way. */
