@@ -1,0 +1,449 @@
+/**
+ * WGSL kernels of the elementary ops (everything but attention), written against
+ * {@link GpuContext} only. Shapes travel in a small `array<u32>` parameter buffer, so one
+ * pipeline serves every shape; a pipeline key names only what the WGSL text depends on (op,
+ * dtypes, transposes, layout variant).
+ *
+ * @module
+ */
+import type { BinaryOp, DataId, ReduceOp, TensorInfo, UnaryOp } from "../backend.ts";
+import type { DType } from "../../tensor/dtype.ts";
+import { type Shape, sizeOf, stridesOf } from "../../tensor/shape.ts";
+import type { GpuContext } from "./context.ts";
+import { BUILTINS, declare, declareParams, grid, header, store, WG_INDEX } from "./_wgsl.ts";
+
+/** Threads per workgroup of the elementwise kernels. */
+const WG = 256;
+/** Threads per workgroup of the row reductions. */
+const RW = 64;
+
+function params(ctx: GpuContext, values: readonly number[]): GPUBuffer {
+  return ctx.scratchFrom(Uint32Array.from(values));
+}
+
+const UNARY: Record<UnaryOp | "copy", string> = {
+  exp: "exp(v)",
+  neg: "-v",
+  log: "log(v)",
+  copy: "v",
+};
+
+/** Elementwise unary op (`copy` with another output dtype is a cast). */
+export function unaryKernel(
+  ctx: GpuContext,
+  op: UnaryOp | "copy",
+  x: TensorInfo,
+  outDType: DType = x.dtype,
+): DataId {
+  const n = sizeOf(x.shape);
+  const out = ctx.alloc(n, outDType);
+  if (n === 0) return out;
+  const key = `unary:${op}:${x.dtype}:${outDType}`;
+  const pipe = ctx.pipeline(key, () =>
+    `${header(ctx, [x.dtype, outDType])}
+${declare(ctx, 0, "x", x.dtype, "read")}
+${declare(ctx, 1, "y", outDType, "read_write")}
+${declareParams(2)}
+@compute @workgroup_size(${WG})
+fn main(${BUILTINS}) {
+  let i = ${WG_INDEX} * ${WG}u + lid;
+  if (i >= p[0]) { return; }
+  let v = f32(x[i]);
+  y[i] = ${store(ctx, outDType, UNARY[op])};
+}`);
+  ctx.dispatch(
+    pipe,
+    [ctx.buffer(x.id), ctx.buffer(out), params(ctx, [n])],
+    grid(ctx, Math.ceil(n / WG)),
+    op === "copy" ? "cast" : op,
+  );
+  return out;
+}
+
+const BINARY: Record<BinaryOp, string> = {
+  add: "a + b",
+  sub: "a - b",
+  mul: "a * b",
+  div: "a / b",
+  max: "max_nan(a, b)",
+};
+
+/** Strides of `shape` broadcast to `outShape` (0 along broadcast dims). */
+function broadcastStrides(shape: Shape, outShape: Shape): number[] {
+  const s = stridesOf(shape);
+  const off = outShape.length - shape.length;
+  return outShape.map((_, d) => {
+    const i = d - off;
+    return i < 0 || shape[i] === 1 ? 0 : s[i];
+  });
+}
+
+const same = (a: Shape, b: Shape) => a.length === b.length && a.every((d, i) => d === b[i]);
+
+/** Elementwise binary op with NumPy broadcasting to `outShape`. */
+export function binaryKernel(
+  ctx: GpuContext,
+  op: BinaryOp,
+  a: TensorInfo,
+  b: TensorInfo,
+  outShape: Shape,
+  outDType: DType,
+): DataId {
+  const n = sizeOf(outShape);
+  const out = ctx.alloc(n, outDType);
+  if (n === 0) return out;
+  // Equal shapes need no index arithmetic; everything else decodes the output index.
+  const flat = same(a.shape, outShape) && same(b.shape, outShape);
+  const key = `binary:${op}:${flat ? "flat" : "bcast"}:${a.dtype}:${b.dtype}:${outDType}`;
+  const index = flat ? "let ia = i; let ib = i;" : `
+  let r = p[1];
+  var rem = i;
+  var ia = 0u;
+  var ib = 0u;
+  for (var d = r; d > 0u; d--) {
+    let dim = p[1u + d];
+    let c = rem % dim;
+    rem = rem / dim;
+    ia += c * p[1u + r + d];
+    ib += c * p[1u + 2u * r + d];
+  }`;
+  const pipe = ctx.pipeline(key, () =>
+    `${header(ctx, [a.dtype, b.dtype, outDType])}
+${declare(ctx, 0, "xa", a.dtype, "read")}
+${declare(ctx, 1, "xb", b.dtype, "read")}
+${declare(ctx, 2, "y", outDType, "read_write")}
+${declareParams(3)}
+@compute @workgroup_size(${WG})
+fn main(${BUILTINS}) {
+  let i = ${WG_INDEX} * ${WG}u + lid;
+  if (i >= p[0]) { return; }
+  ${index}
+  let a = f32(xa[ia]);
+  let b = f32(xb[ib]);
+  y[i] = ${store(ctx, outDType, BINARY[op])};
+}`);
+  const ps = flat ? [n] : [
+    n,
+    outShape.length,
+    ...outShape,
+    ...broadcastStrides(a.shape, outShape),
+    ...broadcastStrides(b.shape, outShape),
+  ];
+  ctx.dispatch(
+    pipe,
+    [ctx.buffer(a.id), ctx.buffer(b.id), ctx.buffer(out), params(ctx, ps)],
+    grid(ctx, Math.ceil(n / WG)),
+    op,
+  );
+  return out;
+}
+
+/** `[outer, n, inner]` view of a shape around `axis`. */
+function around(shape: Shape, axis: number): [number, number, number] {
+  return [sizeOf(shape.slice(0, axis)), shape[axis], sizeOf(shape.slice(axis + 1))];
+}
+
+const INIT: Record<ReduceOp, string> = { sum: "0.0", max: "neg_inf()" };
+const COMBINE: Record<ReduceOp, (a: string, b: string) => string> = {
+  sum: (a, b) => `${a} + ${b}`,
+  max: (a, b) => `max_nan(${a}, ${b})`,
+};
+
+/**
+ * Sum or max along `axis`. The last axis gets a workgroup per row (threads take strided
+ * elements, then a fixed tree); other axes a thread per output walking its column, which
+ * keeps neighbouring threads on neighbouring addresses. Both orders are fixed: deterministic.
+ */
+export function reduceKernel(ctx: GpuContext, op: ReduceOp, x: TensorInfo, axis: number): DataId {
+  const [outer, n, inner] = around(x.shape, axis);
+  const rows = outer * inner;
+  const out = ctx.alloc(rows, x.dtype);
+  if (rows === 0) return out;
+  const rowwise = inner === 1;
+  const key = `reduce:${op}:${rowwise ? "row" : "col"}:${x.dtype}`;
+  const c = COMBINE[op];
+  const body = rowwise
+    ? `
+  let row = ${WG_INDEX};
+  if (row >= p[0]) { return; }
+  let n = p[1];
+  var acc = ${INIT[op]};
+  for (var j = lid; j < n; j += ${RW}u) { acc = ${c("acc", "f32(x[row * n + j])")}; }
+  sh[lid] = acc;
+  workgroupBarrier();
+  for (var s = ${RW / 2}u; s > 0u; s >>= 1u) {
+    if (lid < s) { sh[lid] = ${c("sh[lid]", "sh[lid + s]")}; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { y[row] = ${store(ctx, x.dtype, "sh[0]")}; }`
+    : `
+  let o = ${WG_INDEX} * ${WG}u + lid;
+  if (o >= p[0]) { return; }
+  let n = p[1];
+  let inner = p[2];
+  let base = (o / inner) * n * inner + o % inner;
+  var acc = ${INIT[op]};
+  for (var j = 0u; j < n; j++) { acc = ${c("acc", "f32(x[base + j * inner])")}; }
+  y[o] = ${store(ctx, x.dtype, "acc")};`;
+  const pipe = ctx.pipeline(key, () =>
+    `${header(ctx, [x.dtype])}
+${declare(ctx, 0, "x", x.dtype, "read")}
+${declare(ctx, 1, "y", x.dtype, "read_write")}
+${declareParams(2)}
+${rowwise ? `var<workgroup> sh: array<f32, ${RW}>;` : ""}
+@compute @workgroup_size(${rowwise ? RW : WG})
+fn main(${BUILTINS}) {${body}
+}`);
+  ctx.dispatch(
+    pipe,
+    [ctx.buffer(x.id), ctx.buffer(out), params(ctx, [rows, n, inner])],
+    grid(ctx, rowwise ? rows : Math.ceil(rows / WG)),
+    `reduce-${op}`,
+  );
+  return out;
+}
+
+/**
+ * Stable softmax along `axis` (max, then sum of exp(x − max), then divide); a row whose max
+ * is −∞ gives zeros. Same row/column split as {@link reduceKernel}.
+ */
+export function softmaxKernel(ctx: GpuContext, x: TensorInfo, axis: number): DataId {
+  const [outer, n, inner] = around(x.shape, axis);
+  const total = outer * n * inner;
+  const out = ctx.alloc(total, x.dtype);
+  const rows = outer * inner;
+  if (total === 0) return out;
+  const rowwise = inner === 1;
+  const key = `softmax:${rowwise ? "row" : "col"}:${x.dtype}`;
+  const write = (v: string) => store(ctx, x.dtype, `select(${v}, 0.0, dead)`);
+  // Barriers must sit in uniform control flow, so a dead row runs every pass and only its
+  // writes are replaced by zeros.
+  const body = rowwise
+    ? `
+  let row = ${WG_INDEX};
+  if (row >= p[0]) { return; }
+  let n = p[1];
+  let base = row * n;
+  var m = neg_inf();
+  for (var j = lid; j < n; j += ${RW}u) { m = max_nan(m, f32(x[base + j])); }
+  sh[lid] = m;
+  workgroupBarrier();
+  for (var s = ${RW / 2}u; s > 0u; s >>= 1u) {
+    if (lid < s) { sh[lid] = max_nan(sh[lid], sh[lid + s]); }
+    workgroupBarrier();
+  }
+  m = sh[0];
+  workgroupBarrier();
+  let dead = m == neg_inf();
+  var l = 0.0;
+  for (var j = lid; j < n; j += ${RW}u) { l += exp(f32(x[base + j]) - m); }
+  sh[lid] = l;
+  workgroupBarrier();
+  for (var s = ${RW / 2}u; s > 0u; s >>= 1u) {
+    if (lid < s) { sh[lid] = sh[lid] + sh[lid + s]; }
+    workgroupBarrier();
+  }
+  l = sh[0];
+  for (var j = lid; j < n; j += ${RW}u) {
+    y[base + j] = ${write("exp(f32(x[base + j]) - m) / l")};
+  }`
+    : `
+  let o = ${WG_INDEX} * ${WG}u + lid;
+  if (o >= p[0]) { return; }
+  let n = p[1];
+  let inner = p[2];
+  let base = (o / inner) * n * inner + o % inner;
+  var m = neg_inf();
+  for (var j = 0u; j < n; j++) { m = max_nan(m, f32(x[base + j * inner])); }
+  let dead = m == neg_inf();
+  var l = 0.0;
+  for (var j = 0u; j < n; j++) { l += exp(f32(x[base + j * inner]) - m); }
+  for (var j = 0u; j < n; j++) {
+    y[base + j * inner] = ${write("exp(f32(x[base + j * inner]) - m) / l")};
+  }`;
+  const pipe = ctx.pipeline(key, () =>
+    `${header(ctx, [x.dtype])}
+${declare(ctx, 0, "x", x.dtype, "read")}
+${declare(ctx, 1, "y", x.dtype, "read_write")}
+${declareParams(2)}
+${rowwise ? `var<workgroup> sh: array<f32, ${RW}>;` : ""}
+@compute @workgroup_size(${rowwise ? RW : WG})
+fn main(${BUILTINS}) {${body}
+}`);
+  ctx.dispatch(
+    pipe,
+    [ctx.buffer(x.id), ctx.buffer(out), params(ctx, [rows, n, inner])],
+    grid(ctx, rowwise ? rows : Math.ceil(rows / WG)),
+    "softmax",
+  );
+  return out;
+}
+
+/** Side of the square output tile a matmul workgroup computes (one element per thread). */
+const T = 16;
+
+/**
+ * Batched matmul with broadcasting batch dims. Each workgroup computes a T×T output tile,
+ * staging T×T tiles of a and b in workgroup memory; K is walked in order (deterministic).
+ */
+export function matmulKernel(
+  ctx: GpuContext,
+  a: TensorInfo,
+  b: TensorInfo,
+  transposeA: boolean,
+  transposeB: boolean,
+  outShape: Shape,
+  outDType: DType,
+): DataId {
+  const r = outShape.length;
+  const M = outShape[r - 2];
+  const N = outShape[r - 1];
+  const ra = a.shape.length;
+  const K = transposeA ? a.shape[ra - 2] : a.shape[ra - 1];
+  const out = ctx.alloc(sizeOf(outShape), outDType);
+  const batchShape = outShape.slice(0, r - 2);
+  const batches = sizeOf(batchShape);
+  if (M * N * batches === 0) return out;
+  const mats = (s: Shape) => s.slice(0, s.length - 2);
+  const tilesM = Math.ceil(M / T);
+  const tilesN = Math.ceil(N / T);
+  const aIdx = transposeA ? "k * M + row" : "row * K + k";
+  const bIdx = transposeB ? "col * K + k" : "k * N + col";
+  const key = `matmul:${transposeA ? "t" : "n"}${
+    transposeB ? "t" : "n"
+  }:${a.dtype}:${b.dtype}:${outDType}`;
+  const pipe = ctx.pipeline(key, () =>
+    `${header(ctx, [a.dtype, b.dtype, outDType])}
+${declare(ctx, 0, "xa", a.dtype, "read")}
+${declare(ctx, 1, "xb", b.dtype, "read")}
+${declare(ctx, 2, "y", outDType, "read_write")}
+${declareParams(3)}
+var<workgroup> ta: array<f32, ${T * T}>;
+var<workgroup> tb: array<f32, ${T * T}>;
+@compute @workgroup_size(${T}, ${T})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+  let M = p[0];
+  let N = p[1];
+  let K = p[2];
+  let tilesM = p[4];
+  let tilesN = p[5];
+  let w = ${WG_INDEX};
+  if (w >= tilesM * tilesN * p[3]) { return; }
+  let tn = w % tilesN;
+  let tm = (w / tilesN) % tilesM;
+  var rem = w / (tilesN * tilesM);
+  let r = p[6];
+  var ma = 0u;
+  var mb = 0u;
+  for (var d = r; d > 0u; d--) {
+    let dim = p[6u + d];
+    let c = rem % dim;
+    rem = rem / dim;
+    ma += c * p[6u + r + d];
+    mb += c * p[6u + 2u * r + d];
+  }
+  let oa = ma * M * K;
+  let ob = mb * K * N;
+  let lx = lid.x;
+  let ly = lid.y;
+  let row0 = tm * ${T}u;
+  let col0 = tn * ${T}u;
+  var acc = 0.0;
+  for (var k0 = 0u; k0 < K; k0 += ${T}u) {
+    {
+      let row = row0 + ly;
+      let k = k0 + lx;
+      var v = 0.0;
+      if (row < M && k < K) { v = f32(xa[oa + ${aIdx}]); }
+      ta[ly * ${T}u + lx] = v;
+    }
+    {
+      let col = col0 + lx;
+      let k = k0 + ly;
+      var v = 0.0;
+      if (col < N && k < K) { v = f32(xb[ob + ${bIdx}]); }
+      tb[ly * ${T}u + lx] = v;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${T}u; kk++) { acc += ta[ly * ${T}u + kk] * tb[kk * ${T}u + lx]; }
+    workgroupBarrier();
+  }
+  let row = row0 + ly;
+  let col = col0 + lx;
+  if (row < M && col < N) {
+    let ob2 = (w / (tilesN * tilesM)) * M * N;
+    y[ob2 + row * N + col] = ${store(ctx, outDType, "acc")};
+  }
+}`);
+  const sa = matStrides(mats(a.shape), batchShape);
+  const sb = matStrides(mats(b.shape), batchShape);
+  ctx.dispatch(
+    pipe,
+    [
+      ctx.buffer(a.id),
+      ctx.buffer(b.id),
+      ctx.buffer(out),
+      params(ctx, [
+        M,
+        N,
+        K,
+        batches,
+        tilesM,
+        tilesN,
+        batchShape.length,
+        ...batchShape,
+        ...sa,
+        ...sb,
+      ]),
+    ],
+    grid(ctx, tilesM * tilesN * batches),
+    "matmul",
+  );
+  return out;
+}
+
+/** Strides in whole matrices of batch dims `shape` broadcast to `batchShape`. */
+function matStrides(shape: Shape, batchShape: Shape): number[] {
+  return broadcastStrides(shape, batchShape);
+}
+
+/** Permutes axes: output dim `i` is input dim `perm[i]`. */
+export function transposeKernel(ctx: GpuContext, x: TensorInfo, perm: readonly number[]): DataId {
+  const n = sizeOf(x.shape);
+  const out = ctx.alloc(n, x.dtype);
+  if (n === 0) return out;
+  const inStrides = stridesOf(x.shape);
+  const outShape = perm.map((d) => x.shape[d]);
+  const key = `transpose:${x.dtype}`;
+  const pipe = ctx.pipeline(key, () =>
+    `${header(ctx, [x.dtype])}
+${declare(ctx, 0, "x", x.dtype, "read")}
+${declare(ctx, 1, "y", x.dtype, "read_write")}
+${declareParams(2)}
+@compute @workgroup_size(${WG})
+fn main(${BUILTINS}) {
+  let i = ${WG_INDEX} * ${WG}u + lid;
+  if (i >= p[0]) { return; }
+  let r = p[1];
+  var rem = i;
+  var src = 0u;
+  for (var d = r; d > 0u; d--) {
+    let dim = p[1u + d];
+    src += (rem % dim) * p[1u + r + d];
+    rem = rem / dim;
+  }
+  y[i] = x[src];
+}`);
+  ctx.dispatch(
+    pipe,
+    [
+      ctx.buffer(x.id),
+      ctx.buffer(out),
+      params(ctx, [n, perm.length, ...outShape, ...perm.map((d) => inStrides[d])]),
+    ],
+    grid(ctx, Math.ceil(n / WG)),
+    "transpose",
+  );
+  return out;
+}

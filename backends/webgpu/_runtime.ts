@@ -1,0 +1,545 @@
+/**
+ * The WebGPU runtime behind the backend: the {@link GpuContext} every kernel file codes
+ * against, plus storage (pooled buffers), readback, deferred error reporting and profiling.
+ *
+ * Three facts of WebGPU shape this file:
+ *
+ * - Ops are synchronous but GPU errors arrive as promises (`popErrorScope`). Buffer creation,
+ *   pipeline creation, bind groups and submits run inside error scopes; a failure is stored and
+ *   thrown (as {@link LimitError} or {@link LeanattnError}) by the next op or read, instead of
+ *   being printed as "uncaptured" and silently skipping the dispatch.
+ * - `queue.writeBuffer` runs before any command buffer submitted after it, including the
+ *   pending encoder recorded *before* the write. So a buffer the pending encoder reads must not
+ *   receive a queue write until that encoder is submitted: buffers released while the pending
+ *   encoder uses them wait in a side pool that only GPU-written allocations (`alloc`) may take
+ *   from; uploads and scratch take from the main pool only.
+ * - A readback costs ~10 ms (Deno polls the device every 10 ms), so nothing here waits except
+ *   `read` and `readTimings`.
+ *
+ * @module
+ */
+import type { DataId, MemoryInfo } from "../backend.ts";
+import type { GpuBinding, GpuContext, GpuFeatures } from "./context.ts";
+import { bytesPerElement, type DType } from "../../tensor/dtype.ts";
+import {
+  DeviceLostError,
+  DisposedTensorError,
+  LeanattnError,
+  LimitError,
+} from "../../tensor/errors.ts";
+import { BufferPool, POOL_USAGE, sizeClass } from "./_pool.ts";
+
+/** GPU storage of one tensor. */
+export class GpuData {
+  /** Set by `release`. */
+  released = false;
+  constructor(
+    /** The (pooled, possibly larger) buffer. */
+    readonly buffer: GPUBuffer,
+    /** Storage dtype. */
+    readonly dtype: DType,
+    /** Element count. */
+    readonly elements: number,
+    /** Elements × stored bytes per element. */
+    readonly byteLength: number,
+  ) {}
+}
+
+/** Dispatches recorded before the pending encoder is submitted on its own. */
+export const MAX_PENDING_DISPATCHES = 64;
+
+/** One compute pass's GPU time. */
+export interface PassTiming {
+  /** The label given to `dispatch`. */
+  label: string;
+  /** Milliseconds between the pass's begin and end timestamps. */
+  ms: number;
+}
+
+interface TimingBatch {
+  labels: string[];
+  querySet: GPUQuerySet;
+  resolve: GPUBuffer;
+  staging: GPUBuffer;
+}
+
+const round4 = (n: number) => Math.ceil(n / 4) * 4;
+
+/** The GPU context and storage manager of one device. */
+export class GpuRuntime implements GpuContext {
+  readonly device: GPUDevice;
+  readonly features: GpuFeatures;
+  readonly limits: GPUSupportedLimits;
+  readonly description: string;
+
+  #pool: BufferPool;
+  /** Released while the pending encoder may read them: reusable only as GPU outputs. */
+  #gpuOnly = new Map<number, GPUBuffer[]>();
+  #gpuOnlyBytes = 0;
+  #live = new Set<GpuData>();
+  #liveBytes = 0;
+  #owner = new WeakMap<GPUBuffer, GpuData>();
+
+  #encoder: GPUCommandEncoder | null = null;
+  #dispatches = 0;
+  #pendingUse = new Set<GPUBuffer>();
+  #scratchInFlight: GPUBuffer[] = [];
+
+  #pipelines = new Map<string, GPUComputePipeline>();
+  #layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
+  /** Pipelines whose creation failed, with the error (they stay cached, failing fast). */
+  #bad = new WeakMap<GPUComputePipeline, LeanattnError>();
+
+  #checks = new Set<Promise<void>>();
+  #error: LeanattnError | null = null;
+  #lost: string | null = null;
+
+  #profiling = false;
+  #batch: TimingBatch | null = null;
+  #timings: TimingBatch[] = [];
+
+  constructor(device: GPUDevice, features: GpuFeatures, description: string) {
+    this.device = device;
+    this.features = features;
+    this.limits = device.limits;
+    this.description = description;
+    // Keep at most a quarter of the largest buffer (and ≤ 1 GiB) idle.
+    this.#pool = new BufferPool(Math.min(2 ** 30, Math.max(2 ** 26, device.limits.maxBufferSize)));
+    device.lost.then((info) => {
+      this.#lost ??= info.message || `device lost (${info.reason})`;
+    });
+    device.addEventListener("uncapturederror", (e) => {
+      e.preventDefault();
+      this.#fail(
+        new LeanattnError(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`),
+      );
+    });
+  }
+
+  // ---- state and errors ----------------------------------------------------------------
+
+  /** Whether the device was lost or destroyed. */
+  get lost(): boolean {
+    return this.#lost !== null;
+  }
+
+  /** Throws {@link DeviceLostError} after loss, or the first stored GPU error (once). */
+  check(): void {
+    if (this.#lost !== null) {
+      throw new DeviceLostError(`WebGPU device is gone: ${this.#lost}`);
+    }
+    const e = this.#error;
+    if (e) {
+      this.#error = null;
+      throw e;
+    }
+  }
+
+  #fail(e: LeanattnError): void {
+    this.#error ??= e;
+  }
+
+  /** Runs `f` inside validation and out-of-memory error scopes; failures are stored. */
+  #scoped<T>(what: string, f: () => T, onError?: (e: LeanattnError) => void): T {
+    const d = this.device;
+    d.pushErrorScope("out-of-memory");
+    d.pushErrorScope("validation");
+    let r: T;
+    try {
+      r = f();
+    } finally {
+      const v = d.popErrorScope();
+      const o = d.popErrorScope();
+      const p: Promise<void> = Promise.all([v, o]).then(([ve, oe]) => {
+        const e = oe
+          ? new LimitError(`${what}: out of GPU memory: ${oe.message}`)
+          : ve
+          ? new LeanattnError(`${what}: ${ve.message}`)
+          : null;
+        if (e) {
+          onError?.(e);
+          this.#fail(e);
+        }
+      }, (err) => {
+        if (!this.#lost) this.#fail(new LeanattnError(`${what}: ${err}`));
+      }).finally(() => this.#checks.delete(p));
+      this.#checks.add(p);
+    }
+    return r;
+  }
+
+  /** Waits for every outstanding error scope, then throws what `check` throws. */
+  async settle(): Promise<void> {
+    while (this.#checks.size) await Promise.all([...this.#checks]);
+    this.check();
+  }
+
+  // ---- buffers ---------------------------------------------------------------------------
+
+  #create(size: number, usage: number, what: string): GPUBuffer {
+    const max = this.limits.maxBufferSize;
+    if (size > max) {
+      throw new LimitError(
+        `${what}: needs a GPU buffer of ${size} bytes, but maxBufferSize is ${max}`,
+      );
+    }
+    return this.#scoped(what, () => this.device.createBuffer({ size, usage, label: what }));
+  }
+
+  /** Size class, shrunk to the request where the class alone would break a limit. */
+  #classOf(bytes: number): number {
+    const cls = sizeClass(bytes);
+    const exact = Math.max(16, Math.ceil(bytes / 16) * 16);
+    const { maxStorageBufferBindingSize: bind, maxBufferSize: max } = this.limits;
+    if (cls > bind && exact <= bind) return exact;
+    if (cls > max && exact <= max) return exact;
+    return cls;
+  }
+
+  /** A buffer of at least `bytes`; `gpuWritten` buffers may come from the side pool. */
+  #acquire(bytes: number, gpuWritten: boolean, what: string): GPUBuffer {
+    const size = this.#classOf(bytes);
+    let b = this.#pool.take(size);
+    if (!b && gpuWritten) {
+      b = this.#gpuOnly.get(size)?.pop();
+      if (b) this.#gpuOnlyBytes -= size;
+    }
+    return b ?? this.#create(size, POOL_USAGE, what);
+  }
+
+  /** Returns a buffer: to the side pool while the pending encoder uses it, else the pool. */
+  #recycle(b: GPUBuffer): void {
+    if (this.#pendingUse.has(b)) {
+      let list = this.#gpuOnly.get(b.size);
+      if (!list) this.#gpuOnly.set(b.size, list = []);
+      list.push(b);
+      this.#gpuOnlyBytes += b.size;
+    } else {
+      this.#pool.give(b);
+    }
+  }
+
+  #track(buffer: GPUBuffer, dtype: DType, elements: number): GpuData {
+    const d = new GpuData(buffer, dtype, elements, elements * this.#storageBytes(dtype));
+    this.#live.add(d);
+    this.#liveBytes += buffer.size;
+    this.#owner.set(buffer, d);
+    return d;
+  }
+
+  #storageBytes(dtype: DType): number {
+    return dtype === "float16" && !this.features.f16 ? 4 : bytesPerElement(dtype);
+  }
+
+  #data(id: DataId): GpuData {
+    const d = id as GpuData;
+    if (!(d instanceof GpuData)) {
+      throw new LeanattnError("webgpu: storage id does not belong to a WebGPU backend");
+    }
+    if (d.released) throw new DisposedTensorError("webgpu: storage was released");
+    return d;
+  }
+
+  buffer(id: DataId): GPUBuffer {
+    return this.#data(id).buffer;
+  }
+
+  byteLength(id: DataId): number {
+    return this.#data(id).byteLength;
+  }
+
+  alloc(elements: number, dtype: DType): DataId {
+    this.check();
+    const bytes = elements * this.#storageBytes(dtype);
+    return this.#track(this.#acquire(bytes, true, `alloc ${elements} ${dtype}`), dtype, elements);
+  }
+
+  scratch(bytes: number): GPUBuffer {
+    this.check();
+    const b = this.#acquire(bytes, false, `scratch ${bytes} bytes`);
+    this.#scratchInFlight.push(b);
+    return b;
+  }
+
+  scratchFrom(data: ArrayBufferView): GPUBuffer {
+    const b = this.scratch(data.byteLength);
+    this.#write(b, data);
+    return b;
+  }
+
+  #write(b: GPUBuffer, data: ArrayBufferView): void {
+    if (data.byteLength === 0) return;
+    let bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength % 4 || !(data.buffer instanceof ArrayBuffer)) {
+      const padded = new Uint8Array(round4(bytes.byteLength));
+      padded.set(bytes);
+      bytes = padded;
+    }
+    this.device.queue.writeBuffer(b, 0, bytes as Uint8Array<ArrayBuffer>);
+  }
+
+  /** Stores float32 values (already rounded for float16) as `dtype`. */
+  upload(values: Float32Array, dtype: DType): DataId {
+    this.check();
+    const n = values.length;
+    const bytes = n * this.#storageBytes(dtype);
+    const d = this.#track(this.#acquire(bytes, false, `upload ${n} ${dtype}`), dtype, n);
+    if (dtype === "float16" && this.features.f16) {
+      this.#write(d.buffer, new Float16Array(values));
+    } else {
+      this.#write(d.buffer, values);
+    }
+    return d;
+  }
+
+  /** Frees a tensor's storage (returns its buffer to the pool). */
+  release(id: DataId): void {
+    const d = id as GpuData;
+    if (!(d instanceof GpuData) || d.released) return;
+    d.released = true;
+    this.#live.delete(d);
+    this.#liveBytes -= d.buffer.size;
+    this.#owner.delete(d.buffer);
+    if (this.#lost) return;
+    this.#recycle(d.buffer);
+  }
+
+  /** Bytes in live tensors and in the pools. */
+  memory(): MemoryInfo {
+    return {
+      liveBytes: this.#liveBytes,
+      pooledBytes: this.#pool.pooledBytes + this.#gpuOnlyBytes,
+      liveCount: this.#live.size,
+    };
+  }
+
+  // ---- pipelines and dispatch ------------------------------------------------------------
+
+  pipeline(key: string, wgsl: () => string, entryPoint = "main"): GPUComputePipeline {
+    const k = `${key}#${entryPoint}`;
+    let p = this.#pipelines.get(k);
+    if (p === undefined) {
+      this.check();
+      const code = wgsl();
+      const made: GPUComputePipeline = this.#scoped(`pipeline ${key}`, () => {
+        const module = this.device.createShaderModule({ code, label: key });
+        return this.device.createComputePipeline({
+          layout: "auto",
+          compute: { module, entryPoint },
+          label: key,
+        });
+      }, (e) => this.#bad.set(made, e));
+      p = made;
+      this.#pipelines.set(k, p);
+    }
+    return p;
+  }
+
+  /** Number of cached pipelines. */
+  get pipelineCount(): number {
+    return this.#pipelines.size;
+  }
+
+  #entry(b: GpuBinding, i: number, label: string): GPUBindGroupEntry {
+    const maxBind = this.limits.maxStorageBufferBindingSize;
+    if (b instanceof GPUBuffer) {
+      this.#pendingUse.add(b);
+      const owner = this.#owner.get(b);
+      if (owner && owner.byteLength > maxBind) {
+        throw new LimitError(
+          `${label}: binding ${i} holds ${owner.byteLength} bytes, but ` +
+            `maxStorageBufferBindingSize is ${maxBind}`,
+        );
+      }
+      // A pooled buffer may be larger than its data; bind no more than the limit allows.
+      return b.size > maxBind
+        ? { binding: i, resource: { buffer: b, size: maxBind - (maxBind % 4) } }
+        : { binding: i, resource: { buffer: b } };
+    }
+    this.#pendingUse.add(b.buffer);
+    const size = b.size ?? b.buffer.size - (b.offset ?? 0);
+    if (size > maxBind) {
+      throw new LimitError(
+        `${label}: binding ${i} spans ${size} bytes, but maxStorageBufferBindingSize is ${maxBind}`,
+      );
+    }
+    return { binding: i, resource: { buffer: b.buffer, offset: b.offset, size: b.size } };
+  }
+
+  dispatch(
+    pipeline: GPUComputePipeline,
+    bindings: readonly GpuBinding[],
+    workgroups: readonly [number, number?, number?],
+    label = "dispatch",
+  ): void {
+    this.check();
+    const bad = this.#bad.get(pipeline);
+    if (bad) throw bad;
+    const [x, y = 1, z = 1] = workgroups;
+    const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
+    if (x > maxDim || y > maxDim || z > maxDim) {
+      throw new LimitError(
+        `${label}: dispatch of [${x}, ${y}, ${z}] workgroups exceeds ` +
+          `maxComputeWorkgroupsPerDimension ${maxDim}`,
+      );
+    }
+    if (x === 0 || y === 0 || z === 0) return;
+    let layout = this.#layouts.get(pipeline);
+    if (!layout) this.#layouts.set(pipeline, layout = pipeline.getBindGroupLayout(0));
+    const entries = bindings.map((b, i) => this.#entry(b, i, label));
+    const group = this.#scoped(
+      label,
+      () => this.device.createBindGroup({ layout: layout!, entries, label }),
+    );
+    const enc = this.#encoder ??= this.device.createCommandEncoder();
+    const desc: GPUComputePassDescriptor = { label };
+    if (this.#profiling && this.features.timestamps) {
+      const batch = this.#batch ??= this.#newBatch();
+      const i = batch.labels.length;
+      batch.labels.push(label);
+      desc.timestampWrites = {
+        querySet: batch.querySet,
+        beginningOfPassWriteIndex: 2 * i,
+        endOfPassWriteIndex: 2 * i + 1,
+      };
+    }
+    const pass = enc.beginComputePass(desc);
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(x, y, z);
+    pass.end();
+    if (++this.#dispatches >= MAX_PENDING_DISPATCHES) this.flush();
+  }
+
+  wgslType(dtype: DType): "f32" | "f16" {
+    return dtype === "float16" && this.features.f16 ? "f16" : "f32";
+  }
+
+  /** Submits the pending encoder (if any) and recycles what waited for the submission. */
+  flush(): void {
+    if (this.#lost) return;
+    const enc = this.#encoder;
+    const batch = this.#batch;
+    this.#encoder = null;
+    this.#batch = null;
+    this.#dispatches = 0;
+    if (enc) {
+      if (batch) {
+        const n = batch.labels.length * 2;
+        enc.resolveQuerySet(batch.querySet, 0, n, batch.resolve, 0);
+        enc.copyBufferToBuffer(batch.resolve, 0, batch.staging, 0, n * 8);
+        this.#timings.push(batch);
+      }
+      this.#scoped("submit", () => this.device.queue.submit([enc.finish()]));
+    }
+    this.#pendingUse.clear();
+    for (const b of this.#scratchInFlight) this.#pool.give(b);
+    this.#scratchInFlight = [];
+    for (const list of this.#gpuOnly.values()) for (const b of list) this.#pool.give(b);
+    this.#gpuOnly.clear();
+    this.#gpuOnlyBytes = 0;
+  }
+
+  // ---- readback ----------------------------------------------------------------------------
+
+  /** Reads `size` elements as float32 (waits for all work submitted so far). */
+  async read(id: DataId, dtype: DType, size: number): Promise<Float32Array> {
+    this.check();
+    const d = this.#data(id);
+    if (size === 0) return new Float32Array(0);
+    const native16 = dtype === "float16" && this.features.f16;
+    const bytes = round4(size * (native16 ? 2 : 4));
+    this.flush();
+    const staging = this.#create(
+      bytes,
+      GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      "read staging",
+    );
+    try {
+      const enc = this.device.createCommandEncoder();
+      enc.copyBufferToBuffer(d.buffer, 0, staging, 0, bytes);
+      this.#scoped("read", () => this.device.queue.submit([enc.finish()]));
+      try {
+        await staging.mapAsync(GPUMapMode.READ);
+      } catch (e) {
+        this.check();
+        await this.settle();
+        throw new LeanattnError(`webgpu read failed: ${e}`);
+      }
+      await this.settle();
+      const raw = staging.getMappedRange();
+      const out = native16
+        ? Float32Array.from(new Float16Array(raw, 0, size))
+        : new Float32Array(raw.slice(0, size * 4));
+      staging.unmap();
+      return out;
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  // ---- profiling ---------------------------------------------------------------------------
+
+  /** Turns per-pass timestamp queries on or off (no-op without `timestamp-query`). */
+  setProfiling(on: boolean): void {
+    if (on !== this.#profiling) this.flush();
+    this.#profiling = on;
+  }
+
+  #newBatch(): TimingBatch {
+    const count = 2 * MAX_PENDING_DISPATCHES;
+    const querySet = this.#scoped(
+      "timestamp query set",
+      () => this.device.createQuerySet({ type: "timestamp", count }),
+    );
+    const resolve = this.#create(
+      count * 8,
+      GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      "timestamp resolve",
+    );
+    const staging = this.#create(
+      count * 8,
+      GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      "timestamp staging",
+    );
+    return { labels: [], querySet, resolve, staging };
+  }
+
+  /** GPU time of every pass recorded while profiling, in order; clears them. */
+  async readTimings(): Promise<PassTiming[]> {
+    this.check();
+    this.flush();
+    const batches = this.#timings;
+    this.#timings = [];
+    const out: PassTiming[] = [];
+    for (const b of batches) {
+      try {
+        await b.staging.mapAsync(GPUMapMode.READ);
+        const t = new BigUint64Array(b.staging.getMappedRange(), 0, b.labels.length * 2);
+        b.labels.forEach((label, i) => {
+          const ns = t[2 * i + 1] - t[2 * i];
+          out.push({ label, ms: Number(ns > 0n ? ns : 0n) / 1e6 });
+        });
+        b.staging.unmap();
+      } finally {
+        b.staging.destroy();
+        b.resolve.destroy();
+        b.querySet.destroy();
+      }
+    }
+    await this.settle();
+    return out;
+  }
+
+  // ---- teardown ----------------------------------------------------------------------------
+
+  /** Destroys the device; every later call throws {@link DeviceLostError}. */
+  destroy(): void {
+    if (this.#lost) return;
+    this.flush();
+    this.#lost = "the backend was destroyed";
+    this.#pool.clear();
+    this.#pipelines.clear();
+    this.device.destroy();
+  }
+}

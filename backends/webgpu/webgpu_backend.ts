@@ -1,0 +1,305 @@
+/**
+ * The WebGPU backend: tensors live in pooled GPU buffers, ops record compute passes into one
+ * pending command encoder (submitted on readback, on `flush()` or every 64 dispatches), and
+ * only reads wait. Optional features (`shader-f16`, `timestamp-query`, `subgroups`) and raised
+ * limits are requested only where the adapter has them.
+ *
+ * @module
+ */
+import type {
+  AttentionParams,
+  Backend,
+  BinaryOp,
+  DataId,
+  MemoryInfo,
+  ReduceOp,
+  TensorInfo,
+  UnaryOp,
+} from "../backend.ts";
+import type { DType } from "../../tensor/dtype.ts";
+import type { Shape } from "../../tensor/shape.ts";
+import { BackendUnavailableError, LimitError } from "../../tensor/errors.ts";
+import type { GpuContext, GpuFeatures } from "./context.ts";
+import { GpuRuntime, type PassTiming } from "./_runtime.ts";
+import {
+  binaryKernel,
+  matmulKernel,
+  reduceKernel,
+  softmaxKernel,
+  transposeKernel,
+  unaryKernel,
+} from "./_kernels.ts";
+import { webgpuAttention, webgpuMergeStates } from "./attention.ts";
+
+export type { PassTiming } from "./_runtime.ts";
+
+/** Options of {@link webgpu}. */
+export interface WebGpuOptions {
+  /** Adapter preference (default `"high-performance"`). */
+  powerPreference?: GPUPowerPreference;
+  /** Limits to request, overriding the raised defaults; each must not exceed the adapter's. */
+  requiredLimits?: Partial<Record<string, number>>;
+  /** Keep WebGPU's default limits instead of raising them to the adapter's (for tests). */
+  defaultLimits?: boolean;
+  /** Optional features not to request even where available (to test fallback paths). */
+  disableFeatures?: readonly ("shader-f16" | "timestamp-query" | "subgroups")[];
+}
+
+/** Limits raised to what the adapter offers unless `defaultLimits` is set. */
+const RAISED_LIMITS = [
+  "maxStorageBufferBindingSize",
+  "maxBufferSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxStorageBuffersPerShaderStage",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+] as const;
+
+/** Streaming multiprocessors (or equivalents) of GPUs we know, by adapter description. */
+const KNOWN_GPUS: readonly [RegExp, number][] = [
+  [/\bH100\b/i, 132],
+  [/\bH200\b/i, 132],
+  [/\bA100\b/i, 108],
+  [/\bL4\b/i, 58],
+  [/\bRTX 4090\b/i, 128],
+];
+
+const SOFTWARE = /llvmpipe|lavapipe|swiftshader|software/i;
+
+/** Multiprocessor count of an adapter description, and whether it is a known GPU. */
+export function parallelismOf(description: string): { parallelism: number; known: boolean } {
+  for (const [re, n] of KNOWN_GPUS) {
+    if (re.test(description)) return { parallelism: n, known: true };
+  }
+  return { parallelism: SOFTWARE.test(description) ? 8 : 32, known: false };
+}
+
+/** A backend running on one WebGPU device. Create it with {@link webgpu}. */
+export class WebGpuBackend implements Backend {
+  /** Always `"webgpu"`. */
+  readonly name = "webgpu";
+  /** Adapter vendor, architecture, device and description. */
+  readonly description: string;
+  /** Multiprocessor count (a table of known GPUs; 8 for software adapters, else 32). */
+  readonly parallelism: number;
+  /** Whether float16 tensors are stored as halves (`shader-f16` granted). */
+  readonly nativeF16: boolean;
+  /** Granted optional features. */
+  readonly features: GpuFeatures;
+  /** Granted limits. */
+  readonly limits: GPUSupportedLimits;
+  /** What kernel files use: device, pooled storage, pipelines, dispatch. */
+  readonly ctx: GpuContext;
+  readonly #rt: GpuRuntime;
+  readonly #known: boolean;
+
+  /** @internal Use {@link webgpu}. */
+  constructor(device: GPUDevice, features: GpuFeatures, description: string) {
+    this.#rt = new GpuRuntime(device, features, description);
+    this.ctx = this.#rt;
+    this.description = description;
+    this.features = features;
+    this.limits = device.limits;
+    this.nativeF16 = features.f16;
+    const p = parallelismOf(description);
+    this.parallelism = p.parallelism;
+    this.#known = p.known;
+  }
+
+  /** Default lean `grid`: four workers per multiprocessor on known GPUs, else two. */
+  get defaultGrid(): number {
+    return this.parallelism * (this.#known ? 4 : 2);
+  }
+
+  /** The device. */
+  get device(): GPUDevice {
+    return this.#rt.device;
+  }
+
+  /** Whether the device was lost or destroyed. */
+  get lost(): boolean {
+    return this.#rt.lost;
+  }
+
+  /** Number of compiled pipelines in the cache. */
+  get pipelineCount(): number {
+    return this.#rt.pipelineCount;
+  }
+
+  upload(values: Float32Array, dtype: DType): DataId {
+    return this.#rt.upload(values, dtype);
+  }
+  read(id: DataId, dtype: DType, size: number): Promise<Float32Array> {
+    return this.#rt.read(id, dtype, size);
+  }
+  release(id: DataId): void {
+    this.#rt.release(id);
+  }
+  memory(): MemoryInfo {
+    return this.#rt.memory();
+  }
+
+  unary(op: UnaryOp, x: TensorInfo): DataId {
+    return unaryKernel(this.#rt, op, x);
+  }
+  binary(op: BinaryOp, a: TensorInfo, b: TensorInfo, outShape: Shape, outDType: DType): DataId {
+    return binaryKernel(this.#rt, op, a, b, outShape, outDType);
+  }
+  reduce(op: ReduceOp, x: TensorInfo, axis: number): DataId {
+    return reduceKernel(this.#rt, op, x, axis);
+  }
+  softmax(x: TensorInfo, axis: number): DataId {
+    return softmaxKernel(this.#rt, x, axis);
+  }
+  matmul(
+    a: TensorInfo,
+    b: TensorInfo,
+    transposeA: boolean,
+    transposeB: boolean,
+    outShape: Shape,
+    outDType: DType,
+  ): DataId {
+    return matmulKernel(this.#rt, a, b, transposeA, transposeB, outShape, outDType);
+  }
+  transpose(x: TensorInfo, perm: readonly number[]): DataId {
+    return transposeKernel(this.#rt, x, perm);
+  }
+  cast(x: TensorInfo, dtype: DType): DataId {
+    return unaryKernel(this.#rt, "copy", x, dtype);
+  }
+  attention(
+    q: TensorInfo,
+    k: TensorInfo,
+    v: TensorInfo,
+    params: AttentionParams,
+  ): { out: DataId; lse: DataId } {
+    this.#rt.check();
+    return webgpuAttention(this.ctx, q, k, v, params);
+  }
+  mergeStates(
+    outs: readonly TensorInfo[],
+    lses: readonly TensorInfo[],
+  ): { out: DataId; lse: DataId } {
+    this.#rt.check();
+    return webgpuMergeStates(this.ctx, outs, lses);
+  }
+
+  /** Submits the pending commands without waiting. */
+  flush(): void {
+    this.#rt.flush();
+  }
+
+  /**
+   * Records GPU timestamps around every compute pass while on (ignored without
+   * `timestamp-query`); read them with {@link WebGpuBackend.readTimings}.
+   */
+  setProfiling(on: boolean): void {
+    this.#rt.setProfiling(on);
+  }
+
+  /** GPU time of each pass recorded while profiling, in dispatch order; clears the list. */
+  readTimings(): Promise<PassTiming[]> {
+    return this.#rt.readTimings();
+  }
+
+  /** Destroys the device; tensors on this backend cannot be used afterwards. */
+  destroy(): void {
+    this.#rt.destroy();
+  }
+
+  /** `WebGpuBackend(<adapter>)`. */
+  toString(): string {
+    return `WebGpuBackend(${this.description})`;
+  }
+}
+
+const HINT = "On Linux without a GPU install a software Vulkan driver (Debian/Ubuntu: " +
+  "apt-get install mesa-vulkan-drivers) and set DENO_WEBGPU_BACKEND=vulkan " +
+  "(and XDG_RUNTIME_DIR to a 0700 folder).";
+
+/**
+ * Creates a WebGPU backend on a high-performance adapter. Raises the storage, buffer and
+ * workgroup limits to the adapter's; requests `shader-f16` and `timestamp-query` where listed
+ * and tries `subgroups` (not listed by some drivers that support it).
+ *
+ * @throws {BackendUnavailableError} no WebGPU, no adapter, or the device cannot be created.
+ * @throws {LimitError} a `requiredLimits` entry exceeds what the adapter offers.
+ *
+ * @example
+ * ```ts ignore
+ * import { webgpu } from "./mod.ts";
+ * const gpu = await webgpu();
+ * console.log(gpu.description);
+ * ```
+ */
+export async function webgpu(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
+  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
+  if (!gpu) {
+    throw new BackendUnavailableError(`WebGPU is not available: navigator.gpu is missing. ${HINT}`);
+  }
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await gpu.requestAdapter({
+      powerPreference: opts.powerPreference ?? "high-performance",
+    });
+  } catch (e) {
+    throw new BackendUnavailableError(`WebGPU requestAdapter() failed: ${e}. ${HINT}`);
+  }
+  if (!adapter) {
+    const env = Deno.env.get("DENO_WEBGPU_BACKEND");
+    throw new BackendUnavailableError(
+      `no WebGPU adapter: requestAdapter() returned null (DENO_WEBGPU_BACKEND=${
+        env === undefined ? "unset" : JSON.stringify(env)
+      }). ${HINT}`,
+    );
+  }
+  const al = adapter.limits as unknown as Record<string, number>;
+  const requiredLimits: Record<string, number> = {};
+  if (!opts.defaultLimits) { for (const k of RAISED_LIMITS) requiredLimits[k] = al[k]; }
+  for (const [k, v] of Object.entries(opts.requiredLimits ?? {})) {
+    if (v === undefined) continue;
+    if (!(k in al)) throw new LimitError(`webgpu: unknown limit ${JSON.stringify(k)}`);
+    const better = k.startsWith("min") ? v >= al[k] : v <= al[k];
+    if (!better) {
+      throw new LimitError(`webgpu: requiredLimits.${k} = ${v}, but the adapter offers ${al[k]}`);
+    }
+    requiredLimits[k] = v;
+  }
+  const off = new Set(opts.disableFeatures ?? []);
+  const wanted: GPUFeatureName[] = [];
+  for (const f of ["shader-f16", "timestamp-query"] as const) {
+    if (adapter.features.has(f) && !off.has(f)) wanted.push(f);
+  }
+  let device: GPUDevice | null = null;
+  let lastError: unknown = null;
+  // `subgroups` is often missing from adapter.features yet granted: try it first.
+  const attempts = off.has("subgroups")
+    ? [wanted]
+    : [[...wanted, "subgroups" as GPUFeatureName], wanted];
+  for (const requiredFeatures of attempts) {
+    try {
+      device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
+      break;
+    } catch (e) {
+      lastError = e;
+    }
+  }
+  if (!device) {
+    throw new BackendUnavailableError(`WebGPU requestDevice() failed: ${lastError}`);
+  }
+  const features: GpuFeatures = {
+    f16: device.features.has("shader-f16"),
+    subgroups: device.features.has("subgroups" as GPUFeatureName),
+    timestamps: device.features.has("timestamp-query"),
+  };
+  const info = adapter.info;
+  const extra = [
+    info.vendor && `vendor ${info.vendor}`,
+    info.architecture && `architecture ${info.architecture}`,
+    info.device && info.device !== "0" && info.device !== info.description &&
+    `device ${info.device}`,
+  ].filter(Boolean);
+  const description = (info.description || info.device || "unknown WebGPU adapter") +
+    (extra.length ? ` [${extra.join(", ")}]` : "");
+  return new WebGpuBackend(device, features, description);
+}
