@@ -1,0 +1,355 @@
+/**
+ * What the benchmark sweeps: command-line flags, the default grid of shapes and the cases
+ * they expand to, and the memory rules that skip a case (with the reason) before anything is
+ * allocated. Pure data, no GPU: the smoke test drives it directly.
+ *
+ * @module
+ */
+
+/** Algorithms of this library. */
+export const OWN_ALGOS = ["lean", "flash", "flash-decoding", "naive"] as const;
+/** Peer implementations measured side by side. */
+export const PEER_ALGOS = ["ort-webgpu", "torch-cudnn", "torch-flash", "torch-efficient"] as const;
+/** Every algorithm a row may carry. */
+export const ALL_ALGOS = [...OWN_ALGOS, ...PEER_ALGOS] as const;
+
+/** An algorithm of this library. */
+export type OwnAlgo = typeof OWN_ALGOS[number];
+/** A peer implementation. */
+export type PeerAlgo = typeof PEER_ALGOS[number];
+/** Any algorithm. */
+export type Algo = typeof ALL_ALGOS[number];
+/** K/V storage dtype. */
+export type BenchDType = "float16" | "float32";
+
+/** One (batch, query heads, kv heads) configuration. */
+export interface HeadConfig {
+  B: number;
+  Hq: number;
+  Hkv: number;
+}
+
+/** One shape the sweep measures. `kvLens` set means a ragged batch padded to `N`. */
+export interface Case {
+  dtype: BenchDType;
+  D: number;
+  B: number;
+  Hq: number;
+  Hkv: number;
+  /** Key positions stored per (batch, kv head): the padded length for ragged batches. */
+  N: number;
+  /** Valid keys per batch entry (ragged batches only). */
+  kvLens?: number[];
+  /** Name of the ragged list (`ragged-a`, `ragged-b`). */
+  ragged?: string;
+}
+
+/** Parsed flags. */
+export interface BenchOptions {
+  quick: boolean;
+  smoke: boolean;
+  cpu: boolean;
+  peers: boolean;
+  dtypes: BenchDType[];
+  ds: number[];
+  ns: number[];
+  configs: HeadConfig[];
+  /** Ragged lists to run, each with its head configs. */
+  ragged: { name: string; lens: number[]; heads: { Hq: number; Hkv: number }[] }[];
+  algos: Algo[];
+  /** Timed repetitions (timestamp samples) per row. */
+  reps: number;
+  /** Untimed calls before timing. */
+  warmup: number;
+  /** Output folder. */
+  out: string;
+  /** Seed of the random inputs. */
+  seed: number;
+}
+
+/** The (B, Hq, Hkv) grid of the issue. */
+export const DEFAULT_CONFIGS: readonly HeadConfig[] = [
+  { B: 1, Hq: 32, Hkv: 32 },
+  { B: 1, Hq: 64, Hkv: 64 },
+  { B: 4, Hq: 32, Hkv: 32 },
+  { B: 16, Hq: 32, Hkv: 32 },
+  { B: 1, Hq: 32, Hkv: 8 },
+  { B: 4, Hq: 32, Hkv: 8 },
+  { B: 16, Hq: 32, Hkv: 8 },
+];
+
+const K = 1024;
+/** Context lengths of the full sweep. */
+export const DEFAULT_NS: readonly number[] = [1 * K, 4 * K, 16 * K, 64 * K, 256 * K, 512 * K];
+
+/** The ragged batches of the issue: one long sequence among short ones. */
+export const RAGGED: Readonly<Record<string, readonly number[]>> = {
+  "ragged-a": [512, 2 * K, 128 * K, 1 * K],
+  "ragged-b": [64 * K, ...Array(15).fill(1 * K)],
+};
+const RAGGED_HEADS = [{ Hq: 32, Hkv: 32 }, { Hq: 32, Hkv: 8 }];
+
+/** `4k` → 4096, `1m` → 1048576, `300` → 300. */
+export function parseCount(s: string): number {
+  const m = /^(\d+)([kKmM]?)$/.exec(s.trim());
+  if (!m) throw new Error(`expected a count like 512, 4k or 1m, got "${s}"`);
+  const mult = m[2] === "" ? 1 : m[2].toLowerCase() === "k" ? K : K * K;
+  const n = Number(m[1]) * mult;
+  if (n <= 0) throw new Error(`expected a positive count, got "${s}"`);
+  return n;
+}
+
+/** 4096 → `4k`, 524288 → `512k`, 300 → `300`. */
+export function fmtCount(n: number): string {
+  if (n >= K * K && n % (K * K) === 0) return `${n / (K * K)}m`;
+  if (n >= K && n % K === 0) return `${n / K}k`;
+  return String(n);
+}
+
+function parseDType(s: string): BenchDType {
+  const t = s.trim().toLowerCase();
+  if (t === "f16" || t === "float16" || t === "half") return "float16";
+  if (t === "f32" || t === "float32") return "float32";
+  throw new Error(`--dtype: expected float16 or float32 (f16, f32), got "${s}"`);
+}
+
+function parseHeads(s: string): HeadConfig {
+  const m = /^(\d+)x(\d+)x(\d+)$/.exec(s.trim());
+  if (!m) throw new Error(`--configs: expected BxHqxHkv (e.g. 4x32x8), got "${s}"`);
+  const c = { B: Number(m[1]), Hq: Number(m[2]), Hkv: Number(m[3]) };
+  if (!c.B || !c.Hq || !c.Hkv || c.Hq % c.Hkv !== 0) {
+    throw new Error(`--configs: need B, Hq, Hkv > 0 and Hq % Hkv == 0, got "${s}"`);
+  }
+  return c;
+}
+
+function list(s: string): string[] {
+  return s.split(",").map((x) => x.trim()).filter((x) => x.length > 0);
+}
+
+/** Usage text for `--help`. */
+export const USAGE = `deno task bench [flags]
+
+  --quick              representative subset (D=128 f16, a few configs, N in {4k, 64k}, one ragged)
+  --smoke              one tiny config, 3 reps (for software adapters / CI)
+  --cpu                CPU backend instead of WebGPU (flash and lean, typed-array read ceiling)
+  --dtype f16,f32      K/V dtypes
+  --d 64,128           head dims
+  --n 1k,4k,64k        context lengths (k = 1024)
+  --configs LIST       BxHqxHkv items and ragged lists, e.g. 1x32x32,4x32x8,ragged-a,ragged-b:32x8
+  --algos LIST         any of ${ALL_ALGOS.join(", ")}
+  --no-peers           skip ONNX Runtime Web and PyTorch
+  --reps R             timed samples per row (default 20)
+  --seed S             seed of the random inputs (default 1)
+  --out DIR            results folder (default bench/results)
+`;
+
+/** Parses the command line (throws with the offending flag on bad input). */
+export function parseArgs(args: readonly string[]): BenchOptions {
+  const o: BenchOptions = {
+    quick: false,
+    smoke: false,
+    cpu: false,
+    peers: true,
+    dtypes: ["float16", "float32"],
+    ds: [128, 64],
+    ns: [...DEFAULT_NS],
+    configs: [...DEFAULT_CONFIGS],
+    ragged: Object.entries(RAGGED).map(([name, lens]) => ({
+      name,
+      lens: [...lens],
+      heads: RAGGED_HEADS,
+    })),
+    algos: [...ALL_ALGOS],
+    reps: 20,
+    warmup: 3,
+    out: "bench/results",
+    seed: 1,
+  };
+  const given = new Map<string, string>();
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const eq = a.indexOf("=");
+    const name = eq > 0 ? a.slice(0, eq) : a;
+    const takes = [
+      "--dtype",
+      "--d",
+      "--n",
+      "--configs",
+      "--algos",
+      "--out",
+      "--reps",
+      "--seed",
+    ];
+    if (["--quick", "--smoke", "--cpu", "--no-peers"].includes(name)) {
+      given.set(name, "");
+    } else if (takes.includes(name)) {
+      const v = eq > 0 ? a.slice(eq + 1) : args[++i];
+      if (v === undefined) throw new Error(`${name} needs a value`);
+      given.set(name, v);
+    } else {
+      throw new Error(`unknown flag "${a}"\n\n${USAGE}`);
+    }
+  }
+  if (given.has("--quick")) {
+    o.quick = true;
+    o.dtypes = ["float16"];
+    o.ds = [128];
+    o.ns = [4 * K, 64 * K];
+    o.configs = [{ B: 1, Hq: 32, Hkv: 32 }, { B: 4, Hq: 32, Hkv: 8 }, { B: 16, Hq: 32, Hkv: 8 }];
+    o.ragged = [{ name: "ragged-a", lens: [...RAGGED["ragged-a"]], heads: [{ Hq: 32, Hkv: 8 }] }];
+  }
+  if (given.has("--smoke")) {
+    o.smoke = true;
+    o.dtypes = ["float16"];
+    o.ds = [64];
+    o.ns = [512];
+    o.configs = [{ B: 1, Hq: 4, Hkv: 2 }];
+    o.ragged = [{ name: "ragged-smoke", lens: [100, 300], heads: [{ Hq: 4, Hkv: 2 }] }];
+    o.reps = 3;
+    o.warmup = 1;
+  }
+  o.cpu = given.has("--cpu");
+  if (o.cpu) {
+    o.algos = ["lean", "flash"];
+    o.peers = false;
+  }
+  if (given.has("--no-peers")) o.peers = false;
+  const v = (k: string) => given.get(k);
+  if (v("--dtype") !== undefined) o.dtypes = [...new Set(list(v("--dtype")!).map(parseDType))];
+  if (v("--d") !== undefined) {
+    o.ds = list(v("--d")!).map((x) => {
+      const d = Number(x);
+      if (!Number.isInteger(d) || d <= 0 || d % 4 !== 0) {
+        throw new Error(`--d: expected positive multiples of 4, got "${x}"`);
+      }
+      return d;
+    });
+  }
+  if (v("--n") !== undefined) o.ns = list(v("--n")!).map(parseCount);
+  if (v("--configs") !== undefined) {
+    o.configs = [];
+    o.ragged = [];
+    for (const item of list(v("--configs")!)) {
+      const [name, heads] = item.split(":");
+      if (name in RAGGED) {
+        o.ragged.push({
+          name,
+          lens: [...RAGGED[name]],
+          heads: heads ? [parseHeads(`1x${heads}`)] : RAGGED_HEADS,
+        });
+      } else {
+        o.configs.push(parseHeads(item));
+      }
+    }
+  }
+  if (v("--algos") !== undefined) {
+    o.algos = list(v("--algos")!).map((a) => {
+      if (!(ALL_ALGOS as readonly string[]).includes(a)) {
+        throw new Error(`--algos: unknown "${a}"; expected some of ${ALL_ALGOS.join(", ")}`);
+      }
+      return a as Algo;
+    });
+  }
+  if (v("--reps") !== undefined) {
+    o.reps = Number(v("--reps"));
+    if (!Number.isInteger(o.reps) || o.reps < 1) throw new Error(`--reps: expected >= 1`);
+  }
+  if (v("--seed") !== undefined) o.seed = Number(v("--seed"));
+  if (v("--out") !== undefined) o.out = v("--out")!;
+  return o;
+}
+
+/** Expands the options into cases: per dtype and D, the head grid × N, then the ragged lists. */
+export function buildCases(o: BenchOptions): Case[] {
+  const cases: Case[] = [];
+  for (const dtype of o.dtypes) {
+    for (const D of o.ds) {
+      for (const c of o.configs) for (const N of o.ns) cases.push({ dtype, D, ...c, N });
+      for (const r of o.ragged) {
+        for (const h of r.heads) {
+          cases.push({
+            dtype,
+            D,
+            B: r.lens.length,
+            ...h,
+            N: Math.max(...r.lens),
+            kvLens: [...r.lens],
+            ragged: r.name,
+          });
+        }
+      }
+    }
+  }
+  return cases;
+}
+
+/** Bytes per stored element. */
+export function bytesOf(dtype: BenchDType): number {
+  return dtype === "float16" ? 2 : 4;
+}
+
+/** Bytes of K (and of V) as stored: `B·Hkv·N·D` elements. */
+export function kvBytes(c: Case): number {
+  return c.B * c.Hkv * c.N * c.D * bytesOf(c.dtype);
+}
+
+/**
+ * Bytes attention must read: K and V of the valid keys only (`kvLens` sum for ragged batches),
+ * the numerator of effective bandwidth.
+ */
+export function readBytes(c: Case): number {
+  const keys = c.kvLens ? c.kvLens.reduce((a, b) => a + b, 0) : c.B * c.N;
+  return 2 * keys * c.Hkv * c.D * bytesOf(c.dtype);
+}
+
+/** Device limits the skip rules look at. */
+export interface MemoryLimits {
+  maxBufferSize: number;
+  maxStorageBufferBindingSize: number;
+  /** Bytes the run may hold at once (K, V and scratch); default: unlimited. */
+  budget?: number;
+}
+
+/** Why `c` cannot run with these limits, or null when it fits. */
+export function skipReason(c: Case, lim: MemoryLimits): string | null {
+  const kv = kvBytes(c);
+  const mb = (x: number) => `${(x / 2 ** 20).toFixed(0)} MiB`;
+  if (kv > lim.maxBufferSize) {
+    return `K/V ${mb(kv)} each exceed maxBufferSize ${mb(lim.maxBufferSize)}`;
+  }
+  if (kv > lim.maxStorageBufferBindingSize) {
+    return `K/V ${mb(kv)} each exceed maxStorageBufferBindingSize ${
+      mb(lim.maxStorageBufferBindingSize)
+    }`;
+  }
+  if (lim.budget !== undefined && 2 * kv > lim.budget) {
+    return `K+V ${mb(2 * kv)} exceed the memory budget ${mb(lim.budget)}`;
+  }
+  return null;
+}
+
+/**
+ * Why naive attention cannot run `c`, or null. Naive materialises f32 copies of f16 K and V
+ * and several `[B, Hq, N]` float32 score tensors, each of which must fit one binding.
+ */
+export function naiveSkipReason(c: Case, lim: MemoryLimits): string | null {
+  const f32kv = c.B * c.Hkv * c.N * c.D * 4;
+  const scores = c.B * c.Hq * c.N * 4;
+  const mb = (x: number) => `${(x / 2 ** 20).toFixed(0)} MiB`;
+  const bind = Math.min(lim.maxBufferSize, lim.maxStorageBufferBindingSize);
+  if (f32kv > bind) {
+    return `naive's float32 K/V ${mb(f32kv)} exceed the binding limit ${mb(bind)}`;
+  }
+  const extra = (c.dtype === "float16" ? 2 * f32kv : 0) + 4 * scores;
+  if (lim.budget !== undefined && 2 * kvBytes(c) + extra > lim.budget) {
+    return `naive needs ~${mb(2 * kvBytes(c) + extra)}, over the memory budget ${mb(lim.budget)}`;
+  }
+  return null;
+}
+
+/** One-line name of a case for progress lines and tables. */
+export function caseName(c: Case): string {
+  const shape = `B${c.B} Hq${c.Hq} Hkv${c.Hkv} D${c.D} ${c.dtype === "float16" ? "f16" : "f32"}`;
+  return c.kvLens ? `${shape} ${c.ragged}` : `${shape} N=${fmtCount(c.N)}`;
+}
