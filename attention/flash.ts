@@ -80,7 +80,7 @@ function plan(q: Tensor, k: Tensor, v: Tensor, opts: FlashOptions) {
  *
  * @example
  * ```ts
- * import { flashAttention, randn } from "./mod.ts";
+ * import { flashAttention, randn } from "../mod.ts";
  * const q = randn([1, 4, 1, 32], { seed: 1 });
  * const k = randn([1, 2, 300, 32], { seed: 2 });
  * const v = randn([1, 2, 300, 32], { seed: 3 });

@@ -68,7 +68,7 @@ export function leanAttentionSchedule(
  *
  * @example
  * ```ts
- * import { leanAttention, randn } from "./mod.ts";
+ * import { leanAttention, randn } from "../mod.ts";
  * const q = randn([2, 4, 1, 32], { seed: 1 });
  * const k = randn([2, 4, 500, 32], { seed: 2 });
  * const v = randn([2, 4, 500, 32], { seed: 3 });

@@ -157,7 +157,7 @@ function finish(
  *
  * @example
  * ```ts
- * import { leanSchedule } from "./mod.ts";
+ * import { leanSchedule } from "../mod.ts";
  * const s = leanSchedule({ batch: 2, kvHeads: 1, kvLens: [300, 100], tileSize: 64, grid: 3 });
  * console.log(s.workers.map((w) => w.map((g) => `${g.unit}:${g.tileStart}-${g.tileEnd}`)));
  * // [["0:0-2"], ["0:2-4"], ["0:4-5", "1:0-2"]]

@@ -29,7 +29,7 @@ export interface AttentionState {
  *
  * @example
  * ```ts
- * import { flashAttention, mergeAttentionStates, randn } from "./mod.ts";
+ * import { flashAttention, mergeAttentionStates, randn } from "../mod.ts";
  * // A KV cache held in two chunks: attend to each, then merge.
  * const q = randn([1, 2, 1, 16], { seed: 1 });
  * const [k1, v1] = [randn([1, 2, 40, 16], { seed: 2 }), randn([1, 2, 40, 16], { seed: 3 })];

@@ -35,7 +35,7 @@ function unitLabel(s: LeanSchedule, u: number): string {
  *
  * @example
  * ```ts
- * import { leanSchedule, renderSchedule } from "./mod.ts";
+ * import { leanSchedule, renderSchedule } from "../mod.ts";
  * const s = leanSchedule({ batch: 2, kvHeads: 2, kvLens: [512, 130], tileSize: 64, grid: 5 });
  * const svg = renderSchedule(s);
  * console.log(svg.startsWith("<svg")); // true

@@ -27,7 +27,7 @@ export interface SplitHeuristicInput {
  *
  * @example
  * ```ts
- * import { numSplitsHeuristic } from "./split_heuristic.ts";
+ * import { numSplitsHeuristic } from "../mod.ts";
  * // 4 sequences on 108 SMs with 64 key blocks each: split to fill the machine.
  * console.log(numSplitsHeuristic({ workItems: 4, workers: 108, keyBlocks: 64 })); // 22
  * ```

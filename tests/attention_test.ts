@@ -125,10 +125,16 @@ const caseArb = fc.record({
   ),
   N: fc.integer({ min: 1, max: 700 }),
   D: fc.integer({ min: 1, max: 80 }),
-  lenKinds: fc.array(fc.tuple(fc.integer({ min: 0, max: 3 }), fc.double({ min: 0, max: 1 })), {
-    minLength: 4,
-    maxLength: 4,
-  }),
+  lenKinds: fc.array(
+    fc.tuple(
+      fc.integer({ min: 0, max: 3 }),
+      fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
+    ),
+    {
+      minLength: 4,
+      maxLength: 4,
+    },
+  ),
   causal: fc.boolean(),
   customScale: fc.option(fc.double({ min: 0.01, max: 2, noNaN: true }), { nil: undefined }),
   tileSize: fc.integer({ min: 1, max: 128 }),
@@ -136,7 +142,7 @@ const caseArb = fc.record({
   gridPick: fc.tuple(
     fc.boolean(),
     fc.integer({ min: 1, max: 8 }),
-    fc.double({ min: 0, max: 1, maxExcluded: true }),
+    fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
   ),
   numSplits: fc.oneof(fc.integer({ min: 1, max: 16 }), fc.constant("auto" as const)),
   seed: fc.integer({ min: 1, max: 1_000_000 }),

@@ -1,0 +1,276 @@
+/**
+ * The schedules as data (pure, no backend): every tile exactly once, contiguous runs, lean
+ * loads within one tile, host/finishing flags and partial slots consistent with the cuts,
+ * units without keys left out; the split heuristic; the SVG rendering.
+ */
+import { deepStrictEqual, ok as assert, throws } from "node:assert/strict";
+import fc from "fast-check";
+import {
+  type LeanSchedule,
+  leanSchedule,
+  type LeanSegment,
+  splitSchedule,
+} from "../attention/lean_schedule.ts";
+import { numSplitsHeuristic } from "../attention/split_heuristic.ts";
+import { renderSchedule } from "../attention/render_schedule.ts";
+import { ArgumentError } from "../tensor/errors.ts";
+
+function assertEquals(a: unknown, b: unknown, msg?: string): void {
+  deepStrictEqual(a, b, msg);
+}
+
+const planArb = fc.record({
+  batch: fc.integer({ min: 1, max: 6 }),
+  kvHeads: fc.integer({ min: 1, max: 5 }),
+  qBlocks: fc.integer({ min: 1, max: 3 }),
+  tileSize: fc.integer({ min: 1, max: 128 }),
+  lens: fc.array(
+    fc.oneof(
+      fc.constant(0),
+      fc.constant(1),
+      fc.integer({ min: 0, max: 300 }),
+      fc.integer({ min: 0, max: 5000 }),
+    ),
+    { minLength: 6, maxLength: 6 },
+  ),
+  gridPick: fc.tuple(
+    fc.boolean(),
+    fc.integer({ min: 1, max: 16 }),
+    fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }),
+  ),
+  numSplits: fc.integer({ min: 1, max: 40 }),
+});
+
+type DrawnPlan = typeof planArb extends fc.Arbitrary<infer T> ? T : never;
+
+function base(d: DrawnPlan) {
+  return {
+    batch: d.batch,
+    kvHeads: d.kvHeads,
+    qBlocks: d.qBlocks,
+    tileSize: d.tileSize,
+    kvLens: d.lens.slice(0, d.batch),
+  };
+}
+
+function leanOf(d: DrawnPlan): LeanSchedule {
+  const p = base(d);
+  const tiles = p.kvLens.reduce((a, n) => a + Math.ceil(n / p.tileSize), 0) * p.kvHeads *
+    p.qBlocks;
+  const [small, g, f] = d.gridPick;
+  return leanSchedule({ ...p, grid: small ? g : 1 + Math.floor(f * (tiles + 5)) });
+}
+
+/** The invariants every schedule satisfies, whatever its kind. */
+function checkCommon(s: LeanSchedule): void {
+  const { batch, kvHeads, qBlocks, tileSize, kvLens } = s.plan;
+  assertEquals(s.units.length, batch * kvHeads * qBlocks);
+  s.units.forEach((u, i) => {
+    assertEquals(i, ((u.b * kvHeads) + u.kvHead) * qBlocks + u.qBlock, "unit index");
+    assertEquals(u.keys, kvLens[u.b]);
+    assertEquals(u.tiles, Math.ceil(u.keys / tileSize));
+  });
+  assertEquals(s.totalTiles, s.units.reduce((a, u) => a + u.tiles, 0));
+  // Every tile exactly once.
+  const seen = s.units.map((u) => new Uint8Array(u.tiles));
+  const pieces: LeanSegment[][] = s.units.map(() => []);
+  for (const run of s.workers) {
+    for (const seg of run) {
+      const u = s.units[seg.unit];
+      assert(u.tiles > 0, `unit ${seg.unit} has no keys but is visited`);
+      assert(
+        seg.tileStart >= 0 && seg.tileStart < seg.tileEnd && seg.tileEnd <= u.tiles,
+        `bad segment ${JSON.stringify(seg)} of a unit with ${u.tiles} tiles`,
+      );
+      for (let t = seg.tileStart; t < seg.tileEnd; t++) {
+        assertEquals(seen[seg.unit][t], 0, `tile ${t} of unit ${seg.unit} twice`);
+        seen[seg.unit][t] = 1;
+      }
+      assertEquals(seg.host, seg.tileStart === 0, "host flag");
+      assertEquals(seg.finishing, seg.tileEnd === u.tiles, "finishing flag");
+      pieces[seg.unit].push(seg);
+    }
+  }
+  seen.forEach((ts, u) => assert(ts.every((x) => x === 1), `unit ${u} has a tile nobody does`));
+  // Partial slots: exactly the segments of units cut into ≥ 2 pieces, in tile order.
+  const cutUnits = pieces.map((p, u) => (p.length >= 2 ? u : -1)).filter((u) => u >= 0);
+  assertEquals(s.cuts.map((c) => c.unit), cutUnits, "cuts list the cut units in unit order");
+  const slots: number[] = [];
+  for (const cut of s.cuts) {
+    const segs = pieces[cut.unit].slice().sort((a, b) => a.tileStart - b.tileStart);
+    assertEquals(cut.partials, segs.map((g) => g.partial), "partials in tile order");
+    assert(segs[0].host && segs[segs.length - 1].finishing, "a cut starts with its host");
+    slots.push(...cut.partials);
+  }
+  assertEquals(slots.slice().sort((a, b) => a - b), slots.map((_, i) => i), "slots 0..n-1");
+  assertEquals(s.numPartials, slots.length);
+  for (const p of pieces) {
+    if (p.length === 1) {
+      assertEquals(p[0].partial, -1, "an uncut unit is written directly");
+      assert(p[0].host && p[0].finishing);
+    }
+  }
+}
+
+Deno.test("lean schedule: every tile once, contiguous runs, loads within one tile", () => {
+  fc.assert(
+    fc.property(planArb, (d) => {
+      const s = leanOf(d);
+      assertEquals(s.kind, "lean");
+      checkCommon(s);
+      const G = s.plan.grid;
+      assertEquals(s.workers.length, G);
+      const loads = s.workers.map((r) => r.reduce((a, g) => a + g.tileEnd - g.tileStart, 0));
+      assertEquals(loads.reduce((a, b) => a + b, 0), s.totalTiles);
+      const lo = Math.floor(s.totalTiles / G);
+      assert(loads.every((l) => l === lo || l === lo + 1), `loads ${loads} not within one tile`);
+      // Contiguity: flattening the workers' runs walks the global tile list in order.
+      const flat: [number, number][] = [];
+      for (const run of s.workers) {
+        for (const seg of run) {
+          for (let t = seg.tileStart; t < seg.tileEnd; t++) flat.push([seg.unit, t]);
+        }
+      }
+      const expected: [number, number][] = [];
+      s.units.forEach((u, i) => {
+        for (let t = 0; t < u.tiles; t++) expected.push([i, t]);
+      });
+      assertEquals(flat, expected);
+      // Within a worker, consecutive segments continue where the last one stopped.
+      for (const run of s.workers) {
+        for (let i = 1; i < run.length; i++) {
+          assert(run[i - 1].finishing && run[i].host, "a run moves on only at unit boundaries");
+        }
+      }
+    }),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("split schedule: numSplits chunks of ceil(tiles / numSplits) per unit", () => {
+  fc.assert(
+    fc.property(planArb, (d) => {
+      const s = splitSchedule({ ...base(d), numSplits: d.numSplits });
+      assertEquals(s.kind, "split");
+      checkCommon(s);
+      assertEquals(s.workers.length, s.units.length * d.numSplits);
+      s.units.forEach((u, i) => {
+        const per = Math.ceil(u.tiles / d.numSplits);
+        for (let c = 0; c < d.numSplits; c++) {
+          const run = s.workers[i * d.numSplits + c];
+          assert(run.length <= 1);
+          if (run.length === 1) {
+            assertEquals(run[0].unit, i);
+            assertEquals(run[0].tileStart, c * per);
+            assertEquals(run[0].tileEnd, Math.min(u.tiles, (c + 1) * per));
+          } else {
+            assert(c * per >= u.tiles, "only chunks past the end are empty");
+          }
+        }
+      });
+      if (d.numSplits === 1) assertEquals(s.cuts.length, 0, "numSplits 1 cuts nothing");
+    }),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("named schedules", () => {
+  // The example of leanSchedule's docs.
+  const s = leanSchedule({ batch: 2, kvHeads: 1, kvLens: [300, 100], tileSize: 64, grid: 3 });
+  assertEquals(s.workers.map((w) => w.map((g) => `${g.unit}:${g.tileStart}-${g.tileEnd}`)), [
+    ["0:0-2"],
+    ["0:2-4"],
+    ["0:4-5", "1:0-2"],
+  ]);
+  assertEquals(s.cuts, [{ unit: 0, partials: [0, 1, 2] }]);
+  // All sequences empty: nothing to do, nobody works, nothing to merge.
+  const empty = leanSchedule({ batch: 3, kvHeads: 2, kvLens: [0, 0, 0], tileSize: 8, grid: 4 });
+  assertEquals(empty.totalTiles, 0);
+  assert(empty.workers.every((w) => w.length === 0));
+  assertEquals(empty.cuts.length, 0);
+  // More workers than tiles: the extra ones are idle, nobody splits a tile.
+  const few = leanSchedule({ batch: 1, kvHeads: 1, kvLens: [10], tileSize: 4, grid: 7 });
+  assertEquals(few.workers.filter((w) => w.length).length, 3);
+  // One worker: every unit whole, in order.
+  const one = leanSchedule({ batch: 3, kvHeads: 2, kvLens: [5, 0, 70], tileSize: 8, grid: 1 });
+  assertEquals(one.workers[0].map((g) => g.unit), [0, 1, 4, 5]);
+  assertEquals(one.cuts.length, 0);
+  // Bad plans name the field.
+  throws(
+    () => leanSchedule({ batch: 2, kvHeads: 1, kvLens: [1], tileSize: 4, grid: 1 }),
+    (e: unknown) => e instanceof ArgumentError && e.message.includes("kvLens"),
+  );
+  throws(
+    () => leanSchedule({ batch: 1, kvHeads: 1, kvLens: [1], tileSize: 4, grid: 0 }),
+    (e: unknown) => e instanceof ArgumentError && e.message.includes("grid"),
+  );
+  throws(
+    () => splitSchedule({ batch: 1, kvHeads: 1, kvLens: [-1], tileSize: 4, numSplits: 1 }),
+    (e: unknown) => e instanceof ArgumentError && e.message.includes("kvLens"),
+  );
+});
+
+Deno.test("split heuristic follows FlashAttention-2's rule", () => {
+  // Enough work items (≥ 80 % of workers): no split.
+  assertEquals(numSplitsHeuristic({ workItems: 87, workers: 108, keyBlocks: 64 }), 1);
+  assertEquals(numSplitsHeuristic({ workItems: 500, workers: 108, keyBlocks: 1000 }), 1);
+  // One sequence on 2 workers: 2 splits fill both.
+  assertEquals(numSplitsHeuristic({ workItems: 1, workers: 2, keyBlocks: 8 }), 2);
+  // Can't split one key block.
+  assertEquals(numSplitsHeuristic({ workItems: 1, workers: 108, keyBlocks: 1 }), 1);
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 400 }),
+      fc.integer({ min: 1, max: 200 }),
+      fc.integer({ min: 1, max: 2000 }),
+      (workItems, workers, keyBlocks) => {
+        const s = numSplitsHeuristic({ workItems, workers, keyBlocks });
+        assert(s >= 1 && s <= Math.max(1, Math.min(128, workers, keyBlocks)));
+        if (workItems >= 0.8 * workers) assertEquals(s, 1);
+        // Eligible: a split count that changes the blocks per split.
+        if (s > 1) assert(Math.ceil(keyBlocks / s) !== Math.ceil(keyBlocks / (s - 1)));
+        // The smallest eligible count whose wave efficiency is within 85 % of the best.
+        const eff = (n: number) => {
+          const w = (workItems * n) / workers;
+          return w / Math.ceil(w);
+        };
+        const eligible = (n: number) =>
+          n === 1 || Math.ceil(keyBlocks / n) !== Math.ceil(keyBlocks / (n - 1));
+        const limit = Math.min(128, workers, keyBlocks);
+        let best = 0;
+        for (let n = 1; n <= limit; n++) if (eligible(n)) best = Math.max(best, eff(n));
+        if (workItems < 0.8 * workers) {
+          assert(eff(s) >= 0.85 * best, `split ${s}: efficiency ${eff(s)} vs best ${best}`);
+          for (let n = 1; n < s; n++) {
+            assert(!eligible(n) || eff(n) < 0.85 * best, `smaller split ${n} was good enough`);
+          }
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("renderSchedule draws one row per worker and one segment rect per segment", () => {
+  fc.assert(
+    fc.property(planArb, (d) => {
+      const s = leanOf(d);
+      const svg = renderSchedule(s);
+      assert(svg.startsWith("<svg") && svg.trimEnd().endsWith("</svg>"));
+      assertEquals(svg.match(/<g data-worker=/g)?.length ?? 0, s.workers.length);
+      const segs = s.workers.reduce((a, r) => a + r.length, 0);
+      assertEquals(svg.match(/class="segment"/g)?.length ?? 0, segs);
+      // A cut bar on each inner boundary of every cut unit.
+      const bars = s.cuts.reduce((a, c) => a + 2 * (c.partials.length - 1), 0);
+      assertEquals(svg.match(/class="cut"/g)?.length ?? 0, bars);
+      // Balanced tags (a cheap well-formedness check without an XML parser).
+      const open = (svg.match(/<(?!\/)[a-z]+[^>]*[^/]>/g) ?? []).length;
+      const close = (svg.match(/<\/[a-z]+>/g) ?? []).length;
+      assertEquals(open, close);
+    }),
+    { numRuns: 60 },
+  );
+  const s = splitSchedule({ batch: 2, kvHeads: 1, kvLens: [100, 0], tileSize: 16, numSplits: 3 });
+  const svg = renderSchedule(s, { title: "a & b <test>" });
+  assert(svg.includes("a &amp; b &lt;test&gt;"));
+});
