@@ -12,8 +12,55 @@ import { type CreationOptions, fromValues } from "./creation.ts";
 import { checkShape, sizeOf } from "./shape.ts";
 import type { Tensor } from "./tensor.ts";
 
-/** A scijs ndarray (any element storage that can be indexed). */
-export type NdArray = ndarray.NdArray;
+/**
+ * What {@link fromNdarray} reads of an ndarray: element `(i0, i1, ...)` is
+ * `data[offset + Σ i_d · stride_d]`. Any scijs ndarray (or look-alike) fits.
+ */
+export interface NdArrayLike {
+  /** Element storage: an array-like, or an object with `get(index)`. */
+  readonly data: ArrayLike<number> | { get(index: number): number };
+  /** Dimensions. */
+  readonly shape: readonly number[];
+  /** Elements to skip per step along each dimension (may be negative). */
+  readonly stride: readonly number[];
+  /** Index of element `(0, 0, ...)` in `data`. */
+  readonly offset: number;
+}
+
+/**
+ * A scijs ndarray as returned by {@link toNdarray} (declared here so the public API does not
+ * depend on the package's type definitions).
+ */
+export interface NdArray<D extends ArrayLike<number> = Float32Array> extends NdArrayLike {
+  /** Element storage. */
+  readonly data: D;
+  /** Dimensions. */
+  readonly shape: number[];
+  /** Strides, in elements. */
+  readonly stride: number[];
+  /** Index of element `(0, 0, ...)` in `data`. */
+  readonly offset: number;
+  /** Number of elements. */
+  readonly size: number;
+  /** Number of dimensions. */
+  readonly dimension: number;
+  /** The element at the given indices. */
+  get(...indices: number[]): number;
+  /** Sets the element at the given indices (the last argument is the value). */
+  set(...indicesThenValue: number[]): number;
+  /** The storage index of the element at the given indices. */
+  index(...indices: number[]): number;
+  /** A view starting at the given indices. */
+  lo(...indices: number[]): NdArray<D>;
+  /** A view ending before the given indices. */
+  hi(...indices: number[]): NdArray<D>;
+  /** A view taking every n-th element per dimension (negative: reversed). */
+  step(...steps: number[]): NdArray<D>;
+  /** A view with permuted axes. */
+  transpose(...axes: number[]): NdArray<D>;
+  /** A view with the given dimensions fixed (`null` keeps one). */
+  pick(...indices: (number | null)[]): NdArray<D>;
+}
 
 /**
  * A tensor holding the elements an ndarray view addresses (`offset + Σ i_d · stride_d`), in
@@ -27,7 +74,7 @@ export type NdArray = ndarray.NdArray;
  * console.log(await fromNdarray(nd.transpose(1, 0)).toArray()); // [[1, 4], [2, 5], [3, 6]]
  * ```
  */
-export function fromNdarray(nd: NdArray, opts: CreationOptions = {}): Tensor {
+export function fromNdarray(nd: NdArrayLike, opts: CreationOptions = {}): Tensor {
   if (
     nd === null || typeof nd !== "object" || !Array.isArray(nd.shape) ||
     !Array.isArray(nd.stride) || nd.stride.length !== nd.shape.length ||
@@ -40,7 +87,7 @@ export function fromNdarray(nd: NdArray, opts: CreationOptions = {}): Tensor {
   const shape = checkShape([...nd.shape], "fromNdarray");
   const data = nd.data as unknown;
   const get: (i: number) => number = typeof (data as { get?: unknown }).get === "function"
-    ? (i) => Number((data as ndarray.GenericArray<number>).get(i))
+    ? (i) => Number((data as { get(index: number): number }).get(i))
     : (i) => Number((data as ArrayLike<number>)[i]);
   const n = sizeOf(shape);
   const values = new Float32Array(n);
@@ -78,7 +125,7 @@ export function fromNdarray(nd: NdArray, opts: CreationOptions = {}): Tensor {
  * console.log(nd.get(1, 0)); // 3
  * ```
  */
-export async function toNdarray(t: Tensor): Promise<ndarray.NdArray<Float32Array>> {
+export async function toNdarray(t: Tensor): Promise<NdArray<Float32Array>> {
   const values = await t.data();
   return ndarray(values, [...t.shape]);
 }

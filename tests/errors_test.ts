@@ -22,7 +22,7 @@ import {
   LeanattnError,
   ShapeError,
 } from "../tensor/errors.ts";
-import { fromNdarray, type NdArray, toNdarray } from "../tensor/ndarray.ts";
+import { fromNdarray, type NdArrayLike, toNdarray } from "../tensor/ndarray.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { describeBackends } from "./_backends.ts";
 
@@ -233,7 +233,7 @@ describeBackends("ArgumentError: options and arguments of the wrong kind", (back
   expectError(ArgumentError, () => sum(a, 0, "yes" as unknown as boolean), ["yes"], "sum keepDims");
   expectError(
     ArgumentError,
-    () => fromNdarray({ shape: [2] } as unknown as NdArray),
+    () => fromNdarray({ shape: [2] } as unknown as NdArrayLike),
     ["ndarray"],
     "fromNdarray non-ndarray",
   );
