@@ -94,12 +94,14 @@ export function flashAttention(
   v: Tensor,
   opts: FlashOptions & { returnLse: true },
 ): AttentionState;
+/** flashAttention returning only the output `[B, Hq, Sq, D]`. */
 export function flashAttention(
   q: Tensor,
   k: Tensor,
   v: Tensor,
   opts?: FlashOptions & { returnLse?: false },
 ): Tensor;
+/** flashAttention with `returnLse` known only at run time. */
 export function flashAttention(
   q: Tensor,
   k: Tensor,

@@ -82,12 +82,14 @@ export function leanAttention(
   v: Tensor,
   opts: LeanOptions & { returnLse: true },
 ): AttentionState;
+/** leanAttention returning only the output `[B, Hq, Sq, D]`. */
 export function leanAttention(
   q: Tensor,
   k: Tensor,
   v: Tensor,
   opts?: LeanOptions & { returnLse?: false },
 ): Tensor;
+/** leanAttention with `returnLse` known only at run time. */
 export function leanAttention(
   q: Tensor,
   k: Tensor,
