@@ -13,6 +13,9 @@ import { ArgumentError } from "../tensor/errors.ts";
 import { flashAttention, flashSchedule } from "../attention/flash.ts";
 import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
 import { describeBackends, numRuns } from "./_backends.ts";
+import { cpu } from "../backends/cpu/cpu_backend.ts";
+import { cpuAttention } from "../backends/cpu/attention.ts";
+import { closeAttentionWorkers, cpuAttentionParallel } from "../backends/cpu/_attention_worker.ts";
 
 function assertEquals(a: unknown, b: unknown): void {
   deepStrictEqual(a, b);
@@ -485,4 +488,38 @@ Deno.test("flash picks flash for 1 split and flash-decoding schedules otherwise"
   const qLong = randn([2, 4, 130, 8], { seed: 3 });
   assertEquals(flashSchedule(qLong, k, k).units.length, 12);
   assertEquals(leanAttentionSchedule(qLong, k, k).plan.qBlocks, 3);
+});
+
+Deno.test({
+  name: "cpuAttentionParallel matches the in-thread executor bit for bit",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const backend = cpu();
+    try {
+      await fc.assert(
+        fc.asyncProperty(caseArb, fc.integer({ min: 1, max: 5 }), async (d, threads) => {
+          const c = toCase(d);
+          const x = await inputs(backend, c);
+          const opts = { kvLens: c.kvLens, causal: c.causal, tileSize: d.tileSize, grid: 9 };
+          const schedule = leanAttentionSchedule(x.q, x.k, x.v, opts);
+          const params = {
+            algo: "lean" as const,
+            scale: c.scale ?? 1 / Math.sqrt(c.D),
+            causal: !!c.causal,
+            kvLens: Int32Array.from(c.kvLens ?? []),
+            schedule,
+          };
+          const serial = cpuAttention(x.q, x.k, x.v, params);
+          const par = await cpuAttentionParallel(x.q, x.k, x.v, params, { threads });
+          assertEquals(par.out, serial.out);
+          assertEquals(par.lse, serial.lse);
+          dispose(x);
+        }),
+        { numRuns: 15 },
+      );
+    } finally {
+      closeAttentionWorkers();
+    }
+  },
 });
