@@ -523,3 +523,69 @@ Deno.test({
     }
   },
 });
+
+describeBackends(
+  "NaN keys: masked ones change nothing, visible ones poison exactly their rows",
+  async (backend) => {
+    const [B, Hkv, group, Sq, N, D] = [2, 2, 2, 3, 40, 8];
+    const base = await inputs(backend, { B, Hkv, group, Sq, N, D, seed: 31 });
+    const kv = await base.k.data();
+    // Key 30 of (batch 0, kv-head 1) and key 39 of (batch 1, kv-head 0) become NaN.
+    kv.fill(NaN, ((0 * Hkv + 1) * N + 30) * D, ((0 * Hkv + 1) * N + 31) * D);
+    kv.fill(NaN, ((1 * Hkv + 0) * N + 39) * D, ((1 * Hkv + 0) * N + 40) * D);
+    const k = tensor(kv, { shape: [B, Hkv, N, D], backend });
+    const q = base.q;
+    const v = base.v;
+    const qd = await q.data();
+    const vd = await v.data();
+    const run = (opts: { kvLens?: number[]; causal?: boolean }) => [
+      flashAttention(q, k, v, { ...opts, returnLse: true }),
+      flashAttention(q, k, v, { ...opts, returnLse: true, numSplits: 3, blockN: 8 }),
+      leanAttention(q, k, v, { ...opts, returnLse: true, tileSize: 7, grid: 5 }),
+    ];
+    // Lengths that mask both NaN keys: results are finite and match the reference.
+    const masked = { kvLens: [30, 39], causal: true };
+    const x: Inputs = {
+      q,
+      k,
+      v,
+      c: { B, Hkv, group, Sq, N, D, seed: 31, ...masked },
+      ref: referenceAttention({
+        q: qd,
+        k: kv,
+        v: vd,
+        B,
+        Hq: Hkv * group,
+        Hkv,
+        Sq,
+        N,
+        D,
+        ...masked,
+      }),
+    };
+    for (const r of run(masked)) await check(x, r, "NaN keys beyond kvLens");
+    // Full lengths, causal: a row is NaN iff it sees a NaN key (query i sees keys < N − Sq + i + 1).
+    for (const r of run({ causal: true })) {
+      const out = await r.out.data();
+      const lse = await r.lse.data();
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < Hkv * group; h++) {
+          for (let i = 0; i < Sq; i++) {
+            const row = (b * Hkv * group + h) * Sq + i;
+            const hk = Math.floor(h / group);
+            const bad = (b === 0 && hk === 1 && 30 < N - Sq + i + 1) ||
+              (b === 1 && hk === 0 && 39 < N - Sq + i + 1);
+            const o = out.subarray(row * D, (row + 1) * D);
+            if (bad) {
+              assert(o.every(Number.isNaN) && Number.isNaN(lse[row]), `row ${row} should be NaN`);
+            } else {
+              assert(o.every(Number.isFinite) && Number.isFinite(lse[row]), `row ${row} poisoned`);
+            }
+          }
+        }
+      }
+    }
+    dispose(base);
+    k.dispose();
+  },
+);
