@@ -10,12 +10,41 @@ import type { BinaryOp, DataId, ReduceOp, TensorInfo, UnaryOp } from "../backend
 import type { DType } from "../../tensor/dtype.ts";
 import { type Shape, sizeOf, stridesOf } from "../../tensor/shape.ts";
 import type { GpuContext } from "./context.ts";
+import { LimitError } from "../../tensor/errors.ts";
 import { BUILTINS, declare, declareParams, grid, header, store, WG_INDEX } from "./_wgsl.ts";
 
 /** Threads per workgroup of the elementwise kernels. */
 const WG = 256;
 /** Threads per workgroup of the row reductions. */
 const RW = 64;
+
+/**
+ * Throws {@link LimitError} before anything is allocated when an input or the output would
+ * not fit one storage binding (the dispatch would fail after the output was made).
+ */
+function checkFits(
+  ctx: GpuContext,
+  op: string,
+  inputs: readonly TensorInfo[],
+  outElements: number,
+  outDType: DType,
+): void {
+  const max = ctx.limits.maxStorageBufferBindingSize;
+  const outBytes = outElements * (ctx.wgslType(outDType) === "f16" ? 2 : 4);
+  for (
+    const [what, bytes] of [
+      ...inputs.map((t, i) => [`input ${i}`, ctx.byteLength(t.id)] as const),
+      ["output", outBytes] as const,
+    ]
+  ) {
+    if (bytes > max) {
+      throw new LimitError(
+        `webgpu ${op}: ${what} needs ${bytes} bytes in one binding, but ` +
+          `maxStorageBufferBindingSize is ${max}`,
+      );
+    }
+  }
+}
 
 function params(ctx: GpuContext, values: readonly number[]): GPUBuffer {
   return ctx.scratchFrom(Uint32Array.from(values));
@@ -36,6 +65,7 @@ export function unaryKernel(
   outDType: DType = x.dtype,
 ): DataId {
   const n = sizeOf(x.shape);
+  checkFits(ctx, op, [x], n, outDType);
   const out = ctx.alloc(n, outDType);
   if (n === 0) return out;
   const key = `unary:${op}:${x.dtype}:${outDType}`;
@@ -90,6 +120,7 @@ export function binaryKernel(
   outDType: DType,
 ): DataId {
   const n = sizeOf(outShape);
+  checkFits(ctx, op, [a, b], n, outDType);
   const out = ctx.alloc(n, outDType);
   if (n === 0) return out;
   // Equal shapes need no index arithmetic; everything else decodes the output index.
@@ -157,6 +188,7 @@ const COMBINE: Record<ReduceOp, (a: string, b: string) => string> = {
 export function reduceKernel(ctx: GpuContext, op: ReduceOp, x: TensorInfo, axis: number): DataId {
   const [outer, n, inner] = around(x.shape, axis);
   const rows = outer * inner;
+  checkFits(ctx, op, [x], rows, x.dtype);
   const out = ctx.alloc(rows, x.dtype);
   if (rows === 0) return out;
   const rowwise = inner === 1;
@@ -210,6 +242,7 @@ fn main(${BUILTINS}) {${body}
 export function softmaxKernel(ctx: GpuContext, x: TensorInfo, axis: number): DataId {
   const [outer, n, inner] = around(x.shape, axis);
   const total = outer * n * inner;
+  checkFits(ctx, "softmax", [x], total, x.dtype);
   const out = ctx.alloc(total, x.dtype);
   const rows = outer * inner;
   if (total === 0) return out;
@@ -300,6 +333,7 @@ export function matmulKernel(
   const N = outShape[r - 1];
   const ra = a.shape.length;
   const K = transposeA ? a.shape[ra - 2] : a.shape[ra - 1];
+  checkFits(ctx, "matmul", [a, b], sizeOf(outShape), outDType);
   const out = ctx.alloc(sizeOf(outShape), outDType);
   const batchShape = outShape.slice(0, r - 2);
   const batches = sizeOf(batchShape);
@@ -411,6 +445,7 @@ function matStrides(shape: Shape, batchShape: Shape): number[] {
 /** Permutes axes: output dim `i` is input dim `perm[i]`. */
 export function transposeKernel(ctx: GpuContext, x: TensorInfo, perm: readonly number[]): DataId {
   const n = sizeOf(x.shape);
+  checkFits(ctx, "transpose", [x], n, x.dtype);
   const out = ctx.alloc(n, x.dtype);
   if (n === 0) return out;
   const inStrides = stridesOf(x.shape);

@@ -204,7 +204,20 @@ export class GpuRuntime implements GpuContext {
       b = this.#gpuOnly.get(size)?.pop();
       if (b) this.#gpuOnlyBytes -= size;
     }
-    return b ?? this.#create(size, POOL_USAGE, what);
+    if (b) {
+      this.#reused++;
+      return b;
+    }
+    this.#created++;
+    return this.#create(size, POOL_USAGE, what);
+  }
+
+  #created = 0;
+  #reused = 0;
+
+  /** Pooled-buffer requests served by a new buffer (`created`) or from the pool (`reused`). */
+  get poolStats(): { created: number; reused: number } {
+    return { created: this.#created, reused: this.#reused };
   }
 
   /** Returns a buffer: to the side pool while the pending encoder uses it, else the pool. */

@@ -126,6 +126,11 @@ export class WebGpuBackend implements Backend {
     return this.#rt.pipelineCount;
   }
 
+  /** Buffer requests served by new buffers versus from the pool, since creation. */
+  poolStats(): { created: number; reused: number } {
+    return this.#rt.poolStats;
+  }
+
   upload(values: Float32Array, dtype: DType): DataId {
     return this.#rt.upload(values, dtype);
   }
