@@ -46,6 +46,11 @@ const LOWEST_F32 = -3.4028234663852886e38;
  * q `[B, Hq, Sq, D]`, k and v `[B, Hkv, N, D]` with `Hq % Hkv == 0`, all of one dtype. Rows
  * with no visible key give out = 0 and lse = −∞.
  *
+ * Hidden keys (≥ `kvLens[b]`, or in the causal future) are masked by adding −∞ to their
+ * scores and are still multiplied, so they must hold finite values: NaN or ±∞ there (an
+ * uninitialised cache page) would propagate, unlike in `flashAttention`/`leanAttention`,
+ * which never read them.
+ *
  * @example
  * ```ts
  * import { naiveAttention, randn } from "../mod.ts";

@@ -274,3 +274,42 @@ describeBackends(
     for (const t of [x.q, x.k, x.v, a, b, withLse.out, withLse.lse] as Tensor[]) t.dispose();
   },
 );
+
+describeBackends("naiveAttention ignores large finite values in hidden keys", async (backend) => {
+  const B = 2, Hq = 2, Sq = 3, N = 6, D = 4;
+  const kvLens = [4, 1];
+  const qv = normals(B * Hq * Sq * D, 21);
+  const kv = normals(B * Hq * N * D, 22);
+  const vv = normals(B * Hq * N * D, 23);
+  // Keys past kvLens hold values that would dominate every score and output if they leaked.
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < Hq; h++) {
+      for (let j = kvLens[b]; j < N; j++) {
+        const o = ((b * Hq + h) * N + j) * D;
+        kv.fill(1e3, o, o + D);
+        vv.fill(1e6, o, o + D);
+      }
+    }
+  }
+  const ref = referenceAttention({
+    q: qv,
+    k: kv,
+    v: vv,
+    B,
+    Hq,
+    Hkv: Hq,
+    Sq,
+    N,
+    D,
+    kvLens,
+    causal: true,
+  });
+  const q = tensor(qv, { shape: [B, Hq, Sq, D], backend });
+  const k = tensor(kv, { shape: [B, Hq, N, D], backend });
+  const v = tensor(vv, { shape: [B, Hq, N, D], backend });
+  const r = naiveAttention(q, k, v, { kvLens, causal: true, returnLse: true });
+  const err = maxAbsDiff(await r.out.data(), ref.out);
+  assert(err <= 1e-5 * maxAbs(ref.out) * 4, `out error ${err}`);
+  assert(maxAbsDiff(await r.lse.data(), ref.lse) <= 1e-4, "lse error");
+  for (const t of [q, k, v, r.out, r.lse]) t.dispose();
+});
