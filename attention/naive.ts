@@ -24,17 +24,10 @@ import { max, sum } from "../ops/reduce.ts";
 import { softmax } from "../ops/softmax.ts";
 import { exp, log } from "../ops/unary.ts";
 import { type AttentionOptions, validateAttention } from "./_validate.ts";
+import type { AttentionState } from "./merge.ts";
 
 /** Options of {@link naiveAttention}. */
 export type NaiveAttentionOptions = AttentionOptions;
-
-/** Output of an attention op called with `returnLse: true`. */
-export interface AttentionWithLse {
-  /** Normalised output `[B, Hq, Sq, D]` (q's dtype). */
-  out: Tensor;
-  /** Natural-log sum of exponentials of the visible scores `[B, Hq, Sq]` (float32). */
-  lse: Tensor;
-}
 
 // Clamping the row max to this keeps `s − m` finite-or-−∞ when a row is fully masked
 // (m = −∞ would give −∞ − (−∞) = NaN); any row with a visible finite score is unaffected.
@@ -73,20 +66,20 @@ export function naiveAttention(
   k: Tensor,
   v: Tensor,
   opts: NaiveAttentionOptions & { returnLse: true },
-): AttentionWithLse;
+): AttentionState;
 /** Either form, decided at run time by `opts.returnLse`. */
 export function naiveAttention(
   q: Tensor,
   k: Tensor,
   v: Tensor,
   opts?: NaiveAttentionOptions,
-): Tensor | AttentionWithLse;
+): Tensor | AttentionState;
 export function naiveAttention(
   q: Tensor,
   k: Tensor,
   v: Tensor,
   opts: NaiveAttentionOptions = {},
-): Tensor | AttentionWithLse {
+): Tensor | AttentionState {
   const p = validateAttention("naiveAttention", q, k, v, opts);
   if (q.dtype !== k.dtype) {
     throw new DTypeError(
