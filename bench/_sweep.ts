@@ -191,13 +191,26 @@ export function parseArgs(args: readonly string[]): BenchOptions {
       throw new Error(`unknown flag "${a}"\n\n${USAGE}`);
     }
   }
+  o.cpu = given.has("--cpu");
+  if (o.cpu) {
+    // CPU-sized defaults: single-digit seconds per case on a laptop.
+    o.algos = ["lean", "flash"];
+    o.peers = false;
+    o.ds = [128];
+    o.ns = [1 * K, 4 * K, 16 * K];
+    o.configs = [{ B: 1, Hq: 32, Hkv: 32 }, { B: 1, Hq: 32, Hkv: 8 }, { B: 4, Hq: 32, Hkv: 8 }];
+    o.ragged = [];
+    o.reps = 10;
+  }
   if (given.has("--quick")) {
     o.quick = true;
     o.dtypes = ["float16"];
     o.ds = [128];
-    o.ns = [4 * K, 64 * K];
+    o.ns = o.cpu ? [4 * K] : [4 * K, 64 * K];
     o.configs = [{ B: 1, Hq: 32, Hkv: 32 }, { B: 4, Hq: 32, Hkv: 8 }, { B: 16, Hq: 32, Hkv: 8 }];
-    o.ragged = [{ name: "ragged-a", lens: [...RAGGED["ragged-a"]], heads: [{ Hq: 32, Hkv: 8 }] }];
+    o.ragged = o.cpu
+      ? []
+      : [{ name: "ragged-a", lens: [...RAGGED["ragged-a"]], heads: [{ Hq: 32, Hkv: 8 }] }];
   }
   if (given.has("--smoke")) {
     o.smoke = true;
@@ -208,11 +221,6 @@ export function parseArgs(args: readonly string[]): BenchOptions {
     o.ragged = [{ name: "ragged-smoke", lens: [100, 300], heads: [{ Hq: 4, Hkv: 2 }] }];
     o.reps = 3;
     o.warmup = 1;
-  }
-  o.cpu = given.has("--cpu");
-  if (o.cpu) {
-    o.algos = ["lean", "flash"];
-    o.peers = false;
   }
   if (given.has("--no-peers")) o.peers = false;
   const v = (k: string) => given.get(k);

@@ -106,7 +106,7 @@ export async function loadOrtPeer(device: GPUDevice): Promise<OrtPeer | { absent
       sessions.clear();
       const model = gqaDecodeModel({ ...c, maxSeq: c.N });
       s = ort.InferenceSession.create(model, {
-        executionProviders: [{ name: "webgpu", device }],
+        executionProviders: [{ name: "webgpu", device: withoutSubgroups(device) }],
         graphOptimizationLevel: "disabled",
         preferredOutputLocation: "gpu-buffer",
       }) as Promise<Ort>;
@@ -118,6 +118,24 @@ export async function loadOrtPeer(device: GPUDevice): Promise<OrtPeer | { absent
     version: String(ort.env.versions?.web ?? ORT_PACKAGE),
     run: async (c) => runCase(ort, device, await session(c), c),
   };
+}
+
+/**
+ * The device as ORT should see it: without `subgroups`. ORT's shaders for that feature start
+ * with `enable subgroups;`, which Deno's WGSL front end (Naga) rejects, so on a device that
+ * has the feature ORT's decode kernels fail to compile. The proxy hides the feature and
+ * forwards everything else to the real device (methods bound to it, for WebGPU's brand checks).
+ */
+export function withoutSubgroups(device: GPUDevice): GPUDevice {
+  if (!device.features.has("subgroups" as GPUFeatureName)) return device;
+  const features = new Set([...device.features].filter((f) => f !== "subgroups"));
+  return new Proxy(device, {
+    get(target, prop) {
+      if (prop === "features") return features;
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
 }
 
 function msg(e: unknown): string {

@@ -1,0 +1,300 @@
+/**
+ * `deno task bench --cpu`: flash and lean on the CPU backend, each schedule's workers spread
+ * over Web Workers on every core (`cpuAttentionParallel`), against an in-process read ceiling:
+ * the same number of bytes of K and V summed as 32-bit integers by as many Workers, reading the
+ * very SharedArrayBuffers the attention reads. Times are wall clock (there is no GPU clock):
+ * the JSON keeps them in `wallMs` and leaves `gpuMs` null.
+ *
+ * This file is also the read-ceiling Worker's script.
+ *
+ * @module
+ */
+import type { BenchOptions, Case, OwnAlgo } from "./_sweep.ts";
+import { buildCases, caseName, readBytes } from "./_sweep.ts";
+import { median } from "./_ceiling.ts";
+import { type Results, type Row, rowShape } from "./_results.ts";
+
+interface ReadJob {
+  ranges: { buf: SharedArrayBuffer; off: number; len: number }[];
+}
+
+// deno-lint-ignore no-explicit-any
+const scope = globalThis as any;
+const IS_WORKER = typeof scope.WorkerGlobalScope !== "undefined" &&
+  scope instanceof scope.WorkerGlobalScope;
+
+/** Sums the 32-bit words of the ranges (four accumulators keep the loads independent). */
+export function readSum(ranges: ReadJob["ranges"]): number {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  for (const r of ranges) {
+    const a = new Int32Array(r.buf, r.off, r.len >> 2);
+    const n = a.length - (a.length & 3);
+    for (let i = 0; i < n; i += 4) {
+      s0 = (s0 + a[i]) | 0;
+      s1 = (s1 + a[i + 1]) | 0;
+      s2 = (s2 + a[i + 2]) | 0;
+      s3 = (s3 + a[i + 3]) | 0;
+    }
+    for (let i = n; i < a.length; i++) s0 = (s0 + a[i]) | 0;
+  }
+  return (s0 ^ s1 ^ s2 ^ s3) | 0;
+}
+
+if (IS_WORKER) {
+  scope.onmessage = (e: MessageEvent<ReadJob>) => {
+    scope.postMessage(readSum(e.data.ranges));
+  };
+}
+
+/** A byte range of a SharedArrayBuffer. */
+export interface SharedRange {
+  buf: SharedArrayBuffer;
+  off: number;
+  len: number;
+}
+
+/** Splits `total` bytes of `ranges` into `t` nearly equal parts (4-byte aligned). */
+export function splitRanges(ranges: readonly SharedRange[], t: number): SharedRange[][] {
+  const total = ranges.reduce((a, r) => a + r.len, 0);
+  const per = Math.ceil(total / t / 4) * 4;
+  const parts: SharedRange[][] = Array.from({ length: t }, () => []);
+  let p = 0, room = per;
+  for (const r of ranges) {
+    let off = r.off, left = r.len;
+    while (left > 0) {
+      const take = Math.min(left, room);
+      parts[Math.min(p, t - 1)].push({ buf: r.buf, off, len: take });
+      off += take;
+      left -= take;
+      room -= take;
+      if (room === 0) {
+        p++;
+        room = per;
+      }
+    }
+  }
+  return parts.filter((x) => x.length > 0);
+}
+
+/** Best of single-thread and `threads`-Worker read bandwidth over `ranges`, GB/s. */
+export async function cpuReadCeiling(
+  ranges: readonly SharedRange[],
+  threads: number,
+  reps: number,
+): Promise<{ gbs: number; threads: number }> {
+  const bytes = ranges.reduce((a, r) => a + r.len, 0);
+  const one: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    readSum([...ranges]);
+    one.push(performance.now() - t0);
+  }
+  let best = { gbs: bytes / (median(one) * 1e6), threads: 1 };
+  if (threads > 1) {
+    const parts = splitRanges(ranges, threads);
+    const ws = parts.map(() => new Worker(import.meta.url, { type: "module" }));
+    try {
+      const round = () =>
+        Promise.all(ws.map((w, i) =>
+          new Promise<void>((resolve, reject) => {
+            w.onmessage = () => resolve();
+            w.onerror = (e) => {
+              e.preventDefault();
+              reject(new Error(e.message));
+            };
+            w.postMessage({ ranges: parts[i] } satisfies ReadJob);
+          })
+        ));
+      await round();
+      const ms: number[] = [];
+      for (let i = 0; i < reps; i++) {
+        const t0 = performance.now();
+        await round();
+        ms.push(performance.now() - t0);
+      }
+      const gbs = bytes / (median(ms) * 1e6);
+      if (gbs > best.gbs) best = { gbs, threads: parts.length };
+    } finally {
+      for (const w of ws) w.terminate();
+    }
+  }
+  return best;
+}
+
+/** Runs the CPU sweep; returns the exit code. */
+export async function runCpuBench(opts: BenchOptions): Promise<number> {
+  const t0 = performance.now();
+  const { cpu, cpuValues } = await import("../backends/cpu/cpu_backend.ts");
+  const { randn } = await import("../tensor/creation.ts");
+  const { flashSchedule } = await import("../attention/flash.ts");
+  const { leanAttentionSchedule } = await import("../attention/lean.ts");
+  let parallel:
+    | typeof import("../backends/cpu/_attention_worker.ts")
+    | null = null;
+  let mode = "Web Workers (cpuAttentionParallel)";
+  try {
+    parallel = await import("../backends/cpu/_attention_worker.ts");
+  } catch (e) {
+    mode = `single thread (op path): cpuAttentionParallel unavailable: ${e}`;
+  }
+  const threads = navigator.hardwareConcurrency || 1;
+  const be = cpu();
+  console.log(`device: ${be.description} | attention on ${mode}, ${threads} threads`);
+  const cases = buildCases(opts);
+  const own = opts.algos.filter((a): a is OwnAlgo =>
+    a === "lean" || a === "flash" || a === "flash-decoding"
+  ).sort((a, b) => Number(b === "flash") - Number(a === "flash"));
+  const rows: Row[] = [];
+  let failures = 0;
+  let ceilingBest = 0;
+  for (const [ci, c] of cases.entries()) {
+    const head = `[${String(ci + 1).padStart(3)}/${cases.length}] ${caseName(c)}`;
+    const seed = opts.seed * 3;
+    const q = randn([c.B, c.Hq, 1, c.D], { seed, dtype: c.dtype, backend: be });
+    const k = randn([c.B, c.Hkv, c.N, c.D], { seed: seed + 1, dtype: c.dtype, backend: be });
+    const v = randn([c.B, c.Hkv, c.N, c.D], { seed: seed + 2, dtype: c.dtype, backend: be });
+    const bytes = readBytes(c);
+    const kv = [cpuValues(k.id), cpuValues(v.id)];
+    const ceiling = await cpuReadCeiling(
+      kv.map((a) => ({
+        buf: a.buffer as SharedArrayBuffer,
+        off: a.byteOffset,
+        len: Math.floor(bytes / 2 / 4) * 4,
+      })),
+      threads,
+      Math.max(3, Math.min(opts.reps, 10)),
+    );
+    ceilingBest = Math.max(ceilingBest, ceiling.gbs);
+    const parts: string[] = [];
+    let ref: Float32Array | null = null;
+    for (const algo of own) {
+      const row: Row = { algo, ...rowShape(c), gpuMs: null, wallMs: null, effGBs: null };
+      try {
+        const run = runner(algo, c, q, k, v, parallel, {
+          flashSchedule,
+          leanAttentionSchedule,
+        });
+        const out = await run();
+        ref ??= out;
+        const d = maxAbsDiff(out, ref);
+        row.maxAbsDiff = d;
+        row.tol = (c.dtype === "float16" ? 1e-2 : 1e-4) * Math.max(maxAbs(ref), 1e-3);
+        if (!(d <= row.tol)) {
+          row.error = `wrong result: max abs diff vs flash ${d.toExponential(2)}`;
+          failures++;
+        }
+        for (let i = 0; i < opts.warmup; i++) await run();
+        const ms: number[] = [];
+        for (let i = 0; i < opts.reps; i++) {
+          const s = performance.now();
+          await run();
+          ms.push(performance.now() - s);
+        }
+        row.wallMs = median(ms);
+        row.wallCalls = opts.reps;
+        row.effGBs = bytes / (row.wallMs * 1e6);
+        row.ceilingGBs = ceiling.gbs;
+        row.fracCeiling = row.effGBs / ceiling.gbs;
+        row.note = mode;
+        parts.push(`${algo} ${row.wallMs.toFixed(2)} ms ${(100 * row.fracCeiling).toFixed(0)}%`);
+      } catch (e) {
+        failures++;
+        row.error = e instanceof Error ? e.message.split("\n")[0] : String(e);
+        parts.push(`${algo} FAILED (${row.error})`);
+      }
+      rows.push(row);
+    }
+    q.dispose();
+    k.dispose();
+    v.dispose();
+    console.log(
+      `${head} | ${parts.join(" | ")} | read ceiling ${
+        ceiling.gbs.toFixed(1)
+      } GB/s (${ceiling.threads} thr) | ${((performance.now() - t0) / 1000).toFixed(0)} s`,
+    );
+  }
+  parallel?.closeAttentionWorkers();
+  const results: Results = {
+    device: be.description,
+    date: new Date().toISOString(),
+    deno: Deno.version.deno,
+    ceilingGBs: ceilingBest,
+    backend: "cpu",
+    args: [...Deno.args],
+    inputs: `randn seed ${opts.seed}; times are wall clock (wallMs), gpuMs is null`,
+    elapsedS: (performance.now() - t0) / 1000,
+    rows,
+  };
+  const { printTable, writeResults } = await import("./bench.ts");
+  printTable(results);
+  await writeResults(results, opts.out, `cpu${opts.smoke ? "-smoke" : opts.quick ? "-quick" : ""}`);
+  if (failures > 0) {
+    console.error(`\n${failures} row(s) FAILED`);
+    return 1;
+  }
+  return 0;
+}
+
+type Tensor = import("../tensor/tensor.ts").Tensor;
+
+function runner(
+  algo: OwnAlgo,
+  c: Case,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  parallel: typeof import("../backends/cpu/_attention_worker.ts") | null,
+  s: {
+    flashSchedule: typeof import("../attention/flash.ts").flashSchedule;
+    leanAttentionSchedule: typeof import("../attention/lean.ts").leanAttentionSchedule;
+  },
+): () => Promise<Float32Array> {
+  const kvLens = c.kvLens;
+  const schedule = algo === "lean"
+    ? s.leanAttentionSchedule(q, k, v, { kvLens })
+    : s.flashSchedule(q, k, v, { kvLens, numSplits: algo === "flash" ? 1 : "auto" });
+  const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+  const params = {
+    algo: algo === "lean"
+      ? "lean" as const
+      : schedule.workers.length > c.B * c.Hkv
+      ? "flash-decoding" as const
+      : "flash" as const,
+    scale: 1 / Math.sqrt(c.D),
+    causal: false,
+    kvLens: Int32Array.from(kvLens ?? Array(c.B).fill(c.N)),
+    schedule,
+  };
+  if (parallel) {
+    return async () => {
+      const r = await parallel.cpuAttentionParallel(info(q), info(k), info(v), params);
+      return Float32Array.from(r.out);
+    };
+  }
+  return async () => {
+    const { flashAttention } = await import("../attention/flash.ts");
+    const { leanAttention } = await import("../attention/lean.ts");
+    const out = algo === "lean"
+      ? leanAttention(q, k, v, { kvLens })
+      : flashAttention(q, k, v, { kvLens, numSplits: algo === "flash" ? 1 : "auto" });
+    const d = await out.data();
+    out.dispose();
+    return d;
+  };
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) return Infinity;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}
+
+function maxAbs(a: Float32Array): number {
+  let m = 0;
+  for (const x of a) m = Math.max(m, Math.abs(x));
+  return m;
+}

@@ -1,0 +1,489 @@
+/**
+ * `deno task bench`: decode attention (one query row per head) on the WebGPU backend across
+ * shapes, against the device's own read-bandwidth ceiling and against peers on the same GPU.
+ *
+ * Per case (dtype, D, B, Hq, Hkv, N or ragged kvLens):
+ *  1. skip (listed, with the reason) when K or V would exceed `maxBufferSize` or
+ *     `maxStorageBufferBindingSize`;
+ *  2. make q, K, V with `randn` on the WebGPU backend (a K/V larger than 4 Mi elements is a
+ *     seeded `randn` block tiled on the GPU with buffer copies: drawing gigabytes of normals
+ *     on the CPU would take minutes, and bandwidth does not depend on the values);
+ *  3. check every algorithm once against flash (max abs diff; a wrong row fails loudly and the
+ *     run exits non-zero);
+ *  4. GPU time: median over ≥ 20 calls of the summed timestamp-query time of all of a call's
+ *     compute passes, after warm-up; wall time: a pipelined loop of calls, one readback at end;
+ *  5. the ceiling: the streaming-read kernel over the same number of bytes of K and V.
+ * Peers: ONNX Runtime Web GQA in-process on our device, PyTorch SDPA by a Python subprocess
+ * after our device is released. Results: JSON and an SVG plot under `--out`.
+ *
+ * @module
+ */
+import {
+  type Algo,
+  buildCases,
+  type Case,
+  caseName,
+  naiveSkipReason,
+  type OwnAlgo,
+  parseArgs,
+  readBytes,
+  skipReason,
+  USAGE,
+} from "./_sweep.ts";
+import { type CeilingResult, measureCeiling, median } from "./_ceiling.ts";
+import { type Results, type Row, rowShape } from "./_results.ts";
+import { renderPlot } from "./plot.ts";
+import { loadOrtPeer, type OrtPeer } from "./peers/ort_webgpu.ts";
+import { runTorchPeer, type TorchCase } from "./_torch.ts";
+import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
+import { randn } from "../tensor/creation.ts";
+import { Tensor } from "../tensor/tensor.ts";
+import { sizeOf } from "../tensor/shape.ts";
+import { flashAttention } from "../attention/flash.ts";
+import { leanAttention } from "../attention/lean.ts";
+import { naiveAttention } from "../attention/naive.ts";
+
+/** Elements above which K/V are tiled from a randn block instead of drawn whole. */
+const BASE_ELEMS = 1 << 22;
+
+/** Makes the seeded inputs of a case on the GPU. */
+class Inputs {
+  #bases = new Map<string, Tensor>();
+  constructor(readonly gpu: WebGpuBackend, readonly seed: number) {}
+
+  make(shape: number[], c: Case, which: "q" | "k" | "v"): Tensor {
+    const salt = { q: 0, k: 1, v: 2 }[which];
+    const opts = { seed: this.seed * 3 + salt, dtype: c.dtype, backend: this.gpu };
+    const n = sizeOf(shape);
+    if (n <= BASE_ELEMS) return randn(shape, opts);
+    const key = `${c.dtype}/${which}`;
+    let base = this.#bases.get(key);
+    if (!base) {
+      base = randn([BASE_ELEMS], opts);
+      this.#bases.set(key, base);
+    }
+    const ctx = this.gpu.ctx;
+    const id = ctx.alloc(n, c.dtype);
+    const t = new Tensor(this.gpu, id, shape, c.dtype);
+    this.gpu.flush();
+    const src = ctx.buffer(base.id);
+    const block = ctx.byteLength(base.id);
+    const bytes = ctx.byteLength(id);
+    const enc = ctx.device.createCommandEncoder({ label: "tile randn" });
+    for (let off = 0; off < bytes; off += block) {
+      enc.copyBufferToBuffer(src, 0, ctx.buffer(id), off, Math.min(block, bytes - off));
+    }
+    ctx.device.queue.submit([enc.finish()]);
+    return t;
+  }
+
+  dispose(): void {
+    for (const t of this.#bases.values()) t.dispose();
+    this.#bases.clear();
+  }
+}
+
+type Call = () => Tensor;
+
+function callOf(algo: OwnAlgo, q: Tensor, k: Tensor, v: Tensor, c: Case): Call {
+  const kvLens = c.kvLens;
+  switch (algo) {
+    case "flash":
+      return () => flashAttention(q, k, v, { numSplits: 1, kvLens });
+    case "flash-decoding":
+      return () => flashAttention(q, k, v, { numSplits: "auto", kvLens });
+    case "lean":
+      return () => leanAttention(q, k, v, { kvLens });
+    case "naive":
+      return () => naiveAttention(q, k, v, { kvLens });
+  }
+}
+
+/** Median summed pass time per call, or null without timestamps. */
+async function gpuTime(
+  gpu: WebGpuBackend,
+  call: Call,
+  reps: number,
+  warmup: number,
+): Promise<{ ms: number; passes: number } | null> {
+  for (let i = 0; i < warmup; i++) call().dispose();
+  if (!gpu.ctx.features.timestamps) return null;
+  gpu.setProfiling(true);
+  try {
+    await gpu.readTimings();
+    call().dispose();
+    const passes = (await gpu.readTimings()).length;
+    if (passes === 0) return null;
+    for (let i = 0; i < reps; i++) call().dispose();
+    const all = await gpu.readTimings();
+    const per: number[] = [];
+    if (all.length === passes * reps) {
+      for (let i = 0; i < reps; i++) {
+        let s = 0;
+        for (let j = 0; j < passes; j++) s += all[i * passes + j].ms;
+        per.push(s);
+      }
+    } else {
+      // Pass count varies between calls: read each call on its own.
+      for (let i = 0; i < reps; i++) {
+        call().dispose();
+        per.push((await gpu.readTimings()).reduce((a, t) => a + t.ms, 0));
+      }
+    }
+    return { ms: median(per), passes };
+  } finally {
+    gpu.setProfiling(false);
+  }
+}
+
+/** Wall time per call of a loop of `calls` with one readback at the end. */
+async function wallTime(call: Call, calls: number): Promise<number> {
+  await call().data();
+  const t0 = performance.now();
+  let last: Tensor | null = null;
+  for (let i = 0; i < calls; i++) {
+    last?.dispose();
+    last = call();
+  }
+  await last!.data();
+  const ms = (performance.now() - t0) / calls;
+  last!.dispose();
+  return ms;
+}
+
+/** Calls in the wall loop: enough to hide the ~10 ms readback latency, within a time budget. */
+function wallCallsFor(gpuMs: number | null, smoke: boolean): number {
+  if (smoke) return 3;
+  const ms = gpuMs ?? 1;
+  return Math.max(20, Math.min(400, Math.ceil(150 / Math.max(ms, 0.01))));
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) return Infinity;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}
+
+function maxAbs(a: Float32Array): number {
+  let m = 0;
+  for (const x of a) m = Math.max(m, Math.abs(x));
+  return m;
+}
+
+/** Tolerance of the check against flash: output rounding of the dtype, relative to max|ref|. */
+export function tolerance(dtype: Case["dtype"], refMax: number): number {
+  return (dtype === "float16" ? 1e-2 : 1e-4) * Math.max(refMax, 1e-3);
+}
+
+function msg(e: unknown): string {
+  return e instanceof Error ? e.message.split("\n")[0] : String(e);
+}
+
+function fmtMs(x: number | null | undefined): string {
+  return x === null || x === undefined ? "-" : x < 1 ? x.toFixed(4) : x.toFixed(3);
+}
+
+async function main(): Promise<number> {
+  let opts;
+  try {
+    opts = parseArgs(Deno.args);
+  } catch (e) {
+    console.error(msg(e));
+    return 2;
+  }
+  if (Deno.args.includes("--help")) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (opts.cpu) {
+    const { runCpuBench } = await import("./_cpu_bench.ts");
+    return await runCpuBench(opts);
+  }
+  const t0 = performance.now();
+  const gpu = await webgpu();
+  const dev = gpu.ctx.device;
+  const lim = dev.limits;
+  console.log(
+    `device: ${gpu.description} | maxBuffer ${(lim.maxBufferSize / 2 ** 30).toFixed(2)} GiB, ` +
+      `maxBinding ${
+        (lim.maxStorageBufferBindingSize / 2 ** 30).toFixed(2)
+      } GiB | f16 ${gpu.ctx.features.f16}, ` +
+      `timestamps ${gpu.ctx.features.timestamps}, subgroups ${gpu.ctx.features.subgroups}`,
+  );
+  const cases = buildCases(opts);
+  const own = opts.algos.filter((a): a is OwnAlgo =>
+    ["lean", "flash", "flash-decoding", "naive"].includes(a)
+  );
+  const wantOrt = opts.peers && opts.algos.includes("ort-webgpu");
+  const torchAlgos = opts.algos.filter((a) => a.startsWith("torch-"));
+  const rows: Row[] = [];
+  const versions: Record<string, string> = {};
+  let failures = 0;
+
+  let ort: OrtPeer | { absent: string } | null = null;
+  if (wantOrt) {
+    ort = await loadOrtPeer(dev);
+    if ("version" in ort) versions["onnxruntime-web"] = ort.version;
+    else console.log(`ort-webgpu absent: ${ort.absent}`);
+  }
+
+  const inputs = new Inputs(gpu, opts.seed);
+  const ceilings = new Map<number, CeilingResult>();
+  const torchCases: { c: Case; ceiling?: CeilingResult }[] = [];
+
+  for (const [ci, c] of cases.entries()) {
+    const shape = rowShape(c);
+    const head = `[${String(ci + 1).padStart(3)}/${cases.length}] ${caseName(c)}`;
+    const skip = skipReason(c, lim);
+    if (skip) {
+      for (const algo of opts.peers ? opts.algos : own) {
+        rows.push({ algo, ...shape, gpuMs: null, wallMs: null, effGBs: null, skipped: skip });
+      }
+      console.log(`${head} | skipped: ${skip}`);
+      continue;
+    }
+    const q = inputs.make([c.B, c.Hq, 1, c.D], c, "q");
+    const k = inputs.make([c.B, c.Hkv, c.N, c.D], c, "k");
+    const v = inputs.make([c.B, c.Hkv, c.N, c.D], c, "v");
+    const bytes = readBytes(c);
+    const parts: string[] = [];
+    try {
+      let ceiling = ceilings.get(bytes);
+      if (!ceiling) {
+        ceiling = await measureCeiling(dev, [
+          { buffer: gpu.ctx.buffer(k.id), size: bytes / 2 },
+          { buffer: gpu.ctx.buffer(v.id), size: bytes / 2 },
+        ], { reps: opts.reps, warmup: opts.warmup });
+        ceilings.set(bytes, ceiling);
+      }
+      const ref = callOf("flash", q, k, v, c)();
+      const refData = await ref.data();
+      ref.dispose();
+      const refMax = maxAbs(refData);
+      const tol = tolerance(c.dtype, refMax);
+      const finish = (row: Row) => {
+        if (row.gpuMs !== null) {
+          row.effGBs = bytes / (row.gpuMs * 1e6);
+          row.ceilingGBs = ceiling!.gbs;
+          row.fracCeiling = row.effGBs / ceiling!.gbs;
+        }
+        rows.push(row);
+        const tag = row.error
+          ? `${row.algo} FAILED (${row.error})`
+          : row.absent
+          ? `${row.algo} absent`
+          : row.skipped
+          ? `${row.algo} skipped`
+          : `${row.algo} ${fmtMs(row.gpuMs)} ms ${
+            row.fracCeiling ? (100 * row.fracCeiling).toFixed(0) + "%" : ""
+          }`;
+        parts.push(tag);
+      };
+
+      for (const algo of own) {
+        const base: Row = { algo, ...shape, gpuMs: null, wallMs: null, effGBs: null };
+        if (algo === "naive") {
+          const why = naiveSkipReason(c, lim);
+          if (why) {
+            finish({ ...base, skipped: why });
+            continue;
+          }
+        }
+        try {
+          const call = callOf(algo, q, k, v, c);
+          const out = call();
+          const data = await out.data();
+          out.dispose();
+          const d = maxAbsDiff(data, refData);
+          const row: Row = { ...base, maxAbsDiff: d, tol };
+          if (!(d <= tol)) {
+            row.error = `wrong result: max abs diff vs flash ${d.toExponential(2)} > tol ${
+              tol.toExponential(2)
+            }`;
+          }
+          const g = await gpuTime(gpu, call, opts.reps, opts.warmup);
+          row.gpuMs = g?.ms ?? null;
+          row.passes = g?.passes;
+          row.wallCalls = wallCallsFor(row.gpuMs, opts.smoke);
+          row.wallMs = await wallTime(call, row.wallCalls);
+          if (row.error) failures++;
+          finish(row);
+        } catch (e) {
+          failures++;
+          finish({ ...base, error: msg(e) });
+        }
+      }
+
+      if (wantOrt && ort) {
+        const base: Row = { algo: "ort-webgpu", ...shape, gpuMs: null, wallMs: null, effGBs: null };
+        if ("absent" in ort) {
+          finish({ ...base, absent: ort.absent });
+        } else if (c.dtype !== "float16") {
+          finish({ ...base, absent: "the ORT peer is measured at float16 only" });
+        } else {
+          try {
+            const r = await ort.run({
+              ...c,
+              q: gpu.ctx.buffer(q.id),
+              k: gpu.ctx.buffer(k.id),
+              v: gpu.ctx.buffer(v.id),
+              reps: opts.reps,
+              warmup: opts.warmup,
+              wallCalls: opts.smoke ? 3 : 20,
+            });
+            const d = maxAbsDiff(r.out, refData);
+            const row: Row = {
+              ...base,
+              gpuMs: r.gpuMs,
+              wallMs: r.wallMs,
+              passes: r.passes,
+              maxAbsDiff: d,
+              tol,
+              wallCalls: opts.smoke ? 3 : 20,
+              note: "GroupQueryAttention decode, static KV cache (past = present buffers)",
+            };
+            if (!(d <= tol)) {
+              row.error = `wrong result: max abs diff vs flash ${d.toExponential(2)} > tol ${
+                tol.toExponential(2)
+              }`;
+            }
+            finish(row);
+          } catch (e) {
+            finish({ ...base, error: `ORT failed: ${msg(e)}` });
+          }
+        }
+      }
+      if (opts.peers && torchAlgos.length > 0) torchCases.push({ c, ceiling });
+      console.log(
+        `${head} | ${parts.join(" | ")} | ceiling ${ceiling.gbs.toFixed(0)} GB/s | ${
+          ((performance.now() - t0) / 1000).toFixed(0)
+        } s`,
+      );
+    } finally {
+      q.dispose();
+      k.dispose();
+      v.dispose();
+    }
+  }
+  inputs.dispose();
+  const device = gpu.description;
+  gpu.destroy();
+
+  if (torchAlgos.length > 0 && opts.peers) {
+    const tc: TorchCase[] = torchCases.map(({ c }) => ({ ...c }));
+    const t = await runTorchPeer(tc, torchAlgos, { reps: opts.reps, warmup: opts.warmup });
+    if (t.version) versions.torch = t.version;
+    if (t.absent) console.log(`torch absent: ${t.absent}`);
+    for (const [i, { c, ceiling }] of torchCases.entries()) {
+      for (const algo of torchAlgos) {
+        const r = t.rows.find((x) => x.case === i && x.algo === algo);
+        const row: Row = {
+          algo: algo as Algo,
+          ...rowShape(c),
+          gpuMs: r?.gpuMs ?? null,
+          wallMs: r?.wallMs ?? null,
+          effGBs: null,
+        };
+        if (!r) row.absent = t.absent ?? "no result from torch_sdpa.py";
+        else {
+          if (r.absent) row.absent = r.absent;
+          if (r.error) row.error = r.error;
+          if (r.note) row.note = r.note;
+          if (r.maxAbsDiff !== undefined) row.maxAbsDiff = r.maxAbsDiff;
+        }
+        if (row.gpuMs !== null && ceiling) {
+          row.effGBs = readBytes(c) / (row.gpuMs * 1e6);
+          row.ceilingGBs = ceiling.gbs;
+          row.fracCeiling = row.effGBs / ceiling.gbs;
+        }
+        rows.push(row);
+      }
+    }
+  }
+
+  const results: Results = {
+    device,
+    date: new Date().toISOString(),
+    deno: Deno.version.deno,
+    ceilingGBs: Math.max(0, ...[...ceilings.values()].map((x) => x.gbs)),
+    backend: "webgpu",
+    versions,
+    args: [...Deno.args],
+    inputs: `randn seed ${opts.seed} (q, and K/V up to ${BASE_ELEMS} elements); ` +
+      `larger K/V: a seeded randn block of ${BASE_ELEMS} elements tiled by GPU copies`,
+    elapsedS: (performance.now() - t0) / 1000,
+    rows,
+  };
+  printTable(results);
+  await writeResults(results, opts.out, opts.smoke ? "smoke" : opts.quick ? "quick" : "");
+  if (failures > 0) {
+    console.error(`\n${failures} row(s) FAILED (wrong result or error): see "error" above`);
+    return 1;
+  }
+  return 0;
+}
+
+/** Slug of a device description for file names. */
+export function deviceSlug(device: string): string {
+  return device.toLowerCase().replace(/\(.*?\)/g, "").replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-+|-+$/g, "").slice(0, 48) || "gpu";
+}
+
+/** Writes `<gpu>-<date>[-tag].json` and the SVG beside it; returns the JSON path. */
+export async function writeResults(r: Results, dir: string, tag: string): Promise<string> {
+  await Deno.mkdir(dir, { recursive: true });
+  const base = `${dir}/${deviceSlug(r.device)}-${r.date.slice(0, 10)}${tag ? `-${tag}` : ""}`;
+  await Deno.writeTextFile(`${base}.json`, JSON.stringify(r, null, 1) + "\n");
+  await Deno.writeTextFile(`${base}.svg`, renderPlot(r));
+  console.log(`\nwrote ${base}.json and ${base}.svg`);
+  return `${base}.json`;
+}
+
+/** Prints the final table. */
+export function printTable(r: Results): void {
+  const lines: string[][] = [[
+    "config",
+    "N",
+    "algo",
+    "gpu ms",
+    "wall ms",
+    "GB/s",
+    "%ceil",
+    "diff",
+    "note",
+  ]];
+  for (const x of r.rows) {
+    lines.push([
+      `B${x.B} Hq${x.Hq} Hkv${x.Hkv} D${x.D} ${x.dtype === "float16" ? "f16" : "f32"}`,
+      x.kvLens ? `[${x.kvLens.length} ragged]` : String(x.N),
+      x.algo,
+      fmtMs(x.gpuMs),
+      fmtMs(x.wallMs),
+      x.effGBs === null ? "-" : x.effGBs.toFixed(0),
+      x.fracCeiling ? (100 * x.fracCeiling).toFixed(0) : "-",
+      x.maxAbsDiff === undefined ? "" : x.maxAbsDiff.toExponential(1),
+      x.error
+        ? `FAILED: ${x.error}`
+        : x.skipped
+        ? `skipped: ${x.skipped}`
+        : x.absent
+        ? `absent: ${x.absent}`
+        : "",
+    ]);
+  }
+  const w = lines[0].map((_, i) => Math.max(...lines.map((l) => l[i].length)));
+  console.log("");
+  for (const l of lines) {
+    console.log(l.map((s, i) => i === l.length - 1 ? s : s.padEnd(w[i])).join("  ").trimEnd());
+  }
+  console.log(`\nceiling (best streaming read): ${r.ceilingGBs.toFixed(0)} GB/s on ${r.device}`);
+}
+
+if (import.meta.main) {
+  Deno.env.set("RUST_BACKTRACE", "0");
+  Deno.exit(await main());
+}

@@ -1,0 +1,148 @@
+"""Peer: PyTorch scaled_dot_product_attention (cuDNN, flash, mem-efficient) on decode shapes.
+
+Run by `deno task bench` (bench/_torch.ts); stands alone too:
+
+    echo '{"cases": [{"dtype": "float16", "D": 128, "B": 1, "Hq": 32, "Hkv": 8, "N": 4096}],
+           "algos": ["torch-flash"], "reps": 20, "warmup": 3}' | python3 bench/peers/torch_sdpa.py
+
+Reads the cases as JSON on stdin, writes one JSON object on stdout:
+{"torch": version, "device": name, "rows": [{case, algo, gpuMs, wallMs, gqa, ...}]}
+or {"absent": reason} when torch or CUDA is missing. Progress goes to stderr.
+
+Shapes follow the library: q [B, Hq, 1, D], k/v [B, Hkv, N, D]. GQA (Hq != Hkv) is tried with
+enable_gqa=True first; a backend that refuses it gets K/V expanded with repeat_interleave
+before timing (the row's note says which). Ragged batches (kvLens) pass a boolean attn_mask
+over the padded length; backends without mask support are reported absent with torch's reason.
+GPU time: CUDA events around each call (median of reps after warm-up); wall time: a loop of
+calls with one synchronize at the end.
+"""
+
+import json
+import statistics
+import sys
+import time
+
+ALGOS = {
+    "torch-cudnn": "CUDNN_ATTENTION",
+    "torch-flash": "FLASH_ATTENTION",
+    "torch-efficient": "EFFICIENT_ATTENTION",
+}
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def first_line(e):
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:300]
+
+
+def main():
+    cfg = json.load(sys.stdin)
+    try:
+        import torch
+        import torch.nn.functional as F
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except Exception as e:  # noqa: BLE001 - any import failure means the peer is absent
+        print(json.dumps({"absent": f"cannot import torch: {first_line(e)}"}))
+        return
+    if not torch.cuda.is_available():
+        print(json.dumps({"absent": "torch sees no CUDA device", "torch": torch.__version__}))
+        return
+
+    reps = int(cfg.get("reps", 20))
+    warmup = int(cfg.get("warmup", 3))
+    seed = int(cfg.get("seed", 1))
+    algos = [a for a in cfg.get("algos", list(ALGOS)) if a in ALGOS]
+    dev = torch.device("cuda")
+    rows = []
+    for i, c in enumerate(cfg["cases"]):
+        B, Hq, Hkv, N, D = c["B"], c["Hq"], c["Hkv"], c["N"], c["D"]
+        dt = torch.float16 if c["dtype"] == "float16" else torch.float32
+        lens = c.get("kvLens")
+        g = torch.Generator(device=dev).manual_seed(seed + i)
+        try:
+            q = torch.randn(B, Hq, 1, D, dtype=dt, device=dev, generator=g)
+            k = torch.randn(B, Hkv, N, D, dtype=dt, device=dev, generator=g)
+            v = torch.randn(B, Hkv, N, D, dtype=dt, device=dev, generator=g)
+        except Exception as e:  # noqa: BLE001 - out of memory and the like
+            for a in algos:
+                rows.append({"case": i, "algo": a, "gpuMs": None, "wallMs": None,
+                             "absent": f"inputs do not fit: {first_line(e)}"})
+            continue
+        mask = None
+        if lens:
+            lt = torch.tensor(lens, device=dev)
+            mask = (torch.arange(N, device=dev)[None, :] < lt[:, None]).view(B, 1, 1, N)
+        group = Hq // Hkv
+        ref = None
+        if B * Hq * N * D <= (1 << 27):
+            kr = k.float().repeat_interleave(group, dim=1)
+            vr = v.float().repeat_interleave(group, dim=1)
+            s = (q.float() @ kr.transpose(-1, -2)) / (D ** 0.5)
+            if mask is not None:
+                s = s.masked_fill(~mask, float("-inf"))
+            ref = torch.softmax(s, dim=-1) @ vr
+            del kr, vr, s
+        for a in algos:
+            backend = getattr(SDPBackend, ALGOS[a])
+            attempts = [("native", k, v, {})] if group == 1 else [("enable_gqa", k, v, {"enable_gqa": True})]
+            if group > 1:
+                attempts.append(("repeat_interleave", None, None, {}))
+            row = {"case": i, "algo": a, "gpuMs": None, "wallMs": None}
+            last = None
+            for how, kk, vv, kw in attempts:
+                if kk is None:
+                    kk = k.repeat_interleave(group, dim=1)
+                    vv = v.repeat_interleave(group, dim=1)
+
+                def call(kk=kk, vv=vv, kw=kw):
+                    with sdpa_kernel(backend):
+                        return F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, **kw)
+
+                try:
+                    out = call()
+                    torch.cuda.synchronize()
+                except Exception as e:  # noqa: BLE001 - torch raises RuntimeError when no kernel fits
+                    last = e
+                    continue
+                if ref is not None:
+                    row["maxAbsDiff"] = float((out.float() - ref).abs().max())
+                for _ in range(warmup):
+                    call()
+                ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(reps)]
+                for s_, e_ in ev:
+                    s_.record()
+                    call()
+                    e_.record()
+                torch.cuda.synchronize()
+                row["gpuMs"] = statistics.median(s_.elapsed_time(e_) for s_, e_ in ev)
+                calls = max(20, min(400, int(150 / max(row["gpuMs"], 0.01))))
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    call()
+                torch.cuda.synchronize()
+                row["wallMs"] = (time.perf_counter() - t0) * 1e3 / calls
+                row["wallCalls"] = calls
+                row["gqa"] = how
+                if how == "repeat_interleave":
+                    row["note"] = "GQA by repeat_interleave of K/V before timing (enable_gqa refused)"
+                elif how == "enable_gqa":
+                    row["note"] = "GQA by enable_gqa=True"
+                if mask is not None:
+                    row["note"] = (row.get("note", "") + "; ragged via boolean attn_mask over padded N").lstrip("; ")
+                break
+            else:
+                row["absent"] = f"{ALGOS[a]} cannot run this case: {first_line(last)}"
+            rows.append(row)
+            log(f"torch case {i + 1}/{len(cfg['cases'])} {a}: "
+                + (f"{row['gpuMs']:.4f} ms" if row["gpuMs"] is not None else row.get("absent", "")))
+        del q, k, v, mask, ref
+        torch.cuda.empty_cache()
+    print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name(), "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
