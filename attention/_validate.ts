@@ -3,12 +3,7 @@
  * options. Returns the resolved problem so ops never re-derive it.
  */
 import type { Tensor } from "../tensor/tensor.ts";
-import {
-  ArgumentError,
-  BackendMismatchError,
-  DTypeError,
-  ShapeError,
-} from "../tensor/errors.ts";
+import { ArgumentError, BackendMismatchError, DTypeError, ShapeError } from "../tensor/errors.ts";
 import { fmt } from "../tensor/shape.ts";
 
 /** Options every attention op takes. */

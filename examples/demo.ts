@@ -11,7 +11,11 @@ function flag(name: string, fallback: string): string {
   const i = Deno.args.indexOf(`--${name}`);
   return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : fallback;
 }
-const args = { cpu: Deno.args.includes("--cpu"), n: flag("n", "1000"), svg: flag("svg", "schedule.svg") };
+const args = {
+  cpu: Deno.args.includes("--cpu"),
+  n: flag("n", "1000"),
+  svg: flag("svg", "schedule.svg"),
+};
 const backend = args.cpu ? la.cpu() : await la.defaultBackend();
 const [B, Hq, Hkv, D] = [2, 8, 2, 64];
 const N = Number(args.n);

@@ -9,6 +9,7 @@
 import type { Backend, DataId } from "../backends/backend.ts";
 import type { DType } from "./dtype.ts";
 import { DisposedTensorError, ShapeError } from "./errors.ts";
+import type { NdArray } from "./ndarray.ts";
 import { checkShape, fmt, type Shape, sizeOf } from "./shape.ts";
 
 /** A nested array of numbers as returned by {@link Tensor.toArray}. */
@@ -56,7 +57,6 @@ export class Tensor {
     registry.register(this, this.#storage, this);
   }
 
-
   /** Number of elements. */
   get size(): number {
     return sizeOf(this.shape);
@@ -95,6 +95,12 @@ export class Tensor {
   /** The values as nested arrays (a number for rank 0). */
   async toArray(): Promise<NestedArray> {
     return nest(await this.data(), this.shape);
+  }
+
+  /** The values as a contiguous float32 ndarray (see `toNdarray` in tensor/ndarray.ts). */
+  async toNdarray(): Promise<NdArray> {
+    const { toNdarray } = await import("./ndarray.ts");
+    return toNdarray(this);
   }
 
   /** A copy of this tensor on another backend (same shape and dtype). */
