@@ -1,28 +1,346 @@
 /**
- * WebGPU attention kernels (placeholder: the kernels are being written).
+ * WebGPU attention: executes any {@link LeanSchedule} (FlashAttention-2, FlashDecoding,
+ * LeanAttention) with one main dispatch — one workgroup per worker, walking its segments — and
+ * one reduce dispatch that merges the partial states of cut units in the listed order.
+ *
+ * The schedule is uploaded as one u32 array (sizes, kvLens, per-worker segment offsets,
+ * segments, reduce items) so the GPU runs exactly the partition `attention/` computed. Kernels
+ * are in `_attention_wgsl.ts`: a subgroup kernel for decode-like units (few query rows, head
+ * dim a multiple of 32) and a generic kernel for everything else. Arithmetic and partial states
+ * are f32; results are deterministic (fixed merge orders, no atomics, no workgroup waits on
+ * another).
  *
  * @module
  */
 import type { AttentionParams, DataId, TensorInfo } from "../backend.ts";
-import type { GpuContext } from "./context.ts";
-import { LeanattnError } from "../../tensor/errors.ts";
+import type { GpuBinding, GpuContext } from "./context.ts";
+import type { LeanSchedule } from "../../attention/lean_schedule.ts";
+import { LimitError } from "../../tensor/errors.ts";
+import {
+  type Elem,
+  genericKey,
+  genericWgsl,
+  MERGE_WG,
+  type MergeConfig,
+  mergeKey,
+  mergeWgsl,
+  META,
+  reduceWgsl,
+  type SgConfig,
+  sgKey,
+  sgWgsl,
+} from "./_attention_wgsl.ts";
+
+/** Knobs of the attention kernels (for benchmarks; defaults are picked per device). */
+export interface AttentionTuning {
+  /** Force a kernel: `"sg"` (subgroups) or `"generic"`; default: sg when it applies. */
+  kernel?: "sg" | "generic";
+  /** Threads per workgroup of the subgroup kernel (default 256). */
+  wg?: number;
+  /** Lanes per key of the subgroup kernel (default 8; larger needs subgroups that wide). */
+  L?: number;
+  /** Keys per slot per iteration of the subgroup kernel (default 4, 2 for many rows). */
+  U?: number;
+}
+
+const NEG_INF_BITS = 0xff800000;
+const NO_PARTIAL = 0xffffffff;
+
+function f32Bits(x: number): number {
+  return new Uint32Array(new Float32Array([x]).buffer)[0];
+}
+
+/** Smallest subgroup size the adapter reports, when it reports one. */
+function subgroupMinSize(ctx: GpuContext): number | undefined {
+  const info = (ctx.device as unknown as { adapterInfo?: { subgroupMinSize?: number } })
+    .adapterInfo;
+  const n = info?.subgroupMinSize;
+  return typeof n === "number" && n > 0 ? n : undefined;
+}
+
+/** A guess of the number of streaming multiprocessors (compute units) from the description. */
+export function computeUnits(ctx: GpuContext): number {
+  const d = ctx.description;
+  if (/H100|H200|H20\b|GH200/i.test(d)) return 132;
+  if (/A100/i.test(d)) return 108;
+  if (/llvmpipe|lavapipe|swiftshader|software/i.test(d)) return 4;
+  return 64;
+}
+
+/**
+ * The lean `grid` (workers) this backend wants: a few workgroups per compute unit, enough for
+ * the subgroup kernel to keep the memory system busy while staying one pass.
+ */
+export function defaultGrid(ctx: GpuContext): number {
+  return computeUnits(ctx) * 4;
+}
+
+/** 2-D dispatch of `n` workgroups within the per-dimension limit. */
+function grid2d(ctx: GpuContext, n: number): [number, number] {
+  const max = ctx.limits.maxComputeWorkgroupsPerDimension;
+  const nx = Math.max(1, Math.min(n, max));
+  const ny = Math.ceil(n / nx);
+  if (ny > max) {
+    throw new LimitError(
+      `webgpu attention: ${n} workgroups exceed ${max}² (maxComputeWorkgroupsPerDimension)`,
+    );
+  }
+  return [nx, Math.max(1, ny)];
+}
+
+interface Geometry {
+  B: number;
+  Hq: number;
+  Hkv: number;
+  Sq: number;
+  N: number;
+  D: number;
+  group: number;
+  rowsPerBlock: number;
+  unitRows: number;
+}
+
+/** Flattens the schedule (and the reduce items) into one u32 array. */
+function buildMeta(
+  g: Geometry,
+  params: AttentionParams,
+  nx: { main: number; reduce: number },
+): { meta: Uint32Array; items: number } {
+  const s: LeanSchedule = params.schedule;
+  const W = s.workers.length;
+  let nsegs = 0;
+  for (const run of s.workers) nsegs += run.length;
+  const empty: number[] = [];
+  for (let u = 0; u < s.units.length; u++) if (s.units[u].tiles === 0) empty.push(u);
+  const items = s.cuts.length + empty.length;
+  let slots = 0;
+  for (const c of s.cuts) slots += c.partials.length;
+  const kvLensOff = META.size;
+  const segOffsOff = kvLensOff + g.B;
+  const segsOff = segOffsOff + W + 1;
+  const itemsOff = segsOff + 4 * nsegs;
+  const slotsOff = itemsOff + 3 * items;
+  const meta = new Uint32Array(slotsOff + slots + 1);
+  meta[META.B] = g.B;
+  meta[META.Hq] = g.Hq;
+  meta[META.Hkv] = g.Hkv;
+  meta[META.Sq] = g.Sq;
+  meta[META.N] = g.N;
+  meta[META.D] = g.D;
+  meta[META.group] = g.group;
+  meta[META.rowsPerBlock] = g.rowsPerBlock;
+  meta[META.qBlocks] = s.plan.qBlocks;
+  meta[META.tileSize] = s.plan.tileSize;
+  meta[META.causal] = params.causal ? 1 : 0;
+  meta[META.scaleBits] = f32Bits(params.scale);
+  meta[META.negInfBits] = NEG_INF_BITS;
+  meta[META.numWorkers] = W;
+  meta[META.kvLensOff] = kvLensOff;
+  meta[META.segOffsOff] = segOffsOff;
+  meta[META.segsOff] = segsOff;
+  meta[META.unitRows] = g.unitRows;
+  meta[META.numItems] = items;
+  meta[META.itemsOff] = itemsOff;
+  meta[META.mainNx] = nx.main;
+  meta[META.partOOff] = s.numPartials * g.unitRows * 2;
+  meta[META.reduceNx] = nx.reduce;
+  for (let b = 0; b < g.B; b++) meta[kvLensOff + b] = params.kvLens[b];
+  let seg = 0;
+  for (let w = 0; w < W; w++) {
+    meta[segOffsOff + w] = seg;
+    for (const sg of s.workers[w]) {
+      const o = segsOff + 4 * seg++;
+      meta[o] = sg.unit;
+      meta[o + 1] = sg.tileStart;
+      meta[o + 2] = sg.tileEnd;
+      meta[o + 3] = sg.partial < 0 ? NO_PARTIAL : sg.partial;
+    }
+  }
+  meta[segOffsOff + W] = seg;
+  let it = itemsOff;
+  let sl = slotsOff;
+  for (const c of s.cuts) {
+    meta[it++] = c.unit;
+    meta[it++] = sl;
+    meta[it++] = c.partials.length;
+    for (const p of c.partials) meta[sl++] = p;
+  }
+  for (const u of empty) {
+    meta[it++] = u;
+    meta[it++] = sl;
+    meta[it++] = 0;
+  }
+  return { meta, items };
+}
+
+function checkBinding(ctx: GpuContext, what: string, bytes: number): void {
+  const max = ctx.limits.maxStorageBufferBindingSize;
+  if (bytes > max) {
+    throw new LimitError(
+      `webgpu attention: ${what} needs a ${bytes}-byte binding, device allows at most ${max} (maxStorageBufferBindingSize)`,
+    );
+  }
+}
+
+/** The subgroup kernel's configuration for this call, or null when it does not apply. */
+function sgConfig(
+  ctx: GpuContext,
+  g: Geometry,
+  kv: Elem,
+  q: Elem,
+  tuning: AttentionTuning,
+): SgConfig | null {
+  if (tuning.kernel === "generic" || !ctx.features.subgroups) return null;
+  const wg = tuning.wg ?? 256;
+  const minSg = subgroupMinSize(ctx) ?? 8;
+  const L = tuning.L ?? 8;
+  if (L > minSg || minSg < 8 || wg % minSg !== 0) return null;
+  const R = g.unitRows;
+  const E = g.D / L;
+  if (g.D % (4 * L) !== 0 || E % 4 !== 0) return null;
+  // Registers: q and the running output, E floats each per row.
+  if (R * E > 64) return null;
+  if ((R * g.D) / 4 > wg) return null;
+  const mlBytes = (wg / 8) * R * 8 + 16;
+  const stateBytes = R * g.D * 4;
+  const room = ctx.limits.maxComputeWorkgroupStorageSize - mlBytes;
+  const nsMax = Math.min(Math.floor(room / stateBytes), wg / minSg, 8);
+  if (nsMax < 1) return null;
+  const U = tuning.U ?? (R * E > 32 ? 2 : 4);
+  return { D: g.D, R, kv, q, wg, L, U, nsMax };
+}
+
+/** Keys the generic kernel stages at a time (its workgroup memory holds K and V as f32). */
+function genericChunk(ctx: GpuContext, D: number): number {
+  const room = Math.min(ctx.limits.maxComputeWorkgroupStorageSize, 16384);
+  return Math.max(1, Math.min(32, Math.floor(room / (8 * D))));
+}
 
 /** Executes an attention schedule on the GPU. */
 export function webgpuAttention(
-  _ctx: GpuContext,
-  _q: TensorInfo,
-  _k: TensorInfo,
-  _v: TensorInfo,
-  _params: AttentionParams,
+  ctx: GpuContext,
+  q: TensorInfo,
+  k: TensorInfo,
+  v: TensorInfo,
+  params: AttentionParams,
 ): { out: DataId; lse: DataId } {
-  throw new LeanattnError("webgpu attention: not implemented yet");
+  return webgpuAttentionTuned(ctx, q, k, v, params, {});
 }
 
-/** Merges attention states in list order on the GPU. */
-export function webgpuMergeStates(
-  _ctx: GpuContext,
-  _outs: readonly TensorInfo[],
-  _lses: readonly TensorInfo[],
+/** {@link webgpuAttention} with explicit kernel knobs (benchmarks compare variants). */
+export function webgpuAttentionTuned(
+  ctx: GpuContext,
+  q: TensorInfo,
+  k: TensorInfo,
+  v: TensorInfo,
+  params: AttentionParams,
+  tuning: AttentionTuning,
 ): { out: DataId; lse: DataId } {
-  throw new LeanattnError("webgpu mergeStates: not implemented yet");
+  const [B, Hq, Sq, D] = q.shape;
+  const [, Hkv, N] = k.shape;
+  const s = params.schedule;
+  const group = Hq / Hkv;
+  const rowsPerBlock = Math.ceil(Sq / s.plan.qBlocks);
+  const g: Geometry = {
+    B,
+    Hq,
+    Hkv,
+    Sq,
+    N,
+    D,
+    group,
+    rowsPerBlock,
+    unitRows: group * rowsPerBlock,
+  };
+  const rows = B * Hq * Sq;
+  const out = ctx.alloc(rows * D, q.dtype);
+  const lse = ctx.alloc(rows, "float32");
+  const qT = ctx.wgslType(q.dtype);
+  const kvT = ctx.wgslType(k.dtype);
+  for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
+    checkBinding(ctx, name, ctx.byteLength(t.id));
+  }
+  const partBytes = Math.max(16, s.numPartials * g.unitRows * (D + 2) * 4);
+  checkBinding(ctx, "the partial states", partBytes);
+  const W = s.workers.length;
+  let items = s.cuts.length;
+  for (const u of s.units) if (u.tiles === 0) items++;
+  const mainGrid = grid2d(ctx, W);
+  const reduceGrid = grid2d(ctx, items);
+  const { meta } = buildMeta(g, params, { main: mainGrid[0], reduce: reduceGrid[0] });
+  const metaBuf = ctx.scratchFrom(meta);
+  const part = ctx.scratch(partBytes);
+  const outBuf = ctx.buffer(out);
+  const lseBuf = ctx.buffer(lse);
+  if (W > 0) {
+    const sg = tuning.kernel === "generic" ? null : sgConfig(ctx, g, kvT, qT, tuning);
+    const pipe = sg ? ctx.pipeline(sgKey(sg), () => sgWgsl(sg), "main") : (() => {
+      const c = { D, kv: kvT, q: qT, C: genericChunk(ctx, D) };
+      return ctx.pipeline(genericKey(c), () => genericWgsl(c), "main");
+    })();
+    ctx.dispatch(
+      pipe,
+      [metaBuf, ctx.buffer(q.id), ctx.buffer(k.id), ctx.buffer(v.id), outBuf, lseBuf, part],
+      mainGrid,
+      `attention-${params.algo}`,
+    );
+  }
+  if (items > 0) {
+    const pipe = ctx.pipeline(`attn-reduce:D${D}:q${qT}`, () => reduceWgsl(D, qT), "main");
+    ctx.dispatch(pipe, [metaBuf, outBuf, lseBuf, part], reduceGrid, "attention-reduce");
+  }
+  return { out, lse };
+}
+
+/**
+ * Merges attention states in list order on the GPU: as many states per dispatch as the
+ * storage-binding limit allows, carrying an f32 `(m, l, o)` accumulator between dispatches.
+ */
+export function webgpuMergeStates(
+  ctx: GpuContext,
+  outs: readonly TensorInfo[],
+  lses: readonly TensorInfo[],
+): { out: DataId; lse: DataId } {
+  const rows = lses[0].shape.reduce((a, b) => a * b, 1);
+  const D = outs[0].shape[outs[0].shape.length - 1];
+  const out = ctx.alloc(rows * D, outs[0].dtype);
+  const lse = ctx.alloc(rows, "float32");
+  if (rows * D === 0) return { out, lse };
+  const n = rows * D;
+  const [nx, ny] = grid2d(ctx, Math.ceil(n / MERGE_WG));
+  const meta = ctx.scratchFrom(new Uint32Array([rows, D, nx, NEG_INF_BITS]));
+  const maxSB = ctx.limits.maxStorageBuffersPerShaderStage;
+  const accBytes = rows * (D + 2) * 4;
+  checkBinding(ctx, "the merge accumulator", accBytes);
+  let acc: GPUBuffer | null = null;
+  let i = 0;
+  const outT = ctx.wgslType(outs[0].dtype);
+  while (true) {
+    const hasAcc = acc !== null;
+    const left = outs.length - i;
+    const capFinal = Math.floor((maxSB - 1 - (hasAcc ? 1 : 0) - 2) / 2);
+    const final = left <= capFinal;
+    const cap = final ? left : Math.floor((maxSB - 1 - (hasAcc ? 1 : 0) - 1) / 2);
+    if (cap < 1 && !final) {
+      throw new LimitError(
+        `webgpu mergeStates: needs at least 5 storage buffers per stage, device allows ${maxSB}`,
+      );
+    }
+    const take = Math.min(cap, left);
+    const ins = outs.slice(i, i + take).map((t) => ctx.wgslType(t.dtype));
+    const cfg: MergeConfig = { ins, hasAcc, final, out: outT };
+    const bindings: GpuBinding[] = [meta];
+    if (acc) bindings.push(acc);
+    for (let j = i; j < i + take; j++) {
+      bindings.push(ctx.buffer(outs[j].id), ctx.buffer(lses[j].id));
+    }
+    let next: GPUBuffer | null = null;
+    if (final) bindings.push(ctx.buffer(out), ctx.buffer(lse));
+    else bindings.push(next = ctx.scratch(accBytes));
+    ctx.dispatch(ctx.pipeline(mergeKey(cfg), () => mergeWgsl(cfg), "main"), bindings, [nx, ny]);
+    i += take;
+    if (final) break;
+    acc = next;
+  }
+  return { out, lse };
 }

@@ -1,0 +1,577 @@
+/**
+ * WGSL of the attention kernels, generated from a small configuration so every pipeline is
+ * specialised (head dim, rows, storage types, unroll) and its cache key says exactly what the
+ * text depends on.
+ *
+ * All kernels read one `meta` array of u32 (see {@link META}): the problem sizes, kvLens, the
+ * schedule (per-worker segment offsets and segments) and the list of units the reduce step
+ * finishes. One upload, one source of truth.
+ *
+ * Two main kernels execute a schedule, one workgroup per worker, segment after segment:
+ *
+ * - **subgroup kernel** (decode and short query blocks; needs `subgroups`): `L` lanes share one
+ *   key, each lane owning `D / L` dims of q, of the running output and of the key/value rows
+ *   it loads with wide vector reads (8 halves as a `vec4<u32>`). A subgroup holds
+ *   `subgroupSize / L` keys at a time and keeps one running max per query row shared by the
+ *   whole subgroup (`subgroupMax` once per batch of `U` keys), so no barrier is needed while the
+ *   keys stream; K and V loads of a batch are issued before any math. Dot products finish with
+ *   `log2 L` xor-shuffles. At the end of a segment the slots of a subgroup are summed by
+ *   shuffles (same max, so plain sums), and the subgroups are merged through workgroup memory
+ *   in a fixed order (deterministic).
+ * - **generic kernel** (any D, any rows, no subgroups): one thread per query row, K/V staged in
+ *   workgroup memory a few keys at a time, online softmax per key.
+ *
+ * Loops over the head dim are unrolled when the WGSL is generated: besides being faster, this
+ * keeps every loop's trip count small, and lavapipe (llvmpipe's gallivm, the CI adapter) stops
+ * a loop after 65,535 iterations counted over the whole invocation — a per-key loop over D
+ * silently truncated long sequences there.
+ *
+ * The reduce kernel merges the partial states of cut units in the listed order and writes the
+ * units nobody visits (no keys) as the merge identity (out 0, lse −∞).
+ *
+ * @module
+ */
+
+/** Word offsets of the header of the `meta` array shared by all attention kernels. */
+export const META = {
+  B: 0,
+  Hq: 1,
+  Hkv: 2,
+  Sq: 3,
+  N: 4,
+  D: 5,
+  group: 6,
+  rowsPerBlock: 7,
+  qBlocks: 8,
+  tileSize: 9,
+  causal: 10,
+  scaleBits: 11,
+  negInfBits: 12,
+  numWorkers: 13,
+  kvLensOff: 14,
+  segOffsOff: 15,
+  segsOff: 16,
+  unitRows: 17,
+  numItems: 18,
+  itemsOff: 19,
+  mainNx: 20,
+  partOOff: 21,
+  reduceNx: 22,
+  size: 24,
+} as const;
+
+/** Storage element type in WGSL. */
+export type Elem = "f32" | "f16";
+
+/** Shared prologue: reads the problem sizes from meta. */
+function sizes(): string {
+  return `
+  let B = mt[${META.B}];
+  let Hq = mt[${META.Hq}];
+  let Hkv = mt[${META.Hkv}];
+  let Sq = mt[${META.Sq}];
+  let N = mt[${META.N}];
+  let group = mt[${META.group}];
+  let rpb = mt[${META.rowsPerBlock}];
+  let qBlocks = mt[${META.qBlocks}];
+  let T = mt[${META.tileSize}];
+  let causal = mt[${META.causal}] != 0u;
+  let scale = bitcast<f32>(mt[${META.scaleBits}]);
+  let ninf = bitcast<f32>(mt[${META.negInfBits}]);
+  let R = mt[${META.unitRows}];
+  let partOOff = mt[${META.partOOff}];`;
+}
+
+/** Keys visible to query row `i` of a sequence of `len` keys (bottom-right causal). */
+const VISIBLE = `
+fn visible(len: u32, Sq: u32, i: u32, causal: bool) -> u32 {
+  if (!causal) { return len; }
+  // len − Sq + i + 1, clamped to [0, len] without unsigned wrap-around.
+  let a = len + i + 1u;
+  return select(min(a - Sq, len), 0u, a <= Sq);
+}
+`;
+
+/** Configuration of the subgroup (decode) kernel. */
+export interface SgConfig {
+  /** Head dim (multiple of 32). */
+  D: number;
+  /** Rows per unit (GQA group × rows per query block), compile-time. */
+  R: number;
+  /** K/V storage. */
+  kv: Elem;
+  /** Q and out storage. */
+  q: Elem;
+  /** Threads per workgroup. */
+  wg: number;
+  /** Lanes per key (power of two dividing the subgroup size). */
+  L: number;
+  /** Keys per slot per loop iteration. */
+  U: number;
+  /** Subgroup states merged per round in workgroup memory. */
+  nsMax: number;
+}
+
+/** Pipeline cache key of a subgroup kernel. */
+export function sgKey(c: SgConfig): string {
+  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}`;
+}
+
+/** Elements per vector load of K/V for the subgroup kernel. */
+export function sgLoadWidth(c: Pick<SgConfig, "D" | "L" | "kv">): number {
+  const E = c.D / c.L;
+  if (c.kv === "f32") return 4;
+  return E % 8 === 0 ? 8 : 4;
+}
+
+/** WGSL of the subgroup kernel. */
+export function sgWgsl(c: SgConfig): string {
+  const { D, R, wg, L, U, nsMax } = c;
+  const E = D / L; // dims per lane
+  const W = sgLoadWidth(c); // elements per load
+  const CH = E / W; // loads per lane per row
+  const V4 = W / 4; // vec4<f32> per load
+  const NV4 = E / 4; // vec4<f32> per lane per row
+  const S = wg / L; // key slots per workgroup
+  const UPR = D / W; // load units per K row
+  const D4 = D / 4;
+  const ldT = c.kv === "f32" ? "vec4<f32>" : W === 8 ? "vec4<u32>" : "vec2<u32>";
+  const unpack = (a: string): string[] => {
+    if (c.kv === "f32") return [a];
+    if (W === 8) {
+      return [
+        `vec4<f32>(unpack2x16float(${a}.x), unpack2x16float(${a}.y))`,
+        `vec4<f32>(unpack2x16float(${a}.z), unpack2x16float(${a}.w))`,
+      ];
+    }
+    return [`vec4<f32>(unpack2x16float(${a}.x), unpack2x16float(${a}.y))`];
+  };
+  // Row-relative vec4 index of lane-local vec4 j.
+  const v4idx = (j: number) => `(${Math.floor(j / V4) * L}u + lane) * ${V4}u + ${j % V4}u`;
+  const rows = [...Array(R).keys()];
+  const us = [...Array(U).keys()];
+  const js = [...Array(NV4).keys()];
+  const chs = [...Array(CH).keys()];
+  const lines: string[] = [];
+  const p = (s: string) => lines.push(s);
+
+  // Per-row setup of one segment.
+  for (const r of rows) {
+    p(`    let i${r} = qb * rpb + ${r}u % rpb;`);
+    p(`    let ok${r} = i${r} < Sq;`);
+    p(`    let qrow${r} = select(0u, (b * Hq + h * group + ${r}u / rpb) * Sq + i${r}, ok${r});`);
+    p(`    let e${r} = select(0u, min(k1, visible(len, Sq, i${r}, causal)), ok${r});`);
+    for (const j of js) {
+      const base = `qrow${r} * ${D}u + (${v4idx(j)}) * 4u`;
+      p(
+        `    let q${r}_${j} = scale * vec4<f32>(f32(Q[${base}]), f32(Q[${base} + 1u]), f32(Q[${base} + 2u]), f32(Q[${base} + 3u]));`,
+      );
+      p(`    var o${r}_${j} = vec4<f32>(0.0);`);
+    }
+    p(`    var m${r} = ninf;`);
+    p(`    var l${r} = 0.0;`);
+  }
+  p(`    let kend = max(${rows.map((r) => `e${r}`).join(", max(")}, 0u${")".repeat(R)};`);
+  p(`    for (var base = k0; base < kend; base += ${S * U}u) {`);
+  for (const u of us) {
+    p(`      let key${u} = base + ${u * S}u + slot;`);
+    p(`      let kr${u} = (kvRow0 + min(key${u}, kend - 1u)) * ${UPR}u + lane;`);
+    for (const ch of chs) p(`      let ka${u}_${ch} = K[kr${u} + ${ch * L}u];`);
+    for (const ch of chs) p(`      let va${u}_${ch} = V[kr${u} + ${ch * L}u];`);
+  }
+  for (const u of us) {
+    const kf = chs.flatMap((ch) => unpack(`ka${u}_${ch}`));
+    kf.forEach((x, j) => p(`      let kf${u}_${j} = ${x};`));
+    for (const r of rows) {
+      p(`      var s${u}_${r} = ${js.map((j) => `dot(q${r}_${j}, kf${u}_${j})`).join(" + ")};`);
+    }
+  }
+  for (let off = 1; off < L; off *= 2) {
+    for (const u of us) {
+      for (const r of rows) p(`      s${u}_${r} += subgroupShuffleXor(s${u}_${r}, ${off}u);`);
+    }
+  }
+  for (const u of us) {
+    for (const r of rows) p(`      s${u}_${r} = select(ninf, s${u}_${r}, key${u} < e${r});`);
+  }
+  for (const u of us) {
+    const vf = chs.flatMap((ch) => unpack(`va${u}_${ch}`));
+    vf.forEach((x, j) => p(`      let vf${u}_${j} = ${x};`));
+  }
+  for (const r of rows) {
+    const cm = us.map((u) => `s${u}_${r}`).reduce((a, x) => `max(${a}, ${x})`);
+    p(`      let mn${r} = max(m${r}, subgroupMax(${cm}));`);
+    p(`      let al${r} = select(0.0, exp(m${r} - mn${r}), m${r} != ninf);`);
+    for (const u of us) {
+      p(`      let p${u}_${r} = select(0.0, exp(s${u}_${r} - mn${r}), s${u}_${r} != ninf);`);
+    }
+    p(`      l${r} = l${r} * al${r} + ${us.map((u) => `p${u}_${r}`).join(" + ")};`);
+    for (const j of js) {
+      p(
+        `      o${r}_${j} = o${r}_${j} * al${r} + ${
+          us.map((u) => `p${u}_${r} * vf${u}_${j}`).join(" + ")
+        };`,
+      );
+    }
+    p(`      m${r} = mn${r};`);
+  }
+  p(`    }`);
+  // Sum the slots of a subgroup (they share the max).
+  p(`    for (var off = ${L}u; off < sgs; off <<= 1u) {`);
+  for (const r of rows) {
+    p(`      l${r} += subgroupShuffleXor(l${r}, off);`);
+    for (const j of js) p(`      o${r}_${j} += subgroupShuffleXor(o${r}_${j}, off);`);
+  }
+  p(`    }`);
+  p(`    if (sgi == 0u) {`);
+  for (const r of rows) p(`      wml[sgid * ${R}u + ${r}u] = vec2<f32>(m${r}, l${r});`);
+  p(`    }`);
+  p(`    workgroupBarrier();`);
+  p(`    var M = ninf;`);
+  p(`    var Lt = 0.0;`);
+  p(`    var acc = vec4<f32>(0.0);`);
+  p(`    if (act) {`);
+  p(`      for (var s = 0u; s < ns; s++) { M = max(M, wml[s * ${R}u + fr].x); }`);
+  p(`      for (var s = 0u; s < ns; s++) {`);
+  p(`        let ml = wml[s * ${R}u + fr];`);
+  p(`        Lt += select(0.0, exp(ml.x - M), ml.x != ninf) * ml.y;`);
+  p(`      }`);
+  p(`    }`);
+  p(`    for (var rd = 0u; rd < rounds; rd++) {`);
+  p(`      if (sgid / ${nsMax}u == rd && sgi < ${L}u) {`);
+  p(`        let sl = sgid % ${nsMax}u;`);
+  for (const r of rows) {
+    for (const j of js) p(`        wo[(sl * ${R}u + ${r}u) * ${D4}u + ${v4idx(j)}] = o${r}_${j};`);
+  }
+  p(`      }`);
+  p(`      workgroupBarrier();`);
+  p(`      if (act) {`);
+  p(`        let cnt = min(${nsMax}u, ns - rd * ${nsMax}u);`);
+  p(`        for (var s = 0u; s < cnt; s++) {`);
+  p(`          let mS = wml[(rd * ${nsMax}u + s) * ${R}u + fr].x;`);
+  p(`          let wgt = select(0.0, exp(mS - M), mS != ninf);`);
+  p(`          acc += wgt * wo[(s * ${R}u + fr) * ${D4}u + fj];`);
+  p(`        }`);
+  p(`      }`);
+  p(`      workgroupBarrier();`);
+  p(`    }`);
+
+  const f16 = c.kv === "f16" || c.q === "f16";
+  return `${c.q === "f16" ? "enable f16;" : ""}
+// attention, subgroup kernel: ${sgKey(c)}${f16 ? " (f16 K/V unpacked from u32)" : ""}
+@group(0) @binding(0) var<storage, read> mt: array<u32>;
+@group(0) @binding(1) var<storage, read> Q: array<${c.q}>;
+@group(0) @binding(2) var<storage, read> K: array<${ldT}>;
+@group(0) @binding(3) var<storage, read> V: array<${ldT}>;
+@group(0) @binding(4) var<storage, read_write> O: array<${c.q}>;
+@group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
+@group(0) @binding(6) var<storage, read_write> PART: array<f32>;
+var<workgroup> wml: array<vec2<f32>, ${(wg / 8) * R}>;
+var<workgroup> wo: array<vec4<f32>, ${nsMax * R * D4}>;
+var<workgroup> wns: u32;
+${VISIBLE}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32,
+        @builtin(subgroup_size) sgs: u32, @builtin(subgroup_invocation_id) sgi: u32,
+        @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32) {
+  if (tid == 0u) { wns = nsg; }
+  let ns = workgroupUniformLoad(&wns);
+  let rounds = (ns + ${nsMax - 1}u) / ${nsMax}u;
+  let w = wid.x + wid.y * mt[${META.mainNx}];
+  if (w >= mt[${META.numWorkers}]) { return; }
+  ${sizes()}
+  let lane = sgi % ${L}u;
+  let slot = sgid * (sgs / ${L}u) + sgi / ${L}u;
+  // The thread's item of the final merge: row fr, vec4 fj of the output.
+  let act = tid < ${R * D4}u;
+  let fr = min(tid / ${D4}u, ${R - 1}u);
+  let fj = tid % ${D4}u;
+  let segA = mt[mt[${META.segOffsOff}] + w];
+  let segB = mt[mt[${META.segOffsOff}] + w + 1u];
+  for (var si = segA; si < segB; si++) {
+    let sb = mt[${META.segsOff}] + si * 4u;
+    let unit = mt[sb];
+    let part = mt[sb + 3u];
+    let qb = unit % qBlocks;
+    let h = (unit / qBlocks) % Hkv;
+    let b = unit / qBlocks / Hkv;
+    let len = mt[mt[${META.kvLensOff}] + b];
+    let k0 = mt[sb + 1u] * T;
+    let k1 = min(mt[sb + 2u] * T, len);
+    let kvRow0 = (b * Hkv + h) * N;
+${lines.join("\n")}
+    if (act) {
+      let i = qb * rpb + fr % rpb;
+      if (i < Sq) {
+        let row = (b * Hq + h * group + fr / rpb) * Sq + i;
+        if (part == 0xffffffffu) {
+          let inv = select(0.0, 1.0 / Lt, Lt != 0.0);
+          let y = acc * inv;
+          let ob = row * ${D}u + fj * 4u;
+          O[ob] = ${c.q}(y.x);
+          O[ob + 1u] = ${c.q}(y.y);
+          O[ob + 2u] = ${c.q}(y.z);
+          O[ob + 3u] = ${c.q}(y.w);
+          if (fj == 0u) { LSE[row] = select(ninf, M + log(Lt), Lt != 0.0); }
+        } else {
+          let pr = part * R + fr;
+          let pb = partOOff + pr * ${D}u + fj * 4u;
+          PART[pb] = acc.x;
+          PART[pb + 1u] = acc.y;
+          PART[pb + 2u] = acc.z;
+          PART[pb + 3u] = acc.w;
+          if (fj == 0u) {
+            PART[pr * 2u] = M;
+            PART[pr * 2u + 1u] = Lt;
+          }
+        }
+      }
+    }
+  }
+}
+`;
+}
+
+/** `n` generated lines (loops unrolled at generation time; see the module notes). */
+function each(n: number, line: (i: number) => string): string {
+  return Array.from({ length: n }, (_, i) => line(i)).join("\n");
+}
+
+/** Configuration of the generic kernel. */
+export interface GenericConfig {
+  /** Head dim. */
+  D: number;
+  /** K/V storage. */
+  kv: Elem;
+  /** Q and out storage. */
+  q: Elem;
+  /** Keys staged in workgroup memory at a time. */
+  C: number;
+}
+
+/** Threads (query rows) per workgroup of the generic kernel. */
+export const GENERIC_WG = 64;
+
+/** Pipeline cache key of a generic kernel. */
+export function genericKey(c: GenericConfig): string {
+  return `attn-generic:D${c.D}:kv${c.kv}:q${c.q}:C${c.C}`;
+}
+
+/** WGSL of the generic kernel: any D, any rows per unit, no subgroups. */
+export function genericWgsl(c: GenericConfig): string {
+  const { D, C } = c;
+  const f16 = c.kv === "f16" || c.q === "f16";
+  return `${f16 ? "enable f16;" : ""}
+// attention, generic kernel: ${genericKey(c)}
+@group(0) @binding(0) var<storage, read> mt: array<u32>;
+@group(0) @binding(1) var<storage, read> Q: array<${c.q}>;
+@group(0) @binding(2) var<storage, read> K: array<${c.kv}>;
+@group(0) @binding(3) var<storage, read> V: array<${c.kv}>;
+@group(0) @binding(4) var<storage, read_write> O: array<${c.q}>;
+@group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
+@group(0) @binding(6) var<storage, read_write> PART: array<f32>;
+var<workgroup> ks: array<f32, ${C * D}>;
+var<workgroup> vs: array<f32, ${C * D}>;
+${VISIBLE}
+@compute @workgroup_size(${GENERIC_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let w = wid.x + wid.y * mt[${META.mainNx}];
+  if (w >= mt[${META.numWorkers}]) { return; }
+  ${sizes()}
+  var qv: array<f32, ${D}>;
+  var o: array<f32, ${D}>;
+  let segA = mt[mt[${META.segOffsOff}] + w];
+  let segB = mt[mt[${META.segOffsOff}] + w + 1u];
+  for (var si = segA; si < segB; si++) {
+    let sb = mt[${META.segsOff}] + si * 4u;
+    let unit = mt[sb];
+    let part = mt[sb + 3u];
+    let qb = unit % qBlocks;
+    let h = (unit / qBlocks) % Hkv;
+    let b = unit / qBlocks / Hkv;
+    let len = mt[mt[${META.kvLensOff}] + b];
+    let k0 = mt[sb + 1u] * T;
+    let k1 = min(mt[sb + 2u] * T, len);
+    let kvBase = (b * Hkv + h) * N * ${D}u;
+    for (var r0 = 0u; r0 < R; r0 += ${GENERIC_WG}u) {
+      let r = r0 + tid;
+      let i = qb * rpb + r % rpb;
+      let ok = r < R && i < Sq;
+      let row = select(0u, (b * Hq + h * group + r / rpb) * Sq + i, ok);
+      let e = select(0u, min(k1, visible(len, Sq, i, causal)), ok);
+      let qb0 = row * ${D}u;
+${each(D, (d) => `      qv[${d}] = scale * f32(Q[qb0 + ${d}u]);\n      o[${d}] = 0.0;`)}
+      var m = ninf;
+      var l = 0.0;
+      for (var c0 = k0; c0 < k1; c0 += ${C}u) {
+        workgroupBarrier();
+        for (var x = tid; x < ${C * D}u; x += ${GENERIC_WG}u) {
+          let key = min(c0 + x / ${D}u, k1 - 1u);
+          let src = kvBase + key * ${D}u + x % ${D}u;
+          ks[x] = f32(K[src]);
+          vs[x] = f32(V[src]);
+        }
+        workgroupBarrier();
+        let cn = select(0u, min(${C}u, e - c0), e > c0);
+        for (var j = 0u; j < cn; j++) {
+          let kb = j * ${D}u;
+          var s = 0.0;
+${each(D, (d) => `          s += qv[${d}] * ks[kb + ${d}u];`)}
+          if (s > m) {
+            let a = select(0.0, exp(m - s), m != ninf);
+            l *= a;
+${each(D, (d) => `            o[${d}] *= a;`)}
+            m = s;
+          }
+          let pj = select(0.0, exp(s - m), s != ninf);
+          l += pj;
+${each(D, (d) => `          o[${d}] += pj * vs[kb + ${d}u];`)}
+        }
+      }
+      if (ok) {
+        if (part == 0xffffffffu) {
+          let inv = select(0.0, 1.0 / l, l != 0.0);
+${each(D, (d) => `          O[qb0 + ${d}u] = ${c.q}(o[${d}] * inv);`)}
+          LSE[row] = select(ninf, m + log(l), l != 0.0);
+        } else {
+          let pr = part * R + r;
+          let pb = partOOff + pr * ${D}u;
+${each(D, (d) => `          PART[pb + ${d}u] = o[${d}];`)}
+          PART[pr * 2u] = m;
+          PART[pr * 2u + 1u] = l;
+        }
+      }
+    }
+  }
+}
+`;
+}
+
+/** Threads per workgroup of the reduce kernel. */
+export const REDUCE_WG = 128;
+
+/** WGSL of the reduce kernel (one workgroup per cut or empty unit). */
+export function reduceWgsl(D: number, q: Elem): string {
+  return `${q === "f16" ? "enable f16;" : ""}
+// attention, reduce of cut units: D${D} q${q}
+@group(0) @binding(0) var<storage, read> mt: array<u32>;
+@group(0) @binding(1) var<storage, read_write> O: array<${q}>;
+@group(0) @binding(2) var<storage, read_write> LSE: array<f32>;
+@group(0) @binding(3) var<storage, read> PART: array<f32>;
+@compute @workgroup_size(${REDUCE_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let it = wid.x + wid.y * mt[${META.reduceNx}];
+  if (it >= mt[${META.numItems}]) { return; }
+  ${sizes()}
+  let ib = mt[${META.itemsOff}] + it * 3u;
+  let unit = mt[ib];
+  let first = mt[ib + 1u];
+  let count = mt[ib + 2u];
+  let qb = unit % qBlocks;
+  let h = (unit / qBlocks) % Hkv;
+  let b = unit / qBlocks / Hkv;
+  for (var x = tid; x < R * ${D}u; x += ${REDUCE_WG}u) {
+    let r = x / ${D}u;
+    let d = x % ${D}u;
+    let i = qb * rpb + r % rpb;
+    if (i >= Sq) { continue; }
+    let row = (b * Hq + h * group + r / rpb) * Sq + i;
+    var m = ninf;
+    var l = 0.0;
+    var o = 0.0;
+    for (var k = 0u; k < count; k++) {
+      let pr = mt[first + k] * R + r;
+      let mB = PART[pr * 2u];
+      let mN = max(m, mB);
+      if (mN == ninf) { continue; }
+      let al = select(0.0, exp(m - mN), m != ninf);
+      let be = select(0.0, exp(mB - mN), mB != ninf);
+      l = al * l + be * PART[pr * 2u + 1u];
+      o = al * o + be * PART[partOOff + pr * ${D}u + d];
+      m = mN;
+    }
+    O[row * ${D}u + d] = ${q}(select(0.0, o / l, l != 0.0));
+    if (d == 0u) { LSE[row] = select(ninf, m + log(l), l != 0.0); }
+  }
+}
+`;
+}
+
+/** Threads per workgroup of the merge-states kernel. */
+export const MERGE_WG = 128;
+
+/** Configuration of one merge-states dispatch. */
+export interface MergeConfig {
+  /** Storage type of each input out (one per state in this dispatch). */
+  ins: Elem[];
+  /** Whether an f32 accumulator `(m, l, o)` from an earlier dispatch is read. */
+  hasAcc: boolean;
+  /** Whether this dispatch writes the final out/lse (else an accumulator). */
+  final: boolean;
+  /** Output storage type (final only). */
+  out: Elem;
+}
+
+/** Pipeline cache key of a merge dispatch. */
+export function mergeKey(c: MergeConfig): string {
+  return `merge:${c.ins.join(",")}:acc${c.hasAcc}:final${c.final}:${c.out}`;
+}
+
+/**
+ * WGSL of one merge-states dispatch: folds the accumulator (if any) and the listed states in
+ * order. Bindings: meta (rows, D, nx, −∞ bits), [acc in], (out_i, lse_i)…, then out + lse
+ * (final) or acc out. An accumulator holds `m, l` per row then `o` per row, as f32.
+ */
+export function mergeWgsl(c: MergeConfig): string {
+  const f16 = c.ins.includes("f16") || (c.final && c.out === "f16");
+  const decl: string[] = [`@group(0) @binding(0) var<storage, read> mt: array<u32>;`];
+  let bind = 1;
+  if (c.hasAcc) decl.push(`@group(0) @binding(${bind++}) var<storage, read> ACCI: array<f32>;`);
+  c.ins.forEach((t, i) => {
+    decl.push(`@group(0) @binding(${bind++}) var<storage, read> O${i}: array<${t}>;`);
+    decl.push(`@group(0) @binding(${bind++}) var<storage, read> L${i}: array<f32>;`);
+  });
+  if (c.final) {
+    decl.push(`@group(0) @binding(${bind++}) var<storage, read_write> OUT: array<${c.out}>;`);
+    decl.push(`@group(0) @binding(${bind++}) var<storage, read_write> LSE: array<f32>;`);
+  } else {
+    decl.push(`@group(0) @binding(${bind++}) var<storage, read_write> ACCO: array<f32>;`);
+  }
+  const fold = (mB: string, lB: string, oB: string) => `
+  {
+    let mB = ${mB};
+    let mN = max(m, mB);
+    if (mN != ninf) {
+      let al = select(0.0, exp(m - mN), m != ninf);
+      let be = select(0.0, exp(mB - mN), mB != ninf);
+      l = al * l + be * ${lB};
+      o = al * o + be * ${oB};
+      m = mN;
+    }
+  }`;
+  return `${f16 ? "enable f16;" : ""}
+// merge states: ${mergeKey(c)}
+${decl.join("\n")}
+@compute @workgroup_size(${MERGE_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let rows = mt[0];
+  let D = mt[1];
+  let x = (wid.x + wid.y * mt[2]) * ${MERGE_WG}u + tid;
+  let ninf = bitcast<f32>(mt[3]);
+  if (x >= rows * D) { return; }
+  let row = x / D;
+  var m = ninf;
+  var l = 0.0;
+  var o = 0.0;
+  ${c.hasAcc ? fold("ACCI[row * 2u]", "ACCI[row * 2u + 1u]", "ACCI[rows * 2u + x]") : ""}
+  ${c.ins.map((_, i) => fold(`L${i}[row]`, "1.0", `f32(O${i}[x])`)).join("\n")}
+  ${
+    c.final
+      ? `OUT[x] = ${c.out}(select(0.0, o / l, l != 0.0));
+  if (x % D == 0u) { LSE[row] = select(ninf, m + log(l), l != 0.0); }`
+      : `ACCO[rows * 2u + x] = o;
+  if (x % D == 0u) { ACCO[row * 2u] = m; ACCO[row * 2u + 1u] = l; }`
+  }
+}
+`;
+}

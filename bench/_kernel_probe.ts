@@ -1,0 +1,720 @@
+/**
+ * Micro-benchmark and correctness probe of the WebGPU attention kernels, standalone: it brings
+ * its own minimal {@link GpuContext} (no pooling; every pass timed with timestamp queries), so
+ * it runs before and independently of the full backend.
+ *
+ *     deno run -A bench/_kernel_probe.ts check            # random cases vs the float64 oracle
+ *     deno run -A bench/_kernel_probe.ts bench [--quick]  # decode sweep vs a streaming read
+ *
+ * `bench` fills K/V on the GPU (no upload), measures a streaming read of the same bytes in the
+ * same run (the ceiling), then each kernel variant, and prints a table of GPU times and the
+ * fraction of the ceiling; `--json FILE` writes the rows.
+ *
+ * @module
+ */
+import type { GpuBinding, GpuContext, GpuFeatures } from "../backends/webgpu/context.ts";
+import type { AttentionParams, DataId, TensorInfo } from "../backends/backend.ts";
+import type { DType } from "../tensor/dtype.ts";
+import {
+  type AttentionTuning,
+  computeUnits,
+  webgpuAttentionTuned,
+  webgpuMergeStates,
+} from "../backends/webgpu/attention.ts";
+import { leanSchedule, splitSchedule } from "../attention/lean_schedule.ts";
+import { maxAbs, maxAbsDiff, referenceAttention } from "../tests/_reference.ts";
+
+interface Stored {
+  buffer: GPUBuffer;
+  dtype: DType;
+  elements: number;
+}
+
+/** A minimal GPU context: plain buffers, one pass per dispatch, optional pass timing. */
+class ProbeContext implements GpuContext {
+  readonly features: GpuFeatures;
+  readonly limits: GPUSupportedLimits;
+  #pipes = new Map<string, GPUComputePipeline>();
+  #store = new Map<object, Stored>();
+  #scratch: GPUBuffer[] = [];
+  #enc: GPUCommandEncoder | null = null;
+  #qs: GPUQuerySet | null = null;
+  #q = 0;
+  /** Labels of timed passes since `startTiming`. */
+  labels: string[] = [];
+  timing = false;
+
+  constructor(readonly device: GPUDevice, readonly description: string) {
+    this.features = {
+      f16: device.features.has("shader-f16"),
+      subgroups: device.features.has("subgroups" as GPUFeatureName),
+      timestamps: device.features.has("timestamp-query"),
+    };
+    this.limits = device.limits;
+  }
+
+  static async create(subgroups = true): Promise<ProbeContext> {
+    const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+    if (!adapter) throw new Error("no WebGPU adapter");
+    const want: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
+    const features = want.filter((f) => adapter.features.has(f));
+    const lim = adapter.limits;
+    const requiredLimits: Record<string, number> = {
+      maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
+      maxBufferSize: lim.maxBufferSize,
+      maxComputeWorkgroupStorageSize: lim.maxComputeWorkgroupStorageSize,
+      maxStorageBuffersPerShaderStage: lim.maxStorageBuffersPerShaderStage,
+      maxComputeInvocationsPerWorkgroup: lim.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: lim.maxComputeWorkgroupSizeX,
+    };
+    let device: GPUDevice | null = null;
+    if (subgroups) {
+      try {
+        device = await adapter.requestDevice({
+          requiredFeatures: [...features, "subgroups" as GPUFeatureName],
+          requiredLimits,
+        });
+      } catch { /* fall back below */ }
+    }
+    device ??= await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
+    const info = adapter.info;
+    const desc = `${info.vendor} ${info.description || info.device} (${info.architecture})`;
+    return new ProbeContext(device, desc);
+  }
+
+  buffer(id: DataId): GPUBuffer {
+    return this.#get(id).buffer;
+  }
+  byteLength(id: DataId): number {
+    const s = this.#get(id);
+    return s.elements * (this.wgslType(s.dtype) === "f16" ? 2 : 4);
+  }
+  #get(id: DataId): Stored {
+    const s = this.#store.get(id as object);
+    if (!s) throw new Error("unknown data id");
+    return s;
+  }
+  alloc(elements: number, dtype: DType): DataId {
+    const bytes = Math.max(
+      16,
+      Math.ceil((elements * (this.wgslType(dtype) === "f16" ? 2 : 4)) / 16) * 16,
+    );
+    const buffer = this.device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    const id = {};
+    this.#store.set(id, { buffer, dtype, elements });
+    return id;
+  }
+  upload(values: Float32Array, dtype: DType): DataId {
+    const id = this.alloc(values.length, dtype);
+    const data = this.wgslType(dtype) === "f16" ? new Float16Array(values) : values;
+    const padded = new Uint8Array(Math.ceil(data.byteLength / 4) * 4);
+    padded.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    this.device.queue.writeBuffer(this.buffer(id), 0, padded);
+    return id;
+  }
+  release(id: DataId): void {
+    this.#get(id).buffer.destroy();
+    this.#store.delete(id as object);
+  }
+  async read(id: DataId): Promise<Float32Array> {
+    this.flush();
+    const s = this.#get(id);
+    const bytes = Math.ceil(this.byteLength(id) / 4) * 4;
+    const staging = this.device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(s.buffer, 0, staging, 0, bytes);
+    this.device.queue.submit([enc.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const raw = staging.getMappedRange().slice(0);
+    staging.destroy();
+    return this.wgslType(s.dtype) === "f16"
+      ? Float32Array.from(new Float16Array(raw, 0, s.elements))
+      : new Float32Array(raw, 0, s.elements);
+  }
+  scratch(bytes: number): GPUBuffer {
+    const b = this.device.createBuffer({
+      size: Math.max(16, Math.ceil(bytes / 16) * 16),
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    this.#scratch.push(b);
+    return b;
+  }
+  scratchFrom(data: ArrayBufferView): GPUBuffer {
+    const b = this.scratch(data.byteLength);
+    const padded = new Uint8Array(Math.ceil(data.byteLength / 4) * 4);
+    padded.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    this.device.queue.writeBuffer(b, 0, padded);
+    return b;
+  }
+  pipeline(key: string, wgsl: () => string, entryPoint = "main"): GPUComputePipeline {
+    let p = this.#pipes.get(key);
+    if (!p) {
+      const code = wgsl();
+      this.device.pushErrorScope("validation");
+      const module = this.device.createShaderModule({ code });
+      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint } });
+      const k = key;
+      this.device.popErrorScope().then((e) => {
+        if (e) {
+          console.error(`pipeline ${k} failed: ${e.message}`);
+          if (Deno.env.get("PROBE_DUMP")) console.error(code);
+        }
+      });
+      this.#pipes.set(key, p);
+    }
+    return p;
+  }
+  startTiming(passes: number): void {
+    this.flush();
+    this.#qs?.destroy();
+    this.#qs = this.device.createQuerySet({ type: "timestamp", count: 2 * passes });
+    this.#q = 0;
+    this.labels = [];
+    this.timing = true;
+  }
+  async stopTiming(): Promise<number[]> {
+    const qs = this.#qs!;
+    const n = this.#q;
+    this.timing = false;
+    const enc = this.#encoder();
+    const resolve = this.device.createBuffer({
+      size: 16 * n,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const staging = this.device.createBuffer({
+      size: 16 * n,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    enc.resolveQuerySet(qs, 0, 2 * n, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, staging, 0, 16 * n);
+    this.flush();
+    await staging.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(staging.getMappedRange().slice(0));
+    staging.destroy();
+    resolve.destroy();
+    const ns: number[] = [];
+    for (let i = 0; i < n; i++) ns.push(Number(t[2 * i + 1] - t[2 * i]));
+    return ns;
+  }
+  /** Timestamp pairs of passes: begin of the first and end of the last pass of each group. */
+  #encoder(): GPUCommandEncoder {
+    return this.#enc ??= this.device.createCommandEncoder();
+  }
+  dispatch(
+    pipeline: GPUComputePipeline,
+    bindings: readonly GpuBinding[],
+    workgroups: readonly [number, number?, number?],
+    label?: string,
+  ): void {
+    const enc = this.#encoder();
+    const timestampWrites = this.timing && this.#qs
+      ? {
+        querySet: this.#qs,
+        beginningOfPassWriteIndex: 2 * this.#q,
+        endOfPassWriteIndex: 2 * this.#q + 1,
+      }
+      : undefined;
+    if (timestampWrites) {
+      this.#q++;
+      this.labels.push(label ?? "");
+    }
+    const pass = enc.beginComputePass({ timestampWrites });
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(
+      0,
+      this.device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: bindings.map((b, i) => ({
+          binding: i,
+          resource: b instanceof GPUBuffer ? { buffer: b } : b,
+        })),
+      }),
+    );
+    pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
+    pass.end();
+  }
+  flush(): void {
+    if (this.#enc) {
+      this.device.queue.submit([this.#enc.finish()]);
+      this.#enc = null;
+    }
+    for (const b of this.#scratch) b.destroy();
+    this.#scratch = [];
+  }
+  wgslType(dtype: DType): "f32" | "f16" {
+    return dtype === "float16" && this.features.f16 ? "f16" : "f32";
+  }
+}
+
+// ---------------------------------------------------------------- correctness
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Case {
+  B: number;
+  Hq: number;
+  Hkv: number;
+  Sq: number;
+  N: number;
+  D: number;
+  dtype: DType;
+  causal: boolean;
+  kvLens: number[];
+  tileSize: number;
+  algo: AttentionParams["algo"];
+  grid: number;
+  numSplits: number;
+  qBlocks: number;
+  kernel?: "sg" | "generic";
+  L?: number;
+}
+
+function drawCase(r: () => number, i: number): Case {
+  const pick = <T>(xs: T[]) => xs[Math.floor(r() * xs.length)];
+  const Hkv = pick([1, 2, 3]);
+  const group = pick([1, 2, 4, 3]);
+  const D = pick([32, 64, 128, 5, 12, 96, 256, 160]);
+  const N = pick([1, 7, 64, 100, 300, 513]);
+  const B = pick([1, 2, 3]);
+  const Sq = pick([1, 1, 1, 2, 5, 17]);
+  const kvLens = Array.from(
+    { length: B },
+    () => (r() < 0.3 ? pick([0, 1, N]) : Math.floor(r() * (N + 1))),
+  );
+  return {
+    B,
+    Hq: Hkv * group,
+    Hkv,
+    Sq,
+    N,
+    D,
+    dtype: pick(["float32", "float16"] as DType[]),
+    causal: r() < 0.5,
+    kvLens,
+    tileSize: pick([1, 16, 64, 33]),
+    algo: pick(["flash", "flash-decoding", "lean", "lean"] as const),
+    grid: pick([1, 3, 8, 40]),
+    numSplits: pick([1, 2, 5]),
+    qBlocks: Sq > 1 ? pick([1, 2, 3]) : 1,
+    kernel: i % 3 === 0 ? "generic" : undefined,
+  };
+}
+
+function randArr(r: () => number, n: number, dtype: DType): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * 1.5;
+  if (dtype === "float16") { for (let i = 0; i < n; i++) a[i] = Math.f16round(a[i]); }
+  return a;
+}
+
+async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string | null> {
+  const r = rng(seed);
+  const qv = randArr(r, c.B * c.Hq * c.Sq * c.D, c.dtype);
+  const kv = randArr(r, c.B * c.Hkv * c.N * c.D, c.dtype);
+  const vv = randArr(r, c.B * c.Hkv * c.N * c.D, c.dtype);
+  const q: TensorInfo = {
+    id: ctx.upload(qv, c.dtype),
+    shape: [c.B, c.Hq, c.Sq, c.D],
+    dtype: c.dtype,
+  };
+  const k: TensorInfo = {
+    id: ctx.upload(kv, c.dtype),
+    shape: [c.B, c.Hkv, c.N, c.D],
+    dtype: c.dtype,
+  };
+  const v: TensorInfo = {
+    id: ctx.upload(vv, c.dtype),
+    shape: [c.B, c.Hkv, c.N, c.D],
+    dtype: c.dtype,
+  };
+  const plan = {
+    batch: c.B,
+    kvHeads: c.Hkv,
+    kvLens: c.kvLens,
+    qBlocks: c.qBlocks,
+    tileSize: c.tileSize,
+  };
+  const schedule = c.algo === "lean"
+    ? leanSchedule({ ...plan, grid: c.grid })
+    : splitSchedule({ ...plan, numSplits: c.algo === "flash" ? 1 : c.numSplits });
+  const scale = 1 / Math.sqrt(c.D);
+  const params: AttentionParams = {
+    algo: c.algo,
+    scale,
+    causal: c.causal,
+    kvLens: Int32Array.from(c.kvLens),
+    schedule,
+  };
+  const tuning: AttentionTuning = { kernel: c.kernel, L: c.L };
+  const res = webgpuAttentionTuned(ctx, q, k, v, params, tuning);
+  const out = await ctx.read(res.out);
+  const lse = await ctx.read(res.lse);
+  const ref = referenceAttention({
+    q: qv,
+    k: kv,
+    v: vv,
+    B: c.B,
+    Hq: c.Hq,
+    Hkv: c.Hkv,
+    Sq: c.Sq,
+    N: c.N,
+    D: c.D,
+    scale,
+    causal: c.causal,
+    kvLens: c.kvLens,
+  });
+  // Second run: bitwise determinism.
+  const res2 = webgpuAttentionTuned(ctx, q, k, v, params, tuning);
+  const out2 = await ctx.read(res2.out);
+  for (const id of [q.id, k.id, v.id, res.out, res.lse, res2.out, res2.lse]) ctx.release(id);
+  const outTol = (c.dtype === "float16" ? 2e-3 : 2e-5) * Math.max(1, maxAbs(ref.out)) *
+    Math.max(1, Math.log2(c.N + 1) / 4);
+  const eo = maxAbsDiff(out, ref.out);
+  const el = maxAbsDiff(lse, ref.lse);
+  const lseTol = 1e-4 * Math.max(1, maxAbs(Array.from(ref.lse).filter(Number.isFinite)));
+  if (Deno.env.get("PROBE_ROWS")) {
+    for (let row = 0; row < lse.length; row++) {
+      const e = maxAbsDiff(
+        out.subarray(row * c.D, (row + 1) * c.D),
+        ref.out.subarray(row * c.D, (row + 1) * c.D),
+      );
+      console.log(
+        `row ${row}: lse ${lse[row]} ref ${ref.lse[row]} out err ${e}`,
+        out.slice(row * c.D, row * c.D + 4),
+        ref.out.slice(row * c.D, row * c.D + 4),
+      );
+    }
+  }
+  if (!(eo <= outTol) || !(el <= lseTol)) {
+    return `out err ${eo} (tol ${outTol}), lse err ${el} (tol ${lseTol})`;
+  }
+  if (maxAbsDiff(out, out2) !== 0) return "not deterministic";
+  return null;
+}
+
+async function mergeCase(ctx: ProbeContext, seed: number): Promise<string | null> {
+  const r = rng(seed);
+  const rows = 1 + Math.floor(r() * 40);
+  const D = [1, 7, 64, 128][Math.floor(r() * 4)];
+  const k = 1 + Math.floor(r() * 7);
+  const dtype: DType = r() < 0.5 ? "float16" : "float32";
+  const outs: TensorInfo[] = [];
+  const lses: TensorInfo[] = [];
+  const ov: Float32Array[] = [];
+  const lv: Float32Array[] = [];
+  for (let s = 0; s < k; s++) {
+    const o = randArr(r, rows * D, dtype);
+    const l = Float32Array.from({ length: rows }, () => (r() < 0.15 ? -Infinity : r() * 8 - 4));
+    for (let i = 0; i < rows; i++) if (l[i] === -Infinity) o.fill(0, i * D, (i + 1) * D);
+    ov.push(o);
+    lv.push(l);
+    outs.push({ id: ctx.upload(o, dtype), shape: [rows, D], dtype });
+    lses.push({ id: ctx.upload(l, "float32"), shape: [rows], dtype: "float32" });
+  }
+  const res = webgpuMergeStates(ctx, outs, lses);
+  const out = await ctx.read(res.out);
+  const lse = await ctx.read(res.lse);
+  const refO = new Float64Array(rows * D);
+  const refL = new Float64Array(rows);
+  for (let i = 0; i < rows; i++) {
+    const m = Math.max(...lv.map((l) => l[i]));
+    if (m === -Infinity) {
+      refL[i] = -Infinity;
+      continue;
+    }
+    let sum = 0;
+    for (let s = 0; s < k; s++) {
+      const w = Math.exp(lv[s][i] - m);
+      sum += w;
+      for (let d = 0; d < D; d++) refO[i * D + d] += w * ov[s][i * D + d];
+    }
+    for (let d = 0; d < D; d++) refO[i * D + d] /= sum;
+    refL[i] = m + Math.log(sum);
+  }
+  for (const t of [...outs, ...lses]) ctx.release(t.id);
+  ctx.release(res.out);
+  ctx.release(res.lse);
+  const eo = maxAbsDiff(out, refO);
+  const el = maxAbsDiff(lse, refL);
+  const tol = dtype === "float16" ? 2e-3 : 1e-5;
+  if (!(eo <= tol * 2) || !(el <= 1e-5 * 8)) {
+    return `merge k=${k} rows=${rows} D=${D} ${dtype}: out ${eo} lse ${el}`;
+  }
+  return null;
+}
+
+async function check(ctx: ProbeContext, count: number, seed0: number): Promise<boolean> {
+  let bad = 0;
+  const fixed: Case[] = [
+    // decode shapes of the benchmark, small N
+    {
+      B: 2,
+      Hq: 8,
+      Hkv: 2,
+      Sq: 1,
+      N: 700,
+      D: 128,
+      dtype: "float16",
+      causal: false,
+      kvLens: [700, 0],
+      tileSize: 64,
+      algo: "lean",
+      grid: 7,
+      numSplits: 1,
+      qBlocks: 1,
+    },
+    {
+      B: 1,
+      Hq: 4,
+      Hkv: 4,
+      Sq: 1,
+      N: 1000,
+      D: 128,
+      dtype: "float16",
+      causal: true,
+      kvLens: [999],
+      tileSize: 256,
+      algo: "lean",
+      grid: 9,
+      numSplits: 1,
+      qBlocks: 1,
+    },
+    {
+      B: 2,
+      Hq: 4,
+      Hkv: 1,
+      Sq: 3,
+      N: 200,
+      D: 64,
+      dtype: "float32",
+      causal: true,
+      kvLens: [2, 150],
+      tileSize: 16,
+      algo: "flash-decoding",
+      grid: 1,
+      numSplits: 3,
+      qBlocks: 2,
+    },
+  ];
+  for (let i = 0; i < fixed.length + count; i++) {
+    const r = rng(seed0 + i);
+    const c = i < fixed.length ? fixed[i] : drawCase(r, i);
+    const err = await runCase(ctx, c, seed0 + 1000 + i);
+    if (err) {
+      bad++;
+      console.log(`FAIL seed ${seed0 + i}: ${JSON.stringify(c)}: ${err}`);
+    }
+  }
+  for (let i = 0; i < Math.max(3, count / 4); i++) {
+    const err = await mergeCase(ctx, seed0 + 5000 + i);
+    if (err) {
+      bad++;
+      console.log(`FAIL merge seed ${seed0 + 5000 + i}: ${err}`);
+    }
+  }
+  console.log(`check: ${fixed.length + count} attention cases + merges, ${bad} failures`);
+  return bad === 0;
+}
+
+// ---------------------------------------------------------------- benchmark
+
+const FILL = `
+enable f16;
+@group(0) @binding(0) var<storage, read_write> x: array<vec2<f16>>;
+@group(0) @binding(1) var<storage, read> p: array<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let i = g.x + g.y * nw.x * 256u;
+  if (i >= p[0]) { return; }
+  var h = i * 0x9e3779b9u + p[1];
+  h ^= h >> 16u; h *= 0x7feb352du; h ^= h >> 15u; h *= 0x846ca68bu; h ^= h >> 16u;
+  let a = f32(h & 0xffffu) / 32768.0 - 1.0;
+  let b = f32(h >> 16u) / 32768.0 - 1.0;
+  x[i] = vec2<f16>(f16(a), f16(b));
+}`;
+
+const READ = `
+@group(0) @binding(0) var<storage, read> a: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> b: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> sink: array<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  let n = arrayLength(&a);
+  let stride = nw.x * 256u;
+  var acc = vec4<u32>(0u);
+  for (var i = g.x; i < n; i += stride) { acc ^= a[i] ^ b[i]; }
+  let s = acc.x ^ acc.y ^ acc.z ^ acc.w;
+  if (s == 0x12345678u) { sink[0] = s; }
+}`;
+
+function fillF16(ctx: ProbeContext, elements: number, seed: number): DataId {
+  const id = ctx.alloc(elements, "float16");
+  const pipe = ctx.pipeline("probe-fill", () => FILL);
+  const n2 = Math.ceil(elements / 2);
+  const wgs = Math.ceil(n2 / 256);
+  const nx = Math.min(wgs, 65535);
+  ctx.dispatch(pipe, [ctx.buffer(id), ctx.scratchFrom(new Uint32Array([n2, seed]))], [
+    nx,
+    Math.ceil(wgs / nx),
+  ]);
+  return id;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+interface Variant {
+  name: string;
+  algo: AttentionParams["algo"];
+  tuning: AttentionTuning;
+  /** Lean grid as a multiple of the compute units. */
+  gridPerCu?: number;
+  tileSize: number;
+  numSplits?: number;
+}
+
+async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
+  const quick = args.includes("--quick");
+  const ji = args.indexOf("--json");
+  const jsonPath = ji >= 0 ? args[ji + 1] : null;
+  const D = 128;
+  const shapes: [number, number, number][] = quick
+    ? [[1, 32, 32], [4, 32, 8]]
+    : [[1, 32, 32], [1, 64, 64], [4, 32, 32], [16, 32, 32], [1, 32, 8], [4, 32, 8], [16, 32, 8]];
+  const Ns = quick ? [4096, 16384] : [4096, 16384, 65536];
+  const maxBind = ctx.limits.maxStorageBufferBindingSize;
+  const cu = computeUnits(ctx);
+  const vi = args.indexOf("--variants");
+  let variants: Variant[] = [
+    { name: "lean g4 U4", algo: "lean", tuning: {}, gridPerCu: 4, tileSize: 256 },
+    { name: "lean g8 U4", algo: "lean", tuning: {}, gridPerCu: 8, tileSize: 256 },
+    { name: "lean g2 U4", algo: "lean", tuning: {}, gridPerCu: 2, tileSize: 256 },
+    { name: "lean g4 U2", algo: "lean", tuning: { U: 2 }, gridPerCu: 4, tileSize: 256 },
+    { name: "lean g4 wg128", algo: "lean", tuning: { wg: 128 }, gridPerCu: 8, tileSize: 256 },
+    { name: "flash", algo: "flash", tuning: {}, tileSize: 128 },
+  ];
+  if (vi >= 0) {
+    const pick = args[vi + 1].split(",");
+    variants = variants.filter((_, i) => pick.includes(String(i)));
+  }
+  const reps = quick ? 5 : 10;
+  const rows: Record<string, unknown>[] = [];
+  const read = ctx.pipeline("probe-read", () => READ);
+  for (const [B, Hq, Hkv] of shapes) {
+    for (const N of Ns) {
+      const elems = B * Hkv * N * D;
+      if (elems * 2 > maxBind || elems * 2 > 1.2e9) continue;
+      const k = fillF16(ctx, elems, 1);
+      const v = fillF16(ctx, elems, 2);
+      const q = fillF16(ctx, B * Hq * D, 3);
+      const bytes = 2 * elems * 2;
+      // Ceiling: a streaming read of the same K and V bytes.
+      const sink = ctx.scratch(16);
+      const readOnce = () =>
+        ctx.dispatch(read, [ctx.buffer(k), ctx.buffer(v), sink], [cu * 8], "read");
+      readOnce();
+      ctx.startTiming(reps);
+      for (let i = 0; i < reps; i++) readOnce();
+      const ceilNs = median(await ctx.stopTiming());
+      const row: Record<string, unknown> = {
+        B,
+        Hq,
+        Hkv,
+        N,
+        MB: +(bytes / 1e6).toFixed(1),
+        ceilUs: +(ceilNs / 1e3).toFixed(1),
+        ceilTBs: +(bytes / ceilNs / 1e3).toFixed(2),
+      };
+      for (const vr of variants) {
+        const kvLens = new Array(B).fill(N);
+        const plan = { batch: B, kvHeads: Hkv, kvLens, tileSize: vr.tileSize };
+        const schedule = vr.algo === "lean"
+          ? leanSchedule({ ...plan, grid: cu * (vr.gridPerCu ?? 4) })
+          : splitSchedule({ ...plan, numSplits: vr.numSplits ?? 1 });
+        const params: AttentionParams = {
+          algo: vr.algo,
+          scale: 1 / Math.sqrt(D),
+          causal: false,
+          kvLens: Int32Array.from(kvLens),
+          schedule,
+        };
+        const qi = { id: q, shape: [B, Hq, 1, D], dtype: "float16" as DType };
+        const ki = { id: k, shape: [B, Hkv, N, D], dtype: "float16" as DType };
+        const vinfo = { id: v, shape: [B, Hkv, N, D], dtype: "float16" as DType };
+        const outs: DataId[] = [];
+        const once = () => {
+          const r = webgpuAttentionTuned(ctx, qi, ki, vinfo, params, vr.tuning);
+          outs.push(r.out, r.lse);
+        };
+        once();
+        ctx.flush();
+        ctx.startTiming(reps * 2);
+        for (let i = 0; i < reps; i++) once();
+        const passes = await ctx.stopTiming();
+        // Sum the passes of each call (main + reduce).
+        const per: number[] = [];
+        let acc = 0;
+        ctx.labels.forEach((l, i) => {
+          acc += passes[i];
+          if (l !== "attention-reduce" && ctx.labels[i + 1] === "attention-reduce") return;
+          per.push(acc);
+          acc = 0;
+        });
+        for (const id of outs) ctx.release(id);
+        const t = median(per);
+        row[vr.name] = +(t / 1e3).toFixed(1);
+        row[vr.name + " %"] = Math.round((100 * ceilNs) / t);
+      }
+      rows.push(row);
+      console.log(JSON.stringify(row));
+      for (const id of [k, v, q]) ctx.release(id);
+    }
+  }
+  if (jsonPath) {
+    await Deno.writeTextFile(
+      jsonPath,
+      JSON.stringify({ device: ctx.description, date: new Date().toISOString(), rows }, null, 1),
+    );
+  }
+  console.log(`\nadapter: ${ctx.description}`);
+  const cols = ["B", "Hq", "Hkv", "N", "ceilUs", "ceilTBs", ...variants.map((v) => v.name + " %")];
+  console.log(cols.join(" | "));
+  for (const r of rows) console.log(cols.map((c) => String(r[c])).join(" | "));
+}
+
+if (import.meta.main) {
+  const [mode = "check", ...rest] = Deno.args;
+  const ctx = await ProbeContext.create(!rest.includes("--no-subgroups"));
+  console.log(`adapter: ${ctx.description}; features ${JSON.stringify(ctx.features)}`);
+  if (mode === "case") {
+    const c = JSON.parse(rest[0]);
+    console.log(await runCase(ctx, c, Number(rest[1] ?? 7)) ?? "ok");
+  } else if (mode === "check") {
+    const ni = rest.indexOf("--n");
+    const ok = await check(ctx, ni >= 0 ? Number(rest[ni + 1]) : 40, 1);
+    if (!ok) Deno.exit(1);
+  } else if (mode === "bench") {
+    await bench(ctx, rest);
+  } else {
+    console.error(`unknown mode ${mode}`);
+    Deno.exit(2);
+  }
+  ctx.flush();
+}
