@@ -525,7 +525,7 @@ Deno.test({
 });
 
 describeBackends(
-  "NaN keys: masked ones change nothing, visible ones poison exactly their rows",
+  "NaN keys: masked ones change nothing, visible ones touch only their rows",
   async (backend) => {
     const [B, Hkv, group, Sq, N, D] = [2, 2, 2, 3, 40, 8];
     const base = await inputs(backend, { B, Hkv, group, Sq, N, D, seed: 31 });
@@ -577,7 +577,10 @@ describeBackends(
               (b === 1 && hk === 0 && 39 < N - Sq + i + 1);
             const o = out.subarray(row * D, (row + 1) * D);
             if (bad) {
-              assert(o.every(Number.isNaN) && Number.isNaN(lse[row]), `row ${row} should be NaN`);
+              // WGSL lets implementations assume no NaN; only the CPU promises the poison.
+              if (backend.name === "cpu") {
+                assert(o.every(Number.isNaN) && Number.isNaN(lse[row]), `row ${row}: not NaN`);
+              }
             } else {
               assert(o.every(Number.isFinite) && Number.isFinite(lse[row]), `row ${row} poisoned`);
             }
