@@ -115,6 +115,9 @@ export function bindingChunks(
   const out: { buffer: GPUBuffer; offset: number; size: number }[] = [];
   // Largest chunk that keeps every next offset aligned and a multiple of 16.
   const step = Math.floor(maxBinding / Math.max(align, 16)) * Math.max(align, 16);
+  if (step <= 0) {
+    throw new RangeError(`bindingChunks: binding limit ${maxBinding} is below alignment ${align}`);
+  }
   for (const r of ranges) {
     const start = r.offset ?? 0;
     let left = Math.floor((r.size ?? r.buffer.size - start) / 16) * 16;
@@ -273,6 +276,46 @@ async function timedByWall(
   device.queue.submit([enc.finish()]);
   await device.queue.onSubmittedWorkDone();
   return (performance.now() - t0) / reps;
+}
+
+/**
+ * Runs the read kernel once over one binding-sized range with `workgroups` groups and returns
+ * the per-workgroup sums (for the test that proves every word is read exactly once).
+ */
+export async function ceilingSums(
+  device: GPUDevice,
+  range: Required<ReadRange>,
+  workgroups: number,
+): Promise<Uint32Array> {
+  const pipeline = pipelineFor(device);
+  const sums = device.createBuffer({
+    size: workgroups * 4,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+  });
+  const read = device.createBuffer({
+    size: workgroups * 4,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  try {
+    const group = device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [
+        { binding: 0, resource: { buffer: range.buffer, offset: range.offset, size: range.size } },
+        { binding: 1, resource: { buffer: sums } },
+      ],
+    });
+    const enc = device.createCommandEncoder();
+    encodeRead(enc, pipeline, [group], workgroups);
+    enc.copyBufferToBuffer(sums, 0, read, 0, workgroups * 4);
+    device.queue.submit([enc.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const out = new Uint32Array(read.getMappedRange().slice(0));
+    read.unmap();
+    return out;
+  } finally {
+    sums.destroy();
+    read.destroy();
+  }
 }
 
 /** Median of a non-empty list. */

@@ -123,6 +123,10 @@ function parseHeads(s: string): HeadConfig {
   return c;
 }
 
+function headsOnly(c: HeadConfig): { Hq: number; Hkv: number } {
+  return { Hq: c.Hq, Hkv: c.Hkv };
+}
+
 function list(s: string): string[] {
   return s.split(",").map((x) => x.trim()).filter((x) => x.length > 0);
 }
@@ -244,7 +248,7 @@ export function parseArgs(args: readonly string[]): BenchOptions {
         o.ragged.push({
           name,
           lens: [...RAGGED[name]],
-          heads: heads ? [parseHeads(`1x${heads}`)] : RAGGED_HEADS,
+          heads: heads ? [headsOnly(parseHeads(`1x${heads}`))] : RAGGED_HEADS,
         });
       } else {
         o.configs.push(parseHeads(item));
@@ -279,8 +283,9 @@ export function buildCases(o: BenchOptions): Case[] {
           cases.push({
             dtype,
             D,
+            Hq: h.Hq,
+            Hkv: h.Hkv,
             B: r.lens.length,
-            ...h,
             N: Math.max(...r.lens),
             kvLens: [...r.lens],
             ragged: r.name,
@@ -319,10 +324,15 @@ export interface MemoryLimits {
   budget?: number;
 }
 
+/** `2147483648` → `2.000 GiB (2147483648 B)`: exact where limits sit a few bytes apart. */
+export function fmtBytes(x: number): string {
+  return `${(x / 2 ** 30).toFixed(3)} GiB (${x} B)`;
+}
+
 /** Why `c` cannot run with these limits, or null when it fits. */
 export function skipReason(c: Case, lim: MemoryLimits): string | null {
   const kv = kvBytes(c);
-  const mb = (x: number) => `${(x / 2 ** 20).toFixed(0)} MiB`;
+  const mb = fmtBytes;
   if (kv > lim.maxBufferSize) {
     return `K/V ${mb(kv)} each exceed maxBufferSize ${mb(lim.maxBufferSize)}`;
   }
@@ -344,7 +354,7 @@ export function skipReason(c: Case, lim: MemoryLimits): string | null {
 export function naiveSkipReason(c: Case, lim: MemoryLimits): string | null {
   const f32kv = c.B * c.Hkv * c.N * c.D * 4;
   const scores = c.B * c.Hq * c.N * 4;
-  const mb = (x: number) => `${(x / 2 ** 20).toFixed(0)} MiB`;
+  const mb = fmtBytes;
   const bind = Math.min(lim.maxBufferSize, lim.maxStorageBufferBindingSize);
   if (f32kv > bind) {
     return `naive's float32 K/V ${mb(f32kv)} exceed the binding limit ${mb(bind)}`;

@@ -50,17 +50,22 @@ function shapeKey(r: Row): string {
 }
 
 /** Speed-ups of lean over `other`, grouped by configuration (lines) in N order. */
-export function speedups(rows: readonly Row[], other: string): Map<string, SpeedupPoint[]> {
+export function speedups(
+  rows: readonly Row[],
+  other: string,
+  time: (r: Row) => number | null = (r) => r.gpuMs,
+): Map<string, SpeedupPoint[]> {
   const lean = new Map<string, Row>();
-  for (const r of rows) if (r.algo === "lean" && r.gpuMs && !r.error) lean.set(shapeKey(r), r);
+  for (const r of rows) if (r.algo === "lean" && time(r) && !r.error) lean.set(shapeKey(r), r);
   const lines = new Map<string, SpeedupPoint[]>();
   for (const r of rows) {
-    if (r.algo !== other || !r.gpuMs || r.error) continue;
+    const t = time(r);
+    if (r.algo !== other || !t || r.error) continue;
     const l = lean.get(shapeKey(r));
     if (!l) continue;
     const key = configKey(r);
     const pts = lines.get(key) ?? [];
-    pts.push({ N: r.N, speedup: r.gpuMs / l.gpuMs!, ragged: r.kvLens !== undefined });
+    pts.push({ N: r.N, speedup: t / time(l)!, ragged: r.kvLens !== undefined });
     lines.set(key, pts);
   }
   for (const pts of lines.values()) pts.sort((a, b) => a.N - b.N);
@@ -73,7 +78,9 @@ function fmtN(n: number): string {
 
 /** The SVG of a results file. */
 export function renderPlot(res: Results): string {
-  const panels = COMPARED.map((o) => ({ other: o, lines: speedups(res.rows, o) }))
+  // CPU runs have no GPU clock: their times are wall clock.
+  const time = res.backend === "cpu" ? (r: Row) => r.wallMs : (r: Row) => r.gpuMs;
+  const panels = COMPARED.map((o) => ({ other: o, lines: speedups(res.rows, o, time) }))
     .filter((p) => p.lines.size > 0);
   const heads = [...new Set(res.rows.map((r) => `B${r.B} Hq${r.Hq} Hkv${r.Hkv}`))];
   const styles = [
@@ -90,7 +97,13 @@ export function renderPlot(res: Results): string {
       `viewBox="0 0 ${totalW} ${totalH}" font-family="sans-serif" font-size="11">`,
     `<rect width="100%" height="100%" fill="white"/>`,
     `<text x="${totalW / 2}" y="22" text-anchor="middle" font-size="14">` +
-      `${esc(`Speed-up of lean (GPU time) — ${res.device}, ${res.date.slice(0, 10)}`)}</text>`,
+      `${
+        esc(
+          `Speed-up of lean (${res.backend === "cpu" ? "wall" : "GPU"} time) — ${res.device}, ${
+            res.date.slice(0, 10)
+          }`,
+        )
+      }</text>`,
   );
   if (panels.length === 0) {
     out.push(
@@ -141,7 +154,7 @@ export function renderPlot(res: Results): string {
     out.push(
       `<text x="${x0 + M.l + pw / 2}" y="${y0 + H - 10}" text-anchor="middle">N (keys)</text>`,
       `<text transform="translate(${x0 + 14} ${y0 + M.t + ph / 2}) rotate(-90)" ` +
-        `text-anchor="middle">${esc(`gpu ms ${p.other} / lean`)}</text>`,
+        `text-anchor="middle">${esc(`time ${p.other} / time lean`)}</text>`,
     );
     for (const [key, line] of p.lines) {
       const [b, hq, hkv, d, dt] = key.split(" ");

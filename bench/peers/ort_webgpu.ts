@@ -15,7 +15,7 @@
  *   rule the library's rows follow.
  * - ORT's files come from the npm cache (`onnxruntime-web`), or from a folder named by
  *   `LEANATTN_ORT_DIR` holding `ort.webgpu.bundle.min.mjs` and
- *   `ort-wasm-simd-threaded.asyncify.wasm` (for hosts without the cache: make it with
+ *   `ort-wasm-simd-threaded.asyncify.{mjs,wasm}` (for hosts without the cache: make it with
  *   `deno run -A bench/peers/ort_webgpu.ts --vendor DIR`).
  *
  * @module
@@ -332,7 +332,7 @@ async function runCase(ort: Ort, device: GPUDevice, sess: Ort, c: OrtCase): Prom
   }
 }
 
-/** Copies the two files ORT's WebGPU build needs from Deno's npm cache into `dir`. */
+/** Copies the files ORT's WebGPU build needs from Deno's npm cache into `dir`. */
 export async function vendorOrt(dir: string): Promise<string[]> {
   const info = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json"],
@@ -342,7 +342,11 @@ export async function vendorOrt(dir: string): Promise<string[]> {
   const npmCache = JSON.parse(new TextDecoder().decode(info.stdout)).npmCache as string;
   const src = `${npmCache}/registry.npmjs.org/${ORT_PACKAGE.replace("@", "/")}/dist`;
   await Deno.mkdir(dir, { recursive: true });
-  const files = ["ort.webgpu.bundle.min.mjs", "ort-wasm-simd-threaded.asyncify.wasm"];
+  const files = [
+    "ort.webgpu.bundle.min.mjs",
+    "ort-wasm-simd-threaded.asyncify.mjs",
+    "ort-wasm-simd-threaded.asyncify.wasm",
+  ];
   for (const f of files) await Deno.copyFile(`${src}/${f}`, `${dir}/${f}`);
   return files.map((f) => `${dir}/${f}`);
 }
