@@ -8,6 +8,14 @@
  * key), so it is built once on the CPU side as `[B, 1, 1, Sq, N]` and broadcast over the
  * scores viewed as `[B, Hkv, G, Sq, N]`.
  *
+ * Hidden keys are never read, as in the fused kernels: masking selects (`where`) instead of
+ * adding −∞, so a NaN or ∞ score of a hidden key is replaced rather than combined. On the V
+ * side the product `probs · v` multiplies hidden rows by weight 0, and `0 · NaN = 0 · ∞ =
+ * NaN`; keys hidden from every row (≥ `kvLens[b]`) are therefore zeroed in V first. Under a
+ * causal mask with `Sq > 1` rows see different prefixes, so no single V fits them all: there
+ * the product runs over V's finite entries only and each non-finite entry is accounted for
+ * by counting, per output element, the visible keys that carry it (see `nonFiniteV`).
+ *
  * float16 inputs are cast to float32 first (f16 is storage, f32 is arithmetic) and the output
  * is cast back, so the only f16 rounding is of the inputs and the final output.
  *
@@ -22,7 +30,8 @@ import { cast } from "../ops/cast.ts";
 import { matmul } from "../ops/matmul.ts";
 import { max, sum } from "../ops/reduce.ts";
 import { softmax } from "../ops/softmax.ts";
-import { exp, log } from "../ops/unary.ts";
+import { where } from "../ops/where.ts";
+import { exp, log, neg } from "../ops/unary.ts";
 import { type AttentionOptions, validateAttention } from "./_validate.ts";
 import type { AttentionState } from "./merge.ts";
 
@@ -39,10 +48,10 @@ const LOWEST_F32 = -3.4028234663852886e38;
  * q `[B, Hq, Sq, D]`, k and v `[B, Hkv, N, D]` with `Hq % Hkv == 0`, all of one dtype. Rows
  * with no visible key give out = 0 and lse = −∞.
  *
- * Hidden keys (≥ `kvLens[b]`, or in the causal future) are masked by adding −∞ to their
- * scores and are still multiplied, so they must hold finite values: NaN or ±∞ there (an
- * uninitialised cache page) would propagate, unlike in `flashAttention`/`leanAttention`,
- * which never read them.
+ * Hidden keys (≥ `kvLens[b]`, or in the causal future) never affect the result, whatever
+ * they hold (an uninitialised cache page may hold NaN), exactly as in
+ * `flashAttention`/`leanAttention`. NaN or ±∞ in visible inputs propagate as IEEE arithmetic
+ * of the float64 reference would (up to float32 underflow of tiny weights).
  *
  * @example
  * ```ts
@@ -105,14 +114,24 @@ export function naiveAttention(
     const raw = keep(matmul(qg, k32, { transposeB: true })); // [B, Hkv, G·Sq, N]
     let s = keep(mul(raw, p.scale));
     const mask = buildMask(p.kvLens, B, Sq, N, p.causal);
+    let rows: Tensor | null = null; // [B, 1, 1, Sq, N]: 1 visible, 0 hidden
     if (mask) {
-      const m = keep(fromValues(mask, [B, 1, 1, Sq, N], { backend: q.backend }));
+      rows = keep(fromValues(mask, [B, 1, 1, Sq, N], { backend: q.backend }));
       const s5 = keep(s.reshape([B, Hkv, G, Sq, N]));
-      const masked = keep(add(s5, m));
+      const masked = keep(where(rows, s5, -Infinity));
       s = keep(masked.reshape([B, Hkv, G * Sq, N]));
     }
     const probs = keep(softmax(s, -1));
-    const o = keep(matmul(probs, v32)); // [B, Hkv, G·Sq, D]
+    let vv = v32;
+    const keys = buildKeyMask(p.kvLens, N);
+    if (keys) {
+      const km = keep(fromValues(keys, [B, 1, N, 1], { backend: q.backend }));
+      vv = keep(where(km, v32, 0));
+    }
+    const rowsDiffer = p.causal && Sq > 1 && p.kvLens.some((len) => len > 0);
+    const o = rowsDiffer && rows
+      ? nonFiniteV(probs, vv, rows, [B, Hkv, G, Sq, N, D], keep)
+      : keep(matmul(probs, vv)); // [B, Hkv, G·Sq, D]
     const o32 = o.reshape([B, Hq, Sq, D]);
     let out = o32;
     if (f16) {
@@ -135,7 +154,7 @@ export function naiveAttention(
   }
 }
 
-/** 0 where key j is visible to query row i of batch b, −∞ elsewhere; null if nothing is hidden. */
+/** 1 where key j is visible to query row i of batch b, 0 elsewhere; null if nothing is hidden. */
 function buildMask(
   kvLens: Int32Array,
   B: number,
@@ -154,9 +173,58 @@ function buildMask(
   if (!hidden) return null;
   const mask = new Float32Array(B * Sq * N);
   for (let b = 0; b < B; b++) {
-    for (let i = 0; i < Sq; i++) {
-      mask.fill(-Infinity, (b * Sq + i) * N + visible(b, i), (b * Sq + i) * N + N);
-    }
+    for (let i = 0; i < Sq; i++) mask.fill(1, (b * Sq + i) * N, (b * Sq + i) * N + visible(b, i));
   }
   return mask;
+}
+
+/** `[B, N]`: 1 where key j < kvLens[b], 0 elsewhere; null if every key is valid. */
+function buildKeyMask(kvLens: Int32Array, N: number): Float32Array | null {
+  if (kvLens.every((len) => len === N)) return null;
+  const mask = new Float32Array(kvLens.length * N);
+  kvLens.forEach((len, b) => mask.fill(1, b * N, b * N + len));
+  return mask;
+}
+
+/**
+ * `probs · v` `[B, Hkv, G·Sq, D]` with IEEE semantics over each row's visible keys only,
+ * for masks where rows see different keys (causal, `Sq > 1`). A plain product would turn a
+ * hidden key's weight 0 times a non-finite value into NaN. So the product runs over V with
+ * NaN/±∞ replaced by 0, and per output element (row i, column d) we count the visible keys
+ * whose value is NaN, +∞ or −∞, split by whether their weight is 0 (only possible when it
+ * underflows); then, as the float64 sum would: any NaN, or ∞ times a zero weight, or +∞
+ * with −∞ gives NaN; else +∞ or −∞ if present; else the finite product. A NaN product (a
+ * NaN score) stays NaN. Counts are exact: 0/1 products summed in float32 up to N < 2²⁴.
+ */
+function nonFiniteV(
+  probs: Tensor,
+  v: Tensor,
+  rows: Tensor,
+  [B, Hkv, G, Sq, N, D]: readonly number[],
+  keep: <T extends Tensor>(t: T) => T,
+): Tensor {
+  const bad = keep(where(keep(sub(v, v)), 1, 0)); // x − x is NaN exactly for NaN and ±∞
+  const finite = keep(where(bad, 0, v));
+  const o = keep(matmul(probs, finite));
+  // maximum(∓x, 0) is 0 exactly for ±∞ among the non-finite values (NaN stays NaN).
+  const posInf = keep(where(bad, keep(where(keep(maximum(keep(neg(v)), 0)), 0, 1)), 0));
+  const negInf = keep(where(bad, keep(where(keep(maximum(v, 0)), 0, 1)), 0));
+  const inf = keep(add(posInf, negInf));
+  const nan = keep(sub(bad, inf));
+  const p5 = keep(probs.reshape([B, Hkv, G, Sq, N]));
+  const weighted = keep(where(probs, 1, 0)); // hidden weights are exactly 0
+  const zeroVisible = keep(keep(where(p5, 0, rows)).reshape([B, Hkv, G * Sq, N]));
+  const rows4 = keep(rows.reshape([B, 1, Sq, N]));
+  const nanSeen = keep(keep(matmul(rows4, nan)).reshape([B, Hkv, 1, Sq, D]));
+  const infUnweighted = keep(keep(matmul(zeroVisible, inf)).reshape([B, Hkv, G, Sq, D]));
+  const nanRow = keep(keep(where(keep(sub(o, o)), 1, 0)).reshape([B, Hkv, G, Sq, D]));
+  const nanCount = keep(add(keep(add(nanSeen, infUnweighted)), nanRow));
+  const pos = keep(keep(matmul(weighted, posInf)).reshape([B, Hkv, G, Sq, D]));
+  const negs = keep(keep(matmul(weighted, negInf)).reshape([B, Hkv, G, Sq, D]));
+  const o5 = keep(o.reshape([B, Hkv, G, Sq, D]));
+  const withInf = keep(
+    where(pos, keep(where(negs, NaN, Infinity)), keep(where(negs, -Infinity, o5))),
+  );
+  const r = keep(where(nanCount, NaN, withInf));
+  return keep(r.reshape([B, Hkv, G * Sq, D]));
 }

@@ -81,6 +81,18 @@ export interface Backend {
   unary(op: UnaryOp, x: TensorInfo): DataId;
   /** Elementwise binary op with broadcasting to `outShape`; output dtype `outDType`. */
   binary(op: BinaryOp, a: TensorInfo, b: TensorInfo, outShape: Shape, outDType: DType): DataId;
+  /**
+   * Elementwise select with broadcasting to `outShape`: `a` where `cond` is nonzero (NaN
+   * counts as nonzero), else `b`; output dtype `outDType`. The unchosen operand is never
+   * combined with the result, so NaN or ∞ there cannot leak.
+   */
+  where(
+    cond: TensorInfo,
+    a: TensorInfo,
+    b: TensorInfo,
+    outShape: Shape,
+    outDType: DType,
+  ): DataId;
   /** Reduction along `axis` (output shape: that axis removed). Empty sum = 0, empty max = −∞. */
   reduce(op: ReduceOp, x: TensorInfo, axis: number): DataId;
   /** Softmax along `axis` (numerically stable; a row of all −∞ gives 0s). */

@@ -77,6 +77,15 @@ class CpuBackend implements Backend {
   binary(op: BinaryOp, a: TensorInfo, b: TensorInfo, outShape: Shape, outDType: DType): DataId {
     return this.#wrap(k.binary(op, a, b, outShape, outDType));
   }
+  where(
+    cond: TensorInfo,
+    a: TensorInfo,
+    b: TensorInfo,
+    outShape: Shape,
+    outDType: DType,
+  ): DataId {
+    return this.#wrap(k.where(cond, a, b, outShape, outDType));
+  }
   reduce(op: ReduceOp, x: TensorInfo, axis: number): DataId {
     return this.#wrap(k.reduce(op, x, axis));
   }

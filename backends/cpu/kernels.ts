@@ -110,6 +110,57 @@ export function binary(
   return out;
 }
 
+/**
+ * Elementwise select, NumPy broadcasting to `outShape`: `a` where `cond` is nonzero (NaN
+ * counts as nonzero), else `b`. The chosen value is copied, so the other operand never leaks.
+ */
+export function where(
+  cond: TensorInfo,
+  a: TensorInfo,
+  b: TensorInfo,
+  outShape: Shape,
+  outDType: DType,
+): CpuArray {
+  const cv = cpuValues(cond);
+  const av = cpuValues(a);
+  const bv = cpuValues(b);
+  const n = sizeOf(outShape);
+  const out = allocCpu(n, outDType);
+  if (n === 0) return out;
+  const r = outShape.length;
+  if (r === 0) {
+    out[0] = cv[0] !== 0 ? av[0] : bv[0];
+    return out;
+  }
+  const sc = broadcastStrides(cond.shape, outShape);
+  const sa = broadcastStrides(a.shape, outShape);
+  const sb = broadcastStrides(b.shape, outShape);
+  const inner = outShape[r - 1];
+  const [ic, ia, ib] = [sc[r - 1], sa[r - 1], sb[r - 1]];
+  const idx = new Array<number>(r).fill(0);
+  let oc = 0;
+  let oa = 0;
+  let ob = 0;
+  for (let o = 0; o < n; o += inner) {
+    for (let j = 0; j < inner; j++) {
+      // `!== 0` is true for NaN, so a NaN condition selects a.
+      out[o + j] = cv[oc + j * ic] !== 0 ? av[oa + j * ia] : bv[ob + j * ib];
+    }
+    for (let d = r - 2; d >= 0; d--) {
+      idx[d]++;
+      oc += sc[d];
+      oa += sa[d];
+      ob += sb[d];
+      if (idx[d] < outShape[d]) break;
+      oc -= sc[d] * idx[d];
+      oa -= sa[d] * idx[d];
+      ob -= sb[d] * idx[d];
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
 /** `[outer, n, inner]` view of a shape around `axis`. */
 function around(shape: Shape, axis: number): [number, number, number] {
   return [sizeOf(shape.slice(0, axis)), shape[axis], sizeOf(shape.slice(axis + 1))];

@@ -169,6 +169,74 @@ fn main(${BUILTINS}) {
   return out;
 }
 
+/**
+ * Elementwise select with broadcasting: `cond ≠ 0 ? a : b`. The condition is a bit test
+ * (anything but ±0 is true, NaN included) because a compiler may fold float comparisons
+ * with NaN; the chosen operand is copied, never combined with the other, so a NaN or ∞ in
+ * the other one cannot leak.
+ */
+export function whereKernel(
+  ctx: GpuContext,
+  cond: TensorInfo,
+  a: TensorInfo,
+  b: TensorInfo,
+  outShape: Shape,
+  outDType: DType,
+): DataId {
+  const n = sizeOf(outShape);
+  checkFits(ctx, "where", [cond, a, b], n, outDType);
+  const out = ctx.alloc(n, outDType);
+  if (n === 0) return out;
+  const flat = [cond, a, b].every((t) => same(t.shape, outShape));
+  const key = `where:${flat ? "flat" : "bcast"}:${cond.dtype}:${a.dtype}:${b.dtype}:${outDType}`;
+  const index = flat ? "let ic = i; let ia = i; let ib = i;" : `
+  let r = p[1];
+  var rem = i;
+  var ic = 0u;
+  var ia = 0u;
+  var ib = 0u;
+  for (var d = r; d > 0u; d--) {
+    let dim = p[1u + d];
+    let c = rem % dim;
+    rem = rem / dim;
+    ic += c * p[1u + r + d];
+    ia += c * p[1u + 2u * r + d];
+    ib += c * p[1u + 3u * r + d];
+  }`;
+  const pipe = ctx.pipeline(key, () =>
+    `${header(ctx, [cond.dtype, a.dtype, b.dtype, outDType])}
+${declare(ctx, 0, "xc", cond.dtype, "read")}
+${declare(ctx, 1, "xa", a.dtype, "read")}
+${declare(ctx, 2, "xb", b.dtype, "read")}
+${declare(ctx, 3, "y", outDType, "read_write")}
+${declareParams(4)}
+@compute @workgroup_size(${WG})
+fn main(${BUILTINS}) {
+  let i = ${WG_INDEX} * ${WG}u + lid;
+  if (i >= p[0]) { return; }
+  ${index}
+  let c = (bitcast<u32>(f32(xc[ic])) & 0x7fffffffu) != 0u;
+  var v: f32;
+  if (c) { v = f32(xa[ia]); } else { v = f32(xb[ib]); }
+  y[i] = ${store(ctx, outDType, "v")};
+}`);
+  const ps = flat ? [n] : [
+    n,
+    outShape.length,
+    ...outShape,
+    ...broadcastStrides(cond.shape, outShape),
+    ...broadcastStrides(a.shape, outShape),
+    ...broadcastStrides(b.shape, outShape),
+  ];
+  ctx.dispatch(
+    pipe,
+    [ctx.buffer(cond.id), ctx.buffer(a.id), ctx.buffer(b.id), ctx.buffer(out), params(ctx, ps)],
+    grid(ctx, Math.ceil(n / WG)),
+    "where",
+  );
+  return out;
+}
+
 /** `[outer, n, inner]` view of a shape around `axis`. */
 function around(shape: Shape, axis: number): [number, number, number] {
   return [sizeOf(shape.slice(0, axis)), shape[axis], sizeOf(shape.slice(axis + 1))];

@@ -28,6 +28,7 @@ import {
   softmaxKernel,
   transposeKernel,
   unaryKernel,
+  whereKernel,
 } from "./_kernels.ts";
 import { webgpuAttention, webgpuMergeStates } from "./attention.ts";
 
@@ -149,6 +150,15 @@ export class WebGpuBackend implements Backend {
   }
   binary(op: BinaryOp, a: TensorInfo, b: TensorInfo, outShape: Shape, outDType: DType): DataId {
     return binaryKernel(this.#rt, op, a, b, outShape, outDType);
+  }
+  where(
+    cond: TensorInfo,
+    a: TensorInfo,
+    b: TensorInfo,
+    outShape: Shape,
+    outDType: DType,
+  ): DataId {
+    return whereKernel(this.#rt, cond, a, b, outShape, outDType);
   }
   reduce(op: ReduceOp, x: TensorInfo, axis: number): DataId {
     return reduceKernel(this.#rt, op, x, axis);
