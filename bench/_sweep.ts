@@ -65,6 +65,13 @@ export interface BenchOptions {
   out: string;
   /** Seed of the random inputs. */
   seed: number;
+  /**
+   * Seconds after which the remaining cases are listed as skipped (so a run always writes its
+   * results inside the host's command limit). Infinity: no limit.
+   */
+  budgetS: number;
+  /** Seconds the PyTorch peer may take before it is stopped (its rows so far are kept). */
+  torchBudgetS: number;
 }
 
 /** The (B, Hq, Hkv) grid of the issue. */
@@ -145,6 +152,9 @@ export const USAGE = `deno task bench [flags]
   --no-peers           skip ONNX Runtime Web and PyTorch
   --reps R             timed samples per row (default 20)
   --seed S             seed of the random inputs (default 1)
+  --budget S           stop starting cases after S seconds, listing the rest as skipped
+                       (default 400 for the full sweep, 100 with --quick, none otherwise)
+  --torch-budget S     seconds the PyTorch peer may run (default 60, 30 with --quick)
   --out DIR            results folder (default bench/results)
 `;
 
@@ -169,6 +179,8 @@ export function parseArgs(args: readonly string[]): BenchOptions {
     warmup: 3,
     out: "bench/results",
     seed: 1,
+    budgetS: 400,
+    torchBudgetS: 60,
   };
   const given = new Map<string, string>();
   for (let i = 0; i < args.length; i++) {
@@ -184,6 +196,8 @@ export function parseArgs(args: readonly string[]): BenchOptions {
       "--out",
       "--reps",
       "--seed",
+      "--budget",
+      "--torch-budget",
     ];
     if (["--quick", "--smoke", "--cpu", "--no-peers"].includes(name)) {
       given.set(name, "");
@@ -205,9 +219,12 @@ export function parseArgs(args: readonly string[]): BenchOptions {
     o.configs = [{ B: 1, Hq: 32, Hkv: 32 }, { B: 1, Hq: 32, Hkv: 8 }, { B: 4, Hq: 32, Hkv: 8 }];
     o.ragged = [];
     o.reps = 10;
+    o.budgetS = Infinity;
   }
   if (given.has("--quick")) {
     o.quick = true;
+    o.budgetS = 100;
+    o.torchBudgetS = 30;
     o.dtypes = ["float16"];
     o.ds = [128];
     o.ns = o.cpu ? [4 * K] : [4 * K, 64 * K];
@@ -225,6 +242,7 @@ export function parseArgs(args: readonly string[]): BenchOptions {
     o.ragged = [{ name: "ragged-smoke", lens: [100, 300], heads: [{ Hq: 4, Hkv: 2 }] }];
     o.reps = 3;
     o.warmup = 1;
+    o.budgetS = Infinity;
   }
   if (given.has("--no-peers")) o.peers = false;
   const v = (k: string) => given.get(k);
@@ -268,6 +286,14 @@ export function parseArgs(args: readonly string[]): BenchOptions {
     if (!Number.isInteger(o.reps) || o.reps < 1) throw new Error(`--reps: expected >= 1`);
   }
   if (v("--seed") !== undefined) o.seed = Number(v("--seed"));
+  for (
+    const [flag, key] of [["--budget", "budgetS"], ["--torch-budget", "torchBudgetS"]] as const
+  ) {
+    if (v(flag) === undefined) continue;
+    const x = Number(v(flag));
+    if (!(x > 0)) throw new Error(`${flag}: expected a positive number of seconds`);
+    o[key] = x;
+  }
   if (v("--out") !== undefined) o.out = v("--out")!;
   return o;
 }

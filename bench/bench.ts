@@ -44,7 +44,7 @@ import { leanAttention } from "../attention/lean.ts";
 import { naiveAttention } from "../attention/naive.ts";
 
 /** Elements above which K/V are tiled from a randn block instead of drawn whole. */
-const BASE_ELEMS = 1 << 22;
+const BASE_ELEMS = 1 << 21;
 
 /** Makes the seeded inputs of a case on the GPU. */
 class Inputs {
@@ -238,7 +238,10 @@ async function main(): Promise<number> {
   for (const [ci, c] of cases.entries()) {
     const shape = rowShape(c);
     const head = `[${String(ci + 1).padStart(3)}/${cases.length}] ${caseName(c)}`;
-    const skip = skipReason(c, lim);
+    const elapsed = (performance.now() - t0) / 1000;
+    const skip = elapsed > opts.budgetS
+      ? `time budget exhausted (--budget ${opts.budgetS} s; ${elapsed.toFixed(0)} s elapsed)`
+      : skipReason(c, lim);
     if (skip) {
       for (const algo of opts.peers ? opts.algos : own) {
         rows.push({ algo, ...shape, gpuMs: null, wallMs: null, effGBs: null, skipped: skip });
@@ -380,9 +383,16 @@ async function main(): Promise<number> {
 
   if (torchAlgos.length > 0 && opts.peers) {
     const tc: TorchCase[] = torchCases.map(({ c }) => ({ ...c }));
-    const t = await runTorchPeer(tc, torchAlgos, { reps: opts.reps, warmup: opts.warmup });
+    console.log(`running PyTorch SDPA on ${tc.length} cases (budget ${opts.torchBudgetS} s)...`);
+    const t = await runTorchPeer(tc, torchAlgos, {
+      reps: opts.reps,
+      warmup: opts.warmup,
+      budgetS: opts.torchBudgetS,
+      seed: opts.seed,
+    });
     if (t.version) versions.torch = t.version;
     if (t.absent) console.log(`torch absent: ${t.absent}`);
+    if (t.cutShort) console.log(`torch cut short: ${t.cutShort}`);
     for (const [i, { c, ceiling }] of torchCases.entries()) {
       for (const algo of torchAlgos) {
         const r = t.rows.find((x) => x.case === i && x.algo === algo);
@@ -393,7 +403,7 @@ async function main(): Promise<number> {
           wallMs: r?.wallMs ?? null,
           effGBs: null,
         };
-        if (!r) row.absent = t.absent ?? "no result from torch_sdpa.py";
+        if (!r) row.absent = t.absent ?? t.cutShort ?? "no result from torch_sdpa.py";
         else {
           if (r.absent) row.absent = r.absent;
           if (r.error) row.error = r.error;

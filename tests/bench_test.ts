@@ -21,7 +21,7 @@ import { bindingChunks, ceilingSums, measureCeiling, median } from "../bench/_ce
 import { type Results, type Row, validateResults } from "../bench/_results.ts";
 import { renderPlot, speedups } from "../bench/plot.ts";
 import { encodeModel, ProtoWriter } from "../bench/peers/_onnx_proto.ts";
-import { runTorchPeer } from "../bench/_torch.ts";
+import { parseTorchOutput, runTorchPeer } from "../bench/_torch.ts";
 import { deviceSlug } from "../bench/bench.ts";
 import { splitRanges } from "../bench/_cpu_bench.ts";
 import { referenceAttention } from "./_reference.ts";
@@ -440,6 +440,148 @@ Deno.test({
     // Either torch ran on a GPU, or the reason it could not is given.
     assert(r.absent !== undefined || r.rows.length === 1, JSON.stringify(r));
   },
+});
+
+/** A stand-in `torch` package: enough API for torch_sdpa.py's control flow, no numbers. */
+const FAKE_TORCH: Record<string, string> = {
+  "torch/__init__.py": `
+__version__ = "0.0-fake"
+float16 = "f16"
+float32 = "f32"
+class _T:
+    def __init__(self, shape): self.shape = tuple(shape)
+    def float(self): return self
+    def repeat_interleave(self, g, dim):
+        s = list(self.shape); s[dim] *= g; return _T(s)
+    def transpose(self, a, b):
+        s = list(self.shape); s[a], s[b] = s[b], s[a]; return _T(s)
+    def __matmul__(self, o): return _T(self.shape[:-1] + o.shape[-1:])
+    def __truediv__(self, x): return self
+    def __sub__(self, o): return self
+    def __lt__(self, o): return self
+    def __getitem__(self, k): return self
+    def __invert__(self): return self
+    def view(self, *s): return _T(s)
+    def masked_fill(self, m, v): return self
+    def abs(self): return self
+    def max(self): return 0.5
+def randn(*shape, dtype=None, device=None, generator=None): return _T(shape)
+def tensor(x, device=None): return _T([len(x)])
+def arange(n, device=None): return _T([n])
+def softmax(x, dim): return x
+def device(name): return name
+class Generator:
+    def __init__(self, device=None): pass
+    def manual_seed(self, s): return self
+class cuda:
+    is_available = staticmethod(lambda: True)
+    synchronize = staticmethod(lambda: None)
+    get_device_name = staticmethod(lambda: "Fake GPU")
+    empty_cache = staticmethod(lambda: None)
+    class Event:
+        def __init__(self, enable_timing=False): pass
+        def record(self): pass
+        def elapsed_time(self, other): return 0.25
+`,
+  "torch/nn/__init__.py": "",
+  "torch/nn/functional.py": `
+def scaled_dot_product_attention(q, k, v, attn_mask=None, enable_gqa=False):
+    from torch.nn.attention import current
+    if current[0] == "FLASH_ATTENTION" and attn_mask is not None:
+        raise RuntimeError("No available kernel. Aborting execution.")
+    if current[0] == "CUDNN_ATTENTION" and enable_gqa:
+        raise RuntimeError("cuDNN refuses enable_gqa")
+    if q.shape[1] != k.shape[1] and not enable_gqa:
+        raise RuntimeError("head counts differ")
+    return q
+`,
+  "torch/nn/attention/__init__.py": `
+import contextlib, enum
+class SDPBackend(enum.Enum):
+    CUDNN_ATTENTION = 1
+    FLASH_ATTENTION = 2
+    EFFICIENT_ATTENTION = 3
+current = [None]
+@contextlib.contextmanager
+def sdpa_kernel(b):
+    current[0] = b.name
+    yield
+    current[0] = None
+`,
+};
+
+Deno.test({
+  name: "torch peer: GQA fallback, mask refusal and the JSON-lines protocol (stand-in torch)",
+  sanitizeResources: false,
+  fn: async () => {
+    try {
+      await new Deno.Command("python3", { args: ["-c", "0"] }).output();
+    } catch {
+      console.warn("  (no python3: skipped)");
+      return;
+    }
+    const dir = await Deno.makeTempDir();
+    for (const [path, text] of Object.entries(FAKE_TORCH)) {
+      await Deno.mkdir(`${dir}/${path.split("/").slice(0, -1).join("/")}`, { recursive: true });
+      await Deno.writeTextFile(`${dir}/${path}`, text);
+    }
+    const old = Deno.env.get("PYTHONPATH");
+    Deno.env.set("PYTHONPATH", dir);
+    try {
+      const algos = ["torch-cudnn", "torch-flash", "torch-efficient"];
+      const r = await runTorchPeer(
+        [
+          { dtype: "float16", D: 64, B: 1, Hq: 4, Hkv: 4, N: 128 },
+          { dtype: "float16", D: 64, B: 2, Hq: 4, Hkv: 2, N: 300, kvLens: [300, 20] },
+        ],
+        algos,
+        { reps: 3, warmup: 1, budgetS: 60 },
+      );
+      assertEquals(r.absent, undefined);
+      assertEquals(r.cutShort, undefined);
+      assertEquals([r.version, r.device], ["0.0-fake", "Fake GPU"]);
+      assertEquals(r.rows.length, 6);
+      const get = (c: number, a: string) => r.rows.find((x) => x.case === c && x.algo === a)!;
+      for (const a of algos) {
+        assertEquals([get(0, a).gpuMs, get(0, a).maxAbsDiff], [0.25, 0.5]);
+        assert(get(0, a).wallMs! >= 0);
+      }
+      assertEquals(
+        get(1, "torch-efficient").note,
+        "GQA by enable_gqa=True; ragged via boolean attn_mask over the padded N",
+      );
+      assertMatch(
+        get(1, "torch-cudnn").note!,
+        /^GQA by repeat_interleave .*cuDNN refuses enable_gqa/,
+      );
+      assertEquals(get(1, "torch-flash").gpuMs, null);
+      assertMatch(
+        get(1, "torch-flash").absent!,
+        /FLASH_ATTENTION cannot run this case: No available kernel/,
+      );
+    } finally {
+      if (old === undefined) Deno.env.delete("PYTHONPATH");
+      else Deno.env.set("PYTHONPATH", old);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("parseTorchOutput: a run cut short keeps its rows and says why", () => {
+  const lines = [
+    JSON.stringify({ torch: "2.11", device: "H100" }),
+    JSON.stringify({ row: { case: 0, algo: "torch-flash", gpuMs: 0.1, wallMs: 0.2 } }),
+    '{"row": {"case": 1, "alg', // killed mid-line
+  ].join("\n");
+  const r = parseTorchOutput(lines, 137, true, 30);
+  assertEquals(r.rows.length, 1);
+  assertEquals(r.version, "2.11");
+  assertMatch(r.cutShort!, /30 s budget/);
+  assertEquals(parseTorchOutput("", 1).absent, "torch_sdpa.py exited 1 before finishing");
+  assertEquals(
+    parseTorchOutput(JSON.stringify({ absent: "no CUDA" }), 0).absent,
+    "no CUDA",
+  );
 });
 
 async function runBench(args: string[]): Promise<{ code: number; out: string; res: Results }> {

@@ -5,9 +5,11 @@ Run by `deno task bench` (bench/_torch.ts); stands alone too:
     echo '{"cases": [{"dtype": "float16", "D": 128, "B": 1, "Hq": 32, "Hkv": 8, "N": 4096}],
            "algos": ["torch-flash"], "reps": 20, "warmup": 3}' | python3 bench/peers/torch_sdpa.py
 
-Reads the cases as JSON on stdin, writes one JSON object on stdout:
-{"torch": version, "device": name, "rows": [{case, algo, gpuMs, wallMs, gqa, ...}]}
-or {"absent": reason} when torch or CUDA is missing. Progress goes to stderr.
+Reads the cases as JSON on stdin and writes JSON lines on stdout, one as soon as each is
+known (so a run stopped for time keeps what it measured):
+{"torch": version, "device": name}, then {"row": {case, algo, gpuMs, wallMs, gqa, ...}} per
+row, then {"done": true}; or a single {"absent": reason} when torch or CUDA is missing.
+Progress goes to stderr.
 
 Shapes follow the library: q [B, Hq, 1, D], k/v [B, Hkv, N, D]. GQA (Hq != Hkv) is tried with
 enable_gqa=True first; a backend that refuses it gets K/V expanded with repeat_interleave
@@ -33,9 +35,70 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
+def emit(obj):
+    print(json.dumps(obj), flush=True)
+
+
 def first_line(e):
     s = str(e).strip().splitlines()
     return (s[0] if s else type(e).__name__)[:300]
+
+
+def measure(torch, F, sdpa_kernel, backend, q, k, v, mask, group, ref, reps, warmup, row):
+    """Times one backend on one case into `row` (or sets row["absent"] with torch's reason)."""
+    attempts = ["native"] if group == 1 else ["enable_gqa", "repeat_interleave"]
+    last = None
+    with sdpa_kernel(backend):
+        for how in attempts:
+            kk, vv, kw = k, v, {}
+            if how == "enable_gqa":
+                kw = {"enable_gqa": True}
+            elif how == "repeat_interleave":
+                kk = k.repeat_interleave(group, dim=1)
+                vv = v.repeat_interleave(group, dim=1)
+
+            def call(kk=kk, vv=vv, kw=kw):
+                return F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, **kw)
+
+            try:
+                out = call()
+                torch.cuda.synchronize()
+            except RuntimeError as e:  # torch raises RuntimeError when no kernel fits the inputs
+                last = e
+                continue
+            if ref is not None:
+                row["maxAbsDiff"] = float((out.float() - ref).abs().max())
+            del out
+            for _ in range(warmup):
+                call()
+            ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(reps)]
+            for start, end in ev:
+                start.record()
+                call()
+                end.record()
+            torch.cuda.synchronize()
+            row["gpuMs"] = statistics.median(start.elapsed_time(end) for start, end in ev)
+            calls = max(20, min(200, int(80 / max(row["gpuMs"], 0.01))))
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                call()
+            torch.cuda.synchronize()
+            row["wallMs"] = (time.perf_counter() - t0) * 1e3 / calls
+            row["wallCalls"] = calls
+            row["gqa"] = how
+            notes = []
+            if how == "repeat_interleave":
+                notes.append("GQA by repeat_interleave of K/V before timing (enable_gqa refused: "
+                             + first_line(last) + ")")
+            elif how == "enable_gqa":
+                notes.append("GQA by enable_gqa=True")
+            if mask is not None:
+                notes.append("ragged via boolean attn_mask over the padded N")
+            if notes:
+                row["note"] = "; ".join(notes)
+            return
+    row["absent"] = f"{getattr(backend, 'name', backend)} cannot run this case: {first_line(last)}"
 
 
 def main():
@@ -56,7 +119,7 @@ def main():
     seed = int(cfg.get("seed", 1))
     algos = [a for a in cfg.get("algos", list(ALGOS)) if a in ALGOS]
     dev = torch.device("cuda")
-    rows = []
+    emit({"torch": torch.__version__, "device": torch.cuda.get_device_name()})
     for i, c in enumerate(cfg["cases"]):
         B, Hq, Hkv, N, D = c["B"], c["Hq"], c["Hkv"], c["N"], c["D"]
         dt = torch.float16 if c["dtype"] == "float16" else torch.float32
@@ -68,8 +131,8 @@ def main():
             v = torch.randn(B, Hkv, N, D, dtype=dt, device=dev, generator=g)
         except Exception as e:  # noqa: BLE001 - out of memory and the like
             for a in algos:
-                rows.append({"case": i, "algo": a, "gpuMs": None, "wallMs": None,
-                             "absent": f"inputs do not fit: {first_line(e)}"})
+                emit({"row": {"case": i, "algo": a, "gpuMs": None, "wallMs": None,
+                              "absent": f"inputs do not fit: {first_line(e)}"}})
             continue
         mask = None
         if lens:
@@ -87,61 +150,18 @@ def main():
             del kr, vr, s
         for a in algos:
             backend = getattr(SDPBackend, ALGOS[a])
-            attempts = [("native", k, v, {})] if group == 1 else [("enable_gqa", k, v, {"enable_gqa": True})]
-            if group > 1:
-                attempts.append(("repeat_interleave", None, None, {}))
             row = {"case": i, "algo": a, "gpuMs": None, "wallMs": None}
-            last = None
-            for how, kk, vv, kw in attempts:
-                if kk is None:
-                    kk = k.repeat_interleave(group, dim=1)
-                    vv = v.repeat_interleave(group, dim=1)
-
-                def call(kk=kk, vv=vv, kw=kw):
-                    with sdpa_kernel(backend):
-                        return F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, **kw)
-
-                try:
-                    out = call()
-                    torch.cuda.synchronize()
-                except Exception as e:  # noqa: BLE001 - torch raises RuntimeError when no kernel fits
-                    last = e
-                    continue
-                if ref is not None:
-                    row["maxAbsDiff"] = float((out.float() - ref).abs().max())
-                for _ in range(warmup):
-                    call()
-                ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                      for _ in range(reps)]
-                for s_, e_ in ev:
-                    s_.record()
-                    call()
-                    e_.record()
-                torch.cuda.synchronize()
-                row["gpuMs"] = statistics.median(s_.elapsed_time(e_) for s_, e_ in ev)
-                calls = max(20, min(400, int(150 / max(row["gpuMs"], 0.01))))
-                t0 = time.perf_counter()
-                for _ in range(calls):
-                    call()
-                torch.cuda.synchronize()
-                row["wallMs"] = (time.perf_counter() - t0) * 1e3 / calls
-                row["wallCalls"] = calls
-                row["gqa"] = how
-                if how == "repeat_interleave":
-                    row["note"] = "GQA by repeat_interleave of K/V before timing (enable_gqa refused)"
-                elif how == "enable_gqa":
-                    row["note"] = "GQA by enable_gqa=True"
-                if mask is not None:
-                    row["note"] = (row.get("note", "") + "; ragged via boolean attn_mask over padded N").lstrip("; ")
-                break
-            else:
-                row["absent"] = f"{ALGOS[a]} cannot run this case: {first_line(last)}"
-            rows.append(row)
+            try:
+                measure(torch, F, sdpa_kernel, backend, q, k, v, mask, group, ref, reps, warmup, row)
+            except Exception as e:  # noqa: BLE001 - out of memory while timing, and the like
+                row["error"] = f"{type(e).__name__}: {first_line(e)}"
+            emit({"row": row})
             log(f"torch case {i + 1}/{len(cfg['cases'])} {a}: "
-                + (f"{row['gpuMs']:.4f} ms" if row["gpuMs"] is not None else row.get("absent", "")))
+                + (f"{row['gpuMs']:.4f} ms" if row["gpuMs"] is not None
+                   else row.get("absent", row.get("error", ""))))
         del q, k, v, mask, ref
         torch.cuda.empty_cache()
-    print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name(), "rows": rows}))
+    emit({"done": True})
 
 
 if __name__ == "__main__":
