@@ -380,12 +380,18 @@ fn main(${BUILTINS}) {${body}
   return out;
 }
 
-/** Side of the square output tile a matmul workgroup computes (one element per thread). */
+/** Threads per side of a matmul workgroup (16×16). */
 const T = 16;
+/** k-slice staged in workgroup memory per step. */
+const BK = 16;
 
 /**
- * Batched matmul with broadcasting batch dims. Each workgroup computes a T×T output tile,
- * staging T×T tiles of a and b in workgroup memory; K is walked in order (deterministic).
+ * Batched matmul with broadcasting batch dims. A workgroup of 16×16 threads computes a
+ * (16·R)² output tile, each thread R×R outputs strided by 16 (so neighbouring threads write
+ * neighbouring addresses); R = 4 when both M and N exceed 16, else 1. Tiles of a and b for a
+ * 16-wide k-slice are staged in workgroup memory (a's rows padded against bank conflicts),
+ * loaded so consecutive threads read consecutive addresses whichever way an operand is
+ * transposed. K is walked in order: results are deterministic.
  */
 export function matmulKernel(
   ctx: GpuContext,
@@ -406,25 +412,54 @@ export function matmulKernel(
   const batchShape = outShape.slice(0, r - 2);
   const batches = sizeOf(batchShape);
   if (M * N * batches === 0) return out;
-  const mats = (s: Shape) => s.slice(0, s.length - 2);
-  const tilesM = Math.ceil(M / T);
-  const tilesN = Math.ceil(N / T);
+  const R = M > T && N > T ? 4 : 1;
+  const BM = T * R;
+  const tilesM = Math.ceil(M / BM);
+  const tilesN = Math.ceil(N / BM);
   const aIdx = transposeA ? "k * M + row" : "row * K + k";
   const bIdx = transposeB ? "col * K + k" : "k * N + col";
+  // Which index of a staged element varies fastest across threads: the one contiguous in memory.
+  const aSplit = transposeA
+    ? `let kc = e / ${BM}u; let rr = e % ${BM}u;`
+    : `let rr = e / ${BK}u; let kc = e % ${BK}u;`;
+  const bSplit = transposeB
+    ? `let c = e / ${BK}u; let kr = e % ${BK}u;`
+    : `let kr = e / ${BM}u; let c = e % ${BM}u;`;
+  // Straight-line code over scalars: drivers keep these in registers, whereas small
+  // dynamically indexed arrays may spill to local memory.
+  const ij: [number, number][] = [];
+  for (let i = 0; i < R; i++) for (let j = 0; j < R; j++) ij.push([i, j]);
+  const decls = ij.map(([i, j]) => `  var c${i}_${j} = 0.0;`).join("\n");
+  const inner = [
+    ...Array.from(
+      { length: R },
+      (_, i) => `      let a${i} = ta[(ly + ${T * i}u) * ${BK + 1}u + kk];`,
+    ),
+    ...Array.from({ length: R }, (_, j) => `      let b${j} = tb[kk * ${BM}u + lx + ${T * j}u];`),
+    ...ij.map(([i, j]) => `      c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`),
+  ].join("\n");
+  const writes = ij.map(([i, j]) =>
+    `  if (row0 + ly + ${T * i}u < M && col0 + lx + ${T * j}u < N) {
+    y[oo + (row0 + ly + ${T * i}u) * N + col0 + lx + ${T * j}u] = ${
+      store(ctx, outDType, `c${i}_${j}`)
+    };
+  }`
+  ).join("\n");
   const key = `matmul:${transposeA ? "t" : "n"}${
     transposeB ? "t" : "n"
-  }:${a.dtype}:${b.dtype}:${outDType}`;
+  }:r${R}:${a.dtype}:${b.dtype}:${outDType}`;
   const pipe = ctx.pipeline(key, () =>
     `${header(ctx, [a.dtype, b.dtype, outDType])}
 ${declare(ctx, 0, "xa", a.dtype, "read")}
 ${declare(ctx, 1, "xb", b.dtype, "read")}
 ${declare(ctx, 2, "y", outDType, "read_write")}
 ${declareParams(3)}
-var<workgroup> ta: array<f32, ${T * T}>;
-var<workgroup> tb: array<f32, ${T * T}>;
+var<workgroup> ta: array<f32, ${BM * (BK + 1)}>;
+var<workgroup> tb: array<f32, ${BK * BM}>;
 @compute @workgroup_size(${T}, ${T})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
   let M = p[0];
   let N = p[1];
   let K = p[2];
@@ -434,7 +469,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (w >= tilesM * tilesN * p[3]) { return; }
   let tn = w % tilesN;
   let tm = (w / tilesN) % tilesM;
-  var rem = w / (tilesN * tilesM);
+  let bt = w / (tilesN * tilesM);
+  var rem = bt;
   let r = p[6];
   var ma = 0u;
   var mb = 0u;
@@ -449,37 +485,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let ob = mb * K * N;
   let lx = lid.x;
   let ly = lid.y;
-  let row0 = tm * ${T}u;
-  let col0 = tn * ${T}u;
-  var acc = 0.0;
-  for (var k0 = 0u; k0 < K; k0 += ${T}u) {
-    {
-      let row = row0 + ly;
-      let k = k0 + lx;
+  let row0 = tm * ${BM}u;
+  let col0 = tn * ${BM}u;
+${decls}
+  for (var k0 = 0u; k0 < K; k0 += ${BK}u) {
+    for (var e = tid; e < ${BM * BK}u; e += ${T * T}u) {
+      ${aSplit}
+      let row = row0 + rr;
+      let k = k0 + kc;
       var v = 0.0;
       if (row < M && k < K) { v = f32(xa[oa + ${aIdx}]); }
-      ta[ly * ${T}u + lx] = v;
+      ta[rr * ${BK + 1}u + kc] = v;
     }
-    {
-      let col = col0 + lx;
-      let k = k0 + ly;
+    for (var e = tid; e < ${BM * BK}u; e += ${T * T}u) {
+      ${bSplit}
+      let col = col0 + c;
+      let k = k0 + kr;
       var v = 0.0;
       if (col < N && k < K) { v = f32(xb[ob + ${bIdx}]); }
-      tb[ly * ${T}u + lx] = v;
+      tb[kr * ${BM}u + c] = v;
     }
     workgroupBarrier();
-    for (var kk = 0u; kk < ${T}u; kk++) { acc += ta[ly * ${T}u + kk] * tb[kk * ${T}u + lx]; }
+    for (var kk = 0u; kk < ${BK}u; kk++) {
+${inner}
+    }
     workgroupBarrier();
   }
-  let row = row0 + ly;
-  let col = col0 + lx;
-  if (row < M && col < N) {
-    let ob2 = (w / (tilesN * tilesM)) * M * N;
-    y[ob2 + row * N + col] = ${store(ctx, outDType, "acc")};
-  }
+  let oo = bt * M * N;
+${writes}
 }`);
-  const sa = matStrides(mats(a.shape), batchShape);
-  const sb = matStrides(mats(b.shape), batchShape);
+  const mats = (s: Shape) => s.slice(0, s.length - 2);
+  const sa = broadcastStrides(mats(a.shape), batchShape);
+  const sb = broadcastStrides(mats(b.shape), batchShape);
   ctx.dispatch(
     pipe,
     [
@@ -503,11 +540,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     "matmul",
   );
   return out;
-}
-
-/** Strides in whole matrices of batch dims `shape` broadcast to `batchShape`. */
-function matStrides(shape: Shape, batchShape: Shape): number[] {
-  return broadcastStrides(shape, batchShape);
 }
 
 /** Permutes axes: output dim `i` is input dim `perm[i]`. */

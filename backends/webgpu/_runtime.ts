@@ -485,6 +485,8 @@ export class GpuRuntime implements GpuContext {
         ? Float32Array.from(new Float16Array(raw, 0, size))
         : new Float32Array(raw.slice(0, size * 4));
       staging.unmap();
+      // GPUs produce NaNs with other payloads (NVIDIA: 0xffffffff); hand out JS's own NaN.
+      for (let i = 0; i < out.length; i++) if (out[i] !== out[i]) out[i] = NaN;
       return out;
     } finally {
       staging.destroy();

@@ -26,9 +26,20 @@ fn nan() -> f32 { return bitcast<f32>(0x7fc00000u); }
 fn is_nan(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
 // max that propagates NaN (WGSL's max may return either operand).
 fn max_nan(a: f32, b: f32) -> f32 { return select(max(a, b), nan(), is_nan(a) || is_nan(b)); }
+// Rounds to the nearest float16 value (ties to even) in integer arithmetic: a round trip
+// through pack2x16float is folded away by some drivers (NVIDIA), leaving v unrounded.
 fn round_f16(v: f32) -> f32 {
-  if (abs(v) >= 65520.0) { return bitcast<f32>(select(0xff800000u, 0x7f800000u, v > 0.0)); }
-  return unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
+  let u = bitcast<u32>(v);
+  let sign = u & 0x80000000u;
+  let a = u & 0x7fffffffu;
+  if (a >= 0x7f800000u) { return v; }
+  if (a >= 0x477ff000u) { return bitcast<f32>(sign | 0x7f800000u); }
+  if (a < 0x38800000u) {
+    // Subnormal halves are multiples of 2^-24; the scaling is exact and round() ties to even.
+    return round(v * 16777216.0) * 5.9604644775390625e-8;
+  }
+  let r = (a + 0xfffu + ((a >> 13u) & 1u)) & 0xffffe000u;
+  return bitcast<f32>(sign | r);
 }
 `;
 
