@@ -38,7 +38,12 @@ export interface GpuContext {
   buffer(id: DataId): GPUBuffer;
   /** Byte size of a tensor's data (elements × storage bytes; not the rounded pool size). */
   byteLength(id: DataId): number;
-  /** A new pooled tensor storage of `elements` of `dtype`; returns its id. */
+  /**
+   * A new pooled tensor storage of `elements` of `dtype`; returns its id. The contents are
+   * unspecified (a reused buffer is not zeroed): write every element with GPU commands, not
+   * `queue.writeBuffer` (a queue write would overtake the pending encoder's reads of a reused
+   * buffer; use `scratchFrom` for uploaded data).
+   */
   alloc(elements: number, dtype: DType): DataId;
   /**
    * A pooled scratch buffer (STORAGE | COPY_SRC | COPY_DST) that returns to the pool once the
