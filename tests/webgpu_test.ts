@@ -443,3 +443,40 @@ Deno.test({
     x.dispose();
   },
 });
+
+Deno.test({
+  name: "a device lost outside the backend makes later ops throw DeviceLostError",
+  ...opts,
+  fn: async () => {
+    if (!(await mainGpu())) return;
+    const b = await webgpu();
+    const t = tensor([1, 2, 3], { backend: b });
+    b.device.destroy();
+    await b.device.lost;
+    await new Promise((r) => setTimeout(r, 0));
+    assert(b.lost);
+    throws(() => exp(t), DeviceLostError);
+    await rejects(t.data(), DeviceLostError);
+  },
+});
+
+Deno.test({
+  name: "no adapter: BackendUnavailableError says why and how to get one",
+  ...opts,
+  fn: async () => {
+    const url = new URL("../backends/webgpu/webgpu_backend.ts", import.meta.url).href;
+    const code = `const { webgpu } = await import(${JSON.stringify(url)});
+      try { await webgpu(); console.log("created"); }
+      catch (e) { console.log(e.name + ": " + e.message); }`;
+    const { stdout } = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--no-check", code],
+      // An unknown backend name makes requestAdapter() return null.
+      env: { DENO_WEBGPU_BACKEND: "no-such-backend", RUST_BACKTRACE: "0", NO_COLOR: "1" },
+      stderr: "null",
+    }).output();
+    const out = new TextDecoder().decode(stdout);
+    assert(/^BackendUnavailableError: /.test(out), out);
+    assert(/requestAdapter\(\) returned null/.test(out), out);
+    assert(/no-such-backend/.test(out) && /mesa-vulkan-drivers/.test(out), out);
+  },
+});

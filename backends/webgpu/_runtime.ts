@@ -103,7 +103,7 @@ export class GpuRuntime implements GpuContext {
     this.features = features;
     this.limits = device.limits;
     this.description = description;
-    // Keep at most a quarter of the largest buffer (and ≤ 1 GiB) idle.
+    // Idle buffers kept for reuse: up to the largest buffer, within [64 MiB, 1 GiB].
     this.#pool = new BufferPool(Math.min(2 ** 30, Math.max(2 ** 26, device.limits.maxBufferSize)));
     device.lost.then((info) => {
       this.#lost ??= info.message || `device lost (${info.reason})`;
