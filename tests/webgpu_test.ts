@@ -16,6 +16,7 @@ import { max, sum } from "../ops/reduce.ts";
 import { softmax } from "../ops/softmax.ts";
 import { transpose } from "../ops/transpose.ts";
 import { exp, log, neg } from "../ops/unary.ts";
+import { where } from "../ops/where.ts";
 import { tensor } from "../tensor/creation.ts";
 import { type DType, epsilon } from "../tensor/dtype.ts";
 import { DeviceLostError, LeanattnError, LimitError } from "../tensor/errors.ts";
@@ -134,6 +135,15 @@ function cases(shape: number[], seed: number, pick: number): Case[] {
       run: ([a]) => sum(a, axis),
       length: len,
       scale: maxAbs(x.values) * len,
+    },
+    {
+      name: "where",
+      // About half the conditions are exactly 0, a few NaN (which counts as true).
+      inputs: [input(shape, seed + 2, (v) => (v > 0 ? v : v < -1.5 ? NaN : 0)), x, y],
+      run: ([c, a, b]) => where(c, a, b),
+      length: 1,
+      scale: 0,
+      exact: true,
     },
     { name: `max axis ${axis}`, inputs: [x], run: ([a]) => max(a, axis), length: 1, scale: 0 },
     {
