@@ -155,6 +155,7 @@ class ProbeContext implements GpuContext {
   pipeline(key: string, wgsl: () => string, entryPoint = "main"): GPUComputePipeline {
     let p = this.#pipes.get(key);
     if (!p) {
+      if (Deno.env.get("PROBE_KEYS")) console.log(`pipeline ${key}`);
       const code = wgsl();
       this.device.pushErrorScope("validation");
       const module = this.device.createShaderModule({ code });
@@ -282,6 +283,9 @@ interface Case {
   qBlocks: number;
   kernel?: "sg" | "generic";
   L?: number;
+  pf?: boolean;
+  bf?: boolean;
+  rot?: boolean;
 }
 
 function drawCase(r: () => number, i: number): Case {
@@ -312,6 +316,10 @@ function drawCase(r: () => number, i: number): Case {
     numSplits: pick([1, 2, 5]),
     qBlocks: Sq > 1 ? pick([1, 2, 3]) : 1,
     kernel: i % 3 === 0 ? "generic" : undefined,
+    L: pick([undefined, undefined, 4, 8, 16, 32]),
+    pf: r() < 0.5,
+    bf: r() < 0.6,
+    rot: r() < 0.5,
   };
 }
 
@@ -360,7 +368,7 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
     kvLens: Int32Array.from(c.kvLens),
     schedule,
   };
-  const tuning: AttentionTuning = { kernel: c.kernel, L: c.L };
+  const tuning: AttentionTuning = { kernel: c.kernel, L: c.L, pf: c.pf, bf: c.bf, rot: c.rot };
   const res = webgpuAttentionTuned(ctx, q, k, v, params, tuning);
   const out = await ctx.read(res.out);
   const lse = await ctx.read(res.lse);
@@ -600,14 +608,27 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
     : [[1, 32, 32], [1, 64, 64], [4, 32, 32], [16, 32, 32], [1, 32, 8], [4, 32, 8], [16, 32, 8]];
   const Ns = quick ? [4096, 16384] : [4096, 16384, 65536];
   const maxBind = ctx.limits.maxStorageBufferBindingSize;
+  const fits = (B: number, Hkv: number, N: number) =>
+    B * Hkv * N * D * 2 <= Math.min(maxBind, 1.2e9);
   const cu = computeUnits(ctx);
   const vi = args.indexOf("--variants");
   let variants: Variant[] = [
-    { name: "lean g4 U4", algo: "lean", tuning: {}, gridPerCu: 4, tileSize: 256 },
-    { name: "lean g8 U4", algo: "lean", tuning: {}, gridPerCu: 8, tileSize: 256 },
-    { name: "lean g2 U4", algo: "lean", tuning: {}, gridPerCu: 2, tileSize: 256 },
-    { name: "lean g4 U2", algo: "lean", tuning: { U: 2 }, gridPerCu: 4, tileSize: 256 },
-    { name: "lean g4 wg128", algo: "lean", tuning: { wg: 128 }, gridPerCu: 8, tileSize: 256 },
+    { name: "g2", algo: "lean", tuning: {}, gridPerCu: 2, tileSize: 256 },
+    { name: "rot g2", algo: "lean", tuning: { rot: true }, gridPerCu: 2, tileSize: 256 },
+    { name: "pf g2", algo: "lean", tuning: { pf: true }, gridPerCu: 2, tileSize: 256 },
+    { name: "g2 t64", algo: "lean", tuning: {}, gridPerCu: 2, tileSize: 64 },
+    { name: "g3", algo: "lean", tuning: {}, gridPerCu: 3, tileSize: 256 },
+    { name: "g4", algo: "lean", tuning: {}, gridPerCu: 4, tileSize: 256 },
+    { name: "wg128 g4", algo: "lean", tuning: { wg: 128 }, gridPerCu: 4, tileSize: 256 },
+    {
+      name: "rot wg128 g4",
+      algo: "lean",
+      tuning: { wg: 128, rot: true },
+      gridPerCu: 4,
+      tileSize: 256,
+    },
+    { name: "U4 g2", algo: "lean", tuning: { U: 4 }, gridPerCu: 2, tileSize: 256 },
+    { name: "v1 g2", algo: "lean", tuning: { bf: false, U: 4 }, gridPerCu: 2, tileSize: 256 },
     { name: "flash", algo: "flash", tuning: {}, tileSize: 128 },
   ];
   if (vi >= 0) {
@@ -618,21 +639,26 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
   const rows: Record<string, unknown>[] = [];
   const read = ctx.pipeline("probe-read", () => READ);
   for (const [B, Hq, Hkv] of shapes) {
-    for (const N of Ns) {
+    const list = Ns.filter((N) => fits(B, Hkv, N));
+    if (!list.some((N) => N >= 16384) && fits(B, Hkv, 8192)) list.push(8192);
+    for (const N of list) {
       const elems = B * Hkv * N * D;
-      if (elems * 2 > maxBind || elems * 2 > 1.2e9) continue;
       const k = fillF16(ctx, elems, 1);
       const v = fillF16(ctx, elems, 2);
       const q = fillF16(ctx, B * Hq * D, 3);
       const bytes = 2 * elems * 2;
       // Ceiling: a streaming read of the same K and V bytes.
-      const sink = ctx.scratch(16);
-      const readOnce = () =>
-        ctx.dispatch(read, [ctx.buffer(k), ctx.buffer(v), sink], [cu * 8], "read");
-      readOnce();
-      ctx.startTiming(reps);
-      for (let i = 0; i < reps; i++) readOnce();
-      const ceilNs = median(await ctx.stopTiming());
+      const sinkId = ctx.alloc(4, "float32");
+      const sink = ctx.buffer(sinkId);
+      let ceilNs = Infinity;
+      for (const per of [8, 32]) {
+        const readOnce = () =>
+          ctx.dispatch(read, [ctx.buffer(k), ctx.buffer(v), sink], [cu * per], "read");
+        readOnce();
+        ctx.startTiming(reps);
+        for (let i = 0; i < reps; i++) readOnce();
+        ceilNs = Math.min(ceilNs, median(await ctx.stopTiming()));
+      }
       const row: Record<string, unknown> = {
         B,
         Hq,
@@ -670,21 +696,24 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
         const passes = await ctx.stopTiming();
         // Sum the passes of each call (main + reduce).
         const per: number[] = [];
+        const red: number[] = [];
         let acc = 0;
         ctx.labels.forEach((l, i) => {
           acc += passes[i];
+          if (l === "attention-reduce") red.push(passes[i]);
           if (l !== "attention-reduce" && ctx.labels[i + 1] === "attention-reduce") return;
           per.push(acc);
           acc = 0;
         });
         for (const id of outs) ctx.release(id);
         const t = median(per);
+        if (red.length) row[vr.name + " red"] = +(median(red) / 1e3).toFixed(1);
         row[vr.name] = +(t / 1e3).toFixed(1);
         row[vr.name + " %"] = Math.round((100 * ceilNs) / t);
       }
       rows.push(row);
       console.log(JSON.stringify(row));
-      for (const id of [k, v, q]) ctx.release(id);
+      for (const id of [k, v, q, sinkId]) ctx.release(id);
     }
   }
   if (jsonPath) {

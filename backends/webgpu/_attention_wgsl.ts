@@ -57,6 +57,7 @@ export const META = {
   mainNx: 20,
   partOOff: 21,
   reduceNx: 22,
+  reduceChunks: 23,
   size: 24,
 } as const;
 
@@ -110,11 +111,17 @@ export interface SgConfig {
   U: number;
   /** Subgroup states merged per round in workgroup memory. */
   nsMax: number;
+  /** Load the next batch of keys before the math of this one (register double-buffering). */
+  pf: boolean;
+  /** Butterfly reduction of the dot products (U·R must be a power of two). */
+  bf: boolean;
+  /** Rotated loop: the first batch loads before q, each next batch after the math. */
+  rot: boolean;
 }
 
 /** Pipeline cache key of a subgroup kernel. */
 export function sgKey(c: SgConfig): string {
-  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}`;
+  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */
@@ -161,6 +168,21 @@ export function sgWgsl(c: SgConfig): string {
     p(`    let ok${r} = i${r} < Sq;`);
     p(`    let qrow${r} = select(0u, (b * Hq + h * group + ${r}u / rpb) * Sq + i${r}, ok${r});`);
     p(`    let e${r} = select(0u, min(k1, visible(len, Sq, i${r}, causal)), ok${r});`);
+  }
+  p(`    let kend = max(${rows.map((r) => `e${r}`).join(", max(")}, 0u${")".repeat(R)};`);
+  if (c.pf || c.rot) {
+    // The first batch is loaded before q, so its latency overlaps q's. With \`pf\` each batch
+    // then loads the next before its math (two batches of registers); with \`rot\` after it
+    // (the loop rotated: same registers, only the segment start gains). Past the end the
+    // index clamps to the last key, which every lane then reads from cache.
+    p(`    let klast = max(kend, 1u) - 1u;`);
+    for (const u of us) {
+      p(`    let kr0_${u} = (kvRow0 + min(k0 + ${u * S}u + slot, klast)) * ${UPR}u + lane;`);
+      for (const ch of chs) p(`    var nka${u}_${ch} = K[kr0_${u} + ${ch * L}u];`);
+      for (const ch of chs) p(`    var nva${u}_${ch} = V[kr0_${u} + ${ch * L}u];`);
+    }
+  }
+  for (const r of rows) {
     for (const j of js) {
       const base = `qrow${r} * ${D}u + (${v4idx(j)}) * 4u`;
       p(
@@ -171,13 +193,23 @@ export function sgWgsl(c: SgConfig): string {
     p(`    var m${r} = ninf;`);
     p(`    var l${r} = 0.0;`);
   }
-  p(`    let kend = max(${rows.map((r) => `e${r}`).join(", max(")}, 0u${")".repeat(R)};`);
   p(`    for (var base = k0; base < kend; base += ${S * U}u) {`);
   for (const u of us) {
     p(`      let key${u} = base + ${u * S}u + slot;`);
-    p(`      let kr${u} = (kvRow0 + min(key${u}, kend - 1u)) * ${UPR}u + lane;`);
-    for (const ch of chs) p(`      let ka${u}_${ch} = K[kr${u} + ${ch * L}u];`);
-    for (const ch of chs) p(`      let va${u}_${ch} = V[kr${u} + ${ch * L}u];`);
+    if (c.rot) {
+      for (const ch of chs) p(`      let ka${u}_${ch} = nka${u}_${ch};`);
+      for (const ch of chs) p(`      let va${u}_${ch} = nva${u}_${ch};`);
+    } else if (c.pf) {
+      for (const ch of chs) p(`      let ka${u}_${ch} = nka${u}_${ch};`);
+      for (const ch of chs) p(`      let va${u}_${ch} = nva${u}_${ch};`);
+      p(`      let kn${u} = (kvRow0 + min(key${u} + ${S * U}u, klast)) * ${UPR}u + lane;`);
+      for (const ch of chs) p(`      nka${u}_${ch} = K[kn${u} + ${ch * L}u];`);
+      for (const ch of chs) p(`      nva${u}_${ch} = V[kn${u} + ${ch * L}u];`);
+    } else {
+      p(`      let kr${u} = (kvRow0 + min(key${u}, kend - 1u)) * ${UPR}u + lane;`);
+      for (const ch of chs) p(`      let ka${u}_${ch} = K[kr${u} + ${ch * L}u];`);
+      for (const ch of chs) p(`      let va${u}_${ch} = V[kr${u} + ${ch * L}u];`);
+    }
   }
   for (const u of us) {
     const kf = chs.flatMap((ch) => unpack(`ka${u}_${ch}`));
@@ -186,25 +218,88 @@ export function sgWgsl(c: SgConfig): string {
       p(`      var s${u}_${r} = ${js.map((j) => `dot(q${r}_${j}, kf${u}_${j})`).join(" + ")};`);
     }
   }
-  for (let off = 1; off < L; off *= 2) {
-    for (const u of us) {
-      for (const r of rows) p(`      s${u}_${r} += subgroupShuffleXor(s${u}_${r}, ${off}u);`);
+  const NV = U * R;
+  if (c.bf) {
+    // Butterfly: the U·R partial dot products of a slot are reduced together, each xor step
+    // halving the values a lane carries, so a lane ends with whole scores for NV/L of them
+    // (or one, shared by L/NV lanes) — NV − 1 shuffles instead of NV·log2 L, and one exp per
+    // value instead of one per lane.
+    let cur = us.flatMap((u) => rows.map((r) => `s${u}_${r}`));
+    const halves: { off: number; half: number }[] = [];
+    let step = 0;
+    for (let off = L / 2; off >= 1; off /= 2, step++) {
+      if (cur.length === 1) {
+        p(`      ${cur[0]} += subgroupShuffleXor(${cur[0]}, ${off}u);`);
+        continue;
+      }
+      const half = cur.length / 2;
+      p(`      let up${step} = (lane & ${off}u) != 0u;`);
+      const next: string[] = [];
+      for (let i = 0; i < half; i++) {
+        const nm = `b${step}_${i}`;
+        p(
+          `      var ${nm} = select(${cur[i]}, ${
+            cur[i + half]
+          }, up${step}) + subgroupShuffleXor(select(${cur[i + half]}, ${
+            cur[i]
+          }, up${step}), ${off}u);`,
+        );
+        next.push(nm);
+      }
+      halves.push({ off: step, half });
+      cur = next;
     }
-  }
-  for (const u of us) {
-    for (const r of rows) p(`      s${u}_${r} = select(ninf, s${u}_${r}, key${u} < e${r});`);
+    const cf = cur.length; // values per lane
+    const idxBase = halves.map((h) => `select(0u, ${h.half}u, up${h.off})`).join(" + ") || "0u";
+    p(`      let vb = ${idxBase};`);
+    cur.forEach((x, j) => {
+      p(`      let vi${j} = vb + ${j}u;`);
+      p(`      let vr${j} = vi${j} % ${R}u;`);
+      p(`      let vk${j} = base + (vi${j} / ${R}u) * ${S}u + slot;`);
+      const e = rows.slice(1).reduce((acc, r) => `select(${acc}, e${r}, vr${j} == ${r}u)`, "e0");
+      p(`      let sv${j} = select(ninf, ${x}, vk${j} < ${e});`);
+    });
+    for (const r of rows) {
+      const cand = cur.map((_, j) => `select(ninf, sv${j}, vr${j} == ${r}u)`);
+      const cm = cand.reduce((acc, x) => `max(${acc}, ${x})`);
+      p(`      let mn${r} = max(m${r}, subgroupMax(${cm}));`);
+      p(`      let al${r} = select(0.0, exp(m${r} - mn${r}), m${r} != ninf);`);
+    }
+    cur.forEach((_, j) => {
+      const mn = rows.slice(1).reduce((acc, r) => `select(${acc}, mn${r}, vr${j} == ${r}u)`, "mn0");
+      p(`      let pe${j} = select(0.0, exp(sv${j} - ${mn}), sv${j} != ninf);`);
+    });
+    p(`      let slot0 = sgi - lane;`);
+    for (const u of us) {
+      for (const r of rows) {
+        const v = u * R + r;
+        const holder = cf > 1 ? Math.floor(v / cf) : v * (L / NV);
+        p(`      let p${u}_${r} = subgroupShuffle(pe${v % cf}, slot0 + ${holder}u);`);
+      }
+    }
+  } else {
+    for (let off = 1; off < L; off *= 2) {
+      for (const u of us) {
+        for (const r of rows) p(`      s${u}_${r} += subgroupShuffleXor(s${u}_${r}, ${off}u);`);
+      }
+    }
+    for (const u of us) {
+      for (const r of rows) p(`      s${u}_${r} = select(ninf, s${u}_${r}, key${u} < e${r});`);
+    }
+    for (const r of rows) {
+      const cm = us.map((u) => `s${u}_${r}`).reduce((a, x) => `max(${a}, ${x})`);
+      p(`      let mn${r} = max(m${r}, subgroupMax(${cm}));`);
+      p(`      let al${r} = select(0.0, exp(m${r} - mn${r}), m${r} != ninf);`);
+      for (const u of us) {
+        p(`      let p${u}_${r} = select(0.0, exp(s${u}_${r} - mn${r}), s${u}_${r} != ninf);`);
+      }
+    }
   }
   for (const u of us) {
     const vf = chs.flatMap((ch) => unpack(`va${u}_${ch}`));
     vf.forEach((x, j) => p(`      let vf${u}_${j} = ${x};`));
   }
   for (const r of rows) {
-    const cm = us.map((u) => `s${u}_${r}`).reduce((a, x) => `max(${a}, ${x})`);
-    p(`      let mn${r} = max(m${r}, subgroupMax(${cm}));`);
-    p(`      let al${r} = select(0.0, exp(m${r} - mn${r}), m${r} != ninf);`);
-    for (const u of us) {
-      p(`      let p${u}_${r} = select(0.0, exp(s${u}_${r} - mn${r}), s${u}_${r} != ninf);`);
-    }
     p(`      l${r} = l${r} * al${r} + ${us.map((u) => `p${u}_${r}`).join(" + ")};`);
     for (const j of js) {
       p(
@@ -214,6 +309,15 @@ export function sgWgsl(c: SgConfig): string {
       );
     }
     p(`      m${r} = mn${r};`);
+  }
+  if (c.rot) {
+    for (const u of us) {
+      p(`      let kn${u} = (kvRow0 + min(base + ${
+        S * U + u * S
+      }u + slot, klast)) * ${UPR}u + lane;`);
+      for (const ch of chs) p(`      nka${u}_${ch} = K[kn${u} + ${ch * L}u];`);
+      for (const ch of chs) p(`      nva${u}_${ch} = V[kn${u} + ${ch * L}u];`);
+    }
   }
   p(`    }`);
   // Sum the slots of a subgroup (they share the max).
@@ -448,10 +552,31 @@ ${each(D, (d) => `          PART[pb + ${d}u] = o[${d}];`)}
 }
 
 /** Threads per workgroup of the reduce kernel. */
-export const REDUCE_WG = 128;
+export const REDUCE_WG = 256;
 
-/** WGSL of the reduce kernel (one workgroup per cut or empty unit). */
+/** Partials whose loads the reduce kernel issues together. */
+const REDUCE_UNROLL = 16;
+
+/**
+ * WGSL of the reduce kernel: one workgroup per (cut or empty unit, chunk of `REDUCE_WG` state
+ * elements). Each element folds its partials strictly in the listed order with the pairwise
+ * merge; the loads of up to 16 partials are issued before their fold, so a unit cut into many
+ * pieces costs a few memory round trips rather than one per piece.
+ */
 export function reduceWgsl(D: number, q: Elem): string {
+  const U = REDUCE_UNROLL;
+  const ks = [...Array(U).keys()];
+  const fold = (j: number | "") => `
+    {
+      let mN = max(m, mb${j});
+      if (mN != ninf) {
+        let al = select(0.0, exp(m - mN), m != ninf);
+        let be = select(0.0, exp(mb${j} - mN), mb${j} != ninf);
+        l = al * l + be * lb${j};
+        o = al * o + be * ob${j};
+        m = mN;
+      }
+    }`;
   return `${q === "f16" ? "enable f16;" : ""}
 // attention, reduce of cut units: D${D} q${q}
 @group(0) @binding(0) var<storage, read> mt: array<u32>;
@@ -460,9 +585,13 @@ export function reduceWgsl(D: number, q: Elem): string {
 @group(0) @binding(3) var<storage, read> PART: array<f32>;
 @compute @workgroup_size(${REDUCE_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let it = wid.x + wid.y * mt[${META.reduceNx}];
+  let wgi = wid.x + wid.y * mt[${META.reduceNx}];
+  let chunks = mt[${META.reduceChunks}];
+  let it = wgi / chunks;
   if (it >= mt[${META.numItems}]) { return; }
   ${sizes()}
+  let x = (wgi % chunks) * ${REDUCE_WG}u + tid;
+  if (x >= R * ${D}u) { return; }
   let ib = mt[${META.itemsOff}] + it * 3u;
   let unit = mt[ib];
   let first = mt[ib + 1u];
@@ -470,29 +599,35 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let qb = unit % qBlocks;
   let h = (unit / qBlocks) % Hkv;
   let b = unit / qBlocks / Hkv;
-  for (var x = tid; x < R * ${D}u; x += ${REDUCE_WG}u) {
-    let r = x / ${D}u;
-    let d = x % ${D}u;
-    let i = qb * rpb + r % rpb;
-    if (i >= Sq) { continue; }
-    let row = (b * Hq + h * group + r / rpb) * Sq + i;
-    var m = ninf;
-    var l = 0.0;
-    var o = 0.0;
-    for (var k = 0u; k < count; k++) {
-      let pr = mt[first + k] * R + r;
-      let mB = PART[pr * 2u];
-      let mN = max(m, mB);
-      if (mN == ninf) { continue; }
-      let al = select(0.0, exp(m - mN), m != ninf);
-      let be = select(0.0, exp(mB - mN), mB != ninf);
-      l = al * l + be * PART[pr * 2u + 1u];
-      o = al * o + be * PART[partOOff + pr * ${D}u + d];
-      m = mN;
-    }
-    O[row * ${D}u + d] = ${q}(select(0.0, o / l, l != 0.0));
-    if (d == 0u) { LSE[row] = select(ninf, m + log(l), l != 0.0); }
+  let r = x / ${D}u;
+  let d = x % ${D}u;
+  let i = qb * rpb + r % rpb;
+  if (i >= Sq) { return; }
+  let row = (b * Hq + h * group + r / rpb) * Sq + i;
+  var m = ninf;
+  var l = 0.0;
+  var o = 0.0;
+  var k = 0u;
+  while (k < count) {
+    let last = count - 1u;
+${ks.map((j) => `    let p${j} = mt[first + min(k + ${j}u, last)] * R + r;`).join("\n")}
+${
+    ks.map((j) =>
+      `    let mb${j} = PART[p${j} * 2u];
+    let lb${j} = PART[p${j} * 2u + 1u];
+    let ob${j} = PART[partOOff + p${j} * ${D}u + d];`
+    ).join("\n")
   }
+${
+    ks.map((j) =>
+      `    if (k + ${j}u < count) {${fold(j)}
+    }`
+    ).join("\n")
+  }
+    k += ${U}u;
+  }
+  O[row * ${D}u + d] = ${q}(select(0.0, o / l, l != 0.0));
+  if (d == 0u) { LSE[row] = select(ninf, m + log(l), l != 0.0); }
 }
 `;
 }

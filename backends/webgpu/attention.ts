@@ -25,6 +25,7 @@ import {
   mergeKey,
   mergeWgsl,
   META,
+  REDUCE_WG,
   reduceWgsl,
   type SgConfig,
   sgKey,
@@ -37,10 +38,16 @@ export interface AttentionTuning {
   kernel?: "sg" | "generic";
   /** Threads per workgroup of the subgroup kernel (default 256). */
   wg?: number;
-  /** Lanes per key of the subgroup kernel (default 8; larger needs subgroups that wide). */
+  /** Lanes per key of the subgroup kernel (4–32, at most the subgroup size; default by rows). */
   L?: number;
   /** Keys per slot per iteration of the subgroup kernel (default 4, 2 for many rows). */
   U?: number;
+  /** Prefetch the next batch of keys before the current batch's math (default off). */
+  pf?: boolean;
+  /** Butterfly reduction of the dot products (default on where U·rows is a power of two). */
+  bf?: boolean;
+  /** Rotated key loop: first loads before q (default off). */
+  rot?: boolean;
 }
 
 const NEG_INF_BITS = 0xff800000;
@@ -104,7 +111,7 @@ interface Geometry {
 function buildMeta(
   g: Geometry,
   params: AttentionParams,
-  nx: { main: number; reduce: number },
+  nx: { main: number; reduce: number; chunks: number },
 ): { meta: Uint32Array; items: number } {
   const s: LeanSchedule = params.schedule;
   const W = s.workers.length;
@@ -144,6 +151,7 @@ function buildMeta(
   meta[META.mainNx] = nx.main;
   meta[META.partOOff] = s.numPartials * g.unitRows * 2;
   meta[META.reduceNx] = nx.reduce;
+  meta[META.reduceChunks] = nx.chunks;
   for (let b = 0; b < g.B; b++) meta[kvLensOff + b] = params.kvLens[b];
   let seg = 0;
   for (let w = 0; w < W; w++) {
@@ -193,9 +201,16 @@ function sgConfig(
   if (tuning.kernel === "generic" || !ctx.features.subgroups) return null;
   const wg = tuning.wg ?? 256;
   const minSg = subgroupMinSize(ctx) ?? 8;
-  const L = tuning.L ?? 8;
-  if (L > minSg || minSg < 8 || wg % minSg !== 0) return null;
+  if (minSg < 8 || wg % minSg !== 0) return null;
   const R = g.unitRows;
+  // Lanes per key: the fewest (fewer shuffles, more keys in flight) that keep q and the
+  // running output within 32 registers each per lane; at most the subgroup size.
+  let L = tuning.L ?? 0;
+  if (!L) {
+    L = 8;
+    while (L < minSg && (R * g.D) / L > 32) L *= 2;
+  }
+  if (L > minSg || L < 4 || (L & (L - 1)) !== 0) return null;
   const E = g.D / L;
   if (g.D % (4 * L) !== 0 || E % 4 !== 0) return null;
   // Registers: q and the running output, E floats each per row.
@@ -206,8 +221,14 @@ function sgConfig(
   const room = ctx.limits.maxComputeWorkgroupStorageSize - mlBytes;
   const nsMax = Math.min(Math.floor(room / stateBytes), wg / minSg, 8);
   if (nsMax < 1) return null;
-  const U = tuning.U ?? (R * E > 32 ? 2 : 4);
-  return { D: g.D, R, kv, q, wg, L, U, nsMax };
+  // Keys per slot per iteration: as many as keep the K/V registers of a batch ≤ 64 per lane
+  // (more bytes in flight), at most 8.
+  const loadRegs = kv === "f16" ? E : 2 * E;
+  const U = tuning.U ?? Math.max(1, Math.min(8, Math.floor(64 / loadRegs)));
+  const pow2 = (n: number) => (n & (n - 1)) === 0;
+  const bf = (tuning.bf ?? true) && pow2(U * R);
+  const rot = (tuning.rot ?? false) && !tuning.pf;
+  return { D: g.D, R, kv, q, wg, L, U, nsMax, pf: tuning.pf ?? false, bf, rot };
 }
 
 /** Keys the generic kernel stages at a time (its workgroup memory holds K and V as f32). */
@@ -266,8 +287,9 @@ export function webgpuAttentionTuned(
   let items = s.cuts.length;
   for (const u of s.units) if (u.tiles === 0) items++;
   const mainGrid = grid2d(ctx, W);
-  const reduceGrid = grid2d(ctx, items);
-  const { meta } = buildMeta(g, params, { main: mainGrid[0], reduce: reduceGrid[0] });
+  const chunks = Math.ceil((g.unitRows * D) / REDUCE_WG);
+  const reduceGrid = grid2d(ctx, items * chunks);
+  const { meta } = buildMeta(g, params, { main: mainGrid[0], reduce: reduceGrid[0], chunks });
   const metaBuf = ctx.scratchFrom(meta);
   const part = ctx.scratch(partBytes);
   const outBuf = ctx.buffer(out);
