@@ -2,6 +2,12 @@
  * The oracle: attention in float64, written plainly, from the same (rounded) inputs the
  * library sees. Semantics: keys ≥ kvLens[b] ignored; causal bottom-right (query i sees keys
  * < len − Sq + i + 1); a row with no visible keys gives out = 0, lse = −∞.
+ *
+ * Non-finite inputs follow IEEE arithmetic over the visible keys only (hidden keys are never
+ * read): a NaN score or a +∞ score (∞ − ∞) makes the row NaN; a −∞ score is a key of weight 0;
+ * NaN/±∞ in a visible value row reach only the matching output column. One convention on
+ * top of IEEE, the one the online softmax's merge identity implies: a row whose visible
+ * scores are all −∞ is a row with no keys (out = 0, lse = −∞), not `−∞ − (−∞) = NaN`.
  */
 export interface RefInput {
   q: ArrayLike<number>;
@@ -45,6 +51,10 @@ export function referenceAttention(p: RefInput): { out: Float64Array; lse: Float
           for (let d = 0; d < D; d++) dot += p.q[qo + d] * p.k[ko + d];
           s[j] = scale * dot;
           if (s[j] > m || Number.isNaN(s[j])) m = Number.isNaN(m) ? m : s[j];
+        }
+        if (m === -Infinity) {
+          lse[row] = -Infinity; // every visible score −∞: the merge identity, as if no keys
+          continue;
         }
         let l = 0;
         for (let j = 0; j < visible; j++) {
