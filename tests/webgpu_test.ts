@@ -170,7 +170,8 @@ const matmulCase = fc.record({
   dropB: fc.boolean(),
   // Both above 16 selects the 64×64-tile kernel, either at most 16 the 16×16 one.
   M: fc.oneof(fc.integer({ min: 1, max: 16 }), fc.integer({ min: 17, max: 70 })),
-  K: fc.integer({ min: 0, max: 40 }),
+  // K ≥ 512 with few output tiles takes the split-K path (partials summed in order).
+  K: fc.oneof(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 512, max: 2000 })),
   N: fc.oneof(fc.integer({ min: 1, max: 16 }), fc.integer({ min: 17, max: 70 })),
   tA: fc.boolean(),
   tB: fc.boolean(),
@@ -200,7 +201,7 @@ for (const dtype of ["float32", "float16"] as const) {
 
   Deno.test({
     name:
-      `matmul (batched, broadcast, transposed, K not a tile multiple) agrees with the CPU (${dtype})`,
+      `matmul (batched, broadcast, transposed, K not a tile multiple, split K) agrees with the CPU (${dtype})`,
     ...opts,
     fn: async () => {
       for (const gpu of await gpus()) {

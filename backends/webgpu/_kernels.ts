@@ -15,6 +15,25 @@ import { BUILTINS, declare, declareParams, grid, header, store, WG_INDEX } from 
 
 /** Threads per workgroup of the elementwise kernels. */
 const WG = 256;
+/** Elements per thread of the elementwise kernels (more bytes in flight per thread). */
+const PER = 4;
+/** Elements per workgroup of the elementwise kernels. */
+const WG_ELEMS = WG * PER;
+
+/**
+ * Entry point of the elementwise kernels: thread `lid` of workgroup `w` takes elements
+ * `w·WG·PER + lid + WG·j` (each load instruction stays coalesced), calling `elem(i)`.
+ */
+const ELEMENTWISE_MAIN = `@compute @workgroup_size(${WG})
+fn main(${BUILTINS}) {
+  let base = ${WG_INDEX} * ${WG_ELEMS}u + lid;
+  for (var j = 0u; j < ${PER}u; j++) {
+    let i = base + j * ${WG}u;
+    if (i >= p[0]) { return; }
+    elem(i);
+  }
+}`;
+
 /** Threads per workgroup of the row reductions. */
 const RW = 64;
 
@@ -74,17 +93,15 @@ export function unaryKernel(
 ${declare(ctx, 0, "x", x.dtype, "read")}
 ${declare(ctx, 1, "y", outDType, "read_write")}
 ${declareParams(2)}
-@compute @workgroup_size(${WG})
-fn main(${BUILTINS}) {
-  let i = ${WG_INDEX} * ${WG}u + lid;
-  if (i >= p[0]) { return; }
+${ELEMENTWISE_MAIN}
+fn elem(i: u32) {
   let v = f32(x[i]);
   y[i] = ${store(ctx, outDType, UNARY[op])};
 }`);
   ctx.dispatch(
     pipe,
     [ctx.buffer(x.id), ctx.buffer(out), params(ctx, [n])],
-    grid(ctx, Math.ceil(n / WG)),
+    grid(ctx, Math.ceil(n / WG_ELEMS)),
     op === "copy" ? "cast" : op,
   );
   return out;
@@ -144,10 +161,8 @@ ${declare(ctx, 0, "xa", a.dtype, "read")}
 ${declare(ctx, 1, "xb", b.dtype, "read")}
 ${declare(ctx, 2, "y", outDType, "read_write")}
 ${declareParams(3)}
-@compute @workgroup_size(${WG})
-fn main(${BUILTINS}) {
-  let i = ${WG_INDEX} * ${WG}u + lid;
-  if (i >= p[0]) { return; }
+${ELEMENTWISE_MAIN}
+fn elem(i: u32) {
   ${index}
   let a = f32(xa[ia]);
   let b = f32(xb[ib]);
@@ -163,7 +178,7 @@ fn main(${BUILTINS}) {
   ctx.dispatch(
     pipe,
     [ctx.buffer(a.id), ctx.buffer(b.id), ctx.buffer(out), params(ctx, ps)],
-    grid(ctx, Math.ceil(n / WG)),
+    grid(ctx, Math.ceil(n / WG_ELEMS)),
     op,
   );
   return out;
@@ -210,10 +225,8 @@ ${declare(ctx, 1, "xa", a.dtype, "read")}
 ${declare(ctx, 2, "xb", b.dtype, "read")}
 ${declare(ctx, 3, "y", outDType, "read_write")}
 ${declareParams(4)}
-@compute @workgroup_size(${WG})
-fn main(${BUILTINS}) {
-  let i = ${WG_INDEX} * ${WG}u + lid;
-  if (i >= p[0]) { return; }
+${ELEMENTWISE_MAIN}
+fn elem(i: u32) {
   ${index}
   let c = (bitcast<u32>(f32(xc[ic])) & 0x7fffffffu) != 0u;
   var v: f32;
@@ -231,7 +244,7 @@ fn main(${BUILTINS}) {
   ctx.dispatch(
     pipe,
     [ctx.buffer(cond.id), ctx.buffer(a.id), ctx.buffer(b.id), ctx.buffer(out), params(ctx, ps)],
-    grid(ctx, Math.ceil(n / WG)),
+    grid(ctx, Math.ceil(n / WG_ELEMS)),
     "where",
   );
   return out;
@@ -416,6 +429,16 @@ export function matmulKernel(
   const BM = T * R;
   const tilesM = Math.ceil(M / BM);
   const tilesN = Math.ceil(N / BM);
+  const tiles = tilesM * tilesN * batches;
+  // Split K when few output tiles would each walk a long K (p·v of decode attention): each
+  // split writes float32 partials, summed in split order by a second pass (deterministic).
+  let splits = 1;
+  if (tiles < SPLIT_TARGET && K >= 2 * SPLIT_MIN_K) {
+    splits = Math.min(Math.ceil(SPLIT_TARGET / tiles), Math.floor(K / SPLIT_MIN_K));
+  }
+  const chunk = Math.max(BK, Math.ceil(K / splits / BK) * BK);
+  splits = Math.max(1, Math.ceil(K / chunk));
+  const split = splits > 1;
   const aIdx = transposeA ? "k * M + row" : "row * K + k";
   const bIdx = transposeB ? "col * K + k" : "k * N + col";
   // Which index of a staged element varies fastest across threads: the one contiguous in memory.
@@ -441,18 +464,22 @@ export function matmulKernel(
   const writes = ij.map(([i, j]) =>
     `  if (row0 + ly + ${T * i}u < M && col0 + lx + ${T * j}u < N) {
     y[oo + (row0 + ly + ${T * i}u) * N + col0 + lx + ${T * j}u] = ${
-      store(ctx, outDType, `c${i}_${j}`)
+      split ? `c${i}_${j}` : store(ctx, outDType, `c${i}_${j}`)
     };
   }`
   ).join("\n");
-  const key = `matmul:${transposeA ? "t" : "n"}${
-    transposeB ? "t" : "n"
-  }:r${R}:${a.dtype}:${b.dtype}:${outDType}`;
+  const key = `matmul:${transposeA ? "t" : "n"}${transposeB ? "t" : "n"}:r${R}:${
+    split ? "split" : "direct"
+  }:${a.dtype}:${b.dtype}:${outDType}`;
   const pipe = ctx.pipeline(key, () =>
     `${header(ctx, [a.dtype, b.dtype, outDType])}
 ${declare(ctx, 0, "xa", a.dtype, "read")}
 ${declare(ctx, 1, "xb", b.dtype, "read")}
-${declare(ctx, 2, "y", outDType, "read_write")}
+${
+      split
+        ? "@group(0) @binding(2) var<storage, read_write> y: array<f32>;"
+        : declare(ctx, 2, "y", outDType, "read_write")
+    }
 ${declareParams(3)}
 var<workgroup> ta: array<f32, ${BM * (BK + 1)}>;
 var<workgroup> tb: array<f32, ${BK * BM}>;
@@ -465,21 +492,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let K = p[2];
   let tilesM = p[4];
   let tilesN = p[5];
-  let w = ${WG_INDEX};
-  if (w >= tilesM * tilesN * p[3]) { return; }
+  let tiles = tilesM * tilesN * p[3];
+  let w0 = ${WG_INDEX};
+  if (w0 >= tiles * p[7]) { return; }
+  let split = w0 / tiles;
+  let w = w0 % tiles;
+  let kBeg = split * p[6];
+  let kEnd = min(K, kBeg + p[6]);
   let tn = w % tilesN;
   let tm = (w / tilesN) % tilesM;
   let bt = w / (tilesN * tilesM);
   var rem = bt;
-  let r = p[6];
+  let r = p[8];
   var ma = 0u;
   var mb = 0u;
   for (var d = r; d > 0u; d--) {
-    let dim = p[6u + d];
+    let dim = p[8u + d];
     let c = rem % dim;
     rem = rem / dim;
-    ma += c * p[6u + r + d];
-    mb += c * p[6u + 2u * r + d];
+    ma += c * p[8u + r + d];
+    mb += c * p[8u + 2u * r + d];
   }
   let oa = ma * M * K;
   let ob = mb * K * N;
@@ -488,13 +520,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let row0 = tm * ${BM}u;
   let col0 = tn * ${BM}u;
 ${decls}
-  for (var k0 = 0u; k0 < K; k0 += ${BK}u) {
+  for (var k0 = kBeg; k0 < kEnd; k0 += ${BK}u) {
     for (var e = tid; e < ${BM * BK}u; e += ${T * T}u) {
       ${aSplit}
       let row = row0 + rr;
       let k = k0 + kc;
       var v = 0.0;
-      if (row < M && k < K) { v = f32(xa[oa + ${aIdx}]); }
+      if (row < M && k < kEnd) { v = f32(xa[oa + ${aIdx}]); }
       ta[rr * ${BK + 1}u + kc] = v;
     }
     for (var e = tid; e < ${BM * BK}u; e += ${T * T}u) {
@@ -502,7 +534,7 @@ ${decls}
       let col = col0 + c;
       let k = k0 + kr;
       var v = 0.0;
-      if (col < N && k < K) { v = f32(xb[ob + ${bIdx}]); }
+      if (col < N && k < kEnd) { v = f32(xb[ob + ${bIdx}]); }
       tb[kr * ${BM}u + c] = v;
     }
     workgroupBarrier();
@@ -511,18 +543,20 @@ ${inner}
     }
     workgroupBarrier();
   }
-  let oo = bt * M * N;
+  let oo = ${split ? "split * p[3] * M * N + " : ""}bt * M * N;
 ${writes}
 }`);
   const mats = (s: Shape) => s.slice(0, s.length - 2);
   const sa = broadcastStrides(mats(a.shape), batchShape);
   const sb = broadcastStrides(mats(b.shape), batchShape);
+  const total = batches * M * N;
+  const target = split ? ctx.scratch(splits * total * 4) : ctx.buffer(out);
   ctx.dispatch(
     pipe,
     [
       ctx.buffer(a.id),
       ctx.buffer(b.id),
-      ctx.buffer(out),
+      target,
       params(ctx, [
         M,
         N,
@@ -530,16 +564,56 @@ ${writes}
         batches,
         tilesM,
         tilesN,
+        chunk,
+        splits,
         batchShape.length,
         ...batchShape,
         ...sa,
         ...sb,
       ]),
     ],
-    grid(ctx, tilesM * tilesN * batches),
+    grid(ctx, tiles * splits),
     "matmul",
   );
+  if (split) sumSplits(ctx, target, splits, total, out, outDType);
   return out;
+}
+
+/** Output tiles below which a matmul splits K. */
+const SPLIT_TARGET = 2048;
+/** Shortest K range a split gets. */
+const SPLIT_MIN_K = 256;
+
+/** `out[i] = Σ_s part[s·total + i]`, in split order. */
+function sumSplits(
+  ctx: GpuContext,
+  part: GPUBuffer,
+  splits: number,
+  total: number,
+  out: DataId,
+  outDType: DType,
+): void {
+  const key = `matmul-splits:${outDType}`;
+  const pipe = ctx.pipeline(key, () =>
+    `${header(ctx, [outDType])}
+@group(0) @binding(0) var<storage, read> part: array<f32>;
+${declare(ctx, 1, "y", outDType, "read_write")}
+${declareParams(2)}
+@compute @workgroup_size(${WG})
+fn main(${BUILTINS}) {
+  let i = ${WG_INDEX} * ${WG}u + lid;
+  let total = p[0];
+  if (i >= total) { return; }
+  var acc = 0.0;
+  for (var s = 0u; s < p[1]; s++) { acc += part[s * total + i]; }
+  y[i] = ${store(ctx, outDType, "acc")};
+}`);
+  ctx.dispatch(
+    pipe,
+    [part, ctx.buffer(out), params(ctx, [total, splits])],
+    grid(ctx, Math.ceil(total / WG)),
+    "matmul-splits",
+  );
 }
 
 /** Permutes axes: output dim `i` is input dim `perm[i]`. */
@@ -556,10 +630,8 @@ export function transposeKernel(ctx: GpuContext, x: TensorInfo, perm: readonly n
 ${declare(ctx, 0, "x", x.dtype, "read")}
 ${declare(ctx, 1, "y", x.dtype, "read_write")}
 ${declareParams(2)}
-@compute @workgroup_size(${WG})
-fn main(${BUILTINS}) {
-  let i = ${WG_INDEX} * ${WG}u + lid;
-  if (i >= p[0]) { return; }
+${ELEMENTWISE_MAIN}
+fn elem(i: u32) {
   let r = p[1];
   var rem = i;
   var src = 0u;
@@ -577,7 +649,7 @@ fn main(${BUILTINS}) {
       ctx.buffer(out),
       params(ctx, [n, perm.length, ...outShape, ...perm.map((d) => inStrides[d])]),
     ],
-    grid(ctx, Math.ceil(n / WG)),
+    grid(ctx, Math.ceil(n / WG_ELEMS)),
     "transpose",
   );
   return out;
