@@ -153,8 +153,8 @@ export const USAGE = `deno task bench [flags]
   --reps R             timed samples per row (default 20)
   --seed S             seed of the random inputs (default 1)
   --budget S           stop starting cases after S seconds, listing the rest as skipped
-                       (default 400 for the full sweep, 100 with --quick, none otherwise)
-  --torch-budget S     seconds the PyTorch peer may run (default 60, 30 with --quick)
+                       (default 360 for the full sweep, 75 with --quick, none otherwise)
+  --torch-budget S     seconds the PyTorch peer may run (default 100, 25 with --quick)
   --out DIR            results folder (default bench/results)
 `;
 
@@ -179,8 +179,8 @@ export function parseArgs(args: readonly string[]): BenchOptions {
     warmup: 3,
     out: "bench/results",
     seed: 1,
-    budgetS: 400,
-    torchBudgetS: 60,
+    budgetS: 360,
+    torchBudgetS: 100,
   };
   const given = new Map<string, string>();
   for (let i = 0; i < args.length; i++) {
@@ -223,8 +223,8 @@ export function parseArgs(args: readonly string[]): BenchOptions {
   }
   if (given.has("--quick")) {
     o.quick = true;
-    o.budgetS = 100;
-    o.torchBudgetS = 30;
+    o.budgetS = 75;
+    o.torchBudgetS = 25;
     o.dtypes = ["float16"];
     o.ds = [128];
     o.ns = o.cpu ? [4 * K] : [4 * K, 64 * K];

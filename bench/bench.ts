@@ -188,16 +188,16 @@ function fmtMs(x: number | null | undefined): string {
 }
 
 async function main(): Promise<number> {
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    console.log(USAGE);
+    return 0;
+  }
   let opts;
   try {
     opts = parseArgs(Deno.args);
   } catch (e) {
     console.error(msg(e));
     return 2;
-  }
-  if (Deno.args.includes("--help")) {
-    console.log(USAGE);
-    return 0;
   }
   if (opts.cpu) {
     const { runCpuBench } = await import("./_cpu_bench.ts");

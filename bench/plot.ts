@@ -86,7 +86,7 @@ export function renderPlot(res: Results): string {
   const styles = [
     ...new Set(res.rows.map((r) => `D${r.D} ${r.dtype === "float16" ? "f16" : "f32"}`)),
   ];
-  const W = 460, H = 300, M = { l: 56, r: 16, t: 34, b: 44 };
+  const W = 460, H = 300, M = { l: 66, r: 16, t: 34, b: 44 };
   const cols = Math.min(2, Math.max(1, panels.length));
   const legendH = 24 + 18 * Math.ceil((heads.length + styles.length) / 3);
   const totalW = cols * W;
@@ -153,7 +153,7 @@ export function renderPlot(res: Results): string {
     }
     out.push(
       `<text x="${x0 + M.l + pw / 2}" y="${y0 + H - 10}" text-anchor="middle">N (keys)</text>`,
-      `<text transform="translate(${x0 + 14} ${y0 + M.t + ph / 2}) rotate(-90)" ` +
+      `<text transform="translate(${x0 + 12} ${y0 + M.t + ph / 2}) rotate(-90)" ` +
         `text-anchor="middle">${esc(`time ${p.other} / time lean`)}</text>`,
     );
     for (const [key, line] of p.lines) {
