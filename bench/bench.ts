@@ -204,7 +204,13 @@ async function main(): Promise<number> {
     return await runCpuBench(opts);
   }
   const t0 = performance.now();
-  const gpu = await webgpu();
+  let gpu: WebGpuBackend;
+  try {
+    gpu = await webgpu();
+  } catch (e) {
+    console.error(`no WebGPU backend: ${msg(e)}\n(use --cpu to benchmark the CPU backend)`);
+    return 2;
+  }
   const dev = gpu.ctx.device;
   const lim = dev.limits;
   console.log(
@@ -249,12 +255,20 @@ async function main(): Promise<number> {
       console.log(`${head} | skipped: ${skip}`);
       continue;
     }
-    const q = inputs.make([c.B, c.Hq, 1, c.D], c, "q");
-    const k = inputs.make([c.B, c.Hkv, c.N, c.D], c, "k");
-    const v = inputs.make([c.B, c.Hkv, c.N, c.D], c, "v");
     const bytes = readBytes(c);
     const parts: string[] = [];
+    const rowsBefore = rows.length;
+    const made: Tensor[] = [];
     try {
+      const [q, k, v] = (["q", "k", "v"] as const).map((which) => {
+        const t = inputs.make(
+          which === "q" ? [c.B, c.Hq, 1, c.D] : [c.B, c.Hkv, c.N, c.D],
+          c,
+          which,
+        );
+        made.push(t);
+        return t;
+      });
       let ceiling = ceilings.get(bytes);
       if (!ceiling) {
         ceiling = await measureCeiling(dev, [
@@ -371,10 +385,24 @@ async function main(): Promise<number> {
           ((performance.now() - t0) / 1000).toFixed(0)
         } s`,
       );
+    } catch (e) {
+      // The ceiling or the flash reference failed: every row of the case not yet written fails.
+      failures++;
+      const done = new Set(rows.slice(rowsBefore).map((r) => r.algo));
+      for (const algo of [...own, ...(wantOrt ? ["ort-webgpu" as const] : [])]) {
+        if (done.has(algo)) continue;
+        rows.push({
+          algo,
+          ...shape,
+          gpuMs: null,
+          wallMs: null,
+          effGBs: null,
+          error: `case failed: ${msg(e)}`,
+        });
+      }
+      console.log(`${head} | FAILED: ${msg(e)}`);
     } finally {
-      q.dispose();
-      k.dispose();
-      v.dispose();
+      for (const t of made) t.dispose();
     }
   }
   inputs.dispose();
