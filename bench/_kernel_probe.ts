@@ -650,15 +650,19 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
       // Ceiling: a streaming read of the same K and V bytes.
       const sinkId = ctx.alloc(4, "float32");
       const sink = ctx.buffer(sinkId);
-      let ceilNs = Infinity;
-      for (const per of [8, 32]) {
-        const readOnce = () =>
-          ctx.dispatch(read, [ctx.buffer(k), ctx.buffer(v), sink], [cu * per], "read");
-        readOnce();
-        ctx.startTiming(reps);
-        for (let i = 0; i < reps; i++) readOnce();
-        ceilNs = Math.min(ceilNs, median(await ctx.stopTiming()));
-      }
+      const ceiling = async () => {
+        let best = Infinity;
+        for (const per of [8, 32]) {
+          const readOnce = () =>
+            ctx.dispatch(read, [ctx.buffer(k), ctx.buffer(v), sink], [cu * per], "read");
+          readOnce();
+          ctx.startTiming(reps);
+          for (let i = 0; i < reps; i++) readOnce();
+          best = Math.min(best, median(await ctx.stopTiming()));
+        }
+        return best;
+      };
+      const ceilNs = await ceiling();
       const row: Record<string, unknown> = {
         B,
         Hq,
@@ -711,10 +715,58 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
         row[vr.name] = +(t / 1e3).toFixed(1);
         row[vr.name + " %"] = Math.round((100 * ceilNs) / t);
       }
+      // Measured again after the variants: a large change means the GPU was shared meanwhile.
+      row.ceilAfterUs = +((await ceiling()) / 1e3).toFixed(1);
       rows.push(row);
       console.log(JSON.stringify(row));
       for (const id of [k, v, q, sinkId]) ctx.release(id);
     }
+  }
+  if (args.includes("--prefill")) {
+    // One causal prefill (generic kernel): Sq = N = 2048, GQA 32/8, flash schedule.
+    const [B, Hq, Hkv, N] = Deno.env.get("PROBE_SMALL") ? [1, 4, 2, 128] : [1, 32, 8, 2048];
+    const k = fillF16(ctx, B * Hkv * N * D, 1);
+    const v = fillF16(ctx, B * Hkv * N * D, 2);
+    const q = fillF16(ctx, B * Hq * N * D, 3);
+    const kvLens = [N];
+    const qBlocks = Math.ceil(N / 64);
+    for (const algo of ["flash", "lean"] as const) {
+      const plan = { batch: B, kvHeads: Hkv, kvLens, tileSize: 64, qBlocks };
+      const schedule = algo === "lean"
+        ? leanSchedule({ ...plan, grid: cu * 2 })
+        : splitSchedule({ ...plan, numSplits: 1 });
+      const params: AttentionParams = {
+        algo,
+        scale: 1 / Math.sqrt(D),
+        causal: true,
+        kvLens: Int32Array.from(kvLens),
+        schedule,
+      };
+      const outs: DataId[] = [];
+      const once = () => {
+        const r = webgpuAttentionTuned(
+          ctx,
+          { id: q, shape: [B, Hq, N, D], dtype: "float16" },
+          { id: k, shape: [B, Hkv, N, D], dtype: "float16" },
+          { id: v, shape: [B, Hkv, N, D], dtype: "float16" },
+          params,
+          {},
+        );
+        outs.push(r.out, r.lse);
+      };
+      once();
+      ctx.startTiming(6);
+      for (let i = 0; i < 3; i++) once();
+      const ns = (await ctx.stopTiming()).reduce((a, b) => a + b, 0) / 3;
+      for (const id of outs) ctx.release(id);
+      const flops = 4 * B * Hq * D * (N * (N + 1)) / 2;
+      console.log(
+        `prefill ${algo} causal B${B} Hq${Hq} Hkv${Hkv} Sq=N=${N}: ${(ns / 1e6).toFixed(2)} ms, ${
+          (flops / ns / 1e3).toFixed(2)
+        } TFLOP/s`,
+      );
+    }
+    for (const id of [k, v, q]) ctx.release(id);
   }
   if (jsonPath) {
     await Deno.writeTextFile(
@@ -723,7 +775,16 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
     );
   }
   console.log(`\nadapter: ${ctx.description}`);
-  const cols = ["B", "Hq", "Hkv", "N", "ceilUs", "ceilTBs", ...variants.map((v) => v.name + " %")];
+  const cols = [
+    "B",
+    "Hq",
+    "Hkv",
+    "N",
+    "ceilUs",
+    "ceilAfterUs",
+    "ceilTBs",
+    ...variants.map((v) => v.name + " %"),
+  ];
   console.log(cols.join(" | "));
   for (const r of rows) console.log(cols.map((c) => String(r[c])).join(" | "));
 }

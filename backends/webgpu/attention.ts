@@ -46,7 +46,7 @@ export interface AttentionTuning {
   pf?: boolean;
   /** Butterfly reduction of the dot products (default on where U·rows is a power of two). */
   bf?: boolean;
-  /** Rotated key loop: first loads before q (default off). */
+  /** Rotated key loop: first loads before q (default: on for multi-row units). */
   rot?: boolean;
 }
 
@@ -75,11 +75,12 @@ export function computeUnits(ctx: GpuContext): number {
 }
 
 /**
- * The lean `grid` (workers) this backend wants: a few workgroups per compute unit, enough for
- * the subgroup kernel to keep the memory system busy while staying one pass.
+ * The lean `grid` (workers) this backend wants: two 256-thread workgroups per compute unit —
+ * one resident wave with few partials; measured best against 1, 3, 4 and 8 per unit on an
+ * H200 (bench/NOTES.md).
  */
 export function defaultGrid(ctx: GpuContext): number {
-  return computeUnits(ctx) * 4;
+  return computeUnits(ctx) * 2;
 }
 
 /** 2-D dispatch of `n` workgroups within the per-dimension limit. */
@@ -227,7 +228,9 @@ function sgConfig(
   const U = tuning.U ?? Math.max(1, Math.min(8, Math.floor(64 / loadRegs)));
   const pow2 = (n: number) => (n & (n - 1)) === 0;
   const bf = (tuning.bf ?? true) && pow2(U * R);
-  const rot = (tuning.rot ?? false) && !tuning.pf;
+  // Rotated loop for multi-row (GQA) units, whose heavier math gains from the first loads
+  // overlapping q's; for one row it measured 0–4 points slower (bench/NOTES.md, run 3).
+  const rot = (tuning.rot ?? R > 1) && !tuning.pf;
   return { D: g.D, R, kv, q, wg, L, U, nsMax, pf: tuning.pf ?? false, bf, rot };
 }
 
