@@ -40,6 +40,8 @@ class ProbeContext implements GpuContext {
   #enc: GPUCommandEncoder | null = null;
   #qs: GPUQuerySet | null = null;
   #q = 0;
+  /** Raw begin/end timestamps (ns) of the last timed passes. */
+  stamps: number[] = [];
   /** Labels of timed passes since `startTiming`. */
   labels: string[] = [];
   timing = false;
@@ -201,6 +203,7 @@ class ProbeContext implements GpuContext {
     resolve.destroy();
     const ns: number[] = [];
     for (let i = 0; i < n; i++) ns.push(Number(t[2 * i + 1] - t[2 * i]));
+    this.stamps = Array.from(t, Number);
     return ns;
   }
   /** Timestamp pairs of passes: begin of the first and end of the last pass of each group. */
@@ -281,7 +284,7 @@ interface Case {
   grid: number;
   numSplits: number;
   qBlocks: number;
-  kernel?: "sg" | "generic";
+  kernel?: "sg" | "wgm" | "generic";
   L?: number;
   pf?: boolean;
   bf?: boolean;
@@ -315,7 +318,7 @@ function drawCase(r: () => number, i: number): Case {
     grid: pick([1, 3, 8, 40]),
     numSplits: pick([1, 2, 5]),
     qBlocks: Sq > 1 ? pick([1, 2, 3]) : 1,
-    kernel: i % 3 === 0 ? "generic" : undefined,
+    kernel: (["generic", undefined, "wgm"] as const)[i % 3],
     L: pick([undefined, undefined, 4, 8, 16, 32]),
     pf: r() < 0.5,
     bf: r() < 0.6,
@@ -630,6 +633,14 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
     { name: "U4 g2", algo: "lean", tuning: { U: 4 }, gridPerCu: 2, tileSize: 256 },
     { name: "v1 g2", algo: "lean", tuning: { bf: false, U: 4 }, gridPerCu: 2, tileSize: 256 },
     { name: "flash", algo: "flash", tuning: {}, tileSize: 128 },
+    { name: "wgm g2", algo: "lean", tuning: { kernel: "wgm" }, gridPerCu: 2, tileSize: 256 },
+    {
+      name: "generic g2",
+      algo: "lean",
+      tuning: { kernel: "generic" },
+      gridPerCu: 2,
+      tileSize: 256,
+    },
   ];
   if (vi >= 0) {
     const pick = args[vi + 1].split(",");
@@ -699,16 +710,23 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
         for (let i = 0; i < reps; i++) once();
         const passes = await ctx.stopTiming();
         // Sum the passes of each call (main + reduce).
+        // Also the span from the first pass's begin to the last pass's end: it counts the gap
+        // between the passes and cannot double-count an early pass-begin timestamp.
         const per: number[] = [];
         const red: number[] = [];
+        const span: number[] = [];
         let acc = 0;
+        let begin = 0;
         ctx.labels.forEach((l, i) => {
+          if (l !== "attention-reduce") begin = ctx.stamps[2 * i];
           acc += passes[i];
           if (l === "attention-reduce") red.push(passes[i]);
           if (l !== "attention-reduce" && ctx.labels[i + 1] === "attention-reduce") return;
           per.push(acc);
+          span.push(ctx.stamps[2 * i + 1] - begin);
           acc = 0;
         });
+        row[vr.name + " span"] = +(median(span) / 1e3).toFixed(1);
         for (const id of outs) ctx.release(id);
         const t = median(per);
         if (red.length) row[vr.name + " red"] = +(median(red) / 1e3).toFixed(1);

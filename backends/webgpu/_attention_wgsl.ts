@@ -404,7 +404,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let k1 = min(mt[sb + 2u] * T, len);
     let kvRow0 = (b * Hkv + h) * N;
 ${lines.join("\n")}
-    if (act) {
+${writeOut(D, c.q)}
+  }
+}
+`;
+}
+
+/** The end of a segment: row `fr`, dims `4·fj…` of the merged state `(M, Lt, acc)` go to the
+ * output (normalised, with the lse) or to the segment's partial slot. */
+function writeOut(D: number, q: Elem): string {
+  return `    if (act) {
       let i = qb * rpb + fr % rpb;
       if (i < Sq) {
         let row = (b * Hq + h * group + fr / rpb) * Sq + i;
@@ -412,10 +421,10 @@ ${lines.join("\n")}
           let inv = select(0.0, 1.0 / Lt, Lt != 0.0);
           let y = acc * inv;
           let ob = row * ${D}u + fj * 4u;
-          O[ob] = ${c.q}(y.x);
-          O[ob + 1u] = ${c.q}(y.y);
-          O[ob + 2u] = ${c.q}(y.z);
-          O[ob + 3u] = ${c.q}(y.w);
+          O[ob] = ${q}(y.x);
+          O[ob + 1u] = ${q}(y.y);
+          O[ob + 2u] = ${q}(y.z);
+          O[ob + 3u] = ${q}(y.w);
           if (fj == 0u) { LSE[row] = select(ninf, M + log(Lt), Lt != 0.0); }
         } else {
           let pr = part * R + fr;
@@ -431,8 +440,6 @@ ${lines.join("\n")}
         }
       }
     }
-  }
-}
 `;
 }
 
@@ -706,6 +713,203 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (x % D == 0u) { LSE[row] = select(ninf, m + log(l), l != 0.0); }`
       : `ACCO[rows * 2u + x] = o;
   if (x % D == 0u) { ACCO[row * 2u] = m; ACCO[row * 2u + 1u] = l; }`
+  }
+}
+`;
+}
+
+/** Configuration of the workgroup-memory decode kernel (no subgroups needed). */
+export interface WgmConfig {
+  /** Head dim (16, 32, 64, 128 or 256). */
+  D: number;
+  /** Rows per unit (GQA group × rows per query block), compile-time. */
+  R: number;
+  /** K/V storage. */
+  kv: Elem;
+  /** Q and out storage. */
+  q: Elem;
+  /** Keys per tile (a power of two dividing 256). */
+  KT: number;
+  /** Key groups merged per round at the end of a segment. */
+  grMax: number;
+}
+
+/** Threads per workgroup of the workgroup-memory decode kernel. */
+export const WGM_WG = 256;
+
+/** Pipeline cache key of a workgroup-memory decode kernel. */
+export function wgmKey(c: WgmConfig): string {
+  return `attn-wgm:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:KT${c.KT}:gr${c.grMax}`;
+}
+
+/** Whether the workgroup-memory decode kernel supports a shape, and with which tile. */
+export function wgmTile(D: number, R: number): number | null {
+  if (![16, 32, 64, 128, 256].includes(D) || R * D > 512) return null;
+  const KT = R <= 2 ? 64 : R <= 4 ? 32 : 16;
+  const NSL = WGM_WG / KT; // dim slices in the QK phase
+  const G = (WGM_WG * 4) / D; // key groups in the PV phase
+  if (D % (4 * NSL) !== 0 || KT % G !== 0) return null;
+  return KT;
+}
+
+/**
+ * WGSL of the workgroup-memory decode kernel, the path for devices without subgroups. A tile
+ * of `KT` keys is processed in two phases with one barrier between them:
+ *
+ * - QK: thread (key j, slice s) loads `D / NSL` dims of key j and writes the partial dot of
+ *   every row (q sits in workgroup memory; all threads of a warp read the same q words);
+ * - PV: thread (group g, dims 4·d4…) sums the slices of its group's `KT / G` keys, keeps an
+ *   online softmax per key group (identical in every thread of the group, so no barrier) and
+ *   accumulates its four dims of V.
+ *
+ * Partial dots are double-buffered, so the next tile's QK does not wait for this tile's PV.
+ * At the end of a segment the G group states are merged in workgroup memory in fixed order.
+ */
+export function wgmWgsl(c: WgmConfig): string {
+  const { D, R, KT, grMax } = c;
+  const WG = WGM_WG;
+  const NSL = WG / KT;
+  const SL = D / NSL; // dims per slice
+  const D4 = D / 4;
+  const G = WG / D4; // key groups
+  const KPG = KT / G; // keys per group per tile
+  const rows = [...Array(R).keys()];
+  const ldT = c.kv === "f32" ? "vec4<f32>" : "vec2<u32>";
+  const ld4 = (x: string) =>
+    c.kv === "f32" ? x : `vec4<f32>(unpack2x16float(${x}.x), unpack2x16float(${x}.y))`;
+  const lines: string[] = [];
+  const p = (s: string) => lines.push(s);
+  for (const r of rows) {
+    p(`    let i${r} = qb * rpb + ${r}u % rpb;`);
+    p(`    let e${r} = select(0u, min(k1, visible(len, Sq, i${r}, causal)), i${r} < Sq);`);
+  }
+  p(`    let kend = max(${rows.map((r) => `e${r}`).join(", max(")}, 0u${")".repeat(R)};`);
+  p(`    workgroupBarrier();`);
+  p(`    if (tid < ${R * D4}u) {`);
+  p(`      let qr = tid / ${D4}u;`);
+  p(`      let qi = qb * rpb + qr % rpb;`);
+  p(`      let qrow = select(0u, (b * Hq + h * group + qr / rpb) * Sq + qi, qi < Sq);`);
+  p(`      let qo = qrow * ${D}u + (tid % ${D4}u) * 4u;`);
+  p(
+    `      qs[tid] = scale * vec4<f32>(f32(Q[qo]), f32(Q[qo + 1u]), f32(Q[qo + 2u]), f32(Q[qo + 3u]));`,
+  );
+  p(`    }`);
+  p(`    workgroupBarrier();`);
+  for (const r of rows) {
+    p(`    var m${r} = ninf;`);
+    p(`    var l${r} = 0.0;`);
+    p(`    var o${r} = vec4<f32>(0.0);`);
+  }
+  p(`    var buf = 0u;`);
+  p(`    for (var t0 = k0; t0 < kend; t0 += ${KT}u) {`);
+  // Loads first: this thread's K slice and its group's V vectors.
+  p(`      let kq = (kvRow0 + min(t0 + qj, kend - 1u)) * ${D4}u + qsl * ${SL / 4}u;`);
+  for (let x = 0; x < SL / 4; x++) p(`      let ka${x} = ${ld4(`K[kq + ${x}u]`)};`);
+  for (let jj = 0; jj < KPG; jj++) {
+    p(`      let vk${jj} = t0 + g * ${KPG}u + ${jj}u;`);
+    p(`      let va${jj} = ${ld4(`V[(kvRow0 + min(vk${jj}, kend - 1u)) * ${D4}u + d4]`)};`);
+  }
+  for (const r of rows) {
+    const terms = [...Array(SL / 4).keys()].map((x) =>
+      `dot(qs[${r * D4}u + qsl * ${SL / 4}u + ${x}u], ka${x})`
+    );
+    p(`      pd[buf + ${r * KT}u * ${NSL}u + qsl * ${KT}u + qj] = ${terms.join(" + ")};`);
+  }
+  p(`      workgroupBarrier();`);
+  for (const r of rows) {
+    for (let jj = 0; jj < KPG; jj++) {
+      const terms = [...Array(NSL).keys()].map((sl) =>
+        `pd[buf + ${r * KT * NSL + sl * KT}u + g * ${KPG}u + ${jj}u]`
+      );
+      p(`      let s${r}_${jj} = select(ninf, ${terms.join(" + ")}, vk${jj} < e${r});`);
+    }
+    const cm = [...Array(KPG).keys()].map((jj) => `s${r}_${jj}`).reduce((a, x) =>
+      `max(${a}, ${x})`
+    );
+    p(`      let mn${r} = max(m${r}, ${cm});`);
+    p(`      let al${r} = select(0.0, exp(m${r} - mn${r}), m${r} != ninf);`);
+    const ps = [...Array(KPG).keys()].map((jj) => {
+      p(`      let p${r}_${jj} = select(0.0, exp(s${r}_${jj} - mn${r}), s${r}_${jj} != ninf);`);
+      return jj;
+    });
+    p(`      l${r} = l${r} * al${r} + ${ps.map((jj) => `p${r}_${jj}`).join(" + ")};`);
+    p(`      o${r} = o${r} * al${r} + ${ps.map((jj) => `p${r}_${jj} * va${jj}`).join(" + ")};`);
+    p(`      m${r} = mn${r};`);
+  }
+  p(`      buf = ${R * KT * NSL}u - buf;`);
+  p(`    }`);
+  // Merge the key groups (fixed order).
+  p(`    if (d4 == 0u) {`);
+  for (const r of rows) p(`      gml[g * ${R}u + ${r}u] = vec2<f32>(m${r}, l${r});`);
+  p(`    }`);
+  p(`    workgroupBarrier();`);
+  p(`    var M = ninf;`);
+  p(`    var Lt = 0.0;`);
+  p(`    var acc = vec4<f32>(0.0);`);
+  p(`    if (act) {`);
+  p(`      for (var s = 0u; s < ${G}u; s++) { M = max(M, gml[s * ${R}u + fr].x); }`);
+  p(`      for (var s = 0u; s < ${G}u; s++) {`);
+  p(`        let ml = gml[s * ${R}u + fr];`);
+  p(`        Lt += select(0.0, exp(ml.x - M), ml.x != ninf) * ml.y;`);
+  p(`      }`);
+  p(`    }`);
+  p(`    for (var rd = 0u; rd < ${Math.ceil(G / grMax)}u; rd++) {`);
+  p(`      if (g / ${grMax}u == rd) {`);
+  p(`        let sl = g % ${grMax}u;`);
+  for (const r of rows) p(`        wo[(sl * ${R}u + ${r}u) * ${D4}u + d4] = o${r};`);
+  p(`      }`);
+  p(`      workgroupBarrier();`);
+  p(`      if (act) {`);
+  p(`        let cnt = min(${grMax}u, ${G}u - rd * ${grMax}u);`);
+  p(`        for (var s = 0u; s < cnt; s++) {`);
+  p(`          let mS = gml[(rd * ${grMax}u + s) * ${R}u + fr].x;`);
+  p(`          let wgt = select(0.0, exp(mS - M), mS != ninf);`);
+  p(`          acc += wgt * wo[(s * ${R}u + fr) * ${D4}u + fj];`);
+  p(`        }`);
+  p(`      }`);
+  p(`      workgroupBarrier();`);
+  p(`    }`);
+  return `${c.q === "f16" ? "enable f16;" : ""}
+// attention, workgroup-memory decode kernel: ${wgmKey(c)}
+@group(0) @binding(0) var<storage, read> mt: array<u32>;
+@group(0) @binding(1) var<storage, read> Q: array<${c.q}>;
+@group(0) @binding(2) var<storage, read> K: array<${ldT}>;
+@group(0) @binding(3) var<storage, read> V: array<${ldT}>;
+@group(0) @binding(4) var<storage, read_write> O: array<${c.q}>;
+@group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
+@group(0) @binding(6) var<storage, read_write> PART: array<f32>;
+var<workgroup> qs: array<vec4<f32>, ${R * D4}>;
+var<workgroup> pd: array<f32, ${2 * R * KT * NSL}>;
+var<workgroup> gml: array<vec2<f32>, ${G * R}>;
+var<workgroup> wo: array<vec4<f32>, ${grMax * R * D4}>;
+${VISIBLE}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let w = wid.x + wid.y * mt[${META.mainNx}];
+  if (w >= mt[${META.numWorkers}]) { return; }
+  ${sizes()}
+  let qj = tid % ${KT}u;
+  let qsl = tid / ${KT}u;
+  let g = tid / ${D4}u;
+  let d4 = tid % ${D4}u;
+  let act = tid < ${R * D4}u;
+  let fr = min(tid / ${D4}u, ${R - 1}u);
+  let fj = tid % ${D4}u;
+  let segA = mt[mt[${META.segOffsOff}] + w];
+  let segB = mt[mt[${META.segOffsOff}] + w + 1u];
+  for (var si = segA; si < segB; si++) {
+    let sb = mt[${META.segsOff}] + si * 4u;
+    let unit = mt[sb];
+    let part = mt[sb + 3u];
+    let qb = unit % qBlocks;
+    let h = (unit / qBlocks) % Hkv;
+    let b = unit / qBlocks / Hkv;
+    let len = mt[mt[${META.kvLensOff}] + b];
+    let k0 = mt[sb + 1u] * T;
+    let k1 = min(mt[sb + 2u] * T, len);
+    let kvRow0 = (b * Hkv + h) * N;
+${lines.join("\n")}
+${writeOut(D, c.q)}
   }
 }
 `;

@@ -30,12 +30,20 @@ import {
   type SgConfig,
   sgKey,
   sgWgsl,
+  WGM_WG,
+  type WgmConfig,
+  wgmKey,
+  wgmTile,
+  wgmWgsl,
 } from "./_attention_wgsl.ts";
 
 /** Knobs of the attention kernels (for benchmarks; defaults are picked per device). */
 export interface AttentionTuning {
-  /** Force a kernel: `"sg"` (subgroups) or `"generic"`; default: sg when it applies. */
-  kernel?: "sg" | "generic";
+  /**
+   * Force a kernel: `"sg"` (subgroups), `"wgm"` (workgroup memory) or `"generic"`; default: the
+   * first of these that applies. A forced kernel that does not apply falls back in that order.
+   */
+  kernel?: "sg" | "wgm" | "generic";
   /** Threads per workgroup of the subgroup kernel (default 256). */
   wg?: number;
   /** Lanes per key of the subgroup kernel (4–32, at most the subgroup size; default by rows). */
@@ -234,6 +242,19 @@ function sgConfig(
   return { D: g.D, R, kv, q, wg, L, U, nsMax, pf: tuning.pf ?? false, bf, rot };
 }
 
+/** The workgroup-memory decode kernel's configuration, or null when it does not apply. */
+function wgmConfig(ctx: GpuContext, g: Geometry, kv: Elem, q: Elem): WgmConfig | null {
+  const R = g.unitRows;
+  const KT = wgmTile(g.D, R);
+  if (KT === null) return null;
+  const G = (WGM_WG * 4) / g.D;
+  const fixed = R * g.D * 4 + 2 * R * WGM_WG * 4 + G * R * 8 + 64;
+  const room = ctx.limits.maxComputeWorkgroupStorageSize - fixed;
+  const grMax = Math.min(G, Math.floor(room / (R * g.D * 4)));
+  if (grMax < 1) return null;
+  return { D: g.D, R, kv, q, KT, grMax };
+}
+
 /** Keys the generic kernel stages at a time (its workgroup memory holds K and V as f32). */
 function genericChunk(ctx: GpuContext, D: number): number {
   const room = Math.min(ctx.limits.maxComputeWorkgroupStorageSize, 16384);
@@ -298,11 +319,16 @@ export function webgpuAttentionTuned(
   const outBuf = ctx.buffer(out);
   const lseBuf = ctx.buffer(lse);
   if (W > 0) {
-    const sg = tuning.kernel === "generic" ? null : sgConfig(ctx, g, kvT, qT, tuning);
-    const pipe = sg ? ctx.pipeline(sgKey(sg), () => sgWgsl(sg), "main") : (() => {
+    const want = tuning.kernel;
+    const sg = want === "generic" || want === "wgm" ? null : sgConfig(ctx, g, kvT, qT, tuning);
+    const wgm = sg || want === "generic" ? null : wgmConfig(ctx, g, kvT, qT);
+    let pipe: GPUComputePipeline;
+    if (sg) pipe = ctx.pipeline(sgKey(sg), () => sgWgsl(sg), "main");
+    else if (wgm) pipe = ctx.pipeline(wgmKey(wgm), () => wgmWgsl(wgm), "main");
+    else {
       const c = { D, kv: kvT, q: qT, C: genericChunk(ctx, D) };
-      return ctx.pipeline(genericKey(c), () => genericWgsl(c), "main");
-    })();
+      pipe = ctx.pipeline(genericKey(c), () => genericWgsl(c), "main");
+    }
     ctx.dispatch(
       pipe,
       [metaBuf, ctx.buffer(q.id), ctx.buffer(k.id), ctx.buffer(v.id), outBuf, lseBuf, part],
