@@ -28,8 +28,10 @@ export interface Row {
   fracCeiling?: number | null;
   /** The ceiling at this row's byte size, GB/s. */
   ceilingGBs?: number;
-  /** Max |out − flash out| (the correctness check), where one was made. */
+  /** Max |out − flash out| over the whole output, where flash ran. */
   maxAbsDiff?: number;
+  /** Max |out − float64 reference| over the sampled output rows (the correctness check). */
+  refDiff?: number;
   /** Tolerance the check used. */
   tol?: number;
   /** Compute passes per call. */
@@ -58,6 +60,10 @@ export interface Results {
   ceilingGBs: number;
   /** `"webgpu"` or `"cpu"`. */
   backend?: string;
+  /** Device limits the skip rules used. */
+  limits?: { maxBufferSize: number; maxStorageBufferBindingSize: number };
+  /** Optional GPU features the backend got. */
+  features?: { f16: boolean; subgroups: boolean; timestamps: boolean };
   /** Versions of the peers that ran. */
   versions?: Record<string, string>;
   /** Command-line flags. */

@@ -8,13 +8,17 @@
  *  2. make q, K, V with `randn` on the WebGPU backend (a K/V larger than 4 Mi elements is a
  *     seeded `randn` block tiled on the GPU with buffer copies: drawing gigabytes of normals
  *     on the CPU would take minutes, and bandwidth does not depend on the values);
- *  3. check every algorithm once against flash (max abs diff; a wrong row fails loudly and the
- *     run exits non-zero);
+ *  3. check every algorithm once against flash (max abs diff) and against a float64 reference
+ *     of sampled rows (a wrong row fails loudly and the run exits non-zero);
  *  4. GPU time: median over ≥ 20 calls of the summed timestamp-query time of all of a call's
  *     compute passes, after warm-up; wall time: a pipelined loop of calls, one readback at end;
  *  5. the ceiling: the streaming-read kernel over the same number of bytes of K and V.
  * Peers: ONNX Runtime Web GQA in-process on our device, PyTorch SDPA by a Python subprocess
  * after our device is released. Results: JSON and an SVG plot under `--out`.
+ *
+ * The check: sampled output rows are recomputed in float64 on the host from the very values
+ * stored (`refDiff`; a row over tolerance fails and the run exits 1), and the whole output is
+ * compared with flash's (`maxAbsDiff`). `LEANATTN_BENCH_DEBUG=1` prints the stack of a failure.
  *
  * @module
  */
@@ -37,6 +41,8 @@ import { loadOrtPeer, type OrtPeer } from "./peers/ort_webgpu.ts";
 import { runTorchPeer, type TorchCase } from "./_torch.ts";
 import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import { randn } from "../tensor/creation.ts";
+import { normals } from "../tensor/random.ts";
+import { roundToF16 } from "../tensor/dtype.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { sizeOf } from "../tensor/shape.ts";
 import { flashAttention } from "../attention/flash.ts";
@@ -46,22 +52,52 @@ import { naiveAttention } from "../attention/naive.ts";
 /** Elements above which K/V are tiled from a randn block instead of drawn whole. */
 const BASE_ELEMS = 1 << 21;
 
-/** Makes the seeded inputs of a case on the GPU. */
+/**
+ * Makes the seeded inputs of a case on the GPU and keeps what the host needs to recompute
+ * any output row in float64. K and V are always a copy of a prefix of (or a tiling of) one
+ * `randn` block per dtype: for up to {@link BASE_ELEMS} elements that is exactly
+ * `randn(shape, {seed})` (the generator's stream is a prefix of the longer one).
+ */
 class Inputs {
-  #bases = new Map<string, Tensor>();
+  #bases = new Map<string, { t: Tensor; host: Float32Array }>();
   constructor(readonly gpu: WebGpuBackend, readonly seed: number) {}
 
-  make(shape: number[], c: Case, which: "q" | "k" | "v"): Tensor {
-    const salt = { q: 0, k: 1, v: 2 }[which];
-    const opts = { seed: this.seed * 3 + salt, dtype: c.dtype, backend: this.gpu };
-    const n = sizeOf(shape);
-    if (n <= BASE_ELEMS) return randn(shape, opts);
+  #seed(which: "q" | "k" | "v"): number {
+    return this.seed * 3 + { q: 0, k: 1, v: 2 }[which];
+  }
+
+  /** The stored values of the `which` block (host copy, rounded as the GPU stores them). */
+  host(c: Case, which: "k" | "v"): Float32Array {
+    return this.#base(c, which).host;
+  }
+
+  #base(c: Case, which: "k" | "v") {
     const key = `${c.dtype}/${which}`;
-    let base = this.#bases.get(key);
-    if (!base) {
-      base = randn([BASE_ELEMS], opts);
-      this.#bases.set(key, base);
+    let b = this.#bases.get(key);
+    if (!b) {
+      const opts = { seed: this.#seed(which), dtype: c.dtype, backend: this.gpu };
+      const host = normals(BASE_ELEMS, opts.seed);
+      if (c.dtype === "float16") roundToF16(host);
+      b = { t: randn([BASE_ELEMS], opts), host };
+      this.#bases.set(key, b);
     }
+    return b;
+  }
+
+  /** q: drawn whole (small); returns the tensor and its stored values. */
+  query(c: Case): { t: Tensor; host: Float32Array } {
+    const shape = [c.B, c.Hq, 1, c.D];
+    const seed = this.#seed("q");
+    const host = normals(sizeOf(shape), seed);
+    if (c.dtype === "float16") roundToF16(host);
+    return { t: randn(shape, { seed, dtype: c.dtype, backend: this.gpu }), host };
+  }
+
+  /** K or V `[B, Hkv, N, D]`: element i is the block's element `i mod BASE_ELEMS`. */
+  kv(c: Case, which: "k" | "v"): Tensor {
+    const shape = [c.B, c.Hkv, c.N, c.D];
+    const n = sizeOf(shape);
+    const base = this.#base(c, which).t;
     const ctx = this.gpu.ctx;
     const id = ctx.alloc(n, c.dtype);
     const t = new Tensor(this.gpu, id, shape, c.dtype);
@@ -78,9 +114,57 @@ class Inputs {
   }
 
   dispose(): void {
-    for (const t of this.#bases.values()) t.dispose();
+    for (const b of this.#bases.values()) b.t.dispose();
     this.#bases.clear();
   }
+}
+
+/** Output rows (b, query head) recomputed in float64 for the check: first, and last (or longest). */
+export function sampleHeads(c: Case): [number, number][] {
+  const last = c.kvLens ? c.kvLens.indexOf(Math.max(...c.kvLens)) : c.B - 1;
+  return last === 0 && c.Hq === 1 ? [[0, 0]] : [[0, 0], [last, c.Hq - 1]];
+}
+
+/**
+ * Float64 attention output of query row (b, hq) over K/V given as periodic host blocks:
+ * element i of K is `kBase[i % kBase.length]` (likewise V).
+ */
+export function referenceRow(
+  c: Case,
+  b: number,
+  hq: number,
+  q: Float32Array,
+  kBase: Float32Array,
+  vBase: Float32Array,
+): Float64Array {
+  const { D, N, Hq, Hkv } = c;
+  const hk = Math.floor(hq / (Hq / Hkv));
+  const len = c.kvLens ? c.kvLens[b] : N;
+  const scale = 1 / Math.sqrt(D);
+  const qo = (b * Hq + hq) * D;
+  const out = new Float64Array(D);
+  let m = -Infinity, l = 0;
+  const P = kBase.length;
+  if (P % D !== 0 || vBase.length !== P) {
+    throw new RangeError("referenceRow: D must divide the block");
+  }
+  for (let j = 0; j < len; j++) {
+    const row = (((b * Hkv + hk) * N + j) * D) % P;
+    let s = 0;
+    for (let d = 0; d < D; d++) s += q[qo + d] * kBase[row + d];
+    s *= scale;
+    if (s > m) {
+      const a = Math.exp(m - s);
+      l *= a;
+      for (let d = 0; d < D; d++) out[d] *= a;
+      m = s;
+    }
+    const p = Math.exp(s - m);
+    l += p;
+    for (let d = 0; d < D; d++) out[d] += p * vBase[row + d];
+  }
+  for (let d = 0; d < D; d++) out[d] = len > 0 ? out[d] / l : 0;
+  return out;
 }
 
 type Call = () => Tensor;
@@ -168,9 +252,9 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return m;
 }
 
-function maxAbs(a: Float32Array): number {
+function maxAbs(a: ArrayLike<number>): number {
   let m = 0;
-  for (const x of a) m = Math.max(m, Math.abs(x));
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
   return m;
 }
 
@@ -260,15 +344,13 @@ async function main(): Promise<number> {
     const rowsBefore = rows.length;
     const made: Tensor[] = [];
     try {
-      const [q, k, v] = (["q", "k", "v"] as const).map((which) => {
-        const t = inputs.make(
-          which === "q" ? [c.B, c.Hq, 1, c.D] : [c.B, c.Hkv, c.N, c.D],
-          c,
-          which,
-        );
-        made.push(t);
-        return t;
-      });
+      const qi = inputs.query(c);
+      made.push(qi.t);
+      const q = qi.t;
+      const k = inputs.kv(c, "k");
+      made.push(k);
+      const v = inputs.kv(c, "v");
+      made.push(v);
       let ceiling = ceilings.get(bytes);
       if (!ceiling) {
         ceiling = await measureCeiling(dev, [
@@ -277,11 +359,45 @@ async function main(): Promise<number> {
         ], { reps: opts.reps, warmup: opts.warmup });
         ceilings.set(bytes, ceiling);
       }
-      const ref = callOf("flash", q, k, v, c)();
-      const refData = await ref.data();
-      ref.dispose();
-      const refMax = maxAbs(refData);
-      const tol = tolerance(c.dtype, refMax);
+      // Float64 rows of the output, recomputed on the host from the same stored values.
+      const kHost = inputs.host(c, "k"), vHost = inputs.host(c, "v");
+      const refRows = sampleHeads(c).map(([b, h]) => ({
+        at: (b * c.Hq + h) * c.D,
+        vals: referenceRow(c, b, h, qi.host, kHost, vHost),
+      }));
+      const tol = tolerance(c.dtype, Math.max(...refRows.map((r) => maxAbs(r.vals))));
+      let flashData: Float32Array | null = null;
+      try {
+        const f = callOf("flash", q, k, v, c)();
+        flashData = await f.data();
+        f.dispose();
+      } catch {
+        // The flash row below reports the error.
+      }
+      const check = (data: Float32Array): Partial<Row> => {
+        let refDiff = 0;
+        for (const r of refRows) {
+          for (let d = 0; d < c.D; d++) {
+            const e = Math.abs(data[r.at + d] - r.vals[d]);
+            if (!(e <= refDiff)) refDiff = Number.isNaN(e) ? Infinity : e;
+          }
+        }
+        const out: Partial<Row> = { refDiff, tol };
+        if (flashData) out.maxAbsDiff = maxAbsDiff(data, flashData);
+        const vsFlash = out.maxAbsDiff === undefined
+          ? ""
+          : `; vs flash ${out.maxAbsDiff.toExponential(2)}`;
+        if (!(refDiff <= tol)) {
+          out.error = `wrong result: max abs diff vs the float64 reference ${
+            refDiff.toExponential(2)
+          } > tol ${tol.toExponential(2)}${vsFlash}`;
+        } else if (out.maxAbsDiff !== undefined && !(out.maxAbsDiff <= tol)) {
+          out.note = `differs from flash by ${
+            out.maxAbsDiff.toExponential(2)
+          } but matches the float64 reference: flash is wrong here`;
+        }
+        return out;
+      };
       const finish = (row: Row) => {
         if (row.gpuMs !== null) {
           row.effGBs = bytes / (row.gpuMs * 1e6);
@@ -315,13 +431,7 @@ async function main(): Promise<number> {
           const out = call();
           const data = await out.data();
           out.dispose();
-          const d = maxAbsDiff(data, refData);
-          const row: Row = { ...base, maxAbsDiff: d, tol };
-          if (!(d <= tol)) {
-            row.error = `wrong result: max abs diff vs flash ${d.toExponential(2)} > tol ${
-              tol.toExponential(2)
-            }`;
-          }
+          const row: Row = { ...base, ...check(data) };
           const g = await gpuTime(gpu, call, opts.reps, opts.warmup);
           row.gpuMs = g?.ms ?? null;
           row.passes = g?.passes;
@@ -335,6 +445,7 @@ async function main(): Promise<number> {
             finish({ ...base, skipped: msg(e) });
           } else {
             failures++;
+            if (Deno.env.get("LEANATTN_BENCH_DEBUG")) console.error(e);
             finish({ ...base, error: msg(e) });
           }
         }
@@ -357,22 +468,17 @@ async function main(): Promise<number> {
               warmup: opts.warmup,
               wallCalls: opts.smoke ? 3 : 20,
             });
-            const d = maxAbsDiff(r.out, refData);
+            const checked = check(r.out);
             const row: Row = {
               ...base,
               gpuMs: r.gpuMs,
               wallMs: r.wallMs,
               passes: r.passes,
-              maxAbsDiff: d,
-              tol,
               wallCalls: opts.smoke ? 3 : 20,
-              note: "GroupQueryAttention decode, static KV cache (past = present buffers)",
+              ...checked,
+              note: "GroupQueryAttention decode, static KV cache (past = present buffers)" +
+                (checked.note ? `; ${checked.note}` : ""),
             };
-            if (!(d <= tol)) {
-              row.error = `wrong result: max abs diff vs flash ${d.toExponential(2)} > tol ${
-                tol.toExponential(2)
-              }`;
-            }
             finish(row);
           } catch (e) {
             finish({ ...base, error: `ORT failed: ${msg(e)}` });
@@ -455,6 +561,11 @@ async function main(): Promise<number> {
     ceilingGBs: Math.max(0, ...[...ceilings.values()].map((x) => x.gbs)),
     backend: "webgpu",
     versions,
+    limits: {
+      maxBufferSize: lim.maxBufferSize,
+      maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
+    },
+    features: { ...gpu.ctx.features },
     args: [...Deno.args],
     inputs: `randn seed ${opts.seed} (q, and K/V up to ${BASE_ELEMS} elements); ` +
       `larger K/V: a seeded randn block of ${BASE_ELEMS} elements tiled by GPU copies`,
@@ -496,7 +607,8 @@ export function printTable(r: Results): void {
     "wall ms",
     "GB/s",
     "%ceil",
-    "diff",
+    "vs f64",
+    "vs flash",
     "note",
   ]];
   for (const x of r.rows) {
@@ -508,6 +620,7 @@ export function printTable(r: Results): void {
       fmtMs(x.wallMs),
       x.effGBs === null ? "-" : x.effGBs.toFixed(x.effGBs < 10 ? 2 : 0),
       x.fracCeiling ? (100 * x.fracCeiling).toFixed(0) : "-",
+      x.refDiff === undefined ? "" : x.refDiff.toExponential(1),
       x.maxAbsDiff === undefined ? "" : x.maxAbsDiff.toExponential(1),
       x.error
         ? `FAILED: ${x.error}`
@@ -515,6 +628,8 @@ export function printTable(r: Results): void {
         ? `skipped: ${x.skipped}`
         : x.absent
         ? `absent: ${x.absent}`
+        : x.note?.includes("flash is wrong")
+        ? x.note
         : "",
     ]);
   }
