@@ -425,6 +425,13 @@ export function matmulKernel(
   const batchShape = outShape.slice(0, r - 2);
   const batches = sizeOf(batchShape);
   if (M * N * batches === 0) return out;
+  const mats = (s: Shape) => s.slice(0, s.length - 2);
+  const sa = broadcastStrides(mats(a.shape), batchShape);
+  const sb = broadcastStrides(mats(b.shape), batchShape);
+  if (M <= SKINNY_M) {
+    skinnyMatmul(ctx, a, b, transposeA, transposeB, [M, N, K], batchShape, sa, sb, out, outDType);
+    return out;
+  }
   const R = M > T && N > T ? 4 : 1;
   const BM = T * R;
   const tilesM = Math.ceil(M / BM);
@@ -432,12 +439,7 @@ export function matmulKernel(
   const tiles = tilesM * tilesN * batches;
   // Split K when few output tiles would each walk a long K (p·v of decode attention): each
   // split writes float32 partials, summed in split order by a second pass (deterministic).
-  let splits = 1;
-  if (tiles < SPLIT_TARGET && K >= 2 * SPLIT_MIN_K) {
-    splits = Math.min(Math.ceil(SPLIT_TARGET / tiles), Math.floor(K / SPLIT_MIN_K));
-  }
-  const chunk = Math.max(BK, Math.ceil(K / splits / BK) * BK);
-  splits = Math.max(1, Math.ceil(K / chunk));
+  const { splits, chunk } = splitK(tiles, K, BK);
   const split = splits > 1;
   const aIdx = transposeA ? "k * M + row" : "row * K + k";
   const bIdx = transposeB ? "col * K + k" : "k * N + col";
@@ -546,9 +548,6 @@ ${inner}
   let oo = ${split ? "split * p[3] * M * N + " : ""}bt * M * N;
 ${writes}
 }`);
-  const mats = (s: Shape) => s.slice(0, s.length - 2);
-  const sa = broadcastStrides(mats(a.shape), batchShape);
-  const sb = broadcastStrides(mats(b.shape), batchShape);
   const total = batches * M * N;
   const target = split ? ctx.scratch(splits * total * 4) : ctx.buffer(out);
   ctx.dispatch(
@@ -577,6 +576,148 @@ ${writes}
   );
   if (split) sumSplits(ctx, target, splits, total, out, outDType);
   return out;
+}
+
+/** Rows up to which a matmul takes the skinny kernel (decode: one query row per head). */
+const SKINNY_M = 8;
+
+/** Splits of K making about SPLIT_TARGET workgroups of `tiles` tiles, and the chunk length. */
+function splitK(tiles: number, K: number, align: number): { splits: number; chunk: number } {
+  let splits = 1;
+  if (tiles < SPLIT_TARGET && K >= 2 * SPLIT_MIN_K) {
+    splits = Math.min(Math.ceil(SPLIT_TARGET / tiles), Math.floor(K / SPLIT_MIN_K));
+  }
+  const chunk = Math.max(align, Math.ceil(K / splits / align) * align);
+  return { splits: Math.max(1, Math.ceil(K / chunk)), chunk };
+}
+
+/**
+ * Matmul with at most {@link SKINNY_M} rows (q·kᵀ and p·v of decode attention), where a
+ * 16-row tile would idle most threads. A workgroup owns a block of NC output columns for all
+ * M rows; its 256 threads are NC columns × KL lanes, lane j taking k ≡ j (mod KL) of the
+ * workgroup's K range, so every element of b is read once, by consecutive threads at
+ * consecutive addresses (NC = 64, KL = 4 when b's rows are contiguous; NC = 16, KL = 16 when
+ * b is transposed and its columns are). Lanes are summed in lane order through workgroup
+ * memory; split K as in {@link matmulKernel}. Deterministic.
+ */
+function skinnyMatmul(
+  ctx: GpuContext,
+  a: TensorInfo,
+  b: TensorInfo,
+  transposeA: boolean,
+  transposeB: boolean,
+  [M, N, K]: [number, number, number],
+  batchShape: Shape,
+  sa: number[],
+  sb: number[],
+  out: DataId,
+  outDType: DType,
+): void {
+  const KL = transposeB ? 16 : 4;
+  const NC = (T * T) / KL;
+  const batches = sizeOf(batchShape);
+  const tiles = Math.ceil(N / NC) * batches;
+  const { splits, chunk } = splitK(tiles, K, KL);
+  const split = splits > 1;
+  const aIdx = transposeA ? `k * M + ${"${m}"}u` : `${"${m}"}u * K + k`;
+  const bIdx = transposeB ? "col * K + k" : "k * N + col";
+  const rows = Array.from({ length: M }, (_, m) => m);
+  const key = `matmul-skinny:m${M}:${transposeA ? "t" : "n"}${transposeB ? "t" : "n"}:${
+    split ? "split" : "direct"
+  }:${a.dtype}:${b.dtype}:${outDType}`;
+  const pipe = ctx.pipeline(key, () =>
+    `${header(ctx, [a.dtype, b.dtype, outDType])}
+${declare(ctx, 0, "xa", a.dtype, "read")}
+${declare(ctx, 1, "xb", b.dtype, "read")}
+${
+      split
+        ? "@group(0) @binding(2) var<storage, read_write> y: array<f32>;"
+        : declare(ctx, 2, "y", outDType, "read_write")
+    }
+${declareParams(3)}
+var<workgroup> sh: array<f32, ${M * T * T}>;
+@compute @workgroup_size(${T * T})
+fn main(${BUILTINS}) {
+  let M = ${M}u;
+  let N = p[1];
+  let K = p[2];
+  let colTiles = p[4];
+  let tiles = colTiles * p[3];
+  let w0 = ${WG_INDEX};
+  if (w0 >= tiles * p[7]) { return; }
+  let split = w0 / tiles;
+  let w = w0 % tiles;
+  let kBeg = split * p[6];
+  let kEnd = min(K, kBeg + p[6]);
+  let bt = w / colTiles;
+  var rem = bt;
+  let r = p[8];
+  var ma = 0u;
+  var mb = 0u;
+  for (var d = r; d > 0u; d--) {
+    let dim = p[8u + d];
+    let c = rem % dim;
+    rem = rem / dim;
+    ma += c * p[8u + r + d];
+    mb += c * p[8u + 2u * r + d];
+  }
+  let oa = ma * M * K;
+  let ob = mb * K * N;
+  let lane = ${transposeB ? `lid % ${KL}u` : `lid / ${NC}u`};
+  let cl = ${transposeB ? `lid / ${KL}u` : `lid % ${NC}u`};
+  let col = (w % colTiles) * ${NC}u + cl;
+${rows.map((m) => `  var c${m} = 0.0;`).join("\n")}
+  if (col < N) {
+    for (var k = kBeg + lane; k < kEnd; k += ${KL}u) {
+      let bv = f32(xb[ob + ${bIdx}]);
+${
+      rows.map((m) =>
+        `      c${m} = fma(f32(xa[oa + ${aIdx.replaceAll("${m}", String(m))}]), bv, c${m});`
+      ).join("\n")
+    }
+    }
+  }
+${rows.map((m) => `  sh[${m * T * T}u + lane * ${NC}u + cl] = c${m};`).join("\n")}
+  workgroupBarrier();
+  if (lid < ${NC}u && (w % colTiles) * ${NC}u + lid < N) {
+    let c = (w % colTiles) * ${NC}u + lid;
+    let oo = ${split ? "split * p[3] * M * N + " : ""}bt * M * N;
+${
+      rows.map((m) =>
+        `    var s${m} = 0.0;
+    for (var j = 0u; j < ${KL}u; j++) { s${m} += sh[${m * T * T}u + j * ${NC}u + lid]; }
+    y[oo + ${m}u * N + c] = ${split ? `s${m}` : store(ctx, outDType, `s${m}`)};`
+      ).join("\n")
+    }
+  }
+}`);
+  const total = batches * M * N;
+  const target = split ? ctx.scratch(splits * total * 4) : ctx.buffer(out);
+  ctx.dispatch(
+    pipe,
+    [
+      ctx.buffer(a.id),
+      ctx.buffer(b.id),
+      target,
+      params(ctx, [
+        M,
+        N,
+        K,
+        batches,
+        Math.ceil(N / NC),
+        0,
+        chunk,
+        splits,
+        batchShape.length,
+        ...batchShape,
+        ...sa,
+        ...sb,
+      ]),
+    ],
+    grid(ctx, tiles * splits),
+    "matmul",
+  );
+  if (split) sumSplits(ctx, target, splits, total, out, outDType);
 }
 
 /** Output tiles below which a matmul splits K. */
