@@ -34,6 +34,10 @@ export interface Row {
   refDiff?: number;
   /** Tolerance the check used. */
   tol?: number;
+  /** Workers of the schedule (lean: the grid; flash-decoding: units × splits). */
+  workers?: number;
+  /** Units whose keys were split across workers (merged afterwards). */
+  cutUnits?: number;
   /** Compute passes per call. */
   passes?: number;
   /** Calls in the wall-time loop. */

@@ -45,8 +45,8 @@ import { normals } from "../tensor/random.ts";
 import { roundToF16 } from "../tensor/dtype.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { sizeOf } from "../tensor/shape.ts";
-import { flashAttention } from "../attention/flash.ts";
-import { leanAttention } from "../attention/lean.ts";
+import { flashAttention, flashSchedule } from "../attention/flash.ts";
+import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
 import { naiveAttention } from "../attention/naive.ts";
 
 /** Elements above which K/V are tiled from a randn block instead of drawn whole. */
@@ -181,6 +181,16 @@ function callOf(algo: OwnAlgo, q: Tensor, k: Tensor, v: Tensor, c: Case): Call {
     case "naive":
       return () => naiveAttention(q, k, v, { kvLens });
   }
+}
+
+/** Workers (and cut units) of the schedule an algorithm runs, for reading the timings. */
+function scheduleInfo(algo: OwnAlgo, q: Tensor, k: Tensor, v: Tensor, c: Case): Partial<Row> {
+  if (algo === "naive") return {};
+  const kvLens = c.kvLens;
+  const s = algo === "lean"
+    ? leanAttentionSchedule(q, k, v, { kvLens })
+    : flashSchedule(q, k, v, { kvLens, numSplits: algo === "flash" ? 1 : "auto" });
+  return { workers: s.workers.length, cutUnits: s.cuts.length };
 }
 
 /** Median summed pass time per call, or null without timestamps. */
@@ -431,7 +441,7 @@ async function main(): Promise<number> {
           const out = call();
           const data = await out.data();
           out.dispose();
-          const row: Row = { ...base, ...check(data) };
+          const row: Row = { ...base, ...check(data), ...scheduleInfo(algo, q, k, v, c) };
           const g = await gpuTime(gpu, call, opts.reps, opts.warmup);
           row.gpuMs = g?.ms ?? null;
           row.passes = g?.passes;
