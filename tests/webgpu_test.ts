@@ -62,7 +62,8 @@ interface Case {
 
 /**
  * Runs `c` on the CPU and on `gpu` from the same values (rounded to `dtype` by the same
- * upload) and compares: f32 error bound (16 + 4·length)·ε32·(|cpu| + scale), plus one float16
+ * upload) and compares: f32 error bound (16 + 4·√length)·ε32·(|cpu| + scale) (rounding errors
+ * of sums of random terms grow like √length; `scale` is the sum of the terms' magnitudes), plus one float16
  * ulp of the value when the output is float16 (both sides round once, maybe on either side of
  * a tie of their f32 results).
  */
@@ -88,14 +89,14 @@ async function agree(gpu: Backend, c: Case, dtype: DType): Promise<void> {
       assert(Object.is(g, w) || (g === w), `${label}: [${i}] ${g} !== ${w}`);
       continue;
     }
-    let tol = (16 + 4 * c.length) * EPS32 * (Math.abs(w) + c.scale);
+    let tol = (16 + 4 * Math.sqrt(c.length)) * EPS32 * (Math.abs(w) + c.scale);
     if (rc.dtype === "float16") tol += 2 ** -10 * Math.abs(w) + 2 ** -24;
     assert(Math.abs(g - w) <= tol, `${label}: [${i}] gpu ${g} vs cpu ${w} (tol ${tol})`);
   }
   for (const t of [...xc, ...xg, rc, rg]) t.dispose();
 }
 
-const maxAbs = (v: Float32Array) => v.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+const meanAbs = (v: Float32Array) => v.reduce((m, x) => m + Math.abs(x), 0) / Math.max(1, v.length);
 
 /** Seeded values for a shape (never all zeros). */
 function input(shape: number[], seed: number, f: (x: number) => number = (x) => x) {
@@ -134,7 +135,7 @@ function cases(shape: number[], seed: number, pick: number): Case[] {
       inputs: [x],
       run: ([a]) => sum(a, axis),
       length: len,
-      scale: maxAbs(x.values) * len,
+      scale: meanAbs(x.values) * len,
     },
     {
       name: "where",
@@ -219,7 +220,7 @@ for (const dtype of ["float32", "float16"] as const) {
               inputs: [a, b],
               run: ([x, y]) => matmul(x, y, { transposeA: tA, transposeB: tB }),
               length: K,
-              scale: K * maxAbs(a.values) * maxAbs(b.values),
+              scale: K * meanAbs(a.values) * meanAbs(b.values),
             }, dtype);
           }),
           { numRuns: 12 },
@@ -494,5 +495,42 @@ Deno.test({
     assert(/^BackendUnavailableError: /.test(out), out);
     assert(/requestAdapter\(\) returned null/.test(out), out);
     assert(/no-such-backend/.test(out) && /mesa-vulkan-drivers/.test(out), out);
+  },
+});
+
+Deno.test({
+  name: "long rows (≥ 2048: 256 threads a row) reduce and softmax like the CPU",
+  ...opts,
+  fn: async () => {
+    for (const gpu of await gpus()) {
+      for (const dtype of ["float32", "float16"] as const) {
+        for (const n of [2047, 2048, 5000]) {
+          const x = input([3, n], n);
+          const big = meanAbs(x.values) * n;
+          await agree(gpu, {
+            name: `sum n=${n}`,
+            inputs: [x],
+            run: ([a]) => sum(a, 1),
+            length: n,
+            scale: big,
+          }, dtype);
+          await agree(gpu, {
+            name: `max n=${n}`,
+            inputs: [x],
+            run: ([a]) => max(a, 1),
+            length: 1,
+            scale: 0,
+            exact: true,
+          }, dtype);
+          await agree(gpu, {
+            name: `softmax n=${n}`,
+            inputs: [x],
+            run: ([a]) => softmax(a, 1),
+            length: n,
+            scale: 1 / n,
+          }, dtype);
+        }
+      }
+    }
   },
 });

@@ -34,8 +34,8 @@ fn main(${BUILTINS}) {
   }
 }`;
 
-/** Threads per workgroup of the row reductions. */
-const RW = 64;
+/** Threads per row of the row reductions: more for long rows (few rows, e.g. decode). */
+const rowThreads = (n: number) => (n >= 2048 ? 256 : 64);
 
 /**
  * Throws {@link LimitError} before anything is allocated when an input or the output would
@@ -273,7 +273,8 @@ export function reduceKernel(ctx: GpuContext, op: ReduceOp, x: TensorInfo, axis:
   const out = ctx.alloc(rows, x.dtype);
   if (rows === 0) return out;
   const rowwise = inner === 1;
-  const key = `reduce:${op}:${rowwise ? "row" : "col"}:${x.dtype}`;
+  const RW = rowThreads(n);
+  const key = `reduce:${op}:${rowwise ? `row${RW}` : "col"}:${x.dtype}`;
   const c = COMBINE[op];
   const body = rowwise
     ? `
@@ -328,7 +329,8 @@ export function softmaxKernel(ctx: GpuContext, x: TensorInfo, axis: number): Dat
   const rows = outer * inner;
   if (total === 0) return out;
   const rowwise = inner === 1;
-  const key = `softmax:${rowwise ? "row" : "col"}:${x.dtype}`;
+  const RW = rowThreads(n);
+  const key = `softmax:${rowwise ? `row${RW}` : "col"}:${x.dtype}`;
   const write = (v: string) => store(ctx, x.dtype, `select(${v}, 0.0, dead)`);
   // Barriers must sit in uniform control flow, so a dead row runs every pass and only its
   // writes are replaced by zeros.
