@@ -8,7 +8,7 @@ import fc from "fast-check";
 import { deepStrictEqual as assertEquals, ok as assert, rejects, throws } from "node:assert/strict";
 import type { Backend } from "../backends/backend.ts";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
-import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
+import { parallelismOf, webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import { add, div, maximum, mul, sub } from "../ops/binary.ts";
 import { cast } from "../ops/cast.ts";
 import { matmul } from "../ops/matmul.ts";
@@ -533,4 +533,20 @@ Deno.test({
       }
     }
   },
+});
+
+Deno.test("parallelism: multiprocessors of known GPUs, 8 for software adapters, else 32", () => {
+  const cases: [string, number, boolean][] = [
+    ["NVIDIA H100 80GB HBM3", 132, true],
+    ["NVIDIA H200", 132, true],
+    ["NVIDIA A100-SXM4-80GB", 108, true],
+    ["NVIDIA L4", 58, true],
+    ["NVIDIA L40S", 32, false],
+    ["NVIDIA GeForce RTX 4090", 128, true],
+    ["llvmpipe (LLVM 15.0.6, 256 bits)", 8, false],
+    ["Apple M3", 32, false],
+  ];
+  for (const [name, parallelism, known] of cases) {
+    assertEquals(parallelismOf(name), { parallelism, known }, name);
+  }
 });
