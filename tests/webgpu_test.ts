@@ -538,6 +538,7 @@ Deno.test({
 Deno.test("parallelism: multiprocessors of known GPUs, 8 for software adapters, else 32", () => {
   const cases: [string, number, boolean][] = [
     ["NVIDIA H100 80GB HBM3", 132, true],
+    ["NVIDIA H100 PCIe", 114, true],
     ["NVIDIA H200", 132, true],
     ["NVIDIA A100-SXM4-80GB", 108, true],
     ["NVIDIA L4", 58, true],

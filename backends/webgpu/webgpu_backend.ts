@@ -58,6 +58,7 @@ const RAISED_LIMITS = [
 
 /** Streaming multiprocessors (or equivalents) of GPUs we know, by adapter description. */
 const KNOWN_GPUS: readonly [RegExp, number][] = [
+  [/\bH100\b.*\bPCIe\b/i, 114],
   [/\bH100\b/i, 132],
   [/\bH200\b/i, 132],
   [/\bA100\b/i, 108],
