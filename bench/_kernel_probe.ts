@@ -298,7 +298,7 @@ function drawCase(r: () => number, i: number): Case {
   const D = pick([32, 64, 128, 5, 12, 96, 256, 160]);
   const N = pick([1, 7, 64, 100, 300, 513]);
   const B = pick([1, 2, 3]);
-  const Sq = pick([1, 1, 1, 2, 5, 17]);
+  const Sq = pick([1, 1, 1, 2, 5, 17, 70]);
   const kvLens = Array.from(
     { length: B },
     () => (r() < 0.3 ? pick([0, 1, N]) : Math.floor(r() * (N + 1))),

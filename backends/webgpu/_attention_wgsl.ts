@@ -97,7 +97,10 @@ fn visible(len: u32, Sq: u32, i: u32, causal: bool) -> u32 {
 export interface SgConfig {
   /** Head dim (multiple of 32). */
   D: number;
-  /** Rows per unit (GQA group × rows per query block), compile-time. */
+  /**
+   * Rows per pass, compile-time: all rows of a unit (GQA group × rows per query block) for
+   * decode; a power of two for longer query blocks, which the kernel covers in several passes.
+   */
   R: number;
   /** K/V storage. */
   kv: Elem;
@@ -164,9 +167,10 @@ export function sgWgsl(c: SgConfig): string {
 
   // Per-row setup of one segment.
   for (const r of rows) {
-    p(`    let i${r} = qb * rpb + ${r}u % rpb;`);
-    p(`    let ok${r} = i${r} < Sq;`);
-    p(`    let qrow${r} = select(0u, (b * Hq + h * group + ${r}u / rpb) * Sq + i${r}, ok${r});`);
+    p(`    let rr${r} = rc + ${r}u;`);
+    p(`    let i${r} = qb * rpb + rr${r} % rpb;`);
+    p(`    let ok${r} = rr${r} < R && i${r} < Sq;`);
+    p(`    let qrow${r} = select(0u, (b * Hq + h * group + rr${r} / rpb) * Sq + i${r}, ok${r});`);
     p(`    let e${r} = select(0u, min(k1, visible(len, Sq, i${r}, causal)), ok${r});`);
   }
   p(`    let kend = max(${rows.map((r) => `e${r}`).join(", max(")}, 0u${")".repeat(R)};`);
@@ -335,9 +339,9 @@ export function sgWgsl(c: SgConfig): string {
   p(`    var Lt = 0.0;`);
   p(`    var acc = vec4<f32>(0.0);`);
   p(`    if (act) {`);
-  p(`      for (var s = 0u; s < ns; s++) { M = max(M, wml[s * ${R}u + fr].x); }`);
+  p(`      for (var s = 0u; s < ns; s++) { M = max(M, wml[s * ${R}u + fr0].x); }`);
   p(`      for (var s = 0u; s < ns; s++) {`);
-  p(`        let ml = wml[s * ${R}u + fr];`);
+  p(`        let ml = wml[s * ${R}u + fr0];`);
   p(`        Lt += select(0.0, exp(ml.x - M), ml.x != ninf) * ml.y;`);
   p(`      }`);
   p(`    }`);
@@ -352,9 +356,9 @@ export function sgWgsl(c: SgConfig): string {
   p(`      if (act) {`);
   p(`        let cnt = min(${nsMax}u, ns - rd * ${nsMax}u);`);
   p(`        for (var s = 0u; s < cnt; s++) {`);
-  p(`          let mS = wml[(rd * ${nsMax}u + s) * ${R}u + fr].x;`);
+  p(`          let mS = wml[(rd * ${nsMax}u + s) * ${R}u + fr0].x;`);
   p(`          let wgt = select(0.0, exp(mS - M), mS != ninf);`);
-  p(`          acc += wgt * wo[(s * ${R}u + fr) * ${D4}u + fj];`);
+  p(`          acc += wgt * wo[(s * ${R}u + fr0) * ${D4}u + fj];`);
   p(`        }`);
   p(`      }`);
   p(`      workgroupBarrier();`);
@@ -387,8 +391,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let lane = sgi % ${L}u;
   let slot = sgid * (sgs / ${L}u) + sgi / ${L}u;
   // The thread's item of the final merge: row fr, vec4 fj of the output.
-  let act = tid < ${R * D4}u;
-  let fr = min(tid / ${D4}u, ${R - 1}u);
+  let act0 = tid < ${R * D4}u;
+  let fr0 = min(tid / ${D4}u, ${R - 1}u);
   let fj = tid % ${D4}u;
   let segA = mt[mt[${META.segOffsOff}] + w];
   let segB = mt[mt[${META.segOffsOff}] + w + 1u];
@@ -403,8 +407,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let k0 = mt[sb + 1u] * T;
     let k1 = min(mt[sb + 2u] * T, len);
     let kvRow0 = (b * Hkv + h) * N;
+    // Rows of the unit in passes of ${R} (one pass for decode); a later pass re-reads the
+    // segment's keys, from cache.
+    for (var rc = 0u; rc < R; rc += ${R}u) {
+    let fr = rc + fr0;
+    let act = act0 && fr < R;
 ${lines.join("\n")}
 ${writeOut(D, c.q)}
+    }
   }
 }
 `;

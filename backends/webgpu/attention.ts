@@ -211,7 +211,17 @@ function sgConfig(
   const wg = tuning.wg ?? 256;
   const minSg = subgroupMinSize(ctx) ?? 8;
   if (minSg < 8 || wg % minSg !== 0) return null;
-  const R = g.unitRows;
+  // Rows per pass: all of the unit's rows when q and the running output fit in registers at
+  // the widest lane count, else the largest power of two that does (prefill, large GQA
+  // groups); each further pass re-reads the segment's keys, mostly from cache.
+  let Lmax = 8;
+  while (Lmax * 2 <= Math.min(minSg, 32, g.D / 4)) Lmax *= 2;
+  const fits = (r: number) => (r * g.D) / Lmax <= 64 && (r * g.D) / 4 <= wg;
+  let R = g.unitRows;
+  if (!fits(R)) {
+    R = 8;
+    while (R > 1 && !fits(R)) R /= 2;
+  }
   // Lanes per key: the fewest (fewer shuffles, more keys in flight) that keep q and the
   // running output within 32 registers each per lane; at most the subgroup size.
   let L = tuning.L ?? 0;
