@@ -441,7 +441,7 @@ export function matmulKernel(
   const tiles = tilesM * tilesN * batches;
   // Split K when few output tiles would each walk a long K (p·v of decode attention): each
   // split writes float32 partials, summed in split order by a second pass (deterministic).
-  const { splits, chunk } = splitK(tiles, K, BK);
+  const { splits, chunk } = splitK(ctx, tiles, K, BK, batches * M * N);
   const split = splits > 1;
   const aIdx = transposeA ? "k * M + row" : "row * K + k";
   const bIdx = transposeB ? "col * K + k" : "k * N + col";
@@ -584,10 +584,19 @@ ${writes}
 const SKINNY_M = 8;
 
 /** Splits of K making about SPLIT_TARGET workgroups of `tiles` tiles, and the chunk length. */
-function splitK(tiles: number, K: number, align: number): { splits: number; chunk: number } {
+function splitK(
+  ctx: GpuContext,
+  tiles: number,
+  K: number,
+  align: number,
+  outElements: number,
+): { splits: number; chunk: number } {
   let splits = 1;
   if (tiles < SPLIT_TARGET && K >= 2 * SPLIT_MIN_K) {
     splits = Math.min(Math.ceil(SPLIT_TARGET / tiles), Math.floor(K / SPLIT_MIN_K));
+    // The float32 partials must fit one binding.
+    const fit = Math.floor(ctx.limits.maxStorageBufferBindingSize / (4 * outElements));
+    splits = Math.max(1, Math.min(splits, fit));
   }
   const chunk = Math.max(align, Math.ceil(K / splits / align) * align);
   return { splits: Math.max(1, Math.ceil(K / chunk)), chunk };
@@ -619,7 +628,7 @@ function skinnyMatmul(
   const NC = (T * T) / KL;
   const batches = sizeOf(batchShape);
   const tiles = Math.ceil(N / NC) * batches;
-  const { splits, chunk } = splitK(tiles, K, KL);
+  const { splits, chunk } = splitK(ctx, tiles, K, KL, batches * M * N);
   const split = splits > 1;
   const aIdx = transposeA ? `k * M + ${"${m}"}u` : `${"${m}"}u * K + k`;
   const bIdx = transposeB ? "col * K + k" : "k * N + col";
