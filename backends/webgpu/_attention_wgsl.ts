@@ -7,19 +7,26 @@
  * schedule (per-worker segment offsets and segments) and the list of units the reduce step
  * finishes. One upload, one source of truth.
  *
- * Two main kernels execute a schedule, one workgroup per worker, segment after segment:
+ * Three main kernels execute a schedule, one workgroup per worker, segment after segment:
  *
- * - **subgroup kernel** (decode and short query blocks; needs `subgroups`): `L` lanes share one
- *   key, each lane owning `D / L` dims of q, of the running output and of the key/value rows
- *   it loads with wide vector reads (8 halves as a `vec4<u32>`). A subgroup holds
- *   `subgroupSize / L` keys at a time and keeps one running max per query row shared by the
- *   whole subgroup (`subgroupMax` once per batch of `U` keys), so no barrier is needed while the
- *   keys stream; K and V loads of a batch are issued before any math. Dot products finish with
- *   `log2 L` xor-shuffles. At the end of a segment the slots of a subgroup are summed by
- *   shuffles (same max, so plain sums), and the subgroups are merged through workgroup memory
- *   in a fixed order (deterministic).
- * - **generic kernel** (any D, any rows, no subgroups): one thread per query row, K/V staged in
- *   workgroup memory a few keys at a time, online softmax per key.
+ * - **subgroup kernel** (needs `subgroups`; D a multiple of 32): `L` lanes share one key, each
+ *   lane owning `D / L` dims of q, of the running output and of the key/value rows it loads
+ *   with wide vector reads (8 halves as a `vec4<u32>`, unpacked with `unpack2x16float`, so f16
+ *   K/V need no `enable f16`). A subgroup holds `subgroupSize / L` keys at a time and keeps
+ *   one running max per query row shared by the whole subgroup (`subgroupMax` once per batch
+ *   of `U` keys), so no barrier is needed while the keys stream; K and V loads of a batch are
+ *   issued before any math. The `U · R` dot products of a slot are finished by a butterfly
+ *   (each xor step halves the values a lane carries), so a lane ends with whole scores and
+ *   one exp each; the probabilities are broadcast back with `subgroupShuffle`. At the end of a
+ *   segment the slots of a subgroup are summed by shuffles (same max, so plain sums), and the
+ *   subgroups are merged through workgroup memory in a fixed order (deterministic). Units with
+ *   more rows than fit in registers (prefill, large GQA groups) are covered in passes of R
+ *   rows, each pass streaming the segment's keys again.
+ * - **workgroup-memory kernel** (no subgroups; D a power of two 16–256, rows·D ≤ 512): tiles
+ *   of keys in two phases — partial dots per (key, dim slice), one barrier, then P·V per
+ *   (key group, 4 dims) with an online softmax per key group — groups merged at the end.
+ * - **generic kernel** (anything else): one thread per query row, K/V staged in workgroup
+ *   memory a few keys at a time, online softmax per key. Correct everywhere, slow.
  *
  * Loops over the head dim are unrolled when the WGSL is generated: besides being faster, this
  * keeps every loop's trip count small, and lavapipe (llvmpipe's gallivm, the CI adapter) stops
