@@ -30,7 +30,7 @@ import {
   unaryKernel,
   whereKernel,
 } from "./_kernels.ts";
-import { webgpuAttention, webgpuMergeStates } from "./attention.ts";
+import { defaultGrid as attentionGrid, webgpuAttention, webgpuMergeStates } from "./attention.ts";
 
 export type { PassTiming } from "./_runtime.ts";
 
@@ -93,7 +93,6 @@ export class WebGpuBackend implements Backend {
   /** What kernel files use: device, pooled storage, pipelines, dispatch. */
   readonly ctx: GpuContext;
   readonly #rt: GpuRuntime;
-  readonly #known: boolean;
 
   /** @internal Use {@link webgpu}. */
   constructor(device: GPUDevice, features: GpuFeatures, description: string) {
@@ -103,14 +102,12 @@ export class WebGpuBackend implements Backend {
     this.features = features;
     this.limits = device.limits;
     this.nativeF16 = features.f16;
-    const p = parallelismOf(description);
-    this.parallelism = p.parallelism;
-    this.#known = p.known;
+    this.parallelism = parallelismOf(description).parallelism;
   }
 
-  /** Default lean `grid`: four workers per multiprocessor on known GPUs, else two. */
+  /** Default lean `grid`, as tuned by the attention kernels for this device. */
   get defaultGrid(): number {
-    return this.parallelism * (this.#known ? 4 : 2);
+    return attentionGrid(this.ctx);
   }
 
   /** The device. */
