@@ -32,11 +32,32 @@ export interface AttentionProblem {
   returnLse: boolean;
 }
 
-/** Throws {@link ArgumentError} unless `v` is a positive integer (or undefined when allowed). */
-export function positiveIntOption(op: string, name: string, v: unknown): number | undefined {
+/**
+ * Most workers a schedule may have (`grid`, or units × `numSplits`): a schedule holds a run
+ * per worker, so an absurd count would exhaust memory instead of failing cleanly.
+ */
+export const MAX_WORKERS = 1 << 20;
+
+/**
+ * Largest `tileSize`/`blockN`: kernels index keys with 32-bit integers (`tileEnd · tileSize`
+ * must not wrap), and any tile past N keys is one tile anyway.
+ */
+export const MAX_TILE = 1 << 30;
+
+/**
+ * Throws {@link ArgumentError} unless `v` is a positive integer no larger than `max` (or
+ * undefined when allowed).
+ */
+export function positiveIntOption(
+  op: string,
+  name: string,
+  v: unknown,
+  max = Number.MAX_SAFE_INTEGER,
+): number | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
-    throw new ArgumentError(`${op}: ${name} must be a positive integer, got ${String(v)}`);
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1 || v > max) {
+    const bound = max < Number.MAX_SAFE_INTEGER ? ` ≤ ${max}` : "";
+    throw new ArgumentError(`${op}: ${name} must be a positive integer${bound}, got ${String(v)}`);
   }
   return v;
 }

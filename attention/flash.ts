@@ -13,7 +13,13 @@ import type { Tensor } from "../tensor/tensor.ts";
 import { ArgumentError } from "../tensor/errors.ts";
 import { splitSchedule } from "./lean_schedule.ts";
 import type { LeanSchedule } from "./lean_schedule.ts";
-import { type AttentionOptions, positiveIntOption, validateAttention } from "./_validate.ts";
+import {
+  type AttentionOptions,
+  MAX_TILE,
+  MAX_WORKERS,
+  positiveIntOption,
+  validateAttention,
+} from "./_validate.ts";
 import { queryBlocks, runSchedule } from "./_run.ts";
 import { numSplitsHeuristic } from "./split_heuristic.ts";
 import type { AttentionState } from "./merge.ts";
@@ -43,7 +49,7 @@ export function flashSchedule(
 
 function plan(q: Tensor, k: Tensor, v: Tensor, opts: FlashOptions) {
   const p = validateAttention(OP, q, k, v, opts);
-  const blockN = positiveIntOption(OP, "blockN", opts.blockN) ?? 64;
+  const blockN = positiveIntOption(OP, "blockN", opts.blockN, MAX_TILE) ?? 64;
   let numSplits: number;
   const qBlocks = queryBlocks(p);
   const lens = Array.from(p.kvLens);
@@ -60,7 +66,14 @@ function plan(q: Tensor, k: Tensor, v: Tensor, opts: FlashOptions) {
       }`,
     );
   } else {
-    numSplits = positiveIntOption(OP, "numSplits", opts.numSplits) ?? 1;
+    numSplits = positiveIntOption(OP, "numSplits", opts.numSplits, MAX_WORKERS) ?? 1;
+  }
+  const workers = p.B * p.Hkv * qBlocks * numSplits;
+  if (numSplits > 1 && workers > MAX_WORKERS) {
+    throw new ArgumentError(
+      `${OP}: numSplits ${numSplits} × ${p.B * p.Hkv * qBlocks} units would make ${workers} ` +
+        `workers, more than ${MAX_WORKERS}`,
+    );
   }
   const schedule = splitSchedule({
     batch: p.B,

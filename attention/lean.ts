@@ -11,7 +11,13 @@
  */
 import type { Tensor } from "../tensor/tensor.ts";
 import { type LeanSchedule, leanSchedule } from "./lean_schedule.ts";
-import { type AttentionOptions, positiveIntOption, validateAttention } from "./_validate.ts";
+import {
+  type AttentionOptions,
+  MAX_TILE,
+  MAX_WORKERS,
+  positiveIntOption,
+  validateAttention,
+} from "./_validate.ts";
 import { queryBlocks, runSchedule } from "./_run.ts";
 import type { AttentionState } from "./merge.ts";
 import type { Backend } from "../backends/backend.ts";
@@ -38,8 +44,8 @@ export function defaultLeanGrid(backend: Backend): number {
 
 function plan(q: Tensor, k: Tensor, v: Tensor, opts: LeanOptions) {
   const p = validateAttention(OP, q, k, v, opts);
-  const tileSize = positiveIntOption(OP, "tileSize", opts.tileSize) ?? 64;
-  const grid = positiveIntOption(OP, "grid", opts.grid) ?? defaultLeanGrid(q.backend);
+  const tileSize = positiveIntOption(OP, "tileSize", opts.tileSize, MAX_TILE) ?? 64;
+  const grid = positiveIntOption(OP, "grid", opts.grid, MAX_WORKERS) ?? defaultLeanGrid(q.backend);
   const schedule = leanSchedule({
     batch: p.B,
     kvHeads: p.Hkv,

@@ -18,6 +18,7 @@ import fc from "fast-check";
 import type { Backend } from "../backends/backend.ts";
 import { where } from "../ops/where.ts";
 import { flashAttention, type FlashOptions } from "../attention/flash.ts";
+import { MAX_TILE, MAX_WORKERS } from "../attention/_validate.ts";
 import { leanAttention, type LeanOptions } from "../attention/lean.ts";
 import { mergeAttentionStates } from "../attention/merge.ts";
 import { naiveAttention, type NaiveAttentionOptions } from "../attention/naive.ts";
@@ -390,7 +391,9 @@ const valueCase = fc.record({
   N: fc.integer({ min: 1, max: 40 }),
   D: fc.integer({ min: 1, max: 8 }),
   causal: fc.boolean(),
-  lens: fc.option(fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 2 })),
+  lens: fc.option(
+    fc.array(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), { minLength: 2 }),
+  ),
   tile: fc.integer({ min: 1, max: 16 }),
   numSplits: fc.integer({ min: 2, max: 6 }),
   grid: fc.integer({ min: 1, max: 9 }),
@@ -641,3 +644,59 @@ Deno.test({
     }
   },
 });
+
+describeBackends("mergeAttentionStates with D = 0 still merges the lse", async (backend) => {
+  // Attention needs D ≥ 1, but merge accepts outs [..., 0]: the LSEs must merge regardless.
+  const a = { out: tensor([], { shape: [2, 0], backend }), lse: tensor([0.5, -1], { backend }) };
+  const b = {
+    out: tensor([], { shape: [2, 0], backend }),
+    lse: tensor([0.5, -Infinity], { backend }),
+  };
+  const r = mergeAttentionStates([a, b]);
+  assert(r.out.shape.join() === "2,0" && r.lse.shape.join() === "2");
+  const got = await r.lse.data();
+  const want = [0.5 + Math.log(2), -1];
+  assert(compareIeee(got, want, 1e-6) === null, `lse ${got}, want ${want}`);
+  for (const t of [a.out, a.lse, b.out, b.lse, r.out, r.lse]) t.dispose();
+});
+
+describeBackends(
+  "absurd sizes: huge tiles work, worker counts past the bound are refused",
+  async (backend) => {
+    const q = randn([1, 2, 1, 8], { seed: 1, backend });
+    const k = randn([1, 1, 30, 8], { seed: 2, backend });
+    const v = randn([1, 1, 30, 8], { seed: 3, backend });
+    const want = await flashAttention(q, k, v).data();
+    for (
+      const r of [
+        flashAttention(q, k, v, { blockN: MAX_TILE }),
+        leanAttention(q, k, v, { tileSize: MAX_TILE, grid: 3 }),
+      ]
+    ) {
+      assert(compareIeee(await r.data(), want, 1e-6) === null, "one huge tile");
+      r.dispose();
+    }
+    // Past 2^30 a 32-bit key index could wrap (it silently did at 2^32 on WebGPU).
+    const tile = String(MAX_TILE);
+    expectError(ArgumentError, () => flashAttention(q, k, v, { blockN: 2 ** 32 }), [tile], "N");
+    expectError(ArgumentError, () => leanAttention(q, k, v, { tileSize: 2 ** 40 }), [tile], "T");
+    // A schedule holds a run per worker: 2^21 workers would only exhaust memory.
+    const bound = String(MAX_WORKERS);
+    expectError(ArgumentError, () => leanAttention(q, k, v, { grid: 2 ** 21 }), [bound], "grid");
+    expectError(
+      ArgumentError,
+      () => flashAttention(q, k, v, { numSplits: 2 ** 21 }),
+      [bound, String(2 ** 21)],
+      "numSplits",
+    );
+    const wide = randn([64, 64, 1, 1], { seed: 4, backend });
+    const wk = randn([64, 64, 2, 1], { seed: 5, backend });
+    expectError(
+      ArgumentError,
+      () => flashAttention(wide, wk, wk, { numSplits: 2 ** 9 }),
+      ["4096 units", bound],
+      "units × numSplits",
+    );
+    for (const t of [q, k, v, wide, wk]) t.dispose();
+  },
+);

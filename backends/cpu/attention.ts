@@ -81,7 +81,7 @@ export function runWorkers(
   const T = schedule.plan.tileSize;
   const qs = new Float64Array(D);
   const o = new Float64Array(D);
-  const s = new Float64Array(T);
+  const s = new Float64Array(Math.min(T, Math.max(1, N))); // a tile never spans more than N keys
   const stride = stateStride(g);
   for (let w = w0; w < w1; w++) {
     for (const seg of schedule.workers[w]) {
