@@ -23,13 +23,13 @@ import type { GpuContext, GpuFeatures } from "./context.ts";
 import { GpuRuntime, type PassTiming } from "./_runtime.ts";
 import {
   binaryKernel,
-  matmulKernel,
   reduceKernel,
   softmaxKernel,
   transposeKernel,
   unaryKernel,
   whereKernel,
 } from "./_kernels.ts";
+import { matmulKernel } from "./_matmul.ts";
 import { defaultGrid as attentionGrid, webgpuAttention, webgpuMergeStates } from "./attention.ts";
 
 export type { PassTiming } from "./_runtime.ts";
