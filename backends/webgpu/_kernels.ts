@@ -1,5 +1,6 @@
 /**
- * WGSL kernels of the elementary ops (everything but attention), written against
+ * WGSL kernels of the elementwise ops, reductions, softmax and transpose (matmul is in
+ * `_matmul.ts`, attention in `attention.ts`), written against
  * {@link GpuContext} only. Shapes travel in a small `array<u32>` parameter buffer, so one
  * pipeline serves every shape; a pipeline key names only what the WGSL text depends on (op,
  * dtypes, transposes, layout variant).
