@@ -48,8 +48,8 @@ Deno.test({
     const before = b.memory();
     const stats0 = b.poolStats();
     let acc = tensor(new Float32Array(300), { shape: [3, 100], backend: b });
-    let pooledAt500 = 0;
-    // 4 ops an iteration: t1 = x·y, t2 = exp(−|…|)-ish chain, acc += …; every temporary disposed.
+    let pooledMidway = 0;
+    // 4 ops an iteration (acc += exp(−x·y)), 2,000 in all; every temporary is disposed.
     for (let i = 0; i < 500; i++) {
       const t1 = mul(x, y);
       const t2 = neg(t1);
@@ -62,7 +62,7 @@ Deno.test({
       acc = next;
       if (i === 250) {
         await acc.data();
-        pooledAt500 = b.memory().pooledBytes;
+        pooledMidway = b.memory().pooledBytes;
       }
     }
     const got = await acc.data();
@@ -73,10 +73,10 @@ Deno.test({
     assertEquals(after.liveCount, before.liveCount + 1);
     assertEquals(end.liveBytes, before.liveBytes);
     assertEquals(end.liveCount, before.liveCount);
-    // The pool reached a steady size: it did not grow between iteration 250 and 500.
+    // The pool reached a steady size: it did not grow from iteration 250 to 500.
     assert(
-      after.pooledBytes <= pooledAt500 + 4096,
-      `pool grew from ${pooledAt500} to ${after.pooledBytes} bytes`,
+      after.pooledBytes <= pooledMidway + 4096,
+      `pool grew from ${pooledMidway} to ${after.pooledBytes} bytes`,
     );
     const stats = b.poolStats();
     const created = stats.created - stats0.created;
