@@ -18,8 +18,13 @@ export interface Row {
   N: number;
   /** Valid keys per batch entry, ragged rows only. */
   kvLens?: number[];
-  /** Median GPU time of one call (sum of its passes' timestamps), ms. */
+  /**
+   * Median GPU time of one call, ms: from its first compute pass's begin timestamp to its last
+   * pass's end (peers: as their harness reports it).
+   */
   gpuMs: number | null;
+  /** Median sum of the call's passes' own times, ms (counts no gaps; may double-count). */
+  gpuSumMs?: number;
   /** Wall time per call in a pipelined loop with one readback at the end, ms. */
   wallMs: number | null;
   /** Bytes of K and V read (valid keys only) / gpuMs, GB/s (1e9 bytes). */

@@ -10,8 +10,9 @@
  *     on the CPU would take minutes, and bandwidth does not depend on the values);
  *  3. check every algorithm once against flash (max abs diff) and against a float64 reference
  *     of sampled rows (a wrong row fails loudly and the run exits non-zero);
- *  4. GPU time: median over ≥ 20 calls of the summed timestamp-query time of all of a call's
- *     compute passes, after warm-up; wall time: a pipelined loop of calls, one readback at end;
+ *  4. GPU time: median over ≥ 20 calls of the span from the first compute pass's begin
+ *     timestamp to the last pass's end (`gpuMs`; the sum of the passes' own times is kept as
+ *     `gpuSumMs`), after warm-up; wall time: a pipelined loop of calls, one readback at end;
  *  5. the ceiling: the streaming-read kernel over the same number of bytes of K and V.
  * Peers: ONNX Runtime Web GQA in-process on our device, PyTorch SDPA by a Python subprocess
  * after our device is released. Results: JSON and an SVG plot under `--out`.
@@ -39,7 +40,7 @@ import { type Results, type Row, rowShape } from "./_results.ts";
 import { renderPlot } from "./plot.ts";
 import { loadOrtPeer, type OrtPeer } from "./peers/ort_webgpu.ts";
 import { runTorchPeer, type TorchCase } from "./_torch.ts";
-import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
+import { type PassTiming, webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import { randn } from "../tensor/creation.ts";
 import { normals } from "../tensor/random.ts";
 import { roundToF16 } from "../tensor/dtype.ts";
@@ -193,13 +194,31 @@ function scheduleInfo(algo: OwnAlgo, q: Tensor, k: Tensor, v: Tensor, c: Case): 
   return { workers: s.workers.length, cutUnits: s.cuts.length };
 }
 
-/** Median summed pass time per call, or null without timestamps. */
+/**
+ * GPU time of one call from its passes: the span from the first pass's begin timestamp to the
+ * last pass's end (it counts gaps between passes and cannot double-count a pass whose begin is
+ * stamped before it waits for the previous one), and the plain sum of the passes' own times.
+ * Without raw stamps (or with a clock that does not advance) the span falls back to the sum.
+ */
+function callTime(passes: readonly PassTiming[]): { span: number; sum: number } {
+  const sum = passes.reduce((a, t) => a + t.ms, 0);
+  if (passes.length === 0) return { span: 0, sum };
+  const s0 = passes[0].startNs;
+  const e1 = passes[passes.length - 1].endNs;
+  if (s0 === undefined || e1 === undefined || !(e1 > s0)) return { span: sum, sum };
+  return { span: (e1 - s0) / 1e6, sum };
+}
+
+/**
+ * Median GPU time per call (span of its passes, see {@link callTime}) and the median sum of
+ * its passes, or null without timestamps.
+ */
 async function gpuTime(
   gpu: WebGpuBackend,
   call: Call,
   reps: number,
   warmup: number,
-): Promise<{ ms: number; passes: number } | null> {
+): Promise<{ ms: number; sumMs: number; passes: number } | null> {
   for (let i = 0; i < warmup; i++) call().dispose();
   if (!gpu.ctx.features.timestamps) return null;
   gpu.setProfiling(true);
@@ -210,21 +229,21 @@ async function gpuTime(
     if (passes === 0) return null;
     for (let i = 0; i < reps; i++) call().dispose();
     const all = await gpu.readTimings();
-    const per: number[] = [];
+    const per: { span: number; sum: number }[] = [];
     if (all.length === passes * reps) {
-      for (let i = 0; i < reps; i++) {
-        let s = 0;
-        for (let j = 0; j < passes; j++) s += all[i * passes + j].ms;
-        per.push(s);
-      }
+      for (let i = 0; i < reps; i++) per.push(callTime(all.slice(i * passes, (i + 1) * passes)));
     } else {
       // Pass count varies between calls: read each call on its own.
       for (let i = 0; i < reps; i++) {
         call().dispose();
-        per.push((await gpu.readTimings()).reduce((a, t) => a + t.ms, 0));
+        per.push(callTime(await gpu.readTimings()));
       }
     }
-    return { ms: median(per), passes };
+    return {
+      ms: median(per.map((t) => t.span)),
+      sumMs: median(per.map((t) => t.sum)),
+      passes,
+    };
   } finally {
     gpu.setProfiling(false);
   }
@@ -444,6 +463,7 @@ async function main(): Promise<number> {
           const row: Row = { ...base, ...check(data), ...scheduleInfo(algo, q, k, v, c) };
           const g = await gpuTime(gpu, call, opts.reps, opts.warmup);
           row.gpuMs = g?.ms ?? null;
+          if (g) row.gpuSumMs = g.sumMs;
           row.passes = g?.passes;
           row.wallCalls = wallCallsFor(row.gpuMs, opts.smoke);
           row.wallMs = await wallTime(call, row.wallCalls);

@@ -54,6 +54,14 @@ export interface PassTiming {
   label: string;
   /** Milliseconds between the pass's begin and end timestamps. */
   ms: number;
+  /**
+   * The raw begin timestamp (ns, the device's timestamp clock): a multi-pass op's GPU time is
+   * the last pass's `endNs` minus the first pass's `startNs` (a pass may stamp its begin before
+   * it waits for the previous pass, so summing `ms` can double-count).
+   */
+  startNs?: number;
+  /** The raw end timestamp (ns, same clock as `startNs`). */
+  endNs?: number;
 }
 
 interface TimingBatch {
@@ -533,7 +541,12 @@ export class GpuRuntime implements GpuContext {
         const t = new BigUint64Array(b.staging.getMappedRange(), 0, b.labels.length * 2);
         b.labels.forEach((label, i) => {
           const ns = t[2 * i + 1] - t[2 * i];
-          out.push({ label, ms: Number(ns > 0n ? ns : 0n) / 1e6 });
+          out.push({
+            label,
+            ms: Number(ns > 0n ? ns : 0n) / 1e6,
+            startNs: Number(t[2 * i]),
+            endNs: Number(t[2 * i + 1]),
+          });
         });
         b.staging.unmap();
       } finally {
