@@ -5,10 +5,15 @@
  *
  *     deno run -A bench/_kernel_probe.ts check            # random cases vs the float64 oracle
  *     deno run -A bench/_kernel_probe.ts bench [--quick]  # decode sweep vs a streaming read
+ *     deno run -A bench/_kernel_probe.ts bench --quick-gqa --json out.json  # GQA variants
  *
  * `bench` fills K/V on the GPU (no upload), measures a streaming read of the same bytes in the
  * same run (the ceiling), then each kernel variant, and prints a table of GPU times and the
- * fraction of the ceiling; `--json FILE` writes the rows.
+ * fraction of the ceiling; `--json FILE` writes the rows. GPU time of a call is the span from
+ * its first pass's begin timestamp to its last pass's end (`… sum`: the passes' own times
+ * summed). `--quick-gqa`: decode (1,32,8), (4,32,8), (16,32,8), (1,32,32) at N = 4k/16k/64k,
+ * the default kernel against the row-split (`rs2`, `rs4`) and whole-subgroup-per-key (`L32`)
+ * variants and flash, one short table.
  *
  * @module
  */
@@ -289,6 +294,8 @@ interface Case {
   pf?: boolean;
   bf?: boolean;
   rot?: boolean;
+  rs?: number;
+  U?: number;
 }
 
 function drawCase(r: () => number, i: number): Case {
@@ -323,6 +330,8 @@ function drawCase(r: () => number, i: number): Case {
     pf: r() < 0.5,
     bf: r() < 0.6,
     rot: r() < 0.5,
+    // Drawn last so the earlier fields of each seed stay what they were.
+    rs: pick([undefined, 2, 4, 8]),
   };
 }
 
@@ -371,7 +380,15 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
     kvLens: Int32Array.from(c.kvLens),
     schedule,
   };
-  const tuning: AttentionTuning = { kernel: c.kernel, L: c.L, pf: c.pf, bf: c.bf, rot: c.rot };
+  const tuning: AttentionTuning = {
+    kernel: c.kernel,
+    L: c.L,
+    pf: c.pf,
+    bf: c.bf,
+    rot: c.rot,
+    rs: c.rs,
+    U: c.U,
+  };
   const res = webgpuAttentionTuned(ctx, q, k, v, params, tuning);
   const out = await ctx.read(res.out);
   const lse = await ctx.read(res.lse);
@@ -522,6 +539,8 @@ async function check(ctx: ProbeContext, count: number, seed0: number): Promise<b
       qBlocks: 2,
     },
   ];
+  // The benchmark's GQA decode shape through the row-split and whole-subgroup variants.
+  fixed.push({ ...fixed[0], rs: 4 }, { ...fixed[0], rs: 2, causal: true }, { ...fixed[0], L: 32 });
   for (let i = 0; i < fixed.length + count; i++) {
     const r = rng(seed0 + i);
     const c = i < fixed.length ? fixed[i] : drawCase(r, i);
@@ -601,12 +620,29 @@ interface Variant {
   numSplits?: number;
 }
 
+/**
+ * Variants of `bench --quick-gqa`: the default kernel, the row-split subgroup kernel (rows of
+ * a GQA group on different subgroups reading the same keys), a whole subgroup per key, and
+ * flash. Names are the JSON keys.
+ */
+const GQA_VARIANTS: Variant[] = [
+  { name: "def", algo: "lean", tuning: {}, gridPerCu: 2, tileSize: 256 },
+  { name: "rs2", algo: "lean", tuning: { rs: 2 }, gridPerCu: 2, tileSize: 256 },
+  { name: "rs4", algo: "lean", tuning: { rs: 4 }, gridPerCu: 2, tileSize: 256 },
+  { name: "rs4 rot", algo: "lean", tuning: { rs: 4, rot: true }, gridPerCu: 2, tileSize: 256 },
+  { name: "L32", algo: "lean", tuning: { L: 32 }, gridPerCu: 2, tileSize: 256 },
+  { name: "flash", algo: "flash", tuning: {}, tileSize: 128 },
+];
+
 async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
+  const gqa = args.includes("--quick-gqa");
   const quick = args.includes("--quick");
   const ji = args.indexOf("--json");
   const jsonPath = ji >= 0 ? args[ji + 1] : null;
   const D = 128;
-  const shapes: [number, number, number][] = quick
+  const shapes: [number, number, number][] = gqa
+    ? [[1, 32, 8], [4, 32, 8], [16, 32, 8], [1, 32, 32]]
+    : quick
     ? [[1, 32, 32], [4, 32, 8]]
     : [[1, 32, 32], [1, 64, 64], [4, 32, 32], [16, 32, 32], [1, 32, 8], [4, 32, 8], [16, 32, 8]];
   const Ns = quick ? [4096, 16384] : [4096, 16384, 65536];
@@ -642,11 +678,13 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
       tileSize: 256,
     },
   ];
+  if (gqa) variants = GQA_VARIANTS;
   if (vi >= 0) {
     const pick = args[vi + 1].split(",");
     variants = variants.filter((_, i) => pick.includes(String(i)));
   }
   const reps = quick ? 5 : 10;
+  const t0 = performance.now();
   const rows: Record<string, unknown>[] = [];
   const read = ctx.pipeline("probe-read", () => READ);
   for (const [B, Hq, Hkv] of shapes) {
@@ -709,10 +747,11 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
         ctx.startTiming(reps * 2);
         for (let i = 0; i < reps; i++) once();
         const passes = await ctx.stopTiming();
-        // Sum the passes of each call (main + reduce).
-        // Also the span from the first pass's begin to the last pass's end: it counts the gap
-        // between the passes and cannot double-count an early pass-begin timestamp.
-        const per: number[] = [];
+        // GPU time of a call: the span from its first pass's begin to its last pass's end
+        // (counts the gap between the passes, cannot double-count a pass-begin stamped
+        // before the pass waits for the previous one); the sum of the passes' own times and
+        // the reduce pass alone are kept for comparison.
+        const sum: number[] = [];
         const red: number[] = [];
         const span: number[] = [];
         let acc = 0;
@@ -722,15 +761,15 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
           acc += passes[i];
           if (l === "attention-reduce") red.push(passes[i]);
           if (l !== "attention-reduce" && ctx.labels[i + 1] === "attention-reduce") return;
-          per.push(acc);
+          sum.push(acc);
           span.push(ctx.stamps[2 * i + 1] - begin);
           acc = 0;
         });
-        row[vr.name + " span"] = +(median(span) / 1e3).toFixed(1);
         for (const id of outs) ctx.release(id);
-        const t = median(per);
-        if (red.length) row[vr.name + " red"] = +(median(red) / 1e3).toFixed(1);
+        const t = median(span);
         row[vr.name] = +(t / 1e3).toFixed(1);
+        row[vr.name + " sum"] = +(median(sum) / 1e3).toFixed(1);
+        if (red.length) row[vr.name + " red"] = +(median(red) / 1e3).toFixed(1);
         row[vr.name + " %"] = Math.round((100 * ceilNs) / t);
       }
       // Measured again after the variants: a large change means the GPU was shared meanwhile.
@@ -792,7 +831,26 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
       JSON.stringify({ device: ctx.description, date: new Date().toISOString(), rows }, null, 1),
     );
   }
-  console.log(`\nadapter: ${ctx.description}`);
+  console.log(`\nadapter: ${ctx.description}; ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
+  if (gqa) {
+    // One short table: µs (span) and % of the ceiling per variant.
+    console.log(
+      `B,Hq,Hkv | N | ceil µs before/after | ${
+        variants.map((v) => `${v.name} µs (%)`).join(" | ")
+      }`,
+    );
+    for (const r of rows) {
+      console.log(
+        [
+          `${r.B},${r.Hq},${r.Hkv}`,
+          r.N,
+          `${r.ceilUs}/${r.ceilAfterUs}`,
+          ...variants.map((v) => `${r[v.name]} (${r[v.name + " %"]})`),
+        ].join(" | "),
+      );
+    }
+    return;
+  }
   const cols = [
     "B",
     "Hq",
@@ -803,6 +861,7 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
     "ceilTBs",
     ...variants.map((v) => v.name + " %"),
   ];
+  console.log("(% of the ceiling by the span of each call's passes)");
   console.log(cols.join(" | "));
   for (const r of rows) console.log(cols.map((c) => String(r[c])).join(" | "));
 }

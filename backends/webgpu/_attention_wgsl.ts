@@ -127,11 +127,19 @@ export interface SgConfig {
   bf: boolean;
   /** Rotated loop: the first batch loads before q, each next batch after the math. */
   rot: boolean;
+  /**
+   * Row groups (a power of two; 1 = off): the pass's `R · G` rows are split across the
+   * subgroups of the workgroup, subgroup `sgid` taking rows `(sgid % G)·R …` of every key the
+   * subgroups `sgid / G` stream. The G row groups read the same keys, so K/V come from DRAM
+   * once and from L1/L2 G − 1 more times; each lane holds `R · D / L` values of q and of the
+   * output instead of `R · G · D / L`. Needs at least G subgroups per workgroup.
+   */
+  G: number;
 }
 
 /** Pipeline cache key of a subgroup kernel. */
 export function sgKey(c: SgConfig): string {
-  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}`;
+  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */
@@ -143,13 +151,14 @@ export function sgLoadWidth(c: Pick<SgConfig, "D" | "L" | "kv">): number {
 
 /** WGSL of the subgroup kernel. */
 export function sgWgsl(c: SgConfig): string {
-  const { D, R, wg, L, U, nsMax } = c;
+  const { D, R, wg, L, U, nsMax, G } = c;
+  const RT = R * G; // rows per pass over all row groups
   const E = D / L; // dims per lane
   const W = sgLoadWidth(c); // elements per load
   const CH = E / W; // loads per lane per row
   const V4 = W / 4; // vec4<f32> per load
   const NV4 = E / 4; // vec4<f32> per lane per row
-  const S = wg / L; // key slots per workgroup
+  const S = wg / L / G; // key slots per row group
   const UPR = D / W; // load units per K row
   const D4 = D / 4;
   const ldT = c.kv === "f32" ? "vec4<f32>" : W === 8 ? "vec4<u32>" : "vec2<u32>";
@@ -174,13 +183,26 @@ export function sgWgsl(c: SgConfig): string {
 
   // Per-row setup of one segment.
   for (const r of rows) {
-    p(`    let rr${r} = rc + ${r}u;`);
+    p(`    let rr${r} = rc + ${G > 1 ? `rgrp * ${R}u + ` : ""}${r}u;`);
     p(`    let i${r} = qb * rpb + rr${r} % rpb;`);
     p(`    let ok${r} = rr${r} < R && i${r} < Sq;`);
     p(`    let qrow${r} = select(0u, (b * Hq + h * group + rr${r} / rpb) * Sq + i${r}, ok${r});`);
     p(`    let e${r} = select(0u, min(k1, visible(len, Sq, i${r}, causal)), ok${r});`);
   }
-  p(`    let kend = max(${rows.map((r) => `e${r}`).join(", max(")}, 0u${")".repeat(R)};`);
+  if (G > 1) {
+    // The key loop holds subgroup operations, so its bound must be uniform over the
+    // workgroup: the last key any row of the pass sees (rows beyond their own end mask).
+    const all = [...Array(RT).keys()];
+    for (const x of all) {
+      p(`    let ia${x} = qb * rpb + (rc + ${x}u) % rpb;`);
+      p(
+        `    let ea${x} = select(0u, min(k1, visible(len, Sq, ia${x}, causal)), rc + ${x}u < R && ia${x} < Sq);`,
+      );
+    }
+    p(`    let kend = max(${all.map((x) => `ea${x}`).join(", max(")}, 0u${")".repeat(RT)};`);
+  } else {
+    p(`    let kend = max(${rows.map((r) => `e${r}`).join(", max(")}, 0u${")".repeat(R)};`);
+  }
   if (c.pf || c.rot) {
     // The first batch is loaded before q, so its latency overlaps q's. With \`pf\` each batch
     // then loads the next before its math (two batches of registers); with \`rot\` after it
@@ -339,33 +361,40 @@ export function sgWgsl(c: SgConfig): string {
   }
   p(`    }`);
   p(`    if (sgi == 0u) {`);
-  for (const r of rows) p(`      wml[sgid * ${R}u + ${r}u] = vec2<f32>(m${r}, l${r});`);
+  for (const r of rows) {
+    p(`      wml[sgk * ${RT}u + ${
+      G > 1 ? `rgrp * ${R}u + ` : ""
+    }${r}u] = vec2<f32>(m${r}, l${r});`);
+  }
   p(`    }`);
   p(`    workgroupBarrier();`);
   p(`    var M = ninf;`);
   p(`    var Lt = 0.0;`);
   p(`    var acc = vec4<f32>(0.0);`);
   p(`    if (act) {`);
-  p(`      for (var s = 0u; s < ns; s++) { M = max(M, wml[s * ${R}u + fr0].x); }`);
-  p(`      for (var s = 0u; s < ns; s++) {`);
-  p(`        let ml = wml[s * ${R}u + fr0];`);
+  p(`      for (var s = 0u; s < nsr; s++) { M = max(M, wml[s * ${RT}u + fr0].x); }`);
+  p(`      for (var s = 0u; s < nsr; s++) {`);
+  p(`        let ml = wml[s * ${RT}u + fr0];`);
   p(`        Lt += select(0.0, exp(ml.x - M), ml.x != ninf) * ml.y;`);
   p(`      }`);
   p(`    }`);
   p(`    for (var rd = 0u; rd < rounds; rd++) {`);
-  p(`      if (sgid / ${nsMax}u == rd && sgi < ${L}u) {`);
-  p(`        let sl = sgid % ${nsMax}u;`);
+  p(`      if (sgk / ${nsMax}u == rd && sgi < ${L}u) {`);
+  p(`        let sl = sgk % ${nsMax}u;`);
   for (const r of rows) {
-    for (const j of js) p(`        wo[(sl * ${R}u + ${r}u) * ${D4}u + ${v4idx(j)}] = o${r}_${j};`);
+    const row = `${G > 1 ? `rgrp * ${R}u + ` : ""}${r}u`;
+    for (const j of js) {
+      p(`        wo[(sl * ${RT}u + ${row}) * ${D4}u + ${v4idx(j)}] = o${r}_${j};`);
+    }
   }
   p(`      }`);
   p(`      workgroupBarrier();`);
   p(`      if (act) {`);
-  p(`        let cnt = min(${nsMax}u, ns - rd * ${nsMax}u);`);
+  p(`        let cnt = min(${nsMax}u, nsr - rd * ${nsMax}u);`);
   p(`        for (var s = 0u; s < cnt; s++) {`);
-  p(`          let mS = wml[(rd * ${nsMax}u + s) * ${R}u + fr0].x;`);
+  p(`          let mS = wml[(rd * ${nsMax}u + s) * ${RT}u + fr0].x;`);
   p(`          let wgt = select(0.0, exp(mS - M), mS != ninf);`);
-  p(`          acc += wgt * wo[(s * ${R}u + fr0) * ${D4}u + fj];`);
+  p(`          acc += wgt * wo[(s * ${RT}u + fr0) * ${D4}u + fj];`);
   p(`        }`);
   p(`      }`);
   p(`      workgroupBarrier();`);
@@ -382,7 +411,7 @@ export function sgWgsl(c: SgConfig): string {
 @group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
 @group(0) @binding(6) var<storage, read_write> PART: array<f32>;
 var<workgroup> wml: array<vec2<f32>, ${(wg / 8) * R}>;
-var<workgroup> wo: array<vec4<f32>, ${nsMax * R * D4}>;
+var<workgroup> wo: array<vec4<f32>, ${nsMax * RT * D4}>;
 var<workgroup> wns: u32;
 ${VISIBLE}
 @compute @workgroup_size(${wg})
@@ -391,15 +420,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32) {
   if (tid == 0u) { wns = nsg; }
   let ns = workgroupUniformLoad(&wns);
-  let rounds = (ns + ${nsMax - 1}u) / ${nsMax}u;
+  // Subgroups per row group (each row group's states are merged among themselves).
+  let nsr = ns / ${G}u;
+  let rounds = (nsr + ${nsMax - 1}u) / ${nsMax}u;
   let w = wid.x + wid.y * mt[${META.mainNx}];
   if (w >= mt[${META.numWorkers}]) { return; }
   ${sizes()}
   let lane = sgi % ${L}u;
-  let slot = sgid * (sgs / ${L}u) + sgi / ${L}u;
+  let rgrp = sgid % ${G}u;
+  let sgk = sgid / ${G}u;
+  let slot = sgk * (sgs / ${L}u) + sgi / ${L}u;
   // The thread's item of the final merge: row fr, vec4 fj of the output.
-  let act0 = tid < ${R * D4}u;
-  let fr0 = min(tid / ${D4}u, ${R - 1}u);
+  let act0 = tid < ${RT * D4}u;
+  let fr0 = min(tid / ${D4}u, ${RT - 1}u);
   let fj = tid % ${D4}u;
   let segA = mt[mt[${META.segOffsOff}] + w];
   let segB = mt[mt[${META.segOffsOff}] + w + 1u];
@@ -414,9 +447,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let k0 = mt[sb + 1u] * T;
     let k1 = min(mt[sb + 2u] * T, len);
     let kvRow0 = (b * Hkv + h) * N;
-    // Rows of the unit in passes of ${R} (one pass for decode); a later pass re-reads the
+    // Rows of the unit in passes of ${RT} (one pass for decode); a later pass re-reads the
     // segment's keys, from cache.
-    for (var rc = 0u; rc < R; rc += ${R}u) {
+    for (var rc = 0u; rc < R; rc += ${RT}u) {
     let fr = rc + fr0;
     let act = act0 && fr < R;
 ${lines.join("\n")}

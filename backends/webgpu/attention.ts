@@ -60,6 +60,13 @@ export interface AttentionTuning {
   bf?: boolean;
   /** Rotated key loop: first loads before q (default: on for multi-row units). */
   rot?: boolean;
+  /**
+   * Row groups of the subgroup kernel (1, 2, 4 or 8; default 1): a unit's rows are split
+   * across the subgroups of a workgroup, which stream the same keys (K/V from DRAM once, then
+   * L1/L2), so each lane holds fewer rows of q and output — fewer registers and shuffles per
+   * key for GQA decode. Reduced to what divides the rows and the subgroups per workgroup.
+   */
+  rs?: number;
 }
 
 const NEG_INF_BITS = 0xff800000;
@@ -74,6 +81,14 @@ function subgroupMinSize(ctx: GpuContext): number | undefined {
   const info = (ctx.device as unknown as { adapterInfo?: { subgroupMinSize?: number } })
     .adapterInfo;
   const n = info?.subgroupMinSize;
+  return typeof n === "number" && n > 0 ? n : undefined;
+}
+
+/** Largest subgroup size the adapter reports, when it reports one. */
+function subgroupMaxSize(ctx: GpuContext): number | undefined {
+  const info = (ctx.device as unknown as { adapterInfo?: { subgroupMaxSize?: number } })
+    .adapterInfo;
+  const n = info?.subgroupMaxSize;
   return typeof n === "number" && n > 0 ? n : undefined;
 }
 
@@ -215,17 +230,25 @@ function sgConfig(
   const wg = tuning.wg ?? 256;
   const minSg = subgroupMinSize(ctx) ?? 8;
   if (minSg < 8 || wg % minSg !== 0) return null;
+  // Row groups: every row group needs a subgroup of its own in the workgroup (up to 128
+  // lanes a subgroup where the adapter does not say).
+  const maxSg = Math.max(minSg, subgroupMaxSize(ctx) ?? 128);
+  let G = 1;
+  const wantG = tuning.rs ?? 1;
+  while (G * 2 <= wantG && G * 2 <= wg / maxSg) G *= 2;
   // Rows per pass: all of the unit's rows when q and the running output fit in registers at
   // the widest lane count, else the largest power of two that does (prefill, large GQA
   // groups); each further pass re-reads the segment's keys, mostly from cache.
   let Lmax = 8;
   while (Lmax * 2 <= Math.min(minSg, 32, g.D / 4)) Lmax *= 2;
-  const fits = (r: number) => (r * g.D) / Lmax <= 64 && (r * g.D) / 4 <= wg;
-  let R = g.unitRows;
-  if (!fits(R)) {
-    R = 8;
-    while (R > 1 && !fits(R)) R /= 2;
+  const fits = (r: number) => (r * g.D) / (Lmax * G) <= 64 && (r * g.D) / 4 <= wg;
+  let RT = g.unitRows;
+  if (!fits(RT)) {
+    RT = 8 * G;
+    while (RT > 1 && !fits(RT)) RT /= 2;
   }
+  while (G > 1 && RT % G !== 0) G /= 2;
+  const R = RT / G; // rows per subgroup
   // Lanes per key: the fewest (fewer shuffles, more keys in flight) that keep q and the
   // running output within 32 registers each per lane; at most the subgroup size.
   let L = tuning.L ?? 0;
@@ -238,11 +261,11 @@ function sgConfig(
   if (g.D % (4 * L) !== 0 || E % 4 !== 0) return null;
   // Registers: q and the running output, E floats each per row.
   if (R * E > 64) return null;
-  if ((R * g.D) / 4 > wg) return null;
+  if ((RT * g.D) / 4 > wg) return null;
   const mlBytes = (wg / 8) * R * 8 + 16;
-  const stateBytes = R * g.D * 4;
+  const stateBytes = RT * g.D * 4;
   const room = ctx.limits.maxComputeWorkgroupStorageSize - mlBytes;
-  const nsMax = Math.min(Math.floor(room / stateBytes), wg / minSg, 8);
+  const nsMax = Math.min(Math.floor(room / stateBytes), Math.max(1, wg / minSg / G), 8);
   if (nsMax < 1) return null;
   // Keys per slot per iteration: as many as keep the K/V registers of a batch ≤ 64 per lane
   // (more bytes in flight), at most 8.
@@ -253,7 +276,7 @@ function sgConfig(
   // Rotated loop for multi-row (GQA) units, whose heavier math gains from the first loads
   // overlapping q's; for one row it measured 0–4 points slower (bench/NOTES.md, run 3).
   const rot = (tuning.rot ?? R > 1) && !tuning.pf;
-  return { D: g.D, R, kv, q, wg, L, U, nsMax, pf: tuning.pf ?? false, bf, rot };
+  return { D: g.D, R, kv, q, wg, L, U, nsMax, pf: tuning.pf ?? false, bf, rot, G };
 }
 
 /** The workgroup-memory decode kernel's configuration, or null when it does not apply. */
