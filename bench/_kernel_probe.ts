@@ -645,7 +645,13 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
     : quick
     ? [[1, 32, 32], [4, 32, 8]]
     : [[1, 32, 32], [1, 64, 64], [4, 32, 32], [16, 32, 32], [1, 32, 8], [4, 32, 8], [16, 32, 8]];
-  const Ns = quick ? [4096, 16384] : [4096, 16384, 65536];
+  const ni = args.indexOf("--ns");
+  // `--ns 256,512`: other sequence lengths (a smoke run on a slow adapter).
+  const Ns = ni >= 0
+    ? args[ni + 1].split(",").map(Number)
+    : quick
+    ? [4096, 16384]
+    : [4096, 16384, 65536];
   const maxBind = ctx.limits.maxStorageBufferBindingSize;
   const fits = (B: number, Hkv: number, N: number) =>
     B * Hkv * N * D * 2 <= Math.min(maxBind, 1.2e9);
