@@ -92,6 +92,8 @@ export class GpuRuntime implements GpuContext {
   #dispatches = 0;
   #pendingUse = new Set<GPUBuffer>();
   #scratchInFlight: GPUBuffer[] = [];
+  /** Scratch of the pending commands at an automatic submission (see `#submit`). */
+  #scratchDeferred: GPUBuffer[] = [];
 
   #pipelines = new Map<string, GPUComputePipeline>();
   #layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
@@ -112,14 +114,18 @@ export class GpuRuntime implements GpuContext {
     this.limits = device.limits;
     this.description = description;
     // Idle buffers kept for reuse: up to the largest buffer, within [64 MiB, 1 GiB].
-    this.#pool = new BufferPool(Math.min(2 ** 30, Math.max(2 ** 26, device.limits.maxBufferSize)));
+    this.#pool = new BufferPool(
+      Math.min(2 ** 30, Math.max(2 ** 26, device.limits.maxBufferSize)),
+    );
     device.lost.then((info) => {
       this.#lost ??= info.message || `device lost (${info.reason})`;
     });
     device.addEventListener("uncapturederror", (e) => {
       e.preventDefault();
       this.#fail(
-        new LeanattnError(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`),
+        new LeanattnError(
+          `WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`,
+        ),
       );
     });
   }
@@ -148,7 +154,11 @@ export class GpuRuntime implements GpuContext {
   }
 
   /** Runs `f` inside validation and out-of-memory error scopes; failures are stored. */
-  #scoped<T>(what: string, f: () => T, onError?: (e: LeanattnError) => void): T {
+  #scoped<T>(
+    what: string,
+    f: () => T,
+    onError?: (e: LeanattnError) => void,
+  ): T {
     const d = this.device;
     d.pushErrorScope("out-of-memory");
     d.pushErrorScope("validation");
@@ -191,14 +201,18 @@ export class GpuRuntime implements GpuContext {
         `${what}: needs a GPU buffer of ${size} bytes, but maxBufferSize is ${max}`,
       );
     }
-    return this.#scoped(what, () => this.device.createBuffer({ size, usage, label: what }));
+    return this.#scoped(
+      what,
+      () => this.device.createBuffer({ size, usage, label: what }),
+    );
   }
 
   /** Size class, shrunk to the request where the class alone would break a limit. */
   #classOf(bytes: number): number {
     const cls = sizeClass(bytes);
     const exact = Math.max(16, Math.ceil(bytes / 16) * 16);
-    const { maxStorageBufferBindingSize: bind, maxBufferSize: max } = this.limits;
+    const { maxStorageBufferBindingSize: bind, maxBufferSize: max } =
+      this.limits;
     if (cls > bind && exact <= bind) return exact;
     if (cls > max && exact <= max) return exact;
     return cls;
@@ -241,7 +255,12 @@ export class GpuRuntime implements GpuContext {
   }
 
   #track(buffer: GPUBuffer, dtype: DType, elements: number): GpuData {
-    const d = new GpuData(buffer, dtype, elements, elements * this.#storageBytes(dtype));
+    const d = new GpuData(
+      buffer,
+      dtype,
+      elements,
+      elements * this.#storageBytes(dtype),
+    );
     this.#live.add(d);
     this.#liveBytes += buffer.size;
     this.#owner.set(buffer, d);
@@ -249,15 +268,21 @@ export class GpuRuntime implements GpuContext {
   }
 
   #storageBytes(dtype: DType): number {
-    return dtype === "float16" && !this.features.f16 ? 4 : bytesPerElement(dtype);
+    return dtype === "float16" && !this.features.f16
+      ? 4
+      : bytesPerElement(dtype);
   }
 
   #data(id: DataId): GpuData {
     const d = id as GpuData;
     if (!(d instanceof GpuData)) {
-      throw new LeanattnError("webgpu: storage id does not belong to a WebGPU backend");
+      throw new LeanattnError(
+        "webgpu: storage id does not belong to a WebGPU backend",
+      );
     }
-    if (d.released) throw new DisposedTensorError("webgpu: storage was released");
+    if (d.released) {
+      throw new DisposedTensorError("webgpu: storage was released");
+    }
     return d;
   }
 
@@ -272,7 +297,11 @@ export class GpuRuntime implements GpuContext {
   alloc(elements: number, dtype: DType): DataId {
     this.check();
     const bytes = elements * this.#storageBytes(dtype);
-    return this.#track(this.#acquire(bytes, true, `alloc ${elements} ${dtype}`), dtype, elements);
+    return this.#track(
+      this.#acquire(bytes, true, `alloc ${elements} ${dtype}`),
+      dtype,
+      elements,
+    );
   }
 
   scratch(bytes: number): GPUBuffer {
@@ -304,7 +333,11 @@ export class GpuRuntime implements GpuContext {
     this.check();
     const n = values.length;
     const bytes = n * this.#storageBytes(dtype);
-    const d = this.#track(this.#acquire(bytes, false, `upload ${n} ${dtype}`), dtype, n);
+    const d = this.#track(
+      this.#acquire(bytes, false, `upload ${n} ${dtype}`),
+      dtype,
+      n,
+    );
     if (dtype === "float16" && this.features.f16) {
       this.#write(d.buffer, new Float16Array(values));
     } else {
@@ -336,7 +369,11 @@ export class GpuRuntime implements GpuContext {
 
   // ---- pipelines and dispatch ------------------------------------------------------------
 
-  pipeline(key: string, wgsl: () => string, entryPoint = "main"): GPUComputePipeline {
+  pipeline(
+    key: string,
+    wgsl: () => string,
+    entryPoint = "main",
+  ): GPUComputePipeline {
     const k = `${key}#${entryPoint}`;
     let p = this.#pipelines.get(k);
     if (p === undefined) {
@@ -384,7 +421,10 @@ export class GpuRuntime implements GpuContext {
         `${label}: binding ${i} spans ${size} bytes, but maxStorageBufferBindingSize is ${maxBind}`,
       );
     }
-    return { binding: i, resource: { buffer: b.buffer, offset: b.offset, size: b.size } };
+    return {
+      binding: i,
+      resource: { buffer: b.buffer, offset: b.offset, size: b.size },
+    };
   }
 
   dispatch(
@@ -406,7 +446,9 @@ export class GpuRuntime implements GpuContext {
     }
     if (x === 0 || y === 0 || z === 0) return;
     let layout = this.#layouts.get(pipeline);
-    if (!layout) this.#layouts.set(pipeline, layout = pipeline.getBindGroupLayout(0));
+    if (!layout) {
+      this.#layouts.set(pipeline, layout = pipeline.getBindGroupLayout(0));
+    }
     const entries = bindings.map((b, i) => this.#entry(b, i, label));
     const group = this.#scoped(
       label,
@@ -429,7 +471,7 @@ export class GpuRuntime implements GpuContext {
     pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(x, y, z);
     pass.end();
-    if (++this.#dispatches >= MAX_PENDING_DISPATCHES) this.flush();
+    if (++this.#dispatches >= MAX_PENDING_DISPATCHES) this.#submit(true);
   }
 
   wgslType(dtype: DType): "f32" | "f16" {
@@ -438,6 +480,16 @@ export class GpuRuntime implements GpuContext {
 
   /** Submits the pending encoder (if any) and recycles what waited for the submission. */
   flush(): void {
+    this.#submit(false);
+  }
+
+  /**
+   * Submits. An automatic submission (`auto`, every {@link MAX_PENDING_DISPATCHES}) can fall
+   * between two dispatches of one op, which binds its scratch buffers again afterwards: were
+   * they pooled now, a `writeBuffer` into a reused one (an upload, the next `scratchFrom`)
+   * would run before that later dispatch and corrupt it. So they wait for the next submission.
+   */
+  #submit(auto: boolean): void {
     if (this.#lost) return;
     const enc = this.#encoder;
     const batch = this.#batch;
@@ -454,9 +506,14 @@ export class GpuRuntime implements GpuContext {
       this.#scoped("submit", () => this.device.queue.submit([enc.finish()]));
     }
     this.#pendingUse.clear();
-    for (const b of this.#scratchInFlight) this.#pool.give(b);
+    for (const b of this.#scratchDeferred) this.#pool.give(b);
+    this.#scratchDeferred = [];
+    if (auto) this.#scratchDeferred = this.#scratchInFlight;
+    else for (const b of this.#scratchInFlight) this.#pool.give(b);
     this.#scratchInFlight = [];
-    for (const list of this.#gpuOnly.values()) for (const b of list) this.#pool.give(b);
+    for (const list of this.#gpuOnly.values()) {
+      for (const b of list) this.#pool.give(b);
+    }
     this.#gpuOnly.clear();
     this.#gpuOnlyBytes = 0;
   }
@@ -538,7 +595,11 @@ export class GpuRuntime implements GpuContext {
     for (const b of batches) {
       try {
         await b.staging.mapAsync(GPUMapMode.READ);
-        const t = new BigUint64Array(b.staging.getMappedRange(), 0, b.labels.length * 2);
+        const t = new BigUint64Array(
+          b.staging.getMappedRange(),
+          0,
+          b.labels.length * 2,
+        );
         b.labels.forEach((label, i) => {
           const ns = t[2 * i + 1] - t[2 * i];
           out.push({
