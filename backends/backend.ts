@@ -47,6 +47,21 @@ export interface AttentionParams {
   readonly schedule: LeanSchedule;
 }
 
+/**
+ * One part of a tensor stored across several buffers (what {@link Backend.splitParts}
+ * returns, spelled out there so the public API needs no extra type): the
+ * range `[n0, n1)` of its second-to-last axis, itself an ordinary row-major tensor of the
+ * same shape with that axis `n1 − n0` long.
+ */
+export interface SplitPart {
+  /** The part's storage. */
+  readonly id: DataId;
+  /** First index of the second-to-last axis it holds. */
+  readonly n0: number;
+  /** One past the last index it holds. */
+  readonly n1: number;
+}
+
 /** Memory accounting of a backend, in bytes. */
 export interface MemoryInfo {
   /** Bytes held by live tensors. */
@@ -68,8 +83,11 @@ export interface Backend {
   /** Whether float16 tensors are stored as halves (else as float32, values rounded). */
   readonly nativeF16: boolean;
 
-  /** Stores values (already rounded to `dtype`). */
-  upload(values: Float32Array, dtype: DType): DataId;
+  /**
+   * Stores values (already rounded to `dtype`). `shape`, when given, lets a backend split a
+   * tensor too large for one device buffer binding (see {@link Backend.splitParts}).
+   */
+  upload(values: Float32Array, dtype: DType, shape?: Shape): DataId;
   /** Reads values back as float32. The only place that waits. */
   read(id: DataId, dtype: DType, size: number): Promise<Float32Array>;
   /** Frees storage. Safe to call once per id. */
@@ -130,6 +148,15 @@ export interface Backend {
     out: DataId;
     lse: DataId;
   };
+  /**
+   * The parts of a tensor the backend stored across several buffers (a WebGPU tensor larger
+   * than one storage binding), in axis order; null (or the method absent) when it is stored
+   * whole. Only attention accepts such a tensor as k/v: it runs on each part and merges the
+   * states. Every other primitive throws `LimitError` when given one.
+   */
+  splitParts?(
+    t: TensorInfo,
+  ): readonly { readonly id: DataId; readonly n0: number; readonly n1: number }[] | null;
   /** Frees everything the backend holds (the backend cannot be used afterwards). */
   destroy?(): void;
 }

@@ -29,7 +29,7 @@ export function fromValues(values: Float32Array, shape: Shape, opts: CreationOpt
   const dtype = checkDType(opts.dtype ?? "float32");
   const backend = opts.backend ?? getBackend();
   if (dtype === "float16") roundToF16(values);
-  return new Tensor(backend, backend.upload(values, dtype), shape, dtype);
+  return new Tensor(backend, backend.upload(values, dtype, shape), shape, dtype);
 }
 
 /**

@@ -106,7 +106,12 @@ export class Tensor {
   /** A copy of this tensor on another backend (same shape and dtype). */
   async to(backend: Backend): Promise<Tensor> {
     const values = await this.data();
-    return new Tensor(backend, backend.upload(values, this.dtype), this.shape, this.dtype);
+    return new Tensor(
+      backend,
+      backend.upload(values, this.dtype, this.shape),
+      this.shape,
+      this.dtype,
+    );
   }
 
   /** The same data seen with another shape (one dimension may be -1). Shares storage. */

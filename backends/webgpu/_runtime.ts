@@ -18,7 +18,7 @@
  *
  * @module
  */
-import type { DataId, MemoryInfo } from "../backend.ts";
+import type { DataId, MemoryInfo, SplitPart } from "../backend.ts";
 import type { GpuBinding, GpuContext, GpuFeatures } from "./context.ts";
 import { bytesPerElement, type DType } from "../../tensor/dtype.ts";
 import {
@@ -28,6 +28,8 @@ import {
   LimitError,
 } from "../../tensor/errors.ts";
 import { BufferPool, POOL_USAGE, sizeClass } from "./_pool.ts";
+import { cutPart, placePart, type SplitLayout, splitLayout } from "./_chunked.ts";
+import type { Shape } from "../../tensor/shape.ts";
 
 /** GPU storage of one tensor. */
 export class GpuData {
@@ -36,6 +38,27 @@ export class GpuData {
   constructor(
     /** The (pooled, possibly larger) buffer. */
     readonly buffer: GPUBuffer,
+    /** Storage dtype. */
+    readonly dtype: DType,
+    /** Element count. */
+    readonly elements: number,
+    /** Elements × stored bytes per element. */
+    readonly byteLength: number,
+  ) {}
+}
+
+/**
+ * GPU storage of one tensor too large for one binding: `parts[c]` holds range `ranges[c]` of
+ * the second-to-last axis (see _chunked.ts). Kernels never see it, only its parts.
+ */
+export class GpuSplit {
+  /** Set by `release`. */
+  released = false;
+  constructor(
+    /** One ordinary storage per part, in axis order. */
+    readonly parts: readonly GpuData[],
+    /** How the tensor is cut. */
+    readonly layout: SplitLayout,
     /** Storage dtype. */
     readonly dtype: DType,
     /** Element count. */
@@ -84,7 +107,9 @@ export class GpuRuntime implements GpuContext {
   /** Released while the pending encoder may read them: reusable only as GPU outputs. */
   #gpuOnly = new Map<number, GPUBuffer[]>();
   #gpuOnlyBytes = 0;
-  #live = new Set<GpuData>();
+  #live = new Set<GpuData | GpuSplit>();
+  /** Tensors over this many bytes are split across buffers (at most one binding). */
+  readonly splitBytes: number;
   #liveBytes = 0;
   #owner = new WeakMap<GPUBuffer, GpuData>();
 
@@ -108,24 +133,27 @@ export class GpuRuntime implements GpuContext {
   #batch: TimingBatch | null = null;
   #timings: TimingBatch[] = [];
 
-  constructor(device: GPUDevice, features: GpuFeatures, description: string) {
+  constructor(
+    device: GPUDevice,
+    features: GpuFeatures,
+    description: string,
+    splitBytes?: number,
+  ) {
     this.device = device;
     this.features = features;
     this.limits = device.limits;
     this.description = description;
+    const bind = device.limits.maxStorageBufferBindingSize;
+    this.splitBytes = Math.min(bind, splitBytes ?? bind);
     // Idle buffers kept for reuse: up to the largest buffer, within [64 MiB, 1 GiB].
-    this.#pool = new BufferPool(
-      Math.min(2 ** 30, Math.max(2 ** 26, device.limits.maxBufferSize)),
-    );
+    this.#pool = new BufferPool(Math.min(2 ** 30, Math.max(2 ** 26, device.limits.maxBufferSize)));
     device.lost.then((info) => {
       this.#lost ??= info.message || `device lost (${info.reason})`;
     });
     device.addEventListener("uncapturederror", (e) => {
       e.preventDefault();
       this.#fail(
-        new LeanattnError(
-          `WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`,
-        ),
+        new LeanattnError(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`),
       );
     });
   }
@@ -154,11 +182,7 @@ export class GpuRuntime implements GpuContext {
   }
 
   /** Runs `f` inside validation and out-of-memory error scopes; failures are stored. */
-  #scoped<T>(
-    what: string,
-    f: () => T,
-    onError?: (e: LeanattnError) => void,
-  ): T {
+  #scoped<T>(what: string, f: () => T, onError?: (e: LeanattnError) => void): T {
     const d = this.device;
     d.pushErrorScope("out-of-memory");
     d.pushErrorScope("validation");
@@ -201,18 +225,14 @@ export class GpuRuntime implements GpuContext {
         `${what}: needs a GPU buffer of ${size} bytes, but maxBufferSize is ${max}`,
       );
     }
-    return this.#scoped(
-      what,
-      () => this.device.createBuffer({ size, usage, label: what }),
-    );
+    return this.#scoped(what, () => this.device.createBuffer({ size, usage, label: what }));
   }
 
   /** Size class, shrunk to the request where the class alone would break a limit. */
   #classOf(bytes: number): number {
     const cls = sizeClass(bytes);
     const exact = Math.max(16, Math.ceil(bytes / 16) * 16);
-    const { maxStorageBufferBindingSize: bind, maxBufferSize: max } =
-      this.limits;
+    const { maxStorageBufferBindingSize: bind, maxBufferSize: max } = this.limits;
     if (cls > bind && exact <= bind) return exact;
     if (cls > max && exact <= max) return exact;
     return cls;
@@ -255,12 +275,7 @@ export class GpuRuntime implements GpuContext {
   }
 
   #track(buffer: GPUBuffer, dtype: DType, elements: number): GpuData {
-    const d = new GpuData(
-      buffer,
-      dtype,
-      elements,
-      elements * this.#storageBytes(dtype),
-    );
+    const d = new GpuData(buffer, dtype, elements, elements * this.#storageBytes(dtype));
     this.#live.add(d);
     this.#liveBytes += buffer.size;
     this.#owner.set(buffer, d);
@@ -268,21 +283,19 @@ export class GpuRuntime implements GpuContext {
   }
 
   #storageBytes(dtype: DType): number {
-    return dtype === "float16" && !this.features.f16
-      ? 4
-      : bytesPerElement(dtype);
+    return dtype === "float16" && !this.features.f16 ? 4 : bytesPerElement(dtype);
   }
 
   #data(id: DataId): GpuData {
     const d = id as GpuData;
+    if (id instanceof GpuSplit) {
+      if (id.released) throw new DisposedTensorError("webgpu: storage was released");
+      throw new LimitError(this.#splitMessage("a kernel", id));
+    }
     if (!(d instanceof GpuData)) {
-      throw new LeanattnError(
-        "webgpu: storage id does not belong to a WebGPU backend",
-      );
+      throw new LeanattnError("webgpu: storage id does not belong to a WebGPU backend");
     }
-    if (d.released) {
-      throw new DisposedTensorError("webgpu: storage was released");
-    }
+    if (d.released) throw new DisposedTensorError("webgpu: storage was released");
     return d;
   }
 
@@ -297,11 +310,7 @@ export class GpuRuntime implements GpuContext {
   alloc(elements: number, dtype: DType): DataId {
     this.check();
     const bytes = elements * this.#storageBytes(dtype);
-    return this.#track(
-      this.#acquire(bytes, true, `alloc ${elements} ${dtype}`),
-      dtype,
-      elements,
-    );
+    return this.#track(this.#acquire(bytes, true, `alloc ${elements} ${dtype}`), dtype, elements);
   }
 
   scratch(bytes: number): GPUBuffer {
@@ -328,16 +337,21 @@ export class GpuRuntime implements GpuContext {
     this.device.queue.writeBuffer(b, 0, bytes as Uint8Array<ArrayBuffer>);
   }
 
-  /** Stores float32 values (already rounded for float16) as `dtype`. */
-  upload(values: Float32Array, dtype: DType): DataId {
+  /**
+   * Stores float32 values (already rounded for float16) as `dtype`. Given its `shape`, a
+   * tensor over {@link GpuRuntime.splitBytes} is split across buffers along its second-to-last
+   * axis; one that cannot be split must fit one buffer.
+   */
+  upload(values: Float32Array, dtype: DType, shape?: Shape): DataId {
     this.check();
     const n = values.length;
-    const bytes = n * this.#storageBytes(dtype);
-    const d = this.#track(
-      this.#acquire(bytes, false, `upload ${n} ${dtype}`),
-      dtype,
-      n,
-    );
+    const per = this.#storageBytes(dtype);
+    const bytes = n * per;
+    if (shape && bytes > this.splitBytes) {
+      const layout = splitLayout(shape, per, this.splitBytes, this.#splitLimitName());
+      if (layout) return this.#uploadSplit(values, dtype, layout);
+    }
+    const d = this.#track(this.#acquire(bytes, false, `upload ${n} ${dtype}`), dtype, n);
     if (dtype === "float16" && this.features.f16) {
       this.#write(d.buffer, new Float16Array(values));
     } else {
@@ -346,8 +360,88 @@ export class GpuRuntime implements GpuContext {
     return d;
   }
 
+  #splitLimitName(): string {
+    const bind = this.limits.maxStorageBufferBindingSize;
+    return this.splitBytes < bind
+      ? `the split size (splitBytes, below maxStorageBufferBindingSize ${bind})`
+      : "maxStorageBufferBindingSize";
+  }
+
+  #splitMessage(op: string, s: GpuSplit): string {
+    return `${op}: an input of ${s.byteLength} bytes exceeds ${this.#splitLimitName()} ` +
+      `${this.splitBytes} and is stored across ${s.parts.length} buffers; only the attention ` +
+      `ops (flashAttention, leanAttention) accept K/V split across buffers`;
+  }
+
+  #uploadSplit(values: Float32Array, dtype: DType, layout: SplitLayout): GpuSplit {
+    const half = dtype === "float16" && this.features.f16;
+    const src = half ? new Float16Array(values) : values;
+    const per = this.#storageBytes(dtype);
+    const parts: GpuData[] = [];
+    try {
+      for (const [n0, n1] of layout.ranges) {
+        const elements = layout.outer * (n1 - n0) * layout.row;
+        const what = `upload part [${n0}, ${n1}) of ${values.length} ${dtype}`;
+        const buffer = this.#acquire(elements * per, false, what);
+        const part = new GpuData(buffer, dtype, elements, elements * per);
+        parts.push(part);
+        this.#liveBytes += buffer.size;
+        this.#owner.set(buffer, part);
+        const data = half
+          ? cutPart(src as Float16Array, layout, n0, n1, (k) => new Float16Array(k))
+          : cutPart(src as Float32Array, layout, n0, n1, (k) => new Float32Array(k));
+        this.#write(buffer, data);
+      }
+    } catch (e) {
+      for (const p of parts) this.#releasePart(p);
+      throw e;
+    }
+    const s = new GpuSplit(parts, layout, dtype, values.length, values.length * per);
+    this.#live.add(s);
+    return s;
+  }
+
+  #releasePart(p: GpuData): void {
+    p.released = true;
+    this.#liveBytes -= p.buffer.size;
+    this.#owner.delete(p.buffer);
+    if (!this.#lost) this.#recycle(p.buffer);
+  }
+
+  /**
+   * The parts of a split tensor viewed with `shape`, or null when it is stored whole. Throws
+   * {@link LimitError} when `shape` does not keep the split axis and the last axis (a
+   * reshape that moved them).
+   */
+  splitParts(id: DataId, shape: Shape): SplitPart[] | null {
+    if (!(id instanceof GpuSplit)) return null;
+    if (id.released) throw new DisposedTensorError("webgpu: storage was released");
+    const { rows, row, ranges } = id.layout;
+    if (shape.length < 2 || shape[shape.length - 2] !== rows || shape[shape.length - 1] !== row) {
+      throw new LimitError(
+        `webgpu: a tensor of ${id.byteLength} bytes is stored across ${ranges.length} ` +
+          `buffers (over ${this.#splitLimitName()} ${this.splitBytes}) split along an axis of ` +
+          `${rows} with rows of ${row}; viewed as [${shape.join(", ")}] it no longer has ` +
+          `those last two axes, so no op can use it (reshape it back)`,
+      );
+    }
+    return id.parts.map((p, c) => ({ id: p, n0: ranges[c][0], n1: ranges[c][1] }));
+  }
+
+  /** Throws {@link LimitError} naming `op` if `id` is split across buffers. */
+  whole(op: string, id: DataId): void {
+    if (id instanceof GpuSplit && !id.released) throw new LimitError(this.#splitMessage(op, id));
+  }
+
   /** Frees a tensor's storage (returns its buffer to the pool). */
   release(id: DataId): void {
+    if (id instanceof GpuSplit) {
+      if (id.released) return;
+      id.released = true;
+      this.#live.delete(id);
+      for (const p of id.parts) this.#releasePart(p);
+      return;
+    }
     const d = id as GpuData;
     if (!(d instanceof GpuData) || d.released) return;
     d.released = true;
@@ -369,11 +463,7 @@ export class GpuRuntime implements GpuContext {
 
   // ---- pipelines and dispatch ------------------------------------------------------------
 
-  pipeline(
-    key: string,
-    wgsl: () => string,
-    entryPoint = "main",
-  ): GPUComputePipeline {
+  pipeline(key: string, wgsl: () => string, entryPoint = "main"): GPUComputePipeline {
     const k = `${key}#${entryPoint}`;
     let p = this.#pipelines.get(k);
     if (p === undefined) {
@@ -421,10 +511,7 @@ export class GpuRuntime implements GpuContext {
         `${label}: binding ${i} spans ${size} bytes, but maxStorageBufferBindingSize is ${maxBind}`,
       );
     }
-    return {
-      binding: i,
-      resource: { buffer: b.buffer, offset: b.offset, size: b.size },
-    };
+    return { binding: i, resource: { buffer: b.buffer, offset: b.offset, size: b.size } };
   }
 
   dispatch(
@@ -446,9 +533,7 @@ export class GpuRuntime implements GpuContext {
     }
     if (x === 0 || y === 0 || z === 0) return;
     let layout = this.#layouts.get(pipeline);
-    if (!layout) {
-      this.#layouts.set(pipeline, layout = pipeline.getBindGroupLayout(0));
-    }
+    if (!layout) this.#layouts.set(pipeline, layout = pipeline.getBindGroupLayout(0));
     const entries = bindings.map((b, i) => this.#entry(b, i, label));
     const group = this.#scoped(
       label,
@@ -511,9 +596,7 @@ export class GpuRuntime implements GpuContext {
     if (auto) this.#scratchDeferred = this.#scratchInFlight;
     else for (const b of this.#scratchInFlight) this.#pool.give(b);
     this.#scratchInFlight = [];
-    for (const list of this.#gpuOnly.values()) {
-      for (const b of list) this.#pool.give(b);
-    }
+    for (const list of this.#gpuOnly.values()) for (const b of list) this.#pool.give(b);
     this.#gpuOnly.clear();
     this.#gpuOnlyBytes = 0;
   }
@@ -523,6 +606,7 @@ export class GpuRuntime implements GpuContext {
   /** Reads `size` elements as float32 (waits for all work submitted so far). */
   async read(id: DataId, dtype: DType, size: number): Promise<Float32Array> {
     this.check();
+    if (id instanceof GpuSplit) return this.#readSplit(id, dtype, size);
     const d = this.#data(id);
     if (size === 0) return new Float32Array(0);
     const native16 = dtype === "float16" && this.features.f16;
@@ -556,6 +640,18 @@ export class GpuRuntime implements GpuContext {
     } finally {
       staging.destroy();
     }
+  }
+
+  /** Reads every part at once (one staging buffer each) and puts them in place. */
+  async #readSplit(s: GpuSplit, dtype: DType, size: number): Promise<Float32Array> {
+    if (s.released) throw new DisposedTensorError("webgpu: storage was released");
+    const out = new Float32Array(s.elements);
+    const { ranges } = s.layout;
+    await Promise.all(s.parts.map(async (p, c) => {
+      const values = await this.read(p, dtype, p.elements);
+      placePart(out, values, s.layout, ranges[c][0], ranges[c][1]);
+    }));
+    return size < out.length ? out.slice(0, size) : out;
   }
 
   // ---- profiling ---------------------------------------------------------------------------
@@ -595,11 +691,7 @@ export class GpuRuntime implements GpuContext {
     for (const b of batches) {
       try {
         await b.staging.mapAsync(GPUMapMode.READ);
-        const t = new BigUint64Array(
-          b.staging.getMappedRange(),
-          0,
-          b.labels.length * 2,
-        );
+        const t = new BigUint64Array(b.staging.getMappedRange(), 0, b.labels.length * 2);
         b.labels.forEach((label, i) => {
           const ns = t[2 * i + 1] - t[2 * i];
           out.push({

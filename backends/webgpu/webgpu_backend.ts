@@ -18,7 +18,7 @@ import type {
 } from "../backend.ts";
 import type { DType } from "../../tensor/dtype.ts";
 import type { Shape } from "../../tensor/shape.ts";
-import { BackendUnavailableError, LimitError } from "../../tensor/errors.ts";
+import { ArgumentError, BackendUnavailableError, LimitError } from "../../tensor/errors.ts";
 import type { GpuContext, GpuFeatures } from "./context.ts";
 import { GpuRuntime, type PassTiming } from "./_runtime.ts";
 import {
@@ -44,6 +44,12 @@ export interface WebGpuOptions {
   defaultLimits?: boolean;
   /** Optional features not to request even where available (to test fallback paths). */
   disableFeatures?: readonly ("shader-f16" | "timestamp-query" | "subgroups")[];
+  /**
+   * Tensors over this many bytes are stored across several buffers (default and upper bound:
+   * `maxStorageBufferBindingSize`). A smaller value exercises the split path on small data,
+   * for tests; ops other than attention then refuse tensors over it.
+   */
+  splitBytes?: number;
 }
 
 /** Limits raised to what the adapter offers unless `defaultLimits` is set. */
@@ -95,8 +101,13 @@ export class WebGpuBackend implements Backend {
   readonly #rt: GpuRuntime;
 
   /** @internal Use {@link webgpu}. */
-  constructor(device: GPUDevice, features: GpuFeatures, description: string) {
-    this.#rt = new GpuRuntime(device, features, description);
+  constructor(
+    device: GPUDevice,
+    features: GpuFeatures,
+    description: string,
+    splitBytes?: number,
+  ) {
+    this.#rt = new GpuRuntime(device, features, description, splitBytes);
     this.ctx = this.#rt;
     this.description = description;
     this.features = features;
@@ -130,8 +141,13 @@ export class WebGpuBackend implements Backend {
     return this.#rt.poolStats;
   }
 
-  upload(values: Float32Array, dtype: DType): DataId {
-    return this.#rt.upload(values, dtype);
+  /** Tensors over this many bytes are stored across several buffers. */
+  get splitBytes(): number {
+    return this.#rt.splitBytes;
+  }
+
+  upload(values: Float32Array, dtype: DType, shape?: Shape): DataId {
+    return this.#rt.upload(values, dtype, shape);
   }
   read(id: DataId, dtype: DType, size: number): Promise<Float32Array> {
     return this.#rt.read(id, dtype, size);
@@ -142,11 +158,27 @@ export class WebGpuBackend implements Backend {
   memory(): MemoryInfo {
     return this.#rt.memory();
   }
+  /**
+   * The parts (ranges `[n0, n1)` of the second-to-last axis) of a tensor stored across
+   * several buffers, or null when it is stored whole.
+   */
+  splitParts(
+    t: TensorInfo,
+  ): readonly { readonly id: DataId; readonly n0: number; readonly n1: number }[] | null {
+    return this.#rt.splitParts(t.id, t.shape);
+  }
+
+  /** Refuses tensors split across buffers: only attention takes them (as parts). */
+  #whole(op: string, ...xs: TensorInfo[]): void {
+    for (const x of xs) this.#rt.whole(`webgpu ${op}`, x.id);
+  }
 
   unary(op: UnaryOp, x: TensorInfo): DataId {
+    this.#whole(op, x);
     return unaryKernel(this.#rt, op, x);
   }
   binary(op: BinaryOp, a: TensorInfo, b: TensorInfo, outShape: Shape, outDType: DType): DataId {
+    this.#whole(op, a, b);
     return binaryKernel(this.#rt, op, a, b, outShape, outDType);
   }
   where(
@@ -156,12 +188,15 @@ export class WebGpuBackend implements Backend {
     outShape: Shape,
     outDType: DType,
   ): DataId {
+    this.#whole("where", cond, a, b);
     return whereKernel(this.#rt, cond, a, b, outShape, outDType);
   }
   reduce(op: ReduceOp, x: TensorInfo, axis: number): DataId {
+    this.#whole(op, x);
     return reduceKernel(this.#rt, op, x, axis);
   }
   softmax(x: TensorInfo, axis: number): DataId {
+    this.#whole("softmax", x);
     return softmaxKernel(this.#rt, x, axis);
   }
   matmul(
@@ -172,12 +207,15 @@ export class WebGpuBackend implements Backend {
     outShape: Shape,
     outDType: DType,
   ): DataId {
+    this.#whole("matmul", a, b);
     return matmulKernel(this.#rt, a, b, transposeA, transposeB, outShape, outDType);
   }
   transpose(x: TensorInfo, perm: readonly number[]): DataId {
+    this.#whole("transpose", x);
     return transposeKernel(this.#rt, x, perm);
   }
   cast(x: TensorInfo, dtype: DType): DataId {
+    this.#whole("cast", x);
     return unaryKernel(this.#rt, "copy", x, dtype);
   }
   attention(
@@ -187,6 +225,7 @@ export class WebGpuBackend implements Backend {
     params: AttentionParams,
   ): { out: DataId; lse: DataId } {
     this.#rt.check();
+    this.#whole("attention (one call per part: see attention/_run.ts)", q, k, v);
     return webgpuAttention(this.ctx, q, k, v, params);
   }
   mergeStates(
@@ -194,6 +233,7 @@ export class WebGpuBackend implements Backend {
     lses: readonly TensorInfo[],
   ): { out: DataId; lse: DataId } {
     this.#rt.check();
+    this.#whole("mergeStates", ...outs, ...lses);
     return webgpuMergeStates(this.ctx, outs, lses);
   }
 
@@ -278,6 +318,15 @@ export async function webgpu(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
     }
     requiredLimits[k] = v;
   }
+  if (
+    opts.splitBytes !== undefined &&
+    (typeof opts.splitBytes !== "number" || !Number.isSafeInteger(opts.splitBytes) ||
+      opts.splitBytes < 16)
+  ) {
+    throw new ArgumentError(
+      `webgpu: splitBytes must be an integer ≥ 16, got ${String(opts.splitBytes)}`,
+    );
+  }
   const off = new Set(opts.disableFeatures ?? []);
   const wanted: GPUFeatureName[] = [];
   for (const f of ["shader-f16", "timestamp-query"] as const) {
@@ -314,5 +363,5 @@ export async function webgpu(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
   ].filter(Boolean);
   const description = (info.description || info.device || "unknown WebGPU adapter") +
     (extra.length ? ` [${extra.join(", ")}]` : "");
-  return new WebGpuBackend(device, features, description);
+  return new WebGpuBackend(device, features, description, opts.splitBytes);
 }

@@ -1,0 +1,356 @@
+/**
+ * Device limits: K/V larger than one storage binding are stored across several buffers and
+ * attention runs on each part, merging the states. Checked two ways:
+ *
+ * - on a device with a small split size (`splitBytes`), where every path is cheap: flash,
+ *   flash-decoding and lean over ragged lengths (one ending inside the first part, one at 0,
+ *   one on a part boundary), float32 and float16, causal prefill across parts, against the
+ *   float64 reference; exact round trips, memory accounting, and the refusals (other ops, a
+ *   reshape that moves the split axis, an unsplittable tensor, causal prefill within Sq − 1
+ *   keys of a boundary), each a {@link LimitError} naming the limit;
+ * - on a device created with WebGPU's default limits (128 MiB binding, 256 MiB buffer), with
+ *   K/V of 143 MB each, so the real `maxStorageBufferBindingSize` forces the split.
+ *
+ * GPU validation errors are caught by error scopes and thrown as library errors.
+ */
+import { ok as assert, rejects, throws } from "node:assert/strict";
+import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
+import { SPLIT_ALIGN, splitLayout } from "../backends/webgpu/_chunked.ts";
+import { flashAttention } from "../attention/flash.ts";
+import { leanAttention } from "../attention/lean.ts";
+import { naiveAttention } from "../attention/naive.ts";
+import { add } from "../ops/binary.ts";
+import { exp } from "../ops/unary.ts";
+import { matmul } from "../ops/matmul.ts";
+import { randn, tensor } from "../tensor/creation.ts";
+import type { DType } from "../tensor/dtype.ts";
+import { DisposedTensorError, LeanattnError, LimitError } from "../tensor/errors.ts";
+import { normals } from "../tensor/random.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { cpu } from "../backends/cpu/cpu_backend.ts";
+import { maxAbs, maxAbsDiff, referenceAttention } from "./_reference.ts";
+import { backends } from "./_backends.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+/** Whether a WebGPU adapter exists (under CI=true its absence is an error, in _backends). */
+async function haveGpu(): Promise<boolean> {
+  const ok = (await backends()).some((b) => b.name === "webgpu");
+  if (!ok) console.warn("  (no webgpu backend: skipped)");
+  return ok;
+}
+
+type ErrorClass = new (...args: never[]) => Error;
+
+function expectError(cls: ErrorClass, f: () => unknown, mentions: string[], what: string): void {
+  throws(f, (e: unknown) => {
+    assert(e instanceof cls, `${what}: expected ${cls.name}, got ${e}`);
+    for (const m of mentions) {
+      assert((e as Error).message.includes(m), `${what}: "${(e as Error).message}" lacks "${m}"`);
+    }
+    return true;
+  }, what);
+}
+
+interface Case {
+  B: number;
+  Hq: number;
+  Hkv: number;
+  Sq: number;
+  N: number;
+  D: number;
+  kvLens: number[];
+  causal?: boolean;
+  dtype: DType;
+  seed: number;
+}
+
+interface Inputs {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  c: Case;
+  ref: { out: Float64Array; lse: Float64Array };
+  maxV: number;
+}
+
+async function inputs(backend: WebGpuBackend, c: Case): Promise<Inputs> {
+  const { B, Hq, Hkv, Sq, N, D, dtype, seed } = c;
+  const q = randn([B, Hq, Sq, D], { seed, dtype, backend });
+  const k = randn([B, Hkv, N, D], { seed: seed + 1, dtype, backend });
+  const v = randn([B, Hkv, N, D], { seed: seed + 2, dtype, backend });
+  // The reference sees exactly the stored (rounded) values, read back through the split.
+  const vv = await v.data();
+  const ref = referenceAttention({
+    q: await q.data(),
+    k: await k.data(),
+    v: vv,
+    ...c,
+  });
+  return { q, k, v, c, ref, maxV: maxAbs(vv) };
+}
+
+/**
+ * float32: rounding of scores and sums (growing slowly with N). float16: the output's own
+ * rounding, plus each part's output rounded to float16 before the merge — a convex
+ * combination of V rows, so off by at most 2^-11·max|v|, and the merge weights sum to 1.
+ */
+function tolerances(x: Inputs): { out: number; lse: number } {
+  const grow = Math.max(1, Math.log2(x.c.N) / 4);
+  let out = 1e-5 * Math.max(1e-3, maxAbs(x.ref.out)) * grow;
+  const lse = 1e-5 * Math.max(1, maxAbs(Array.from(x.ref.lse).filter(Number.isFinite))) * grow;
+  if (x.c.dtype === "float16") out += 2 * 2 ** -11 * (maxAbs(x.ref.out) + x.maxV);
+  return { out, lse };
+}
+
+async function check(x: Inputs, r: { out: Tensor; lse: Tensor }, what: string): Promise<void> {
+  const out = await r.out.data();
+  const lse = await r.lse.data();
+  const tol = tolerances(x);
+  const eo = maxAbsDiff(out, x.ref.out);
+  const el = maxAbsDiff(lse, x.ref.lse);
+  const c = JSON.stringify({ ...x.c, dtype: x.c.dtype });
+  assert(eo <= tol.out, `${what}: out error ${eo} > ${tol.out} (${c})`);
+  assert(el <= tol.lse, `${what}: lse error ${el} > ${tol.lse} (${c})`);
+  r.out.dispose();
+  r.lse.dispose();
+}
+
+function algorithms(x: Inputs) {
+  const o = { kvLens: x.c.kvLens, causal: x.c.causal, returnLse: true } as const;
+  return [
+    ["flash", () => flashAttention(x.q, x.k, x.v, { ...o, blockN: 64 })],
+    ["flash-decoding", () => flashAttention(x.q, x.k, x.v, { ...o, numSplits: 3 })],
+    ["lean", () => leanAttention(x.q, x.k, x.v, { ...o, tileSize: 32, grid: 5 })],
+  ] as const;
+}
+
+let small: Promise<WebGpuBackend> | null = null;
+/**
+ * Tensors over 128 KiB are split: K/V [3, 2, 700, 16] become parts [0, 256), [256, 512),
+ * [512, 700) in float32 (179 KB) and [0, 512), [512, 700) in float16 (134 KB).
+ */
+const SPLIT = 128 * 1024;
+function smallSplit(): Promise<WebGpuBackend> {
+  return small ??= webgpu({ splitBytes: SPLIT });
+}
+
+Deno.test("splitLayout: parts fit, are tile-aligned, cover the axis in order", () => {
+  const bytes = (shape: number[]) => shape.reduce((a, b) => a * b, 4);
+  assert(splitLayout([3, 2, 700, 16], 4, bytes([3, 2, 700, 16]), "x") === null);
+  const cases: [number[], number, number][] = [
+    [[3, 2, 700, 16], 4, SPLIT],
+    [[1, 32, 524288, 128], 2, 2 ** 31 - 4], // the H200 case: 4 GiB of f16 K
+    [[1, 2, 140_000, 128], 4, 2 ** 27],
+    [[5, 1000, 7], 4, 1000], // fewer than SPLIT_ALIGN rows fit a part
+  ];
+  for (const [shape, per, max] of cases) {
+    const l = splitLayout(shape, per, max, "limit")!;
+    const slab = l.outer * l.row * per;
+    assert(l.ranges[0][0] === 0 && l.ranges.at(-1)![1] === shape.at(-2), `${shape}: covers`);
+    l.ranges.forEach(([n0, n1], i) => {
+      assert(n1 > n0 && (n1 - n0) * slab <= max, `${shape}: part ${i} fits`);
+      if (i > 0) assert(n0 === l.ranges[i - 1][1], `${shape}: contiguous`);
+      if (max >= slab * SPLIT_ALIGN) assert(n0 % SPLIT_ALIGN === 0, `${shape}: aligned`);
+    });
+  }
+  expectError(LimitError, () => splitLayout([100000], 4, 1000, "lim"), ["lim", "rank"], "rank 1");
+  expectError(LimitError, () => splitLayout([2, 10, 300], 4, 1000, "lim"), ["lim", "2400"], "row");
+});
+
+Deno.test({
+  name: "split K/V (small split size): flash, flash-decoding, lean match the reference",
+  ...opts,
+  fn: async () => {
+    if (!(await haveGpu())) return;
+    const b = await smallSplit();
+    const t0 = performance.now();
+    const base = { B: 3, Hq: 4, Hkv: 2, Sq: 1, N: 700, D: 16 };
+    const cases: Case[] = [
+      // Ends: the last part, inside the first part, no keys at all.
+      { ...base, kvLens: [700, 200, 0], dtype: "float32", seed: 10 },
+      // Exactly on the part boundaries 256 and 512, and one key past one.
+      { ...base, kvLens: [512, 513, 256], dtype: "float32", seed: 20 },
+      { ...base, kvLens: [700, 37, 600], dtype: "float16", seed: 30 },
+      // Prefill, causal: rows see different prefixes of the part holding kvLens[b]; parts
+      // wholly before it are seen whole (part 0 mixes both kinds across the batch).
+      { ...base, Sq: 5, causal: true, kvLens: [700, 200, 600], dtype: "float32", seed: 40 },
+      { ...base, Sq: 70, causal: true, kvLens: [700, 3, 0], dtype: "float16", seed: 50 },
+      { ...base, Sq: 70, causal: false, kvLens: [650, 300, 700], dtype: "float32", seed: 60 },
+    ];
+    for (const c of cases) {
+      const x = await inputs(b, c);
+      const parts = b.splitParts({ id: x.k.id, shape: x.k.shape, dtype: c.dtype })!;
+      const ends = parts.map((p) => p.n1).join();
+      assert(ends === (c.dtype === "float32" || !b.nativeF16 ? "256,512,700" : "512,700"), ends);
+      for (const [name, f] of algorithms(x)) await check(x, f(), `${name} ${c.dtype}`);
+      for (const t of [x.q, x.k, x.v]) t.dispose();
+    }
+    console.log(
+      `  ${cases.length} cases × 3 algorithms: ${(performance.now() - t0).toFixed(0)} ms`,
+    );
+  },
+});
+
+Deno.test({
+  name: "split K/V: round trips exactly, counts in memory(), dispose frees every part",
+  ...opts,
+  fn: async () => {
+    if (!(await haveGpu())) return;
+    const b = await smallSplit();
+    for (const dtype of ["float32", "float16"] as const) {
+      const before = b.memory();
+      const values = normals(3 * 2 * 700 * 16, 7);
+      const t = tensor(values, { shape: [3, 2, 700, 16], dtype, backend: b });
+      const parts = b.splitParts({ id: t.id, shape: t.shape, dtype })!;
+      assert(parts.length > 1, "stored split");
+      const want = dtype === "float16" ? Float32Array.from(new Float16Array(values)) : values;
+      const got = await t.data();
+      assert(got.length === want.length && got.every((x, i) => x === want[i]), "data()");
+      const back = await t.to(cpu());
+      const copy = await back.data();
+      assert(copy.every((x, i) => x === want[i]), "to(cpu)");
+      const up = await back.to(b); // and back up: split again, same values
+      assert((await up.data()).every((x, i) => x === want[i]), "to(webgpu)");
+      const during = b.memory();
+      assert(during.liveCount === before.liveCount + 2, `liveCount ${during.liveCount}`);
+      const bytes = values.length * (dtype === "float16" && b.nativeF16 ? 2 : 4);
+      assert(during.liveBytes - before.liveBytes >= 2 * bytes, "liveBytes counts every part");
+      t.dispose();
+      up.dispose();
+      back.dispose();
+      const after = b.memory();
+      assert(
+        after.liveBytes === before.liveBytes,
+        `freed: ${after.liveBytes} vs ${before.liveBytes}`,
+      );
+      assert(after.liveCount === before.liveCount, "liveCount back");
+      throws(() => t.data(), DisposedTensorError);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "split K/V: other ops, moved axes, unsplittable tensors and close causal splits throw LimitError",
+  ...opts,
+  fn: async () => {
+    if (!(await haveGpu())) return;
+    const b = await smallSplit();
+    const limit = String(SPLIT);
+    const k = randn([3, 2, 700, 16], { seed: 1, backend: b });
+    const q = randn([3, 4, 5, 16], { seed: 2, backend: b });
+    const small = randn([3, 2, 16, 1], { seed: 3, backend: b });
+    const only = "only the attention ops";
+    expectError(LimitError, () => exp(k), ["webgpu exp", limit, "splitBytes", only], "exp");
+    expectError(LimitError, () => add(k, k), ["webgpu add", limit, only], "add");
+    expectError(LimitError, () => matmul(k, small), ["webgpu matmul", limit], "matmul");
+    // naive attention materialises N-wide scores: it refuses split K/V.
+    expectError(LimitError, () => naiveAttention(q, k, k), [limit], "naive");
+    // A view that moves the split axis cannot be attended to (nor used by any op).
+    const moved = k.reshape([3, 2, 350, 32]);
+    const q32 = randn([3, 2, 1, 32], { seed: 4, backend: b });
+    expectError(LimitError, () => flashAttention(q32, moved, moved), ["350", "reshape"], "moved");
+    // ... but a view that keeps the last two axes is fine.
+    const kept = k.reshape([6, 1, 700, 16]);
+    const q6 = randn([6, 1, 1, 16], { seed: 5, backend: b });
+    const viaView = await flashAttention(q6, kept, kept).data();
+    assert(viaView.every(Number.isFinite), "attention over a kept-axes view");
+    // Split only one of k and v: refused (they must be split alike).
+    const vWhole = b.upload(new Float32Array(3 * 2 * 700 * 16), "float32"); // no shape: whole
+    const { Tensor } = await import("../tensor/tensor.ts");
+    const v1 = new Tensor(b, vWhole, [3, 2, 700, 16], "float32");
+    expectError(LimitError, () => flashAttention(q, k, v1), ["stored whole", "split alike"], "kv");
+    // Causal prefill with a part boundary (512) within Sq − 1 = 4 keys of kvLens: refused.
+    expectError(
+      LimitError,
+      () => leanAttention(q, k, k, { causal: true, kvLens: [514, 700, 100] }),
+      ["causal", "512", "kvLens[0] = 514"],
+      "close causal split",
+    );
+    // Nothing can split a rank-1 tensor or one whose single row index exceeds the limit.
+    expectError(LimitError, () => randn([SPLIT], { seed: 6, backend: b }), [limit, "rank"], "r1");
+    expectError(
+      LimitError,
+      () => randn([2, 3, 20_000], { seed: 7, backend: b }),
+      [limit, "no split"],
+      "one row too big",
+    );
+    for (const t of [k, q, small, q32, q6, v1]) t.dispose();
+    // The backend still works.
+    const t = tensor([1, 2, 3], { backend: b });
+    assert(Math.abs((await exp(t).data())[1] - Math.exp(2)) < 1e-5, "backend still works");
+  },
+});
+
+Deno.test({
+  name: "GPU validation errors are caught by error scopes and thrown as LeanattnError",
+  ...opts,
+  fn: async () => {
+    if (!(await haveGpu())) return;
+    const b = await webgpu();
+    let uncaptured = 0;
+    b.device.addEventListener("uncapturederror", () => uncaptured++);
+    try {
+      const pipe = b.ctx.pipeline(
+        "limits-test-copy",
+        () =>
+          `@group(0) @binding(0) var<storage, read_write> a: array<f32>;
+           @compute @workgroup_size(1) fn main() { a[0] = 1.0; }`,
+      );
+      const buf = b.ctx.scratch(1024);
+      // Offset 4 breaks minStorageBufferOffsetAlignment (256): an invalid bind group.
+      b.ctx.dispatch(pipe, [{ buffer: buf, offset: 4, size: 16 }], [1], "misaligned");
+      const t = tensor([1, 2], { backend: b });
+      await rejects(t.data(), (e) => e instanceof LeanattnError && /misaligned/.test(String(e)));
+      assert(uncaptured === 0, "nothing reached the uncaptured-error handler");
+      assert(Math.abs((await exp(t).data())[0] - Math.E) < 1e-5, "the error is thrown once");
+    } finally {
+      b.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "default limits (128 MiB binding): 143 MB K/V are split by maxStorageBufferBindingSize",
+  ...opts,
+  fn: async () => {
+    if (!(await haveGpu())) return;
+    const t0 = performance.now();
+    const b = await webgpu({ defaultLimits: true });
+    try {
+      const bind = b.limits.maxStorageBufferBindingSize;
+      const c: Case = {
+        B: 2,
+        Hq: 4,
+        Hkv: 1,
+        Sq: 1,
+        N: 140_000,
+        D: 128,
+        kvLens: [140_000, 50_000],
+        dtype: "float32",
+        seed: 70,
+      };
+      const kvBytes = c.B * c.Hkv * c.N * c.D * 4;
+      assert(kvBytes > bind, `K/V of ${kvBytes} bytes must exceed the binding ${bind}`);
+      const x = await inputs(b, c);
+      const parts = b.splitParts({ id: x.k.id, shape: x.k.shape, dtype: "float32" })!;
+      assert(parts.length === Math.ceil(kvBytes / bind), `${parts.length} parts`);
+      const t1 = performance.now();
+      for (const [name, f] of algorithms(x)) await check(x, f(), `${name} (default limits)`);
+      const t2 = performance.now();
+      expectError(LimitError, () => exp(x.k), ["maxStorageBufferBindingSize", String(bind)], "op");
+      const memo = b.memory().liveBytes;
+      x.k.dispose();
+      assert(memo - b.memory().liveBytes >= kvBytes, "dispose frees every part");
+      x.q.dispose();
+      x.v.dispose();
+      console.log(
+        `  ${parts.length} parts; inputs + reference ${(t1 - t0).toFixed(0)} ms, ` +
+          `3 algorithms ${(t2 - t1).toFixed(0)} ms`,
+      );
+    } finally {
+      b.destroy();
+    }
+  },
+});
