@@ -12,8 +12,8 @@
  * fraction of the ceiling; `--json FILE` writes the rows. GPU time of a call is the span from
  * its first pass's begin timestamp to its last pass's end (`… sum`: the passes' own times
  * summed). `--quick-gqa`: decode (1,32,8), (4,32,8), (16,32,8), (1,32,32) at N = 4k/16k/64k,
- * the default kernel against the row-split (`rs2`, `rs4`) and whole-subgroup-per-key (`L32`)
- * variants and flash, one short table.
+ * the default kernel against staged tiles (`ws`), row split (`rs2`, `rs4`), both, a whole
+ * subgroup per key (`L32`) and flash, one short table.
  *
  * @module
  */
@@ -296,6 +296,7 @@ interface Case {
   rot?: boolean;
   rs?: number;
   U?: number;
+  ws?: boolean;
 }
 
 function drawCase(r: () => number, i: number): Case {
@@ -332,6 +333,7 @@ function drawCase(r: () => number, i: number): Case {
     rot: r() < 0.5,
     // Drawn last so the earlier fields of each seed stay what they were.
     rs: pick([undefined, 2, 4, 8]),
+    ws: r() < 0.5,
   };
 }
 
@@ -388,6 +390,7 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
     rot: c.rot,
     rs: c.rs,
     U: c.U,
+    ws: c.ws,
   };
   const res = webgpuAttentionTuned(ctx, q, k, v, params, tuning);
   const out = await ctx.read(res.out);
@@ -540,7 +543,14 @@ async function check(ctx: ProbeContext, count: number, seed0: number): Promise<b
     },
   ];
   // The benchmark's GQA decode shape through the row-split and whole-subgroup variants.
-  fixed.push({ ...fixed[0], rs: 4 }, { ...fixed[0], rs: 2, causal: true }, { ...fixed[0], L: 32 });
+  fixed.push(
+    { ...fixed[0], rs: 4 },
+    { ...fixed[0], rs: 2, causal: true },
+    { ...fixed[0], L: 32 },
+    { ...fixed[0], ws: true },
+    { ...fixed[0], ws: true, rs: 4 },
+    { ...fixed[1], ws: true, N: 3000, kvLens: [2999], grid: 3 },
+  );
   for (let i = 0; i < fixed.length + count; i++) {
     const r = rng(seed0 + i);
     const c = i < fixed.length ? fixed[i] : drawCase(r, i);
@@ -621,15 +631,18 @@ interface Variant {
 }
 
 /**
- * Variants of `bench --quick-gqa`: the default kernel, the row-split subgroup kernel (rows of
- * a GQA group on different subgroups reading the same keys), a whole subgroup per key, and
- * flash. Names are the JSON keys.
+ * Variants of `bench --quick-gqa`: the default kernel, workgroup-staged tiles (`ws`), the
+ * row-split subgroup kernel (`rs2`/`rs4`: rows of a GQA group on different subgroups reading
+ * the same keys), both, a whole subgroup per key (`L32`), and flash. Names are the JSON keys.
  */
 const GQA_VARIANTS: Variant[] = [
   { name: "def", algo: "lean", tuning: {}, gridPerCu: 2, tileSize: 256 },
+  { name: "ws", algo: "lean", tuning: { ws: true }, gridPerCu: 2, tileSize: 256 },
   { name: "rs2", algo: "lean", tuning: { rs: 2 }, gridPerCu: 2, tileSize: 256 },
   { name: "rs4", algo: "lean", tuning: { rs: 4 }, gridPerCu: 2, tileSize: 256 },
-  { name: "rs4 rot", algo: "lean", tuning: { rs: 4, rot: true }, gridPerCu: 2, tileSize: 256 },
+  { name: "rs2 ws", algo: "lean", tuning: { rs: 2, ws: true }, gridPerCu: 2, tileSize: 256 },
+  { name: "rs4 ws", algo: "lean", tuning: { rs: 4, ws: true }, gridPerCu: 2, tileSize: 256 },
+  { name: "rs4 ws g3", algo: "lean", tuning: { rs: 4, ws: true }, gridPerCu: 3, tileSize: 256 },
   { name: "L32", algo: "lean", tuning: { L: 32 }, gridPerCu: 2, tileSize: 256 },
   { name: "flash", algo: "flash", tuning: {}, tileSize: 128 },
 ];

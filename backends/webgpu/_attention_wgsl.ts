@@ -135,11 +135,19 @@ export interface SgConfig {
    * output instead of `R · G · D / L`. Needs at least G subgroups per workgroup.
    */
   G: number;
+  /**
+   * Keys per workgroup-staged tile (0 = off; else a multiple of `S · U`, S = wg / L / G):
+   * the workgroup loads tile t + 1 of K and V with coalesced `wg`-wide reads into registers
+   * while the subgroups do the math of tile t from workgroup memory, so loads stay in flight
+   * during the math and each key costs registers once per workgroup (not once per row group
+   * or per U-batch of a slot). Excludes `pf` and `rot`.
+   */
+  tile: number;
 }
 
 /** Pipeline cache key of a subgroup kernel. */
 export function sgKey(c: SgConfig): string {
-  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}`;
+  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */
@@ -152,6 +160,7 @@ export function sgLoadWidth(c: Pick<SgConfig, "D" | "L" | "kv">): number {
 /** WGSL of the subgroup kernel. */
 export function sgWgsl(c: SgConfig): string {
   const { D, R, wg, L, U, nsMax, G } = c;
+  const KT = c.tile; // keys per staged tile (0: off)
   const RT = R * G; // rows per pass over all row groups
   const E = D / L; // dims per lane
   const W = sgLoadWidth(c); // elements per load
@@ -203,6 +212,26 @@ export function sgWgsl(c: SgConfig): string {
   } else {
     p(`    let kend = max(${rows.map((r) => `e${r}`).join(", max(")}, 0u${")".repeat(R)};`);
   }
+  const TU = KT * UPR; // load units per staged tile (K or V)
+  const NLD = Math.ceil(TU / wg); // staged load units per thread
+  const lds = [...Array(NLD).keys()];
+  const stage = (t: string, indent: string) => {
+    // Coalesced: thread tid takes units tid, tid + wg, … of the tile's contiguous rows; past
+    // the segment's last key the index clamps (re-read from cache, masked by the scores).
+    for (const i of lds) {
+      p(`${indent}let gx${i} = kvRow0 * ${UPR}u + min(${t} * ${UPR}u + tid + ${i * wg}u, klu);`);
+      p(`${indent}sk${i} = K[gx${i}];`);
+      p(`${indent}sv${i} = V[gx${i}];`);
+    }
+  };
+  if (KT) {
+    p(`    let klu = max(kend, 1u) * ${UPR}u - 1u;`);
+    for (const i of lds) {
+      p(`    var sk${i}: ${ldT};`);
+      p(`    var sv${i}: ${ldT};`);
+    }
+    stage("k0", "    ");
+  }
   if (c.pf || c.rot) {
     // The first batch is loaded before q, so its latency overlaps q's. With \`pf\` each batch
     // then loads the next before its math (two batches of registers); with \`rot\` after it
@@ -226,10 +255,33 @@ export function sgWgsl(c: SgConfig): string {
     p(`    var m${r} = ninf;`);
     p(`    var l${r} = 0.0;`);
   }
-  p(`    for (var base = k0; base < kend; base += ${S * U}u) {`);
+  if (KT) {
+    p(`    for (var t0 = k0; t0 < kend; t0 += ${KT}u) {`);
+    p(`    workgroupBarrier();`);
+    for (const i of lds) {
+      const st = `      Kt[tid + ${i * wg}u] = sk${i};
+      Vt[tid + ${i * wg}u] = sv${i};`;
+      p(
+        (i + 1) * wg > TU
+          ? `    if (tid + ${i * wg}u < ${TU}u) {
+${st}
+    }`
+          : st.replace(/^ {2}/gm, ""),
+      );
+    }
+    p(`    workgroupBarrier();`);
+    stage(`(t0 + ${KT}u)`, "    ");
+    p(`    for (var base = t0; base < min(t0 + ${KT}u, kend); base += ${S * U}u) {`);
+  } else {
+    p(`    for (var base = k0; base < kend; base += ${S * U}u) {`);
+  }
   for (const u of us) {
     p(`      let key${u} = base + ${u * S}u + slot;`);
-    if (c.rot) {
+    if (KT) {
+      p(`      let kl${u} = (base - t0 + ${u * S}u + slot) * ${UPR}u + lane;`);
+      for (const ch of chs) p(`      let ka${u}_${ch} = Kt[kl${u} + ${ch * L}u];`);
+      for (const ch of chs) p(`      let va${u}_${ch} = Vt[kl${u} + ${ch * L}u];`);
+    } else if (c.rot) {
       for (const ch of chs) p(`      let ka${u}_${ch} = nka${u}_${ch};`);
       for (const ch of chs) p(`      let va${u}_${ch} = nva${u}_${ch};`);
     } else if (c.pf) {
@@ -353,6 +405,7 @@ export function sgWgsl(c: SgConfig): string {
     }
   }
   p(`    }`);
+  if (KT) p(`    }`);
   // Sum the slots of a subgroup (they share the max).
   p(`    for (var off = ${L}u; off < sgs; off <<= 1u) {`);
   for (const r of rows) {
@@ -413,6 +466,12 @@ export function sgWgsl(c: SgConfig): string {
 var<workgroup> wml: array<vec2<f32>, ${(wg / 8) * R}>;
 var<workgroup> wo: array<vec4<f32>, ${nsMax * RT * D4}>;
 var<workgroup> wns: u32;
+${
+    KT
+      ? `var<workgroup> Kt: array<${ldT}, ${KT * UPR}>;
+var<workgroup> Vt: array<${ldT}, ${KT * UPR}>;`
+      : ""
+  }
 ${VISIBLE}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32,

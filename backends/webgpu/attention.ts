@@ -67,6 +67,13 @@ export interface AttentionTuning {
    * key for GQA decode. Reduced to what divides the rows and the subgroups per workgroup.
    */
   rs?: number;
+  /**
+   * Workgroup-staged key tiles in the subgroup kernel (default off): the next tile of K/V is
+   * loaded (coalesced, into registers) while the current one is processed from workgroup
+   * memory, so loads stay in flight during the math. Falls back to off where the tile does
+   * not fit in workgroup memory.
+   */
+  ws?: boolean;
 }
 
 const NEG_INF_BITS = 0xff800000;
@@ -265,18 +272,36 @@ function sgConfig(
   const mlBytes = (wg / 8) * R * 8 + 16;
   const stateBytes = RT * g.D * 4;
   const room = ctx.limits.maxComputeWorkgroupStorageSize - mlBytes;
-  const nsMax = Math.min(Math.floor(room / stateBytes), Math.max(1, wg / minSg / G), 8);
+  let nsMax = Math.min(Math.floor(room / stateBytes), Math.max(1, wg / minSg / G), 8);
   if (nsMax < 1) return null;
   // Keys per slot per iteration: as many as keep the K/V registers of a batch ≤ 64 per lane
   // (more bytes in flight), at most 8.
   const loadRegs = kv === "f16" ? E : 2 * E;
-  const U = tuning.U ?? Math.max(1, Math.min(8, Math.floor(64 / loadRegs)));
+  let U = tuning.U ?? Math.max(1, Math.min(8, Math.floor(64 / loadRegs)));
+  // Staged tiles: at most 32 KB of K + V (half of it in flight as registers, 32 a thread
+  // for 256 threads); the math reads them from workgroup memory in batches of U keys a slot,
+  // at most 32 registers of K/V a lane (the loads are short now).
+  let tile = 0;
+  if (tuning.ws) {
+    const S = wg / L / G;
+    const keyBytes = 2 * g.D * (kv === "f16" ? 2 : 4);
+    const nsWs = Math.min(nsMax, 4);
+    const budget = Math.min(32768, room - nsWs * stateBytes - 16);
+    if (tuning.U === undefined) U = Math.max(1, Math.min(U, Math.floor(32 / loadRegs)));
+    while (U > 1 && S * U * keyBytes > budget) U /= 2;
+    if (S * U * keyBytes <= budget) {
+      tile = S * U;
+      while (2 * tile * keyBytes <= budget) tile *= 2;
+      nsMax = nsWs;
+    }
+  }
   const pow2 = (n: number) => (n & (n - 1)) === 0;
   const bf = (tuning.bf ?? true) && pow2(U * R);
   // Rotated loop for multi-row (GQA) units, whose heavier math gains from the first loads
   // overlapping q's; for one row it measured 0–4 points slower (bench/NOTES.md, run 3).
-  const rot = (tuning.rot ?? R > 1) && !tuning.pf;
-  return { D: g.D, R, kv, q, wg, L, U, nsMax, pf: tuning.pf ?? false, bf, rot, G };
+  const rot = (tuning.rot ?? R > 1) && !tuning.pf && !tile;
+  const pf = (tuning.pf ?? false) && !tile;
+  return { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile };
 }
 
 /** The workgroup-memory decode kernel's configuration, or null when it does not apply. */
