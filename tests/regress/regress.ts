@@ -31,7 +31,8 @@ const GROWTH = 2;
  */
 const FLOOR: Record<string, number> = { float32: 1e-7, float16: 1e-4 };
 
-interface Baseline {
+/** The committed baseline file. */
+export interface Baseline {
   note: string;
   growth: number;
   floors: Record<string, number>;
@@ -114,6 +115,76 @@ function regressed(now: number, base: number, field: "out" | "lse", dtype: strin
   return now > Math.max(GROWTH * base, floor);
 }
 
+/** The errors of one run, by `backend/case/algo`. */
+export type RunErrors = Map<string, CaseErrors & { dtype: string }>;
+
+/** What {@link compare} decided. */
+export interface Comparison {
+  /** One printed line per row (in update mode only rows that change). */
+  lines: string[];
+  /** Why the gate fails; empty when it passes. */
+  failures: string[];
+  /** Rows of absent backends not held against the run. */
+  skipped: number;
+  /** Every key of the baseline and the run, sorted. */
+  keys: string[];
+}
+
+/**
+ * The gate's verdict on a run against baseline rows: `present` names the backends that ran,
+ * `only` the one chosen with `--backend` (the others are skipped even under CI).
+ */
+export function compare(
+  old: Baseline["rows"],
+  now: RunErrors,
+  present: ReadonlySet<string>,
+  opts: { ci: boolean; update: boolean; only: string | null },
+): Comparison {
+  const keys = [...new Set([...Object.keys(old), ...now.keys()])].sort();
+  const failures: string[] = [];
+  const lines: string[] = [];
+  let skipped = 0;
+  for (const key of keys) {
+    const b = old[key];
+    const n = now.get(key);
+    const backendName = key.split("/")[0];
+    let status: string;
+    if (n && b) {
+      const bad = (["out", "lse"] as const).filter((f) => regressed(n[f], b[f], f, n.dtype));
+      const better = (["out", "lse"] as const).some((f) => n[f] < b[f] / GROWTH);
+      status = bad.length ? `FAIL (${bad.join(", ")} grew)` : better ? "ok (improved)" : "ok";
+      if (bad.length) failures.push(`${key}: ${bad.join(", ")} error grew or is NaN`);
+    } else if (n) {
+      const nan = Number.isNaN(n.out) || Number.isNaN(n.lse);
+      status = nan ? "FAIL (NaN)" : "FAIL (new: not in baseline)";
+      if (nan) failures.push(`${key}: NaN`);
+      else if (!opts.update) failures.push(`${key}: new case, not in the baseline (run --update)`);
+    } else if (!present.has(backendName)) {
+      const chosenAway = opts.only !== null && opts.only !== backendName;
+      if (opts.ci && !chosenAway) {
+        status = "FAIL (backend missing under CI=true)";
+        failures.push(`${key}: backend ${backendName} missing under CI=true`);
+      } else {
+        status = "skipped (backend absent)";
+        skipped++;
+      }
+    } else {
+      status = "FAIL (gone: case no longer runs)";
+      failures.push(`${key}: in the baseline but no longer runs`);
+    }
+    if (opts.update && !status.startsWith("skipped")) {
+      // Print the diff only: rows whose stored numbers change.
+      if (b && n && sig(n.out) === b.out && sig(n.lse) === b.lse) continue;
+      status = b && n ? "changed" : n ? "added" : "removed";
+    }
+    lines.push(
+      `${key.padEnd(44)} out ${fmtErr(n?.out).padStart(8)} (was ${fmtErr(b?.out).padStart(8)})` +
+        `  lse ${fmtErr(n?.lse).padStart(8)} (was ${fmtErr(b?.lse).padStart(8)})  ${status}`,
+    );
+  }
+  return { lines, failures, skipped, keys };
+}
+
 async function main(): Promise<number> {
   const args = parseArgs(Deno.args);
   const ci = Deno.env.get("CI") === "true";
@@ -122,7 +193,7 @@ async function main(): Promise<number> {
   for (const w of why) console.warn(w);
 
   // Run.
-  const now = new Map<string, CaseErrors & { dtype: string }>();
+  const now: RunErrors = new Map();
   for (const backend of backends) {
     const t0 = performance.now();
     for (const c of CASES) {
@@ -143,48 +214,11 @@ async function main(): Promise<number> {
 
   const baseline = await readBaseline(args.baseline);
   const old = baseline?.rows ?? {};
-  const keys = [...new Set([...Object.keys(old), ...now.keys()])].sort();
-  const failures: string[] = [];
-  const lines: string[] = [];
-  let skipped = 0;
-  for (const key of keys) {
-    const b = old[key];
-    const n = now.get(key);
-    const backendName = key.split("/")[0];
-    let status: string;
-    if (n && b) {
-      const bad = (["out", "lse"] as const).filter((f) => regressed(n[f], b[f], f, n.dtype));
-      const better = (["out", "lse"] as const).some((f) => n[f] < b[f] / GROWTH);
-      status = bad.length ? `FAIL (${bad.join(", ")} grew)` : better ? "ok (improved)" : "ok";
-      if (bad.length) failures.push(`${key}: ${bad.join(", ")} error grew or is NaN`);
-    } else if (n) {
-      const nan = Number.isNaN(n.out) || Number.isNaN(n.lse);
-      status = nan ? "FAIL (NaN)" : "FAIL (new: not in baseline)";
-      if (nan) failures.push(`${key}: NaN`);
-      else if (!args.update) failures.push(`${key}: new case, not in the baseline (run --update)`);
-    } else if (!present.has(backendName)) {
-      const chosenAway = args.backend !== null && args.backend !== backendName;
-      if (ci && !chosenAway) {
-        status = "FAIL (backend missing under CI=true)";
-        failures.push(`${key}: backend ${backendName} missing under CI=true`);
-      } else {
-        status = "skipped (backend absent)";
-        skipped++;
-      }
-    } else {
-      status = "FAIL (gone: case no longer runs)";
-      failures.push(`${key}: in the baseline but no longer runs`);
-    }
-    if (args.update && !status.startsWith("skipped")) {
-      // Print the diff only: rows whose stored numbers change.
-      if (b && n && sig(n.out) === b.out && sig(n.lse) === b.lse) continue;
-      status = b && n ? "changed" : n ? "added" : "removed";
-    }
-    lines.push(
-      `${key.padEnd(44)} out ${fmtErr(n?.out).padStart(8)} (was ${fmtErr(b?.out).padStart(8)})` +
-        `  lse ${fmtErr(n?.lse).padStart(8)} (was ${fmtErr(b?.lse).padStart(8)})  ${status}`,
-    );
-  }
+  const { lines, failures, skipped, keys } = compare(old, now, present, {
+    ci,
+    update: args.update,
+    only: args.backend,
+  });
   console.log(lines.join("\n"));
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   if (args.json) {
