@@ -3,7 +3,8 @@
  * dtypes, tensors from another backend or disposed, and option objects full of garbage
  * (wrong types, NaN, ±∞, −0, huge and fractional numbers, symbols, unknown keys). Every call
  * either throws a `LeanattnError` or returns a result that matches the float64 reference —
- * never a TypeError/RangeError, never a wrong answer. The same for `mergeAttentionStates`.
+ * never a TypeError/RangeError, never a wrong answer. The same for `mergeAttentionStates` and
+ * `where`.
  * Nothing may leak: after each case the backend holds exactly what it held before.
  */
 import { ok as assert } from "node:assert/strict";
@@ -13,6 +14,7 @@ import { flashAttention } from "../attention/flash.ts";
 import { leanAttention } from "../attention/lean.ts";
 import { type AttentionState, mergeAttentionStates } from "../attention/merge.ts";
 import { naiveAttention } from "../attention/naive.ts";
+import { where } from "../ops/where.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { DType } from "../tensor/dtype.ts";
 import { LeanattnError } from "../tensor/errors.ts";
@@ -375,3 +377,93 @@ describeBackends(
     assert(succeeded > 0, "no merge ever succeeded: the property proves little");
   },
 );
+
+describeBackends("fuzz: where throws only LeanattnError or selects correctly", async (backend) => {
+  const twin = twinOf(backend);
+  const operand = fc.oneof(
+    {
+      weight: 6,
+      arbitrary: fc.record({
+        shape: fc.array(fc.integer({ min: 0, max: 3 }), { maxLength: 3 }),
+        dtype: fc.constantFrom<DType>("float32", "float16"),
+        foreign: fc.oneof({ weight: 8, arbitrary: fc.constant(false) }, {
+          weight: 1,
+          arbitrary: fc.constant(true),
+        }),
+        disposed: fc.oneof({ weight: 8, arbitrary: fc.constant(false) }, {
+          weight: 1,
+          arbitrary: fc.constant(true),
+        }),
+        seed: fc.integer({ min: 0, max: 1000 }),
+      }),
+    },
+    { weight: 2, arbitrary: fc.double() },
+    { weight: 1, arbitrary: junk },
+  );
+  let succeeded = 0;
+  await fc.assert(
+    fc.asyncProperty(operand, operand, operand, async (...drawn) => {
+      const before = backend.memory().liveCount;
+      const made: Tensor[] = [];
+      const args = drawn.map((d) => {
+        if (d === null || typeof d !== "object" || !("shape" in d)) return d;
+        const n = d.shape.reduce((a, b) => a * b, 1);
+        // Conditions get zeros too, so both branches are taken.
+        const values = normals(n, d.seed).map((x) => (x > 0.5 ? 0 : x));
+        const t = tensor(values, {
+          shape: d.shape,
+          dtype: d.dtype,
+          backend: d.foreign ? twin : backend,
+        });
+        made.push(t);
+        if (d.disposed) t.dispose();
+        return t;
+      });
+      let r: Tensor;
+      try {
+        r = where(args[0] as Tensor, args[1] as Tensor, args[2] as Tensor);
+      } catch (e) {
+        assert(allowed(e), `where threw a non-LeanattnError: ${e}`);
+        for (const t of made) t.dispose();
+        assert(backend.memory().liveCount === before, "a failed where leaked storage");
+        return;
+      }
+      succeeded++;
+      // Reference: broadcast by hand from the stored values.
+      const vals = await Promise.all(
+        args.map(async (x) => (x instanceof Tensor ? await x.data() : null)),
+      );
+      const shapes = args.map((x) => (x instanceof Tensor ? x.shape : []));
+      const dtype = r.dtype;
+      const got = await r.data();
+      const out = r.shape;
+      for (let o = 0; o < got.length; o++) {
+        const at = (i: number) => {
+          const s = shapes[i];
+          let idx = 0;
+          let stride = 1;
+          let rem = o;
+          for (let d = out.length - 1; d >= 0; d--) {
+            const c = rem % out[d];
+            rem = Math.floor(rem / out[d]);
+            const j = d - (out.length - s.length);
+            if (j >= 0) {
+              if (s[j] !== 1) idx += c * stride;
+              stride *= s[j];
+            }
+          }
+          const v = vals[i] ? vals[i]![idx] : args[i] as number;
+          return dtype === "float16" ? Math.f16round(v) : Math.fround(v);
+        };
+        const want = at(0) !== 0 ? at(1) : at(2);
+        assert(Object.is(got[o], want) || (got[o] !== got[o] && want !== want), `element ${o}`);
+      }
+      r.dispose();
+      for (const t of made) t.dispose();
+      assert(backend.memory().liveCount === before, "where leaked storage");
+    }),
+    { numRuns: numRuns(backend, 300) },
+  );
+  if (Deno.env.get("FUZZ_DEBUG")) console.log({ succeeded });
+  assert(succeeded > 0, "no where call ever succeeded: the property proves little");
+});
