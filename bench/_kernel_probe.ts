@@ -50,6 +50,8 @@ class ProbeContext implements GpuContext {
   /** Labels of timed passes since `startTiming`. */
   labels: string[] = [];
   timing = false;
+  /** Keys of the pipelines requested since the last reset (which kernel configs ran). */
+  usedKeys: string[] = [];
 
   constructor(readonly device: GPUDevice, readonly description: string) {
     this.features = {
@@ -160,6 +162,7 @@ class ProbeContext implements GpuContext {
     return b;
   }
   pipeline(key: string, wgsl: () => string, entryPoint = "main"): GPUComputePipeline {
+    this.usedKeys.push(key);
     let p = this.#pipes.get(key);
     if (!p) {
       if (Deno.env.get("PROBE_KEYS")) console.log(`pipeline ${key}`);
@@ -761,7 +764,11 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
           const r = webgpuAttentionTuned(ctx, qi, ki, vinfo, params, vr.tuning);
           outs.push(r.out, r.lse);
         };
+        ctx.usedKeys = [];
         once();
+        // The kernel configuration that ran (the tuning resolves per device).
+        row[vr.name + " cfg"] = ctx.usedKeys.filter((k) => k.startsWith("attn-sg")).join(" ") ||
+          ctx.usedKeys[0];
         ctx.flush();
         ctx.startTiming(reps * 2);
         for (let i = 0; i < reps; i++) once();
