@@ -647,6 +647,7 @@ const GQA_VARIANTS: Variant[] = [
   { name: "rs4 ws", algo: "lean", tuning: { rs: 4, ws: true }, gridPerCu: 2, tileSize: 256 },
   { name: "rs4 ws g3", algo: "lean", tuning: { rs: 4, ws: true }, gridPerCu: 3, tileSize: 256 },
   { name: "L32", algo: "lean", tuning: { L: 32 }, gridPerCu: 2, tileSize: 256 },
+  { name: "L32 ws", algo: "lean", tuning: { L: 32, ws: true }, gridPerCu: 2, tileSize: 256 },
   { name: "flash", algo: "flash", tuning: {}, tileSize: 128 },
 ];
 
