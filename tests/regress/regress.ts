@@ -36,6 +36,8 @@ export interface Baseline {
   note: string;
   growth: number;
   floors: Record<string, number>;
+  /** The device each GPU backend's rows were measured on (`backend.description`). */
+  devices?: Record<string, string>;
   /** `backend/case/algo` → errors. */
   rows: Record<string, { dtype: string; out: number; lse: number }>;
 }
@@ -211,9 +213,22 @@ async function main(): Promise<number> {
     backend.destroy?.();
   }
   const present = new Set(backends.map((b) => b.name));
+  // The CPU computes in JS doubles: the same numbers on every machine, whatever its cores.
+  const devices = Object.fromEntries(
+    backends.filter((b) => b.name !== "cpu").map((b) => [b.name, b.description]),
+  );
 
   const baseline = await readBaseline(args.baseline);
   const old = baseline?.rows ?? {};
+  for (const [name, now] of Object.entries(devices)) {
+    const then = baseline?.devices?.[name];
+    if (then && then !== now && !args.update) {
+      console.warn(
+        `note: the ${name} rows were measured on "${then}", this run is on "${now}"; ` +
+          `other hardware rounds differently — record its own baseline (--update --baseline FILE)`,
+      );
+    }
+  }
   const { lines, failures, skipped, keys } = compare(old, now, present, {
     ci,
     update: args.update,
@@ -243,6 +258,7 @@ async function main(): Promise<number> {
         "reference relative to max|ref| (out), and over finite LSEs relative to max(1, max|ref|).",
       growth: GROWTH,
       floors: FLOOR,
+      devices: { ...baseline?.devices, ...devices },
       rows,
     };
     await Deno.writeTextFile(args.baseline, JSON.stringify(next, null, 2) + "\n");
