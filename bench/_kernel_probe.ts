@@ -645,6 +645,13 @@ const GQA_VARIANTS: Variant[] = [
   { name: "rs4", algo: "lean", tuning: { rs: 4 }, gridPerCu: 2, tileSize: 256 },
   { name: "rs2 ws", algo: "lean", tuning: { rs: 2, ws: true }, gridPerCu: 2, tileSize: 256 },
   { name: "rs4 ws", algo: "lean", tuning: { rs: 4, ws: true }, gridPerCu: 2, tileSize: 256 },
+  {
+    name: "rs2 L16 ws",
+    algo: "lean",
+    tuning: { rs: 2, L: 16, ws: true },
+    gridPerCu: 2,
+    tileSize: 256,
+  },
   { name: "rs4 ws g3", algo: "lean", tuning: { rs: 4, ws: true }, gridPerCu: 3, tileSize: 256 },
   { name: "L32", algo: "lean", tuning: { L: 32 }, gridPerCu: 2, tileSize: 256 },
   { name: "L32 ws", algo: "lean", tuning: { L: 32, ws: true }, gridPerCu: 2, tileSize: 256 },
