@@ -7,12 +7,15 @@
  *   one on a part boundary), float32 and float16, causal prefill across parts, against the
  *   float64 reference; exact round trips, memory accounting, and the refusals (other ops, a
  *   reshape that moves the split axis, an unsplittable tensor, causal prefill within Sq − 1
- *   keys of a boundary), each a {@link LimitError} naming the limit;
+ *   keys of a boundary), each a {@link LimitError} naming the limit; and a fast-check
+ *   property over shapes, GQA groups, part counts and lengths snapped around part boundaries;
  * - on a device created with WebGPU's default limits (128 MiB binding, 256 MiB buffer), with
  *   K/V of 143 MB each, so the real `maxStorageBufferBindingSize` forces the split.
  *
- * GPU validation errors are caught by error scopes and thrown as library errors.
+ * GPU validation errors are caught by error scopes and thrown as library errors. The full
+ * 4 GiB case (K/V [1, 32, 524288, 128] float16) runs on a real GPU in limits_long_context.ts.
  */
+import fc from "fast-check";
 import { ok as assert, rejects, throws } from "node:assert/strict";
 import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import { SPLIT_ALIGN, splitLayout } from "../backends/webgpu/_chunked.ts";
@@ -135,6 +138,11 @@ function smallSplit(): Promise<WebGpuBackend> {
   return small ??= webgpu({ splitBytes: SPLIT });
 }
 
+let tinyB: Promise<WebGpuBackend> | null = null;
+function tiny(): Promise<WebGpuBackend> {
+  return tinyB ??= webgpu({ splitBytes: 4096 });
+}
+
 Deno.test("splitLayout: parts fit, are tile-aligned, cover the axis in order", () => {
   const bytes = (shape: number[]) => shape.reduce((a, b) => a * b, 4);
   assert(splitLayout([3, 2, 700, 16], 4, bytes([3, 2, 700, 16]), "x") === null);
@@ -189,6 +197,65 @@ Deno.test({
     console.log(
       `  ${cases.length} cases × 3 algorithms: ${(performance.now() - t0).toFixed(0)} ms`,
     );
+  },
+});
+
+Deno.test({
+  name: "split K/V property: any lengths, parts, GQA, causal prefill agree with the reference",
+  ...opts,
+  fn: async () => {
+    if (!(await haveGpu())) return;
+    // Parts of 4 KiB: a handful of parts of unaligned length (fewer than 256 rows fit).
+    const b = await tiny();
+    const t0 = performance.now();
+    const drawn = fc.record({
+      B: fc.integer({ min: 1, max: 3 }),
+      Hkv: fc.integer({ min: 1, max: 2 }),
+      group: fc.integer({ min: 1, max: 2 }),
+      Sq: fc.constantFrom(1, 3, 5), // q stays under the split size: only K/V may be split
+      N: fc.integer({ min: 300, max: 700 }),
+      D: fc.constantFrom(8, 12, 16),
+      causal: fc.boolean(),
+      dtype: fc.constantFrom<DType>("float32", "float16"),
+      // A length anywhere, or just around a part boundary (where causal prefill is refused).
+      lens: fc.array(
+        fc.record({
+          u: fc.double({ min: 0, max: 1, noNaN: true }),
+          snap: fc.boolean(),
+          off: fc.integer({ min: -2, max: 4 }),
+        }),
+        { minLength: 3, maxLength: 3 },
+      ),
+      seed: fc.integer({ min: 1, max: 1e6 }),
+    });
+    await fc.assert(
+      fc.asyncProperty(drawn, async (d) => {
+        const per = d.dtype === "float16" && b.nativeF16 ? 2 : 4;
+        const { ranges } = splitLayout([d.B, d.Hkv, d.N, d.D], per, b.splitBytes, "")!;
+        const kvLens = d.lens.slice(0, d.B).map(({ u, snap, off }) => {
+          if (!snap) return Math.round(u * d.N);
+          const edge = ranges[Math.floor(u * (ranges.length - 1))][1];
+          return Math.max(0, Math.min(d.N, edge + off));
+        });
+        const c: Case = { ...d, Hq: d.Hkv * d.group, kvLens };
+        const x = await inputs(b, c);
+        try {
+          const parts = b.splitParts({ id: x.k.id, shape: x.k.shape, dtype: c.dtype });
+          assert(parts && parts.length > 1, "split");
+          // Refused exactly when a part ends before kvLens[b] but within its last Sq − 1 keys.
+          const close = !!c.causal && c.Sq > 1 &&
+            kvLens.some((len) => parts.some((p) => p.n1 < len && len - p.n1 < c.Sq - 1));
+          for (const [name, f] of algorithms(x)) {
+            if (close) expectError(LimitError, f, ["causal"], name);
+            else await check(x, f(), name);
+          }
+        } finally {
+          for (const t of [x.q, x.k, x.v]) t.dispose();
+        }
+      }),
+      { numRuns: 25, seed: 20261125 },
+    );
+    console.log(`  25 runs: ${(performance.now() - t0).toFixed(0)} ms`);
   },
 });
 
