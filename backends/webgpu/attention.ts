@@ -225,14 +225,27 @@ function checkBinding(ctx: GpuContext, what: string, bytes: number): void {
   }
 }
 
+/**
+ * Defaults for units of four or more rows (GQA decode), under the explicit tuning. Empty until
+ * the staged-tile / row-group variants are measured (bench/NOTES.md, "GQA decode: staged
+ * tiles and row groups"); the candidates are `{ rs: 4, ws: true }` and
+ * `{ rs: 2, L: 16, ws: true }`.
+ */
+const MULTI_ROW_DEFAULTS: AttentionTuning = {};
+
 /** The subgroup kernel's configuration for this call, or null when it does not apply. */
 function sgConfig(
   ctx: GpuContext,
   g: Geometry,
   kv: Elem,
   q: Elem,
-  tuning: AttentionTuning,
+  explicit: AttentionTuning,
 ): SgConfig | null {
+  const tuning: AttentionTuning = { ...(g.unitRows >= 4 ? MULTI_ROW_DEFAULTS : {}) };
+  // Knobs given as undefined keep the default.
+  for (const [k, v] of Object.entries(explicit)) {
+    if (v !== undefined) (tuning as Record<string, unknown>)[k] = v;
+  }
   if (tuning.kernel === "generic" || !ctx.features.subgroups) return null;
   const wg = tuning.wg ?? 256;
   const minSg = subgroupMinSize(ctx) ?? 8;
@@ -263,6 +276,8 @@ function sgConfig(
     L = 8;
     while (L < minSg && (R * g.D) / L > 32) L *= 2;
   }
+  // A default L wider than this device's subgroups narrows to them (an explicit one fails).
+  if (explicit.L === undefined && L > minSg) L = minSg;
   if (L > minSg || L < 4 || (L & (L - 1)) !== 0) return null;
   const E = g.D / L;
   if (g.D % (4 * L) !== 0 || E % 4 !== 0) return null;
