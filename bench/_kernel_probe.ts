@@ -809,7 +809,8 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
       // Measured again after the variants: a large change means the GPU was shared meanwhile.
       row.ceilAfterUs = +((await ceiling()) / 1e3).toFixed(1);
       rows.push(row);
-      console.log(JSON.stringify(row));
+      // --quick-gqa keeps the output short (its rows are in the JSON and the final table).
+      if (!gqa) console.log(JSON.stringify(row));
       for (const id of [k, v, q, sinkId]) ctx.release(id);
     }
   }
