@@ -72,6 +72,7 @@ export { matmul } from "./ops/matmul.ts";
 export type { MatmulOptions } from "./ops/matmul.ts";
 export { transpose } from "./ops/transpose.ts";
 export { cast } from "./ops/cast.ts";
+export { where } from "./ops/where.ts";
 
 export type { AttentionOptions } from "./attention/_validate.ts";
 export { naiveAttention } from "./attention/naive.ts";

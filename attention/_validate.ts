@@ -94,6 +94,12 @@ export function validateAttention(
   if (k.dtype !== v.dtype) {
     throw new DTypeError(`${op}: k and v must have one dtype, got ${k.dtype} and ${v.dtype}`);
   }
+  if (q.dtype !== k.dtype) {
+    // One rule for every algorithm (naive composes ops, which need equal dtypes): cast first.
+    throw new DTypeError(
+      `${op}: q, k and v must have one dtype, got q ${q.dtype} and k/v ${k.dtype} (use cast)`,
+    );
+  }
   const [B, Hq, Sq, D] = q.shape;
   const [Bk, Hkv, N, Dk] = k.shape;
   const shapes = `q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)}`;
