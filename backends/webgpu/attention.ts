@@ -302,9 +302,10 @@ function sgConfig(
     const keyBytes = 2 * g.D * (kv === "f16" ? 2 : 4);
     const nsWs = Math.min(nsMax, 4);
     const budget = Math.min(32768, room - nsWs * stateBytes - 16);
-    if (tuning.U === undefined) U = Math.max(1, Math.min(U, Math.floor(32 / loadRegs)));
-    while (U > 1 && S * U * keyBytes > budget) U /= 2;
-    if (S * U * keyBytes <= budget) {
+    let u = tuning.U === undefined ? Math.max(1, Math.min(U, Math.floor(32 / loadRegs))) : U;
+    while (u > 1 && S * u * keyBytes > budget) u = Math.floor(u / 2);
+    if (S * u * keyBytes <= budget) {
+      U = u;
       tile = S * U;
       while (2 * tile * keyBytes <= budget) tile *= 2;
       nsMax = nsWs;
