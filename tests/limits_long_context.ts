@@ -12,6 +12,10 @@
  * (6 calls, one readback) flash 23.9 ms, flash-decoding 9.5 ms, lean 8.1 ms; 65 s in all,
  * most of it making the 16 GiB of host data and the reference.
  *
+ * With `oom` it fills the GPU with 2 GiB buffers instead. On an H200: after 136 GiB,
+ * `LimitError: alloc 536870912 float32: out of GPU memory: not enough memory left`, no
+ * uncaptured error, and the device computes correctly after the buffers are released.
+ *
  * @module
  */
 import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
@@ -21,6 +25,41 @@ import { Tensor } from "../tensor/tensor.ts";
 import { normals } from "../tensor/random.ts";
 import { roundToF16 } from "../tensor/dtype.ts";
 import { maxAbs, maxAbsDiff, referenceAttention } from "./_reference.ts";
+
+if (Deno.args[0] === "oom") await outOfMemory();
+
+/**
+ * `deno run -A tests/limits_long_context.ts oom`: allocates 2 GiB buffers until the device
+ * runs out of memory; the failure must arrive as a LimitError (from the error scope around
+ * buffer creation), never as an uncaptured error, and the device must work afterwards.
+ */
+async function outOfMemory(): Promise<never> {
+  const { LimitError } = await import("../tensor/errors.ts");
+  const { exp } = await import("../ops/unary.ts");
+  const { tensor } = await import("../tensor/creation.ts");
+  const b = await webgpu();
+  let uncaptured = 0;
+  b.device.addEventListener("uncapturederror", () => uncaptured++);
+  const ids = [];
+  let caught: unknown = null;
+  for (let i = 0; i < 400 && !caught; i++) {
+    try {
+      ids.push(b.ctx.alloc(2 ** 29, "float32"));
+      if (i % 4 === 3) await b.ctx.device.queue.onSubmittedWorkDone();
+    } catch (e) {
+      caught = e;
+    }
+  }
+  const gib = (ids.length * 2).toFixed(0);
+  console.log(`after ${gib} GiB: ${caught}; uncaptured errors: ${uncaptured}`);
+  for (const id of ids) b.release(id);
+  b.flush();
+  const t = tensor([0, 1], { backend: b });
+  const after = await exp(t).data();
+  const ok = caught instanceof LimitError && uncaptured === 0 && Math.abs(after[1] - Math.E) < 1e-6;
+  console.log(`the device works afterwards: ${after}; ${ok ? "OK" : "FAIL"}`);
+  Deno.exit(ok ? 0 : 1);
+}
 
 const N = Number(Deno.args[0] ?? 524288);
 const [B, H, Hq, D] = [1, 32, 32, 128];
