@@ -110,70 +110,87 @@ function runParts(
   parts: { k: readonly SplitPart[]; v: readonly SplitPart[] },
 ): { out: DataId; lse: DataId } {
   const op = algo === "lean" ? "leanAttention" : "flashAttention";
-  const states: { out: DataId; lse: DataId }[] = [];
-  const partInfo = (id: DataId, n0: number, n1: number): TensorInfo => ({
-    id,
-    shape: [p.B, p.Hkv, n1 - n0, p.D],
-    dtype: k.dtype,
-  });
-  const run = (c: number, lens: number[], causal: boolean) => {
-    const { n0, n1 } = parts.k[c];
-    states.push(backend.attention(
-      info(q),
-      partInfo(parts.k[c].id, n0, n1),
-      partInfo(parts.v[c].id, n0, n1),
-      {
-        algo,
-        scale: p.scale,
-        causal,
-        kvLens: Int32Array.from(lens),
-        schedule: reschedule(schedule, lens),
-      },
-    ));
-  };
+  // Plan every call first, so that a refusal dispatches nothing.
+  //
   // The causal mask is bottom-right aligned to each part's own length, which is right for
   // the part holding kvLens[b] but would hide the tail of a part wholly before it. Such
   // parts run unmasked instead (a batch mixing both kinds in one part runs it twice, the
   // other entries' lengths zeroed: each state is then the identity where it does not
   // apply). Unmasked is right only if every query row sees the whole part, i.e. the part
   // ends at least Sq − 1 keys before kvLens[b].
+  const runs: { c: number; lens: number[]; causal: boolean }[] = [];
   const prefill = p.causal && p.Sq > 1;
-  try {
-    for (let c = 0; c < parts.k.length; c++) {
-      const { n0, n1 } = parts.k[c];
-      const lens = Array.from(p.kvLens, (len) => Math.max(0, Math.min(len - n0, n1 - n0)));
-      // Parts past every sequence's end add nothing; the first always runs so that a batch
-      // with no keys at all still yields the identity state.
-      if (c > 0 && lens.every((n) => n === 0)) continue;
-      if (!prefill) {
-        run(c, lens, p.causal);
-        continue;
+  for (let c = 0; c < parts.k.length; c++) {
+    const { n0, n1 } = parts.k[c];
+    const lens = Array.from(p.kvLens, (len) => Math.max(0, Math.min(len - n0, n1 - n0)));
+    // Parts past every sequence's end add nothing; the first always runs so that a batch
+    // with no keys at all still yields the identity state.
+    if (c > 0 && lens.every((n) => n === 0)) continue;
+    if (!prefill) {
+      runs.push({ c, lens, causal: p.causal });
+      continue;
+    }
+    const holds = lens.map((n, b) => (p.kvLens[b] <= n1 ? n : 0));
+    const before = lens.map((n, b) => (p.kvLens[b] > n1 ? n : 0));
+    before.forEach((n, b) => {
+      const len = p.kvLens[b];
+      if (n > 0 && len - n1 < p.Sq - 1) {
+        throw new LimitError(
+          `${op}: causal attention with Sq = ${p.Sq} queries over K/V stored across ` +
+            `buffers (split at key ${n1}, over one buffer binding): kvLens[${b}] = ${len} ` +
+            `puts the split within the last ${p.Sq - 1} keys, where query rows see ` +
+            `different prefixes; causal prefill across a K/V buffer boundary is not ` +
+            `supported there (use fewer queries per call, or Sq = 1)`,
+        );
       }
-      const holds = lens.map((n, b) => (p.kvLens[b] <= n1 ? n : 0));
-      const before = lens.map((n, b) => (p.kvLens[b] > n1 ? n : 0));
-      before.forEach((n, b) => {
-        const len = p.kvLens[b];
-        if (n > 0 && len - n1 < p.Sq - 1) {
-          throw new LimitError(
-            `${op}: causal attention with Sq = ${p.Sq} queries over K/V stored across ` +
-              `buffers (split at key ${n1}, over one buffer binding): kvLens[${b}] = ${len} ` +
-              `puts the split within the last ${p.Sq - 1} keys, where query rows see ` +
-              `different prefixes; causal prefill across a K/V buffer boundary is not ` +
-              `supported there (use fewer queries per call, or Sq = 1)`,
-          );
-        }
-      });
-      const anyBefore = before.some((n) => n > 0);
-      if (holds.some((n) => n > 0) || !anyBefore) run(c, holds, true);
-      if (anyBefore) run(c, before, false);
+    });
+    const anyBefore = before.some((n) => n > 0);
+    if (holds.some((n) => n > 0) || !anyBefore) runs.push({ c, lens: holds, causal: true });
+    if (anyBefore) runs.push({ c, lens: before, causal: false });
+  }
+  // Partial states are float32 (f16 is storage only): with float16 q, the parts run on a
+  // float32 copy of q, merge in float32, and only the merged output is rounded.
+  const wide = runs.length > 1 && q.dtype !== "float32";
+  const outShape = [p.B, p.Hq, p.Sq, p.D];
+  const partialType = wide ? "float32" : q.dtype;
+  const states: { out: DataId; lse: DataId }[] = [];
+  let qWide: DataId | null = null;
+  try {
+    if (wide) qWide = backend.cast(info(q), "float32");
+    const qi: TensorInfo = qWide ? { id: qWide, shape: q.shape, dtype: "float32" } : info(q);
+    const kvInfo = (id: DataId, c: number): TensorInfo => ({
+      id,
+      shape: [p.B, p.Hkv, parts.k[c].n1 - parts.k[c].n0, p.D],
+      dtype: k.dtype,
+    });
+    for (const { c, lens, causal } of runs) {
+      states.push(backend.attention(qi, kvInfo(parts.k[c].id, c), kvInfo(parts.v[c].id, c), {
+        algo,
+        scale: p.scale,
+        causal,
+        kvLens: Int32Array.from(lens),
+        schedule: reschedule(schedule, lens),
+      }));
     }
     if (states.length === 1) return states.pop()!;
-    const outShape = [p.B, p.Hq, p.Sq, p.D];
-    return backend.mergeStates(
-      states.map((s) => ({ id: s.out, shape: outShape, dtype: q.dtype })),
+    const merged = backend.mergeStates(
+      states.map((s) => ({ id: s.out, shape: outShape, dtype: partialType })),
       states.map((s) => ({ id: s.lse, shape: outShape.slice(0, 3), dtype: "float32" })),
     );
+    if (!wide) return merged;
+    try {
+      return {
+        out: backend.cast({ id: merged.out, shape: outShape, dtype: "float32" }, q.dtype),
+        lse: merged.lse,
+      };
+    } catch (e) {
+      backend.release(merged.lse);
+      throw e;
+    } finally {
+      backend.release(merged.out);
+    }
   } finally {
+    if (qWide) backend.release(qWide);
     for (const s of states) {
       backend.release(s.out);
       backend.release(s.lse);
