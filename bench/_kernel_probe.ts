@@ -27,7 +27,7 @@ import {
   webgpuMergeStates,
 } from "../backends/webgpu/attention.ts";
 import { leanSchedule, splitSchedule } from "../attention/lean_schedule.ts";
-import { maxAbs, maxAbsDiff, referenceAttention } from "../tests/_reference.ts";
+import { maxAbsDiff, referenceAttention } from "../tests/_reference.ts";
 
 interface Stored {
   buffer: GPUBuffer;
@@ -300,6 +300,27 @@ interface Case {
   rs?: number;
   U?: number;
   ws?: boolean;
+  /** A NaN/±∞ written into q or k (index as a fraction of the array): non-finite scores. */
+  spike?: { where: "q" | "k"; at: number; value: number };
+}
+
+/** Largest |a − b| where NaN matches NaN and equal infinities match (else NaN). */
+function ieeeDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] === b[i] || (Number.isNaN(a[i]) && Number.isNaN(b[i]))) continue;
+    const d = Math.abs(a[i] - b[i]);
+    if (Number.isNaN(d)) return NaN;
+    m = Math.max(m, d);
+  }
+  return m;
+}
+
+/** Largest finite |x|. */
+function finiteMax(x: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < x.length; i++) if (Number.isFinite(x[i])) m = Math.max(m, Math.abs(x[i]));
+  return m;
 }
 
 function drawCase(r: () => number, i: number): Case {
@@ -337,6 +358,9 @@ function drawCase(r: () => number, i: number): Case {
     // Drawn last so the earlier fields of each seed stay what they were.
     rs: pick([undefined, 2, 4, 8]),
     ws: r() < 0.5,
+    spike: r() < 0.25
+      ? { where: pick(["q", "k"] as const), at: r(), value: pick([NaN, Infinity, -Infinity]) }
+      : undefined,
   };
 }
 
@@ -352,6 +376,10 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
   const qv = randArr(r, c.B * c.Hq * c.Sq * c.D, c.dtype);
   const kv = randArr(r, c.B * c.Hkv * c.N * c.D, c.dtype);
   const vv = randArr(r, c.B * c.Hkv * c.N * c.D, c.dtype);
+  if (c.spike) {
+    const a = c.spike.where === "q" ? qv : kv;
+    if (a.length) a[Math.floor(c.spike.at * a.length)] = c.spike.value;
+  }
   const q: TensorInfo = {
     id: ctx.upload(qv, c.dtype),
     shape: [c.B, c.Hq, c.Sq, c.D],
@@ -416,11 +444,11 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
   const res2 = webgpuAttentionTuned(ctx, q, k, v, params, tuning);
   const out2 = await ctx.read(res2.out);
   for (const id of [q.id, k.id, v.id, res.out, res.lse, res2.out, res2.lse]) ctx.release(id);
-  const outTol = (c.dtype === "float16" ? 2e-3 : 2e-5) * Math.max(1, maxAbs(ref.out)) *
+  const outTol = (c.dtype === "float16" ? 2e-3 : 2e-5) * Math.max(1, finiteMax(ref.out)) *
     Math.max(1, Math.log2(c.N + 1) / 4);
-  const eo = maxAbsDiff(out, ref.out);
-  const el = maxAbsDiff(lse, ref.lse);
-  const lseTol = 1e-4 * Math.max(1, maxAbs(Array.from(ref.lse).filter(Number.isFinite)));
+  const eo = ieeeDiff(out, ref.out);
+  const el = ieeeDiff(lse, ref.lse);
+  const lseTol = 1e-4 * Math.max(1, finiteMax(ref.lse));
   if (Deno.env.get("PROBE_ROWS")) {
     for (let row = 0; row < lse.length; row++) {
       const e = maxAbsDiff(
@@ -437,7 +465,7 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
   if (!(eo <= outTol) || !(el <= lseTol)) {
     return `out err ${eo} (tol ${outTol}), lse err ${el} (tol ${lseTol})`;
   }
-  if (maxAbsDiff(out, out2) !== 0) return "not deterministic";
+  if (ieeeDiff(out, out2) !== 0) return "not deterministic";
   return null;
 }
 
@@ -553,6 +581,15 @@ async function check(ctx: ProbeContext, count: number, seed0: number): Promise<b
     { ...fixed[0], ws: true },
     { ...fixed[0], ws: true, rs: 4 },
     { ...fixed[1], ws: true, N: 3000, kvLens: [2999], grid: 3 },
+    // Non-finite scores: a NaN q element (its row NaN), a +∞ key element (rows whose score is
+    // +∞ turn NaN, −∞ ones weigh 0), a NaN in a hidden key (ignored), through each kernel.
+    { ...fixed[0], spike: { where: "q", at: 0.3, value: NaN } },
+    { ...fixed[0], spike: { where: "k", at: 0.2, value: Infinity } },
+    { ...fixed[0], kvLens: [500, 0], spike: { where: "k", at: 0.4, value: NaN } },
+    { ...fixed[0], ws: true, rs: 2, spike: { where: "k", at: 0.1, value: NaN } },
+    { ...fixed[0], kernel: "wgm", spike: { where: "q", at: 0.9, value: Infinity } },
+    { ...fixed[0], kernel: "generic", spike: { where: "k", at: 0.3, value: -Infinity } },
+    { ...fixed[2], spike: { where: "k", at: 0.6, value: NaN } },
   );
   for (let i = 0; i < fixed.length + count; i++) {
     const r = rng(seed0 + i);

@@ -90,11 +90,27 @@ function sizes(): string {
   let scale = bitcast<f32>(mt[${META.scaleBits}]);
   let ninf = bitcast<f32>(mt[${META.negInfBits}]);
   let R = mt[${META.unitRows}];
-  let partOOff = mt[${META.partOOff}];`;
+  let partOOff = mt[${META.partOOff}];
+  // A quiet NaN from a runtime value (a NaN literal is not valid WGSL).
+  let qnan = bitcast<f32>(mt[${META.negInfBits}] | 0x7fc00000u);`;
 }
 
+/**
+ * Bit tests for non-finite values. Compilers may assume no NaN in float arithmetic (and WGSL's
+ * `max` may return the other operand), so poisoned rows are tracked with integer tests on the
+ * bits: a visible score that is NaN or +∞ makes its row NaN (the float64 reference's IEEE
+ * result), and partial states carry that as l = NaN.
+ */
+const NONFINITE = `
+fn poison_score(x: f32) -> bool {
+  let b = bitcast<u32>(x);
+  return (b & 0x7fffffffu) >= 0x7f800000u && b != 0xff800000u;
+}
+fn is_nan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+`;
+
 /** Keys visible to query row `i` of a sequence of `len` keys (bottom-right causal). */
-const VISIBLE = `
+const VISIBLE = NONFINITE + `
 fn visible(len: u32, Sq: u32, i: u32, causal: bool) -> u32 {
   if (!causal) { return len; }
   // len − Sq + i + 1, clamped to [0, len] without unsigned wrap-around.
@@ -258,6 +274,9 @@ export function sgWgsl(c: SgConfig): string {
     p(`    var m${r} = ninf;`);
     p(`    var l${r} = 0.0;`);
   }
+  // Rows (bits) with a visible NaN/+∞ score seen by this lane; OR-ed over the subgroup once
+  // per segment.
+  p(`    var bad = 0u;`);
   if (KT) {
     p(`    for (var t0 = k0; t0 < kend; t0 += ${KT}u) {`);
     p(`    workgroupBarrier();`);
@@ -346,6 +365,7 @@ ${st}
       p(`      let vk${j} = base + (vi${j} / ${R}u) * ${S}u + slot;`);
       const e = rows.slice(1).reduce((acc, r) => `select(${acc}, e${r}, vr${j} == ${r}u)`, "e0");
       p(`      let sv${j} = select(ninf, ${x}, vk${j} < ${e});`);
+      p(`      bad |= select(0u, 1u << vr${j}, poison_score(sv${j}));`);
     });
     for (const r of rows) {
       const cand = cur.map((_, j) => `select(ninf, sv${j}, vr${j} == ${r}u)`);
@@ -372,7 +392,10 @@ ${st}
       }
     }
     for (const u of us) {
-      for (const r of rows) p(`      s${u}_${r} = select(ninf, s${u}_${r}, key${u} < e${r});`);
+      for (const r of rows) {
+        p(`      s${u}_${r} = select(ninf, s${u}_${r}, key${u} < e${r});`);
+        p(`      bad |= select(0u, ${1 << r}u, poison_score(s${u}_${r}));`);
+      }
     }
     for (const r of rows) {
       const cm = us.map((u) => `s${u}_${r}`).reduce((a, x) => `max(${a}, ${x})`);
@@ -409,6 +432,7 @@ ${st}
   }
   p(`    }`);
   if (KT) p(`    }`);
+  p(`    let badw = subgroupOr(bad);`);
   // Sum the slots of a subgroup (they share the max).
   p(`    for (var off = ${L}u; off < sgs; off <<= 1u) {`);
   for (const r of rows) {
@@ -420,17 +444,19 @@ ${st}
   for (const r of rows) {
     p(`      wml[sgk * ${RT}u + ${
       G > 1 ? `rgrp * ${R}u + ` : ""
-    }${r}u] = vec2<f32>(m${r}, l${r});`);
+    }${r}u] = vec2<f32>(m${r}, select(l${r}, qnan, (badw & ${1 << r}u) != 0u));`);
   }
   p(`    }`);
   p(`    workgroupBarrier();`);
   p(`    var M = ninf;`);
   p(`    var Lt = 0.0;`);
   p(`    var acc = vec4<f32>(0.0);`);
+  p(`    var rbad = false;`);
   p(`    if (act) {`);
   p(`      for (var s = 0u; s < nsr; s++) { M = max(M, wml[s * ${RT}u + fr0].x); }`);
   p(`      for (var s = 0u; s < nsr; s++) {`);
   p(`        let ml = wml[s * ${RT}u + fr0];`);
+  p(`        rbad = rbad || is_nan(ml.y);`);
   p(`        Lt += select(0.0, exp(ml.x - M), ml.x != ninf) * ml.y;`);
   p(`      }`);
   p(`    }`);
@@ -531,13 +557,13 @@ function writeOut(D: number, q: Elem): string {
         let row = (b * Hq + h * group + fr / rpb) * Sq + i;
         if (part == 0xffffffffu) {
           let inv = select(0.0, 1.0 / Lt, Lt != 0.0);
-          let y = acc * inv;
+          let y = select(acc * inv, vec4<f32>(qnan), rbad);
           let ob = row * ${D}u + fj * 4u;
           O[ob] = ${q}(y.x);
           O[ob + 1u] = ${q}(y.y);
           O[ob + 2u] = ${q}(y.z);
           O[ob + 3u] = ${q}(y.w);
-          if (fj == 0u) { LSE[row] = select(ninf, M + log(Lt), Lt != 0.0); }
+          if (fj == 0u) { LSE[row] = select(select(ninf, M + log(Lt), Lt != 0.0), qnan, rbad); }
         } else {
           let pr = part * R + fr;
           let pb = partOOff + pr * ${D}u + fj * 4u;
@@ -547,7 +573,7 @@ function writeOut(D: number, q: Elem): string {
           PART[pb + 3u] = acc.w;
           if (fj == 0u) {
             PART[pr * 2u] = M;
-            PART[pr * 2u + 1u] = Lt;
+            PART[pr * 2u + 1u] = select(Lt, qnan, rbad);
           }
         }
       }
@@ -626,6 +652,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 ${each(D, (d) => `      qv[${d}] = scale * f32(Q[qb0 + ${d}u]);\n      o[${d}] = 0.0;`)}
       var m = ninf;
       var l = 0.0;
+      var bad = false;
       for (var c0 = k0; c0 < k1; c0 += ${C}u) {
         workgroupBarrier();
         for (var x = tid; x < ${C * D}u; x += ${GENERIC_WG}u) {
@@ -640,6 +667,7 @@ ${each(D, (d) => `      qv[${d}] = scale * f32(Q[qb0 + ${d}u]);\n      o[${d}] =
           let kb = j * ${D}u;
           var s = 0.0;
 ${each(D, (d) => `          s += qv[${d}] * ks[kb + ${d}u];`)}
+          bad = bad || poison_score(s);
           if (s > m) {
             let a = select(0.0, exp(m - s), m != ninf);
             l *= a;
@@ -654,14 +682,14 @@ ${each(D, (d) => `          o[${d}] += pj * vs[kb + ${d}u];`)}
       if (ok) {
         if (part == 0xffffffffu) {
           let inv = select(0.0, 1.0 / l, l != 0.0);
-${each(D, (d) => `          O[qb0 + ${d}u] = ${c.q}(o[${d}] * inv);`)}
-          LSE[row] = select(ninf, m + log(l), l != 0.0);
+${each(D, (d) => `          O[qb0 + ${d}u] = ${c.q}(select(o[${d}] * inv, qnan, bad));`)}
+          LSE[row] = select(select(ninf, m + log(l), l != 0.0), qnan, bad);
         } else {
           let pr = part * R + r;
           let pb = partOOff + pr * ${D}u;
 ${each(D, (d) => `          PART[pb + ${d}u] = o[${d}];`)}
           PART[pr * 2u] = m;
-          PART[pr * 2u + 1u] = l;
+          PART[pr * 2u + 1u] = select(l, qnan, bad);
         }
       }
     }
@@ -698,6 +726,7 @@ export function reduceWgsl(D: number, q: Elem): string {
     }`;
   return `${q === "f16" ? "enable f16;" : ""}
 // attention, reduce of cut units: D${D} q${q}
+${NONFINITE}
 @group(0) @binding(0) var<storage, read> mt: array<u32>;
 @group(0) @binding(1) var<storage, read_write> O: array<${q}>;
 @group(0) @binding(2) var<storage, read_write> LSE: array<f32>;
@@ -727,6 +756,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var l = 0.0;
   var o = 0.0;
   var k = 0u;
+  var bad = false;
   while (k < count) {
     let last = count - 1u;
 ${ks.map((j) => `    let p${j} = mt[first + min(k + ${j}u, last)] * R + r;`).join("\n")}
@@ -739,14 +769,15 @@ ${
   }
 ${
     ks.map((j) =>
-      `    if (k + ${j}u < count) {${fold(j)}
+      `    if (k + ${j}u < count) {
+      bad = bad || is_nan(lb${j});${fold(j)}
     }`
     ).join("\n")
   }
     k += ${U}u;
   }
-  O[row * ${D}u + d] = ${q}(select(0.0, o / l, l != 0.0));
-  if (d == 0u) { LSE[row] = select(ninf, m + log(l), l != 0.0); }
+  O[row * ${D}u + d] = ${q}(select(select(0.0, o / l, l != 0.0), qnan, bad));
+  if (d == 0u) { LSE[row] = select(select(ninf, m + log(l), l != 0.0), qnan, bad); }
 }
 `;
 }
@@ -806,25 +837,43 @@ export function mergeWgsl(c: MergeConfig): string {
   return `${f16 ? "enable f16;" : ""}
 // merge states: ${mergeKey(c)}
 ${decl.join("\n")}
+${NONFINITE}
 @compute @workgroup_size(${MERGE_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let rows = mt[0];
   let D = mt[1];
   let x = (wid.x + wid.y * mt[2]) * ${MERGE_WG}u + tid;
   let ninf = bitcast<f32>(mt[3]);
-  if (x >= rows * D) { return; }
-  let row = x / D;
+  let qnan = bitcast<f32>(mt[3] | 0x7fc00000u);
+  // D = 0 (outs of shape [..., 0]): one thread a row still merges the lse.
+  let hasD = D > 0u;
+  let Dd = max(D, 1u);
+  if (x >= rows * Dd) { return; }
+  let row = x / Dd;
+  let d = x % Dd;
+  // A NaN or +∞ lse makes its row NaN (as IEEE arithmetic does on the CPU).
+  var bad = false;
   var m = ninf;
   var l = 0.0;
   var o = 0.0;
-  ${c.hasAcc ? fold("ACCI[row * 2u]", "ACCI[row * 2u + 1u]", "ACCI[rows * 2u + x]") : ""}
-  ${c.ins.map((_, i) => fold(`L${i}[row]`, "1.0", `f32(O${i}[x])`)).join("\n")}
+  ${
+    c.hasAcc
+      ? `bad = is_nan(ACCI[row * 2u + 1u]);
+  ${fold("ACCI[row * 2u]", "ACCI[row * 2u + 1u]", "select(0.0, ACCI[rows * 2u + x], hasD)")}`
+      : ""
+  }
+  ${
+    c.ins.map((_, i) =>
+      `bad = bad || poison_score(L${i}[row]);
+  ${fold(`L${i}[row]`, "1.0", `select(0.0, f32(O${i}[x]), hasD)`)}`
+    ).join("\n")
+  }
   ${
     c.final
-      ? `OUT[x] = ${c.out}(select(0.0, o / l, l != 0.0));
-  if (x % D == 0u) { LSE[row] = select(ninf, m + log(l), l != 0.0); }`
-      : `ACCO[rows * 2u + x] = o;
-  if (x % D == 0u) { ACCO[row * 2u] = m; ACCO[row * 2u + 1u] = l; }`
+      ? `if (hasD) { OUT[x] = ${c.out}(select(select(0.0, o / l, l != 0.0), qnan, bad)); }
+  if (d == 0u) { LSE[row] = select(select(ninf, m + log(l), l != 0.0), qnan, bad); }`
+      : `if (hasD) { ACCO[rows * 2u + x] = o; }
+  if (d == 0u) { ACCO[row * 2u] = m; ACCO[row * 2u + 1u] = select(l, qnan, bad); }`
   }
 }
 `;
@@ -912,6 +961,7 @@ export function wgmWgsl(c: WgmConfig): string {
     p(`    var l${r} = 0.0;`);
     p(`    var o${r} = vec4<f32>(0.0);`);
   }
+  p(`    var bad = 0u;`);
   p(`    var buf = 0u;`);
   p(`    for (var t0 = k0; t0 < kend; t0 += ${KT}u) {`);
   // Loads first: this thread's K slice and its group's V vectors.
@@ -934,6 +984,7 @@ export function wgmWgsl(c: WgmConfig): string {
         `pd[buf + ${r * KT * NSL + sl * KT}u + g * ${KPG}u + ${jj}u]`
       );
       p(`      let s${r}_${jj} = select(ninf, ${terms.join(" + ")}, vk${jj} < e${r});`);
+      p(`      bad |= select(0u, ${1 << r}u, poison_score(s${r}_${jj}));`);
     }
     const cm = [...Array(KPG).keys()].map((jj) => `s${r}_${jj}`).reduce((a, x) =>
       `max(${a}, ${x})`
@@ -952,16 +1003,23 @@ export function wgmWgsl(c: WgmConfig): string {
   p(`    }`);
   // Merge the key groups (fixed order).
   p(`    if (d4 == 0u) {`);
-  for (const r of rows) p(`      gml[g * ${R}u + ${r}u] = vec2<f32>(m${r}, l${r});`);
+  // Every thread of a group holds the same scores, so its flags are the group's.
+  for (const r of rows) {
+    p(`      gml[g * ${R}u + ${r}u] = vec2<f32>(m${r}, select(l${r}, qnan, (bad & ${
+      1 << r
+    }u) != 0u));`);
+  }
   p(`    }`);
   p(`    workgroupBarrier();`);
   p(`    var M = ninf;`);
   p(`    var Lt = 0.0;`);
   p(`    var acc = vec4<f32>(0.0);`);
+  p(`    var rbad = false;`);
   p(`    if (act) {`);
   p(`      for (var s = 0u; s < ${G}u; s++) { M = max(M, gml[s * ${R}u + fr].x); }`);
   p(`      for (var s = 0u; s < ${G}u; s++) {`);
   p(`        let ml = gml[s * ${R}u + fr];`);
+  p(`        rbad = rbad || is_nan(ml.y);`);
   p(`        Lt += select(0.0, exp(ml.x - M), ml.x != ninf) * ml.y;`);
   p(`      }`);
   p(`    }`);

@@ -434,8 +434,9 @@ export function webgpuMergeStates(
   const D = outs[0].shape[outs[0].shape.length - 1];
   const out = ctx.alloc(rows * D, outs[0].dtype);
   const lse = ctx.alloc(rows, "float32");
-  if (rows * D === 0) return { out, lse };
-  const n = rows * D;
+  if (rows === 0) return { out, lse };
+  // D = 0 still merges the lse: one thread a row.
+  const n = rows * Math.max(D, 1);
   const [nx, ny] = grid2d(ctx, Math.ceil(n / MERGE_WG));
   const meta = ctx.scratchFrom(new Uint32Array([rows, D, nx, NEG_INF_BITS]));
   const maxSB = ctx.limits.maxStorageBuffersPerShaderStage;
