@@ -10,13 +10,16 @@
  * slots in `cuts[i].partials` order — the fixed order is what makes results bit-reproducible.
  *
  * Arithmetic is in doubles (at least float32 semantics, as the design asks); inputs and outputs
- * keep their storage dtype, lse is float32.
+ * keep their storage dtype, lse is float32. The tile loops run on WebAssembly SIMD kernels
+ * (`_attention_simd.ts`): every row of a unit shares one float64 copy of each K/V tile, so K/V
+ * are read once per GQA group; a plain-JS loop stands in where WebAssembly is missing.
  *
  * @module
  */
 import type { AttentionParams, TensorInfo } from "../backend.ts";
 import type { LeanSchedule } from "../../attention/lean_schedule.ts";
 import { allocCpu, type CpuArray, cpuValues } from "./cpu_backend.ts";
+import { type SimdKernels, simdKernels } from "./_attention_simd.ts";
 
 /** Geometry of one attention call, resolved from the shapes and the schedule. */
 export interface AttentionGeometry {
@@ -69,6 +72,182 @@ function stateStride(g: AttentionGeometry): number {
  * worker range over threads gives the same bits.
  */
 export function runWorkers(
+  buf: AttentionBuffers,
+  g: AttentionGeometry,
+  params: Pick<AttentionParams, "scale" | "causal" | "kvLens" | "schedule">,
+  w0: number,
+  w1: number,
+): void {
+  const simd = simdKernels();
+  if (simd) runWorkersSimd(simd, buf, g, params, w0, w1);
+  else runWorkersScalar(buf, g, params, w0, w1);
+}
+
+/** Byte offsets of one call's scratch in the wasm memory. */
+interface SimdLayout {
+  q: number;
+  o: number;
+  s: number;
+  alpha: number;
+  cnt: number;
+  k: number;
+  v: number;
+  raw: number;
+  bytes: number;
+}
+
+function simdLayout(R: number, Dp: number, Tn: number): SimdLayout {
+  let at = 0;
+  const take = (bytes: number) => {
+    const here = at;
+    at += Math.ceil(bytes / 16) * 16;
+    return here;
+  };
+  const q = take(R * Dp * 8);
+  const o = take(R * Dp * 8);
+  const s = take(R * Tn * 8);
+  const alpha = take(R * 8);
+  const cnt = take(R * 4);
+  const k = take(Tn * Dp * 8);
+  const v = take(Tn * Dp * 8);
+  const raw = take(Tn * Dp * 4);
+  return { q, o, s, alpha, cnt, k, v, raw, bytes: at };
+}
+
+/**
+ * The executor on the wasm kernels: per segment, each key tile is converted to float64 once
+ * and used by every row of the unit (the GQA group × the query block), so K/V are read once
+ * per unit rather than once per query row. The softmax bookkeeping (max, exp, l) stays here
+ * in doubles, in the same per-tile order as the scalar loop.
+ */
+function runWorkersSimd(
+  K: SimdKernels,
+  buf: AttentionBuffers,
+  g: AttentionGeometry,
+  params: Pick<AttentionParams, "scale" | "causal" | "kvLens" | "schedule">,
+  w0: number,
+  w1: number,
+): void {
+  const { q, k, v, out, lse, partials } = buf;
+  const { Hq, Hkv, Sq, N, D, group, rowsPerBlock, unitRows } = g;
+  const { scale, causal, kvLens, schedule } = params;
+  const T = schedule.plan.tileSize;
+  const Tn = Math.min(T, Math.max(1, N)); // a tile never spans more than N keys
+  const Dp = Math.ceil(D / 16) * 16;
+  const L = simdLayout(unitRows, Dp, Tn);
+  const have = K.memory.buffer.byteLength;
+  if (have < L.bytes) K.memory.grow(Math.ceil((L.bytes - have) / 65536));
+  const mem = K.memory.buffer;
+  const Q = new Float64Array(mem, L.q, unitRows * Dp);
+  const O = new Float64Array(mem, L.o, unitRows * Dp);
+  const S = new Float64Array(mem, L.s, unitRows * Tn);
+  const A = new Float64Array(mem, L.alpha, unitRows);
+  const C = new Int32Array(mem, L.cnt, unitRows);
+  const f16 = k instanceof Float16Array;
+  const raw16 = new Uint16Array(mem, L.raw, Tn * Dp);
+  const raw32 = new Float32Array(mem, L.raw, Tn * Dp);
+  // The kernels read whole Dp rows: the padding of q and of the staged rows must be zero.
+  if (Dp !== D) new Uint8Array(mem, 0, L.bytes).fill(0);
+  const kSrc = f16 ? new Uint16Array(k.buffer, k.byteOffset, k.length) : k as Float32Array;
+  const vSrc = f16 ? new Uint16Array(v.buffer, v.byteOffset, v.length) : v as Float32Array;
+  const raw = f16 ? raw16 : raw32;
+  /** Keys `[j0, j0 + n)` of `src` (from element `base`) → float64 rows at byte `dst`. */
+  const stage = (src: Uint16Array | Float32Array, base: number, n: number, dst: number) => {
+    if (Dp === D) {
+      raw.set(src.subarray(base, base + n * D));
+    } else {
+      for (let j = 0; j < n; j++) {
+        raw.set(src.subarray(base + j * D, base + (j + 1) * D), j * Dp);
+      }
+    }
+    if (f16) K.cvt16(L.raw, dst, n * Dp);
+    else K.cvt32(L.raw, dst, n * Dp);
+  };
+  const rowOf = new Int32Array(unitRows);
+  const endOf = new Int32Array(unitRows);
+  const unitSlot = new Int32Array(unitRows);
+  const m = new Float64Array(unitRows);
+  const l = new Float64Array(unitRows);
+  const stride = stateStride(g);
+  for (let w = w0; w < w1; w++) {
+    for (const seg of schedule.workers[w]) {
+      const { b, kvHead, qBlock } = schedule.units[seg.unit];
+      const len = kvLens[b];
+      const kBase = (b * Hkv + kvHead) * N * D;
+      const keyStart = seg.tileStart * T;
+      const keyEnd = Math.min(seg.tileEnd * T, len);
+      // The unit's live rows, packed: a = 0..R-1 ↔ unit row r.
+      let R = 0;
+      let segEnd = keyStart;
+      for (let r = 0; r < unitRows; r++) {
+        const h = kvHead * group + Math.floor(r / rowsPerBlock);
+        const i = qBlock * rowsPerBlock + (r % rowsPerBlock);
+        if (i >= Sq) continue; // the last query block may be short
+        const row = (b * Hq + h) * Sq + i;
+        const qo = row * D;
+        for (let d = 0; d < D; d++) Q[R * Dp + d] = q[qo + d] * scale;
+        const visible = causal ? Math.min(len, len - Sq + i + 1) : len;
+        const end = Math.min(keyEnd, visible);
+        if (end > segEnd) segEnd = end;
+        rowOf[R] = row;
+        endOf[R] = end;
+        unitSlot[R] = r;
+        m[R] = -Infinity;
+        l[R] = 0;
+        R++;
+      }
+      O.fill(0, 0, R * Dp);
+      for (let t0 = keyStart; t0 < segEnd; t0 += T) {
+        const t1 = Math.min(t0 + T, segEnd);
+        const n = t1 - t0;
+        stage(kSrc, kBase + t0 * D, n, L.k);
+        K.scores(L.q, L.k, L.s, R, n, Dp, Tn);
+        for (let a = 0; a < R; a++) {
+          const c = Math.min(t1, endOf[a]) - t0;
+          C[a] = 0;
+          A[a] = 1;
+          if (c <= 0) continue; // this row's keys ended before the tile
+          const so = a * Tn;
+          let mt = -Infinity;
+          for (let j = so; j < so + c; j++) {
+            const x = S[j];
+            // NaN must win so a NaN input poisons the row as in the reference.
+            if (!(x <= mt)) mt = Number.isNaN(mt) ? mt : x;
+          }
+          const mOld = m[a];
+          const mNew = mOld >= mt ? mOld : mt;
+          if (mNew === -Infinity) continue; // every score −∞: the tile adds nothing
+          A[a] = mOld === -Infinity ? 0 : Math.exp(mOld - mNew);
+          let la = l[a] * A[a];
+          for (let j = so; j < so + c; j++) {
+            const p = Math.exp(S[j] - mNew);
+            S[j] = p;
+            la += p;
+          }
+          l[a] = la;
+          m[a] = mNew;
+          C[a] = c;
+        }
+        stage(vSrc, kBase + t0 * D, n, L.v);
+        K.pv(L.s, L.v, L.o, L.alpha, L.cnt, R, Dp, Tn);
+      }
+      for (let a = 0; a < R; a++) {
+        const o = O.subarray(a * Dp, a * Dp + D);
+        if (seg.partial === -1) {
+          writeRow(out, lse, rowOf[a], D, m[a], l[a], o);
+        } else {
+          const po = (seg.partial * unitRows + unitSlot[a]) * stride;
+          partials[po] = m[a];
+          partials[po + 1] = l[a];
+          for (let d = 0; d < D; d++) partials[po + 2 + d] = o[d];
+        }
+      }
+    }
+  }
+}
+
+/** The plain-JS executor (where WebAssembly SIMD is unavailable). */
+function runWorkersScalar(
   buf: AttentionBuffers,
   g: AttentionGeometry,
   params: Pick<AttentionParams, "scale" | "causal" | "kvLens" | "schedule">,
