@@ -1,10 +1,13 @@
 /**
  * What the benchmark sweeps: command-line flags, the default grid of shapes and the cases
- * they expand to, and the memory rules that skip a case (with the reason) before anything is
- * allocated. Pure data, no GPU: the smoke test drives it directly.
+ * they expand to (the headline case first), the memory rules that skip a case (with the
+ * reason) before anything is allocated, how K/V too large for one binding are split across
+ * buffers, and the time a case is expected to take (so the sweep's budget is never overrun).
+ * Pure data, no GPU: the smoke test drives it directly.
  *
  * @module
  */
+import { splitLayout } from "../backends/webgpu/_chunked.ts";
 
 /** Algorithms of this library. */
 export const OWN_ALGOS = ["lean", "flash", "flash-decoding", "naive"] as const;
@@ -72,6 +75,12 @@ export interface BenchOptions {
   budgetS: number;
   /** Seconds the PyTorch peer may take before it is stopped (its rows so far are kept). */
   torchBudgetS: number;
+  /**
+   * Hidden test knob (`--split-bytes N`): tensors over N bytes are stored across buffers, as
+   * K/V over `maxStorageBufferBindingSize` are on a real GPU, so a smoke run on a software
+   * adapter exercises the split path. Undefined: the device's binding limit.
+   */
+  splitBytes?: number;
 }
 
 /** The (B, Hq, Hkv) grid of the issue. */
@@ -88,6 +97,15 @@ export const DEFAULT_CONFIGS: readonly HeadConfig[] = [
 const K = 1024;
 /** Context lengths of the full sweep. */
 export const DEFAULT_NS: readonly number[] = [1 * K, 4 * K, 16 * K, 64 * K, 256 * K, 512 * K];
+
+/**
+ * The issue's headline comparison (lean over our own flash at B=1, N=512k: K and V 4 GiB
+ * each in float16, stored across buffers on an H200): run first, so no budget can skip it.
+ */
+export function isHeadline(c: Case): boolean {
+  return c.dtype === "float16" && c.D === 128 && c.B === 1 && c.Hq === 32 && c.Hkv === 32 &&
+    c.N === 512 * K && c.kvLens === undefined;
+}
 
 /** The ragged batches of the issue: one long sequence among short ones. */
 export const RAGGED: Readonly<Record<string, readonly number[]>> = {
@@ -152,8 +170,8 @@ export const USAGE = `deno task bench [flags]
   --no-peers           skip ONNX Runtime Web and PyTorch
   --reps R             timed samples per row (default 20)
   --seed S             seed of the random inputs (default 1)
-  --budget S           stop starting cases after S seconds, listing the rest as skipped
-                       (default 360 for the full sweep, 75 with --quick, none otherwise)
+  --budget S           start no case expected to end after S seconds, listing the rest as
+                       skipped (default 330 for the full sweep, 75 with --quick, none otherwise)
   --torch-budget S     seconds the PyTorch peer may run (default 100, 25 with --quick)
   --out DIR            results folder (default bench/results)
 `;
@@ -179,7 +197,7 @@ export function parseArgs(args: readonly string[]): BenchOptions {
     warmup: 3,
     out: "bench/results",
     seed: 1,
-    budgetS: 360,
+    budgetS: 330,
     torchBudgetS: 100,
   };
   const given = new Map<string, string>();
@@ -198,6 +216,7 @@ export function parseArgs(args: readonly string[]): BenchOptions {
       "--seed",
       "--budget",
       "--torch-budget",
+      "--split-bytes",
     ];
     if (["--quick", "--smoke", "--cpu", "--no-peers"].includes(name)) {
       given.set(name, "");
@@ -294,11 +313,21 @@ export function parseArgs(args: readonly string[]): BenchOptions {
     if (!(x > 0)) throw new Error(`${flag}: expected a positive number of seconds`);
     o[key] = x;
   }
+  if (v("--split-bytes") !== undefined) {
+    const x = Number(v("--split-bytes"));
+    if (!Number.isSafeInteger(x) || x < 16) {
+      throw new Error(`--split-bytes: expected an integer number of bytes >= 16`);
+    }
+    o.splitBytes = x;
+  }
   if (v("--out") !== undefined) o.out = v("--out")!;
   return o;
 }
 
-/** Expands the options into cases: per dtype and D, the head grid × N, then the ragged lists. */
+/**
+ * Expands the options into cases: per dtype and D, the head grid × N, then the ragged lists;
+ * the headline case ({@link isHeadline}) moved to the front.
+ */
 export function buildCases(o: BenchOptions): Case[] {
   const cases: Case[] = [];
   for (const dtype of o.dtypes) {
@@ -320,7 +349,7 @@ export function buildCases(o: BenchOptions): Case[] {
       }
     }
   }
-  return cases;
+  return [...cases.filter(isHeadline), ...cases.filter((c) => !isHeadline(c))];
 }
 
 /** Bytes per stored element. */
@@ -348,6 +377,8 @@ export interface MemoryLimits {
   maxStorageBufferBindingSize: number;
   /** Bytes the run may hold at once (K, V and scratch); default: unlimited. */
   budget?: number;
+  /** The backend's split size (`webgpu({ splitBytes })`); default: the binding limit. */
+  splitBytes?: number;
 }
 
 /** `2147483648` → `2.000 GiB (2147483648 B)`: exact where limits sit a few bytes apart. */
@@ -355,17 +386,43 @@ export function fmtBytes(x: number): string {
   return `${(x / 2 ** 30).toFixed(3)} GiB (${x} B)`;
 }
 
-/** Why `c` cannot run with these limits, or null when it fits. */
+/** Bytes above which the backend stores a tensor across buffers, and the limit's name. */
+export function splitLimit(lim: MemoryLimits): { bytes: number; name: string } {
+  const bind = Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize);
+  return lim.splitBytes !== undefined && lim.splitBytes < bind
+    ? { bytes: lim.splitBytes, name: "--split-bytes" }
+    : {
+      bytes: bind,
+      name: lim.maxBufferSize < lim.maxStorageBufferBindingSize
+        ? "maxBufferSize"
+        : "maxStorageBufferBindingSize",
+    };
+}
+
+/**
+ * The `[n0, n1)` key ranges K and V of `c` are stored in (the backend's own cut, see
+ * backends/webgpu/_chunked.ts), or null when each fits one binding. Throws when one key
+ * position alone is over the limit ({@link skipReason} says so first).
+ */
+export function kvSplit(c: Case, lim: MemoryLimits): [number, number][] | null {
+  const { bytes, name } = splitLimit(lim);
+  return splitLayout([c.B, c.Hkv, c.N, c.D], bytesOf(c.dtype), bytes, name)?.ranges ?? null;
+}
+
+/**
+ * Why `c` cannot run with these limits, or null when it can. K/V over one binding run
+ * stored across buffers (cut along N); what cannot run is one key position (`B·Hkv·D`
+ * elements, the smallest part) over a binding, or K+V over the memory budget.
+ */
 export function skipReason(c: Case, lim: MemoryLimits): string | null {
   const kv = kvBytes(c);
   const mb = fmtBytes;
-  if (kv > lim.maxBufferSize) {
-    return `K/V ${mb(kv)} each exceed maxBufferSize ${mb(lim.maxBufferSize)}`;
-  }
-  if (kv > lim.maxStorageBufferBindingSize) {
-    return `K/V ${mb(kv)} each exceed maxStorageBufferBindingSize ${
-      mb(lim.maxStorageBufferBindingSize)
-    }`;
+  const slab = c.B * c.Hkv * c.D * bytesOf(c.dtype);
+  const { bytes, name } = splitLimit(lim);
+  if (slab > bytes) {
+    return `one key position of K/V (B·Hkv·D = ${c.B * c.Hkv * c.D} elements, ${
+      mb(slab)
+    }) exceeds ${name} ${mb(bytes)}: no split along N fits`;
   }
   if (lim.budget !== undefined && 2 * kv > lim.budget) {
     return `K+V ${mb(2 * kv)} exceed the memory budget ${mb(lim.budget)}`;
@@ -374,22 +431,61 @@ export function skipReason(c: Case, lim: MemoryLimits): string | null {
 }
 
 /**
- * Why naive attention cannot run `c`, or null. Naive materialises f32 copies of f16 K and V
- * and several `[B, Hq, N]` float32 score tensors, each of which must fit one binding.
+ * Why naive attention cannot run `c`, or null. Naive takes K and V whole (one buffer each:
+ * only flash and lean accept them split), materialises f32 copies of f16 K and V and several
+ * `[B, Hq, N]` float32 score tensors, each of which must fit one binding.
  */
 export function naiveSkipReason(c: Case, lim: MemoryLimits): string | null {
   const f32kv = c.B * c.Hkv * c.N * c.D * 4;
   const scores = c.B * c.Hq * c.N * 4;
   const mb = fmtBytes;
-  const bind = Math.min(lim.maxBufferSize, lim.maxStorageBufferBindingSize);
-  if (f32kv > bind) {
-    return `naive's float32 K/V ${mb(f32kv)} exceed the binding limit ${mb(bind)}`;
+  const { bytes, name } = splitLimit(lim);
+  if (kvBytes(c) > bytes) {
+    return `naive takes K/V in one buffer; K/V ${mb(kvBytes(c))} each exceed ${name} ${
+      mb(bytes)
+    } and are stored across buffers`;
+  }
+  if (f32kv > bytes) {
+    return `naive's float32 K/V ${mb(f32kv)} exceed the binding limit ${mb(bytes)}`;
   }
   const extra = (c.dtype === "float16" ? 2 * f32kv : 0) + 4 * scores;
   if (lim.budget !== undefined && 2 * kvBytes(c) + extra > lim.budget) {
     return `naive needs ~${mb(2 * kvBytes(c) + extra)}, over the memory budget ${mb(lim.budget)}`;
   }
   return null;
+}
+
+/**
+ * Timed samples for a call of `callMs` GPU milliseconds: all `reps` up to 5 ms, then about
+ * 100 ms worth (at least 5): a 512k case's 25 ms flash call needs no 20 samples for a median.
+ */
+export function repsFor(callMs: number, reps: number): number {
+  if (!(callMs > 5)) return reps;
+  return Math.min(reps, Math.max(5, Math.ceil(100 / callMs)));
+}
+
+/**
+ * Seconds a case is expected to take, from the streaming-read bandwidth `gbs` (GB/s) seen so
+ * far: making the inputs, the ceiling (4 workgroup counts), the host's float64 rows, and per
+ * algorithm its check, warm-up, timed and wall calls (each assumed 4× slower than the
+ * ceiling: flash at B=1 runs one workgroup per head) plus ~0.3 s of readbacks and set-up.
+ * Deliberately pessimistic: it decides whether a case still fits in the budget.
+ */
+export function estimateCaseS(
+  c: Case,
+  algos: number,
+  o: { reps: number; warmup: number },
+  gbs: number,
+): number {
+  const ceilMs = readBytes(c) / (gbs * 1e6);
+  const ceiling = 4 * (o.warmup + repsFor(ceilMs, o.reps)) * ceilMs;
+  const callMs = 4 * ceilMs;
+  const calls = 3 + o.warmup + repsFor(callMs, o.reps) +
+    (callMs > 5 ? Math.max(5, Math.ceil(160 / callMs)) : Math.min(200, 80 / callMs));
+  const fill = (2 * kvBytes(c)) / (gbs * 1e6) * 2;
+  const longest = c.kvLens ? Math.max(...c.kvLens) : c.N;
+  const hostMs = 4 * longest * c.D / 5e5; // two rows: q·k and p·v per key, ~5e8 a second
+  return 0.5 + (ceiling + fill + hostMs + algos * calls * callMs) / 1000 + 0.3 * algos;
 }
 
 /** One-line name of a case for progress lines and tables. */

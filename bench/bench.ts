@@ -2,18 +2,25 @@
  * `deno task bench`: decode attention (one query row per head) on the WebGPU backend across
  * shapes, against the device's own read-bandwidth ceiling and against peers on the same GPU.
  *
- * Per case (dtype, D, B, Hq, Hkv, N or ragged kvLens):
- *  1. skip (listed, with the reason) when K or V would exceed `maxBufferSize` or
- *     `maxStorageBufferBindingSize`;
- *  2. make q, K, V with `randn` on the WebGPU backend (a K/V larger than 4 Mi elements is a
- *     seeded `randn` block tiled on the GPU with buffer copies: drawing gigabytes of normals
- *     on the CPU would take minutes, and bandwidth does not depend on the values);
+ * Per case (dtype, D, B, Hq, Hkv, N or ragged kvLens), the headline (B=1, N=512k) first:
+ *  1. skip (listed, with the reason) what cannot run: one key position of K/V over a binding,
+ *     K/V over the GPU's memory (the allocation fails: out of memory), or a case expected to
+ *     end after the time budget. K/V over one binding (`maxStorageBufferBindingSize`, e.g.
+ *     4 GiB K at B=1, N=512k in float16 on an H200) are stored across buffers cut along N,
+ *     and flash and lean run per part and merge (naive and ORT take one buffer: skipped);
+ *  2. make q, K, V with `randn` on the WebGPU backend (a K/V larger than 2 Mi elements is a
+ *     seeded `randn` block tiled on the GPU with buffer copies, each part of a split K/V
+ *     tiled from its own start: drawing gigabytes of normals on the CPU would take minutes,
+ *     and bandwidth does not depend on the values);
  *  3. check every algorithm once against flash (max abs diff) and against a float64 reference
  *     of sampled rows (a wrong row fails loudly and the run exits non-zero);
- *  4. GPU time: median over ≥ 20 calls of the span from the first compute pass's begin
- *     timestamp to the last pass's end (`gpuMs`; the sum of the passes' own times is kept as
- *     `gpuSumMs`), after warm-up; wall time: a pipelined loop of calls, one readback at end;
- *  5. the ceiling: the streaming-read kernel over the same number of bytes of K and V.
+ *  4. GPU time: median over `--reps` calls (fewer, ≥ 5, for calls over 5 ms) of the span from
+ *     the first compute pass's begin timestamp to the last pass's end, across every pass of
+ *     the call, the per-part passes and merges of split K/V included (`gpuMs`; the sum of the
+ *     passes' own times is kept as `gpuSumMs`), after warm-up; wall time: a pipelined loop of
+ *     calls, one readback at the end;
+ *  5. the ceiling: the streaming-read kernel over the same number of bytes of K and V (of
+ *     every part, in binding-sized chunks).
  * Peers: ONNX Runtime Web GQA in-process on our device, PyTorch SDPA by a Python subprocess
  * after our device is released. Results: JSON and an SVG plot under `--out`.
  *
@@ -28,19 +35,26 @@ import {
   buildCases,
   type Case,
   caseName,
+  estimateCaseS,
+  fmtBytes,
+  type MemoryLimits,
   naiveSkipReason,
   type OwnAlgo,
   parseArgs,
   readBytes,
+  repsFor,
   skipReason,
+  splitLimit,
   USAGE,
 } from "./_sweep.ts";
-import { type CeilingResult, measureCeiling, median } from "./_ceiling.ts";
+import { type CeilingResult, measureCeiling, median, type ReadRange } from "./_ceiling.ts";
 import { type Results, type Row, rowShape } from "./_results.ts";
 import { renderPlot } from "./plot.ts";
 import { loadOrtPeer, type OrtPeer } from "./peers/ort_webgpu.ts";
 import { runTorchPeer, type TorchCase } from "./_torch.ts";
 import { type PassTiming, webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
+import { GpuRuntime } from "../backends/webgpu/_runtime.ts";
+import type { DataId } from "../backends/backend.ts";
 import { randn } from "../tensor/creation.ts";
 import { normals } from "../tensor/random.ts";
 import { roundToF16 } from "../tensor/dtype.ts";
@@ -53,6 +67,21 @@ import { naiveAttention } from "../attention/naive.ts";
 /** Elements above which K/V are tiled from a randn block instead of drawn whole. */
 const BASE_ELEMS = 1 << 21;
 
+/** Streaming-read bandwidth assumed for time estimates before the first ceiling (GB/s). */
+const FIRST_GBS = 300;
+
+/** The runtime behind the backend (for `allocShaped` and `settle`). */
+function runtimeOf(gpu: WebGpuBackend): GpuRuntime {
+  if (!(gpu.ctx instanceof GpuRuntime)) throw new Error("bench: unexpected WebGPU context");
+  return gpu.ctx;
+}
+
+/** Storage of `t`: its parts in key order when stored across buffers, else itself. */
+function storageOf(gpu: WebGpuBackend, t: Tensor): DataId[] {
+  const parts = gpu.splitParts({ id: t.id, shape: t.shape, dtype: t.dtype });
+  return parts ? parts.map((p) => p.id) : [t.id];
+}
+
 /**
  * Makes the seeded inputs of a case on the GPU and keeps what the host needs to recompute
  * any output row in float64. K and V are always a copy of a prefix of (or a tiling of) one
@@ -61,7 +90,13 @@ const BASE_ELEMS = 1 << 21;
  */
 class Inputs {
   #bases = new Map<string, { t: Tensor; host: Float32Array }>();
-  constructor(readonly gpu: WebGpuBackend, readonly seed: number) {}
+  /** Elements of the block: {@link BASE_ELEMS}, or less where one buffer binding is smaller. */
+  readonly blockElems: number;
+  constructor(readonly gpu: WebGpuBackend, readonly seed: number) {
+    // A power of two (any power-of-two D divides it) that fits the split size at 4 bytes.
+    const fit = 2 ** Math.floor(Math.log2(gpu.splitBytes / 4));
+    this.blockElems = Math.min(BASE_ELEMS, fit);
+  }
 
   #seed(which: "q" | "k" | "v"): number {
     return this.seed * 3 + { q: 0, k: 1, v: 2 }[which];
@@ -77,9 +112,9 @@ class Inputs {
     let b = this.#bases.get(key);
     if (!b) {
       const opts = { seed: this.#seed(which), dtype: c.dtype, backend: this.gpu };
-      const host = normals(BASE_ELEMS, opts.seed);
+      const host = normals(this.blockElems, opts.seed);
       if (c.dtype === "float16") roundToF16(host);
-      b = { t: randn([BASE_ELEMS], opts), host };
+      b = { t: randn([this.blockElems], opts), host };
       this.#bases.set(key, b);
     }
     return b;
@@ -94,24 +129,34 @@ class Inputs {
     return { t: randn(shape, { seed, dtype: c.dtype, backend: this.gpu }), host };
   }
 
-  /** K or V `[B, Hkv, N, D]`: element i is the block's element `i mod BASE_ELEMS`. */
-  kv(c: Case, which: "k" | "v"): Tensor {
+  /**
+   * Storage for K or V `[B, Hkv, N, D]`, across buffers when over the split size (filled by
+   * {@link Inputs.fill}; apart so that an out-of-memory failure is seen before any copy).
+   */
+  alloc(c: Case): Tensor {
     const shape = [c.B, c.Hkv, c.N, c.D];
-    const n = sizeOf(shape);
+    return new Tensor(this.gpu, runtimeOf(this.gpu).allocShaped(shape, c.dtype), shape, c.dtype);
+  }
+
+  /**
+   * Fills K or V: element i of each part (of the whole, when stored whole) is the block's
+   * element `i mod blockElems` — what {@link referenceRow} reads given the parts' ranges.
+   */
+  fill(c: Case, which: "k" | "v", t: Tensor): void {
     const base = this.#base(c, which).t;
     const ctx = this.gpu.ctx;
-    const id = ctx.alloc(n, c.dtype);
-    const t = new Tensor(this.gpu, id, shape, c.dtype);
     this.gpu.flush();
     const src = ctx.buffer(base.id);
     const block = ctx.byteLength(base.id);
-    const bytes = ctx.byteLength(id);
     const enc = ctx.device.createCommandEncoder({ label: "tile randn" });
-    for (let off = 0; off < bytes; off += block) {
-      enc.copyBufferToBuffer(src, 0, ctx.buffer(id), off, Math.min(block, bytes - off));
+    for (const id of storageOf(this.gpu, t)) {
+      const dst = ctx.buffer(id);
+      const bytes = ctx.byteLength(id);
+      for (let off = 0; off < bytes; off += block) {
+        enc.copyBufferToBuffer(src, 0, dst, off, Math.min(block, bytes - off));
+      }
     }
     ctx.device.queue.submit([enc.finish()]);
-    return t;
   }
 
   dispose(): void {
@@ -128,7 +173,9 @@ export function sampleHeads(c: Case): [number, number][] {
 
 /**
  * Float64 attention output of query row (b, hq) over K/V given as periodic host blocks:
- * element i of K is `kBase[i % kBase.length]` (likewise V).
+ * element i of K is `kBase[i % kBase.length]` (likewise V). With `ranges` (K/V stored in
+ * parts holding keys `[n0, n1)`, each an `[B, Hkv, n1 − n0, D]` array), element i of each
+ * part is `kBase[i % kBase.length]`.
  */
 export function referenceRow(
   c: Case,
@@ -137,6 +184,7 @@ export function referenceRow(
   q: Float32Array,
   kBase: Float32Array,
   vBase: Float32Array,
+  ranges?: readonly (readonly [number, number])[] | null,
 ): Float64Array {
   const { D, N, Hq, Hkv } = c;
   const hk = Math.floor(hq / (Hq / Hkv));
@@ -149,8 +197,12 @@ export function referenceRow(
   if (P % D !== 0 || vBase.length !== P) {
     throw new RangeError("referenceRow: D must divide the block");
   }
+  const parts = ranges ?? [[0, N] as const];
+  let part = 0;
   for (let j = 0; j < len; j++) {
-    const row = (((b * Hkv + hk) * N + j) * D) % P;
+    while (j >= parts[part][1]) part++;
+    const [n0, n1] = parts[part];
+    const row = (((b * Hkv + hk) * (n1 - n0) + j - n0) * D) % P;
     let s = 0;
     for (let d = 0; d < D; d++) s += q[qo + d] * kBase[row + d];
     s *= scale;
@@ -225,8 +277,11 @@ async function gpuTime(
   try {
     await gpu.readTimings();
     call().dispose();
-    const passes = (await gpu.readTimings()).length;
+    const first = await gpu.readTimings();
+    const passes = first.length;
     if (passes === 0) return null;
+    // A 512k case's call takes tens of ms: a few samples give its median.
+    reps = repsFor(callTime(first).span, reps);
     for (let i = 0; i < reps; i++) call().dispose();
     const all = await gpu.readTimings();
     const per: { span: number; sum: number }[] = [];
@@ -268,6 +323,7 @@ async function wallTime(call: Call, calls: number): Promise<number> {
 function wallCallsFor(gpuMs: number | null, smoke: boolean): number {
   if (smoke) return 3;
   const ms = gpuMs ?? 1;
+  if (ms > 5) return Math.max(5, Math.ceil(160 / ms));
   return Math.max(20, Math.min(200, Math.ceil(80 / Math.max(ms, 0.01))));
 }
 
@@ -290,6 +346,11 @@ function maxAbs(a: ArrayLike<number>): number {
 /** Tolerance of the check against flash: output rounding of the dtype, relative to max|ref|. */
 export function tolerance(dtype: Case["dtype"], refMax: number): number {
   return (dtype === "float16" ? 1e-2 : 1e-4) * Math.max(refMax, 1e-3);
+}
+
+/** Bytes K (or V) takes as stored. */
+function kvBytesOf(t: Tensor): number {
+  return sizeOf(t.shape) * (t.dtype === "float16" ? 2 : 4);
 }
 
 function msg(e: unknown): string {
@@ -319,7 +380,7 @@ async function main(): Promise<number> {
   const t0 = performance.now();
   let gpu: WebGpuBackend;
   try {
-    gpu = await webgpu();
+    gpu = await webgpu(opts.splitBytes !== undefined ? { splitBytes: opts.splitBytes } : {});
   } catch (e) {
     console.error(`no WebGPU backend: ${msg(e)}\n(use --cpu to benchmark the CPU backend)`);
     return 2;
@@ -331,8 +392,17 @@ async function main(): Promise<number> {
       `maxBinding ${
         (lim.maxStorageBufferBindingSize / 2 ** 30).toFixed(2)
       } GiB | f16 ${gpu.ctx.features.f16}, ` +
-      `timestamps ${gpu.ctx.features.timestamps}, subgroups ${gpu.ctx.features.subgroups}`,
+      `timestamps ${gpu.ctx.features.timestamps}, subgroups ${gpu.ctx.features.subgroups}` +
+      (gpu.splitBytes < lim.maxStorageBufferBindingSize
+        ? ` | tensors over ${gpu.splitBytes} B split (--split-bytes)`
+        : ""),
   );
+  const memLim: MemoryLimits = {
+    maxBufferSize: lim.maxBufferSize,
+    maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
+    splitBytes: gpu.splitBytes,
+  };
+  const rt = runtimeOf(gpu);
   const cases = buildCases(opts);
   const own = opts.algos.filter((a): a is OwnAlgo =>
     ["lean", "flash", "flash-decoding", "naive"].includes(a)
@@ -354,18 +424,36 @@ async function main(): Promise<number> {
   const ceilings = new Map<number, CeilingResult>();
   const torchCases: { c: Case; ceiling?: CeilingResult }[] = [];
 
+  const algoCount = own.length + (wantOrt ? 1 : 0);
+  const bestGBs = () => Math.max(FIRST_GBS, ...[...ceilings.values()].map((x) => x.gbs));
+  /** The first `n` bytes of `t` (across its parts) as read ranges for the ceiling. */
+  const prefix = (t: Tensor, n: number): ReadRange[] => {
+    const out: ReadRange[] = [];
+    for (const id of storageOf(gpu, t)) {
+      const size = Math.min(n, gpu.ctx.byteLength(id));
+      if (size > 0) out.push({ buffer: gpu.ctx.buffer(id), size });
+      n -= size;
+    }
+    return out;
+  };
+
   for (const [ci, c] of cases.entries()) {
     const shape = rowShape(c);
     const head = `[${String(ci + 1).padStart(3)}/${cases.length}] ${caseName(c)}`;
-    const elapsed = (performance.now() - t0) / 1000;
-    const skip = elapsed > opts.budgetS
-      ? `time budget exhausted (--budget ${opts.budgetS} s; ${elapsed.toFixed(0)} s elapsed)`
-      : skipReason(c, lim);
-    if (skip) {
+    const skipAll = (why: string) => {
       for (const algo of opts.peers ? opts.algos : own) {
-        rows.push({ algo, ...shape, gpuMs: null, wallMs: null, effGBs: null, skipped: skip });
+        rows.push({ algo, ...shape, gpuMs: null, wallMs: null, effGBs: null, skipped: why });
       }
-      console.log(`${head} | skipped: ${skip}`);
+      console.log(`${head} | skipped: ${why}`);
+    };
+    const elapsed = (performance.now() - t0) / 1000;
+    const expect = estimateCaseS(c, algoCount, opts, bestGBs());
+    const skip = elapsed + expect > opts.budgetS
+      ? `time budget (--budget ${opts.budgetS} s): ${elapsed.toFixed(0)} s elapsed, this case ` +
+        `expected to take ~${expect.toFixed(1)} s`
+      : skipReason(c, memLim);
+    if (skip) {
+      skipAll(skip);
       continue;
     }
     const bytes = readBytes(c);
@@ -376,23 +464,41 @@ async function main(): Promise<number> {
       const qi = inputs.query(c);
       made.push(qi.t);
       const q = qi.t;
-      const k = inputs.kv(c, "k");
+      const k = inputs.alloc(c);
       made.push(k);
-      const v = inputs.kv(c, "v");
+      const v = inputs.alloc(c);
       made.push(v);
+      try {
+        // Out of GPU memory arrives from the allocations' error scopes, before any copy.
+        await rt.settle();
+      } catch (e) {
+        if (!(e instanceof Error && e.name === "LimitError")) throw e;
+        skipAll(`K+V ${fmtBytes(2 * kvBytesOf(k))} do not fit in GPU memory: ${msg(e)}`);
+        continue;
+      }
+      inputs.fill(c, "k", k);
+      inputs.fill(c, "v", v);
+      const kParts = gpu.splitParts({ id: k.id, shape: k.shape, dtype: k.dtype });
+      const ranges = kParts?.map((p) => [p.n0, p.n1] as const) ?? null;
+      const splitNote = kParts
+        ? `K/V each stored in ${kParts.length} buffers (over ${splitLimit(memLim).name} ${
+          splitLimit(memLim).bytes
+        } B), run per part and merged`
+        : undefined;
       let ceiling = ceilings.get(bytes);
       if (!ceiling) {
-        ceiling = await measureCeiling(dev, [
-          { buffer: gpu.ctx.buffer(k.id), size: bytes / 2 },
-          { buffer: gpu.ctx.buffer(v.id), size: bytes / 2 },
-        ], { reps: opts.reps, warmup: opts.warmup });
+        const readMs = bytes / (bestGBs() * 1e6);
+        ceiling = await measureCeiling(dev, [...prefix(k, bytes / 2), ...prefix(v, bytes / 2)], {
+          reps: repsFor(readMs, opts.reps),
+          warmup: opts.warmup,
+        });
         ceilings.set(bytes, ceiling);
       }
       // Float64 rows of the output, recomputed on the host from the same stored values.
       const kHost = inputs.host(c, "k"), vHost = inputs.host(c, "v");
       const refRows = sampleHeads(c).map(([b, h]) => ({
         at: (b * c.Hq + h) * c.D,
-        vals: referenceRow(c, b, h, qi.host, kHost, vHost),
+        vals: referenceRow(c, b, h, qi.host, kHost, vHost, ranges),
       }));
       const tol = tolerance(c.dtype, Math.max(...refRows.map((r) => maxAbs(r.vals))));
       let flashData: Float32Array | null = null;
@@ -428,6 +534,9 @@ async function main(): Promise<number> {
         return out;
       };
       const finish = (row: Row) => {
+        if (splitNote && !row.skipped && !row.absent) {
+          row.note = row.note ? `${row.note}; ${splitNote}` : splitNote;
+        }
         if (row.gpuMs !== null) {
           row.effGBs = bytes / (row.gpuMs * 1e6);
           row.ceilingGBs = ceiling!.gbs;
@@ -449,7 +558,7 @@ async function main(): Promise<number> {
       for (const algo of own) {
         const base: Row = { algo, ...shape, gpuMs: null, wallMs: null, effGBs: null };
         if (algo === "naive") {
-          const why = naiveSkipReason(c, lim);
+          const why = naiveSkipReason(c, memLim);
           if (why) {
             finish({ ...base, skipped: why });
             continue;
@@ -487,6 +596,13 @@ async function main(): Promise<number> {
           finish({ ...base, absent: ort.absent });
         } else if (c.dtype !== "float16") {
           finish({ ...base, absent: "the ORT peer is measured at float16 only" });
+        } else if (kParts) {
+          finish({
+            ...base,
+            skipped: `K/V over ${splitLimit(memLim).name} ${
+              fmtBytes(splitLimit(memLim).bytes)
+            }: ORT's GroupQueryAttention binds each input as one buffer`,
+          });
         } else {
           try {
             const r = await ort.run({
@@ -517,9 +633,10 @@ async function main(): Promise<number> {
       }
       if (opts.peers && torchAlgos.length > 0) torchCases.push({ c, ceiling });
       console.log(
-        `${head} | ${parts.join(" | ")} | ceiling ${ceiling.gbs.toFixed(0)} GB/s | ${
-          ((performance.now() - t0) / 1000).toFixed(0)
-        } s`,
+        `${head}${kParts ? ` (K/V in ${kParts.length} parts)` : ""} | ${parts.join(" | ")} | ` +
+          `ceiling ${ceiling.gbs.toFixed(0)} GB/s | ${
+            ((performance.now() - t0) / 1000).toFixed(0)
+          } s`,
       );
     } catch (e) {
       // The ceiling or the flash reference failed: every row of the case not yet written fails.
@@ -597,8 +714,10 @@ async function main(): Promise<number> {
     },
     features: { ...gpu.ctx.features },
     args: [...Deno.args],
-    inputs: `randn seed ${opts.seed} (q, and K/V up to ${BASE_ELEMS} elements); ` +
-      `larger K/V: a seeded randn block of ${BASE_ELEMS} elements tiled by GPU copies`,
+    inputs: `randn seed ${opts.seed} (q, and K/V up to ${inputs.blockElems} elements); ` +
+      `larger K/V: a seeded randn block of ${inputs.blockElems} elements tiled by GPU copies ` +
+      `(K/V over ${splitLimit(memLim).bytes} B: stored in parts along N, each tiled from ` +
+      `the block's start)`,
     elapsedS: (performance.now() - t0) / 1000,
     rows,
   };

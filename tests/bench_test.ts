@@ -9,12 +9,16 @@ import { deepStrictEqual, match, ok } from "node:assert/strict";
 import fc from "fast-check";
 import {
   buildCases,
+  estimateCaseS,
   fmtCount,
+  isHeadline,
   kvBytes,
+  kvSplit,
   naiveSkipReason,
   parseArgs,
   parseCount,
   readBytes,
+  repsFor,
   skipReason,
 } from "../bench/_sweep.ts";
 import { bindingChunks, ceilingSums, measureCeiling, median } from "../bench/_ceiling.ts";
@@ -59,6 +63,9 @@ Deno.test("parseArgs: the default sweep is the issue's grid, flags narrow it", (
   const cases = buildCases(all);
   // 2 dtypes × 2 head dims × (7 configs × 6 lengths + 2 ragged lists × 2 head configs).
   assertEquals(cases.length, 2 * 2 * (7 * 6 + 2 * 2));
+  // The headline comparison (lean vs flash at B=1, N=512k, 4 GiB K in f16) runs first.
+  assert(isHeadline(cases[0]), JSON.stringify(cases[0]));
+  assertEquals(cases.filter(isHeadline).length, 1);
   assertEquals(new Set(cases.map((c) => c.N)).size > 6, true);
   assert(cases.some((c) => c.kvLens?.join() === [512, 2 * K, 128 * K, 1 * K].join()));
   assert(cases.some((c) => c.kvLens?.length === 16 && c.kvLens[0] === 64 * K));
@@ -99,6 +106,8 @@ Deno.test("parseArgs: bad flags throw and name the flag", () => {
   assertThrows(() => parseArgs(["--n"]), Error, "--n needs a value");
   assertThrows(() => parseArgs(["--d", "63"]), Error, "--d");
   assertThrows(() => parseCount("4q"), Error, "4q");
+  assertThrows(() => parseArgs(["--split-bytes", "8"]), Error, "--split-bytes");
+  assertThrows(() => parseArgs(["--split-bytes", "100.5"]), Error, "--split-bytes");
 });
 
 Deno.test("parseCount and fmtCount round-trip", () => {
@@ -109,20 +118,54 @@ Deno.test("parseCount and fmtCount round-trip", () => {
   assertEquals(fmtCount(2 * K * K), "2m");
 });
 
-Deno.test("skip rules: K/V over a limit are skipped with the limit named", () => {
+Deno.test("skip rules: K/V over one binding run split; only what cannot be split is skipped", () => {
   const lim = { maxBufferSize: 4 * 2 ** 30, maxStorageBufferBindingSize: 2 ** 31 - 4 };
   const c = { dtype: "float16" as const, D: 128, B: 1, Hq: 32, Hkv: 32, N: 512 * K };
   assertEquals(kvBytes(c), 4 * 2 ** 30);
-  assertMatch(skipReason(c, lim)!, /maxStorageBufferBindingSize/);
-  // 2 GiB exactly is 4 bytes over the H200's binding limit.
-  assertMatch(skipReason({ ...c, N: 256 * K }, lim)!, /2147483648 B.*2147483644 B/);
-  assertEquals(skipReason({ ...c, N: 128 * K }, lim), null);
-  assertMatch(skipReason(c, { ...lim, maxBufferSize: 2 ** 30 })!, /maxBufferSize/);
-  assertMatch(naiveSkipReason({ ...c, N: 256 * K }, lim)!, /float32 K\/V/);
+  // The H200 headline case: 4 GiB K over a 2 GiB − 4 B binding, 3 parts of 256-key multiples.
+  assertEquals(skipReason(c, lim), null);
+  assertEquals(kvSplit(c, lim), [[0, 174848], [174848, 349696], [349696, 524288]]);
+  // 2 GiB exactly is 4 bytes over the binding limit: 2 parts; 1 GiB is stored whole.
+  assertEquals(kvSplit({ ...c, N: 256 * K }, lim)?.length, 2);
+  assertEquals(kvSplit({ ...c, N: 128 * K }, lim), null);
+  // K over maxBufferSize too (8 GiB f32) still splits, within the smaller of the two limits.
+  const f32 = { ...c, dtype: "float32" as const };
+  assertEquals(skipReason(f32, lim), null);
+  const parts = kvSplit(f32, { ...lim, maxBufferSize: 2 ** 30 })!;
+  assert(parts.every(([a, b]) => (b - a) * 32 * 128 * 4 <= 2 ** 30), JSON.stringify(parts));
+  assertEquals(parts.at(-1)![1], c.N);
+  // One key position over the binding: no cut along N helps.
+  const wide = { ...c, B: 1024, Hkv: 1024, Hq: 1024, D: 1024, N: 4 };
+  assertMatch(skipReason(wide, lim)!, /one key position.*no split along N fits/);
+  assertMatch(skipReason(c, { ...lim, splitBytes: 4096 })!, /--split-bytes/);
+  assertMatch(skipReason(c, { ...lim, budget: 6 * 2 ** 30 })!, /memory budget/);
+  // Naive takes K/V whole: split K/V (by the limit or --split-bytes) are its skip reason.
+  assertMatch(naiveSkipReason(c, lim)!, /one buffer.*maxStorageBufferBindingSize/);
+  assertMatch(naiveSkipReason({ ...c, N: 256 * K }, lim)!, /one buffer/);
+  assertMatch(naiveSkipReason({ ...c, N: 128 * K }, lim)!, /float32 K\/V/);
   assertEquals(naiveSkipReason({ ...c, N: 4 * K }, lim), null);
+  assertMatch(naiveSkipReason({ ...c, N: 4 * K }, { ...lim, splitBytes: 65536 })!, /--split/);
   // Ragged rows count only the valid keys as bytes read.
   const r = { ...c, B: 2, N: 100, kvLens: [100, 30] };
   assertEquals(readBytes(r), 2 * 130 * 32 * 128 * 2);
+});
+
+Deno.test("time budget: fewer samples for long calls; the default sweep's headline fits", () => {
+  assertEquals(repsFor(0.5, 20), 20);
+  assertEquals(repsFor(5, 20), 20);
+  assertEquals(repsFor(25, 20), 5);
+  assertEquals(repsFor(8, 20), 13);
+  assertEquals(repsFor(25, 3), 3);
+  const o = parseArgs([]);
+  const cases = buildCases(o);
+  // At H200 bandwidth the headline case is expected in seconds, well inside the budget, and
+  // an estimate grows with the bytes read.
+  const h = estimateCaseS(cases[0], 5, o, 4400);
+  assert(h > 0.5 && h < 15, `headline ${h} s`);
+  const big = { ...cases[0], B: 16 };
+  assert(estimateCaseS(big, 5, o, 4400) > h);
+  // Before any ceiling (300 GB/s assumed) the first case still fits.
+  assert(estimateCaseS(cases[0], 5, o, 300) < o.budgetS);
 });
 
 Deno.test("bindingChunks: chunks cover every range, each aligned and within the limit", () => {
@@ -433,6 +476,50 @@ Deno.test("referenceRow: periodic K/V rows match the float64 reference (GQA, rag
   assertEquals(sampleHeads({ ...c, kvLens: undefined }), [[0, 0], [2, 5]]);
 });
 
+Deno.test("referenceRow: K/V split in parts, each tiled from the block's start", () => {
+  const c = { dtype: "float32" as const, D: 4, B: 2, Hq: 4, Hkv: 2, N: 37 };
+  const P = 4 * 7;
+  const kBase = Float32Array.from(normals(P, 21));
+  const vBase = Float32Array.from(normals(P, 22));
+  const q = Float32Array.from(normals(c.B * c.Hq * c.D, 23));
+  fc.assert(
+    fc.property(
+      fc.uniqueArray(fc.integer({ min: 1, max: c.N - 1 }), { maxLength: 4 }),
+      fc.array(fc.integer({ min: 0, max: c.N }), { minLength: c.B, maxLength: c.B }),
+      (cutsRaw, kvLens) => {
+        const cuts = [0, ...cutsRaw.sort((a, b) => a - b), c.N];
+        const ranges = cuts.slice(1).map((n1, i) => [cuts[i], n1] as [number, number]);
+        // The logical [B, Hkv, N, D] arrays the parts hold.
+        const n = c.B * c.Hkv * c.N * c.D;
+        const k = new Float32Array(n), v = new Float32Array(n);
+        for (let o = 0; o < c.B * c.Hkv; o++) {
+          for (const [n0, n1] of ranges) {
+            for (let j = n0; j < n1; j++) {
+              for (let d = 0; d < c.D; d++) {
+                const src = ((o * (n1 - n0) + j - n0) * c.D + d) % P;
+                k[(o * c.N + j) * c.D + d] = kBase[src];
+                v[(o * c.N + j) * c.D + d] = vBase[src];
+              }
+            }
+          }
+        }
+        const cc = { ...c, kvLens };
+        const ref = referenceAttention({ q, k, v, ...cc, Sq: 1 });
+        for (let b = 0; b < c.B; b++) {
+          for (let h = 0; h < c.Hq; h++) {
+            const row = referenceRow(cc, b, h, q, kBase, vBase, ranges);
+            for (let d = 0; d < c.D; d++) {
+              const want = ref.out[(b * c.Hq + h) * c.D + d];
+              assert(Math.abs(row[d] - want) <= 1e-12, `b${b} h${h} d${d}: ${row[d]} vs ${want}`);
+            }
+          }
+        }
+      },
+    ),
+    { numRuns: 40 },
+  );
+});
+
 Deno.test("deviceSlug and median", () => {
   assertEquals(deviceSlug("NVIDIA H100 80GB HBM3 (Vulkan)"), "nvidia-h100-80gb-hbm3");
   assertEquals(deviceSlug("(???)"), "gpu");
@@ -680,5 +767,45 @@ Deno.test({
       assert(r.fracCeiling! > 0 && r.ceilingGBs! > 0);
     }
     assertMatch(out, /\[\s*1\/2\]/);
+  },
+});
+
+Deno.test({
+  name: "bench --smoke --split-bytes on WebGPU: split K/V run per part, checked and timed",
+  sanitizeResources: false,
+  fn: async () => {
+    const adapter = await navigator.gpu?.requestAdapter();
+    if (!adapter) {
+      if (Deno.env.get("CI") === "true") throw new Error("CI=true but no WebGPU adapter");
+      console.warn("  (no WebGPU adapter: skipped)");
+      return;
+    }
+    // 64 KiB parts: the N=512 case's 128 KiB K/V in 2 parts, the ragged N=300 one in 3 parts
+    // of 100 keys (not a multiple of the input block, so a misplaced part fails the check).
+    const { code, out, res } = await runBench([
+      "--smoke",
+      "--split-bytes",
+      "65536",
+      "--algos",
+      "lean,flash,flash-decoding,naive",
+      "--no-peers",
+    ]);
+    assertEquals(code, 0, out);
+    assertMatch(out, /\(K\/V in 2 parts\)/);
+    assertMatch(out, /\(K\/V in 3 parts\)/);
+    assertEquals(res.rows.length, 2 * 4);
+    for (const r of res.rows) {
+      assert(r.error === undefined, `${r.algo}: ${r.error}`);
+      if (r.algo === "naive") {
+        assertMatch(r.skipped ?? "", /one buffer.*stored across buffers/);
+        continue;
+      }
+      assert(r.skipped === undefined, `${r.algo}: ${r.skipped}`);
+      assert(r.gpuMs! > 0 && r.wallMs! > 0 && r.passes! > 1, `${r.algo} timed over its passes`);
+      assert(r.refDiff! <= r.tol!, `${r.algo} checked against float64`);
+      assert(r.maxAbsDiff! <= r.tol!, `${r.algo} agrees with flash`);
+      assert(r.fracCeiling! > 0 && r.ceilingGBs! > 0);
+      assertMatch(r.note ?? "", /stored in [23] buffers/);
+    }
   },
 });

@@ -313,6 +313,40 @@ export class GpuRuntime implements GpuContext {
     return this.#track(this.#acquire(bytes, true, `alloc ${elements} ${dtype}`), dtype, elements);
   }
 
+  /**
+   * Storage for a tensor of `shape` that the GPU will fill (copies or kernels), split across
+   * buffers like {@link GpuRuntime.upload} when over {@link GpuRuntime.splitBytes}; contents
+   * unspecified. For gigabyte inputs made on the GPU (the benchmark's K/V), which `upload`
+   * could only take as host arrays as large.
+   */
+  allocShaped(shape: Shape, dtype: DType): DataId {
+    this.check();
+    const n = shape.reduce((a, b) => a * b, 1);
+    const per = this.#storageBytes(dtype);
+    const layout = n * per > this.splitBytes
+      ? splitLayout(shape, per, this.splitBytes, this.#splitLimitName())
+      : null;
+    if (!layout) return this.alloc(n, dtype);
+    const parts: GpuData[] = [];
+    try {
+      for (const [n0, n1] of layout.ranges) {
+        const elements = layout.outer * (n1 - n0) * layout.row;
+        const what = `alloc part [${n0}, ${n1}) of ${n} ${dtype}`;
+        const buffer = this.#acquire(elements * per, true, what);
+        const part = new GpuData(buffer, dtype, elements, elements * per);
+        parts.push(part);
+        this.#liveBytes += part.buffer.size;
+        this.#owner.set(part.buffer, part);
+      }
+    } catch (e) {
+      for (const p of parts) this.#releasePart(p);
+      throw e;
+    }
+    const s = new GpuSplit(parts, layout, dtype, n, n * per);
+    this.#live.add(s);
+    return s;
+  }
+
   scratch(bytes: number): GPUBuffer {
     this.check();
     const b = this.#acquire(bytes, false, `scratch ${bytes} bytes`);
