@@ -28,6 +28,10 @@
  * stored (`refDiff`; a row over tolerance fails and the run exits 1), and the whole output is
  * compared with flash's (`maxAbsDiff`). `LEANATTN_BENCH_DEBUG=1` prints the stack of a failure.
  *
+ * `--split-bytes N` (a test knob, not in `--help`) stores every tensor over N bytes across
+ * buffers, so `deno task bench --smoke --split-bytes 65536` runs the split path of the 4 GiB
+ * case on a software adapter.
+ *
  * @module
  */
 import {
@@ -37,6 +41,7 @@ import {
   caseName,
   estimateCaseS,
   fmtBytes,
+  kvBytes,
   type MemoryLimits,
   naiveSkipReason,
   type OwnAlgo,
@@ -348,11 +353,6 @@ export function tolerance(dtype: Case["dtype"], refMax: number): number {
   return (dtype === "float16" ? 1e-2 : 1e-4) * Math.max(refMax, 1e-3);
 }
 
-/** Bytes K (or V) takes as stored. */
-function kvBytesOf(t: Tensor): number {
-  return sizeOf(t.shape) * (t.dtype === "float16" ? 2 : 4);
-}
-
 function msg(e: unknown): string {
   return e instanceof Error ? e.message.split("\n")[0] : String(e);
 }
@@ -425,6 +425,8 @@ async function main(): Promise<number> {
   const torchCases: { c: Case; ceiling?: CeilingResult }[] = [];
 
   const algoCount = own.length + (wantOrt ? 1 : 0);
+  /** The smallest K+V (bytes) that did not fit in GPU memory: larger ones are not tried. */
+  let oom: { bytes: number; case: string } | null = null;
   const bestGBs = () => Math.max(FIRST_GBS, ...[...ceilings.values()].map((x) => x.gbs));
   /** The first `n` bytes of `t` (across its parts) as read ranges for the ceiling. */
   const prefix = (t: Tensor, n: number): ReadRange[] => {
@@ -451,6 +453,8 @@ async function main(): Promise<number> {
     const skip = elapsed + expect > opts.budgetS
       ? `time budget (--budget ${opts.budgetS} s): ${elapsed.toFixed(0)} s elapsed, this case ` +
         `expected to take ~${expect.toFixed(1)} s`
+      : oom && 2 * kvBytes(c) >= oom.bytes
+      ? `K+V ${fmtBytes(2 * kvBytes(c))} ≥ those of ${oom.case}, which did not fit in GPU memory`
       : skipReason(c, memLim);
     if (skip) {
       skipAll(skip);
@@ -473,7 +477,8 @@ async function main(): Promise<number> {
         await rt.settle();
       } catch (e) {
         if (!(e instanceof Error && e.name === "LimitError")) throw e;
-        skipAll(`K+V ${fmtBytes(2 * kvBytesOf(k))} do not fit in GPU memory: ${msg(e)}`);
+        skipAll(`K+V ${fmtBytes(2 * kvBytes(c))} do not fit in GPU memory: ${msg(e)}`);
+        if (!oom || 2 * kvBytes(c) < oom.bytes) oom = { bytes: 2 * kvBytes(c), case: caseName(c) };
         continue;
       }
       inputs.fill(c, "k", k);

@@ -225,8 +225,16 @@ export class GpuRuntime implements GpuContext {
         `${what}: needs a GPU buffer of ${size} bytes, but maxBufferSize is ${max}`,
       );
     }
-    return this.#scoped(what, () => this.device.createBuffer({ size, usage, label: what }));
+    const b: GPUBuffer = this.#scoped(
+      what,
+      () => this.device.createBuffer({ size, usage, label: what }),
+      () => this.#invalid.add(b),
+    );
+    return b;
   }
+
+  /** Buffers whose creation failed (out of memory): destroyed on release, never pooled. */
+  #invalid = new WeakSet<GPUBuffer>();
 
   /** Size class, shrunk to the request where the class alone would break a limit. */
   #classOf(bytes: number): number {
@@ -264,6 +272,10 @@ export class GpuRuntime implements GpuContext {
 
   /** Returns a buffer: to the side pool while the pending encoder uses it, else the pool. */
   #recycle(b: GPUBuffer): void {
+    if (this.#invalid.has(b)) {
+      b.destroy();
+      return;
+    }
     if (this.#pendingUse.has(b)) {
       let list = this.#gpuOnly.get(b.size);
       if (!list) this.#gpuOnly.set(b.size, list = []);
