@@ -1,21 +1,25 @@
 /**
  * The inner loops of the CPU attention executor as a WebAssembly SIMD module whose bytes are
- * emitted here (no toolchain): K/V tile conversion to float64, the tile's scores for all rows
- * of a unit, and the P·V accumulation with the online-softmax rescale.
+ * emitted here (no toolchain): float16 → float32 tile conversion, the tile's scores for all
+ * rows of a unit, and the P·V accumulation with the online-softmax rescale.
  *
- * Arithmetic is float64 (f64x2 lanes), so the results keep the plain-JS executor's accuracy;
- * the speed comes from reading each K/V tile once per unit (not once per query row), from
- * converting float16 by bit operations instead of `Float16Array` element reads, and from
- * independent accumulators. Wasm forbids fusing a multiply and an add, so every engine and
- * every thread gets the same bits.
+ * Arithmetic is float64 (f64x2 lanes; K/V tiles are kept as float32, which holds every float16
+ * and float32 input exactly, and widened on load), so results keep the plain-JS executor's
+ * accuracy. The speed comes from reading each K/V tile once per unit rather than once per query
+ * row (rows are paired so each widened K/V pair feeds two rows), from converting float16 by bit
+ * operations instead of `Float16Array` element reads, and from eight independent accumulator
+ * chains. Multiply-adds are `f64x2.relaxed_madd` where the engine has relaxed SIMD (fused on
+ * CPUs with FMA, else a multiply then an add); every thread of a process compiles the same
+ * module on the same CPU, and V8's baseline and optimising tiers agree (checked), so the
+ * in-thread and Worker executors give the same bits. Summation order depends only on the
+ * geometry (row pairing happens when two rows see the same keys), never on the thread split.
  *
  * Layout (all offsets in bytes, row strides `Dp` elements, `Dp` a multiple of 16):
- * - `cvt16(src, dst, n)` / `cvt32(src, dst, n)`: `n` (a multiple of 4) float16 / float32
- *   values at `src` → float64 at `dst`.
+ * - `cvt16(src, dst, n)`: `n` (a multiple of 4) float16 values at `src` → float32 at `dst`.
  * - `scores(q, k, s, R, n, Dp, T)`: `s[r·T + j] = Σ_d q[r·Dp + d] · k[j·Dp + d]` for rows
- *   `r < R` and keys `j < n` (all float64).
+ *   `r < R` and keys `j < n` (q and s float64, k float32).
  * - `pv(p, v, o, alpha, cnt, R, Dp, T)`: `o[r] = o[r] · alpha[r] + Σ_{j < cnt[r]} p[r·T + j]
- *   · v[j]` (`cnt` int32, the rest float64).
+ *   · v[j]` (`cnt` int32, v float32, the rest float64).
  *
  * @module
  */
@@ -24,7 +28,6 @@
 export interface SimdKernels {
   memory: WebAssembly.Memory;
   cvt16(src: number, dst: number, n: number): void;
-  cvt32(src: number, dst: number, n: number): void;
   scores(q: number, k: number, s: number, R: number, n: number, Dp: number, T: number): void;
   pv(
     p: number,
@@ -70,16 +73,21 @@ const set = (i: number): Code => [0x21, ...uleb(i)];
 const i32c = (n: number): Code => [0x41, ...sleb(n)];
 const simd = (op: number): Code => [0xfd, ...uleb(op)];
 const I32_ADD = [0x6a], I32_MUL = [0x6c], I32_LT_S = [0x48], I32_EQZ = [0x45];
+const I32_EQ = [0x46], I32_AND = [0x71];
 const F64_ADD = [0xa0];
 const v128Load = (offset = 0): Code => [...simd(0x00), 3, ...uleb(offset)];
 const v128Store = (offset = 0): Code => [...simd(0x0b), 3, ...uleb(offset)];
 const load16x4U = [...simd(0x04), 1, 0];
 const load64Splat = [...simd(0x0a), 3, 0];
+const load64Zero = (offset = 0): Code => [...simd(0x5d), 3, ...uleb(offset)];
 const i32Load = [0x28, 2, 0];
 const f64Store = (offset = 0): Code => [0x39, 3, ...uleb(offset)];
 const V_AND = simd(0x4e), V_OR = simd(0x50), V_BITSELECT = simd(0x52);
 const I32X4_SHL = simd(0xab), I32X4_GT_S = simd(0x3b), F32X4_MUL = simd(0xe6);
 const F64X2_ADD = simd(0xf0), F64X2_MUL = simd(0xf2), PROMOTE_LOW = simd(0x5f);
+const RELAXED_MADD = simd(0x107);
+/** `stack: a b` → `a · b + acc` (pushes acc itself). */
+type Madd = (acc: number) => Code;
 const extractF64 = (lane: number): Code => [...simd(0x21), lane];
 const i32x4Const = (x: number): Code => {
   const b = new Uint8Array(16);
@@ -89,8 +97,6 @@ const i32x4Const = (x: number): Code => {
   return [...simd(0x0c), ...b];
 };
 const V_ZERO = i32x4Const(0);
-/** Shuffle bringing bytes 8..15 to 0..7 (the high two float32 lanes down). */
-const HIGH_HALF = [...simd(0x0d), 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15];
 
 /** `while (cond) body` as block/loop with the test at both ends. */
 function whileLoop(cond: Code, body: Code): Code {
@@ -129,27 +135,11 @@ function body(i32s: number, v128s: number, code: Code): Code {
 // --- kernels -----------------------------------------------------------------------------
 // Every function has 8 i32 params (unused ones ignored): one type for all.
 
-/** Shared tail of cvt16 / cvt32: float32x4 on the stack in local `f` → two f64x2 stores. */
-function storeAsF64(dst: number, f: number): Code {
-  return [
-    ...get(dst),
-    ...get(f),
-    ...PROMOTE_LOW,
-    ...v128Store(0),
-    ...get(dst),
-    ...get(f),
-    ...get(f),
-    ...HIGH_HALF,
-    ...PROMOTE_LOW,
-    ...v128Store(16),
-  ];
-}
-
 function cvt16(): Code {
-  // params src 0, dst 1, n 2; v128 locals: x, a, mag, f, then the constants (hoisted into
+  // params src 0, dst 1, n 2; v128 locals: x, a, mag, then the constants (hoisted into
   // locals so the loop does not rematerialise them)
-  const [src, dst, n, x, a, mag, f] = [0, 1, 2, 8, 9, 10, 11];
-  const [cMag, cInf, cBias, cMax, cSign] = [12, 13, 14, 15, 16];
+  const [src, dst, n, x, a, mag] = [0, 1, 2, 8, 9, 10];
+  const [cMag, cInf, cBias, cMax, cSign] = [11, 12, 13, 14, 15];
   const init = [
     ...i32x4Const(0x7fff),
     ...set(cMag),
@@ -163,6 +153,7 @@ function cvt16(): Code {
     ...set(cSign),
   ];
   const step = [
+    ...get(dst),
     ...get(src),
     ...load16x4U,
     ...set(x),
@@ -192,270 +183,360 @@ function cvt16(): Code {
     ...i32c(16),
     ...I32X4_SHL,
     ...V_OR,
-    ...set(f),
-    ...storeAsF64(dst, f),
+    ...v128Store(0),
     ...addTo(src, i32c(8)),
-    ...addTo(dst, i32c(32)),
+    ...addTo(dst, i32c(16)),
     ...addTo(n, i32c(-4)),
   ];
-  return body(0, 9, [...init, ...whileLoop([...i32c(0), ...get(n), ...I32_LT_S], step)]);
+  return body(0, 8, [...init, ...whileLoop([...i32c(0), ...get(n), ...I32_LT_S], step)]);
 }
 
-function cvt32(): Code {
-  const [src, dst, n, f] = [0, 1, 2, 8];
-  const step = [
-    ...get(src),
-    ...v128Load(0),
-    ...set(f),
-    ...storeAsF64(dst, f),
-    ...addTo(src, i32c(16)),
-    ...addTo(dst, i32c(32)),
-    ...addTo(n, i32c(-4)),
-  ];
-  return body(0, 1, whileLoop([...i32c(0), ...get(n), ...I32_LT_S], step));
-}
+/** Two float32 at `addr + offset` as an f64x2 (exact). */
+const loadPromote = (offset: number): Code => [...load64Zero(offset), ...PROMOTE_LOW];
 
-function scores(): Code {
-  // params q 0, k 1, s 2, R 3, n 4, Dp 5, T 6; i32 locals from 8, v128 after
+function scores(madd: Madd): Code {
+  // params q 0, k 1, s 2, R 3, n 4, Dp 5, T 6; i32 locals from 8, v128 after.
+  // q rows are float64 (stride Dp·8 bytes), k rows float32 (stride Dp·4), s float64.
   const [q, k, s, R, n, Dp, T] = [0, 1, 2, 3, 4, 5, 6];
-  const [j, r, d, rowB, k0, k1, k2, k3, qp, end] = [8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
-  const [a0, a1, a2, a3, qv] = [18, 19, 20, 21, 22];
-  const hsum = (a: number): Code => [
+  const [j, r, dk, kRow, qp, end, qa, qp1] = [8, 9, 10, 11, 12, 13, 14, 15];
+  const kp = [16, 17, 18, 19];
+  const [q0, q1, kv] = [20, 21, 22];
+  const accA = [23, 24, 25, 26];
+  const accB = [27, 28, 29, 30];
+  const lanes = (a: number): Code => [
     ...get(a),
     ...extractF64(0),
     ...get(a),
     ...extractF64(1),
     ...F64_ADD,
   ];
-  const sAddr = (off: Code): Code => [
+  const hsum = (x: number): Code => [
+    ...get(accA[x]),
+    ...get(accB[x]),
+    ...F64X2_ADD,
+    ...set(q0),
+    ...lanes(q0),
+  ];
+  /** Address of s[(r + dr)·T + j]. */
+  const sAddr = (dr: number): Code => [
     ...get(s),
     ...get(r),
+    ...i32c(dr),
+    ...I32_ADD,
     ...get(T),
     ...I32_MUL,
     ...get(j),
     ...I32_ADD,
-    ...off,
-    ...I32_ADD,
     ...i32c(8),
     ...I32_MUL,
     ...I32_ADD,
   ];
-  const mac = (acc: number, kp: number): Code => [
-    ...get(acc),
-    ...get(qv),
-    ...get(kp),
-    ...get(d),
+  const qRow = (dst: number, dr: number): Code => [
+    ...get(q),
+    ...get(r),
+    ...i32c(dr),
     ...I32_ADD,
-    ...v128Load(0),
-    ...F64X2_MUL,
-    ...F64X2_ADD,
+    ...get(kRow),
+    ...i32c(2),
+    ...I32_MUL,
+    ...I32_MUL,
+    ...I32_ADD,
+    ...set(dst),
+  ];
+  const fma = (a: number, b: number, acc: number): Code => [
+    ...get(a),
+    ...get(b),
+    ...madd(acc),
     ...set(acc),
   ];
-  // Four keys at a time: four independent accumulators, q loaded once for all four.
-  const fourKeys = [
+  const kAt = (x: number, off: number): Code => [
+    ...get(kp[x]),
+    ...get(dk),
+    ...I32_ADD,
+    ...loadPromote(off),
+    ...set(kv),
+  ];
+  /**
+   * One row × `keys` keys: two accumulators per key (even / odd pairs of d), so four keys
+   * give eight independent chains.
+   */
+  const oneRow = (keys: number): Code => {
+    const xs = [...Array(keys).keys()];
+    return [
+      ...qRow(qp, 0),
+      ...xs.flatMap((x) => [...V_ZERO, ...set(accA[x]), ...V_ZERO, ...set(accB[x])]),
+      ...i32c(0),
+      ...set(dk),
+      ...whileLoop([...get(dk), ...get(kRow), ...I32_LT_S], [
+        ...get(qp),
+        ...get(dk),
+        ...I32_ADD,
+        ...get(dk),
+        ...I32_ADD,
+        ...set(qa),
+        ...get(qa),
+        ...v128Load(0),
+        ...set(q0),
+        ...get(qa),
+        ...v128Load(16),
+        ...set(q1),
+        ...xs.flatMap((x) => [...kAt(x, 0), ...fma(q0, kv, accA[x])]),
+        ...xs.flatMap((x) => [...kAt(x, 8), ...fma(q1, kv, accB[x])]),
+        ...addTo(dk, i32c(16)),
+      ]),
+      ...xs.flatMap((x) => [...sAddr(0), ...hsum(x), ...f64Store(8 * x)]),
+      ...addTo(r, i32c(1)),
+    ];
+  };
+  /** Two rows × four keys (GQA): each converted k pair feeds both rows. */
+  const twoRows: Code = [
+    ...qRow(qp, 0),
+    ...qRow(qp1, 1),
+    ...[...accA, ...accB].flatMap((a) => [...V_ZERO, ...set(a)]),
+    ...i32c(0),
+    ...set(dk),
+    ...whileLoop([...get(dk), ...get(kRow), ...I32_LT_S], [
+      ...get(qp),
+      ...get(dk),
+      ...I32_ADD,
+      ...get(dk),
+      ...I32_ADD,
+      ...v128Load(0),
+      ...set(q0),
+      ...get(qp1),
+      ...get(dk),
+      ...I32_ADD,
+      ...get(dk),
+      ...I32_ADD,
+      ...v128Load(0),
+      ...set(q1),
+      ...[0, 1, 2, 3].flatMap((x) => [
+        ...kAt(x, 0),
+        ...fma(q0, kv, accA[x]),
+        ...fma(q1, kv, accB[x]),
+      ]),
+      ...addTo(dk, i32c(8)),
+    ]),
+    ...[0, 1, 2, 3].flatMap((x) => [...sAddr(0), ...lanes(accA[x]), ...f64Store(8 * x)]),
+    ...[0, 1, 2, 3].flatMap((x) => [...sAddr(1), ...lanes(accB[x]), ...f64Store(8 * x)]),
+    ...addTo(r, i32c(2)),
+  ];
+  /** Rows × `keys` keys starting at j. */
+  const block = (keys: number): Code => [
     ...get(k),
     ...get(j),
-    ...get(rowB),
+    ...get(kRow),
     ...I32_MUL,
     ...I32_ADD,
-    ...set(k0),
-    ...get(k0),
-    ...get(rowB),
-    ...I32_ADD,
-    ...set(k1),
-    ...get(k1),
-    ...get(rowB),
-    ...I32_ADD,
-    ...set(k2),
-    ...get(k2),
-    ...get(rowB),
-    ...I32_ADD,
-    ...set(k3),
+    ...set(kp[0]),
+    ...kp.slice(1, keys).flatMap((p, x) => [...get(kp[x]), ...get(kRow), ...I32_ADD, ...set(p)]),
     ...i32c(0),
     ...set(r),
-    ...whileLoop([...get(r), ...get(R), ...I32_LT_S], [
-      ...get(q),
-      ...get(r),
-      ...get(rowB),
-      ...I32_MUL,
-      ...I32_ADD,
-      ...set(qp),
-      ...V_ZERO,
-      ...set(a0),
-      ...V_ZERO,
-      ...set(a1),
-      ...V_ZERO,
-      ...set(a2),
-      ...V_ZERO,
-      ...set(a3),
-      ...i32c(0),
-      ...set(d),
-      ...whileLoop([...get(d), ...get(rowB), ...I32_LT_S], [
-        ...get(qp),
-        ...get(d),
-        ...I32_ADD,
-        ...v128Load(0),
-        ...set(qv),
-        ...mac(a0, k0),
-        ...mac(a1, k1),
-        ...mac(a2, k2),
-        ...mac(a3, k3),
-        ...addTo(d, i32c(16)),
-      ]),
-      ...sAddr(i32c(0)),
-      ...hsum(a0),
-      ...f64Store(0),
-      ...sAddr(i32c(0)),
-      ...hsum(a1),
-      ...f64Store(8),
-      ...sAddr(i32c(0)),
-      ...hsum(a2),
-      ...f64Store(16),
-      ...sAddr(i32c(0)),
-      ...hsum(a3),
-      ...f64Store(24),
-      ...addTo(r, i32c(1)),
-    ]),
-    ...addTo(j, i32c(4)),
+    ...(keys === 4
+      ? whileLoop([...get(r), ...i32c(1), ...I32_ADD, ...get(R), ...I32_LT_S], twoRows)
+      : []),
+    ...whileLoop([...get(r), ...get(R), ...I32_LT_S], oneRow(keys)),
+    ...addTo(j, i32c(keys)),
   ];
-  // The last n % 4 keys one at a time (same per-lane order, so the same bits per key).
-  const oneKey = [
-    ...get(k),
-    ...get(j),
-    ...get(rowB),
-    ...I32_MUL,
-    ...I32_ADD,
-    ...set(k0),
-    ...i32c(0),
-    ...set(r),
-    ...whileLoop([...get(r), ...get(R), ...I32_LT_S], [
-      ...get(q),
-      ...get(r),
-      ...get(rowB),
-      ...I32_MUL,
-      ...I32_ADD,
-      ...set(qp),
-      ...V_ZERO,
-      ...set(a0),
-      ...i32c(0),
-      ...set(d),
-      ...whileLoop([...get(d), ...get(rowB), ...I32_LT_S], [
-        ...get(qp),
-        ...get(d),
-        ...I32_ADD,
-        ...v128Load(0),
-        ...set(qv),
-        ...mac(a0, k0),
-        ...addTo(d, i32c(16)),
-      ]),
-      ...sAddr(i32c(0)),
-      ...hsum(a0),
-      ...f64Store(0),
-      ...addTo(r, i32c(1)),
-    ]),
-    ...addTo(j, i32c(1)),
-  ];
-  return body(10, 5, [
+  return body(12, 11, [
     ...get(Dp),
-    ...i32c(8),
+    ...i32c(4),
     ...I32_MUL,
-    ...set(rowB),
+    ...set(kRow),
     ...get(n),
     ...i32c(-3),
     ...I32_ADD,
     ...set(end),
     ...i32c(0),
     ...set(j),
-    ...whileLoop([...get(j), ...get(end), ...I32_LT_S], fourKeys),
-    ...whileLoop([...get(j), ...get(n), ...I32_LT_S], oneKey),
+    ...whileLoop([...get(j), ...get(end), ...I32_LT_S], block(4)),
+    ...whileLoop([...get(j), ...get(n), ...I32_LT_S], block(1)),
   ]);
 }
 
-function pv(): Code {
-  // params p 0, v 1, o 2, alpha 3, cnt 4, R 5, Dp 6, T 7
+function pv(madd: Madd): Code {
+  // params p 0, v 1, o 2, alpha 3, cnt 4, R 5, Dp 6, T 7; p, o, alpha float64, v float32.
   const [p, v, o, alpha, cnt, R, Dp, T] = [0, 1, 2, 3, 4, 5, 6, 7];
-  const [r, db, j, c, op, vp, pp, rowB] = [8, 9, 10, 11, 12, 13, 14, 15];
-  const [al, pj] = [16, 17];
-  const acc = [18, 19, 20, 21, 22, 23, 24, 25];
-  const loadAcc = acc.flatMap((a, i) => [
-    ...get(op),
-    ...v128Load(16 * i),
-    ...get(al),
-    ...F64X2_MUL,
-    ...set(a),
-  ]);
-  const storeAcc = acc.flatMap((a, i) => [...get(op), ...get(a), ...v128Store(16 * i)]);
-  const axpy = acc.flatMap((a, i) => [
+  const [r, db, j, c, op, vp, pp, vRow, op1, pp1] = [8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
+  const [al, pj, al1, pj1, vv] = [18, 19, 20, 21, 22];
+  const acc = [23, 24, 25, 26, 27, 28, 29, 30];
+  const fma = (a: number, b: number, x: number): Code => [
     ...get(a),
-    ...get(pj),
-    ...get(vp),
-    ...v128Load(16 * i),
-    ...F64X2_MUL,
-    ...F64X2_ADD,
-    ...set(a),
-  ]);
-  return body(8, 10, [
-    ...get(Dp),
+    ...get(b),
+    ...madd(x),
+    ...set(x),
+  ];
+  /** op := &o[(r + dr)·Dp + db/4·…] (db counts bytes of v, o is float64). */
+  const oAddr = (dst: number, dr: number): Code => [
+    ...get(o),
+    ...get(r),
+    ...i32c(dr),
+    ...I32_ADD,
+    ...get(vRow),
+    ...I32_MUL,
+    ...get(db),
+    ...I32_ADD,
+    ...i32c(2),
+    ...I32_MUL,
+    ...I32_ADD,
+    ...set(dst),
+  ];
+  const pAddr = (dst: number, dr: number): Code => [
+    ...get(p),
+    ...get(r),
+    ...i32c(dr),
+    ...I32_ADD,
+    ...get(T),
+    ...I32_MUL,
     ...i32c(8),
     ...I32_MUL,
-    ...set(rowB),
+    ...I32_ADD,
+    ...set(dst),
+  ];
+  const alphaOf = (dst: number, dr: number): Code => [
+    ...get(alpha),
+    ...get(r),
+    ...i32c(dr),
+    ...I32_ADD,
+    ...i32c(8),
+    ...I32_MUL,
+    ...I32_ADD,
+    ...load64Splat,
+    ...set(dst),
+  ];
+  /** One row, 16 values of o per pass: eight independent accumulators over the keys. */
+  const oneRow: Code = [
+    ...alphaOf(al, 0),
+    ...i32c(0),
+    ...set(db),
+    ...whileLoop([...get(db), ...get(vRow), ...I32_LT_S], [
+      ...oAddr(op, 0),
+      ...acc.flatMap((a, i) => [
+        ...get(op),
+        ...v128Load(16 * i),
+        ...get(al),
+        ...F64X2_MUL,
+        ...set(a),
+      ]),
+      ...get(v),
+      ...get(db),
+      ...I32_ADD,
+      ...set(vp),
+      ...pAddr(pp, 0),
+      ...i32c(0),
+      ...set(j),
+      ...whileLoop([...get(j), ...get(c), ...I32_LT_S], [
+        ...get(pp),
+        ...load64Splat,
+        ...set(pj),
+        ...acc.flatMap((a, i) => [
+          ...get(vp),
+          ...loadPromote(8 * i),
+          ...set(vv),
+          ...fma(pj, vv, a),
+        ]),
+        ...addTo(vp, get(vRow)),
+        ...addTo(pp, i32c(8)),
+        ...addTo(j, i32c(1)),
+      ]),
+      ...acc.flatMap((a, i) => [...get(op), ...get(a), ...v128Store(16 * i)]),
+      ...addTo(db, i32c(64)),
+    ]),
+    ...addTo(r, i32c(1)),
+  ];
+  /** Two rows with the same key count (GQA decode): each converted v pair feeds both. */
+  const a0 = acc.slice(0, 4), a1 = acc.slice(4);
+  const twoRows: Code = [
+    ...alphaOf(al, 0),
+    ...alphaOf(al1, 1),
+    ...i32c(0),
+    ...set(db),
+    ...whileLoop([...get(db), ...get(vRow), ...I32_LT_S], [
+      ...oAddr(op, 0),
+      ...oAddr(op1, 1),
+      ...a0.flatMap((a, i) => [
+        ...get(op),
+        ...v128Load(16 * i),
+        ...get(al),
+        ...F64X2_MUL,
+        ...set(a),
+      ]),
+      ...a1.flatMap((a, i) => [
+        ...get(op1),
+        ...v128Load(16 * i),
+        ...get(al1),
+        ...F64X2_MUL,
+        ...set(a),
+      ]),
+      ...get(v),
+      ...get(db),
+      ...I32_ADD,
+      ...set(vp),
+      ...pAddr(pp, 0),
+      ...pAddr(pp1, 1),
+      ...i32c(0),
+      ...set(j),
+      ...whileLoop([...get(j), ...get(c), ...I32_LT_S], [
+        ...get(pp),
+        ...load64Splat,
+        ...set(pj),
+        ...get(pp1),
+        ...load64Splat,
+        ...set(pj1),
+        ...[0, 1, 2, 3].flatMap((i) => [
+          ...get(vp),
+          ...loadPromote(8 * i),
+          ...set(vv),
+          ...fma(pj, vv, a0[i]),
+          ...fma(pj1, vv, a1[i]),
+        ]),
+        ...addTo(vp, get(vRow)),
+        ...addTo(pp, i32c(8)),
+        ...addTo(pp1, i32c(8)),
+        ...addTo(j, i32c(1)),
+      ]),
+      ...a0.flatMap((a, i) => [...get(op), ...get(a), ...v128Store(16 * i)]),
+      ...a1.flatMap((a, i) => [...get(op1), ...get(a), ...v128Store(16 * i)]),
+      ...addTo(db, i32c(32)),
+    ]),
+    ...addTo(r, i32c(2)),
+  ];
+  const cntOf = (dr: number): Code => [
+    ...get(cnt),
+    ...get(r),
+    ...i32c(dr),
+    ...I32_ADD,
+    ...i32c(4),
+    ...I32_MUL,
+    ...I32_ADD,
+    ...i32Load,
+  ];
+  return body(10, 13, [
+    ...get(Dp),
+    ...i32c(4),
+    ...I32_MUL,
+    ...set(vRow),
     ...i32c(0),
     ...set(r),
     ...whileLoop([...get(r), ...get(R), ...I32_LT_S], [
-      ...get(cnt),
-      ...get(r),
-      ...i32c(4),
-      ...I32_MUL,
-      ...I32_ADD,
-      ...i32Load,
+      ...cntOf(0),
       ...set(c),
-      ...get(alpha),
+      // pair rows when both exist and see the same keys, else one row
       ...get(r),
-      ...i32c(8),
-      ...I32_MUL,
+      ...i32c(1),
       ...I32_ADD,
-      ...load64Splat,
-      ...set(al),
-      ...i32c(0),
-      ...set(db),
-      // 16 doubles of o per pass: eight independent accumulators over the tile's keys.
-      ...whileLoop([...get(db), ...get(rowB), ...I32_LT_S], [
-        ...get(o),
-        ...get(r),
-        ...get(rowB),
-        ...I32_MUL,
-        ...I32_ADD,
-        ...get(db),
-        ...I32_ADD,
-        ...set(op),
-        ...loadAcc,
-        ...get(v),
-        ...get(db),
-        ...I32_ADD,
-        ...set(vp),
-        ...get(p),
-        ...get(r),
-        ...get(T),
-        ...I32_MUL,
-        ...i32c(8),
-        ...I32_MUL,
-        ...I32_ADD,
-        ...set(pp),
-        ...i32c(0),
-        ...set(j),
-        ...whileLoop([...get(j), ...get(c), ...I32_LT_S], [
-          ...get(pp),
-          ...load64Splat,
-          ...set(pj),
-          ...axpy,
-          ...addTo(vp, get(rowB)),
-          ...addTo(pp, i32c(8)),
-          ...addTo(j, i32c(1)),
-        ]),
-        ...storeAcc,
-        ...addTo(db, i32c(128)),
-      ]),
-      ...addTo(r, i32c(1)),
+      ...get(R),
+      ...I32_LT_S,
+      ...cntOf(1),
+      ...get(c),
+      ...I32_EQ,
+      ...I32_AND,
+      0x04,
+      0x40,
+      ...twoRows,
+      0x05,
+      ...oneRow,
+      0x0b,
     ]),
   ]);
 }
@@ -469,13 +550,18 @@ function name(s: string): Code {
   return [...uleb(b.length), ...b];
 }
 
-/** The module's bytes. */
-export function simdModuleBytes(): Uint8Array<ArrayBuffer> {
+/**
+ * The module's bytes. `fma`: multiply-adds as `f64x2.relaxed_madd` (one rounding; fused where
+ * the CPU has FMA), else `f64x2.mul` then `f64x2.add`.
+ */
+export function simdModuleBytes(fma: boolean): Uint8Array<ArrayBuffer> {
+  const madd: Madd = fma
+    ? (acc) => [...get(acc), ...RELAXED_MADD]
+    : (acc) => [...F64X2_MUL, ...get(acc), ...F64X2_ADD];
   const fns: [string, Code][] = [
     ["cvt16", cvt16()],
-    ["cvt32", cvt32()],
-    ["scores", scores()],
-    ["pv", pv()],
+    ["scores", scores(madd)],
+    ["pv", pv(madd)],
   ];
   const type = [1, 0x60, 8, ...Array(8).fill(0x7f), 0];
   const funcs = [fns.length, ...fns.map(() => 0)];
@@ -507,23 +593,29 @@ export function simdModuleBytes(): Uint8Array<ArrayBuffer> {
 
 let cached: SimdKernels | null | undefined;
 
-/** This thread's instance, or null where WebAssembly SIMD is unavailable. */
+function instantiate(fma: boolean): SimdKernels {
+  const inst = new WebAssembly.Instance(new WebAssembly.Module(simdModuleBytes(fma)));
+  const e = inst.exports as unknown as Omit<SimdKernels, "memory"> & {
+    mem: WebAssembly.Memory;
+  };
+  return { memory: e.mem, cvt16: e.cvt16, scores: e.scores, pv: e.pv };
+}
+
+/**
+ * This thread's instance (relaxed-SIMD multiply-adds where the engine has them, plain SIMD
+ * otherwise), or null where WebAssembly SIMD is unavailable. Every thread of one process
+ * makes the same choice, so the in-thread and Worker executors agree bit for bit.
+ */
 export function simdKernels(): SimdKernels | null {
   if (cached !== undefined) return cached;
-  try {
-    const inst = new WebAssembly.Instance(new WebAssembly.Module(simdModuleBytes()));
-    const e = inst.exports as unknown as Omit<SimdKernels, "memory"> & {
-      mem: WebAssembly.Memory;
-    };
-    cached = {
-      memory: e.mem,
-      cvt16: e.cvt16,
-      cvt32: e.cvt32,
-      scores: e.scores,
-      pv: e.pv,
-    };
-  } catch {
-    cached = null;
+  for (const fma of USE_FMA ? [true, false] : [false]) {
+    try {
+      return cached = instantiate(fma);
+    } catch {
+      // try the next variant
+    }
   }
-  return cached;
+  return cached = null;
 }
+
+const USE_FMA = true;

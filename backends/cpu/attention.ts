@@ -108,9 +108,9 @@ function simdLayout(R: number, Dp: number, Tn: number): SimdLayout {
   const s = take(R * Tn * 8);
   const alpha = take(R * 8);
   const cnt = take(R * 4);
-  const k = take(Tn * Dp * 8);
-  const v = take(Tn * Dp * 8);
-  const raw = take(Tn * Dp * 4);
+  const k = take(Tn * Dp * 4);
+  const v = take(Tn * Dp * 4);
+  const raw = take(Tn * Dp * 2);
   return { q, o, s, alpha, cnt, k, v, raw, bytes: at };
 }
 
@@ -145,23 +145,24 @@ function runWorkersSimd(
   const C = new Int32Array(mem, L.cnt, unitRows);
   const f16 = k instanceof Float16Array;
   const raw16 = new Uint16Array(mem, L.raw, Tn * Dp);
-  const raw32 = new Float32Array(mem, L.raw, Tn * Dp);
   // The kernels read whole Dp rows: the padding of q and of the staged rows must be zero.
   if (Dp !== D) new Uint8Array(mem, 0, L.bytes).fill(0);
   const kSrc = f16 ? new Uint16Array(k.buffer, k.byteOffset, k.length) : k as Float32Array;
   const vSrc = f16 ? new Uint16Array(v.buffer, v.byteOffset, v.length) : v as Float32Array;
-  const raw = f16 ? raw16 : raw32;
-  /** Keys `[j0, j0 + n)` of `src` (from element `base`) → float64 rows at byte `dst`. */
-  const stage = (src: Uint16Array | Float32Array, base: number, n: number, dst: number) => {
+  const kTile = new Float32Array(mem, L.k, Tn * Dp);
+  const vTile = new Float32Array(mem, L.v, Tn * Dp);
+  /**
+   * `n` keys of `src` from element `base` → float32 rows of stride Dp at `tile` (float32 is a
+   * plain copy, float16 a copy of the bits and one conversion pass).
+   */
+  const stage = (src: Uint16Array | Float32Array, base: number, n: number, tile: Float32Array) => {
+    const dst = f16 ? raw16 : tile;
     if (Dp === D) {
-      raw.set(src.subarray(base, base + n * D));
+      dst.set(src.subarray(base, base + n * D));
     } else {
-      for (let j = 0; j < n; j++) {
-        raw.set(src.subarray(base + j * D, base + (j + 1) * D), j * Dp);
-      }
+      for (let j = 0; j < n; j++) dst.set(src.subarray(base + j * D, base + (j + 1) * D), j * Dp);
     }
-    if (f16) K.cvt16(L.raw, dst, n * Dp);
-    else K.cvt32(L.raw, dst, n * Dp);
+    if (f16) K.cvt16(L.raw, tile.byteOffset, n * Dp);
   };
   const rowOf = new Int32Array(unitRows);
   const endOf = new Int32Array(unitRows);
@@ -200,7 +201,7 @@ function runWorkersSimd(
       for (let t0 = keyStart; t0 < segEnd; t0 += T) {
         const t1 = Math.min(t0 + T, segEnd);
         const n = t1 - t0;
-        stage(kSrc, kBase + t0 * D, n, L.k);
+        stage(kSrc, kBase + t0 * D, n, kTile);
         K.scores(L.q, L.k, L.s, R, n, Dp, Tn);
         for (let a = 0; a < R; a++) {
           const c = Math.min(t1, endOf[a]) - t0;
@@ -228,7 +229,7 @@ function runWorkersSimd(
           m[a] = mNew;
           C[a] = c;
         }
-        stage(vSrc, kBase + t0 * D, n, L.v);
+        stage(vSrc, kBase + t0 * D, n, vTile);
         K.pv(L.s, L.v, L.o, L.alpha, L.cnt, R, Dp, Tn);
       }
       for (let a = 0; a < R; a++) {
