@@ -15,7 +15,7 @@
  * geometry (row pairing happens when two rows see the same keys), never on the thread split.
  *
  * Layout (all offsets in bytes, row strides `Dp` elements, `Dp` a multiple of 16):
- * - `cvt16(src, dst, n)`: `n` (a multiple of 4) float16 values at `src` → float32 at `dst`.
+ * - `cvt16(src, dst, n)`: `n` (a multiple of 8) float16 values at `src` → float32 at `dst`.
  * - `scores(q, k, s, R, n, Dp, T)`: `s[r·T + j] = Σ_d q[r·Dp + d] · k[j·Dp + d]` for rows
  *   `r < R` and keys `j < n` (q and s float64, k float32).
  * - `pv(p, v, o, alpha, cnt, R, Dp, T)`: `o[r] = o[r] · alpha[r] + Σ_{j < cnt[r]} p[r·T + j]
@@ -77,13 +77,14 @@ const I32_EQ = [0x46], I32_AND = [0x71];
 const F64_ADD = [0xa0];
 const v128Load = (offset = 0): Code => [...simd(0x00), 3, ...uleb(offset)];
 const v128Store = (offset = 0): Code => [...simd(0x0b), 3, ...uleb(offset)];
-const load16x4U = [...simd(0x04), 1, 0];
+const load16x4S = (offset = 0): Code => [...simd(0x03), 1, ...uleb(offset)];
 const load64Splat = [...simd(0x0a), 3, 0];
 const load64Zero = (offset = 0): Code => [...simd(0x5d), 3, ...uleb(offset)];
 const i32Load = [0x28, 2, 0];
 const f64Store = (offset = 0): Code => [0x39, 3, ...uleb(offset)];
-const V_AND = simd(0x4e), V_OR = simd(0x50), V_BITSELECT = simd(0x52);
-const I32X4_SHL = simd(0xab), I32X4_GT_S = simd(0x3b), F32X4_MUL = simd(0xe6);
+const V_AND = simd(0x4e), V_OR = simd(0x50);
+const I32X4_SHL = simd(0xab), F32X4_MUL = simd(0xe6), F32X4_ABS = simd(0xe0);
+const F32X4_GE = simd(0x46);
 const F64X2_ADD = simd(0xf0), F64X2_MUL = simd(0xf2), PROMOTE_LOW = simd(0x5f);
 const RELAXED_MADD = simd(0x107);
 /** `stack: a b` → `a · b + acc` (pushes acc itself). */
@@ -136,59 +137,55 @@ function body(i32s: number, v128s: number, code: Code): Code {
 // Every function has 8 i32 params (unused ones ignored): one type for all.
 
 function cvt16(): Code {
-  // params src 0, dst 1, n 2; v128 locals: x, a, mag, then the constants (hoisted into
-  // locals so the loop does not rematerialise them)
-  const [src, dst, n, x, a, mag] = [0, 1, 2, 8, 9, 10];
-  const [cMag, cInf, cBias, cMax, cSign] = [11, 12, 13, 14, 15];
+  // params src 0, dst 1, n 2 (a multiple of 8); v128 locals: b, f, then the constants
+  // (hoisted into locals so the loop does not rematerialise them)
+  const [src, dst, n, b, f] = [0, 1, 2, 8, 9];
+  const [cKeep, cBias, cBig, cInf] = [10, 11, 12, 13];
   const init = [
-    ...i32x4Const(0x7fff),
-    ...set(cMag),
-    ...i32x4Const(0x7f800000),
-    ...set(cInf),
+    ...i32x4Const(0x8fffe000),
+    ...set(cKeep),
     ...i32x4Const(0x77800000),
     ...set(cBias),
-    ...i32x4Const(0x7bff),
-    ...set(cMax),
-    ...i32x4Const(0x8000),
-    ...set(cSign),
+    ...i32x4Const(0x47800000),
+    ...set(cBig),
+    ...i32x4Const(0x7f800000),
+    ...set(cInf),
   ];
-  const step = [
+  // Sign-extended half << 13, masked: the sign at bit 31 and exponent·mantissa at bits 13..27,
+  // i.e. a float32 2^112 times too small (float16 subnormals become float32 subnormals), so one
+  // multiply by 2^112 is exact for every finite half. A half inf/NaN lands at |f| ≥ 2^16 (the
+  // largest finite half is 65504): OR-ing the exponent to all ones keeps its sign and mantissa.
+  const four = (off: number): Code => [
     ...get(dst),
     ...get(src),
-    ...load16x4U,
-    ...set(x),
-    ...get(x),
-    ...get(cMag),
-    ...V_AND,
-    ...set(a),
-    ...get(a),
+    ...load16x4S(off),
     ...i32c(13),
     ...I32X4_SHL,
-    ...set(mag),
-    // finite: the magnitude bits moved into float32 place, times 2^112 fixes the exponent
-    // bias (and makes float16 subnormals exact float32 normals); inf/NaN: exponent all ones.
-    ...get(mag),
-    ...get(cInf),
-    ...V_OR,
-    ...get(mag),
+    ...get(cKeep),
+    ...V_AND,
+    ...set(b),
+    ...get(b),
     ...get(cBias),
     ...F32X4_MUL,
-    ...get(a),
-    ...get(cMax),
-    ...I32X4_GT_S,
-    ...V_BITSELECT,
-    ...get(x),
-    ...get(cSign),
+    ...set(f),
+    ...get(f),
+    ...get(f),
+    ...F32X4_ABS,
+    ...get(cBig),
+    ...F32X4_GE,
+    ...get(cInf),
     ...V_AND,
-    ...i32c(16),
-    ...I32X4_SHL,
     ...V_OR,
-    ...v128Store(0),
-    ...addTo(src, i32c(8)),
-    ...addTo(dst, i32c(16)),
-    ...addTo(n, i32c(-4)),
+    ...v128Store(2 * off),
   ];
-  return body(0, 8, [...init, ...whileLoop([...i32c(0), ...get(n), ...I32_LT_S], step)]);
+  const step = [
+    ...four(0),
+    ...four(8),
+    ...addTo(src, i32c(16)),
+    ...addTo(dst, i32c(32)),
+    ...addTo(n, i32c(-8)),
+  ];
+  return body(0, 6, [...init, ...whileLoop([...i32c(0), ...get(n), ...I32_LT_S], step)]);
 }
 
 /** Two float32 at `addr + offset` as an f64x2 (exact). */
