@@ -3,7 +3,13 @@
  * options. Returns the resolved problem so ops never re-derive it.
  */
 import type { Tensor } from "../tensor/tensor.ts";
-import { ArgumentError, BackendMismatchError, DTypeError, ShapeError } from "../tensor/errors.ts";
+import {
+  ArgumentError,
+  BackendMismatchError,
+  DTypeError,
+  ShapeError,
+  show,
+} from "../tensor/errors.ts";
 import { fmt } from "../tensor/shape.ts";
 
 /** Options every attention op takes. */
@@ -57,7 +63,7 @@ export function positiveIntOption(
   if (v === undefined) return undefined;
   if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1 || v > max) {
     const bound = max < Number.MAX_SAFE_INTEGER ? ` ≤ ${max}` : "";
-    throw new ArgumentError(`${op}: ${name} must be a positive integer${bound}, got ${String(v)}`);
+    throw new ArgumentError(`${op}: ${name} must be a positive integer${bound}, got ${show(v)}`);
   }
   return v;
 }
@@ -71,11 +77,11 @@ export function validateAttention(
   opts: AttentionOptions = {},
 ): AttentionProblem {
   if (opts === null || typeof opts !== "object") {
-    throw new ArgumentError(`${op}: options must be an object, got ${String(opts)}`);
+    throw new ArgumentError(`${op}: options must be an object, got ${show(opts)}`);
   }
   for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
     if (!t || typeof t !== "object" || !("shape" in t)) {
-      throw new ArgumentError(`${op}: ${name} must be a Tensor, got ${String(t)}`);
+      throw new ArgumentError(`${op}: ${name} must be a Tensor, got ${show(t)}`);
     }
     t.id; // throws DisposedTensorError
     if (t.shape.length !== 4) {
@@ -117,15 +123,15 @@ export function validateAttention(
   let scale = 1 / Math.sqrt(D);
   if (opts.scale !== undefined) {
     if (typeof opts.scale !== "number" || !Number.isFinite(opts.scale)) {
-      throw new ArgumentError(`${op}: scale must be a finite number, got ${String(opts.scale)}`);
+      throw new ArgumentError(`${op}: scale must be a finite number, got ${show(opts.scale)}`);
     }
     scale = opts.scale;
   }
   if (opts.causal !== undefined && typeof opts.causal !== "boolean") {
-    throw new ArgumentError(`${op}: causal must be a boolean, got ${String(opts.causal)}`);
+    throw new ArgumentError(`${op}: causal must be a boolean, got ${show(opts.causal)}`);
   }
   if (opts.returnLse !== undefined && typeof opts.returnLse !== "boolean") {
-    throw new ArgumentError(`${op}: returnLse must be a boolean, got ${String(opts.returnLse)}`);
+    throw new ArgumentError(`${op}: returnLse must be a boolean, got ${show(opts.returnLse)}`);
   }
   const kvLens = new Int32Array(B).fill(N);
   if (opts.kvLens !== undefined) {
@@ -133,7 +139,7 @@ export function validateAttention(
     if (!Array.isArray(l) || l.length !== B) {
       throw new ArgumentError(
         `${op}: kvLens must be an array of ${B} lengths (one per batch entry), got ${
-          Array.isArray(l) ? `${l.length} lengths` : String(l)
+          Array.isArray(l) ? `${l.length} lengths` : show(l)
         }`,
       );
     }
@@ -141,7 +147,7 @@ export function validateAttention(
       const n = l[b];
       if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0 || n > N) {
         throw new ArgumentError(
-          `${op}: kvLens[${b}] must be an integer in [0, ${N}], got ${String(n)}`,
+          `${op}: kvLens[${b}] must be an integer in [0, ${N}], got ${show(n)}`,
         );
       }
       kvLens[b] = n;

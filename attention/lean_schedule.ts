@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { ArgumentError } from "../tensor/errors.ts";
+import { ArgumentError, show } from "../tensor/errors.ts";
 
 /** The problem a schedule partitions. */
 export interface LeanPlan {
@@ -92,7 +92,7 @@ export interface LeanSchedule {
 
 function positiveInt(name: string, v: unknown): number {
   if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
-    throw new ArgumentError(`${name}: expected a positive integer, got ${String(v)}`);
+    throw new ArgumentError(`${name}: expected a positive integer, got ${show(v)}`);
   }
   return v;
 }
@@ -105,7 +105,7 @@ function units(plan: LeanPlan): { plan: Required<LeanPlan>; units: LeanUnit[] } 
   if (!Array.isArray(plan.kvLens) || plan.kvLens.length !== batch) {
     throw new ArgumentError(
       `kvLens: expected ${batch} lengths (one per batch entry), got ${
-        Array.isArray(plan.kvLens) ? plan.kvLens.length : String(plan.kvLens)
+        Array.isArray(plan.kvLens) ? plan.kvLens.length : show(plan.kvLens)
       }`,
     );
   }

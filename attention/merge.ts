@@ -7,7 +7,13 @@
  * @module
  */
 import { Tensor } from "../tensor/tensor.ts";
-import { ArgumentError, BackendMismatchError, DTypeError, ShapeError } from "../tensor/errors.ts";
+import {
+  ArgumentError,
+  BackendMismatchError,
+  DTypeError,
+  ShapeError,
+  show,
+} from "../tensor/errors.ts";
 import { fmt, type Shape } from "../tensor/shape.ts";
 
 function sameShape(a: Shape, b: Shape): boolean {
@@ -45,7 +51,7 @@ export function mergeAttentionStates(states: readonly AttentionState[]): Attenti
   if (!Array.isArray(states) || states.length === 0) {
     throw new ArgumentError(
       `${op}: expected a non-empty array of {out, lse} states, got ${
-        Array.isArray(states) ? "an empty array" : String(states)
+        Array.isArray(states) ? "an empty array" : show(states)
       }`,
     );
   }

@@ -6,7 +6,7 @@
  */
 import type { Backend } from "../backends/backend.ts";
 import type { DType } from "../tensor/dtype.ts";
-import { ArgumentError, BackendMismatchError, DTypeError } from "../tensor/errors.ts";
+import { ArgumentError, BackendMismatchError, DTypeError, show } from "../tensor/errors.ts";
 import { fmt } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 
@@ -53,5 +53,5 @@ export function describe(x: unknown): string {
   if (x === null) return "null";
   if (Array.isArray(x)) return `an array of length ${x.length}`;
   if (typeof x === "object") return (x as object).constructor?.name ?? "an object";
-  return `${typeof x} ${String(x)}`;
+  return `${typeof x} ${show(x)}`;
 }

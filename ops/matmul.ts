@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { ArgumentError, ShapeError } from "../tensor/errors.ts";
+import { ArgumentError, ShapeError, show } from "../tensor/errors.ts";
 import { broadcastShapes, fmt } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { live, sameBackend, sameDType } from "./_util.ts";
@@ -31,13 +31,13 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const x = live("matmul", "a", a);
   const y = live("matmul", "b", b);
   if (opts === null || typeof opts !== "object") {
-    throw new ArgumentError(`matmul: options must be an object, got ${String(opts)}`);
+    throw new ArgumentError(`matmul: options must be an object, got ${show(opts)}`);
   }
   const tA = opts.transposeA ?? false;
   const tB = opts.transposeB ?? false;
   if (typeof tA !== "boolean" || typeof tB !== "boolean") {
     throw new ArgumentError(
-      `matmul: transposeA/transposeB must be booleans, got ${String(tA)}, ${String(tB)}`,
+      `matmul: transposeA/transposeB must be booleans, got ${show(tA)}, ${show(tB)}`,
     );
   }
   sameBackend("matmul", x, y);

@@ -4,7 +4,7 @@
  * @module
  */
 import type { ReduceOp } from "../backends/backend.ts";
-import { ArgumentError } from "../tensor/errors.ts";
+import { ArgumentError, show } from "../tensor/errors.ts";
 import { normAxis } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { live } from "./_util.ts";
@@ -12,7 +12,7 @@ import { live } from "./_util.ts";
 function reduceOp(op: ReduceOp, x: Tensor, axis: number | undefined, keepDims: boolean): Tensor {
   const t = live(op, "x", x);
   if (typeof keepDims !== "boolean") {
-    throw new ArgumentError(`${op}: keepDims must be a boolean, got ${String(keepDims)}`);
+    throw new ArgumentError(`${op}: keepDims must be a boolean, got ${show(keepDims)}`);
   }
   if (axis === undefined) {
     // All axes: one reduction of the flattened tensor (the reshape shares storage).

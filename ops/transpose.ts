@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { ShapeError } from "../tensor/errors.ts";
+import { ShapeError, show } from "../tensor/errors.ts";
 import { fmt } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { live } from "./_util.ts";
@@ -28,7 +28,7 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
     const bad = () =>
       new ShapeError(
         `transpose: perm must be a permutation of 0..${r - 1} for shape ${fmt(t.shape)}, got ${
-          Array.isArray(perm) ? `[${perm.join(", ")}]` : String(perm)
+          show(perm)
         }`,
       );
     if (!Array.isArray(perm) || perm.length !== r) throw bad();

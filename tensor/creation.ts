@@ -6,7 +6,7 @@
 import type { Backend } from "../backends/backend.ts";
 import { getBackend } from "../backends/default.ts";
 import { checkDType, type DType, roundToF16 } from "./dtype.ts";
-import { ShapeError } from "./errors.ts";
+import { ShapeError, show } from "./errors.ts";
 import { normals } from "./random.ts";
 import { checkShape, fmt, type Shape, sizeOf } from "./shape.ts";
 import { Tensor } from "./tensor.ts";
@@ -134,7 +134,7 @@ export function randn(
 ): Tensor {
   const s = checkShape([...shape], "randn");
   if (!Number.isFinite(opts?.seed)) {
-    throw new ShapeError(`randn: expected a finite numeric seed, got ${String(opts?.seed)}`);
+    throw new ShapeError(`randn: expected a finite numeric seed, got ${show(opts?.seed)}`);
   }
   return fromValues(normals(sizeOf(s), opts.seed), s, opts);
 }

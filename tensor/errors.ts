@@ -38,3 +38,18 @@ export class LimitError extends LeanattnError {}
 
 /** An option has an invalid value (e.g. `tileSize: 0`, `kvLens` of the wrong length). */
 export class ArgumentError extends LeanattnError {}
+
+/**
+ * A value as text for an error message. Never throws (symbols, arrays holding symbols and
+ * objects whose `toString` throws are all shown), so building a message cannot replace the
+ * intended error with a `TypeError`.
+ */
+export function show(v: unknown): string {
+  try {
+    if (Array.isArray(v)) return `[${v.map(show).join(", ")}]`;
+    if (typeof v === "symbol") return v.toString();
+    return String(v);
+  } catch {
+    return `(a ${typeof v})`;
+  }
+}

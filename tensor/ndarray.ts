@@ -7,7 +7,7 @@
 // @ts-types="@types/ndarray"
 import ndarray from "ndarray";
 import { checkDType, type DType } from "./dtype.ts";
-import { ArgumentError } from "./errors.ts";
+import { ArgumentError, show } from "./errors.ts";
 import { type CreationOptions, fromValues } from "./creation.ts";
 import { checkShape, sizeOf } from "./shape.ts";
 import type { Tensor } from "./tensor.ts";
@@ -81,7 +81,7 @@ export function fromNdarray(nd: NdArrayLike, opts: CreationOptions = {}): Tensor
     typeof nd.offset !== "number" || nd.data == null
   ) {
     throw new ArgumentError(
-      `fromNdarray: expected an ndarray (data, shape, stride, offset), got ${String(nd)}`,
+      `fromNdarray: expected an ndarray (data, shape, stride, offset), got ${show(nd)}`,
     );
   }
   const shape = checkShape([...nd.shape], "fromNdarray");

@@ -1,4 +1,4 @@
-import { ShapeError } from "./errors.ts";
+import { ShapeError, show } from "./errors.ts";
 
 /** A tensor shape: a list of non-negative integer dimensions. */
 export type Shape = readonly number[];
@@ -13,12 +13,12 @@ export function sizeOf(shape: Shape): number {
 /** Throws {@link ShapeError} unless every dimension is a non-negative safe integer. */
 export function checkShape(shape: unknown, what = "shape"): Shape {
   if (!Array.isArray(shape)) {
-    throw new ShapeError(`${what}: expected an array of dimensions, got ${String(shape)}`);
+    throw new ShapeError(`${what}: expected an array of dimensions, got ${show(shape)}`);
   }
   for (const d of shape) {
     if (typeof d !== "number" || !Number.isSafeInteger(d) || d < 0) {
       throw new ShapeError(
-        `${what}: expected non-negative integer dimensions, got [${shape.join(", ")}]`,
+        `${what}: expected non-negative integer dimensions, got ${show(shape)}`,
       );
     }
   }

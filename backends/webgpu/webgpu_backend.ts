@@ -18,7 +18,7 @@ import type {
 } from "../backend.ts";
 import type { DType } from "../../tensor/dtype.ts";
 import type { Shape } from "../../tensor/shape.ts";
-import { ArgumentError, BackendUnavailableError, LimitError } from "../../tensor/errors.ts";
+import { ArgumentError, BackendUnavailableError, LimitError, show } from "../../tensor/errors.ts";
 import type { GpuContext, GpuFeatures } from "./context.ts";
 import { GpuRuntime, type PassTiming } from "./_runtime.ts";
 import {
@@ -324,7 +324,7 @@ export async function webgpu(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
       opts.splitBytes < 16)
   ) {
     throw new ArgumentError(
-      `webgpu: splitBytes must be an integer ≥ 16, got ${String(opts.splitBytes)}`,
+      `webgpu: splitBytes must be an integer ≥ 16, got ${show(opts.splitBytes)}`,
     );
   }
   const off = new Set(opts.disableFeatures ?? []);
