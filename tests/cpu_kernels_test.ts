@@ -1,0 +1,113 @@
+/**
+ * The CPU attention executor's WebAssembly kernels (backends/cpu/_attention_simd.ts) against
+ * plain float64 loops: float16 conversion over every bit pattern, and the scores / P·V kernels
+ * on random shapes (row pairing, key tails, per-row key counts, padding widths).
+ */
+import { ok as assert } from "node:assert/strict";
+import fc from "fast-check";
+import { simdKernels } from "../backends/cpu/_attention_simd.ts";
+
+const K = simdKernels();
+
+/** Fills a view in place (`map` would make a copy outside the wasm memory). */
+function fill<A extends Float64Array | Float32Array | Int32Array>(a: A, f: () => number): A {
+  for (let i = 0; i < a.length; i++) a[i] = f();
+  return a;
+}
+
+Deno.test("cvt16 decodes all 65536 float16 bit patterns as Float16Array does", () => {
+  assert(K, "WebAssembly SIMD kernels unavailable");
+  const need = 65536 * 6;
+  if (K.memory.buffer.byteLength < need) {
+    K.memory.grow(Math.ceil((need - K.memory.buffer.byteLength) / 65536));
+  }
+  const bits = new Uint16Array(K.memory.buffer, 0, 65536);
+  for (let i = 0; i < 65536; i++) bits[i] = i;
+  const halves = new Float16Array(K.memory.buffer, 0, 65536);
+  K.cvt16(0, 131072, 65536);
+  const got = new Float32Array(K.memory.buffer, 131072, 65536);
+  let bad = 0;
+  let first = -1;
+  for (let i = 0; i < 65536; i++) {
+    const want = halves[i];
+    const same = Number.isNaN(want) ? Number.isNaN(got[i]) : Object.is(got[i], want);
+    if (!same) {
+      bad++;
+      if (first < 0) first = i;
+    }
+  }
+  assert(bad === 0, `${bad} patterns wrong, first 0x${first.toString(16)}: got ${got[first]}`);
+});
+
+Deno.test("scores and pv match float64 loops on random shapes", () => {
+  assert(K, "WebAssembly SIMD kernels unavailable");
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 6 }), // R
+      fc.integer({ min: 1, max: 11 }), // n
+      fc.constantFrom(16, 32, 48), // Dp
+      fc.integer({ min: 0, max: 2 ** 31 - 1 }), // seed
+      fc.boolean(), // equal key counts (the paired-row path)
+      (R, n, Dp, seed, equal) => {
+        const T = n + 3;
+        let st = seed | 0;
+        const rnd = () => ((st = (Math.imul(st, 1103515245) + 12345) | 0) >>> 0) / 2 ** 32 - 0.5;
+        let at = 0;
+        const take = (bytes: number) => {
+          const here = at;
+          at += Math.ceil(bytes / 16) * 16;
+          return here;
+        };
+        const [q, k, v, s, o, al, cn] = [
+          take(R * Dp * 8),
+          take(n * Dp * 4),
+          take(n * Dp * 4),
+          take(R * T * 8),
+          take(R * Dp * 8),
+          take(R * 8),
+          take(R * 4),
+        ];
+        if (K.memory.buffer.byteLength < at) {
+          K.memory.grow(Math.ceil((at - K.memory.buffer.byteLength) / 65536));
+        }
+        const m = K.memory.buffer;
+        const Q = fill(new Float64Array(m, q, R * Dp), rnd);
+        const Kt = fill(new Float32Array(m, k, n * Dp), rnd);
+        const V = fill(new Float32Array(m, v, n * Dp), rnd);
+        const O = fill(new Float64Array(m, o, R * Dp), rnd);
+        const O0 = O.slice();
+        const A = fill(new Float64Array(m, al, R), () => 0.5 + rnd());
+        const C = fill(
+          new Int32Array(m, cn, R),
+          () => equal ? n : Math.floor((rnd() + 0.5) * (n + 1)),
+        );
+        K.scores(q, k, s, R, n, Dp, T);
+        const S = new Float64Array(m, s, R * T);
+        for (let r = 0; r < R; r++) {
+          for (let j = 0; j < n; j++) {
+            let want = 0, mag = 0;
+            for (let d = 0; d < Dp; d++) {
+              want += Q[r * Dp + d] * Kt[j * Dp + d];
+              mag += Math.abs(Q[r * Dp + d] * Kt[j * Dp + d]);
+            }
+            const got = S[r * T + j];
+            assert(Math.abs(got - want) <= 1e-14 * mag, `s[${r},${j}] ${got} vs ${want}`);
+          }
+        }
+        K.pv(s, v, o, al, cn, R, Dp, T);
+        for (let r = 0; r < R; r++) {
+          for (let d = 0; d < Dp; d++) {
+            let want = O0[r * Dp + d] * A[r], mag = Math.abs(want);
+            for (let j = 0; j < C[r]; j++) {
+              want += S[r * T + j] * V[j * Dp + d];
+              mag += Math.abs(S[r * T + j] * V[j * Dp + d]);
+            }
+            const got = O[r * Dp + d];
+            assert(Math.abs(got - want) <= 1e-14 * mag, `o[${r},${d}] ${got} vs ${want}`);
+          }
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
