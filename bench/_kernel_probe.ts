@@ -11,9 +11,9 @@
  * same run (the ceiling), then each kernel variant, and prints a table of GPU times and the
  * fraction of the ceiling; `--json FILE` writes the rows. GPU time of a call is the span from
  * its first pass's begin timestamp to its last pass's end (`… sum`: the passes' own times
- * summed). `--quick-gqa`: decode (1,32,8), (4,32,8), (16,32,8), (1,32,32) at N = 4k/16k/64k,
- * the default kernel against staged tiles (`ws`), row split (`rs2`, `rs4`), both, a whole
- * subgroup per key (`L32`) and flash, one short table.
+ * summed). `--quick-gqa`: decode (1,32,8), (4,32,8), (16,32,8), (1,64,8), (1,32,32) at N =
+ * 4k/16k/64k, the default kernel against lanes per key, keys per slot, prefetch, workgroup size
+ * and lean grid variants and flash, one short table.
  *
  * @module
  */
@@ -300,6 +300,7 @@ interface Case {
   rs?: number;
   U?: number;
   ws?: boolean;
+  wg?: number;
   /** A NaN/±∞ written into q or k (index as a fraction of the array): non-finite scores. */
   spike?: { where: "q" | "k"; at: number; value: number };
 }
@@ -422,6 +423,7 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
     rs: c.rs,
     U: c.U,
     ws: c.ws,
+    wg: c.wg,
   };
   const res = webgpuAttentionTuned(ctx, q, k, v, params, tuning);
   const out = await ctx.read(res.out);
@@ -590,6 +592,18 @@ async function check(ctx: ProbeContext, count: number, seed0: number): Promise<b
     { ...fixed[0], kernel: "wgm", spike: { where: "q", at: 0.9, value: Infinity } },
     { ...fixed[0], kernel: "generic", spike: { where: "k", at: 0.3, value: -Infinity } },
     { ...fixed[2], spike: { where: "k", at: 0.6, value: NaN } },
+    // Run 5's sweep configurations (L = 32 applies where subgroups have ≥ 32 lanes).
+    { ...fixed[0], L: 32, U: 16 },
+    { ...fixed[0], L: 32, wg: 512, causal: true },
+    { ...fixed[0], L: 32, wg: 128 },
+    { ...fixed[0], L: 32, pf: true, U: 4 },
+    { ...fixed[0], U: 4, pf: true },
+    { ...fixed[0], Hq: 16, L: 32, spike: { where: "q", at: 0.5, value: NaN } },
+    // ≈ 1,400 keys per worker on 1–2 workers per compute unit: 4-row units take L = 32 by
+    // default where subgroups allow (H200: 132 CUs, grid 200).
+    { ...fixed[0], N: 3000, kvLens: [3000, 2000] },
+    { ...fixed[0], N: 40000, kvLens: [40000, 30000], grid: 200 },
+    { ...fixed[0], N: 3000, kvLens: [3000, 1999], causal: true, algo: "flash-decoding" },
   );
   for (let i = 0; i < fixed.length + count; i++) {
     const r = rng(seed0 + i);
@@ -671,29 +685,44 @@ interface Variant {
 }
 
 /**
- * Variants of `bench --quick-gqa`: the default kernel, workgroup-staged tiles (`ws`), the
- * row-split subgroup kernel (`rs2`/`rs4`: rows of a GQA group on different subgroups reading
- * the same keys), both, a whole subgroup per key (`L32`), and flash. Names are the JSON keys.
+ * Variants of `bench --quick-gqa` (run 5): the default kernel against lanes per key (`L32`: a
+ * whole subgroup a key), keys per slot (`U`), prefetch (`pf`), no rotated loop (`norot`),
+ * workgroup size (`wg`) and the lean grid (`gN`: N workgroups per compute unit); `flash` for
+ * reference. Names are the JSON keys. (Run 4's staged-tile and row-group variants lost by
+ * 10–35 points; bench/NOTES.md.)
  */
-const GQA_VARIANTS: Variant[] = [
-  { name: "def", algo: "lean", tuning: {}, gridPerCu: 2, tileSize: 256 },
-  { name: "ws", algo: "lean", tuning: { ws: true }, gridPerCu: 2, tileSize: 256 },
-  { name: "rs2", algo: "lean", tuning: { rs: 2 }, gridPerCu: 2, tileSize: 256 },
-  { name: "rs4", algo: "lean", tuning: { rs: 4 }, gridPerCu: 2, tileSize: 256 },
-  { name: "rs2 ws", algo: "lean", tuning: { rs: 2, ws: true }, gridPerCu: 2, tileSize: 256 },
-  { name: "rs4 ws", algo: "lean", tuning: { rs: 4, ws: true }, gridPerCu: 2, tileSize: 256 },
-  {
-    name: "rs2 L16 ws",
-    algo: "lean",
-    tuning: { rs: 2, L: 16, ws: true },
-    gridPerCu: 2,
-    tileSize: 256,
-  },
-  { name: "rs4 ws g3", algo: "lean", tuning: { rs: 4, ws: true }, gridPerCu: 3, tileSize: 256 },
-  { name: "L32", algo: "lean", tuning: { L: 32 }, gridPerCu: 2, tileSize: 256 },
-  { name: "L32 ws", algo: "lean", tuning: { L: 32, ws: true }, gridPerCu: 2, tileSize: 256 },
-  { name: "flash", algo: "flash", tuning: {}, tileSize: 128 },
-];
+const GQA_VARIANTS: Variant[] = (
+  [
+    ["def", {}, 2],
+    ["g1", {}, 1],
+    ["g3", {}, 3],
+    ["U4", { U: 4 }, 2],
+    ["U4 g3", { U: 4 }, 3],
+    ["pf U4", { pf: true, U: 4 }, 2],
+    ["L32", { L: 32 }, 2],
+    ["L32 g1", { L: 32 }, 1],
+    ["L32 g3", { L: 32 }, 3],
+    ["L32 U4", { L: 32, U: 4 }, 2],
+    ["L32 U4 g4", { L: 32, U: 4 }, 4],
+    ["L32 U16", { L: 32, U: 16 }, 2],
+    ["L32 U16 g1", { L: 32, U: 16 }, 1],
+    ["L32 pf U4", { L: 32, pf: true, U: 4 }, 2],
+    ["L32 pf", { L: 32, pf: true }, 2],
+    ["L32 norot", { L: 32, rot: false }, 2],
+    ["L32 wg512 g1", { L: 32, wg: 512 }, 1],
+    ["L32 wg512 U4", { L: 32, wg: 512, U: 4 }, 2],
+    ["L32 wg128 g4", { L: 32, wg: 128 }, 4],
+    // Run 6's default before the keys-per-worker rule (16 lanes a key for 4-row units).
+    ["L16", { L: 16 }, 2],
+    ["L16 g1", { L: 16 }, 1],
+  ] as [string, AttentionTuning, number][]
+).map(([name, tuning, g]): Variant => ({
+  name,
+  algo: "lean",
+  tuning,
+  gridPerCu: g,
+  tileSize: 256,
+})).concat([{ name: "flash", algo: "flash", tuning: {}, tileSize: 128 }]);
 
 async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
   const gqa = args.includes("--quick-gqa");
@@ -702,7 +731,7 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
   const jsonPath = ji >= 0 ? args[ji + 1] : null;
   const D = 128;
   const shapes: [number, number, number][] = gqa
-    ? [[1, 32, 8], [4, 32, 8], [16, 32, 8], [1, 32, 32]]
+    ? [[1, 32, 8], [4, 32, 8], [16, 32, 8], [1, 64, 8], [1, 32, 32]]
     : quick
     ? [[1, 32, 32], [4, 32, 8]]
     : [[1, 32, 32], [1, 64, 64], [4, 32, 32], [16, 32, 32], [1, 32, 8], [4, 32, 8], [16, 32, 8]];
@@ -756,7 +785,7 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
   const read = ctx.pipeline("probe-read", () => READ);
   for (const [B, Hq, Hkv] of shapes) {
     const list = Ns.filter((N) => fits(B, Hkv, N));
-    if (!list.some((N) => N >= 16384) && fits(B, Hkv, 8192)) list.push(8192);
+    if (ni < 0 && !list.some((N) => N >= 16384) && fits(B, Hkv, 8192)) list.push(8192);
     for (const N of list) {
       const elems = B * Hkv * N * D;
       const k = fillF16(ctx, elems, 1);

@@ -10,9 +10,14 @@
  * else; the first that applies runs. Arithmetic and partial states are f32; results are
  * deterministic (fixed merge orders, no atomics, no workgroup waits on another).
  *
- * Measured on an H200 (f16 K/V, D = 128, decode, lean grid = 2 × SMs; `bench/NOTES.md`):
- * 92–96 % of a streaming read of the same bytes at 256 MB and more, 49–93 % at N = 4k, where
- * the second (reduce) pass's fixed cost of ≈ 10 µs dominates.
+ * Measured on an H200 (f16 K/V, D = 128, decode, lean grid = 2 × SMs; `bench/NOTES.md`, run
+ * 7), as % of a streaming read of the same bytes: MHA 90 % at 1 GB, 72 % at 268 MB, 40 % at
+ * 67 MB; GQA with 4 rows a unit 76–77 % at 1 GB, 56–58 % at 268 MB — the second (reduce) pass
+ * costs ≈ 18 µs, which dominates small calls.
+ *
+ * A visible NaN or +∞ score makes its row NaN (out and lse), as in the float64 reference:
+ * kernels track it with a bit test per score (compilers may assume no NaN, and WGSL `max`
+ * may drop one) and carry it in partial states as l = NaN.
  *
  * @module
  */
@@ -140,6 +145,10 @@ interface Geometry {
   group: number;
   rowsPerBlock: number;
   unitRows: number;
+  /** Visible keys (summed over units) per lean worker: the work a workgroup streams. */
+  keysPerWorker: number;
+  /** Workers (workgroups) of the schedule. */
+  workers: number;
 }
 
 /** Flattens the schedule (and the reduce items) into one u32 array. */
@@ -226,12 +235,20 @@ function checkBinding(ctx: GpuContext, what: string, bytes: number): void {
 }
 
 /**
- * Defaults for units of four or more rows (GQA decode), under the explicit tuning. Empty until
- * the staged-tile / row-group variants are measured (bench/NOTES.md, "GQA decode: staged
- * tiles and row groups"); the candidates are `{ rs: 4, ws: true }` and
- * `{ rs: 2, L: 16, ws: true }`.
+ * Defaults for units of four or more rows (GQA decode), under the explicit tuning. Empty: the
+ * staged-tile and row-group variants lost 10–35 points on an H200 (bench/NOTES.md, run 4).
  */
 const MULTI_ROW_DEFAULTS: AttentionTuning = {};
+
+/**
+ * Keys per worker for which 4-row subgroups take a whole 32-lane subgroup per key (L = 32)
+ * instead of 16 lanes, when the schedule has between one and two workers per compute unit
+ * (the backend's lean grid is two): +1…+5 points of the streaming-read ceiling there on an
+ * H200 in four runs; −4 above the range (≥ 1 GB of K/V), −1 below, and 5–20 points worse
+ * with at most one worker per compute unit (lean grid 1×, flash with B·Hkv ≤ SMs) or three
+ * (bench/NOTES.md, runs 4–7).
+ */
+const WIDE_KEY_WORK: readonly [number, number] = [256, 4096];
 
 /** The subgroup kernel's configuration for this call, or null when it does not apply. */
 function sgConfig(
@@ -248,6 +265,9 @@ function sgConfig(
   }
   if (tuning.kernel === "generic" || !ctx.features.subgroups) return null;
   const wg = tuning.wg ?? 256;
+  if (
+    wg > ctx.limits.maxComputeInvocationsPerWorkgroup || wg > ctx.limits.maxComputeWorkgroupSizeX
+  ) return null;
   const minSg = subgroupMinSize(ctx) ?? 8;
   if (minSg < 8 || wg % minSg !== 0) return null;
   // Row groups: every row group needs a subgroup of its own in the workgroup (up to 128
@@ -275,6 +295,11 @@ function sgConfig(
   if (!L) {
     L = 8;
     while (L < minSg && (R * g.D) / L > 32) L *= 2;
+    const [lo, hi] = WIDE_KEY_WORK;
+    if (
+      R === 4 && L === 16 && minSg >= 32 && g.D % 128 === 0 && g.keysPerWorker >= lo &&
+      g.keysPerWorker <= hi && g.workers > computeUnits(ctx) && g.workers <= 2 * computeUnits(ctx)
+    ) L = 32;
   }
   // A default L wider than this device's subgroups narrows to them (an explicit one fails).
   if (explicit.L === undefined && L > minSg) L = minSg;
@@ -374,7 +399,14 @@ export function webgpuAttentionTuned(
     group,
     rowsPerBlock,
     unitRows: group * rowsPerBlock,
+    keysPerWorker: 0,
+    workers: s.workers.length,
   };
+  if (s.workers.length > 0) {
+    let keys = 0;
+    for (let b = 0; b < B; b++) keys += Math.min(Math.max(params.kvLens[b], 0), N);
+    g.keysPerWorker = (keys * Hkv * s.plan.qBlocks) / s.workers.length;
+  }
   const rows = B * Hq * Sq;
   const out = ctx.alloc(rows * D, q.dtype);
   const lse = ctx.alloc(rows, "float32");
