@@ -111,3 +111,57 @@ Deno.test("scores and pv match float64 loops on random shapes", () => {
     { numRuns: 300 },
   );
 });
+
+Deno.test("pexp: exp(s − m) within 2 ulp of Math.exp, the row sums; below −708 (and −∞) 0; NaN stays NaN", () => {
+  assert(K, "WebAssembly SIMD kernels unavailable");
+  const specials = [0, -0, -1e-300, -1e-10, -0.3465, -0.3466, -1, -700, -707.9, -708, -708.1];
+  const extra = [-746, -1e6, -Infinity];
+  fc.assert(
+    fc.property(
+      fc.array(fc.double({ min: -800, max: 0, noNaN: true }), { minLength: 0, maxLength: 40 }),
+      fc.double({ min: -5, max: 5, noNaN: true }),
+      fc.boolean(),
+      (xs, shift, withNaN) => {
+        const rows = [
+          [...specials, ...xs].map((x) => x + shift),
+          [...extra, ...xs].map((x) => x + shift),
+          withNaN ? [...xs, NaN].map((x) => x + shift) : [],
+        ];
+        const R = rows.length;
+        const T = Math.max(...rows.map((r) => r.length)) + 1;
+        const need = R * T * 8 + 64;
+        if (K.memory.buffer.byteLength < need) {
+          K.memory.grow(Math.ceil((need - K.memory.buffer.byteLength) / 65536));
+        }
+        const m = K.memory.buffer;
+        const S = new Float64Array(m, 0, R * T).fill(1234.5);
+        const at = R * T * 8;
+        const C = new Int32Array(m, at, R);
+        const MX = new Float64Array(m, at + 16, R);
+        const SUM = new Float64Array(m, at + 48, R);
+        rows.forEach((row, r) => {
+          S.set(row, r * T);
+          C[r] = row.length;
+          MX[r] = shift;
+        });
+        K.pexp(0, R, T, at, at + 16, at + 48);
+        rows.forEach((row, r) => {
+          let want = 0;
+          row.forEach((x, j) => {
+            const e = Math.exp(x - shift);
+            want += e;
+            const got = S[r * T + j];
+            if (Number.isNaN(e)) assert(Number.isNaN(got), `exp(${x - shift}) = ${got}`);
+            else if (x - shift < -708) assert(got === 0, `exp(${x - shift}) = ${got}, not 0`);
+            else assert(Math.abs(got - e) <= 2 * 2 ** -52 * e, `exp(${x - shift}) ${got} vs ${e}`);
+          });
+          assert(S[r * T + row.length] === 1234.5, "wrote past the row's count");
+          const tol = 1e-15 * Math.max(1, want);
+          const ok = Number.isNaN(want) ? Number.isNaN(SUM[r]) : Math.abs(SUM[r] - want) <= tol;
+          assert(ok, `row ${r}: sum ${SUM[r]} vs ${want}`);
+        });
+      },
+    ),
+    { numRuns: 200 },
+  );
+});

@@ -39,6 +39,7 @@ export interface SimdKernels {
     Dp: number,
     T: number,
   ): void;
+  pexp(s: number, R: number, T: number, cnt: number, mx: number, sum: number): void;
 }
 
 // --- encoding helpers --------------------------------------------------------------------
@@ -98,6 +99,28 @@ const i32x4Const = (x: number): Code => {
   return [...simd(0x0c), ...b];
 };
 const V_ZERO = i32x4Const(0);
+const f64x2Const = (x: number): Code => {
+  const b = new Uint8Array(16);
+  const dv = new DataView(b.buffer);
+  dv.setFloat64(0, x, true);
+  dv.setFloat64(8, x, true);
+  return [...simd(0x0c), ...b];
+};
+const i64x2Const = (x: number): Code => {
+  const b = new Uint8Array(16);
+  const dv = new DataView(b.buffer);
+  dv.setBigInt64(0, BigInt(x), true);
+  dv.setBigInt64(8, BigInt(x), true);
+  return [...simd(0x0c), ...b];
+};
+const F64X2_SUB = simd(0xf1), F64X2_MAX = simd(0xf5), F64X2_NEAREST = simd(0x94);
+const F64X2_LT = simd(0x49), V_ANDNOT = simd(0x4f), TRUNC_SAT_F64_ZERO = simd(0xfc);
+const I64X2_EXTEND_LOW_S = simd(0xc7), I64X2_ADD = simd(0xce), I64X2_SHL = simd(0xcb);
+const f64Const = (x: number): Code => {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setFloat64(0, x, true);
+  return [0x44, ...b];
+};
 
 /** `while (cond) body` as block/loop with the test at both ends. */
 function whileLoop(cond: Code, body: Code): Code {
@@ -538,6 +561,174 @@ function pv(madd: Madd): Code {
   ]);
 }
 
+/**
+ * `p = exp(s − mx[r])` in place for the first `cnt[r]` scores of each row, `sum[r] = Σ p`.
+ * exp: k = nearest(x·log2 e), r = x − k·ln2 (Cody–Waite, ln2 split so k·ln2hi is exact), the
+ * Taylor series to r^13 (truncation < 1e-17 relative on |r| ≤ ln2/2), times 2^k built in the
+ * exponent bits; x < −708 (including −∞) gives 0, NaN stays NaN.
+ */
+function pexp(madd: Madd): Code {
+  // params s 0, R 1, T 2, cnt 3, mx 4, sum 5
+  const [s, R, T, cnt, mx, sum] = [0, 1, 2, 3, 4, 5];
+  const [r, j, n, ptr] = [8, 9, 10, 11];
+  const [m, acc] = [12, 13];
+  // two independent chains (x, k, r, p each), so the two Horner chains overlap
+  const chains = [[14, 15, 16, 17], [18, 19, 20, 21]];
+  const [cLog2e, cLn2Hi, cLn2Lo, cLow, cBias] = [22, 23, 24, 25, 26];
+  const coef = [...Array(14).keys()].map((i) => 27 + i); // 1/i!, i = 0..13
+  let fact = 1;
+  const init = [
+    ...f64x2Const(Math.LOG2E),
+    ...set(cLog2e),
+    ...f64x2Const(-0.6931471803691238),
+    ...set(cLn2Hi), // fdlibm ln2_hi (low 21 bits zero)
+    ...f64x2Const(-1.9082149292705877e-10),
+    ...set(cLn2Lo),
+    ...f64x2Const(-708),
+    ...set(cLow),
+    ...i64x2Const(1023),
+    ...set(cBias),
+    ...coef.flatMap((c, i) => {
+      if (i > 0) fact *= i;
+      return [...f64x2Const(1 / fact), ...set(c)];
+    }),
+  ];
+  /** The steps of exp for one chain: x (set by the caller) → exp(x) in p. */
+  const expSteps = ([x, kk, rr, p]: number[]): Code[] => [
+    [...get(x), ...get(cLow), ...F64X2_MAX, ...set(rr)], // NaN stays NaN
+    [...get(rr), ...get(cLog2e), ...F64X2_MUL, ...F64X2_NEAREST, ...set(kk)],
+    [...get(kk), ...get(cLn2Hi), ...madd(rr), ...set(rr)],
+    [...get(kk), ...get(cLn2Lo), ...madd(rr), ...set(rr)],
+    [...get(coef[13]), ...set(p)],
+    ...coef.slice(0, 13).reverse().map((c) => [...get(p), ...get(rr), ...madd(c), ...set(p)]),
+    [
+      ...get(p),
+      ...get(kk),
+      ...TRUNC_SAT_F64_ZERO,
+      ...I64X2_EXTEND_LOW_S,
+      ...get(cBias),
+      ...I64X2_ADD,
+      ...i32c(52),
+      ...I64X2_SHL,
+      ...F64X2_MUL,
+      ...get(x),
+      ...get(cLow),
+      ...F64X2_LT,
+      ...V_ANDNOT,
+      ...set(p),
+    ],
+  ];
+  const interleave = (chs: number[][]): Code => {
+    const steps = chs.map(expSteps);
+    return steps[0].flatMap((_, i) => steps.flatMap((st) => st[i]));
+  };
+  const sAt: Code = [
+    ...get(s),
+    ...get(r),
+    ...get(T),
+    ...I32_MUL,
+    ...get(j),
+    ...I32_ADD,
+    ...i32c(8),
+    ...I32_MUL,
+    ...I32_ADD,
+    ...set(ptr),
+  ];
+  const [c0, c1] = chains;
+  const loadX = (ch: number[], off: number): Code => [
+    ...get(ptr),
+    ...v128Load(off),
+    ...get(m),
+    ...F64X2_SUB,
+    ...set(ch[0]),
+  ];
+  const storeP = (ch: number[], off: number): Code => [
+    ...get(ptr),
+    ...get(ch[3]),
+    ...v128Store(off),
+    ...get(acc),
+    ...get(ch[3]),
+    ...F64X2_ADD,
+    ...set(acc),
+  ];
+  return body(4, 41, [
+    ...init,
+    ...i32c(0),
+    ...set(r),
+    ...whileLoop([...get(r), ...get(R), ...I32_LT_S], [
+      ...get(cnt),
+      ...get(r),
+      ...i32c(4),
+      ...I32_MUL,
+      ...I32_ADD,
+      ...i32Load,
+      ...set(n),
+      ...get(mx),
+      ...get(r),
+      ...i32c(8),
+      ...I32_MUL,
+      ...I32_ADD,
+      ...load64Splat,
+      ...set(m),
+      ...V_ZERO,
+      ...set(acc),
+      ...i32c(0),
+      ...set(j),
+      // four scores at a time, then two, then the odd last one
+      ...whileLoop([...get(j), ...i32c(3), ...I32_ADD, ...get(n), ...I32_LT_S], [
+        ...sAt,
+        ...loadX(c0, 0),
+        ...loadX(c1, 16),
+        ...interleave(chains),
+        ...storeP(c0, 0),
+        ...storeP(c1, 16),
+        ...addTo(j, i32c(4)),
+      ]),
+      ...whileLoop([...get(j), ...i32c(1), ...I32_ADD, ...get(n), ...I32_LT_S], [
+        ...sAt,
+        ...loadX(c0, 0),
+        ...interleave([c0]),
+        ...storeP(c0, 0),
+        ...addTo(j, i32c(2)),
+      ]),
+      ...get(sum),
+      ...get(r),
+      ...i32c(8),
+      ...I32_MUL,
+      ...I32_ADD,
+      ...get(acc),
+      ...extractF64(0),
+      ...get(acc),
+      ...extractF64(1),
+      ...F64_ADD,
+      ...get(j),
+      ...get(n),
+      ...I32_LT_S,
+      0x04,
+      0x7c, // if (result f64)
+      ...sAt,
+      ...get(ptr),
+      ...load64Splat,
+      ...get(m),
+      ...F64X2_SUB,
+      ...set(c0[0]),
+      ...interleave([c0]),
+      ...get(ptr),
+      ...get(c0[3]),
+      ...extractF64(0),
+      ...f64Store(0),
+      ...get(c0[3]),
+      ...extractF64(0),
+      0x05,
+      ...f64Const(0),
+      0x0b,
+      ...F64_ADD,
+      ...f64Store(0),
+      ...addTo(r, i32c(1)),
+    ]),
+  ]);
+}
+
 function section(id: number, content: Code): Code {
   return [id, ...uleb(content.length), ...content];
 }
@@ -559,6 +750,7 @@ export function simdModuleBytes(fma: boolean): Uint8Array<ArrayBuffer> {
     ["cvt16", cvt16()],
     ["scores", scores(madd)],
     ["pv", pv(madd)],
+    ["pexp", pexp(madd)],
   ];
   const type = [1, 0x60, 8, ...Array(8).fill(0x7f), 0];
   const funcs = [fns.length, ...fns.map(() => 0)];
@@ -595,7 +787,7 @@ function instantiate(fma: boolean): SimdKernels {
   const e = inst.exports as unknown as Omit<SimdKernels, "memory"> & {
     mem: WebAssembly.Memory;
   };
-  return { memory: e.mem, cvt16: e.cvt16, scores: e.scores, pv: e.pv };
+  return { memory: e.mem, cvt16: e.cvt16, scores: e.scores, pv: e.pv, pexp: e.pexp };
 }
 
 /**

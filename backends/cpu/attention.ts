@@ -90,6 +90,8 @@ interface SimdLayout {
   s: number;
   alpha: number;
   cnt: number;
+  mx: number;
+  sum: number;
   k: number;
   v: number;
   raw: number;
@@ -108,10 +110,12 @@ function simdLayout(R: number, Dp: number, Tn: number): SimdLayout {
   const s = take(R * Tn * 8);
   const alpha = take(R * 8);
   const cnt = take(R * 4);
+  const mx = take(R * 8);
+  const sum = take(R * 8);
   const k = take(Tn * Dp * 4);
   const v = take(Tn * Dp * 4);
   const raw = take(Tn * Dp * 2);
-  return { q, o, s, alpha, cnt, k, v, raw, bytes: at };
+  return { q, o, s, alpha, cnt, mx, sum, k, v, raw, bytes: at };
 }
 
 /**
@@ -143,6 +147,8 @@ function runWorkersSimd(
   const S = new Float64Array(mem, L.s, unitRows * Tn);
   const A = new Float64Array(mem, L.alpha, unitRows);
   const C = new Int32Array(mem, L.cnt, unitRows);
+  const MX = new Float64Array(mem, L.mx, unitRows);
+  const SUM = new Float64Array(mem, L.sum, unitRows);
   const f16 = k instanceof Float16Array;
   const raw16 = new Uint16Array(mem, L.raw, Tn * Dp);
   // The kernels read whole Dp rows: the padding of q and of the staged rows must be zero.
@@ -219,16 +225,13 @@ function runWorkersSimd(
           const mNew = mOld >= mt ? mOld : mt;
           if (mNew === -Infinity) continue; // every score −∞: the tile adds nothing
           A[a] = mOld === -Infinity ? 0 : Math.exp(mOld - mNew);
-          let la = l[a] * A[a];
-          for (let j = so; j < so + c; j++) {
-            const p = Math.exp(S[j] - mNew);
-            S[j] = p;
-            la += p;
-          }
-          l[a] = la;
+          l[a] *= A[a];
           m[a] = mNew;
+          MX[a] = mNew;
           C[a] = c;
         }
+        K.pexp(L.s, R, Tn, L.cnt, L.mx, L.sum); // p = exp(s − m) in place, Σp per row
+        for (let a = 0; a < R; a++) if (C[a] > 0) l[a] += SUM[a];
         stage(vSrc, kBase + t0 * D, n, vTile);
         K.pv(L.s, L.v, L.o, L.alpha, L.cnt, R, Dp, Tn);
       }
