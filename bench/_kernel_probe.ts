@@ -302,7 +302,7 @@ interface Case {
   ws?: boolean;
   wg?: number;
   /** A NaN/±∞ written into q or k (index as a fraction of the array): non-finite scores. */
-  spike?: { where: "q" | "k"; at: number; value: number };
+  spike?: { where: "q" | "k" | "v"; at: number; value: number };
 }
 
 /** Largest |a − b| where NaN matches NaN and equal infinities match (else NaN). */
@@ -360,7 +360,7 @@ function drawCase(r: () => number, i: number): Case {
     rs: pick([undefined, 2, 4, 8]),
     ws: r() < 0.5,
     spike: r() < 0.25
-      ? { where: pick(["q", "k"] as const), at: r(), value: pick([NaN, Infinity, -Infinity]) }
+      ? { where: pick(["q", "k", "v"] as const), at: r(), value: pick([NaN, Infinity, -Infinity]) }
       : undefined,
   };
 }
@@ -378,7 +378,7 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
   const kv = randArr(r, c.B * c.Hkv * c.N * c.D, c.dtype);
   const vv = randArr(r, c.B * c.Hkv * c.N * c.D, c.dtype);
   if (c.spike) {
-    const a = c.spike.where === "q" ? qv : kv;
+    const a = c.spike.where === "q" ? qv : c.spike.where === "k" ? kv : vv;
     if (a.length) a[Math.floor(c.spike.at * a.length)] = c.spike.value;
   }
   const q: TensorInfo = {
@@ -592,6 +592,39 @@ async function check(ctx: ProbeContext, count: number, seed0: number): Promise<b
     { ...fixed[0], kernel: "wgm", spike: { where: "q", at: 0.9, value: Infinity } },
     { ...fixed[0], kernel: "generic", spike: { where: "k", at: 0.3, value: -Infinity } },
     { ...fixed[2], spike: { where: "k", at: 0.6, value: NaN } },
+    // Non-finite values in keys hidden from some rows of a unit (causal, several query rows):
+    // they must not reach those rows (0 · NaN).
+    {
+      ...fixed[2],
+      Sq: 6,
+      N: 64,
+      D: 128,
+      kvLens: [64, 40],
+      algo: "flash",
+      spike: { where: "v", at: 0.99, value: NaN },
+    },
+    {
+      ...fixed[2],
+      Sq: 2,
+      Hq: 2,
+      N: 64,
+      D: 128,
+      kvLens: [30, 64],
+      kernel: "wgm",
+      spike: { where: "v", at: 0.99, value: Infinity },
+    },
+    {
+      ...fixed[2],
+      Sq: 17,
+      N: 300,
+      D: 64,
+      kvLens: [300, 299],
+      tileSize: 64,
+      algo: "lean",
+      grid: 5,
+      ws: true,
+      spike: { where: "v", at: 0.995, value: NaN },
+    },
     // Run 5's sweep configurations (L = 32 applies where subgroups have ≥ 32 lanes).
     { ...fixed[0], L: 32, U: 16 },
     { ...fixed[0], L: 32, wg: 512, causal: true },
@@ -715,6 +748,8 @@ const GQA_VARIANTS: Variant[] = (
     // Run 6's default before the keys-per-worker rule (16 lanes a key for 4-row units).
     ["L16", { L: 16 }, 2],
     ["L16 g1", { L: 16 }, 1],
+    // The P·V tail mask (exact ±∞ values) off: its cost.
+    ["no tm", { tailMask: false }, 2],
   ] as [string, AttentionTuning, number][]
 ).map(([name, tuning, g]): Variant => ({
   name,

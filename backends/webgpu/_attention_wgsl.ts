@@ -162,11 +162,16 @@ export interface SgConfig {
    * or per U-batch of a slot). Excludes `pf` and `rot`.
    */
   tile: number;
+  /**
+   * Select away the P·V terms of keys hidden from a row in the batches that hold any (the
+   * last of a segment), since `0 · ∞ = NaN`; off only to measure its cost.
+   */
+  tm: boolean;
 }
 
 /** Pipeline cache key of a subgroup kernel. */
 export function sgKey(c: SgConfig): string {
-  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}`;
+  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */
@@ -231,6 +236,10 @@ export function sgWgsl(c: SgConfig): string {
   } else {
     p(`    let kend = max(${rows.map((r) => `e${r}`).join(", max(")}, 0u${")".repeat(R)};`);
   }
+  // Keys below emin are visible to every (valid) row of this subgroup.
+  p(`    let emin = min(${rows.map((r) => `select(kend, e${r}, ok${r})`).join(", min(")}, kend${
+    ")".repeat(R)
+  };`);
   const TU = KT * UPR; // load units per staged tile (K or V)
   const NLD = Math.ceil(TU / wg); // staged load units per thread
   const lds = [...Array(NLD).keys()];
@@ -412,15 +421,31 @@ ${st}
   }
   for (const r of rows) {
     p(`      l${r} = l${r} * al${r} + ${us.map((u) => `p${u}_${r}`).join(" + ")};`);
-    for (const j of js) {
-      p(
-        `      o${r}_${j} = o${r}_${j} * al${r} + ${
-          us.map((u) => `p${u}_${r} * vf${u}_${j}`).join(" + ")
-        };`,
-      );
-    }
-    p(`      m${r} = mn${r};`);
   }
+  // A key hidden from a row (past its causal end, or a clamped re-read past the segment)
+  // has p = 0, but 0 · ∞ = NaN: in the batches that hold such keys (only the last ones of a
+  // segment: keys < emin are visible to every row) the terms are selected away instead.
+  const pv = (masked: boolean) => {
+    for (const r of rows) {
+      for (const j of js) {
+        const term = (u: number) =>
+          masked
+            ? `select(vec4<f32>(0.0), p${u}_${r} * vf${u}_${j}, key${u} < e${r})`
+            : `p${u}_${r} * vf${u}_${j}`;
+        p(`        o${r}_${j} = o${r}_${j} * al${r} + ${us.map(term).join(" + ")};`);
+      }
+    }
+  };
+  if (c.tm) {
+    p(`      if (base + ${S * U}u > emin) {`);
+    pv(true);
+    p(`      } else {`);
+    pv(false);
+    p(`      }`);
+  } else {
+    pv(false);
+  }
+  for (const r of rows) p(`      m${r} = mn${r};`);
   if (c.rot) {
     for (const u of us) {
       p(`      let kn${u} = (kvRow0 + min(base + ${
@@ -945,6 +970,9 @@ export function wgmWgsl(c: WgmConfig): string {
     p(`    let e${r} = select(0u, min(k1, visible(len, Sq, i${r}, causal)), i${r} < Sq);`);
   }
   p(`    let kend = max(${rows.map((r) => `e${r}`).join(", max(")}, 0u${")".repeat(R)};`);
+  p(`    let emin = min(${rows.map((r) => `select(kend, e${r}, i${r} < Sq)`).join(", min(")}, kend${
+    ")".repeat(R)
+  };`);
   p(`    workgroupBarrier();`);
   p(`    if (tid < ${R * D4}u) {`);
   p(`      let qr = tid / ${D4}u;`);
@@ -996,7 +1024,13 @@ export function wgmWgsl(c: WgmConfig): string {
       return jj;
     });
     p(`      l${r} = l${r} * al${r} + ${ps.map((jj) => `p${r}_${jj}`).join(" + ")};`);
-    p(`      o${r} = o${r} * al${r} + ${ps.map((jj) => `p${r}_${jj} * va${jj}`).join(" + ")};`);
+    // Hidden keys (p = 0) are selected away where a tile holds any (0 · ∞ = NaN).
+    const masked = ps.map((jj) => `select(vec4<f32>(0.0), p${r}_${jj} * va${jj}, vk${jj} < e${r})`);
+    p(`      if (t0 + ${KT}u > emin) {`);
+    p(`        o${r} = o${r} * al${r} + ${masked.join(" + ")};`);
+    p(`      } else {`);
+    p(`        o${r} = o${r} * al${r} + ${ps.map((jj) => `p${r}_${jj} * va${jj}`).join(" + ")};`);
+    p(`      }`);
     p(`      m${r} = mn${r};`);
   }
   p(`      buf = ${R * KT * NSL}u - buf;`);

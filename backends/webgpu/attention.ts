@@ -79,6 +79,12 @@ export interface AttentionTuning {
    * not fit in workgroup memory.
    */
   ws?: boolean;
+  /**
+   * Exact IEEE results for ±∞ values (default on): keys hidden from a row are selected away in
+   * P·V in the last batches of a segment. Off only to measure what that costs — then a ±∞
+   * value in a segment's last visible key may come out NaN.
+   */
+  tailMask?: boolean;
 }
 
 const NEG_INF_BITS = 0xff800000;
@@ -342,7 +348,8 @@ function sgConfig(
   // overlapping q's; for one row it measured 0–4 points slower (bench/NOTES.md, run 3).
   const rot = (tuning.rot ?? R > 1) && !tuning.pf && !tile;
   const pf = (tuning.pf ?? false) && !tile;
-  return { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile };
+  const tm = tuning.tailMask ?? true;
+  return { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile, tm };
 }
 
 /** The workgroup-memory decode kernel's configuration, or null when it does not apply. */
