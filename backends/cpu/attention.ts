@@ -83,6 +83,9 @@ export function runWorkers(
   else runWorkersScalar(buf, g, params, w0, w1);
 }
 
+/** Bytes of per-row wasm scratch (q, o, scores, …) one pass over a unit may use. */
+const SIMD_ROW_SCRATCH = 32 << 20;
+
 /** Byte offsets of one call's scratch in the wasm memory. */
 interface SimdLayout {
   q: number;
@@ -138,17 +141,23 @@ function runWorkersSimd(
   const T = schedule.plan.tileSize;
   const Tn = Math.min(T, Math.max(1, N)); // a tile never spans more than N keys
   const Dp = Math.ceil(D / 16) * 16;
-  const L = simdLayout(unitRows, Dp, Tn);
+  // Rows per pass over a unit's tiles: all of them unless the per-row scratch would pass
+  // SIMD_ROW_SCRATCH (huge GQA groups × query blocks × D); then K/V tiles are staged once per
+  // chunk of rows. An even chunk keeps the kernels' row pairing.
+  const perRow = Dp * 16 + Tn * 8 + 40;
+  const chunk = Math.max(2, 2 * Math.floor(SIMD_ROW_SCRATCH / perRow / 2));
+  const Rc = Math.min(unitRows, chunk);
+  const L = simdLayout(Rc, Dp, Tn);
   const have = K.memory.buffer.byteLength;
   if (have < L.bytes) K.memory.grow(Math.ceil((L.bytes - have) / 65536));
   const mem = K.memory.buffer;
-  const Q = new Float64Array(mem, L.q, unitRows * Dp);
-  const O = new Float64Array(mem, L.o, unitRows * Dp);
-  const S = new Float64Array(mem, L.s, unitRows * Tn);
-  const A = new Float64Array(mem, L.alpha, unitRows);
-  const C = new Int32Array(mem, L.cnt, unitRows);
-  const MX = new Float64Array(mem, L.mx, unitRows);
-  const SUM = new Float64Array(mem, L.sum, unitRows);
+  const Q = new Float64Array(mem, L.q, Rc * Dp);
+  const O = new Float64Array(mem, L.o, Rc * Dp);
+  const S = new Float64Array(mem, L.s, Rc * Tn);
+  const A = new Float64Array(mem, L.alpha, Rc);
+  const C = new Int32Array(mem, L.cnt, Rc);
+  const MX = new Float64Array(mem, L.mx, Rc);
+  const SUM = new Float64Array(mem, L.sum, Rc);
   const f16 = k instanceof Float16Array;
   const raw16 = new Uint16Array(mem, L.raw, Tn * Dp);
   // The kernels read whole Dp rows: the padding of q and of the staged rows must be zero.
@@ -170,11 +179,11 @@ function runWorkersSimd(
     }
     if (f16) K.cvt16(L.raw, tile.byteOffset, n * Dp);
   };
-  const rowOf = new Int32Array(unitRows);
-  const endOf = new Int32Array(unitRows);
-  const unitSlot = new Int32Array(unitRows);
-  const m = new Float64Array(unitRows);
-  const l = new Float64Array(unitRows);
+  const rowOf = new Int32Array(Rc);
+  const endOf = new Int32Array(Rc);
+  const unitSlot = new Int32Array(Rc);
+  const m = new Float64Array(Rc);
+  const l = new Float64Array(Rc);
   const stride = stateStride(g);
   for (let w = w0; w < w1; w++) {
     for (const seg of schedule.workers[w]) {
@@ -183,67 +192,69 @@ function runWorkersSimd(
       const kBase = (b * Hkv + kvHead) * N * D;
       const keyStart = seg.tileStart * T;
       const keyEnd = Math.min(seg.tileEnd * T, len);
-      // The unit's live rows, packed: a = 0..R-1 ↔ unit row r.
-      let R = 0;
-      let segEnd = keyStart;
-      for (let r = 0; r < unitRows; r++) {
-        const h = kvHead * group + Math.floor(r / rowsPerBlock);
-        const i = qBlock * rowsPerBlock + (r % rowsPerBlock);
-        if (i >= Sq) continue; // the last query block may be short
-        const row = (b * Hq + h) * Sq + i;
-        const qo = row * D;
-        for (let d = 0; d < D; d++) Q[R * Dp + d] = q[qo + d] * scale;
-        const visible = causal ? Math.min(len, len - Sq + i + 1) : len;
-        const end = Math.min(keyEnd, visible);
-        if (end > segEnd) segEnd = end;
-        rowOf[R] = row;
-        endOf[R] = end;
-        unitSlot[R] = r;
-        m[R] = -Infinity;
-        l[R] = 0;
-        R++;
-      }
-      O.fill(0, 0, R * Dp);
-      for (let t0 = keyStart; t0 < segEnd; t0 += T) {
-        const t1 = Math.min(t0 + T, segEnd);
-        const n = t1 - t0;
-        stage(kSrc, kBase + t0 * D, n, kTile);
-        K.scores(L.q, L.k, L.s, R, n, Dp, Tn);
-        for (let a = 0; a < R; a++) {
-          const c = Math.min(t1, endOf[a]) - t0;
-          C[a] = 0;
-          A[a] = 1;
-          if (c <= 0) continue; // this row's keys ended before the tile
-          const so = a * Tn;
-          let mt = -Infinity;
-          for (let j = so; j < so + c; j++) {
-            const x = S[j];
-            // NaN must win so a NaN input poisons the row as in the reference.
-            if (!(x <= mt)) mt = Number.isNaN(mt) ? mt : x;
-          }
-          const mOld = m[a];
-          const mNew = mOld >= mt ? mOld : mt;
-          if (mNew === -Infinity) continue; // every score −∞: the tile adds nothing
-          A[a] = mOld === -Infinity ? 0 : Math.exp(mOld - mNew);
-          l[a] *= A[a];
-          m[a] = mNew;
-          MX[a] = mNew;
-          C[a] = c;
+      for (let r0 = 0; r0 < unitRows; r0 += Rc) {
+        // The chunk's live rows, packed: a = 0..R-1 ↔ unit row r.
+        let R = 0;
+        let segEnd = keyStart;
+        for (let r = r0; r < Math.min(unitRows, r0 + Rc); r++) {
+          const h = kvHead * group + Math.floor(r / rowsPerBlock);
+          const i = qBlock * rowsPerBlock + (r % rowsPerBlock);
+          if (i >= Sq) continue; // the last query block may be short
+          const row = (b * Hq + h) * Sq + i;
+          const qo = row * D;
+          for (let d = 0; d < D; d++) Q[R * Dp + d] = q[qo + d] * scale;
+          const visible = causal ? Math.min(len, len - Sq + i + 1) : len;
+          const end = Math.min(keyEnd, visible);
+          if (end > segEnd) segEnd = end;
+          rowOf[R] = row;
+          endOf[R] = end;
+          unitSlot[R] = r;
+          m[R] = -Infinity;
+          l[R] = 0;
+          R++;
         }
-        K.pexp(L.s, R, Tn, L.cnt, L.mx, L.sum); // p = exp(s − m) in place, Σp per row
-        for (let a = 0; a < R; a++) if (C[a] > 0) l[a] += SUM[a];
-        stage(vSrc, kBase + t0 * D, n, vTile);
-        K.pv(L.s, L.v, L.o, L.alpha, L.cnt, R, Dp, Tn);
-      }
-      for (let a = 0; a < R; a++) {
-        const o = O.subarray(a * Dp, a * Dp + D);
-        if (seg.partial === -1) {
-          writeRow(out, lse, rowOf[a], D, m[a], l[a], o);
-        } else {
-          const po = (seg.partial * unitRows + unitSlot[a]) * stride;
-          partials[po] = m[a];
-          partials[po + 1] = l[a];
-          for (let d = 0; d < D; d++) partials[po + 2 + d] = o[d];
+        O.fill(0, 0, R * Dp);
+        for (let t0 = keyStart; t0 < segEnd; t0 += T) {
+          const t1 = Math.min(t0 + T, segEnd);
+          const n = t1 - t0;
+          stage(kSrc, kBase + t0 * D, n, kTile);
+          K.scores(L.q, L.k, L.s, R, n, Dp, Tn);
+          for (let a = 0; a < R; a++) {
+            const c = Math.min(t1, endOf[a]) - t0;
+            C[a] = 0;
+            A[a] = 1;
+            if (c <= 0) continue; // this row's keys ended before the tile
+            const so = a * Tn;
+            let mt = -Infinity;
+            for (let j = so; j < so + c; j++) {
+              const x = S[j];
+              // NaN must win so a NaN input poisons the row as in the reference.
+              if (!(x <= mt)) mt = Number.isNaN(mt) ? mt : x;
+            }
+            const mOld = m[a];
+            const mNew = mOld >= mt ? mOld : mt;
+            if (mNew === -Infinity) continue; // every score −∞: the tile adds nothing
+            A[a] = mOld === -Infinity ? 0 : Math.exp(mOld - mNew);
+            l[a] *= A[a];
+            m[a] = mNew;
+            MX[a] = mNew;
+            C[a] = c;
+          }
+          K.pexp(L.s, R, Tn, L.cnt, L.mx, L.sum); // p = exp(s − m) in place, Σp per row
+          for (let a = 0; a < R; a++) if (C[a] > 0) l[a] += SUM[a];
+          stage(vSrc, kBase + t0 * D, n, vTile);
+          K.pv(L.s, L.v, L.o, L.alpha, L.cnt, R, Dp, Tn);
+        }
+        for (let a = 0; a < R; a++) {
+          const o = O.subarray(a * Dp, a * Dp + D);
+          if (seg.partial === -1) {
+            writeRow(out, lse, rowOf[a], D, m[a], l[a], o);
+          } else {
+            const po = (seg.partial * unitRows + unitSlot[a]) * stride;
+            partials[po] = m[a];
+            partials[po + 1] = l[a];
+            for (let d = 0; d < D; d++) partials[po + 2 + d] = o[d];
+          }
         }
       }
     }
