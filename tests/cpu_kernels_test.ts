@@ -5,9 +5,15 @@
  */
 import { ok as assert } from "node:assert/strict";
 import fc from "fast-check";
-import { simdKernels } from "../backends/cpu/_attention_simd.ts";
-
-const K = simdKernels();
+import {
+  disableSimdKernelsForTesting,
+  instantiateSimdKernels,
+  type SimdKernels,
+} from "../backends/cpu/_attention_simd.ts";
+import { cpu } from "../backends/cpu/cpu_backend.ts";
+import { randn } from "../tensor/creation.ts";
+import { flashAttention } from "../attention/flash.ts";
+import { leanAttention } from "../attention/lean.ts";
 
 /** Fills a view in place (`map` would make a copy outside the wasm memory). */
 function fill<A extends Float64Array | Float32Array | Int32Array>(a: A, f: () => number): A {
@@ -15,8 +21,7 @@ function fill<A extends Float64Array | Float32Array | Int32Array>(a: A, f: () =>
   return a;
 }
 
-Deno.test("cvt16 decodes all 65536 float16 bit patterns as Float16Array does", () => {
-  assert(K, "WebAssembly SIMD kernels unavailable");
+function cvt16Spec(K: SimdKernels): void {
   const need = 65536 * 6;
   if (K.memory.buffer.byteLength < need) {
     K.memory.grow(Math.ceil((need - K.memory.buffer.byteLength) / 65536));
@@ -37,10 +42,9 @@ Deno.test("cvt16 decodes all 65536 float16 bit patterns as Float16Array does", (
     }
   }
   assert(bad === 0, `${bad} patterns wrong, first 0x${first.toString(16)}: got ${got[first]}`);
-});
+}
 
-Deno.test("scores and pv match float64 loops on random shapes", () => {
-  assert(K, "WebAssembly SIMD kernels unavailable");
+function kernelsSpec(K: SimdKernels): void {
   fc.assert(
     fc.property(
       fc.integer({ min: 1, max: 6 }), // R
@@ -110,10 +114,9 @@ Deno.test("scores and pv match float64 loops on random shapes", () => {
     ),
     { numRuns: 300 },
   );
-});
+}
 
-Deno.test("pexp: exp(s − m) within 2 ulp of Math.exp, the row sums; below −708 (and −∞) 0; NaN stays NaN", () => {
-  assert(K, "WebAssembly SIMD kernels unavailable");
+function pexpSpec(K: SimdKernels): void {
   const specials = [0, -0, -1e-300, -1e-10, -0.3465, -0.3466, -1, -700, -707.9, -708, -708.1];
   const extra = [-746, -1e6, -Infinity];
   fc.assert(
@@ -164,4 +167,77 @@ Deno.test("pexp: exp(s − m) within 2 ulp of Math.exp, the row sums; below −7
     ),
     { numRuns: 200 },
   );
+}
+
+for (const fma of [true, false]) {
+  const K = instantiateSimdKernels(fma);
+  const tag = fma ? "relaxed_madd" : "mul+add";
+  Deno.test(`cvt16 decodes all 65536 float16 bit patterns as Float16Array does [${tag}]`, () =>
+    cvt16Spec(K));
+  Deno.test(`scores and pv match float64 loops on random shapes [${tag}]`, () => kernelsSpec(K));
+  Deno.test(
+    `pexp: exp(s − m) within 2 ulp of Math.exp, row sums; below −708 (and −∞) 0; NaN stays NaN [${tag}]`,
+    () => pexpSpec(K),
+  );
+}
+
+Deno.test("the plain-JS executor (no WebAssembly) agrees with the wasm one to float64 rounding", async () => {
+  const be = cpu();
+  const cases = [
+    {
+      B: 2,
+      Hq: 8,
+      Hkv: 2,
+      Sq: 1,
+      N: 300,
+      D: 128,
+      dtype: "float16",
+      causal: false,
+      kvLens: [300, 77],
+    },
+    { B: 1, Hq: 6, Hkv: 3, Sq: 70, N: 150, D: 20, dtype: "float32", causal: true, kvLens: [150] },
+    { B: 2, Hq: 4, Hkv: 4, Sq: 3, N: 65, D: 64, dtype: "float32", causal: false, kvLens: [65, 0] },
+  ] as const;
+  for (const [ci, c] of cases.entries()) {
+    const q = randn([c.B, c.Hq, c.Sq, c.D], { seed: 10 * ci + 1, dtype: c.dtype, backend: be });
+    const k = randn([c.B, c.Hkv, c.N, c.D], { seed: 10 * ci + 2, dtype: c.dtype, backend: be });
+    const v = randn([c.B, c.Hkv, c.N, c.D], { seed: 10 * ci + 3, dtype: c.dtype, backend: be });
+    const opts = { returnLse: true as const, causal: c.causal, kvLens: [...c.kvLens] };
+    const run = async () => {
+      const rs = [
+        flashAttention(q, k, v, opts),
+        flashAttention(q, k, v, { ...opts, numSplits: 3 }),
+        leanAttention(q, k, v, { ...opts, grid: 5, tileSize: 16 }),
+      ];
+      const got: Float32Array[] = [];
+      for (const r of rs) {
+        got.push(await r.out.data(), await r.lse.data());
+        r.out.dispose();
+        r.lse.dispose();
+      }
+      return got;
+    };
+    const wasm = await run();
+    disableSimdKernelsForTesting(true);
+    let plain: Float32Array[];
+    try {
+      plain = await run();
+    } finally {
+      disableSimdKernelsForTesting(false);
+    }
+    // Both paths compute in float64 in different orders: after rounding to the storage dtype
+    // they may differ by one unit in the last place.
+    const ulp = c.dtype === "float16" ? 2 ** -10 : 2 ** -23;
+    for (let i = 0; i < wasm.length; i++) {
+      const scale = Math.max(1, ...Array.from(wasm[i]).filter(Number.isFinite).map(Math.abs));
+      for (let j = 0; j < wasm[i].length; j++) {
+        const [a, b] = [wasm[i][j], plain[i][j]];
+        const same = Object.is(a, b) || Math.abs(a - b) <= ulp * scale;
+        assert(same, `case ${ci} output ${i}[${j}]: wasm ${a} vs plain ${b}`);
+      }
+    }
+    q.dispose();
+    k.dispose();
+    v.dispose();
+  }
 });

@@ -781,8 +781,13 @@ export function simdModuleBytes(fma: boolean): Uint8Array<ArrayBuffer> {
 }
 
 let cached: SimdKernels | null | undefined;
+let disabled = false;
 
-function instantiate(fma: boolean): SimdKernels {
+/**
+ * A fresh instance of one variant (tests run both): `fma` uses `f64x2.relaxed_madd`. Throws
+ * where the engine lacks WebAssembly SIMD (or relaxed SIMD, for `fma`).
+ */
+export function instantiateSimdKernels(fma: boolean): SimdKernels {
   const inst = new WebAssembly.Instance(new WebAssembly.Module(simdModuleBytes(fma)));
   const e = inst.exports as unknown as Omit<SimdKernels, "memory"> & {
     mem: WebAssembly.Memory;
@@ -796,10 +801,11 @@ function instantiate(fma: boolean): SimdKernels {
  * makes the same choice, so the in-thread and Worker executors agree bit for bit.
  */
 export function simdKernels(): SimdKernels | null {
+  if (disabled) return null;
   if (cached !== undefined) return cached;
-  for (const fma of USE_FMA ? [true, false] : [false]) {
+  for (const fma of [true, false]) {
     try {
-      return cached = instantiate(fma);
+      return cached = instantiateSimdKernels(fma);
     } catch {
       // try the next variant
     }
@@ -807,4 +813,10 @@ export function simdKernels(): SimdKernels | null {
   return cached = null;
 }
 
-const USE_FMA = true;
+/**
+ * Tests only: `true` makes this thread's executor take the plain-JS path (as where
+ * WebAssembly is missing). Workers are not affected.
+ */
+export function disableSimdKernelsForTesting(off: boolean): void {
+  disabled = off;
+}
