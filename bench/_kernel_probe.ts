@@ -301,6 +301,7 @@ interface Case {
   U?: number;
   ws?: boolean;
   wg?: number;
+  tm?: boolean;
   /** A NaN/±∞ written into q or k (index as a fraction of the array): non-finite scores. */
   spike?: { where: "q" | "k" | "v"; at: number; value: number };
 }
@@ -424,6 +425,7 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
     U: c.U,
     ws: c.ws,
     wg: c.wg,
+    tailMask: c.tm,
   };
   const res = webgpuAttentionTuned(ctx, q, k, v, params, tuning);
   const out = await ctx.read(res.out);
@@ -625,6 +627,17 @@ async function check(ctx: ProbeContext, count: number, seed0: number): Promise<b
       ws: true,
       spike: { where: "v", at: 0.995, value: NaN },
     },
+    // The unmasked key loop (benchmark knob) on finite values; the masked one on a row group.
+    { ...fixed[0], tm: false, causal: true },
+    {
+      ...fixed[2],
+      Sq: 6,
+      N: 64,
+      D: 128,
+      kvLens: [64, 40],
+      rs: 2,
+      spike: { where: "v", at: 0.5, value: -Infinity },
+    },
     // Run 5's sweep configurations (L = 32 applies where subgroups have ≥ 32 lanes).
     { ...fixed[0], L: 32, U: 16 },
     { ...fixed[0], L: 32, wg: 512, causal: true },
@@ -750,6 +763,8 @@ const GQA_VARIANTS: Variant[] = (
     ["L16 g1", { L: 16 }, 1],
     // The P·V tail mask (exact ±∞ values) off: its cost.
     ["no tm", { tailMask: false }, 2],
+    // The workgroup-memory kernel (devices without subgroups; R·D ≤ 512).
+    ["wgm", { kernel: "wgm" }, 2],
   ] as [string, AttentionTuning, number][]
 ).map(([name, tuning, g]): Variant => ({
   name,
