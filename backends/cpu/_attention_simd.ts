@@ -6,13 +6,14 @@
  * Arithmetic is float64 (f64x2 lanes; K/V tiles are kept as float32, which holds every float16
  * and float32 input exactly, and widened on load), so results keep the plain-JS executor's
  * accuracy. The speed comes from reading each K/V tile once per unit rather than once per query
- * row (rows are paired so each widened K/V pair feeds two rows), from converting float16 by bit
- * operations instead of `Float16Array` element reads, and from eight independent accumulator
- * chains. Multiply-adds are `f64x2.relaxed_madd` where the engine has relaxed SIMD (fused on
- * CPUs with FMA, else a multiply then an add); every thread of a process compiles the same
- * module on the same CPU, and V8's baseline and optimising tiers agree (checked), so the
- * in-thread and Worker executors give the same bits. Summation order depends only on the
- * geometry (row pairing happens when two rows see the same keys), never on the thread split.
+ * row (scores take rows by fours and P·V by pairs, so each widened K/V pair feeds several rows),
+ * from converting float16 by bit operations instead of `Float16Array` element reads, from an
+ * f64x2 exp, and from eight independent accumulator chains. Multiply-adds are
+ * `f64x2.relaxed_madd` where the engine has relaxed SIMD (fused on CPUs with FMA, else a
+ * multiply then an add); every thread of a process compiles the same module on the same CPU,
+ * and V8's baseline and optimising tiers agree (checked), so the in-thread and Worker executors
+ * give the same bits. Summation order depends only on the geometry (rows are grouped only when
+ * they see the same keys), never on the thread split.
  *
  * Layout (all offsets in bytes, row strides `Dp` elements, `Dp` a multiple of 16):
  * - `cvt16(src, dst, n)`: `n` (a multiple of 8) float16 values at `src` → float32 at `dst`.
@@ -20,6 +21,8 @@
  *   `r < R` and keys `j < n` (q and s float64, k float32).
  * - `pv(p, v, o, alpha, cnt, R, Dp, T)`: `o[r] = o[r] · alpha[r] + Σ_{j < cnt[r]} p[r·T + j]
  *   · v[j]` (`cnt` int32, v float32, the rest float64).
+ * - `pexp(s, R, T, cnt, mx, sum)`: `s[r·T + j] = exp(s[r·T + j] − mx[r])` for `j < cnt[r]`,
+ *   `sum[r] = Σ_j` of them (float64).
  *
  * @module
  */
@@ -220,9 +223,11 @@ function scores(madd: Madd): Code {
   const [q, k, s, R, n, Dp, T] = [0, 1, 2, 3, 4, 5, 6];
   const [j, r, dk, kRow, qp, end, qa, qp1] = [8, 9, 10, 11, 12, 13, 14, 15];
   const kp = [16, 17, 18, 19];
-  const [q0, q1, kv] = [20, 21, 22];
-  const accA = [23, 24, 25, 26];
-  const accB = [27, 28, 29, 30];
+  const [qp2, qp3] = [20, 21];
+  const [q0, q1, kv] = [22, 23, 24];
+  const accA = [25, 26, 27, 28];
+  const accB = [29, 30, 31, 32];
+  const [q2, q3] = [33, 34];
   const lanes = (a: number): Code => [
     ...get(a),
     ...extractF64(0),
@@ -341,6 +346,49 @@ function scores(madd: Madd): Code {
     ...[0, 1, 2, 3].flatMap((x) => [...sAddr(1), ...lanes(accB[x]), ...f64Store(8 * x)]),
     ...addTo(r, i32c(2)),
   ];
+  /**
+   * Four rows × keys `x0, x1` (GQA groups of ≥ 4): each widened k pair feeds four rows, so the
+   * widening (which competes with the multiply-adds for a port) is amortised twice as far.
+   */
+  const qs = [q0, q1, q2, q3];
+  const qps = [qp, qp1, qp2, qp3];
+  const fourRows = (x0: number, x1: number): Code => {
+    // accumulators: row i, key x0 → c[i][0], key x1 → c[i][1]
+    const c = [[accA[0], accA[1]], [accA[2], accA[3]], [accB[0], accB[1]], [accB[2], accB[3]]];
+    return [
+      ...[...accA, ...accB].flatMap((a) => [...V_ZERO, ...set(a)]),
+      ...i32c(0),
+      ...set(dk),
+      ...whileLoop([...get(dk), ...get(kRow), ...I32_LT_S], [
+        ...[0, 1, 2, 3].flatMap((i) => [
+          ...get(qps[i]),
+          ...get(dk),
+          ...I32_ADD,
+          ...get(dk),
+          ...I32_ADD,
+          ...v128Load(0),
+          ...set(qs[i]),
+        ]),
+        ...[x0, x1].flatMap((x, xi) => [
+          ...kAt(x, 0),
+          ...[0, 1, 2, 3].flatMap((i) => fma(qs[i], kv, c[i][xi])),
+        ]),
+        ...addTo(dk, i32c(8)),
+      ]),
+      ...[0, 1, 2, 3].flatMap((i) =>
+        [x0, x1].flatMap((x, xi) => [...sAddr(i), ...lanes(c[i][xi]), ...f64Store(8 * x)])
+      ),
+    ];
+  };
+  const quad: Code = [
+    ...qRow(qp, 0),
+    ...qRow(qp1, 1),
+    ...qRow(qp2, 2),
+    ...qRow(qp3, 3),
+    ...fourRows(0, 1),
+    ...fourRows(2, 3),
+    ...addTo(r, i32c(4)),
+  ];
   /** Rows × `keys` keys starting at j. */
   const block = (keys: number): Code => [
     ...get(k),
@@ -353,12 +401,15 @@ function scores(madd: Madd): Code {
     ...i32c(0),
     ...set(r),
     ...(keys === 4
-      ? whileLoop([...get(r), ...i32c(1), ...I32_ADD, ...get(R), ...I32_LT_S], twoRows)
+      ? [
+        ...whileLoop([...get(r), ...i32c(3), ...I32_ADD, ...get(R), ...I32_LT_S], quad),
+        ...whileLoop([...get(r), ...i32c(1), ...I32_ADD, ...get(R), ...I32_LT_S], twoRows),
+      ]
       : []),
     ...whileLoop([...get(r), ...get(R), ...I32_LT_S], oneRow(keys)),
     ...addTo(j, i32c(keys)),
   ];
-  return body(12, 11, [
+  return body(14, 13, [
     ...get(Dp),
     ...i32c(4),
     ...I32_MUL,
