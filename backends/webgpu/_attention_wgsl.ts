@@ -21,10 +21,13 @@
  *   segment the slots of a subgroup are summed by shuffles (same max, so plain sums), and the
  *   subgroups are merged through workgroup memory in a fixed order (deterministic). Units with
  *   more rows than fit in registers (prefill, large GQA groups) are covered in passes of R
- *   rows, each pass streaming the segment's keys again. Two options (off by default, being
- *   measured; bench/NOTES.md): row groups `G` put a unit's rows on different subgroups that
- *   stream the same keys, and staged tiles load the next tile of K/V coalesced into registers
- *   while the subgroups compute on the current one from workgroup memory.
+ *   rows, each pass streaming the segment's keys again. Two options, off by default (10–35
+ *   points slower on an H200; bench/NOTES.md, run 4): row groups `G` put a unit's rows on
+ *   different subgroups that stream the same keys, and staged tiles load the next tile of K/V
+ *   coalesced into registers while the subgroups compute on the current one from workgroup
+ *   memory. Non-finite values follow the float64 reference: a visible NaN/+∞ score poisons
+ *   its row (a bit-tested mask, carried as l = NaN in partial states), and keys hidden from a
+ *   row are selected out of P·V in a segment's last batches (`0 · ∞ = NaN`).
  * - **workgroup-memory kernel** (no subgroups; D a power of two 16–256, rows·D ≤ 512): tiles
  *   of keys in two phases — partial dots per (key, dim slice), one barrier, then P·V per
  *   (key group, 4 dims) with an online softmax per key group — groups merged at the end.
