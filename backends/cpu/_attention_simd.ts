@@ -89,6 +89,10 @@ const f64Store = (offset = 0): Code => [0x39, 3, ...uleb(offset)];
 const V_AND = simd(0x4e), V_OR = simd(0x50);
 const I32X4_SHL = simd(0xab), F32X4_MUL = simd(0xe6), F32X4_ABS = simd(0xe0);
 const F32X4_GE = simd(0x46);
+const I16X8_MAX_U = simd(0x99), I16X8_GT_U = simd(0x32), V_ANY_TRUE = simd(0x53);
+const I32X4_EXTEND_LOW_I16X8_S = simd(0xa7), I32X4_EXTEND_HIGH_I16X8_S = simd(0xa8);
+/** `stack: a` → `a · local` as float32x4. */
+const F32X4_MUL_BY = (local: number): Code => [...get(local), ...F32X4_MUL];
 const F64X2_ADD = simd(0xf0), F64X2_MUL = simd(0xf2), PROMOTE_LOW = simd(0x5f);
 const RELAXED_MADD = simd(0x107);
 /** `stack: a b` → `a · b + acc` (pushes acc itself). */
@@ -163,10 +167,12 @@ function body(i32s: number, v128s: number, code: Code): Code {
 // Every function has 8 i32 params (unused ones ignored): one type for all.
 
 function cvt16(): Code {
-  // params src 0, dst 1, n 2 (a multiple of 8); v128 locals: b, f, then the constants
-  // (hoisted into locals so the loop does not rematerialise them)
-  const [src, dst, n, b, f] = [0, 1, 2, 8, 9];
-  const [cKeep, cBias, cBig, cInf] = [10, 11, 12, 13];
+  // params src 0, dst 1, n 2 (a multiple of 8); i32 locals s0, d0, n0 (the arguments, kept for
+  // the exact pass); v128 locals: x, b, f, mx, then the constants (hoisted into locals so the
+  // loop does not rematerialise them)
+  const [src, dst, n, s0, d0, n0] = [0, 1, 2, 8, 9, 10];
+  const [x, b, f, mx] = [11, 12, 13, 14];
+  const [cKeep, cBias, cBig, cInf, cMag16] = [15, 16, 17, 18, 19];
   const init = [
     ...i32x4Const(0x8fffe000),
     ...set(cKeep),
@@ -176,11 +182,50 @@ function cvt16(): Code {
     ...set(cBig),
     ...i32x4Const(0x7f800000),
     ...set(cInf),
+    ...i32x4Const(0x7fff7fff),
+    ...set(cMag16),
+    ...V_ZERO,
+    ...set(mx),
+    ...get(src),
+    ...set(s0),
+    ...get(dst),
+    ...set(d0),
+    ...get(n),
+    ...set(n0),
   ];
   // Sign-extended half << 13, masked: the sign at bit 31 and exponent·mantissa at bits 13..27,
   // i.e. a float32 2^112 times too small (float16 subnormals become float32 subnormals), so one
-  // multiply by 2^112 is exact for every finite half. A half inf/NaN lands at |f| ≥ 2^16 (the
-  // largest finite half is 65504): OR-ing the exponent to all ones keeps its sign and mantissa.
+  // multiply by 2^112 is exact for every finite half.
+  const finite = (extend: Code, off: number): Code => [
+    ...get(dst),
+    ...get(x),
+    ...extend,
+    ...i32c(13),
+    ...I32X4_SHL,
+    ...get(cKeep),
+    ...V_AND,
+    ...F32X4_MUL_BY(cBias),
+    ...v128Store(off),
+  ];
+  // Fast pass: eight halves a step, tracking the largest magnitude bits seen.
+  const fast = [
+    ...get(src),
+    ...v128Load(0),
+    ...set(x),
+    ...get(mx),
+    ...get(x),
+    ...get(cMag16),
+    ...V_AND,
+    ...I16X8_MAX_U,
+    ...set(mx),
+    ...finite(I32X4_EXTEND_LOW_I16X8_S, 0),
+    ...finite(I32X4_EXTEND_HIGH_I16X8_S, 16),
+    ...addTo(src, i32c(16)),
+    ...addTo(dst, i32c(32)),
+    ...addTo(n, i32c(-8)),
+  ];
+  // Exact pass (only when the tile holds an inf or NaN half): those land at |f| ≥ 2^16 (the
+  // largest finite half is 65504), and OR-ing the exponent to all ones keeps sign and mantissa.
   const four = (off: number): Code => [
     ...get(dst),
     ...get(src),
@@ -204,14 +249,31 @@ function cvt16(): Code {
     ...V_OR,
     ...v128Store(2 * off),
   ];
-  const step = [
+  const exact = [
     ...four(0),
     ...four(8),
     ...addTo(src, i32c(16)),
     ...addTo(dst, i32c(32)),
     ...addTo(n, i32c(-8)),
   ];
-  return body(0, 6, [...init, ...whileLoop([...i32c(0), ...get(n), ...I32_LT_S], step)]);
+  return body(3, 9, [
+    ...init,
+    ...whileLoop([...i32c(0), ...get(n), ...I32_LT_S], fast),
+    ...get(mx),
+    ...i32x4Const(0x7bff7bff),
+    ...I16X8_GT_U,
+    ...V_ANY_TRUE,
+    0x04,
+    0x40,
+    ...get(s0),
+    ...set(src),
+    ...get(d0),
+    ...set(dst),
+    ...get(n0),
+    ...set(n),
+    ...whileLoop([...i32c(0), ...get(n), ...I32_LT_S], exact),
+    0x0b,
+  ]);
 }
 
 /** Two float32 at `addr + offset` as an f64x2 (exact). */
