@@ -267,6 +267,25 @@ function callTime(passes: readonly PassTiming[]): { span: number; sum: number } 
 }
 
 /**
+ * Runs `call` until the GPU has been busy for at least {@link WARM_MS} of wall time (and at
+ * least `warmup` calls). A datacenter GPU idles at a low clock (an H200 read 345 MHz between
+ * rows) and ramps up only under sustained load; without this, whichever algorithm is timed
+ * first in a row ran at a lower clock than the ones after it (see bench/NOTES.md).
+ */
+async function warmUp(gpu: WebGpuBackend, call: Call, warmup: number): Promise<void> {
+  const t0 = performance.now();
+  let n = 0;
+  do {
+    for (let i = 0; i < Math.max(warmup, 4); i++, n++) call().dispose();
+    gpu.flush();
+    await gpu.ctx.device.queue.onSubmittedWorkDone();
+  } while (performance.now() - t0 < WARM_MS && n < 10_000);
+}
+
+/** Wall time each algorithm of a row keeps the GPU busy before it is timed. */
+const WARM_MS = 150;
+
+/**
  * Median GPU time per call (span of its passes, see {@link callTime}) and the median sum of
  * its passes, or null without timestamps.
  */
@@ -276,7 +295,7 @@ async function gpuTime(
   reps: number,
   warmup: number,
 ): Promise<{ ms: number; sumMs: number; passes: number } | null> {
-  for (let i = 0; i < warmup; i++) call().dispose();
+  await warmUp(gpu, call, warmup);
   if (!gpu.ctx.features.timestamps) return null;
   gpu.setProfiling(true);
   try {
@@ -493,6 +512,8 @@ async function main(): Promise<number> {
       let ceiling = ceilings.get(bytes);
       if (!ceiling) {
         const readMs = bytes / (bestGBs() * 1e6);
+        // Clock the GPU up first (see warmUp); a failing call is reported by its own row.
+        await warmUp(gpu, callOf("flash-decoding", q, k, v, c), 1).catch(() => {});
         ceiling = await measureCeiling(dev, [...prefix(k, bytes / 2), ...prefix(v, bytes / 2)], {
           reps: repsFor(readMs, opts.reps),
           warmup: opts.warmup,
