@@ -65,7 +65,9 @@ for (const [B, Hq, Hkv, N] of shapes) {
     out.push({ B, Hq, Hkv, N, variant: name, ms, mainMs: p0, reduceMs: p1, GBs: bytes / ms / 1e6 });
     cells.push(`${name} ${(ms * 1e3).toFixed(0)}µs (${p0 * 1e3 | 0}+${p1 * 1e3 | 0})`);
   }
-  console.log(`${B},${Hq},${Hkv},${N}: ${(bytes / 4.6e6).toFixed(0)}µs@4.6TB/s | ${cells.join(" | ")}`);
+  console.log(
+    `${B},${Hq},${Hkv},${N}: ${(bytes / 4.6e6).toFixed(0)}µs@4.6TB/s | ${cells.join(" | ")}`,
+  );
   for (const t of [q, k, v]) t.dispose();
 }
 const i = Deno.args.indexOf("--json");
