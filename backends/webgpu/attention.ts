@@ -21,6 +21,7 @@
  *
  * @module
  */
+import { parallelismOf } from "./_gpus.ts";
 import type { AttentionParams, DataId, TensorInfo } from "../backend.ts";
 import type { GpuBinding, GpuContext } from "./context.ts";
 import type { LeanSchedule } from "../../attention/lean_schedule.ts";
@@ -112,11 +113,7 @@ function subgroupMaxSize(ctx: GpuContext): number | undefined {
 
 /** A guess of the number of streaming multiprocessors (compute units) from the description. */
 export function computeUnits(ctx: GpuContext): number {
-  const d = ctx.description;
-  if (/H100|H200|H20\b|GH200/i.test(d)) return 132;
-  if (/A100/i.test(d)) return 108;
-  if (/llvmpipe|lavapipe|swiftshader|software/i.test(d)) return 4;
-  return 64;
+  return parallelismOf(ctx.description).parallelism;
 }
 
 /**

@@ -1,0 +1,24 @@
+/**
+ * Multiprocessor counts of known GPUs, by adapter description: the backend's `parallelism`
+ * and the attention kernels' default grid both read this one table.
+ */
+
+/** Streaming multiprocessors (or equivalents) of GPUs we know, by adapter description. */
+const KNOWN_GPUS: readonly [RegExp, number][] = [
+  [/\bH100\b.*\bPCIe\b/i, 114],
+  [/\bH100\b/i, 132],
+  [/\bH200\b/i, 132],
+  [/\bA100\b/i, 108],
+  [/\bL4\b/i, 58],
+  [/\bRTX 4090\b/i, 128],
+];
+
+const SOFTWARE = /llvmpipe|lavapipe|swiftshader|software/i;
+
+/** Multiprocessor count of an adapter description, and whether it is a known GPU. */
+export function parallelismOf(description: string): { parallelism: number; known: boolean } {
+  for (const [re, n] of KNOWN_GPUS) {
+    if (re.test(description)) return { parallelism: n, known: true };
+  }
+  return { parallelism: SOFTWARE.test(description) ? 8 : 32, known: false };
+}
