@@ -37,7 +37,7 @@ export function fromValues(values: Float32Array, shape: Shape, opts: CreationOpt
  *
  * @example
  * ```ts
- * import { tensor } from "./mod.ts";
+ * import { tensor } from "../mod.ts";
  * const t = tensor([[1, 2, 3], [4, 5, 6]]);
  * console.log(t.shape); // [2, 3]
  * ```
@@ -122,7 +122,7 @@ export function ones(shape: readonly number[], opts: CreationOptions = {}): Tens
  *
  * @example
  * ```ts
- * import { randn } from "./mod.ts";
+ * import { randn } from "../mod.ts";
  * const a = await randn([2, 2], { seed: 1 }).data();
  * const b = await randn([2, 2], { seed: 1 }).data();
  * console.log(a.every((x, i) => x === b[i])); // true
