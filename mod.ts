@@ -81,6 +81,8 @@ export { flashAttention, flashSchedule } from "./attention/flash.ts";
 export type { FlashOptions } from "./attention/flash.ts";
 export { defaultLeanGrid, leanAttention, leanAttentionSchedule } from "./attention/lean.ts";
 export type { LeanOptions } from "./attention/lean.ts";
+export { calibratedGrid, calibrateGrid } from "./attention/calibrate_grid.ts";
+export type { CalibrateOptions, Calibration } from "./attention/calibrate_grid.ts";
 export { mergeAttentionStates } from "./attention/merge.ts";
 export type { AttentionState } from "./attention/merge.ts";
 export { leanSchedule, splitSchedule } from "./attention/lean_schedule.ts";

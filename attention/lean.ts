@@ -21,14 +21,16 @@ import {
 import { queryBlocks, runSchedule } from "./_run.ts";
 import type { AttentionState } from "./merge.ts";
 import type { Backend } from "../backends/backend.ts";
+import { calibratedGrid } from "./calibrate_grid.ts";
 
 /** Options of {@link leanAttention}. */
 export interface LeanOptions extends AttentionOptions {
   /** Keys per LeanTile (default 64). */
   tileSize?: number;
   /**
-   * Workers the tiles are spread over (default: the backend's `defaultGrid` if it has one,
-   * else twice the CPU's cores, or the GPU backend's `parallelism`).
+   * Workers the tiles are spread over (default: the grid `calibrateGrid` measured for this
+   * adapter if it ran, else the backend's `defaultGrid` — on WebGPU twice the multiprocessors
+   * of a table of known GPUs — else twice the CPU's cores).
    */
   grid?: number;
 }
@@ -37,6 +39,8 @@ const OP = "leanAttention";
 
 /** The default number of lean workers on a backend. */
 export function defaultLeanGrid(backend: Backend): number {
+  const measured = calibratedGrid(backend);
+  if (measured !== undefined) return measured;
   const own = (backend as { defaultGrid?: number }).defaultGrid;
   if (own !== undefined) return own;
   return backend.name === "cpu" ? backend.parallelism * 2 : backend.parallelism;

@@ -22,3 +22,8 @@ export function parallelismOf(description: string): { parallelism: number; known
   }
   return { parallelism: SOFTWARE.test(description) ? 8 : 32, known: false };
 }
+
+/** Whether an adapter description names a software rasteriser (lavapipe, SwiftShader, ...). */
+export function isSoftwareAdapter(description: string): boolean {
+  return SOFTWARE.test(description);
+}
