@@ -12,7 +12,9 @@ async function load(): Promise<Backend[]> {
   const list: Backend[] = [cpu()];
   try {
     const { webgpu } = await import("../backends/webgpu/webgpu_backend.ts");
-    list.push(await webgpu());
+    const gpu = await webgpu();
+    console.log(`WebGPU specs run on: ${gpu.description}`);
+    list.push(gpu);
   } catch (e) {
     if (Deno.env.get("CI") === "true") {
       throw new Error(`CI=true but the WebGPU backend is unavailable: ${e}`);
