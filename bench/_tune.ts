@@ -46,7 +46,13 @@ for (const [B, Hq, Hkv, N] of shapes) {
   const bytes = 2 * B * Hkv * N * D * 2;
   const cells: string[] = [];
   for (const [name, f] of variants) {
-    for (let i = 0; i < 3; i++) f(q, k, v).dispose();
+    // Keep the GPU busy 150 ms first: an idle datacenter GPU runs at a low clock (NOTES).
+    const t0 = performance.now();
+    while (performance.now() - t0 < 150) {
+      for (let i = 0; i < 8; i++) f(q, k, v).dispose();
+      gpu.flush();
+      await gpu.ctx.device.queue.onSubmittedWorkDone();
+    }
     gpu.setProfiling(true);
     await gpu.readTimings();
     const spans: number[] = [];
