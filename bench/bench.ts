@@ -267,6 +267,61 @@ function callTime(passes: readonly PassTiming[]): { span: number; sum: number } 
 }
 
 /**
+ * GPU times of several algorithms of one row, interleaved: after each is warmed up, the timed
+ * calls go round-robin (a, b, c, a, b, c, ...), so a clock change or a neighbour's load in
+ * the middle of a row falls on every algorithm alike instead of on whichever ran then. Falls
+ * back to {@link gpuTime} one algorithm at a time if the pass counts cannot be matched up.
+ */
+async function gpuTimesInterleaved(
+  gpu: WebGpuBackend,
+  calls: readonly Call[],
+  reps: number,
+  warmup: number,
+): Promise<({ ms: number; sumMs: number; passes: number } | null)[]> {
+  if (calls.length === 0) return [];
+  if (!gpu.ctx.features.timestamps) return calls.map(() => null);
+  for (const call of calls) await warmUp(gpu, call, warmup);
+  gpu.setProfiling(true);
+  let passes: number[];
+  let all: PassTiming[];
+  try {
+    await gpu.readTimings();
+    passes = [];
+    let longest = 0;
+    for (const call of calls) {
+      call().dispose();
+      const t = await gpu.readTimings();
+      passes.push(t.length);
+      longest = Math.max(longest, t.length ? callTime(t).span : 0);
+    }
+    reps = repsFor(longest, reps);
+    for (let r = 0; r < reps; r++) for (const call of calls) call().dispose();
+    all = await gpu.readTimings();
+  } finally {
+    gpu.setProfiling(false);
+  }
+  const perRound = passes.reduce((a, b) => a + b, 0);
+  if (passes.includes(0) || all.length !== perRound * reps) {
+    const out = [];
+    for (const call of calls) out.push(await gpuTime(gpu, call, reps, warmup));
+    return out;
+  }
+  const per: { span: number; sum: number }[][] = calls.map(() => []);
+  let at = 0;
+  for (let r = 0; r < reps; r++) {
+    calls.forEach((_, i) => {
+      per[i].push(callTime(all.slice(at, at + passes[i])));
+      at += passes[i];
+    });
+  }
+  return per.map((p, i) => ({
+    ms: median(p.map((t) => t.span)),
+    sumMs: median(p.map((t) => t.sum)),
+    passes: passes[i],
+  }));
+}
+
+/**
  * Runs `call` until the GPU has been busy for at least {@link WARM_MS} of wall time (and at
  * least `warmup` calls). A datacenter GPU idles at a low clock (an H200 read 345 MHz between
  * rows) and ramps up only under sustained load; without this, whichever algorithm is timed
@@ -581,6 +636,18 @@ async function main(): Promise<number> {
         parts.push(tag);
       };
 
+      // Check every algorithm first, then time the ones that ran, interleaved.
+      const timed: { row: Row; call: Call }[] = [];
+      const settle = (base: Row, e: unknown) => {
+        if (e instanceof Error && e.name === "LimitError") {
+          // A device limit the library reports by name: the case cannot run, it is not wrong.
+          finish({ ...base, skipped: msg(e) });
+        } else {
+          failures++;
+          if (Deno.env.get("LEANATTN_BENCH_DEBUG")) console.error(e);
+          finish({ ...base, error: msg(e) });
+        }
+      };
       for (const algo of own) {
         const base: Row = { algo, ...shape, gpuMs: null, wallMs: null, effGBs: null };
         if (algo === "naive") {
@@ -595,8 +662,20 @@ async function main(): Promise<number> {
           const out = call();
           const data = await out.data();
           out.dispose();
-          const row: Row = { ...base, ...check(data), ...scheduleInfo(algo, q, k, v, c) };
-          const g = await gpuTime(gpu, call, opts.reps, opts.warmup);
+          timed.push({ row: { ...base, ...check(data), ...scheduleInfo(algo, q, k, v, c) }, call });
+        } catch (e) {
+          settle(base, e);
+        }
+      }
+      try {
+        const times = await gpuTimesInterleaved(
+          gpu,
+          timed.map((t) => t.call),
+          opts.reps,
+          opts.warmup,
+        );
+        for (const [i, { row, call }] of timed.entries()) {
+          const g = times[i];
           row.gpuMs = g?.ms ?? null;
           if (g) row.gpuSumMs = g.sumMs;
           row.passes = g?.passes;
@@ -604,16 +683,9 @@ async function main(): Promise<number> {
           row.wallMs = await wallTime(call, row.wallCalls);
           if (row.error) failures++;
           finish(row);
-        } catch (e) {
-          if (e instanceof Error && e.name === "LimitError") {
-            // A device limit the library reports by name: the case cannot run, it is not wrong.
-            finish({ ...base, skipped: msg(e) });
-          } else {
-            failures++;
-            if (Deno.env.get("LEANATTN_BENCH_DEBUG")) console.error(e);
-            finish({ ...base, error: msg(e) });
-          }
         }
+      } catch (e) {
+        for (const { row } of timed) if (!rows.includes(row)) settle(row, e);
       }
 
       if (wantOrt && ort) {
