@@ -77,6 +77,27 @@ export const META = {
 /** Storage element type in WGSL. */
 export type Elem = "f32" | "f16";
 
+/**
+ * Opens the loop over the worker's segments (every kernel walks the uploaded schedule the
+ * same way): the unit, its partial slot (or -1 as u32), batch, kv-head, query block, the
+ * key range `[k0, k1)` of the segment and the unit's first K/V row. The caller closes it.
+ */
+function segmentLoop(): string {
+  return `  let segA = mt[mt[${META.segOffsOff}] + w];
+  let segB = mt[mt[${META.segOffsOff}] + w + 1u];
+  for (var si = segA; si < segB; si++) {
+    let sb = mt[${META.segsOff}] + si * 4u;
+    let unit = mt[sb];
+    let part = mt[sb + 3u];
+    let qb = unit % qBlocks;
+    let h = (unit / qBlocks) % Hkv;
+    let b = unit / qBlocks / Hkv;
+    let len = mt[mt[${META.kvLensOff}] + b];
+    let k0 = mt[sb + 1u] * T;
+    let k1 = min(mt[sb + 2u] * T, len);
+    let kvRow0 = (b * Hkv + h) * N;`;
+}
+
 /** Shared prologue: reads the problem sizes from meta. */
 function sizes(): string {
   return `
@@ -563,19 +584,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let act0 = tid < ${RT * D4}u;
   let fr0 = min(tid / ${D4}u, ${RT - 1}u);
   let fj = tid % ${D4}u;
-  let segA = mt[mt[${META.segOffsOff}] + w];
-  let segB = mt[mt[${META.segOffsOff}] + w + 1u];
-  for (var si = segA; si < segB; si++) {
-    let sb = mt[${META.segsOff}] + si * 4u;
-    let unit = mt[sb];
-    let part = mt[sb + 3u];
-    let qb = unit % qBlocks;
-    let h = (unit / qBlocks) % Hkv;
-    let b = unit / qBlocks / Hkv;
-    let len = mt[mt[${META.kvLensOff}] + b];
-    let k0 = mt[sb + 1u] * T;
-    let k1 = min(mt[sb + 2u] * T, len);
-    let kvRow0 = (b * Hkv + h) * N;
+${segmentLoop()}
     // Rows of the unit in passes of ${RT} (one pass for decode); a later pass re-reads the
     // segment's keys, from cache.
     for (var rc = 0u; rc < R; rc += ${RT}u) {
@@ -670,19 +679,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${sizes()}
   var qv: array<f32, ${D}>;
   var o: array<f32, ${D}>;
-  let segA = mt[mt[${META.segOffsOff}] + w];
-  let segB = mt[mt[${META.segOffsOff}] + w + 1u];
-  for (var si = segA; si < segB; si++) {
-    let sb = mt[${META.segsOff}] + si * 4u;
-    let unit = mt[sb];
-    let part = mt[sb + 3u];
-    let qb = unit % qBlocks;
-    let h = (unit / qBlocks) % Hkv;
-    let b = unit / qBlocks / Hkv;
-    let len = mt[mt[${META.kvLensOff}] + b];
-    let k0 = mt[sb + 1u] * T;
-    let k1 = min(mt[sb + 2u] * T, len);
-    let kvBase = (b * Hkv + h) * N * ${D}u;
+${segmentLoop()}
+    let kvBase = kvRow0 * ${D}u;
     for (var r0 = 0u; r0 < R; r0 += ${GENERIC_WG}u) {
       let r = r0 + tid;
       let i = qb * rpb + r % rpb;
@@ -1115,19 +1113,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let act = tid < ${R * D4}u;
   let fr = min(tid / ${D4}u, ${R - 1}u);
   let fj = tid % ${D4}u;
-  let segA = mt[mt[${META.segOffsOff}] + w];
-  let segB = mt[mt[${META.segOffsOff}] + w + 1u];
-  for (var si = segA; si < segB; si++) {
-    let sb = mt[${META.segsOff}] + si * 4u;
-    let unit = mt[sb];
-    let part = mt[sb + 3u];
-    let qb = unit % qBlocks;
-    let h = (unit / qBlocks) % Hkv;
-    let b = unit / qBlocks / Hkv;
-    let len = mt[mt[${META.kvLensOff}] + b];
-    let k0 = mt[sb + 1u] * T;
-    let k1 = min(mt[sb + 2u] * T, len);
-    let kvRow0 = (b * Hkv + h) * N;
+${segmentLoop()}
 ${lines.join("\n")}
 ${writeOut(D, c.q)}
   }
