@@ -168,33 +168,20 @@ ${inner}
   let oo = ${split ? "split * p[3] * M * N + " : ""}bt * M * N;
 ${writes}
 }`);
-  const total = batches * M * N;
-  const target = split ? ctx.scratch(splits * total * 4) : ctx.buffer(out);
-  ctx.dispatch(
-    pipe,
-    [
-      ctx.buffer(a.id),
-      ctx.buffer(b.id),
-      target,
-      params(ctx, [
-        M,
-        N,
-        K,
-        batches,
-        tilesM,
-        tilesN,
-        chunk,
-        splits,
-        batchShape.length,
-        ...batchShape,
-        ...sa,
-        ...sb,
-      ]),
-    ],
-    grid(ctx, tiles * splits),
-    "matmul",
-  );
-  if (split) sumSplits(ctx, target, splits, total, out, outDType);
+  launch(ctx, pipe, a, b, out, outDType, splits, batches * M * N, tiles * splits, [
+    M,
+    N,
+    K,
+    batches,
+    tilesM,
+    tilesN,
+    chunk,
+    splits,
+    batchShape.length,
+    ...batchShape,
+    ...sa,
+    ...sb,
+  ]);
   return out;
 }
 
@@ -320,39 +307,52 @@ ${
     }
   }
 }`);
-  const total = batches * M * N;
-  const target = split ? ctx.scratch(splits * total * 4) : ctx.buffer(out);
-  ctx.dispatch(
-    pipe,
-    [
-      ctx.buffer(a.id),
-      ctx.buffer(b.id),
-      target,
-      params(ctx, [
-        M,
-        N,
-        K,
-        batches,
-        Math.ceil(N / NC),
-        0,
-        chunk,
-        splits,
-        batchShape.length,
-        ...batchShape,
-        ...sa,
-        ...sb,
-      ]),
-    ],
-    grid(ctx, tiles * splits),
-    "matmul",
-  );
-  if (split) sumSplits(ctx, target, splits, total, out, outDType);
+  launch(ctx, pipe, a, b, out, outDType, splits, batches * M * N, tiles * splits, [
+    M,
+    N,
+    K,
+    batches,
+    Math.ceil(N / NC),
+    0,
+    chunk,
+    splits,
+    batchShape.length,
+    ...batchShape,
+    ...sa,
+    ...sb,
+  ]);
 }
 
 /** Output tiles below which a matmul splits K. */
 const SPLIT_TARGET = 2048;
 /** Shortest K range a split gets. */
 const SPLIT_MIN_K = 256;
+
+/**
+ * Dispatches a matmul pipeline over `workgroups` with its parameter block; with K split, the
+ * pipeline writes float32 partials to scratch and {@link sumSplits} adds them in order.
+ */
+function launch(
+  ctx: GpuContext,
+  pipe: GPUComputePipeline,
+  a: TensorInfo,
+  b: TensorInfo,
+  out: DataId,
+  outDType: DType,
+  splits: number,
+  total: number,
+  workgroups: number,
+  dims: number[],
+): void {
+  const target = splits > 1 ? ctx.scratch(splits * total * 4) : ctx.buffer(out);
+  ctx.dispatch(
+    pipe,
+    [ctx.buffer(a.id), ctx.buffer(b.id), target, params(ctx, dims)],
+    grid(ctx, workgroups),
+    "matmul",
+  );
+  if (splits > 1) sumSplits(ctx, target, splits, total, out, outDType);
+}
 
 /** `out[i] = Σ_s part[s·total + i]`, in split order. */
 function sumSplits(
