@@ -300,21 +300,7 @@ export function reduceKernel(ctx: GpuContext, op: ReduceOp, x: TensorInfo, axis:
   var acc = ${INIT[op]};
   for (var j = 0u; j < n; j++) { acc = ${c("acc", "f32(x[base + j * inner])")}; }
   y[o] = ${store(ctx, x.dtype, "acc")};`;
-  const pipe = ctx.pipeline(key, () =>
-    `${header(ctx, [x.dtype])}
-${declare(ctx, 0, "x", x.dtype, "read")}
-${declare(ctx, 1, "y", x.dtype, "read_write")}
-${declareParams(2)}
-${rowwise ? `var<workgroup> sh: array<f32, ${RW}>;` : ""}
-@compute @workgroup_size(${rowwise ? RW : WG})
-fn main(${BUILTINS}) {${body}
-}`);
-  ctx.dispatch(
-    pipe,
-    [ctx.buffer(x.id), ctx.buffer(out), params(ctx, [rows, n, inner])],
-    grid(ctx, rowwise ? rows : Math.ceil(rows / WG)),
-    `reduce-${op}`,
-  );
+  alongAxis(ctx, key, body, x, out, rowwise, RW, rows, n, inner, `reduce-${op}`);
   return out;
 }
 
@@ -378,6 +364,28 @@ export function softmaxKernel(ctx: GpuContext, x: TensorInfo, axis: number): Dat
   for (var j = 0u; j < n; j++) {
     y[base + j * inner] = ${write("exp(f32(x[base + j * inner]) - m) / l")};
   }`;
+  alongAxis(ctx, key, body, x, out, rowwise, RW, rows, n, inner, "softmax");
+  return out;
+}
+
+/**
+ * Compiles (cached by `key`) and dispatches a kernel that reads `x` along one axis
+ * (`rows` outer×inner positions, `n` elements apart by `inner`) and writes `out`: one thread
+ * per row, or one workgroup of `RW` threads per row when `rowwise`. Shared by reduce and softmax.
+ */
+function alongAxis(
+  ctx: GpuContext,
+  key: string,
+  body: string,
+  x: TensorInfo,
+  out: DataId,
+  rowwise: boolean,
+  RW: number,
+  rows: number,
+  n: number,
+  inner: number,
+  label: string,
+): void {
   const pipe = ctx.pipeline(key, () =>
     `${header(ctx, [x.dtype])}
 ${declare(ctx, 0, "x", x.dtype, "read")}
@@ -391,9 +399,8 @@ fn main(${BUILTINS}) {${body}
     pipe,
     [ctx.buffer(x.id), ctx.buffer(out), params(ctx, [rows, n, inner])],
     grid(ctx, rowwise ? rows : Math.ceil(rows / WG)),
-    "softmax",
+    label,
   );
-  return out;
 }
 
 /** Permutes axes: output dim `i` is input dim `perm[i]`. */
