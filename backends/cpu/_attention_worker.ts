@@ -16,14 +16,8 @@
  */
 import type { AttentionParams, TensorInfo } from "../backend.ts";
 import type { CpuArray } from "./cpu_backend.ts";
-import {
-  type AttentionBuffers,
-  attentionBuffers,
-  type AttentionGeometry,
-  attentionGeometry,
-  finishCuts,
-  runWorkers,
-} from "./attention.ts";
+import { type AttentionBuffers, attentionBuffers, finishCuts, runWorkers } from "./attention.ts";
+import { type AttentionGeometry, attentionGeometry } from "../../attention/geometry.ts";
 
 interface Job {
   job: number;

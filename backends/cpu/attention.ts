@@ -18,37 +18,9 @@
  */
 import type { AttentionParams, TensorInfo } from "../backend.ts";
 import type { LeanSchedule } from "../../attention/lean_schedule.ts";
+import { type AttentionGeometry, attentionGeometry } from "../../attention/geometry.ts";
 import { allocCpu, type CpuArray, cpuValues } from "./cpu_backend.ts";
 import { type SimdKernels, simdKernels } from "./_attention_simd.ts";
-
-/** Geometry of one attention call, resolved from the shapes and the schedule. */
-export interface AttentionGeometry {
-  B: number;
-  Hq: number;
-  Hkv: number;
-  Sq: number;
-  N: number;
-  D: number;
-  /** Query heads per kv head. */
-  group: number;
-  /** Query rows per query block: `ceil(Sq / qBlocks)`. */
-  rowsPerBlock: number;
-  /** State rows of one unit: `group · rowsPerBlock`. */
-  unitRows: number;
-}
-
-/** Shapes → geometry (shared with the worker-parallel executor). */
-export function attentionGeometry(
-  qShape: readonly number[],
-  kShape: readonly number[],
-  schedule: LeanSchedule,
-): AttentionGeometry {
-  const [B, Hq, Sq, D] = qShape;
-  const [, Hkv, N] = kShape;
-  const group = Hq / Hkv;
-  const rowsPerBlock = Math.ceil(Sq / schedule.plan.qBlocks);
-  return { B, Hq, Hkv, Sq, N, D, group, rowsPerBlock, unitRows: group * rowsPerBlock };
-}
 
 /** Arrays the executor reads and writes; all plain typed arrays so Workers can share them. */
 export interface AttentionBuffers {

@@ -21,6 +21,7 @@
  *
  * @module
  */
+import { type AttentionGeometry, attentionGeometry } from "../../attention/geometry.ts";
 import { parallelismOf } from "./_gpus.ts";
 import type { AttentionParams, DataId, TensorInfo } from "../backend.ts";
 import type { GpuBinding, GpuContext } from "./context.ts";
@@ -138,16 +139,7 @@ function grid2d(ctx: GpuContext, n: number): [number, number] {
   return [nx, Math.max(1, ny)];
 }
 
-interface Geometry {
-  B: number;
-  Hq: number;
-  Hkv: number;
-  Sq: number;
-  N: number;
-  D: number;
-  group: number;
-  rowsPerBlock: number;
-  unitRows: number;
+interface Geometry extends AttentionGeometry {
   /** Visible keys (summed over units) per lean worker: the work a workgroup streams. */
   keysPerWorker: number;
   /** Workers (workgroups) of the schedule. */
@@ -388,24 +380,13 @@ export function webgpuAttentionTuned(
   params: AttentionParams,
   tuning: AttentionTuning,
 ): { out: DataId; lse: DataId } {
-  const [B, Hq, Sq, D] = q.shape;
-  const [, Hkv, N] = k.shape;
   const s = params.schedule;
-  const group = Hq / Hkv;
-  const rowsPerBlock = Math.ceil(Sq / s.plan.qBlocks);
   const g: Geometry = {
-    B,
-    Hq,
-    Hkv,
-    Sq,
-    N,
-    D,
-    group,
-    rowsPerBlock,
-    unitRows: group * rowsPerBlock,
+    ...attentionGeometry(q.shape, k.shape, s),
     keysPerWorker: 0,
     workers: s.workers.length,
   };
+  const { B, Hq, Hkv, Sq, N, D } = g;
   if (s.workers.length > 0) {
     let keys = 0;
     for (let b = 0; b < B; b++) keys += Math.min(Math.max(params.kvLens[b], 0), N);
