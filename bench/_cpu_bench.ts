@@ -12,7 +12,7 @@
 import type { BenchOptions, Case, OwnAlgo } from "./_sweep.ts";
 import { buildCases, caseName, readBytes } from "./_sweep.ts";
 import { median } from "./_ceiling.ts";
-import { type Results, type Row, rowShape } from "./_results.ts";
+import { maxAbs, maxAbsDiff, type Results, type Row, rowShape } from "./_results.ts";
 
 interface ReadJob {
   ranges: { buf: SharedArrayBuffer; off: number; len: number }[];
@@ -281,20 +281,4 @@ function runner(
     out.dispose();
     return d;
   };
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  if (a.length !== b.length) return Infinity;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
-}
-
-function maxAbs(a: Float32Array): number {
-  let m = 0;
-  for (const x of a) m = Math.max(m, Math.abs(x));
-  return m;
 }

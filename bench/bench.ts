@@ -53,7 +53,7 @@ import {
   USAGE,
 } from "./_sweep.ts";
 import { type CeilingResult, measureCeiling, median, type ReadRange } from "./_ceiling.ts";
-import { type Results, type Row, rowShape } from "./_results.ts";
+import { maxAbs, maxAbsDiff, type Results, type Row, rowShape } from "./_results.ts";
 import { renderPlot } from "./plot.ts";
 import { loadOrtPeer, type OrtPeer } from "./peers/ort_webgpu.ts";
 import { runTorchPeer, type TorchCase } from "./_torch.ts";
@@ -404,22 +404,6 @@ function wallCallsFor(gpuMs: number | null, smoke: boolean): number {
   const ms = gpuMs ?? 1;
   if (ms > 5) return Math.max(5, Math.ceil(160 / ms));
   return Math.max(20, Math.min(200, Math.ceil(80 / Math.max(ms, 0.01))));
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  if (a.length !== b.length) return Infinity;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
-}
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
 }
 
 /** Tolerance of the check against flash: output rounding of the dtype, relative to max|ref|. */
