@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { uniformGenerator } from "../tensor/random.ts";
 import type { GpuBinding, GpuContext, GpuFeatures } from "../backends/webgpu/context.ts";
 import type { AttentionParams, DataId, TensorInfo } from "../backends/backend.ts";
 import type { DType } from "../tensor/dtype.ts";
@@ -266,17 +267,6 @@ class ProbeContext implements GpuContext {
 
 // ---------------------------------------------------------------- correctness
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface Case {
   B: number;
   Hq: number;
@@ -374,7 +364,7 @@ function randArr(r: () => number, n: number, dtype: DType): Float32Array {
 }
 
 async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string | null> {
-  const r = rng(seed);
+  const r = uniformGenerator(seed);
   const qv = randArr(r, c.B * c.Hq * c.Sq * c.D, c.dtype);
   const kv = randArr(r, c.B * c.Hkv * c.N * c.D, c.dtype);
   const vv = randArr(r, c.B * c.Hkv * c.N * c.D, c.dtype);
@@ -474,7 +464,7 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
 }
 
 async function mergeCase(ctx: ProbeContext, seed: number): Promise<string | null> {
-  const r = rng(seed);
+  const r = uniformGenerator(seed);
   const rows = 1 + Math.floor(r() * 40);
   const D = [1, 7, 64, 128][Math.floor(r() * 4)];
   const k = 1 + Math.floor(r() * 7);
@@ -652,7 +642,7 @@ async function check(ctx: ProbeContext, count: number, seed0: number): Promise<b
     { ...fixed[0], N: 3000, kvLens: [3000, 1999], causal: true, algo: "flash-decoding" },
   );
   for (let i = 0; i < fixed.length + count; i++) {
-    const r = rng(seed0 + i);
+    const r = uniformGenerator(seed0 + i);
     const c = i < fixed.length ? fixed[i] : drawCase(r, i);
     const err = await runCase(ctx, c, seed0 + 1000 + i);
     if (err) {
