@@ -751,8 +751,9 @@ const GQA_VARIANTS: Variant[] = (
     // Run 6's default before the keys-per-worker rule (16 lanes a key for 4-row units).
     ["L16", { L: 16 }, 2],
     ["L16 g1", { L: 16 }, 1],
-    // The P·V tail mask (exact ±∞ values) off: its cost.
-    ["no tm", { tailMask: false }, 2],
+    // The per-row P·V tail mask forced on (run 8's default for decode too): its cost. Since
+    // run 9, decode zeroes V loads past the segment instead and masks only causal prefill.
+    ["tm", { tailMask: true }, 2],
     // The workgroup-memory kernel (devices without subgroups; R·D ≤ 512).
     ["wgm", { kernel: "wgm" }, 2],
   ] as [string, AttentionTuning, number][]

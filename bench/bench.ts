@@ -14,7 +14,8 @@
  *     and bandwidth does not depend on the values);
  *  3. check every algorithm once against flash (max abs diff) and against a float64 reference
  *     of sampled rows (a wrong row fails loudly and the run exits non-zero);
- *  4. GPU time: median over `--reps` calls (fewer, ≥ 5, for calls over 5 ms) of the span from
+ *  4. GPU time: median over `--reps` calls (fewer, ≥ 5, for calls over 5 ms), each submitted
+ *     alone and waited for (calls queued back to back overlap on the GPU), of the span from
  *     the first compute pass's begin timestamp to the last pass's end, across every pass of
  *     the call, the per-part passes and merges of split K/V included (`gpuMs`; the sum of the
  *     passes' own times is kept as `gpuSumMs`), after warm-up; wall time: a pipelined loop of
@@ -267,6 +268,19 @@ function callTime(passes: readonly PassTiming[]): { span: number; sum: number } 
 }
 
 /**
+ * One timed call on its own: submitted alone and waited for, so its passes neither overlap
+ * another call's nor wait behind one. Calls queued back to back share no buffer a barrier
+ * would order (fresh outputs, read-only K/V), so the GPU runs them concurrently and a pass's
+ * begin-to-end stamps then count its neighbours' work too: on an H200 (2026-11-26) that made
+ * small calls look 3–5× slower than alone (bench/NOTES.md, "Timing artefact").
+ */
+async function isolated(gpu: WebGpuBackend, call: Call): Promise<void> {
+  call().dispose();
+  gpu.flush();
+  await gpu.ctx.device.queue.onSubmittedWorkDone();
+}
+
+/**
  * GPU times of several algorithms of one row, interleaved: after each is warmed up, the timed
  * calls go round-robin (a, b, c, a, b, c, ...), so a clock change or a neighbour's load in
  * the middle of a row falls on every algorithm alike instead of on whichever ran then. Falls
@@ -295,7 +309,7 @@ async function gpuTimesInterleaved(
       longest = Math.max(longest, t.length ? callTime(t).span : 0);
     }
     reps = repsFor(longest, reps);
-    for (let r = 0; r < reps; r++) for (const call of calls) call().dispose();
+    for (let r = 0; r < reps; r++) for (const call of calls) await isolated(gpu, call);
     all = await gpu.readTimings();
   } finally {
     gpu.setProfiling(false);
@@ -361,7 +375,7 @@ async function gpuTime(
     if (passes === 0) return null;
     // A 512k case's call takes tens of ms: a few samples give its median.
     reps = repsFor(callTime(first).span, reps);
-    for (let i = 0; i < reps; i++) call().dispose();
+    for (let i = 0; i < reps; i++) await isolated(gpu, call);
     const all = await gpu.readTimings();
     const per: { span: number; sum: number }[] = [];
     if (all.length === passes * reps) {
@@ -369,7 +383,7 @@ async function gpuTime(
     } else {
       // Pass count varies between calls: read each call on its own.
       for (let i = 0; i < reps; i++) {
-        call().dispose();
+        await isolated(gpu, call);
         per.push(callTime(await gpu.readTimings()));
       }
     }

@@ -592,3 +592,60 @@ describeBackends(
     k.dispose();
   },
 );
+
+describeBackends(
+  "decode: a ±∞ value in the last key of a segment comes out ±∞, not NaN",
+  async (backend) => {
+    // D = 64 runs the subgroup kernel on GPUs with subgroups; segments whose length is not a
+    // multiple of the kernel's key batch make its lanes re-read the segment's last key (the
+    // index is clamped), whose P·V term must not be 0 · ∞ = NaN.
+    const [B, Hkv, N, D] = [1, 2, 300, 64];
+    for (const group of [1, 4]) {
+      const Hq = Hkv * group;
+      const q = randn([B, Hq, 1, D], { seed: 41 + group, backend });
+      const k = randn([B, Hkv, N, D], { seed: 43, backend });
+      const vd = await randn([B, Hkv, N, D], { seed: 47, backend }).data();
+      const opts = { tileSize: 16, grid: 7 } as const;
+      const sched = leanAttentionSchedule(q, k, k, opts);
+      // The last key of every segment, in column (key % D), gets ±∞ (sign alternating).
+      const ends: { h: number; key: number }[] = [];
+      for (const run of sched.workers) {
+        for (const s of run) {
+          const u = sched.units[s.unit];
+          ends.push({ h: u.kvHead, key: Math.min(u.keys, s.tileEnd * 16) - 1 });
+        }
+      }
+      ends.forEach(({ h, key }, i) => {
+        vd[(h * N + key) * D + (key % D)] = i % 2 ? -Infinity : Infinity;
+      });
+      const v = tensor(vd, { shape: [B, Hkv, N, D], backend });
+      const ref = referenceAttention({
+        q: await q.data(),
+        k: await k.data(),
+        v: vd,
+        B,
+        Hq,
+        Hkv,
+        Sq: 1,
+        N,
+        D,
+      });
+      const runs = {
+        lean: leanAttention(q, k, v, opts),
+        "flash-decoding": flashAttention(q, k, v, { numSplits: 3, blockN: 16 }),
+        flash: flashAttention(q, k, v),
+      };
+      const tol = 2e-5 * maxAbs(ref.out.filter(Number.isFinite)) * 4;
+      for (const [name, t] of Object.entries(runs)) {
+        const out = await t.data();
+        out.forEach((x, i) => {
+          const r = ref.out[i];
+          const good = Number.isFinite(r) ? Math.abs(x - r) <= tol : Object.is(x, r);
+          assert(good, `${name}, group ${group}: out[${i}] = ${x}, reference ${r}`);
+        });
+        t.dispose();
+      }
+      for (const t of [q, k, v]) t.dispose();
+    }
+  },
+);

@@ -187,8 +187,10 @@ export interface SgConfig {
    */
   tile: number;
   /**
-   * Select away the P·V terms of keys hidden from a row in the batches that hold any (the
-   * last of a segment), since `0 · ∞ = NaN`; off only to measure its cost.
+   * Select away the P·V terms of keys hidden from some row of the unit in the batches that
+   * hold any (past the first row's causal end), since `0 · ∞ = NaN`: needed where the rows of
+   * a unit end at different keys (causal prefill) and with staged tiles; decode loads zero
+   * for keys past the segment instead (see `vLoad`).
    */
   tm: boolean;
 }
@@ -229,6 +231,10 @@ export function sgWgsl(c: SgConfig): string {
     }
     return [`vec4<f32>(unpack2x16float(${a}.x), unpack2x16float(${a}.y))`];
   };
+  // A V load whose key may lie past the segment (the index was clamped to its last key): zero
+  // there, so the P·V term of that re-read is 0 · 0 rather than 0 · V, which is NaN when the
+  // last key's value is ±∞. A select on the loaded words, per key, not per row: branch-free.
+  const vLoad = (idx: string, key: string) => `select(${ldT}(), V[${idx}], ${key} < kend)`;
   // Row-relative vec4 index of lane-local vec4 j.
   const v4idx = (j: number) => `(${Math.floor(j / V4) * L}u + lane) * ${V4}u + ${j % V4}u`;
   const rows = [...Array(R).keys()];
@@ -298,7 +304,9 @@ export function sgWgsl(c: SgConfig): string {
     for (const u of us) {
       p(`    let kr0_${u} = (kvRow0 + min(k0 + ${u * S}u + slot, klast)) * ${UPR}u + lane;`);
       for (const ch of chs) p(`    var nka${u}_${ch} = K[kr0_${u} + ${ch * L}u];`);
-      for (const ch of chs) p(`    var nva${u}_${ch} = V[kr0_${u} + ${ch * L}u];`);
+      for (const ch of chs) {
+        p(`    var nva${u}_${ch} = ${vLoad(`kr0_${u} + ${ch * L}u`, `k0 + ${u * S}u + slot`)};`);
+      }
     }
   }
   for (const r of rows) {
@@ -353,11 +361,15 @@ ${st}
         for (const ch of chs) p(`      let va${u}_${ch} = nva${u}_${ch};`);
         p(`      let kn${u} = (kvRow0 + min(key${u} + ${S * U}u, klast)) * ${UPR}u + lane;`);
         for (const ch of chs) p(`      nka${u}_${ch} = K[kn${u} + ${ch * L}u];`);
-        for (const ch of chs) p(`      nva${u}_${ch} = V[kn${u} + ${ch * L}u];`);
+        for (const ch of chs) {
+          p(`      nva${u}_${ch} = ${vLoad(`kn${u} + ${ch * L}u`, `key${u} + ${S * U}u`)};`);
+        }
       } else {
         p(`      let kr${u} = (kvRow0 + min(key${u}, kend - 1u)) * ${UPR}u + lane;`);
         for (const ch of chs) p(`      let ka${u}_${ch} = K[kr${u} + ${ch * L}u];`);
-        for (const ch of chs) p(`      let va${u}_${ch} = V[kr${u} + ${ch * L}u];`);
+        for (const ch of chs) {
+          p(`      let va${u}_${ch} = ${vLoad(`kr${u} + ${ch * L}u`, `key${u}`)};`);
+        }
       }
     }
     for (const u of us) {
@@ -474,7 +486,11 @@ ${st}
           S * U + u * S
         }u + slot, klast)) * ${UPR}u + lane;`);
         for (const ch of chs) p(`      nka${u}_${ch} = K[kn${u} + ${ch * L}u];`);
-        for (const ch of chs) p(`      nva${u}_${ch} = V[kn${u} + ${ch * L}u];`);
+        for (const ch of chs) {
+          p(`      nva${u}_${ch} = ${
+            vLoad(`kn${u} + ${ch * L}u`, `base + ${S * U + u * S}u + slot`)
+          };`);
+        }
       }
     }
   };

@@ -82,9 +82,11 @@ export interface AttentionTuning {
    */
   ws?: boolean;
   /**
-   * Exact IEEE results for ±∞ values (default on): keys hidden from a row are selected away in
-   * P·V in the last batches of a segment. Off only to measure what that costs — then a ±∞
-   * value in a segment's last visible key may come out NaN.
+   * Per-row mask of the P·V terms past a row's causal end, in the batches of a segment that
+   * hold such keys (`0 · ∞ = NaN` would otherwise leak a hidden ±∞ value). Default: on where
+   * the rows of a unit end at different keys (causal with more than one query row) and with
+   * staged tiles; off for decode, where no row ends before the segment (keys past the segment
+   * load as zero instead). Forcing it off for causal prefill gives NaN for a hidden ±∞ value.
    */
   tailMask?: boolean;
 }
@@ -251,6 +253,7 @@ function sgConfig(
   g: Geometry,
   kv: Elem,
   q: Elem,
+  causal: boolean,
   explicit: AttentionTuning,
 ): SgConfig | null {
   const tuning: AttentionTuning = { ...(g.unitRows >= 4 ? MULTI_ROW_DEFAULTS : {}) };
@@ -337,7 +340,9 @@ function sgConfig(
   // overlapping q's; for one row it measured 0–4 points slower (bench/NOTES.md, run 3).
   const rot = (tuning.rot ?? R > 1) && !tuning.pf && !tile;
   const pf = (tuning.pf ?? false) && !tile;
-  const tm = tuning.tailMask ?? true;
+  // The per-row mask costs 6–16 points on GQA decode even when run only in a segment's last
+  // batch (bench/NOTES.md, runs 8–9), so it is on only where rows can end apart.
+  const tm = tuning.tailMask ?? (tile > 0 || (causal && g.Sq > 1));
   return { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile, tm };
 }
 
@@ -415,7 +420,9 @@ export function webgpuAttentionTuned(
   const lseBuf = ctx.buffer(lse);
   if (W > 0) {
     const want = tuning.kernel;
-    const sg = want === "generic" || want === "wgm" ? null : sgConfig(ctx, g, kvT, qT, tuning);
+    const sg = want === "generic" || want === "wgm"
+      ? null
+      : sgConfig(ctx, g, kvT, qT, params.causal, tuning);
     const wgm = sg || want === "generic" ? null : wgmConfig(ctx, g, kvT, qT);
     let pipe: GPUComputePipeline;
     if (sg) pipe = ctx.pipeline(sgKey(sg), () => sgWgsl(sg), "main");
