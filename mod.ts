@@ -53,6 +53,7 @@ export type {
   Backend,
   BinaryOp,
   DataId,
+  LeanGridProblem,
   MemoryInfo,
   ReduceOp,
   TensorInfo,

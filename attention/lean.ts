@@ -20,7 +20,7 @@ import {
 } from "./_validate.ts";
 import { queryBlocks, runSchedule } from "./_run.ts";
 import type { AttentionState } from "./merge.ts";
-import type { Backend } from "../backends/backend.ts";
+import type { Backend, LeanGridProblem } from "../backends/backend.ts";
 import { calibratedGrid } from "./calibrate_grid.ts";
 
 /** Options of {@link leanAttention}. */
@@ -30,7 +30,8 @@ export interface LeanOptions extends AttentionOptions {
   /**
    * Workers the tiles are spread over (default: the grid `calibrateGrid` measured for this
    * adapter if it ran, else the backend's `defaultGrid` — on WebGPU twice the multiprocessors
-   * of a table of known GPUs — else twice the CPU's cores).
+   * of a table of known GPUs — else twice the CPU's cores; a backend's `leanGrid` may then
+   * pick one worker a unit for the shape, where that saves the merge pass of cut units).
    */
   grid?: number;
 }
@@ -49,16 +50,33 @@ export function defaultLeanGrid(backend: Backend): number {
 function plan(q: Tensor, k: Tensor, v: Tensor, opts: LeanOptions) {
   const p = validateAttention(OP, q, k, v, opts);
   const tileSize = positiveIntOption(OP, "tileSize", opts.tileSize, MAX_TILE) ?? 64;
-  const grid = positiveIntOption(OP, "grid", opts.grid, MAX_WORKERS) ?? defaultLeanGrid(q.backend);
-  const schedule = leanSchedule({
+  const given = positiveIntOption(OP, "grid", opts.grid, MAX_WORKERS);
+  const problem = {
     batch: p.B,
     kvHeads: p.Hkv,
     kvLens: Array.from(p.kvLens),
     qBlocks: queryBlocks(p),
     tileSize,
-    grid,
-  });
+  };
+  const grid = given ?? shapeGrid(q.backend, problem, p.Sq, p.Hq / p.Hkv, p.D, k.dtype);
+  const schedule = leanSchedule({ ...problem, grid });
   return { p, schedule };
+}
+
+/** The default grid for one problem: the backend's choice for the shape, else the default. */
+function shapeGrid(
+  backend: Backend,
+  plan: LeanGridProblem["plan"],
+  Sq: number,
+  group: number,
+  D: number,
+  kvDtype: LeanGridProblem["kvDtype"],
+): number {
+  const base = defaultLeanGrid(backend);
+  if (!backend.leanGrid) return base;
+  const unitRows = group * Math.ceil(Sq / (plan.qBlocks ?? 1));
+  const g = backend.leanGrid({ plan, unitRows, D, kvDtype }, base);
+  return Number.isSafeInteger(g) && g >= 1 && g <= MAX_WORKERS ? g : base;
 }
 
 /** The schedule `leanAttention` would run for this problem (for inspection and tests). */

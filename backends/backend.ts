@@ -7,7 +7,7 @@
  */
 import type { DType } from "../tensor/dtype.ts";
 import type { Shape } from "../tensor/shape.ts";
-import type { LeanSchedule } from "../attention/lean_schedule.ts";
+import type { LeanPlan, LeanSchedule } from "../attention/lean_schedule.ts";
 
 /** Opaque handle of a backend's storage for one tensor. */
 export type DataId = { readonly __dataId: unique symbol } | object;
@@ -72,6 +72,18 @@ export interface MemoryInfo {
   liveCount: number;
 }
 
+/** What a backend may look at to pick `leanAttention`'s default grid for one call. */
+export interface LeanGridProblem {
+  /** The lean plan without its grid. */
+  plan: Omit<LeanPlan, "grid">;
+  /** Query rows per unit (GQA group × rows per query block). */
+  unitRows: number;
+  /** Head dimension. */
+  D: number;
+  /** Storage dtype of K and V. */
+  kvDtype: DType;
+}
+
 /** A compute backend. */
 export interface Backend {
   /** `"cpu"` or `"webgpu"`. */
@@ -80,6 +92,13 @@ export interface Backend {
   readonly description: string;
   /** How many independent workers run at once; default lean `grid` and split heuristics. */
   readonly parallelism: number;
+  /**
+   * Optional: the lean `grid` for one problem when the caller gives none. `base` is the
+   * shape-free default (`defaultLeanGrid`); a backend with a cost model of its kernels may
+   * return another worker count for this shape (the WebGPU backend picks one worker a unit
+   * where that saves its second pass). Returns a positive integer.
+   */
+  leanGrid?(problem: LeanGridProblem, base: number): number;
   /** Whether float16 tensors are stored as halves (else as float32, values rounded). */
   readonly nativeF16: boolean;
 

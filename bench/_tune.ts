@@ -16,15 +16,21 @@ console.log(`adapter: ${gpu.description}`);
 const sms = gpu.parallelism;
 const K = Deno.args.includes("--tiny") ? 16 : 1024;
 const shapes = [
+  [1, 32, 8, 4 * K],
   [1, 32, 8, 16 * K],
   [1, 32, 8, 64 * K],
   [4, 32, 8, 16 * K],
   [16, 32, 8, 4 * K],
+  [16, 32, 8, 16 * K],
+  [1, 32, 32, 4 * K],
   [1, 32, 32, 16 * K],
   [1, 32, 32, 64 * K],
+  [4, 32, 32, 4 * K],
+  [4, 32, 32, 64 * K],
+  [16, 32, 32, 4 * K],
 ];
 const variants: [string, (q: Tensor, k: Tensor, v: Tensor) => Tensor][] = [];
-for (const t of [64, 128, 256]) {
+for (const t of [64, 128]) {
   for (const g of [1, 2]) {
     variants.push([
       `lean t${t} g${g}`,
@@ -32,11 +38,14 @@ for (const t of [64, 128, 256]) {
     ]);
   }
 }
-variants.push(["fd b64", (q, k, v) => flashAttention(q, k, v, { numSplits: "auto" })]);
+// One worker a unit (B·Hkv): stream-K with runs that end on unit boundaries, one pass.
 variants.push([
-  "fd b128",
-  (q, k, v) => flashAttention(q, k, v, { numSplits: "auto", blockN: 128 }),
+  "lean units",
+  (q, k, v) => leanAttention(q, k, v, { grid: q.shape[0] * k.shape[1] }),
 ]);
+variants.push(["lean default", (q, k, v) => leanAttention(q, k, v)]);
+variants.push(["fd b64", (q, k, v) => flashAttention(q, k, v, { numSplits: "auto" })]);
+variants.push(["flash", (q, k, v) => flashAttention(q, k, v)]);
 const out: Record<string, unknown>[] = [];
 for (const [B, Hq, Hkv, N] of shapes) {
   const D = 128;

@@ -3,11 +3,15 @@
  * and the attention kernels' default grid both read this one table.
  */
 
-/** Streaming multiprocessors (or equivalents) of GPUs we know, by adapter description. */
-const KNOWN_GPUS: readonly [RegExp, number][] = [
+/**
+ * Streaming multiprocessors (or equivalents) of GPUs we know, by adapter description, and
+ * where measured, the streaming-read bandwidth in GB/s (H200: `deno task bench`'s ceiling,
+ * 4.66 TB/s, 2026-11-26; H100 SXM: 0.9 × the 3.35 TB/s spec, not yet measured here).
+ */
+const KNOWN_GPUS: readonly [RegExp, number, number?][] = [
   [/\bH100\b.*\bPCIe\b/i, 114],
-  [/\bH100\b/i, 132],
-  [/\bH200\b/i, 132],
+  [/\bH100\b/i, 132, 3000],
+  [/\bH200\b/i, 132, 4600],
   [/\bA100\b/i, 108],
   [/\bL4\b/i, 58],
   [/\bRTX 4090\b/i, 128],
@@ -21,6 +25,12 @@ export function parallelismOf(description: string): { parallelism: number; known
     if (re.test(description)) return { parallelism: n, known: true };
   }
   return { parallelism: SOFTWARE.test(description) ? 8 : 32, known: false };
+}
+
+/** Streaming-read bandwidth (GB/s) of a known GPU, where the table has one. */
+export function bandwidthOf(description: string): number | undefined {
+  for (const [re, , bw] of KNOWN_GPUS) if (re.test(description)) return bw;
+  return undefined;
 }
 
 /** Whether an adapter description names a software rasteriser (lavapipe, SwiftShader, ...). */

@@ -22,8 +22,9 @@
  * @module
  */
 import { type AttentionGeometry, attentionGeometry } from "../../attention/geometry.ts";
-import { parallelismOf } from "./_gpus.ts";
-import type { AttentionParams, DataId, TensorInfo } from "../backend.ts";
+import { bandwidthOf, parallelismOf } from "./_gpus.ts";
+import type { AttentionParams, DataId, LeanGridProblem, TensorInfo } from "../backend.ts";
+import { leanSchedule } from "../../attention/lean_schedule.ts";
 import type { GpuBinding, GpuContext } from "./context.ts";
 import type { LeanSchedule } from "../../attention/lean_schedule.ts";
 import { LimitError } from "../../tensor/errors.ts";
@@ -127,6 +128,91 @@ export function computeUnits(ctx: GpuContext): number {
 export function defaultGrid(ctx: GpuContext): number {
   return computeUnits(ctx) * 2;
 }
+
+/**
+ * GPU time of a call's second (reduce) pass, with the gap before it, in microseconds: 17–20
+ * µs on an H200 whatever the work (bench/NOTES.md, run 4).
+ */
+const REDUCE_PASS_US = 18;
+
+/**
+ * Streaming speed of one worker of the subgroup kernel, as a fraction of its compute unit's
+ * share of the read ceiling, by resident workers a compute unit (H200, bench/NOTES.md):
+ * one-row (MHA) units 0.85 alone and 0.95 two a unit (flash vs lean at 128 units, N ≥ 64k);
+ * units of several rows (GQA) hold more registers, fit one a unit and are instruction-bound
+ * at ≈ 0.55 (flash (1,32,8) 64k: 19 GB/s a worker; lean's main pass: 51 % of the ceiling).
+ */
+function streamEfficiency(unitRows: number, workersPerCu: number): number {
+  if (unitRows > 1) return 0.55;
+  return workersPerCu >= 2 ? 0.95 : 0.85;
+}
+
+/** Workers of the subgroup kernel resident on one compute unit (registers; see above). */
+function residentWorkers(unitRows: number): number {
+  return unitRows > 1 ? 1 : 2;
+}
+
+/**
+ * Fixed cost of one segment in a worker's run (q loaded, the subgroups' states merged, the
+ * output or partial written), in microseconds: an estimate, it only breaks ties between grids
+ * whose runs are equally long.
+ */
+const SEGMENT_US = 1;
+
+/**
+ * The lean grid for one problem, from three stream-K grids: the shape-free `base` (two
+ * workers a compute unit), one worker a unit (with equal units nothing is cut: one pass), and
+ * the largest multiple of the units within `base` (runs end on unit boundaries: one segment a
+ * worker). Stream-K over any of them is still the lean schedule.
+ *
+ * Model (known GPUs only; others keep `base`): a run of `t` tiles streams at the compute
+ * unit's share of the bandwidth times {@link streamEfficiency}; the busiest compute unit holds
+ * `ceil(G / CUs)` runs while they are resident (else whole waves); each segment costs {@link SEGMENT_US}; a second pass costs
+ * {@link REDUCE_PASS_US} when any unit is cut. The lowest prediction wins, ties to `base`.
+ */
+export function leanGridFor(ctx: GpuContext, problem: LeanGridProblem, base: number): number {
+  const { parallelism: cus, known } = parallelismOf(ctx.description);
+  const bw = bandwidthOf(ctx.description);
+  if (!known || bw === undefined) return base;
+  const plan = problem.plan;
+  const units = plan.batch * plan.kvHeads * (plan.qBlocks ?? 1);
+  if (units < 1) return base;
+  const kvBytes = problem.kvDtype === "float16" && ctx.features.f16 ? 2 : 4;
+  const tileBytes = 2 * plan.tileSize * problem.D * kvBytes;
+  const cuBytesPerUs = (bw * 1e3) / cus;
+  const predictUs = (grid: number): number => {
+    const s = leanSchedule({ ...plan, grid });
+    let longest = 0;
+    let segments = 0;
+    for (const run of s.workers) {
+      let t = 0;
+      for (const g of run) t += g.tileEnd - g.tileStart;
+      longest = Math.max(longest, t);
+      segments = Math.max(segments, run.length);
+    }
+    // Runs the busiest compute unit streams one after another (or shares): resident workers
+    // split its bandwidth; past the resident slots, whole waves follow each other.
+    const occ = residentWorkers(problem.unitRows);
+    const perCu = grid <= cus * occ ? Math.ceil(grid / cus) : Math.ceil(grid / (cus * occ)) * occ;
+    const eff = streamEfficiency(problem.unitRows, Math.min(perCu, occ));
+    const empty = s.units.some((u) => u.tiles === 0);
+    const second = s.cuts.length > 0 || empty ? REDUCE_PASS_US : 0;
+    return (perCu * longest * tileBytes) / cuBytesPerUs / eff + perCu * segments * SEGMENT_US +
+      second;
+  };
+  let best = base;
+  let bestUs = predictUs(base);
+  const aligned = units * Math.floor(base / units);
+  for (const g of [units, aligned]) {
+    if (g < 1 || g === best || g > MAX_LEAN_WORKERS) continue;
+    const us = predictUs(g);
+    if (us < bestUs) [best, bestUs] = [g, us];
+  }
+  return best;
+}
+
+/** Most workers the grid model considers (one workgroup each). */
+const MAX_LEAN_WORKERS = 1 << 16;
 
 /** 2-D dispatch of `n` workgroups within the per-dimension limit. */
 function grid2d(ctx: GpuContext, n: number): [number, number] {

@@ -12,6 +12,7 @@ import type {
   Backend,
   BinaryOp,
   DataId,
+  LeanGridProblem,
   MemoryInfo,
   ReduceOp,
   TensorInfo,
@@ -31,7 +32,12 @@ import {
   whereKernel,
 } from "./_kernels.ts";
 import { matmulKernel } from "./_matmul.ts";
-import { defaultGrid as attentionGrid, webgpuAttention, webgpuMergeStates } from "./attention.ts";
+import {
+  defaultGrid as attentionGrid,
+  leanGridFor,
+  webgpuAttention,
+  webgpuMergeStates,
+} from "./attention.ts";
 
 export type { PassTiming } from "./_runtime.ts";
 
@@ -102,6 +108,11 @@ export class WebGpuBackend implements Backend {
   /** Default lean `grid`, as tuned by the attention kernels for this device. */
   get defaultGrid(): number {
     return attentionGrid(this.ctx);
+  }
+
+  /** The lean grid for one problem: `base`, or one worker a unit where that is faster. */
+  leanGrid(problem: LeanGridProblem, base: number): number {
+    return leanGridFor(this.ctx, problem, base);
   }
 
   /** The device. */

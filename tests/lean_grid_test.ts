@@ -1,0 +1,106 @@
+/**
+ * The shape-aware lean grid: `Backend.leanGrid` (the WebGPU backend's cost model of its
+ * kernels, `leanGridFor`) and how `leanAttention` uses it.
+ */
+import { deepStrictEqual, ok as assert } from "node:assert/strict";
+import fc from "fast-check";
+import { leanGridFor } from "../backends/webgpu/attention.ts";
+import type { GpuContext } from "../backends/webgpu/context.ts";
+import { cpu } from "../backends/cpu/cpu_backend.ts";
+import type { Backend, LeanGridProblem } from "../backends/backend.ts";
+import { defaultLeanGrid, leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
+import { flashAttention } from "../attention/flash.ts";
+import { randn } from "../tensor/creation.ts";
+import { maxAbsDiff } from "./_reference.ts";
+
+const ctxOf = (description: string) =>
+  ({ description, features: { f16: true } }) as unknown as GpuContext;
+const H200 = ctxOf("NVIDIA H200");
+
+function decode(B: number, Hq: number, Hkv: number, N: number): LeanGridProblem {
+  return {
+    plan: { batch: B, kvHeads: Hkv, kvLens: Array(B).fill(N), qBlocks: 1, tileSize: 64 },
+    unitRows: Hq / Hkv,
+    D: 128,
+    kvDtype: "float16",
+  };
+}
+
+Deno.test("leanGridFor: GPUs without a bandwidth entry keep the base grid", () => {
+  for (const d of ["llvmpipe (LLVM 15.0.6, 256 bits)", "Some GPU", "NVIDIA A100-SXM4-80GB"]) {
+    deepStrictEqual(leanGridFor(ctxOf(d), decode(16, 32, 8, 4096), 264), 264, d);
+  }
+});
+
+Deno.test("leanGridFor on an H200: one pass where the units fill the GPU, stream-K at long N", () => {
+  // (16,32,8) at 4k: 128 equal units on 132 SMs — one worker a unit, nothing cut.
+  const short = decode(16, 32, 8, 4096);
+  deepStrictEqual(leanGridFor(H200, short, 264), 128);
+  // B = 1, 512k keys: 8 or 32 units cannot fill 132 SMs; stream-K's 2 × SMs.
+  deepStrictEqual(leanGridFor(H200, decode(1, 32, 8, 524288), 264), 264);
+  deepStrictEqual(leanGridFor(H200, decode(1, 32, 32, 524288), 264), 264);
+  // MHA with 32 units at 4k: 256 workers (8 a unit, runs end on unit boundaries).
+  deepStrictEqual(leanGridFor(H200, decode(1, 32, 32, 4096), 264), 256);
+});
+
+Deno.test("leanGridFor picks the base, one worker a unit, or the aligned multiple", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 32 }),
+      fc.integer({ min: 1, max: 16 }),
+      fc.constantFrom(1, 4, 8),
+      fc.array(fc.integer({ min: 0, max: 1 << 19 }), { minLength: 1, maxLength: 4 }),
+      fc.constantFrom(16, 64, 256),
+      fc.integer({ min: 1, max: 600 }),
+      (B, Hkv, rows, lens, tileSize, base) => {
+        const kvLens = Array.from({ length: B }, (_, b) => lens[b % lens.length]);
+        const p: LeanGridProblem = {
+          plan: { batch: B, kvHeads: Hkv, kvLens, qBlocks: 1, tileSize },
+          unitRows: rows,
+          D: 128,
+          kvDtype: "float16",
+        };
+        const units = B * Hkv;
+        const g = leanGridFor(H200, p, base);
+        assert([base, units, units * Math.floor(base / units)].includes(g), `grid ${g}`);
+        assert(Number.isSafeInteger(g) && g >= 1);
+      },
+    ),
+    { numRuns: 200 },
+  );
+});
+
+/** The CPU backend with a `leanGrid` of our choosing. */
+function withLeanGrid(pick: (p: LeanGridProblem, base: number) => number): Backend {
+  const b = cpu();
+  return new Proxy(b, {
+    get(t, key) {
+      if (key === "leanGrid") return pick;
+      const v = Reflect.get(t, key, t);
+      return typeof v === "function" ? v.bind(t) : v;
+    },
+  });
+}
+
+Deno.test("leanAttention takes the backend's grid, falls back on a bad one, obeys an explicit grid", async () => {
+  const seen: LeanGridProblem[] = [];
+  const b7 = withLeanGrid((p) => (seen.push(p), 7));
+  const q = randn([2, 8, 1, 16], { seed: 1, backend: b7 });
+  const k = randn([2, 2, 300, 16], { seed: 2, backend: b7 });
+  const v = randn([2, 2, 300, 16], { seed: 3, backend: b7 });
+  deepStrictEqual(leanAttentionSchedule(q, k, v).plan.grid, 7);
+  deepStrictEqual(seen[0].unitRows, 4);
+  deepStrictEqual(seen[0].plan.kvLens, [300, 300]);
+  deepStrictEqual(leanAttentionSchedule(q, k, v, { grid: 3 }).plan.grid, 3);
+  const diff = maxAbsDiff(
+    await leanAttention(q, k, v).data(),
+    await flashAttention(q, k, v).data(),
+  );
+  assert(diff < 1e-5, `lean with the backend's grid vs flash: ${diff}`);
+  for (const bad of [0, -1, 2.5, NaN, 1e12]) {
+    const bb = withLeanGrid(() => bad);
+    const qq = randn([1, 2, 1, 8], { seed: 4, backend: bb });
+    const kk = randn([1, 2, 40, 8], { seed: 5, backend: bb });
+    deepStrictEqual(leanAttentionSchedule(qq, kk, kk).plan.grid, defaultLeanGrid(bb), `${bad}`);
+  }
+});
