@@ -14,12 +14,12 @@
  *     and bandwidth does not depend on the values);
  *  3. check every algorithm once against flash (max abs diff) and against a float64 reference
  *     of sampled rows (a wrong row fails loudly and the run exits non-zero);
- *  4. GPU time: median over `--reps` calls (fewer, ≥ 5, for calls over 5 ms), each submitted
- *     alone and waited for (calls queued back to back overlap on the GPU), of the span from
- *     the first compute pass's begin timestamp to the last pass's end, across every pass of
- *     the call, the per-part passes and merges of split K/V included (`gpuMs`; the sum of the
- *     passes' own times is kept as `gpuSumMs`), after warm-up; wall time: a pipelined loop of
- *     calls, one readback at the end;
+ *  4. GPU time: median over `--reps` calls (fewer, ≥ 5, for calls over 5 ms), chained (each
+ *     call's q is the previous output, so calls run one after another without CPU waits), of
+ *     the time from the previous call's last end timestamp to this call's last pass's end,
+ *     every pass of the call included (the per-part passes and merges of split K/V too;
+ *     `gpuMs`; the sum of the passes' own times is kept as `gpuSumMs`), after warm-up; wall
+ *     time: a pipelined loop of calls, one readback at the end;
  *  5. the ceiling: the streaming-read kernel over the same number of bytes of K and V (of
  *     every part, in binding-sized chunks).
  * Peers: ONNX Runtime Web GQA in-process on our device, PyTorch SDPA by a Python subprocess
@@ -226,19 +226,20 @@ export function referenceRow(
   return out;
 }
 
-type Call = () => Tensor;
+/** One call of an algorithm; `qIn` replaces its q (same shape) to chain calls. */
+type Call = (qIn?: Tensor) => Tensor;
 
 function callOf(algo: OwnAlgo, q: Tensor, k: Tensor, v: Tensor, c: Case): Call {
   const kvLens = c.kvLens;
   switch (algo) {
     case "flash":
-      return () => flashAttention(q, k, v, { numSplits: 1, kvLens });
+      return (qq = q) => flashAttention(qq, k, v, { numSplits: 1, kvLens });
     case "flash-decoding":
-      return () => flashAttention(q, k, v, { numSplits: "auto", kvLens });
+      return (qq = q) => flashAttention(qq, k, v, { numSplits: "auto", kvLens });
     case "lean":
-      return () => leanAttention(q, k, v, { kvLens });
+      return (qq = q) => leanAttention(qq, k, v, { kvLens });
     case "naive":
-      return () => naiveAttention(q, k, v, { kvLens });
+      return (qq = q) => naiveAttention(qq, k, v, { kvLens });
   }
 }
 
@@ -268,23 +269,17 @@ function callTime(passes: readonly PassTiming[]): { span: number; sum: number } 
 }
 
 /**
- * One timed call on its own: submitted alone and waited for, so its passes neither overlap
- * another call's nor wait behind one. Calls queued back to back share no buffer a barrier
- * would order (fresh outputs, read-only K/V), so the GPU runs them concurrently and a pass's
- * begin-to-end stamps then count its neighbours' work too: on an H200 (2026-11-26) that made
- * small calls look 3–5× slower than alone (bench/NOTES.md, "Timing artefact").
- */
-async function isolated(gpu: WebGpuBackend, call: Call): Promise<void> {
-  call().dispose();
-  gpu.flush();
-  await gpu.ctx.device.queue.onSubmittedWorkDone();
-}
-
-/**
- * GPU times of several algorithms of one row, interleaved: after each is warmed up, the timed
- * calls go round-robin (a, b, c, a, b, c, ...), so a clock change or a neighbour's load in
- * the middle of a row falls on every algorithm alike instead of on whichever ran then. Falls
- * back to {@link gpuTime} one algorithm at a time if the pass counts cannot be matched up.
+ * GPU times of several algorithms of one row, as one dependency chain: every call's q is the
+ * previous call's output (same shape and dtype), so the GPU runs the calls one after another
+ * — as a decode loop would, each layer waiting for the last — with no CPU wait in between.
+ * A call's time is the end stamp of its last pass minus that of the call before it: it
+ * counts the gaps between its passes and never a neighbour's work. (Calls queued back to back
+ * without the chain share no buffer a barrier would order, so the GPU overlapped them and a
+ * pass's own stamps counted its neighbours' work; waiting for each call instead let the GPU
+ * clock down between calls — on an H200, 2026-11-26, both made the times 1.5–5× too long;
+ * bench/NOTES.md, "Timing".) The algorithms take turns in blocks of calls, so a clock change
+ * during a row falls on all of them; the median over a row's calls is reported. Falls back
+ * to one call at a time (read back after each) if the pass counts cannot be matched up.
  */
 async function gpuTimesInterleaved(
   gpu: WebGpuBackend,
@@ -298,6 +293,7 @@ async function gpuTimesInterleaved(
   gpu.setProfiling(true);
   let passes: number[];
   let all: PassTiming[];
+  const order: number[] = [];
   try {
     await gpu.readTimings();
     passes = [];
@@ -309,24 +305,44 @@ async function gpuTimesInterleaved(
       longest = Math.max(longest, t.length ? callTime(t).span : 0);
     }
     reps = repsFor(longest, reps);
-    for (let r = 0; r < reps; r++) for (const call of calls) await isolated(gpu, call);
+    // One chained call ahead of the timed ones gives the first its predecessor.
+    const block = Math.max(1, Math.ceil(reps / 4));
+    order.push(0);
+    for (let r = 0; r < reps; r += block) {
+      for (let i = 0; i < calls.length; i++) for (let b = 0; b < block; b++) order.push(i);
+    }
+    let cur: Tensor | null = null;
+    for (const i of order) {
+      const out: Tensor = cur ? calls[i](cur) : calls[i]();
+      cur?.dispose();
+      cur = out;
+    }
+    cur?.dispose();
     all = await gpu.readTimings();
   } finally {
     gpu.setProfiling(false);
   }
-  const perRound = passes.reduce((a, b) => a + b, 0);
-  if (passes.includes(0) || all.length !== perRound * reps) {
+  const perRound = order.reduce((a, i) => a + passes[i], 0);
+  if (passes.includes(0) || all.length !== perRound) {
     const out = [];
     for (const call of calls) out.push(await gpuTime(gpu, call, reps, warmup));
     return out;
   }
   const per: { span: number; sum: number }[][] = calls.map(() => []);
   let at = 0;
-  for (let r = 0; r < reps; r++) {
-    calls.forEach((_, i) => {
-      per[i].push(callTime(all.slice(at, at + passes[i])));
-      at += passes[i];
-    });
+  let prevEnd: number | undefined;
+  for (const [n, i] of order.entries()) {
+    const t = all.slice(at, at + passes[i]);
+    at += passes[i];
+    const end = t[t.length - 1].endNs;
+    const own = callTime(t);
+    if (n > 0) {
+      const span = prevEnd !== undefined && end !== undefined && end > prevEnd
+        ? (end - prevEnd) / 1e6
+        : own.span;
+      per[i].push({ span, sum: own.sum });
+    }
+    prevEnd = end;
   }
   return per.map((p, i) => ({
     ms: median(p.map((t) => t.span)),
@@ -375,7 +391,7 @@ async function gpuTime(
     if (passes === 0) return null;
     // A 512k case's call takes tens of ms: a few samples give its median.
     reps = repsFor(callTime(first).span, reps);
-    for (let i = 0; i < reps; i++) await isolated(gpu, call);
+    for (let i = 0; i < reps; i++) call().dispose();
     const all = await gpu.readTimings();
     const per: { span: number; sum: number }[] = [];
     if (all.length === passes * reps) {
@@ -383,7 +399,7 @@ async function gpuTime(
     } else {
       // Pass count varies between calls: read each call on its own.
       for (let i = 0; i < reps; i++) {
-        await isolated(gpu, call);
+        call().dispose();
         per.push(callTime(await gpu.readTimings()));
       }
     }
