@@ -1,13 +1,15 @@
 /**
  * The CPU attention executor's WebAssembly kernels (backends/cpu/_attention_simd.ts) against
- * plain float64 loops: float16 conversion over every bit pattern, and the scores / P·V kernels
- * on random shapes (row pairing, key tails, per-row key counts, padding widths).
+ * plain float64 loops: float16 conversion over every bit pattern, and the float32 scores / P·V
+ * kernels on random shapes (row pairing, key tails, per-row key counts, padding widths) within
+ * float32 rounding bounds.
  */
 import { ok as assert } from "node:assert/strict";
 import fc from "fast-check";
 import {
   disableSimdKernelsForTesting,
   instantiateSimdKernels,
+  PEXP_LOW,
   type SimdKernels,
 } from "../backends/cpu/_attention_simd.ts";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
@@ -79,10 +81,10 @@ function kernelsSpec(K: SimdKernels): void {
           return here;
         };
         const [q, k, v, s, o, al, cn] = [
-          take(R * Dp * 8),
+          take(R * Dp * 4),
           take(n * Dp * 4),
           take(n * Dp * 4),
-          take(R * T * 8),
+          take(R * T * 4),
           take(R * Dp * 8),
           take(R * 8),
           take(R * 4),
@@ -91,7 +93,7 @@ function kernelsSpec(K: SimdKernels): void {
           K.memory.grow(Math.ceil((at - K.memory.buffer.byteLength) / 65536));
         }
         const m = K.memory.buffer;
-        const Q = fill(new Float64Array(m, q, R * Dp), rnd);
+        const Q = fill(new Float32Array(m, q, R * Dp), rnd);
         const Kt = fill(new Float32Array(m, k, n * Dp), rnd);
         const V = fill(new Float32Array(m, v, n * Dp), rnd);
         const O = fill(new Float64Array(m, o, R * Dp), rnd);
@@ -101,8 +103,10 @@ function kernelsSpec(K: SimdKernels): void {
           new Int32Array(m, cn, R),
           () => equal ? n : Math.floor((rnd() + 0.5) * (n + 1)),
         );
+        // float32 sums: Dp/4 terms a lane, then two levels of lane sums
+        const u = 2 ** -24;
         K.scores(q, k, s, R, n, Dp, T);
-        const S = new Float64Array(m, s, R * T);
+        const S = new Float32Array(m, s, R * T);
         for (let r = 0; r < R; r++) {
           for (let j = 0; j < n; j++) {
             let want = 0, mag = 0;
@@ -111,7 +115,8 @@ function kernelsSpec(K: SimdKernels): void {
               mag += Math.abs(Q[r * Dp + d] * Kt[j * Dp + d]);
             }
             const got = S[r * T + j];
-            assert(Math.abs(got - want) <= 1e-14 * mag, `s[${r},${j}] ${got} vs ${want}`);
+            const tol = 2 * (Dp / 4 + 3) * u * mag;
+            assert(Math.abs(got - want) <= tol, `s[${r},${j}] ${got} vs ${want}`);
           }
         }
         K.pv(s, v, o, al, cn, R, Dp, T);
@@ -123,7 +128,8 @@ function kernelsSpec(K: SimdKernels): void {
               mag += Math.abs(S[r * T + j] * V[j * Dp + d]);
             }
             const got = O[r * Dp + d];
-            assert(Math.abs(got - want) <= 1e-14 * mag, `o[${r},${d}] ${got} vs ${want}`);
+            const tol = 2 * (C[r] + 2) * u * mag;
+            assert(Math.abs(got - want) <= tol, `o[${r},${d}] ${got} vs ${want}`);
           }
         }
       },
@@ -132,12 +138,16 @@ function kernelsSpec(K: SimdKernels): void {
   );
 }
 
+/** Largest pexp error seen, in float32 ulps of the exact exp (reported, not asserted). */
+let pexpWorst = 0;
+
 function pexpSpec(K: SimdKernels): void {
-  const specials = [0, -0, -1e-300, -1e-10, -0.3465, -0.3466, -1, -700, -707.9, -708, -708.1];
-  const extra = [-746, -1e6, -Infinity];
+  const specials = [0, -0, -1e-30, -1e-10, -0.3465, -0.3466, -1, -80, -86.9, -87, -87.1];
+  const extra = [-100, -1e6, -Infinity];
+  const u = 2 ** -24;
   fc.assert(
     fc.property(
-      fc.array(fc.double({ min: -800, max: 0, noNaN: true }), { minLength: 0, maxLength: 40 }),
+      fc.array(fc.double({ min: -100, max: 0, noNaN: true }), { minLength: 0, maxLength: 40 }),
       fc.double({ min: -5, max: 5, noNaN: true }),
       fc.boolean(),
       (xs, shift, withNaN) => {
@@ -148,35 +158,45 @@ function pexpSpec(K: SimdKernels): void {
         ];
         const R = rows.length;
         const T = Math.max(...rows.map((r) => r.length)) + 1;
-        const need = R * T * 8 + 64;
+        const need = R * T * 4 + 64;
         if (K.memory.buffer.byteLength < need) {
           K.memory.grow(Math.ceil((need - K.memory.buffer.byteLength) / 65536));
         }
         const m = K.memory.buffer;
-        const S = new Float64Array(m, 0, R * T).fill(1234.5);
-        const at = R * T * 8;
+        const S = new Float32Array(m, 0, R * T).fill(1234.5);
+        const at = Math.ceil((R * T * 4) / 16) * 16;
         const C = new Int32Array(m, at, R);
-        const MX = new Float64Array(m, at + 16, R);
-        const SUM = new Float64Array(m, at + 48, R);
+        const MX = new Float32Array(m, at + 16, R);
+        const SUM = new Float32Array(m, at + 32, R);
         rows.forEach((row, r) => {
           S.set(row, r * T);
           C[r] = row.length;
           MX[r] = shift;
         });
-        K.pexp(0, R, T, at, at + 16, at + 48);
+        const inputs = S.slice();
+        K.pexp(0, R, T, at, at + 16, at + 32);
         rows.forEach((row, r) => {
           let want = 0;
-          row.forEach((x, j) => {
-            const e = Math.exp(x - shift);
-            want += e;
+          row.forEach((_, j) => {
+            // the kernel's argument: float32 score − float32 max, rounded to float32
+            const x = Math.fround(inputs[r * T + j] - MX[r]);
+            const e = Math.exp(x);
             const got = S[r * T + j];
-            if (Number.isNaN(e)) assert(Number.isNaN(got), `exp(${x - shift}) = ${got}`);
-            else if (x - shift < -708) assert(got === 0, `exp(${x - shift}) = ${got}, not 0`);
-            else assert(Math.abs(got - e) <= 2 * 2 ** -52 * e, `exp(${x - shift}) ${got} vs ${e}`);
+            if (Number.isNaN(e)) assert(Number.isNaN(got), `exp(${x}) = ${got}`);
+            else if (x < PEXP_LOW) assert(got === 0, `exp(${x}) = ${got}, not 0`);
+            else {
+              const err = Math.abs(got - e) / (u * e);
+              pexpWorst = Math.max(pexpWorst, err);
+              assert(err <= 3, `exp(${x}) ${got} vs ${e}: ${err.toFixed(2)} ulp`);
+              want += e;
+            }
           });
           assert(S[r * T + row.length] === 1234.5, "wrote past the row's count");
-          const tol = 1e-15 * Math.max(1, want);
-          const ok = Number.isNaN(want) ? Number.isNaN(SUM[r]) : Math.abs(SUM[r] - want) <= tol;
+          // float32 lane sums: about n/4 additions a lane, then two levels
+          const tol = (row.length / 4 + 6) * u * Math.max(1e-30, want);
+          const ok = Number.isNaN(want) || row.some(Number.isNaN)
+            ? Number.isNaN(SUM[r])
+            : Math.abs(SUM[r] - want) <= tol;
           assert(ok, `row ${r}: sum ${SUM[r]} vs ${want}`);
         });
       },
@@ -192,8 +212,11 @@ for (const fma of [true, false]) {
     cvt16Spec(K));
   Deno.test(`scores and pv match float64 loops on random shapes [${tag}]`, () => kernelsSpec(K));
   Deno.test(
-    `pexp: within 2 ulp of Math.exp, row sums; x < −708 (and −∞) → 0; NaN stays NaN [${tag}]`,
-    () => pexpSpec(K),
+    `pexp: float32 within 3 ulp of exp, row sums; x < −87 (and −∞) → 0; NaN stays NaN [${tag}]`,
+    () => {
+      pexpSpec(K);
+      console.log(`largest pexp error: ${pexpWorst.toFixed(2)} ulp`);
+    },
   );
 }
 
@@ -241,9 +264,11 @@ Deno.test("the plain-JS executor (no WebAssembly) agrees with the wasm one", asy
     } finally {
       disableSimdKernelsForTesting(false);
     }
-    // Both paths compute in float64 in different orders: after rounding to the storage dtype
-    // they may differ by one unit in the last place.
-    const ulp = c.dtype === "float16" ? 2 ** -10 : 2 ** -23;
+    // The plain loop computes in float64, the wasm kernels in float32 (the GPU backend's
+    // contract): float16 outputs may differ by one unit in the last place, float32 outputs by
+    // the float32 rounding of D-term dot products and tile sums (measured ≤ 2 units of 2^-23
+    // of max(1, max|x|) on these cases; 16 allowed).
+    const ulp = c.dtype === "float16" ? 2 ** -10 : 16 * 2 ** -23;
     for (let i = 0; i < wasm.length; i++) {
       const scale = Math.max(1, ...Array.from(wasm[i]).filter(Number.isFinite).map(Math.abs));
       for (let j = 0; j < wasm[i].length; j++) {

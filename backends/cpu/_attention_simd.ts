@@ -1,28 +1,36 @@
 /**
  * The inner loops of the CPU attention executor as a WebAssembly SIMD module whose bytes are
  * emitted here (no toolchain): float16 → float32 tile conversion, the tile's scores for all
- * rows of a unit, and the P·V accumulation with the online-softmax rescale.
+ * rows of a unit, exp, and the P·V accumulation with the online-softmax rescale.
  *
- * Arithmetic is float64 (f64x2 lanes; K/V tiles are kept as float32, which holds every float16
- * and float32 input exactly, and widened on load), so results keep the plain-JS executor's
- * accuracy. The speed comes from reading each K/V tile once per unit rather than once per query
- * row (scores take rows by fours and P·V by pairs, so each widened K/V pair feeds several rows),
- * from converting float16 by bit operations instead of `Float16Array` element reads, from an
- * f64x2 exp, and from eight independent accumulator chains. Multiply-adds are
- * `f64x2.relaxed_madd` where the engine has relaxed SIMD (fused on CPUs with FMA, else a
- * multiply then an add); every thread of a process compiles the same module on the same CPU,
- * and V8's baseline and optimising tiers agree (checked), so the in-thread and Worker executors
- * give the same bits. Summation order depends only on the geometry (rows are grouped only when
- * they see the same keys), never on the thread split.
+ * Arithmetic is float32 (f32x4 lanes), the GPU backend's contract ("f16 is storage, f32 is
+ * arithmetic"): q (scaled), the K/V tiles (float16 decoded exactly, float32 copied), scores,
+ * p = exp(s − m), a tile's row sums and its P·V sums are float32, so one instruction does four
+ * multiply-adds and nothing is widened in the inner loops. Only the running `o` is float64:
+ * each tile's float32 P·V (at most T terms a lane) is folded in with `o · α + tile` once per
+ * tile, so the error does not grow with the key count (one float32 chain over 32k keys was
+ * 7× the GPU backend's error in `deno task regress`). The speed comes from that, from reading
+ * each K/V tile once per unit rather than once per query row (scores take rows by fours and
+ * P·V by pairs, so each K/V vector feeds several rows), from converting float16 by bit
+ * operations instead of `Float16Array` element reads, from an f32x4 exp, and from eight
+ * independent accumulator chains. Multiply-adds are `f32x4.relaxed_madd` where the engine has relaxed SIMD (fused on
+ * CPUs with FMA, else a multiply then an add); every thread of a process compiles the same
+ * module on the same CPU, and V8's baseline and optimising tiers agree (checked), so the
+ * in-thread and Worker executors give the same bits. Summation order depends only on the
+ * geometry (rows are grouped only when they see the same keys; lane sums are
+ * `(l0 + l1) + (l2 + l3)`), never on the thread split.
  *
- * Layout (all offsets in bytes, row strides `Dp` elements, `Dp` a multiple of 16):
+ * Layout (all offsets in bytes, row strides `Dp` elements, `Dp` a multiple of 16; all float32
+ * unless said otherwise):
  * - `cvt16(src, dst, n)`: `n` (a multiple of 8) float16 values at `src` → float32 at `dst`.
  * - `scores(q, k, s, R, n, Dp, T)`: `s[r·T + j] = Σ_d q[r·Dp + d] · k[j·Dp + d]` for rows
- *   `r < R` and keys `j < n` (q and s float64, k float32).
+ *   `r < R` and keys `j < n`.
  * - `pv(p, v, o, alpha, cnt, R, Dp, T)`: `o[r] = o[r] · alpha[r] + Σ_{j < cnt[r]} p[r·T + j]
- *   · v[j]` (`cnt` int32, v float32, the rest float64).
+ *   · v[j]` (`cnt` int32; `o` and `alpha` float64: the tile's sum is float32 from zero, the
+ *   rescale and the fold into the running `o` float64).
  * - `pexp(s, R, T, cnt, mx, sum)`: `s[r·T + j] = exp(s[r·T + j] − mx[r])` for `j < cnt[r]`,
- *   `sum[r] = Σ_j` of them (float64).
+ *   `sum[r] = Σ_j` of them; may read (and rewrites unchanged) up to 12 bytes past a row's
+ *   count, so 16 bytes after `s` must be addressable.
  *
  * @module
  */
@@ -76,28 +84,33 @@ const get = (i: number): Code => [0x20, ...uleb(i)];
 const set = (i: number): Code => [0x21, ...uleb(i)];
 const i32c = (n: number): Code => [0x41, ...sleb(n)];
 const simd = (op: number): Code => [0xfd, ...uleb(op)];
-const I32_ADD = [0x6a], I32_MUL = [0x6c], I32_LT_S = [0x48], I32_EQZ = [0x45];
-const I32_EQ = [0x46], I32_AND = [0x71];
-const F64_ADD = [0xa0];
+const I32_ADD = [0x6a], I32_SUB = [0x6b], I32_MUL = [0x6c], I32_LT_S = [0x48];
+const I32_EQZ = [0x45], I32_EQ = [0x46], I32_AND = [0x71];
 const v128Load = (offset = 0): Code => [...simd(0x00), 3, ...uleb(offset)];
 const v128Store = (offset = 0): Code => [...simd(0x0b), 3, ...uleb(offset)];
 const load16x4S = (offset = 0): Code => [...simd(0x03), 1, ...uleb(offset)];
+const load32Splat = [...simd(0x09), 2, 0];
 const load64Splat = [...simd(0x0a), 3, 0];
-const load64Zero = (offset = 0): Code => [...simd(0x5d), 3, ...uleb(offset)];
+const F64X2_ADD = simd(0xf0), F64X2_MUL = simd(0xf2), PROMOTE_LOW = simd(0x5f);
+/** `stack: a a` → lanes 2, 3 of a in lanes 0, 1 (i8x16.shuffle). */
+const HIGH_HALF = [...simd(0x0d), 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15];
 const i32Load = [0x28, 2, 0];
-const f64Store = (offset = 0): Code => [0x39, 3, ...uleb(offset)];
-const V_AND = simd(0x4e), V_OR = simd(0x50);
-const I32X4_SHL = simd(0xab), F32X4_MUL = simd(0xe6), F32X4_ABS = simd(0xe0);
-const F32X4_GE = simd(0x46);
+const f32Store = (offset = 0): Code => [0x38, 2, ...uleb(offset)];
+const V_AND = simd(0x4e), V_ANDNOT = simd(0x4f), V_OR = simd(0x50), V_BITSELECT = simd(0x52);
+const I32X4_SHL = simd(0xab), I32X4_ADD = simd(0xae), I32X4_LT_S = simd(0x39);
+const I32X4_SPLAT = simd(0x11);
+const F32X4_ADD = simd(0xe4), F32X4_SUB = simd(0xe5), F32X4_MUL = simd(0xe6);
+const F32X4_ABS = simd(0xe0), F32X4_MAX = simd(0xe9), F32X4_GE = simd(0x46), F32X4_LT = simd(0x43);
+const F32X4_NEAREST = simd(0x6a), TRUNC_SAT_F32X4_S = simd(0xf8);
 const I16X8_MAX_U = simd(0x99), I16X8_GT_U = simd(0x32), V_ANY_TRUE = simd(0x53);
 const I32X4_EXTEND_LOW_I16X8_S = simd(0xa7), I32X4_EXTEND_HIGH_I16X8_S = simd(0xa8);
 /** `stack: a` → `a · local` as float32x4. */
 const F32X4_MUL_BY = (local: number): Code => [...get(local), ...F32X4_MUL];
-const F64X2_ADD = simd(0xf0), F64X2_MUL = simd(0xf2), PROMOTE_LOW = simd(0x5f);
-const RELAXED_MADD = simd(0x107);
+const RELAXED_MADD = simd(0x105); // f32x4.relaxed_madd
 /** `stack: a b` → `a · b + acc` (pushes acc itself). */
 type Madd = (acc: number) => Code;
-const extractF64 = (lane: number): Code => [...simd(0x21), lane];
+const extractF32 = (lane: number): Code => [...simd(0x1f), lane];
+const F32_ADD = [0x92];
 const i32x4Const = (x: number): Code => {
   const b = new Uint8Array(16);
   new DataView(b.buffer).setInt32(0, x, true);
@@ -106,27 +119,11 @@ const i32x4Const = (x: number): Code => {
   return [...simd(0x0c), ...b];
 };
 const V_ZERO = i32x4Const(0);
-const f64x2Const = (x: number): Code => {
+const f32x4Const = (x: number): Code => {
   const b = new Uint8Array(16);
   const dv = new DataView(b.buffer);
-  dv.setFloat64(0, x, true);
-  dv.setFloat64(8, x, true);
+  for (let i = 0; i < 4; i++) dv.setFloat32(4 * i, x, true);
   return [...simd(0x0c), ...b];
-};
-const i64x2Const = (x: number): Code => {
-  const b = new Uint8Array(16);
-  const dv = new DataView(b.buffer);
-  dv.setBigInt64(0, BigInt(x), true);
-  dv.setBigInt64(8, BigInt(x), true);
-  return [...simd(0x0c), ...b];
-};
-const F64X2_SUB = simd(0xf1), F64X2_MAX = simd(0xf5), F64X2_NEAREST = simd(0x94);
-const F64X2_LT = simd(0x49), V_ANDNOT = simd(0x4f), TRUNC_SAT_F64_ZERO = simd(0xfc);
-const I64X2_EXTEND_LOW_S = simd(0xc7), I64X2_ADD = simd(0xce), I64X2_SHL = simd(0xcb);
-const f64Const = (x: number): Code => {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setFloat64(0, x, true);
-  return [0x44, ...b];
 };
 
 /** `while (cond) body` as block/loop with the test at both ends. */
@@ -276,12 +273,24 @@ function cvt16(): Code {
   ]);
 }
 
-/** Two float32 at `addr + offset` as an f64x2 (exact). */
-const loadPromote = (offset: number): Code => [...load64Zero(offset), ...PROMOTE_LOW];
+/** `stack: v` (f32x4) → `(v0 + v1) + (v2 + v3)` as f32: the fixed order of every lane sum. */
+const hsumF32 = (v: number): Code => [
+  ...get(v),
+  ...extractF32(0),
+  ...get(v),
+  ...extractF32(1),
+  ...F32_ADD,
+  ...get(v),
+  ...extractF32(2),
+  ...get(v),
+  ...extractF32(3),
+  ...F32_ADD,
+  ...F32_ADD,
+];
 
 function scores(madd: Madd): Code {
   // params q 0, k 1, s 2, R 3, n 4, Dp 5, T 6; i32 locals from 8, v128 after.
-  // q rows are float64 (stride Dp·8 bytes), k rows float32 (stride Dp·4), s float64.
+  // q and k rows are float32 with the same stride (Dp·4 bytes), s float32.
   const [q, k, s, R, n, Dp, T] = [0, 1, 2, 3, 4, 5, 6];
   const [j, r, dk, kRow, qp, end, qa, qp1] = [8, 9, 10, 11, 12, 13, 14, 15];
   const kp = [16, 17, 18, 19];
@@ -290,20 +299,6 @@ function scores(madd: Madd): Code {
   const accA = [25, 26, 27, 28];
   const accB = [29, 30, 31, 32];
   const [q2, q3] = [33, 34];
-  const lanes = (a: number): Code => [
-    ...get(a),
-    ...extractF64(0),
-    ...get(a),
-    ...extractF64(1),
-    ...F64_ADD,
-  ];
-  const hsum = (x: number): Code => [
-    ...get(accA[x]),
-    ...get(accB[x]),
-    ...F64X2_ADD,
-    ...set(q0),
-    ...lanes(q0),
-  ];
   /** Address of s[(r + dr)·T + j]. */
   const sAddr = (dr: number): Code => [
     ...get(s),
@@ -314,7 +309,7 @@ function scores(madd: Madd): Code {
     ...I32_MUL,
     ...get(j),
     ...I32_ADD,
-    ...i32c(8),
+    ...i32c(4),
     ...I32_MUL,
     ...I32_ADD,
   ];
@@ -324,8 +319,6 @@ function scores(madd: Madd): Code {
     ...i32c(dr),
     ...I32_ADD,
     ...get(kRow),
-    ...i32c(2),
-    ...I32_MUL,
     ...I32_MUL,
     ...I32_ADD,
     ...set(dst),
@@ -340,12 +333,12 @@ function scores(madd: Madd): Code {
     ...get(kp[x]),
     ...get(dk),
     ...I32_ADD,
-    ...loadPromote(off),
+    ...v128Load(off),
     ...set(kv),
   ];
   /**
-   * One row × `keys` keys: two accumulators per key (even / odd pairs of d), so four keys
-   * give eight independent chains.
+   * One row × `keys` keys: two accumulators per key (d mod 8 < 4 and ≥ 4), so four keys give
+   * eight independent chains.
    */
   const oneRow = (keys: number): Code => {
     const xs = [...Array(keys).keys()];
@@ -358,8 +351,6 @@ function scores(madd: Madd): Code {
         ...get(qp),
         ...get(dk),
         ...I32_ADD,
-        ...get(dk),
-        ...I32_ADD,
         ...set(qa),
         ...get(qa),
         ...v128Load(0),
@@ -368,14 +359,22 @@ function scores(madd: Madd): Code {
         ...v128Load(16),
         ...set(q1),
         ...xs.flatMap((x) => [...kAt(x, 0), ...fma(q0, kv, accA[x])]),
-        ...xs.flatMap((x) => [...kAt(x, 8), ...fma(q1, kv, accB[x])]),
-        ...addTo(dk, i32c(16)),
+        ...xs.flatMap((x) => [...kAt(x, 16), ...fma(q1, kv, accB[x])]),
+        ...addTo(dk, i32c(32)),
       ]),
-      ...xs.flatMap((x) => [...sAddr(0), ...hsum(x), ...f64Store(8 * x)]),
+      ...xs.flatMap((x) => [
+        ...sAddr(0),
+        ...get(accA[x]),
+        ...get(accB[x]),
+        ...F32X4_ADD,
+        ...set(q0),
+        ...hsumF32(q0),
+        ...f32Store(4 * x),
+      ]),
       ...addTo(r, i32c(1)),
     ];
   };
-  /** Two rows × four keys (GQA): each converted k pair feeds both rows. */
+  /** Two rows × four keys (GQA): each k vector feeds both rows. */
   const twoRows: Code = [
     ...qRow(qp, 0),
     ...qRow(qp1, 1),
@@ -386,13 +385,9 @@ function scores(madd: Madd): Code {
       ...get(qp),
       ...get(dk),
       ...I32_ADD,
-      ...get(dk),
-      ...I32_ADD,
       ...v128Load(0),
       ...set(q0),
       ...get(qp1),
-      ...get(dk),
-      ...I32_ADD,
       ...get(dk),
       ...I32_ADD,
       ...v128Load(0),
@@ -402,16 +397,13 @@ function scores(madd: Madd): Code {
         ...fma(q0, kv, accA[x]),
         ...fma(q1, kv, accB[x]),
       ]),
-      ...addTo(dk, i32c(8)),
+      ...addTo(dk, i32c(16)),
     ]),
-    ...[0, 1, 2, 3].flatMap((x) => [...sAddr(0), ...lanes(accA[x]), ...f64Store(8 * x)]),
-    ...[0, 1, 2, 3].flatMap((x) => [...sAddr(1), ...lanes(accB[x]), ...f64Store(8 * x)]),
+    ...[0, 1, 2, 3].flatMap((x) => [...sAddr(0), ...hsumF32(accA[x]), ...f32Store(4 * x)]),
+    ...[0, 1, 2, 3].flatMap((x) => [...sAddr(1), ...hsumF32(accB[x]), ...f32Store(4 * x)]),
     ...addTo(r, i32c(2)),
   ];
-  /**
-   * Four rows × keys `x0, x1` (GQA groups of ≥ 4): each widened k pair feeds four rows, so the
-   * widening (which competes with the multiply-adds for a port) is amortised twice as far.
-   */
+  /** Four rows × keys `x0, x1` (GQA groups of ≥ 4): each k vector feeds four rows. */
   const qs = [q0, q1, q2, q3];
   const qps = [qp, qp1, qp2, qp3];
   const fourRows = (x0: number, x1: number): Code => {
@@ -426,8 +418,6 @@ function scores(madd: Madd): Code {
           ...get(qps[i]),
           ...get(dk),
           ...I32_ADD,
-          ...get(dk),
-          ...I32_ADD,
           ...v128Load(0),
           ...set(qs[i]),
         ]),
@@ -435,10 +425,10 @@ function scores(madd: Madd): Code {
           ...kAt(x, 0),
           ...[0, 1, 2, 3].flatMap((i) => fma(qs[i], kv, c[i][xi])),
         ]),
-        ...addTo(dk, i32c(8)),
+        ...addTo(dk, i32c(16)),
       ]),
       ...[0, 1, 2, 3].flatMap((i) =>
-        [x0, x1].flatMap((x, xi) => [...sAddr(i), ...lanes(c[i][xi]), ...f64Store(8 * x)])
+        [x0, x1].flatMap((x, xi) => [...sAddr(i), ...hsumF32(c[i][xi]), ...f32Store(4 * x)])
       ),
     ];
   };
@@ -488,7 +478,8 @@ function scores(madd: Madd): Code {
 }
 
 function pv(madd: Madd): Code {
-  // params p 0, v 1, o 2, alpha 3, cnt 4, R 5, Dp 6, T 7; p, o, alpha float64, v float32.
+  // params p 0, v 1, o 2, alpha 3, cnt 4, R 5, Dp 6, T 7; p, v float32, o, alpha float64, cnt
+  // int32. A tile's sums start from zero in float32 and are folded into o in float64.
   const [p, v, o, alpha, cnt, R, Dp, T] = [0, 1, 2, 3, 4, 5, 6, 7];
   const [r, db, j, c, op, vp, pp, vRow, op1, pp1] = [8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
   const [al, pj, al1, pj1, vv] = [18, 19, 20, 21, 22];
@@ -499,7 +490,7 @@ function pv(madd: Madd): Code {
     ...madd(x),
     ...set(x),
   ];
-  /** op := &o[(r + dr)·Dp + db/4·…] (db counts bytes of v, o is float64). */
+  /** dst := &o[(r + dr)·Dp + db/4] (db counts bytes of v; o is float64). */
   const oAddr = (dst: number, dr: number): Code => [
     ...get(o),
     ...get(r),
@@ -514,6 +505,20 @@ function pv(madd: Madd): Code {
     ...I32_ADD,
     ...set(dst),
   ];
+  /** o[4i..4i+4) at `at` := o · alpha + the tile's float32 sums `a`, in float64. */
+  const fold = (at: number, alv: number, a: number, i: number): Code =>
+    [0, 1].flatMap((half) => [
+      ...get(at),
+      ...get(at),
+      ...v128Load(32 * i + 16 * half),
+      ...get(alv),
+      ...F64X2_MUL,
+      ...get(a),
+      ...(half ? [...get(a), ...HIGH_HALF] : []),
+      ...PROMOTE_LOW,
+      ...F64X2_ADD,
+      ...v128Store(32 * i + 16 * half),
+    ]);
   const pAddr = (dst: number, dr: number): Code => [
     ...get(p),
     ...get(r),
@@ -521,7 +526,7 @@ function pv(madd: Madd): Code {
     ...I32_ADD,
     ...get(T),
     ...I32_MUL,
-    ...i32c(8),
+    ...i32c(4),
     ...I32_MUL,
     ...I32_ADD,
     ...set(dst),
@@ -537,47 +542,52 @@ function pv(madd: Madd): Code {
     ...load64Splat,
     ...set(dst),
   ];
-  /** One row, 16 values of o per pass: eight independent accumulators over the keys. */
+  /** One row, `as.length`·4 values of o (from byte db) over all keys: one chain per vector. */
+  const oneRowPass = (as: number[]): Code => [
+    ...oAddr(op, 0),
+    ...as.flatMap((a) => [...V_ZERO, ...set(a)]),
+    ...get(v),
+    ...get(db),
+    ...I32_ADD,
+    ...set(vp),
+    ...pAddr(pp, 0),
+    ...i32c(0),
+    ...set(j),
+    ...whileLoop([...get(j), ...get(c), ...I32_LT_S], [
+      ...get(pp),
+      ...load32Splat,
+      ...set(pj),
+      ...as.flatMap((a, i) => [
+        ...get(vp),
+        ...v128Load(16 * i),
+        ...set(vv),
+        ...fma(pj, vv, a),
+      ]),
+      ...addTo(vp, get(vRow)),
+      ...addTo(pp, i32c(4)),
+      ...addTo(j, i32c(1)),
+    ]),
+    ...as.flatMap((a, i) => fold(op, al, a, i)),
+    ...addTo(db, i32c(16 * as.length)),
+  ];
+  // 32 values a pass (eight chains); a Dp that is an odd multiple of 16 ends with 16.
   const oneRow: Code = [
     ...alphaOf(al, 0),
     ...i32c(0),
     ...set(db),
-    ...whileLoop([...get(db), ...get(vRow), ...I32_LT_S], [
-      ...oAddr(op, 0),
-      ...acc.flatMap((a, i) => [
-        ...get(op),
-        ...v128Load(16 * i),
-        ...get(al),
-        ...F64X2_MUL,
-        ...set(a),
-      ]),
-      ...get(v),
-      ...get(db),
-      ...I32_ADD,
-      ...set(vp),
-      ...pAddr(pp, 0),
-      ...i32c(0),
-      ...set(j),
-      ...whileLoop([...get(j), ...get(c), ...I32_LT_S], [
-        ...get(pp),
-        ...load64Splat,
-        ...set(pj),
-        ...acc.flatMap((a, i) => [
-          ...get(vp),
-          ...loadPromote(8 * i),
-          ...set(vv),
-          ...fma(pj, vv, a),
-        ]),
-        ...addTo(vp, get(vRow)),
-        ...addTo(pp, i32c(8)),
-        ...addTo(j, i32c(1)),
-      ]),
-      ...acc.flatMap((a, i) => [...get(op), ...get(a), ...v128Store(16 * i)]),
-      ...addTo(db, i32c(64)),
+    ...whileLoop([...get(db), ...i32c(127), ...I32_ADD, ...get(vRow), ...I32_LT_S], [
+      ...oneRowPass(acc),
     ]),
+    ...get(db),
+    ...get(vRow),
+    ...I32_LT_S,
+    0x04,
+    0x40,
+    ...oneRowPass(acc.slice(0, 4)),
+    0x0b,
     ...addTo(r, i32c(1)),
   ];
-  /** Two rows with the same key count (GQA decode): each converted v pair feeds both. */
+  /** Two rows with the same key count (GQA decode): each v vector feeds both. */
   const a0 = acc.slice(0, 4), a1 = acc.slice(4);
   const twoRows: Code = [
     ...alphaOf(al, 0),
@@ -587,20 +597,7 @@ function pv(madd: Madd): Code {
     ...whileLoop([...get(db), ...get(vRow), ...I32_LT_S], [
       ...oAddr(op, 0),
       ...oAddr(op1, 1),
-      ...a0.flatMap((a, i) => [
-        ...get(op),
-        ...v128Load(16 * i),
-        ...get(al),
-        ...F64X2_MUL,
-        ...set(a),
-      ]),
-      ...a1.flatMap((a, i) => [
-        ...get(op1),
-        ...v128Load(16 * i),
-        ...get(al1),
-        ...F64X2_MUL,
-        ...set(a),
-      ]),
+      ...acc.flatMap((a) => [...V_ZERO, ...set(a)]),
       ...get(v),
       ...get(db),
       ...I32_ADD,
@@ -611,26 +608,26 @@ function pv(madd: Madd): Code {
       ...set(j),
       ...whileLoop([...get(j), ...get(c), ...I32_LT_S], [
         ...get(pp),
-        ...load64Splat,
+        ...load32Splat,
         ...set(pj),
         ...get(pp1),
-        ...load64Splat,
+        ...load32Splat,
         ...set(pj1),
         ...[0, 1, 2, 3].flatMap((i) => [
           ...get(vp),
-          ...loadPromote(8 * i),
+          ...v128Load(16 * i),
           ...set(vv),
           ...fma(pj, vv, a0[i]),
           ...fma(pj1, vv, a1[i]),
         ]),
         ...addTo(vp, get(vRow)),
-        ...addTo(pp, i32c(8)),
-        ...addTo(pp1, i32c(8)),
+        ...addTo(pp, i32c(4)),
+        ...addTo(pp1, i32c(4)),
         ...addTo(j, i32c(1)),
       ]),
-      ...a0.flatMap((a, i) => [...get(op), ...get(a), ...v128Store(16 * i)]),
-      ...a1.flatMap((a, i) => [...get(op1), ...get(a), ...v128Store(16 * i)]),
-      ...addTo(db, i32c(32)),
+      ...a0.flatMap((a, i) => fold(op, al, a, i)),
+      ...a1.flatMap((a, i) => fold(op1, al1, a, i)),
+      ...addTo(db, i32c(64)),
     ]),
     ...addTo(r, i32c(2)),
   ];
@@ -674,59 +671,66 @@ function pv(madd: Madd): Code {
   ]);
 }
 
+/** Below this, float32 exp is subnormal or 0: the kernel returns 0 (2^k stays normal). */
+export const PEXP_LOW = -87;
+
 /**
- * `p = exp(s − mx[r])` in place for the first `cnt[r]` scores of each row, `sum[r] = Σ p`.
- * exp: k = nearest(x·log2 e), r = x − k·ln2 (Cody–Waite, ln2 split so k·ln2hi is exact), the
- * Taylor series to r^13 (truncation < 1e-17 relative on |r| ≤ ln2/2), times 2^k built in the
- * exponent bits; x < −708 (including −∞) gives 0, NaN stays NaN.
+ * `p = exp(s − mx[r])` in place for the first `cnt[r]` scores of each row, `sum[r] = Σ p`, all
+ * float32. exp: k = nearest(x·log2 e), r = x − k·ln2 (Cody–Waite with Cephes' split, ln2hi =
+ * 0.693359375 so k·ln2hi is exact), the Taylor series to r^7 (truncation < 6e-9 relative on
+ * |r| ≤ ln2/2, under float32's 6e-8), times 2^k built in the exponent bits; x < −87 (including
+ * −∞) gives 0, NaN stays NaN. A row's last 1–3 scores go through one masked vector: the lanes
+ * past the count are stored back unchanged and left out of the sum.
  */
 function pexp(madd: Madd): Code {
   // params s 0, R 1, T 2, cnt 3, mx 4, sum 5
   const [s, R, T, cnt, mx, sum] = [0, 1, 2, 3, 4, 5];
   const [r, j, n, ptr] = [8, 9, 10, 11];
-  const [m, acc] = [12, 13];
+  const [m, acc, old, mask] = [12, 13, 14, 15];
   // two independent chains (x, k, r, p each), so the two Horner chains overlap
-  const chains = [[14, 15, 16, 17], [18, 19, 20, 21]];
-  const [cLog2e, cLn2Hi, cLn2Lo, cLow, cBias] = [22, 23, 24, 25, 26];
-  const coef = [...Array(14).keys()].map((i) => 27 + i); // 1/i!, i = 0..13
+  const chains = [[16, 17, 18, 19], [20, 21, 22, 23]];
+  const [cLog2e, cLn2Hi, cLn2Lo, cLow, cBias, cLanes] = [24, 25, 26, 27, 28, 29];
+  const coef = [...Array(8).keys()].map((i) => 30 + i); // 1/i!, i = 0..7
   let fact = 1;
   const init = [
-    ...f64x2Const(Math.LOG2E),
+    ...f32x4Const(Math.LOG2E),
     ...set(cLog2e),
-    ...f64x2Const(-0.6931471803691238),
-    ...set(cLn2Hi), // fdlibm ln2_hi (low 21 bits zero)
-    ...f64x2Const(-1.9082149292705877e-10),
+    ...f32x4Const(-0.693359375),
+    ...set(cLn2Hi),
+    ...f32x4Const(2.12194440e-4),
     ...set(cLn2Lo),
-    ...f64x2Const(-708),
+    ...f32x4Const(PEXP_LOW),
     ...set(cLow),
-    ...i64x2Const(1023),
+    ...i32x4Const(127),
     ...set(cBias),
+    ...simd(0x0c),
+    ...new Uint8Array(new Int32Array([0, 1, 2, 3]).buffer),
+    ...set(cLanes),
     ...coef.flatMap((c, i) => {
       if (i > 0) fact *= i;
-      return [...f64x2Const(1 / fact), ...set(c)];
+      return [...f32x4Const(1 / fact), ...set(c)];
     }),
   ];
   /** The steps of exp for one chain: x (set by the caller) → exp(x) in p. */
   const expSteps = ([x, kk, rr, p]: number[]): Code[] => [
-    [...get(x), ...get(cLow), ...F64X2_MAX, ...set(rr)], // NaN stays NaN
-    [...get(rr), ...get(cLog2e), ...F64X2_MUL, ...F64X2_NEAREST, ...set(kk)],
+    [...get(x), ...get(cLow), ...F32X4_MAX, ...set(rr)], // NaN stays NaN
+    [...get(rr), ...get(cLog2e), ...F32X4_MUL, ...F32X4_NEAREST, ...set(kk)],
     [...get(kk), ...get(cLn2Hi), ...madd(rr), ...set(rr)],
     [...get(kk), ...get(cLn2Lo), ...madd(rr), ...set(rr)],
-    [...get(coef[13]), ...set(p)],
-    ...coef.slice(0, 13).reverse().map((c) => [...get(p), ...get(rr), ...madd(c), ...set(p)]),
+    [...get(coef[7]), ...set(p)],
+    ...coef.slice(0, 7).reverse().map((c) => [...get(p), ...get(rr), ...madd(c), ...set(p)]),
     [
       ...get(p),
       ...get(kk),
-      ...TRUNC_SAT_F64_ZERO,
-      ...I64X2_EXTEND_LOW_S,
+      ...TRUNC_SAT_F32X4_S,
       ...get(cBias),
-      ...I64X2_ADD,
-      ...i32c(52),
-      ...I64X2_SHL,
-      ...F64X2_MUL,
+      ...I32X4_ADD,
+      ...i32c(23),
+      ...I32X4_SHL,
+      ...F32X4_MUL,
       ...get(x),
       ...get(cLow),
-      ...F64X2_LT,
+      ...F32X4_LT,
       ...V_ANDNOT,
       ...set(p),
     ],
@@ -742,7 +746,7 @@ function pexp(madd: Madd): Code {
     ...I32_MUL,
     ...get(j),
     ...I32_ADD,
-    ...i32c(8),
+    ...i32c(4),
     ...I32_MUL,
     ...I32_ADD,
     ...set(ptr),
@@ -752,7 +756,7 @@ function pexp(madd: Madd): Code {
     ...get(ptr),
     ...v128Load(off),
     ...get(m),
-    ...F64X2_SUB,
+    ...F32X4_SUB,
     ...set(ch[0]),
   ];
   const storeP = (ch: number[], off: number): Code => [
@@ -761,10 +765,10 @@ function pexp(madd: Madd): Code {
     ...v128Store(off),
     ...get(acc),
     ...get(ch[3]),
-    ...F64X2_ADD,
+    ...F32X4_ADD,
     ...set(acc),
   ];
-  return body(4, 41, [
+  return body(4, 26, [
     ...init,
     ...i32c(0),
     ...set(r),
@@ -778,65 +782,73 @@ function pexp(madd: Madd): Code {
       ...set(n),
       ...get(mx),
       ...get(r),
-      ...i32c(8),
+      ...i32c(4),
       ...I32_MUL,
       ...I32_ADD,
-      ...load64Splat,
+      ...load32Splat,
       ...set(m),
       ...V_ZERO,
       ...set(acc),
       ...i32c(0),
       ...set(j),
-      // four scores at a time, then two, then the odd last one
-      ...whileLoop([...get(j), ...i32c(3), ...I32_ADD, ...get(n), ...I32_LT_S], [
+      // eight scores at a time, then four, then the last 1–3 masked
+      ...whileLoop([...get(j), ...i32c(7), ...I32_ADD, ...get(n), ...I32_LT_S], [
         ...sAt,
         ...loadX(c0, 0),
         ...loadX(c1, 16),
         ...interleave(chains),
         ...storeP(c0, 0),
         ...storeP(c1, 16),
-        ...addTo(j, i32c(4)),
+        ...addTo(j, i32c(8)),
       ]),
-      ...whileLoop([...get(j), ...i32c(1), ...I32_ADD, ...get(n), ...I32_LT_S], [
+      ...whileLoop([...get(j), ...i32c(3), ...I32_ADD, ...get(n), ...I32_LT_S], [
         ...sAt,
         ...loadX(c0, 0),
         ...interleave([c0]),
         ...storeP(c0, 0),
-        ...addTo(j, i32c(2)),
+        ...addTo(j, i32c(4)),
       ]),
-      ...get(sum),
-      ...get(r),
-      ...i32c(8),
-      ...I32_MUL,
-      ...I32_ADD,
-      ...get(acc),
-      ...extractF64(0),
-      ...get(acc),
-      ...extractF64(1),
-      ...F64_ADD,
       ...get(j),
       ...get(n),
       ...I32_LT_S,
       0x04,
-      0x7c, // if (result f64)
+      0x40,
       ...sAt,
       ...get(ptr),
-      ...load64Splat,
+      ...v128Load(0),
+      ...set(old),
+      ...get(old),
       ...get(m),
-      ...F64X2_SUB,
+      ...F32X4_SUB,
       ...set(c0[0]),
       ...interleave([c0]),
+      ...get(cLanes),
+      ...get(n),
+      ...get(j),
+      ...I32_SUB,
+      ...I32X4_SPLAT,
+      ...I32X4_LT_S,
+      ...set(mask),
       ...get(ptr),
       ...get(c0[3]),
-      ...extractF64(0),
-      ...f64Store(0),
+      ...get(old),
+      ...get(mask),
+      ...V_BITSELECT,
+      ...v128Store(0),
+      ...get(acc),
       ...get(c0[3]),
-      ...extractF64(0),
-      0x05,
-      ...f64Const(0),
+      ...get(mask),
+      ...V_AND,
+      ...F32X4_ADD,
+      ...set(acc),
       0x0b,
-      ...F64_ADD,
-      ...f64Store(0),
+      ...get(sum),
+      ...get(r),
+      ...i32c(4),
+      ...I32_MUL,
+      ...I32_ADD,
+      ...hsumF32(acc),
+      ...f32Store(0),
       ...addTo(r, i32c(1)),
     ]),
   ]);
@@ -858,7 +870,7 @@ function name(s: string): Code {
 export function simdModuleBytes(fma: boolean): Uint8Array<ArrayBuffer> {
   const madd: Madd = fma
     ? (acc) => [...get(acc), ...RELAXED_MADD]
-    : (acc) => [...F64X2_MUL, ...get(acc), ...F64X2_ADD];
+    : (acc) => [...F32X4_MUL, ...get(acc), ...F32X4_ADD];
   const fns: [string, Code][] = [
     ["cvt16", cvt16()],
     ["scores", scores(madd)],

@@ -9,10 +9,13 @@
  * unit leaves its state in a partial slot and is finished after all workers, by folding its
  * slots in `cuts[i].partials` order — the fixed order is what makes results bit-reproducible.
  *
- * Arithmetic is in doubles (at least float32 semantics, as the design asks); inputs and outputs
- * keep their storage dtype, lse is float32. The tile loops run on WebAssembly SIMD kernels
- * (`_attention_simd.ts`): every row of a unit shares one float64 copy of each K/V tile, so K/V
- * are read once per GQA group; a plain-JS loop stands in where WebAssembly is missing.
+ * The tile loops run on WebAssembly SIMD kernels (`_attention_simd.ts`) in float32, as the GPU
+ * backend does: every row of a unit shares one float32 copy of each K/V tile, so K/V are read
+ * once per GQA group; scores, p and each tile's sums (Σp, P·V) are float32. The running
+ * `(m, l, o)` (tile max, α = exp(m_old − m_new), `l`, and `o` in the wasm memory), the partial
+ * states, the merge of cut units and the final `o / l` are doubles. Inputs and outputs
+ * keep their storage dtype, lse is float32. A plain-JS loop in doubles stands in where
+ * WebAssembly is missing (it agrees to float32 rounding, tests/cpu_kernels_test.ts).
  *
  * @module
  */
@@ -80,13 +83,13 @@ function simdLayout(R: number, Dp: number, Tn: number): SimdLayout {
     at += Math.ceil(bytes / 16) * 16;
     return here;
   };
-  const q = take(R * Dp * 8);
+  const q = take(R * Dp * 4);
   const o = take(R * Dp * 8);
-  const s = take(R * Tn * 8);
-  const alpha = take(R * 8);
+  const s = take(R * Tn * 4);
+  const alpha = take(R * 8); // also the ≥ 16 bytes pexp's masked tail may read past s
   const cnt = take(R * 4);
-  const mx = take(R * 8);
-  const sum = take(R * 8);
+  const mx = take(R * 4);
+  const sum = take(R * 4);
   const k = take(Tn * Dp * 4);
   const v = take(Tn * Dp * 4);
   const raw = take(Tn * Dp * 2);
@@ -94,10 +97,10 @@ function simdLayout(R: number, Dp: number, Tn: number): SimdLayout {
 }
 
 /**
- * The executor on the wasm kernels: per segment, each key tile is converted to float64 once
- * and used by every row of the unit (the GQA group × the query block), so K/V are read once
- * per unit rather than once per query row. The softmax bookkeeping (max, exp, l) stays here
- * in doubles, in the same per-tile order as the scalar loop.
+ * The executor on the wasm kernels: per segment, each key tile is staged as float32 once and
+ * used by every row of the unit (the GQA group × the query block), so K/V are read once per
+ * unit rather than once per query row. The per-tile max, α and the running `l` stay here in
+ * doubles, in the same per-tile order as the scalar loop.
  */
 function runWorkersSimd(
   K: SimdKernels,
@@ -116,20 +119,20 @@ function runWorkersSimd(
   // Rows per pass over a unit's tiles: all of them unless the per-row scratch would pass
   // SIMD_ROW_SCRATCH (huge GQA groups × query blocks × D); then K/V tiles are staged once per
   // chunk of rows. An even chunk keeps the kernels' row pairing.
-  const perRow = Dp * 16 + Tn * 8 + 40;
+  const perRow = Dp * 12 + Tn * 4 + 32;
   const chunk = Math.max(2, 2 * Math.floor(SIMD_ROW_SCRATCH / perRow / 2));
   const Rc = Math.min(unitRows, chunk);
   const L = simdLayout(Rc, Dp, Tn);
   const have = K.memory.buffer.byteLength;
   if (have < L.bytes) K.memory.grow(Math.ceil((L.bytes - have) / 65536));
   const mem = K.memory.buffer;
-  const Q = new Float64Array(mem, L.q, Rc * Dp);
+  const Q = new Float32Array(mem, L.q, Rc * Dp);
   const O = new Float64Array(mem, L.o, Rc * Dp);
-  const S = new Float64Array(mem, L.s, Rc * Tn);
+  const S = new Float32Array(mem, L.s, Rc * Tn);
   const A = new Float64Array(mem, L.alpha, Rc);
   const C = new Int32Array(mem, L.cnt, Rc);
-  const MX = new Float64Array(mem, L.mx, Rc);
-  const SUM = new Float64Array(mem, L.sum, Rc);
+  const MX = new Float32Array(mem, L.mx, Rc);
+  const SUM = new Float32Array(mem, L.sum, Rc);
   const f16 = k instanceof Float16Array;
   const raw16 = new Uint16Array(mem, L.raw, Tn * Dp);
   // The kernels read whole Dp rows: the padding of q and of the staged rows must be zero.
