@@ -56,6 +56,7 @@ import {
 import { type CeilingResult, measureCeiling, median, type ReadRange } from "./_ceiling.ts";
 import { maxAbs, maxAbsDiff, type Results, type Row, rowShape } from "./_results.ts";
 import { renderPlot } from "./plot.ts";
+import { heatGpu } from "./_heater.ts";
 import { loadOrtPeer, type OrtPeer } from "./peers/ort_webgpu.ts";
 import { runTorchPeer, type TorchCase } from "./_torch.ts";
 import { type PassTiming, webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
@@ -278,7 +279,9 @@ function callTime(passes: readonly PassTiming[]): { span: number; sum: number } 
  * pass's own stamps counted its neighbours' work; waiting for each call instead let the GPU
  * clock down between calls — on an H200, 2026-11-26, both made the times 1.5–5× too long;
  * bench/NOTES.md, "Timing".) The algorithms take turns in blocks of calls, so a clock change
- * during a row falls on all of them; the median over a row's calls is reported. Falls back
+ * during a row falls on all of them; the median over a row's calls is reported. The chain is
+ * one command buffer queued behind ~100 ms of heater work (bench/_heater.ts), so the GPU
+ * neither waits for the CPU between calls nor starts them at an idle clock. Falls back
  * to one call at a time (read back after each) if the pass counts cannot be matched up.
  */
 async function gpuTimesInterleaved(
@@ -311,13 +314,23 @@ async function gpuTimesInterleaved(
     for (let r = 0; r < reps; r += block) {
       for (let i = 0; i < calls.length; i++) for (let b = 0; b < block; b++) order.push(i);
     }
+    // The whole chain goes to the GPU as one command buffer, queued right behind ~100 ms of
+    // heater work: the GPU neither waits for the CPU between calls nor starts them cold.
+    gpu.flush();
+    gpu.holdSubmits(true);
     let cur: Tensor | null = null;
-    for (const i of order) {
-      const out: Tensor = cur ? calls[i](cur) : calls[i]();
+    try {
+      for (const i of order) {
+        const out: Tensor = cur ? calls[i](cur) : calls[i]();
+        cur?.dispose();
+        cur = out;
+      }
       cur?.dispose();
-      cur = out;
+      await heatGpu(gpu.ctx.device, HEAT_MS, 8 * gpu.parallelism);
+    } finally {
+      gpu.holdSubmits(false);
+      gpu.flush();
     }
-    cur?.dispose();
     all = await gpu.readTimings();
   } finally {
     gpu.setProfiling(false);
@@ -366,6 +379,9 @@ async function warmUp(gpu: WebGpuBackend, call: Call, warmup: number): Promise<v
     await gpu.ctx.device.queue.onSubmittedWorkDone();
   } while (performance.now() - t0 < WARM_MS && n < 10_000);
 }
+
+/** GPU time of the heater (bench/_heater.ts) queued right before a row's timed chain. */
+const HEAT_MS = 100;
 
 /** Wall time each algorithm of a row keeps the GPU busy before it is timed. */
 const WARM_MS = 150;

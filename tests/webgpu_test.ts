@@ -404,6 +404,43 @@ Deno.test({
 });
 
 Deno.test({
+  name: "holdSubmits: 200 profiled passes in one command buffer, all timed, results right",
+  ...opts,
+  fn: async () => {
+    const g = await mainGpu();
+    if (!g) return;
+    const b = await webgpu();
+    try {
+      const x = tensor(normals(256, 6), { shape: [256], backend: b });
+      b.setProfiling(b.features.timestamps);
+      b.holdSubmits(true);
+      // A chain of 200 dispatches (more than one timing batch and one automatic submission).
+      let y = x;
+      for (let i = 0; i < 200; i++) {
+        const next = neg(y);
+        if (y !== x) y.dispose();
+        y = next;
+      }
+      b.holdSubmits(false);
+      const got = await y.data();
+      const want = await x.data();
+      assertEquals(Array.from(got), Array.from(want)); // an even number of negations
+      if (b.features.timestamps) {
+        const t = await b.readTimings();
+        assertEquals(t.length, 200);
+        for (let i = 1; i < t.length; i++) {
+          assert(t[i].endNs! >= t[i - 1].endNs!, `pass ${i} ends before pass ${i - 1}`);
+        }
+      }
+      b.setProfiling(false);
+      y.dispose();
+    } finally {
+      b.destroy();
+    }
+  },
+});
+
+Deno.test({
   name: "profiling: timestamp queries give one timing per compute pass",
   ...opts,
   fn: async () => {

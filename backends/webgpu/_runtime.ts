@@ -115,6 +115,10 @@ export class GpuRuntime implements GpuContext {
 
   #encoder: GPUCommandEncoder | null = null;
   #dispatches = 0;
+  /** Automatic submissions held back (see `holdSubmits`). */
+  #hold = false;
+  /** Full timing batches of the pending encoder (while submissions are held). */
+  #fullBatches: TimingBatch[] = [];
   #pendingUse = new Set<GPUBuffer>();
   #scratchInFlight: GPUBuffer[] = [];
   /** Scratch of the pending commands at an automatic submission (see `#submit`). */
@@ -588,6 +592,10 @@ export class GpuRuntime implements GpuContext {
     const enc = this.#encoder ??= this.device.createCommandEncoder();
     const desc: GPUComputePassDescriptor = { label };
     if (this.#profiling && this.features.timestamps) {
+      if (this.#batch && this.#batch.labels.length === MAX_PENDING_DISPATCHES) {
+        this.#fullBatches.push(this.#batch);
+        this.#batch = null;
+      }
       const batch = this.#batch ??= this.#newBatch();
       const i = batch.labels.length;
       batch.labels.push(label);
@@ -602,7 +610,16 @@ export class GpuRuntime implements GpuContext {
     pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(x, y, z);
     pass.end();
-    if (++this.#dispatches >= MAX_PENDING_DISPATCHES) this.#submit(true);
+    if (++this.#dispatches >= MAX_PENDING_DISPATCHES && !this.#hold) this.#submit(true);
+  }
+
+  /**
+   * Holds automatic submissions back (`on`) so that a run of dispatches goes to the GPU as one
+   * command buffer at the next `flush` — for benchmarks that must not let the GPU wait for
+   * the CPU between calls. Scratch buffers are not recycled until then.
+   */
+  holdSubmits(on: boolean): void {
+    this.#hold = on;
   }
 
   wgslType(dtype: DType): "f32" | "f16" {
@@ -623,12 +640,13 @@ export class GpuRuntime implements GpuContext {
   #submit(auto: boolean): void {
     if (this.#lost) return;
     const enc = this.#encoder;
-    const batch = this.#batch;
+    const batches = this.#batch ? [...this.#fullBatches, this.#batch] : this.#fullBatches;
     this.#encoder = null;
     this.#batch = null;
+    this.#fullBatches = [];
     this.#dispatches = 0;
     if (enc) {
-      if (batch) {
+      for (const batch of batches) {
         const n = batch.labels.length * 2;
         enc.resolveQuerySet(batch.querySet, 0, n, batch.resolve, 0);
         enc.copyBufferToBuffer(batch.resolve, 0, batch.staging, 0, n * 8);

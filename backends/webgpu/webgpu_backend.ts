@@ -244,6 +244,15 @@ export class WebGpuBackend implements Backend {
     this.#rt.setProfiling(on);
   }
 
+  /**
+   * Holds automatic submissions back (benchmarks): while on, dispatches accumulate in one
+   * command buffer until {@link WebGpuBackend.flush}, so the GPU never waits for the CPU
+   * between the calls of a timed run. Turn it off again before normal use.
+   */
+  holdSubmits(on: boolean): void {
+    this.#rt.holdSubmits(on);
+  }
+
   /** GPU time of each pass recorded while profiling, in dispatch order; clears the list. */
   readTimings(): Promise<PassTiming[]> {
     return this.#rt.readTimings();
