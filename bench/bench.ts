@@ -599,6 +599,7 @@ async function main(): Promise<number> {
         const readMs = bytes / (bestGBs() * 1e6);
         // Clock the GPU up first (see warmUp); a failing call is reported by its own row.
         await warmUp(gpu, callOf("flash-decoding", q, k, v, c), 1).catch(() => {});
+        await heatGpu(dev, HEAT_MS, 8 * gpu.parallelism);
         ceiling = await measureCeiling(dev, [...prefix(k, bytes / 2), ...prefix(v, bytes / 2)], {
           reps: repsFor(readMs, opts.reps),
           warmup: opts.warmup,
