@@ -36,14 +36,17 @@ Deno.test("leanGridFor on an H200: one pass where the units fill the GPU, stream
   // (16,32,8) at 4k: 128 equal units on 132 SMs — one worker a unit, nothing cut.
   const short = decode(16, 32, 8, 4096);
   deepStrictEqual(leanGridFor(H200, short, 264), 128);
-  // B = 1, 512k keys: 8 or 32 units cannot fill 132 SMs; stream-K's 2 × SMs.
-  deepStrictEqual(leanGridFor(H200, decode(1, 32, 8, 524288), 264), 264);
+  // B = 1, 512k keys: 8 or 32 units cannot fill 132 SMs; stream-K over 2 × SMs for MHA (two
+  // resident a SM), over the SMs for GQA (one resident a SM).
+  deepStrictEqual(leanGridFor(H200, decode(1, 32, 8, 524288), 264), 132);
   deepStrictEqual(leanGridFor(H200, decode(1, 32, 32, 524288), 264), 264);
   // MHA with 32 units at 4k: 256 workers (8 a unit, runs end on unit boundaries).
   deepStrictEqual(leanGridFor(H200, decode(1, 32, 32, 4096), 264), 256);
+  // GQA (one resident worker a unit): one wave of 132 rather than two of 132.
+  deepStrictEqual(leanGridFor(H200, decode(1, 32, 8, 4096), 264), 132);
 });
 
-Deno.test("leanGridFor picks the base, one worker a unit, or the aligned multiple", () => {
+Deno.test("leanGridFor picks the base, one worker a unit, the aligned multiple or the SM count", () => {
   fc.assert(
     fc.property(
       fc.integer({ min: 1, max: 32 }),
@@ -62,7 +65,7 @@ Deno.test("leanGridFor picks the base, one worker a unit, or the aligned multipl
         };
         const units = B * Hkv;
         const g = leanGridFor(H200, p, base);
-        assert([base, units, units * Math.floor(base / units)].includes(g), `grid ${g}`);
+        assert([base, units, units * Math.floor(base / units), 132].includes(g), `grid ${g}`);
         assert(Number.isSafeInteger(g) && g >= 1);
       },
     ),

@@ -153,17 +153,24 @@ function residentWorkers(unitRows: number): number {
 }
 
 /**
- * Fixed cost of one segment in a worker's run (q loaded, the subgroups' states merged, the
- * output or partial written), in microseconds: an estimate, it only breaks ties between grids
- * whose runs are equally long.
+ * Fixed costs of a worker, in microseconds, for each worker a compute unit runs in turn: its
+ * start (q loaded, the first K/V round trips) and end (the subgroups' states merged, the
+ * output or partial written), and each further segment of its run. Estimates: on an H200
+ * (run 12), (1,32,8) 4k took 62.5 µs with 264 workers (two waves of one resident GQA worker a
+ * unit, ≈ 2 tiles each) and 50.9 with FlashDecoding's 128 (one wave, 4 tiles each); a
+ * one-row (MHA) worker loads and writes a quarter of that.
  */
-const SEGMENT_US = 1;
+function workerUs(unitRows: number): number {
+  return unitRows > 1 ? 6 : 2;
+}
+const SEGMENT_US = 2;
 
 /**
- * The lean grid for one problem, from three stream-K grids: the shape-free `base` (two
- * workers a compute unit), one worker a unit (with equal units nothing is cut: one pass), and
- * the largest multiple of the units within `base` (runs end on unit boundaries: one segment a
- * worker). Stream-K over any of them is still the lean schedule.
+ * The lean grid for one problem, from four stream-K grids: the shape-free `base` (two
+ * workers a compute unit), one worker a unit (with equal units nothing is cut: one pass), the
+ * largest multiple of the units within `base` (runs end on unit boundaries: one segment a
+ * worker) and one worker a compute unit (one wave where only one fits). Stream-K over any of
+ * them is still the lean schedule.
  *
  * Model (known GPUs only; others keep `base`): a run of `t` tiles streams at the compute
  * unit's share of the bandwidth times {@link streamEfficiency}; the busiest compute unit holds
@@ -197,13 +204,13 @@ export function leanGridFor(ctx: GpuContext, problem: LeanGridProblem, base: num
     const eff = streamEfficiency(problem.unitRows, Math.min(perCu, occ));
     const empty = s.units.some((u) => u.tiles === 0);
     const second = s.cuts.length > 0 || empty ? REDUCE_PASS_US : 0;
-    return (perCu * longest * tileBytes) / cuBytesPerUs / eff + perCu * segments * SEGMENT_US +
-      second;
+    const fixed = perCu * (workerUs(problem.unitRows) + Math.max(0, segments - 1) * SEGMENT_US);
+    return (perCu * longest * tileBytes) / cuBytesPerUs / eff + fixed + second;
   };
   let best = base;
   let bestUs = predictUs(base);
   const aligned = units * Math.floor(base / units);
-  for (const g of [units, aligned]) {
+  for (const g of [units, aligned, cus]) {
     if (g < 1 || g === best || g > MAX_LEAN_WORKERS) continue;
     const us = predictUs(g);
     if (us < bestUs) [best, bestUs] = [g, us];
