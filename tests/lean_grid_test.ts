@@ -40,13 +40,14 @@ Deno.test("leanGridFor on an H200: one pass where the units fill the GPU, stream
   // resident a SM), over the SMs for GQA (one resident a SM).
   deepStrictEqual(leanGridFor(H200, decode(1, 32, 8, 524288), 264), 132);
   deepStrictEqual(leanGridFor(H200, decode(1, 32, 32, 524288), 264), 264);
-  // MHA with 32 units at 4k: 256 workers (8 a unit, runs end on unit boundaries).
-  deepStrictEqual(leanGridFor(H200, decode(1, 32, 32, 4096), 264), 256);
-  // GQA (one resident worker a unit): one wave of 132 rather than two of 132.
-  deepStrictEqual(leanGridFor(H200, decode(1, 32, 8, 4096), 264), 132);
+  // MHA with 32 units at 16k: 256 workers (8 a unit, runs end on unit boundaries).
+  deepStrictEqual(leanGridFor(H200, decode(1, 32, 32, 16384), 264), 256);
+  // GQA (one resident worker a SM): one wave of 128 (16 a unit, no worker spans two units)
+  // rather than two waves of 132.
+  deepStrictEqual(leanGridFor(H200, decode(1, 32, 8, 4096), 264), 128);
 });
 
-Deno.test("leanGridFor picks the base, one worker a unit, the aligned multiple or the SM count", () => {
+Deno.test("leanGridFor picks among the base, one worker a unit or a SM, and their aligned multiples", () => {
   fc.assert(
     fc.property(
       fc.integer({ min: 1, max: 32 }),
@@ -65,7 +66,9 @@ Deno.test("leanGridFor picks the base, one worker a unit, the aligned multiple o
         };
         const units = B * Hkv;
         const g = leanGridFor(H200, p, base);
-        assert([base, units, units * Math.floor(base / units), 132].includes(g), `grid ${g}`);
+        const candidates = [base, units, 132, units * Math.floor(base / units)];
+        candidates.push(units * Math.floor(132 / units));
+        assert(candidates.includes(g), `grid ${g}`);
         assert(Number.isSafeInteger(g) && g >= 1);
       },
     ),

@@ -166,11 +166,11 @@ function workerUs(unitRows: number): number {
 const SEGMENT_US = 2;
 
 /**
- * The lean grid for one problem, from four stream-K grids: the shape-free `base` (two
- * workers a compute unit), one worker a unit (with equal units nothing is cut: one pass), the
- * largest multiple of the units within `base` (runs end on unit boundaries: one segment a
- * worker) and one worker a compute unit (one wave where only one fits). Stream-K over any of
- * them is still the lean schedule.
+ * The lean grid for one problem, from a few stream-K grids: the shape-free `base` (two
+ * workers a compute unit), one worker a unit (with equal units nothing is cut: one pass), one
+ * worker a compute unit (one wave where only one fits), and the largest multiples of the
+ * units within either (runs end on unit boundaries: one segment a worker). Stream-K over any
+ * of them is still the lean schedule.
  *
  * Model (known GPUs only; others keep `base`): a run of `t` tiles streams at the compute
  * unit's share of the bandwidth times {@link streamEfficiency}; the busiest compute unit holds
@@ -210,7 +210,8 @@ export function leanGridFor(ctx: GpuContext, problem: LeanGridProblem, base: num
   let best = base;
   let bestUs = predictUs(base);
   const aligned = units * Math.floor(base / units);
-  for (const g of [units, aligned, cus]) {
+  const alignedWave = units * Math.floor(cus / units);
+  for (const g of [units, aligned, cus, alignedWave]) {
     if (g < 1 || g === best || g > MAX_LEAN_WORKERS) continue;
     const us = predictUs(g);
     if (us < bestUs) [best, bestUs] = [g, us];
