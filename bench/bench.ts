@@ -14,12 +14,15 @@
  *     and bandwidth does not depend on the values);
  *  3. check every algorithm once against flash (max abs diff) and against a float64 reference
  *     of sampled rows (a wrong row fails loudly and the run exits non-zero);
- *  4. GPU time: median over `--reps` calls (fewer, ≥ 5, for calls over 5 ms), chained (each
- *     call's q is the previous output, so calls run one after another without CPU waits), of
- *     the time from the previous call's last end timestamp to this call's last pass's end,
- *     every pass of the call included (the per-part passes and merges of split K/V too;
- *     `gpuMs`; the sum of the passes' own times is kept as `gpuSumMs`), after warm-up; wall
- *     time: a pipelined loop of calls, one readback at the end;
+ *  4. GPU time (`gpuMs`): the calls of a row are chained (each call's q is the previous
+ *     output, so they run one after another), encoded into one command buffer and queued
+ *     behind ~100 ms of a heater kernel; four blocks of ≈ `--reps`/2 calls per algorithm
+ *     (fewer for calls over 5 ms), the algorithms taking turns; a block's time is the span
+ *     from the last end timestamp before it to its last call's last end timestamp, over its
+ *     length (only those calls are stamped); the median over the blocks. Every pass of a call
+ *     counts (the per-part passes and merges of split K/V too). `gpuSumMs`: the sum of the
+ *     passes' own times of one stamped call; wall time: a pipelined loop of calls, one
+ *     readback at the end;
  *  5. the ceiling: the streaming-read kernel over the same number of bytes of K and V (of
  *     every part, in binding-sized chunks).
  * Peers: ONNX Runtime Web GQA in-process on our device, PyTorch SDPA by a Python subprocess
@@ -273,8 +276,9 @@ function callTime(passes: readonly PassTiming[]): { span: number; sum: number } 
  * GPU times of several algorithms of one row, as one dependency chain: every call's q is the
  * previous call's output (same shape and dtype), so the GPU runs the calls one after another
  * — as a decode loop would, each layer waiting for the last — with no CPU wait in between.
- * A call's time is the end stamp of its last pass minus that of the call before it: it
- * counts the gaps between its passes and never a neighbour's work. (Calls queued back to back
+ * A block of calls of one algorithm is timed from the last end stamp before it to the last
+ * end stamp in it (only those calls are stamped): it counts the gaps between passes and never
+ * a neighbour's work. (Calls queued back to back
  * without the chain share no buffer a barrier would order, so the GPU overlapped them and a
  * pass's own stamps counted its neighbours' work; waiting for each call instead let the GPU
  * clock down between calls — on an H200, 2026-11-26, both made the times 1.5–5× too long;
@@ -295,37 +299,43 @@ async function gpuTimesInterleaved(
   for (const call of calls) await warmUp(gpu, call, warmup);
   gpu.setProfiling(true);
   let passes: number[];
+  let sums: number[];
   let all: PassTiming[];
-  const order: number[] = [];
+  // Blocks of chained calls: [algorithm, length]; the call ahead of the first block is index 0.
+  const blocks: [number, number][] = [];
   try {
     await gpu.readTimings();
     passes = [];
+    sums = [];
     let longest = 0;
     for (const call of calls) {
       call().dispose();
       const t = await gpu.readTimings();
       passes.push(t.length);
+      sums.push(callTime(t).sum);
       longest = Math.max(longest, t.length ? callTime(t).span : 0);
     }
     reps = repsFor(longest, reps);
-    // One chained call ahead of the timed ones gives the first its predecessor.
-    const block = Math.max(1, Math.ceil(reps / 4));
-    order.push(0);
-    for (let r = 0; r < reps; r += block) {
-      for (let i = 0; i < calls.length; i++) for (let b = 0; b < block; b++) order.push(i);
-    }
+    const size = Math.max(2, Math.ceil(reps / 2));
+    for (let r = 0; r < 4; r++) for (let i = 0; i < calls.length; i++) blocks.push([i, size]);
     // The whole chain goes to the GPU as one command buffer, queued right behind ~100 ms of
-    // heater work: the GPU neither waits for the CPU between calls nor starts them cold.
+    // heater work: the GPU neither waits for the CPU between calls nor starts them cold. Only
+    // the call ahead and the last call of each block are stamped (every stamped pass costs
+    // ≈ 4.4 µs on an H200, bench/NOTES.md), so a block's time is the span between stamps.
     gpu.flush();
     gpu.holdSubmits(true);
     let cur: Tensor | null = null;
     try {
-      for (const i of order) {
+      const chain = (i: number, stamp: boolean) => {
+        gpu.setProfiling(stamp);
         const out: Tensor = cur ? calls[i](cur) : calls[i]();
         cur?.dispose();
         cur = out;
-      }
-      cur?.dispose();
+      };
+      chain(blocks[0][0], true);
+      for (const [i, n] of blocks) for (let b = 0; b < n; b++) chain(i, b === n - 1);
+      gpu.setProfiling(true);
+      (cur as Tensor | null)?.dispose();
       await heatGpu(gpu.ctx.device, HEAT_MS, 8 * gpu.parallelism);
     } finally {
       gpu.holdSubmits(false);
@@ -335,33 +345,30 @@ async function gpuTimesInterleaved(
   } finally {
     gpu.setProfiling(false);
   }
-  const perRound = order.reduce((a, i) => a + passes[i], 0);
-  if (passes.includes(0) || all.length !== perRound) {
+  const stamped = [blocks[0][0], ...blocks.map(([i]) => i)];
+  if (passes.includes(0) || all.length !== stamped.reduce((a, i) => a + passes[i], 0)) {
     const out = [];
     for (const call of calls) out.push(await gpuTime(gpu, call, reps, warmup));
     return out;
   }
-  const per: { span: number; sum: number }[][] = calls.map(() => []);
+  const ends: (number | undefined)[] = [];
   let at = 0;
-  let prevEnd: number | undefined;
-  for (const [n, i] of order.entries()) {
-    const t = all.slice(at, at + passes[i]);
+  for (const i of stamped) {
     at += passes[i];
-    const end = t[t.length - 1].endNs;
-    const own = callTime(t);
-    if (n > 0) {
-      const span = prevEnd !== undefined && end !== undefined && end > prevEnd
-        ? (end - prevEnd) / 1e6
-        : own.span;
-      per[i].push({ span, sum: own.sum });
-    }
-    prevEnd = end;
+    ends.push(all[at - 1].endNs);
   }
-  return per.map((p, i) => ({
-    ms: median(p.map((t) => t.span)),
-    sumMs: median(p.map((t) => t.sum)),
-    passes: passes[i],
-  }));
+  const per: number[][] = calls.map(() => []);
+  blocks.forEach(([i, n], b) => {
+    const e0 = ends[b];
+    const e1 = ends[b + 1];
+    if (e0 !== undefined && e1 !== undefined && e1 > e0) per[i].push((e1 - e0) / 1e6 / n);
+  });
+  if (per.some((p) => p.length === 0)) {
+    const out = [];
+    for (const call of calls) out.push(await gpuTime(gpu, call, reps, warmup));
+    return out;
+  }
+  return per.map((p, i) => ({ ms: median(p), sumMs: sums[i], passes: passes[i] }));
 }
 
 /**

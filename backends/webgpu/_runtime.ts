@@ -722,7 +722,9 @@ export class GpuRuntime implements GpuContext {
 
   /** Turns per-pass timestamp queries on or off (no-op without `timestamp-query`). */
   setProfiling(on: boolean): void {
-    if (on !== this.#profiling) this.flush();
+    // While submissions are held the pending passes stay in one command buffer; the timing
+    // batches go with it, so only the passes dispatched while on are stamped.
+    if (on !== this.#profiling && !this.#hold) this.flush();
     this.#profiling = on;
   }
 
