@@ -235,7 +235,8 @@ export function sgWgsl(c: SgConfig): string {
   // zero there, so the P·V term of that re-read is 0 · 0 rather than 0 · V, which is NaN when the
   // last key's value is ±∞. A select on the loaded words, per key, not per row: branch-free.
   // Applied where the words are used, not where they are loaded: a select right after a
-  // prefetching load waits for it and serialises the rotated loop (−15 points on GQA, run 11).
+  // prefetching load waits for it and serialises the rotated loop (−13 points on GQA, runs 10
+  // and 12).
   const vUse = (x: string, key: string) => `select(${ldT}(), ${x}, ${key} < kend)`;
   const vLoad = (idx: string, key: string) => vUse(`V[${idx}]`, key);
   // Row-relative vec4 index of lane-local vec4 j.

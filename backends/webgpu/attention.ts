@@ -156,7 +156,7 @@ function residentWorkers(unitRows: number): number {
  * Fixed costs of a worker, in microseconds, for each worker a compute unit runs in turn: its
  * start (q loaded, the first K/V round trips) and end (the subgroups' states merged, the
  * output or partial written), and each further segment of its run. Estimates: on an H200
- * (run 12), (1,32,8) 4k took 62.5 µs with 264 workers (two waves of one resident GQA worker a
+ * (run 13), (1,32,8) 4k took 62.5 µs with 264 workers (two waves of one resident GQA worker a
  * unit, ≈ 2 tiles each) and 50.9 with FlashDecoding's 128 (one wave, 4 tiles each); a
  * one-row (MHA) worker loads and writes a quarter of that.
  */
