@@ -1,13 +1,16 @@
 /**
- * Default-choice probe: GPU time (timestamp span, median of 20) of the library's lean and
- * flash-decoding ops on a few decode shapes, over tile sizes and grids, with the time of each
- * pass. Used to pick `leanAttention`'s WebGPU defaults; see bench/NOTES.md.
+ * Default-choice probe: GPU time (the benchmark's chained, sparsely stamped timing of
+ * bench/_timing.ts) of the library's lean, flash-decoding and flash ops on a few decode
+ * shapes, over tile sizes and grids, and lean's default (the grid `leanGrid` chose for the
+ * shape is printed in the JSON). Used to fit `leanAttention`'s WebGPU defaults; see
+ * bench/NOTES.md.
  *
  *     deno run -A bench/_tune.ts [--json FILE]
  */
 import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
 import { randn } from "../tensor/creation.ts";
-import { leanAttention } from "../attention/lean.ts";
+import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
+import { type Call, gpuTimesInterleaved } from "./_timing.ts";
 import { flashAttention } from "../attention/flash.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
@@ -53,33 +56,17 @@ for (const [B, Hq, Hkv, N] of shapes) {
   const k = randn([B, Hkv, N, D], { seed: 2, dtype: "float16", backend: gpu });
   const v = randn([B, Hkv, N, D], { seed: 3, dtype: "float16", backend: gpu });
   const bytes = 2 * B * Hkv * N * D * 2;
+  // The benchmark's timing: one chain in one command buffer behind a heater, sparse stamps.
+  const calls: Call[] = variants.map(([, f]) => (qq = q) => f(qq, k, v));
+  const times = await gpuTimesInterleaved(gpu, calls, 20, 3);
   const cells: string[] = [];
-  for (const [name, f] of variants) {
-    // Keep the GPU busy 150 ms first: an idle datacenter GPU runs at a low clock (NOTES).
-    const t0 = performance.now();
-    while (performance.now() - t0 < 150) {
-      for (let i = 0; i < 8; i++) f(q, k, v).dispose();
-      gpu.flush();
-      await gpu.ctx.device.queue.onSubmittedWorkDone();
-    }
-    gpu.setProfiling(true);
-    await gpu.readTimings();
-    const spans: number[] = [];
-    const passMs: number[][] = [];
-    for (let i = 0; i < 20; i++) {
-      f(q, k, v).dispose();
-      const t = await gpu.readTimings();
-      spans.push((t[t.length - 1].endNs! - t[0].startNs!) / 1e6);
-      passMs.push(t.map((p) => p.ms));
-    }
-    gpu.setProfiling(false);
-    spans.sort((a, b) => a - b);
-    const ms = spans[10];
-    const p0 = passMs.map((p) => p[0]).sort((a, b) => a - b)[10];
-    const p1 = passMs.map((p) => p[1] ?? 0).sort((a, b) => a - b)[10];
-    out.push({ B, Hq, Hkv, N, variant: name, ms, mainMs: p0, reduceMs: p1, GBs: bytes / ms / 1e6 });
-    cells.push(`${name} ${(ms * 1e3).toFixed(0)}µs (${p0 * 1e3 | 0}+${p1 * 1e3 | 0})`);
-  }
+  variants.forEach(([name], i) => {
+    const t = times[i];
+    if (!t) return;
+    const grid = name.startsWith("lean") ? leanAttentionSchedule(q, k, v).plan.grid : undefined;
+    out.push({ B, Hq, Hkv, N, variant: name, ms: t.ms, sumMs: t.sumMs, passes: t.passes, grid });
+    cells.push(`${name} ${(t.ms * 1e3).toFixed(1)}µs`);
+  });
   console.log(
     `${B},${Hq},${Hkv},${N}: ${(bytes / 4.6e6).toFixed(0)}µs@4.6TB/s | ${cells.join(" | ")}`,
   );

@@ -1,0 +1,194 @@
+/**
+ * GPU timing of library calls for the benchmarks (`deno task bench`, `bench/_tune.ts`): a
+ * row's calls as one dependency chain in one command buffer behind a heater, stamped only
+ * around blocks of calls (see {@link gpuTimesInterleaved} and bench/NOTES.md, "Timing").
+ *
+ * @module
+ */
+import type { PassTiming, WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { repsFor } from "./_sweep.ts";
+import { median } from "./_ceiling.ts";
+import { heatGpu } from "./_heater.ts";
+
+/** One call of an algorithm; `qIn` replaces its q (same shape) to chain calls. */
+export type Call = (qIn?: Tensor) => Tensor;
+
+/**
+ * GPU time of one call from its passes: the span from the first pass's begin timestamp to the
+ * last pass's end (it counts gaps between passes and cannot double-count a pass whose begin is
+ * stamped before it waits for the previous one), and the plain sum of the passes' own times.
+ * Without raw stamps (or with a clock that does not advance) the span falls back to the sum.
+ */
+export function callTime(passes: readonly PassTiming[]): { span: number; sum: number } {
+  const sum = passes.reduce((a, t) => a + t.ms, 0);
+  if (passes.length === 0) return { span: 0, sum };
+  const s0 = passes[0].startNs;
+  const e1 = passes[passes.length - 1].endNs;
+  if (s0 === undefined || e1 === undefined || !(e1 > s0)) return { span: sum, sum };
+  return { span: (e1 - s0) / 1e6, sum };
+}
+
+/**
+ * GPU times of several algorithms of one row, as one dependency chain: every call's q is the
+ * previous call's output (same shape and dtype), so the GPU runs the calls one after another
+ * — as a decode loop would, each layer waiting for the last — with no CPU wait in between.
+ * A block of calls of one algorithm is timed from the last end stamp before it to the last
+ * end stamp in it (only those calls are stamped): it counts the gaps between passes and never
+ * a neighbour's work. (Calls queued back to back
+ * without the chain share no buffer a barrier would order, so the GPU overlapped them and a
+ * pass's own stamps counted its neighbours' work; waiting for each call instead let the GPU
+ * clock down between calls — on an H200, 2026-11-26, both made the times 1.5–5× too long;
+ * bench/NOTES.md, "Timing".) The algorithms take turns in blocks of calls, so a clock change
+ * during a row falls on all of them; the median over a row's calls is reported. The chain is
+ * one command buffer queued behind ~100 ms of heater work (bench/_heater.ts), so the GPU
+ * neither waits for the CPU between calls nor starts them at an idle clock. Falls back
+ * to one call at a time (read back after each) if the pass counts cannot be matched up.
+ */
+export async function gpuTimesInterleaved(
+  gpu: WebGpuBackend,
+  calls: readonly Call[],
+  reps: number,
+  warmup: number,
+): Promise<({ ms: number; sumMs: number; passes: number } | null)[]> {
+  if (calls.length === 0) return [];
+  if (!gpu.ctx.features.timestamps) return calls.map(() => null);
+  for (const call of calls) await warmUp(gpu, call, warmup);
+  gpu.setProfiling(true);
+  let passes: number[];
+  let sums: number[];
+  let all: PassTiming[];
+  // Blocks of chained calls: [algorithm, length]; the call ahead of the first block is index 0.
+  const blocks: [number, number][] = [];
+  try {
+    await gpu.readTimings();
+    passes = [];
+    sums = [];
+    let longest = 0;
+    for (const call of calls) {
+      call().dispose();
+      const t = await gpu.readTimings();
+      passes.push(t.length);
+      sums.push(callTime(t).sum);
+      longest = Math.max(longest, t.length ? callTime(t).span : 0);
+    }
+    reps = repsFor(longest, reps);
+    const size = Math.max(2, Math.ceil(reps / 2));
+    for (let r = 0; r < 4; r++) for (let i = 0; i < calls.length; i++) blocks.push([i, size]);
+    // The whole chain goes to the GPU as one command buffer, queued right behind ~100 ms of
+    // heater work: the GPU neither waits for the CPU between calls nor starts them cold. Only
+    // the call ahead and the last call of each block are stamped (every stamped pass costs
+    // ≈ 4.4 µs on an H200, bench/NOTES.md), so a block's time is the span between stamps.
+    gpu.flush();
+    gpu.holdSubmits(true);
+    let cur: Tensor | null = null;
+    try {
+      const chain = (i: number, stamp: boolean) => {
+        gpu.setProfiling(stamp);
+        const out: Tensor = cur ? calls[i](cur) : calls[i]();
+        cur?.dispose();
+        cur = out;
+      };
+      chain(blocks[0][0], true);
+      for (const [i, n] of blocks) for (let b = 0; b < n; b++) chain(i, b === n - 1);
+      gpu.setProfiling(true);
+      (cur as Tensor | null)?.dispose();
+      await heatGpu(gpu.ctx.device, HEAT_MS, 8 * gpu.parallelism);
+    } finally {
+      gpu.holdSubmits(false);
+      gpu.flush();
+    }
+    all = await gpu.readTimings();
+  } finally {
+    gpu.setProfiling(false);
+  }
+  const stamped = [blocks[0][0], ...blocks.map(([i]) => i)];
+  if (passes.includes(0) || all.length !== stamped.reduce((a, i) => a + passes[i], 0)) {
+    const out = [];
+    for (const call of calls) out.push(await gpuTime(gpu, call, reps, warmup));
+    return out;
+  }
+  const ends: (number | undefined)[] = [];
+  let at = 0;
+  for (const i of stamped) {
+    at += passes[i];
+    ends.push(all[at - 1].endNs);
+  }
+  const per: number[][] = calls.map(() => []);
+  blocks.forEach(([i, n], b) => {
+    const e0 = ends[b];
+    const e1 = ends[b + 1];
+    if (e0 !== undefined && e1 !== undefined && e1 > e0) per[i].push((e1 - e0) / 1e6 / n);
+  });
+  if (per.some((p) => p.length === 0)) {
+    const out = [];
+    for (const call of calls) out.push(await gpuTime(gpu, call, reps, warmup));
+    return out;
+  }
+  return per.map((p, i) => ({ ms: median(p), sumMs: sums[i], passes: passes[i] }));
+}
+
+/**
+ * Runs `call` until the GPU has been busy for at least {@link WARM_MS} of wall time (and at
+ * least `warmup` calls). A datacenter GPU idles at a low clock (an H200 read 345 MHz between
+ * rows) and ramps up only under sustained load; without this, whichever algorithm is timed
+ * first in a row ran at a lower clock than the ones after it (see bench/NOTES.md).
+ */
+export async function warmUp(gpu: WebGpuBackend, call: Call, warmup: number): Promise<void> {
+  const t0 = performance.now();
+  let n = 0;
+  do {
+    for (let i = 0; i < Math.max(warmup, 4); i++, n++) call().dispose();
+    gpu.flush();
+    await gpu.ctx.device.queue.onSubmittedWorkDone();
+  } while (performance.now() - t0 < WARM_MS && n < 10_000);
+}
+
+/** GPU time of the heater (bench/_heater.ts) queued right before a row's timed chain. */
+export const HEAT_MS = 100;
+
+/** Wall time each algorithm of a row keeps the GPU busy before it is timed. */
+const WARM_MS = 150;
+
+/**
+ * Median GPU time per call (span of its passes, see {@link callTime}) and the median sum of
+ * its passes, or null without timestamps.
+ */
+async function gpuTime(
+  gpu: WebGpuBackend,
+  call: Call,
+  reps: number,
+  warmup: number,
+): Promise<{ ms: number; sumMs: number; passes: number } | null> {
+  await warmUp(gpu, call, warmup);
+  if (!gpu.ctx.features.timestamps) return null;
+  gpu.setProfiling(true);
+  try {
+    await gpu.readTimings();
+    call().dispose();
+    const first = await gpu.readTimings();
+    const passes = first.length;
+    if (passes === 0) return null;
+    // A 512k case's call takes tens of ms: a few samples give its median.
+    reps = repsFor(callTime(first).span, reps);
+    for (let i = 0; i < reps; i++) call().dispose();
+    const all = await gpu.readTimings();
+    const per: { span: number; sum: number }[] = [];
+    if (all.length === passes * reps) {
+      for (let i = 0; i < reps; i++) per.push(callTime(all.slice(i * passes, (i + 1) * passes)));
+    } else {
+      // Pass count varies between calls: read each call on its own.
+      for (let i = 0; i < reps; i++) {
+        call().dispose();
+        per.push(callTime(await gpu.readTimings()));
+      }
+    }
+    return {
+      ms: median(per.map((t) => t.span)),
+      sumMs: median(per.map((t) => t.sum)),
+      passes,
+    };
+  } finally {
+    gpu.setProfiling(false);
+  }
+}
