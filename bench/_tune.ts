@@ -63,7 +63,7 @@ for (const [B, Hq, Hkv, N] of shapes) {
   variants.forEach(([name], i) => {
     const t = times[i];
     if (!t) return;
-    const grid = name.startsWith("lean") ? leanAttentionSchedule(q, k, v).plan.grid : undefined;
+    const grid = name === "lean default" ? leanAttentionSchedule(q, k, v).plan.grid : undefined;
     out.push({ B, Hq, Hkv, N, variant: name, ms: t.ms, sumMs: t.sumMs, passes: t.passes, grid });
     cells.push(`${name} ${(t.ms * 1e3).toFixed(1)}µs`);
   });
