@@ -40,19 +40,16 @@ for (const [B, Hq, Hkv, N] of shapes) {
         await gpu.readTimings();
         gpu.holdSubmits(true);
         let cur: Tensor = f(q0, k, v);
-        const stampedCalls: number[] = [];
         // One call ahead (stamped in both modes: the block's start), then the block.
         gpu.setProfiling(true);
         let next = f(cur, k, v);
         cur.dispose();
         cur = next;
-        const passesAhead = await peekCount();
         for (let i = 0; i < BLOCK; i++) {
           gpu.setProfiling(mode === "stamped" || i === BLOCK - 1);
           next = f(cur, k, v);
           cur.dispose();
           cur = next;
-          stampedCalls.push(i);
         }
         gpu.setProfiling(false);
         await heatGpu(gpu.ctx.device, 100, 8 * gpu.parallelism);
@@ -62,7 +59,6 @@ for (const [B, Hq, Hkv, N] of shapes) {
         const t = await gpu.readTimings();
         gpu.setProfiling(false);
         cur.dispose();
-        void passesAhead;
         if (mode === "sparse") {
           // t: the call ahead's passes, then the last call's passes.
           const per = t.length / 2;
@@ -82,8 +78,4 @@ for (const [B, Hq, Hkv, N] of shapes) {
   }
   console.log(`${B},${Hq},${Hkv},${N}: ${cells.join(" | ")}`);
   for (const t of [q0, k, v]) t.dispose();
-}
-
-function peekCount(): Promise<number> {
-  return Promise.resolve(0);
 }
