@@ -17,7 +17,9 @@ import { softmax } from "../ops/softmax.ts";
 import { transpose } from "../ops/transpose.ts";
 import { exp, log, neg } from "../ops/unary.ts";
 import { where } from "../ops/where.ts";
-import { tensor } from "../tensor/creation.ts";
+import { randn, tensor } from "../tensor/creation.ts";
+import { flashAttention } from "../attention/flash.ts";
+import { leanAttention } from "../attention/lean.ts";
 import { type DType, epsilon } from "../tensor/dtype.ts";
 import { DeviceLostError, LeanattnError, LimitError } from "../tensor/errors.ts";
 import { normals } from "../tensor/random.ts";
@@ -434,6 +436,46 @@ Deno.test({
       }
       b.setProfiling(false);
       y.dispose();
+    } finally {
+      b.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "holdSubmits: a chain of 150 attention calls equals the same chain submitted as usual",
+  ...opts,
+  fn: async () => {
+    const g = await mainGpu();
+    if (!g) return;
+    const b = await webgpu();
+    try {
+      const q = randn([2, 8, 1, 64], { seed: 1, backend: b });
+      const k = randn([2, 2, 300, 64], { seed: 2, backend: b });
+      const v = randn([2, 2, 300, 64], { seed: 3, backend: b });
+      // Each call uploads its schedule and takes scratch; held in one command buffer, the
+      // chain must give the same bits as submitted in batches.
+      const chain = async (hold: boolean) => {
+        b.holdSubmits(hold);
+        let cur: Tensor = q;
+        for (let i = 0; i < 150; i++) {
+          const next = i % 3 === 0
+            ? leanAttention(cur, k, v, { grid: 7, tileSize: 16 })
+            : i % 3 === 1
+            ? flashAttention(cur, k, v, { numSplits: 3 })
+            : flashAttention(cur, k, v);
+          if (cur !== q) cur.dispose();
+          cur = next;
+        }
+        b.holdSubmits(false);
+        const d = await cur.data();
+        cur.dispose();
+        return d;
+      };
+      const plain = await chain(false);
+      const held = await chain(true);
+      assert(plain.every(Number.isFinite));
+      assertEquals(Array.from(held), Array.from(plain));
     } finally {
       b.destroy();
     }
