@@ -36,6 +36,20 @@ async function mainGpu(): Promise<WebGpuBackend | null> {
   return (b as WebGpuBackend | undefined) ?? null;
 }
 
+/**
+ * Runs `fn` on a device of its own (destroyed afterwards), when the suite has a WebGPU backend:
+ * for tests that change device-wide state (profiling, held submissions).
+ */
+async function withOwnGpu(fn: (b: WebGpuBackend) => Promise<void>): Promise<void> {
+  if (!(await mainGpu())) return;
+  const b = await webgpu();
+  try {
+    await fn(b);
+  } finally {
+    b.destroy();
+  }
+}
+
 let f32Storage: Promise<WebGpuBackend> | null = null;
 /** A second device without `shader-f16`: float16 stored as rounded float32. */
 function noF16(): Promise<WebGpuBackend> {
@@ -408,11 +422,8 @@ Deno.test({
 Deno.test({
   name: "holdSubmits: 200 profiled passes in one command buffer, all timed, results right",
   ...opts,
-  fn: async () => {
-    const g = await mainGpu();
-    if (!g) return;
-    const b = await webgpu();
-    try {
+  fn: () =>
+    withOwnGpu(async (b) => {
       const x = tensor(normals(256, 6), { shape: [256], backend: b });
       b.setProfiling(b.features.timestamps);
       b.holdSubmits(true);
@@ -436,20 +447,14 @@ Deno.test({
       }
       b.setProfiling(false);
       y.dispose();
-    } finally {
-      b.destroy();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "holdSubmits: a chain of 150 attention calls equals the same chain submitted as usual",
   ...opts,
-  fn: async () => {
-    const g = await mainGpu();
-    if (!g) return;
-    const b = await webgpu();
-    try {
+  fn: () =>
+    withOwnGpu(async (b) => {
       const q = randn([2, 8, 1, 64], { seed: 1, backend: b });
       const k = randn([2, 2, 300, 64], { seed: 2, backend: b });
       const v = randn([2, 2, 300, 64], { seed: 3, backend: b });
@@ -476,20 +481,14 @@ Deno.test({
       const held = await chain(true);
       assert(plain.every(Number.isFinite));
       assertEquals(Array.from(held), Array.from(plain));
-    } finally {
-      b.destroy();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "profiling: timestamp queries give one timing per compute pass",
   ...opts,
-  fn: async () => {
-    const g = await mainGpu();
-    if (!g) return;
-    const b = await webgpu();
-    try {
+  fn: () =>
+    withOwnGpu(async (b) => {
       if (!b.features.timestamps) {
         console.warn("  (no timestamp-query: skipped)");
         return;
@@ -505,10 +504,7 @@ Deno.test({
       b.setProfiling(false);
       neg(x);
       assertEquals(await b.readTimings(), []);
-    } finally {
-      b.destroy();
-    }
-  },
+    }),
 });
 
 Deno.test({
