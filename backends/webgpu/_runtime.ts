@@ -117,8 +117,6 @@ export class GpuRuntime implements GpuContext {
   #dispatches = 0;
   /** Automatic submissions held back (see `holdSubmits`). */
   #hold = false;
-  /** Full timing batches of the pending encoder (while submissions are held). */
-  #fullBatches: TimingBatch[] = [];
   #pendingUse = new Set<GPUBuffer>();
   #scratchInFlight: GPUBuffer[] = [];
   /** Scratch of the pending commands at an automatic submission (see `#submit`). */
@@ -134,7 +132,8 @@ export class GpuRuntime implements GpuContext {
   #lost: string | null = null;
 
   #profiling = false;
-  #batch: TimingBatch | null = null;
+  /** Timing batches of the pending encoder, the last one filling (several while held). */
+  #batches: TimingBatch[] = [];
   #timings: TimingBatch[] = [];
 
   constructor(
@@ -592,11 +591,10 @@ export class GpuRuntime implements GpuContext {
     const enc = this.#encoder ??= this.device.createCommandEncoder();
     const desc: GPUComputePassDescriptor = { label };
     if (this.#profiling && this.features.timestamps) {
-      if (this.#batch && this.#batch.labels.length === MAX_PENDING_DISPATCHES) {
-        this.#fullBatches.push(this.#batch);
-        this.#batch = null;
+      let batch = this.#batches.at(-1);
+      if (!batch || batch.labels.length === MAX_PENDING_DISPATCHES) {
+        this.#batches.push(batch = this.#newBatch());
       }
-      const batch = this.#batch ??= this.#newBatch();
       const i = batch.labels.length;
       batch.labels.push(label);
       desc.timestampWrites = {
@@ -640,10 +638,9 @@ export class GpuRuntime implements GpuContext {
   #submit(auto: boolean): void {
     if (this.#lost) return;
     const enc = this.#encoder;
-    const batches = this.#batch ? [...this.#fullBatches, this.#batch] : this.#fullBatches;
+    const batches = this.#batches;
     this.#encoder = null;
-    this.#batch = null;
-    this.#fullBatches = [];
+    this.#batches = [];
     this.#dispatches = 0;
     if (enc) {
       for (const batch of batches) {

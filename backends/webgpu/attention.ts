@@ -25,6 +25,7 @@ import { type AttentionGeometry, attentionGeometry } from "../../attention/geome
 import { bandwidthOf, parallelismOf } from "./_gpus.ts";
 import type { AttentionParams, DataId, LeanGridProblem, TensorInfo } from "../backend.ts";
 import { leanSchedule } from "../../attention/lean_schedule.ts";
+import { MAX_WORKERS } from "../../attention/_validate.ts";
 import type { GpuBinding, GpuContext } from "./context.ts";
 import type { LeanSchedule } from "../../attention/lean_schedule.ts";
 import { LimitError } from "../../tensor/errors.ts";
@@ -212,15 +213,12 @@ export function leanGridFor(ctx: GpuContext, problem: LeanGridProblem, base: num
   const aligned = units * Math.floor(base / units);
   const alignedWave = units * Math.floor(cus / units);
   for (const g of [units, aligned, cus, alignedWave]) {
-    if (g < 1 || g === best || g > MAX_LEAN_WORKERS) continue;
+    if (g < 1 || g === best || g > MAX_WORKERS) continue;
     const us = predictUs(g);
     if (us < bestUs) [best, bestUs] = [g, us];
   }
   return best;
 }
-
-/** Most workers the grid model considers (one workgroup each). */
-const MAX_LEAN_WORKERS = 1 << 16;
 
 /** 2-D dispatch of `n` workgroups within the per-dimension limit. */
 function grid2d(ctx: GpuContext, n: number): [number, number] {
