@@ -39,5 +39,20 @@ export function attentionGeometry(
   const [, Hkv, N] = kShape;
   const group = Hq / Hkv;
   const rowsPerBlock = Math.ceil(Sq / schedule.plan.qBlocks);
-  return { B, Hq, Hkv, Sq, N, D, group, rowsPerBlock, unitRows: group * rowsPerBlock };
+  return {
+    B,
+    Hq,
+    Hkv,
+    Sq,
+    N,
+    D,
+    group,
+    rowsPerBlock,
+    unitRows: unitRowsOf(Sq, group, schedule.plan.qBlocks),
+  };
+}
+
+/** State rows of one unit: the GQA group's query heads × the rows of one query block. */
+export function unitRowsOf(Sq: number, group: number, qBlocks: number): number {
+  return group * Math.ceil(Sq / qBlocks);
 }

@@ -22,6 +22,7 @@ import { queryBlocks, runSchedule } from "./_run.ts";
 import type { AttentionState } from "./merge.ts";
 import type { Backend, LeanGridProblem } from "../backends/backend.ts";
 import { calibratedGrid } from "./calibrate_grid.ts";
+import { unitRowsOf } from "./geometry.ts";
 
 /** Options of {@link leanAttention}. */
 export interface LeanOptions extends AttentionOptions {
@@ -74,7 +75,7 @@ function shapeGrid(
 ): number {
   const base = defaultLeanGrid(backend);
   if (!backend.leanGrid) return base;
-  const unitRows = group * Math.ceil(Sq / (plan.qBlocks ?? 1));
+  const unitRows = unitRowsOf(Sq, group, plan.qBlocks ?? 1);
   const g = backend.leanGrid({ plan, unitRows, D, kvDtype }, base);
   return Number.isSafeInteger(g) && g >= 1 && g <= MAX_WORKERS ? g : base;
 }
