@@ -1,0 +1,132 @@
+/**
+ * Where the GQA decode kernel's time goes: the library's lean attention timed with the
+ * benchmark's method (bench/_timing.ts: one chained command buffer behind a heater, sparse
+ * stamps) while parts of the subgroup kernel's key loop are replaced by cheap stand-ins
+ * (profiling only: the results are wrong; every loaded word stays live, so the memory traffic
+ * is the same). Shapes hold the same K/V bytes with 1, 2, 4 and 8 query rows a key.
+ *
+ *     deno run -A bench/_ablate.ts [--json FILE] [--n 65536]
+ *
+ * Ablations (`+` combines): `cvt` f16 → f32 unpacking by two integer ops (no conversion), `shf`
+ * every `subgroupShuffle`/`…Xor` of the loop (butterfly, probability broadcast) by the lane's
+ * own value, `max` the per-batch `subgroupMax` by the lane's own value, `exp` by the identity,
+ * `qk1` the dot products of rows > 0 by row 0's (one multiply), `pv1` the P·V update of rows
+ * > 0 by one term, `lz0` the vote before the running max defeated (every batch reduces its
+ * max, the kernel before the vote).
+ *
+ * @module
+ */
+import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
+import { randn } from "../tensor/creation.ts";
+import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
+import { type Call, gpuTimesInterleaved } from "./_timing.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+
+type Ablation = "cvt" | "shf" | "max" | "exp" | "qk1" | "pv1" | "lz0";
+
+/** The subgroup kernel's WGSL with the given parts of its key loop replaced. */
+export function ablate(code: string, abl: readonly Ablation[]): string {
+  const lines = code.split("\n");
+  const a = lines.findIndex((l) => /^\s*(for \(var base = |var base = )/.test(l));
+  const b = lines.findIndex((l) => l.includes("let badw = subgroupOr(bad);"));
+  if (a < 0 || b < a) throw new Error("ablate: key loop not found");
+  for (let i = a; i < b; i++) {
+    let l = lines[i];
+    if (abl.includes("cvt")) l = l.replaceAll("unpack2x16float(", "fk_unpack(");
+    if (abl.includes("shf")) l = l.replace(/subgroupShuffle(Xor)?\(/g, "fk_sh(");
+    if (abl.includes("max")) l = l.replaceAll("subgroupMax(", "fk_id(");
+    if (abl.includes("exp")) l = l.replace(/\bexp\(/g, "fk_id(");
+    // The vote before the running max (\`lz\`) defeated: every batch reduces its max.
+    if (abl.includes("lz0")) l = l.replace("if (subgroupAny(", "if (true || subgroupAny(");
+    if (abl.includes("qk1")) {
+      l = l.replace(/var s(\d+)_([1-9]\d*) = .*;$/, "var s$1_$2 = s$1_0 * q$2_0.x;");
+    }
+    if (abl.includes("pv1")) {
+      l = l.replace(
+        /^(\s*)o([1-9]\d*)_(\d+) = o\2_\3 \* al\2 \+ (p\d+_\2 \* vf\d+_\3).*;$/,
+        "$1o$2_$3 = o$2_$3 * al$2 + $4;",
+      );
+    }
+    lines[i] = l;
+  }
+  return lines.join("\n") + `
+fn fk_unpack(w: u32) -> vec2<f32> { return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u)); }
+fn fk_sh(x: f32, i: u32) -> f32 { return x; }
+fn fk_id(x: f32) -> f32 { return x; }
+`;
+}
+
+if (import.meta.main) {
+  const gpu = await webgpu();
+  console.log(`adapter: ${gpu.description}`);
+  const ctx = gpu.ctx;
+  const orig = ctx.pipeline.bind(ctx);
+  let current: readonly Ablation[] = [];
+  ctx.pipeline = (key, wgsl, entryPoint) =>
+    key.startsWith("attn-sg") && current.length
+      ? orig(`${key}:abl-${current.join("+")}`, () => ablate(wgsl(), current), entryPoint)
+      : orig(key, wgsl, entryPoint);
+  const ni = Deno.args.indexOf("--n");
+  const N = ni >= 0 ? Number(Deno.args[ni + 1]) : 65536;
+  // `--shapes B,Hq,Hkv,N;…`: other shapes.
+  const si = Deno.args.indexOf("--shapes");
+  const shapes = si >= 0
+    ? Deno.args[si + 1].split(";").map((x) => x.split(",").map(Number))
+    : [[4, 8, 8, N], [4, 16, 8, N], [4, 32, 8, N], [4, 64, 8, N], [16, 32, 8, N / 4]];
+  const only = Deno.args.includes("--def-only");
+  // \`--variants def,lz0,…\`: these only.
+  const vi = Deno.args.indexOf("--variants");
+  const picked = vi >= 0
+    ? Deno.args[vi + 1].split(",").map((x) => (x === "def" ? [] : x.split("+")) as Ablation[])
+    : null;
+  const variants: Ablation[][] = picked ?? (only ? [[]] : [
+    [],
+    ["cvt"],
+    ["shf"],
+    ["max"],
+    ["exp"],
+    ["qk1"],
+    ["pv1"],
+    ["qk1", "pv1"],
+    ["shf", "max"],
+    ["cvt", "shf", "max", "exp"],
+    ["cvt", "shf", "max", "exp", "qk1", "pv1"],
+  ]);
+  const name = (v: readonly Ablation[]) => v.join("+") || "def";
+  const out: Record<string, unknown>[] = [];
+  for (const [B, Hq, Hkv, n] of shapes) {
+    const D = 128;
+    const q = randn([B, Hq, 1, D], { seed: 1, dtype: "float16", backend: gpu });
+    const k = randn([B, Hkv, n, D], { seed: 2, dtype: "float16", backend: gpu });
+    const v = randn([B, Hkv, n, D], { seed: 3, dtype: "float16", backend: gpu });
+    const bytes = 2 * B * Hkv * n * D * 2;
+    // `--unchained`: every call reads the original q (an ablated call's output is garbage,
+    // possibly NaN, and would be the next call's q in the chain).
+    const unchained = Deno.args.includes("--unchained");
+    const calls: Call[] = variants.map((abl) => (qq = q) => {
+      current = abl;
+      try {
+        return leanAttention(unchained ? q : qq, k, v);
+      } finally {
+        current = [];
+      }
+    });
+    const times = await gpuTimesInterleaved(gpu, calls, 20, 3);
+    const grid = leanAttentionSchedule(q, k, v).plan.grid;
+    const cells: string[] = [];
+    variants.forEach((abl, i) => {
+      const t = times[i];
+      if (!t) return;
+      out.push({ B, Hq, Hkv, N: n, variant: name(abl), ms: t.ms, passes: t.passes, grid });
+      cells.push(`${name(abl)} ${(t.ms * 1e3).toFixed(1)}`);
+    });
+    console.log(
+      `${B},${Hq},${Hkv},${n} (${(bytes / 1e6).toFixed(0)} MB, grid ${grid}, ${
+        (bytes / 4.6e6).toFixed(0)
+      } µs at 4.6 TB/s) µs: ${cells.join(" | ")}`,
+    );
+    for (const t of [q, k, v] as Tensor[]) t.dispose();
+  }
+  const i = Deno.args.indexOf("--json");
+  if (i >= 0) await Deno.writeTextFile(Deno.args[i + 1], JSON.stringify(out, null, 1));
+}
