@@ -594,6 +594,58 @@ describeBackends(
 );
 
 describeBackends(
+  "decode: a running max that rises late or falls early gives the reference (GQA and MHA)",
+  async (backend) => {
+    // The GPU kernel reduces a batch's max across lanes only when some score exceeds the
+    // running max (a vote): keys whose norm rises along the sequence make new maxima in
+    // late batches (the reduction must run there: late scores exceed the first batches' by
+    // far more than the 88 that overflows exp in float32), falling ones make them early
+    // (later batches skip it). D = 64 runs the subgroup kernel on GPUs with subgroups.
+    const [B, Hkv, N, D] = [2, 2, 1000, 64];
+    for (const group of [1, 4]) {
+      const Hq = Hkv * group;
+      const q = randn([B, Hq, 1, D], { seed: 61 + group, backend });
+      const kd = await randn([B, Hkv, N, D], { seed: 67, backend }).data();
+      for (let row = 0; row < B * Hkv; row++) {
+        for (let n = 0; n < N; n++) {
+          const t = row % 2 ? 1 - n / N : n / N;
+          const f = 0.25 + 60 * t * t;
+          for (let d = 0; d < D; d++) kd[(row * N + n) * D + d] *= f;
+        }
+      }
+      const k = tensor(kd, { shape: [B, Hkv, N, D], backend });
+      const v = randn([B, Hkv, N, D], { seed: 71, backend });
+      const ref = referenceAttention({
+        q: await q.data(),
+        k: kd,
+        v: await v.data(),
+        B,
+        Hq,
+        Hkv,
+        Sq: 1,
+        N,
+        D,
+      });
+      const runs = {
+        lean: leanAttention(q, k, v, { tileSize: 16, grid: 7 }),
+        "lean default": leanAttention(q, k, v),
+        "flash-decoding": flashAttention(q, k, v, { numSplits: 3, blockN: 16 }),
+        flash: flashAttention(q, k, v),
+      };
+      // float32 sums over N keys of terms ≤ max|v|: a few ulps of the largest output, grown
+      // slowly with N (as tolerances() above).
+      const tol = 1e-5 * maxAbs(ref.out) * Math.max(1, Math.log2(N) / 4);
+      for (const [name, t] of Object.entries(runs)) {
+        const e = maxAbsDiff(await t.data(), ref.out);
+        assert(e <= tol, `${name}, group ${group} on ${backend.name}: error ${e} > ${tol}`);
+        t.dispose();
+      }
+      for (const t of [q, k, v]) t.dispose();
+    }
+  },
+);
+
+describeBackends(
   "decode: a ±∞ value in the last key of a segment comes out ±∞, not NaN",
   async (backend) => {
     // D = 64 runs the subgroup kernel on GPUs with subgroups; segments whose length is not a

@@ -193,11 +193,19 @@ export interface SgConfig {
    * for keys past the segment instead (see `vUse`).
    */
   tm: boolean;
+  /**
+   * Vote before the running max: the subgroup reduces its batch's scores to a new max per row
+   * (`subgroupMax`, a chain of shuffles per row) only when some lane holds a score above the
+   * row's running max (`subgroupAny`, one vote); otherwise the max is unchanged and the
+   * reduction is skipped. Same results bit for bit (a max over values ≤ m is m). Past the
+   * first batches of a segment a new max is rare, so most batches skip it.
+   */
+  lz: boolean;
 }
 
 /** Pipeline cache key of a subgroup kernel. */
 export function sgKey(c: SgConfig): string {
-  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}`;
+  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}:lz${c.lz}`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */
@@ -348,6 +356,23 @@ ${st}
   // row's causal end or a clamped re-read past the segment: p = 0 there, but 0 · ∞ = NaN, so
   // those P·V terms are selected away. The hot loop stays branch-free (a branch inside it
   // measured up to 25 % slower on GQA, run 8).
+  // The new running max of each row from the lane's candidate (its scores' max) and the
+  // rescale factor of the old state. With \`lz\`, one vote first: the shuffle chains of
+  // \`subgroupMax\` run only when some lane's candidate exceeds a running max.
+  const newMax = (cms: string[]) => {
+    cms.forEach((cm, r) => p(`      let cm${r} = ${cm};`));
+    if (c.lz) {
+      for (const r of rows) p(`      var mn${r} = m${r};`);
+      p(`      if (subgroupAny(${rows.map((r) => `cm${r} > m${r}`).join(" || ")})) {`);
+      for (const r of rows) p(`        mn${r} = max(m${r}, subgroupMax(cm${r}));`);
+      p(`      }`);
+    } else {
+      for (const r of rows) p(`      let mn${r} = max(m${r}, subgroupMax(cm${r}));`);
+    }
+    for (const r of rows) {
+      p(`      let al${r} = select(0.0, exp(m${r} - mn${r}), m${r} != ninf);`);
+    }
+  };
   const body = (masked: boolean) => {
     for (const u of us) {
       p(`      let key${u} = base + ${u * S}u + slot;`);
@@ -421,12 +446,10 @@ ${st}
         p(`      let sv${j} = select(ninf, ${x}, vk${j} < ${e});`);
         p(`      bad |= select(0u, 1u << vr${j}, poison_score(sv${j}));`);
       });
-      for (const r of rows) {
+      newMax(rows.map((r) => {
         const cand = cur.map((_, j) => `select(ninf, sv${j}, vr${j} == ${r}u)`);
-        const cm = cand.reduce((acc, x) => `max(${acc}, ${x})`);
-        p(`      let mn${r} = max(m${r}, subgroupMax(${cm}));`);
-        p(`      let al${r} = select(0.0, exp(m${r} - mn${r}), m${r} != ninf);`);
-      }
+        return cand.reduce((acc, x) => `max(${acc}, ${x})`);
+      }));
       cur.forEach((_, j) => {
         const mn = rows.slice(1).reduce(
           (acc, r) => `select(${acc}, mn${r}, vr${j} == ${r}u)`,
@@ -454,10 +477,8 @@ ${st}
           p(`      bad |= select(0u, ${1 << r}u, poison_score(s${u}_${r}));`);
         }
       }
+      newMax(rows.map((r) => us.map((u) => `s${u}_${r}`).reduce((a, x) => `max(${a}, ${x})`)));
       for (const r of rows) {
-        const cm = us.map((u) => `s${u}_${r}`).reduce((a, x) => `max(${a}, ${x})`);
-        p(`      let mn${r} = max(m${r}, subgroupMax(${cm}));`);
-        p(`      let al${r} = select(0.0, exp(m${r} - mn${r}), m${r} != ninf);`);
         for (const u of us) {
           p(`      let p${u}_${r} = select(0.0, exp(s${u}_${r} - mn${r}), s${u}_${r} != ninf);`);
         }

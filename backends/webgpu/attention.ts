@@ -91,6 +91,12 @@ export interface AttentionTuning {
    * load as zero instead). Forcing it off for causal prefill gives NaN for a hidden ±∞ value.
    */
   tailMask?: boolean;
+  /**
+   * Vote before the running max in the subgroup kernel (default: on for units of two or more
+   * rows): the shuffle reduction of a batch's max runs only when some lane's score exceeds
+   * the row's running max. Same results bit for bit.
+   */
+  lazyMax?: boolean;
 }
 
 const NEG_INF_BITS = 0xff800000;
@@ -435,7 +441,8 @@ function sgConfig(
   // The per-row mask costs 6–16 points on GQA decode even when run only in a segment's last
   // batch (bench/NOTES.md, runs 8–9), so it is on only where rows can end apart.
   const tm = tuning.tailMask ?? (tile > 0 || (causal && g.Sq > 1));
-  return { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile, tm };
+  const lz = tuning.lazyMax ?? R > 1;
+  return { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile, tm, lz };
 }
 
 /** The workgroup-memory decode kernel's configuration, or null when it does not apply. */
