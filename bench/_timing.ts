@@ -129,26 +129,20 @@ export async function gpuTimesInterleaved(
 }
 
 /**
- * Runs `call` until the GPU has been busy for at least {@link WARM_MS} of wall time (and at
- * least `warmup` calls). A datacenter GPU idles at a low clock (an H200 read 345 MHz between
- * rows) and ramps up only under sustained load; without this, whichever algorithm is timed
- * first in a row ran at a lower clock than the ones after it (see bench/NOTES.md).
+ * Runs `call` `warmup` times (at least 4) and waits for them: pipelines built, pools filled,
+ * the first-call costs paid before anything is timed. The GPU clock is not its business: an
+ * H200 idles at 345 MHz and needs ≈ 200–300 ms of full load to reach 1980 MHz, which a few
+ * calls with waits between them never give (150 ms of them left whole rows at 345–615 MHz,
+ * bench/NOTES.md); every timed chain is queued behind `heatGpu`'s ramp instead.
  */
 export async function warmUp(gpu: WebGpuBackend, call: Call, warmup: number): Promise<void> {
-  const t0 = performance.now();
-  let n = 0;
-  do {
-    for (let i = 0; i < Math.max(warmup, 4); i++, n++) call().dispose();
-    gpu.flush();
-    await gpu.ctx.device.queue.onSubmittedWorkDone();
-  } while (performance.now() - t0 < WARM_MS && n < 10_000);
+  for (let i = 0; i < Math.max(warmup, 4); i++) call().dispose();
+  gpu.flush();
+  await gpu.ctx.device.queue.onSubmittedWorkDone();
 }
 
 /** GPU time of the heater (bench/_heater.ts) queued right before a row's timed chain. */
 export const HEAT_MS = 100;
-
-/** Wall time each algorithm of a row keeps the GPU busy before it is timed. */
-const WARM_MS = 150;
 
 /**
  * Median GPU time per call (span of its passes, see {@link callTime}) and the median sum of
@@ -171,6 +165,7 @@ async function gpuTime(
     if (passes === 0) return null;
     // A 512k case's call takes tens of ms: a few samples give its median.
     reps = repsFor(callTime(first).span, reps);
+    await heatGpu(gpu.ctx.device, HEAT_MS, 8 * gpu.parallelism);
     for (let i = 0; i < reps; i++) call().dispose();
     const all = await gpu.readTimings();
     const per: { span: number; sum: number }[] = [];

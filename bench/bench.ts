@@ -60,7 +60,7 @@ import { type CeilingResult, measureCeiling, type ReadRange } from "./_ceiling.t
 import { maxAbs, maxAbsDiff, type Results, type Row, rowShape } from "./_results.ts";
 import { renderPlot } from "./plot.ts";
 import { heatGpu } from "./_heater.ts";
-import { type Call, gpuTimesInterleaved, HEAT_MS, warmUp } from "./_timing.ts";
+import { type Call, gpuTimesInterleaved, HEAT_MS } from "./_timing.ts";
 import { loadOrtPeer, type OrtPeer } from "./peers/ort_webgpu.ts";
 import { runTorchPeer, type TorchCase } from "./_torch.ts";
 import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
@@ -423,8 +423,8 @@ async function main(): Promise<number> {
       let ceiling = ceilings.get(bytes);
       if (!ceiling) {
         const readMs = bytes / (bestGBs() * 1e6);
-        // Clock the GPU up first (see warmUp); a failing call is reported by its own row.
-        await warmUp(gpu, callOf("flash-decoding", q, k, v, c), 1).catch(() => {});
+        // The GPU at its top clock first (heatGpu ramps it, then queues ~100 ms of spinning
+        // ahead of the read).
         await heatGpu(dev, HEAT_MS, 8 * gpu.parallelism);
         ceiling = await measureCeiling(dev, [...prefix(k, bytes / 2), ...prefix(v, bytes / 2)], {
           reps: repsFor(readMs, opts.reps),
