@@ -41,9 +41,9 @@ export function callTime(passes: readonly PassTiming[]): { span: number; sum: nu
  * clock down between calls — on an H200, 2026-11-26, both made the times 1.5–5× too long;
  * bench/NOTES.md, "Timing".) The algorithms take turns in blocks of calls, so a clock change
  * during a row falls on all of them; the median over a row's calls is reported. The chain is
- * one command buffer queued behind ~100 ms of heater work (bench/_heater.ts), so the GPU
- * neither waits for the CPU between calls nor starts them at an idle clock. Falls back
- * to one call at a time (read back after each) if the pass counts cannot be matched up.
+ * one command buffer queued behind heater work (bench/_heater.ts: spun until the clock is up,
+ * then ~100 ms more), so the GPU neither waits for the CPU between calls nor starts them at an
+ * idle clock. Falls back to one call at a time (read back after each) if the pass counts cannot be matched up.
  */
 export async function gpuTimesInterleaved(
   gpu: WebGpuBackend,

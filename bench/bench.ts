@@ -16,8 +16,9 @@
  *     of sampled rows (a wrong row fails loudly and the run exits non-zero);
  *  4. GPU time (`gpuMs`): the calls of a row are chained (each call's q is the previous
  *     output, so they run one after another), encoded into one command buffer and queued
- *     behind ~100 ms of a heater kernel; four blocks of ≈ `--reps`/2 calls per algorithm
- *     (fewer for calls over 5 ms), the algorithms taking turns; a block's time is the span
+ *     behind a heater kernel (spun until the GPU is at its top clock, then ~100 ms more);
+ *     four blocks of ≈ `--reps`/2 calls per algorithm (fewer for calls over 5 ms), the
+ *     algorithms taking turns; a block's time is the span
  *     from the last end timestamp before it to its last call's last end timestamp, over its
  *     length (only those calls are stamped); the median over the blocks. Every pass of a call
  *     counts (the per-part passes and merges of split K/V too). `gpuSumMs`: the sum of the

@@ -15,8 +15,11 @@ Shapes follow the library: q [B, Hq, 1, D], k/v [B, Hkv, N, D]. GQA (Hq != Hkv) 
 enable_gqa=True first; a backend that refuses it gets K/V expanded with repeat_interleave
 before timing (the row's note says which). Ragged batches (kvLens) pass a boolean attn_mask
 over the padded length; backends without mask support are reported absent with torch's reason.
-GPU time: CUDA events around each call (median of reps after warm-up); wall time: a loop of
-calls with one synchronize at the end.
+GPU time: CUDA events around each call (median of reps after warm-up), each case's timing
+preceded by ~300 ms of matrix products so the GPU is at its top clock (an idle H200 sits at
+345 MHz and needs 200-300 ms of full load to reach 1980; without this, small cases varied by
+-26 %..+38 % between two runs, bench/NOTES.md); wall time: a loop of calls with one
+synchronize at the end.
 """
 
 import json
@@ -29,6 +32,20 @@ ALGOS = {
     "torch-flash": "FLASH_ATTENTION",
     "torch-efficient": "EFFICIENT_ATTENTION",
 }
+
+
+RAMP_S = 0.3
+
+
+def ramp(torch, dev):
+    """Keeps the GPU fully busy for RAMP_S seconds (its clock rises under sustained load)."""
+    a = torch.randn(4096, 4096, dtype=torch.float16, device=dev)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < RAMP_S:
+        for _ in range(8):
+            a = torch.mm(a, a).clamp_(-1, 1)
+        torch.cuda.synchronize()
+    del a
 
 
 def log(*a):
@@ -148,6 +165,7 @@ def main():
                 s = s.masked_fill(~mask, float("-inf"))
             ref = torch.softmax(s, dim=-1) @ vr
             del kr, vr, s
+        ramp(torch, dev)
         for a in algos:
             backend = getattr(SDPBackend, ALGOS[a])
             row = {"case": i, "algo": a, "gpuMs": None, "wallMs": None}
