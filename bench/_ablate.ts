@@ -17,9 +17,8 @@
  * @module
  */
 import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
-import { randn } from "../tensor/creation.ts";
 import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
-import { type Call, gpuTimesInterleaved } from "./_timing.ts";
+import { type Call, decodeInputs, gpuTimesInterleaved } from "./_timing.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
 type Ablation = "cvt" | "shf" | "max" | "exp" | "qk1" | "pv1" | "lz0";
@@ -95,11 +94,7 @@ if (import.meta.main) {
   const name = (v: readonly Ablation[]) => v.join("+") || "def";
   const out: Record<string, unknown>[] = [];
   for (const [B, Hq, Hkv, n] of shapes) {
-    const D = 128;
-    const q = randn([B, Hq, 1, D], { seed: 1, dtype: "float16", backend: gpu });
-    const k = randn([B, Hkv, n, D], { seed: 2, dtype: "float16", backend: gpu });
-    const v = randn([B, Hkv, n, D], { seed: 3, dtype: "float16", backend: gpu });
-    const bytes = 2 * B * Hkv * n * D * 2;
+    const { q, k, v, bytes } = decodeInputs(gpu, [B, Hq, Hkv, n]);
     // `--unchained`: every call reads the original q (an ablated call's output is garbage,
     // possibly NaN, and would be the next call's q in the chain).
     const unchained = Deno.args.includes("--unchained");

@@ -7,6 +7,7 @@
  */
 import type { PassTiming, WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import { randn } from "../tensor/creation.ts";
 import { repsFor } from "./_sweep.ts";
 import { median } from "./_ceiling.ts";
 import { heatGpu } from "./_heater.ts";
@@ -186,4 +187,19 @@ async function gpuTime(
   } finally {
     gpu.setProfiling(false);
   }
+}
+
+/**
+ * Random float16 decode inputs of one shape for the probes (seeds 1, 2, 3 for q, K, V), and
+ * the bytes of K and V.
+ */
+export function decodeInputs(
+  gpu: WebGpuBackend,
+  [B, Hq, Hkv, N]: readonly number[],
+  D = 128,
+): { q: Tensor; k: Tensor; v: Tensor; bytes: number } {
+  const q = randn([B, Hq, 1, D], { seed: 1, dtype: "float16", backend: gpu });
+  const k = randn([B, Hkv, N, D], { seed: 2, dtype: "float16", backend: gpu });
+  const v = randn([B, Hkv, N, D], { seed: 3, dtype: "float16", backend: gpu });
+  return { q, k, v, bytes: 2 * B * Hkv * N * D * 2 };
 }

@@ -8,9 +8,8 @@
  *     deno run -A bench/_tune.ts [--json FILE]
  */
 import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
-import { randn } from "../tensor/creation.ts";
 import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
-import { type Call, gpuTimesInterleaved } from "./_timing.ts";
+import { type Call, decodeInputs, gpuTimesInterleaved } from "./_timing.ts";
 import { flashAttention } from "../attention/flash.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
@@ -51,11 +50,7 @@ variants.push(["fd b64", (q, k, v) => flashAttention(q, k, v, { numSplits: "auto
 variants.push(["flash", (q, k, v) => flashAttention(q, k, v)]);
 const out: Record<string, unknown>[] = [];
 for (const [B, Hq, Hkv, N] of shapes) {
-  const D = 128;
-  const q = randn([B, Hq, 1, D], { seed: 1, dtype: "float16", backend: gpu });
-  const k = randn([B, Hkv, N, D], { seed: 2, dtype: "float16", backend: gpu });
-  const v = randn([B, Hkv, N, D], { seed: 3, dtype: "float16", backend: gpu });
-  const bytes = 2 * B * Hkv * N * D * 2;
+  const { q, k, v, bytes } = decodeInputs(gpu, [B, Hq, Hkv, N]);
   // The benchmark's timing: one chain in one command buffer behind a heater, sparse stamps.
   const calls: Call[] = variants.map(([, f]) => (qq = q) => f(qq, k, v));
   const times = await gpuTimesInterleaved(gpu, calls, 20, 3);
