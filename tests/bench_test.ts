@@ -585,6 +585,8 @@ class _T:
     def masked_fill(self, m, v): return self
     def abs(self): return self
     def max(self): return 0.5
+    def clamp_(self, lo, hi): return self
+def mm(a, b): return _T(a.shape[:-1] + b.shape[-1:])
 def randn(*shape, dtype=None, device=None, generator=None): return _T(shape)
 def tensor(x, device=None): return _T([len(x)])
 def arange(n, device=None): return _T([n])
