@@ -29,6 +29,7 @@ import {
 } from "../backends/webgpu/attention.ts";
 import { leanSchedule, splitSchedule } from "../attention/lean_schedule.ts";
 import { maxAbsDiff, referenceAttention } from "../tests/_reference.ts";
+import { heatGpu } from "./_heater.ts";
 
 interface Stored {
   buffer: GPUBuffer;
@@ -292,6 +293,8 @@ interface Case {
   ws?: boolean;
   wg?: number;
   tm?: boolean;
+  /** The vote before the running max (`AttentionTuning.lazyMax`). */
+  lz?: boolean;
   /** A NaN/±∞ written into q or k (index as a fraction of the array): non-finite scores. */
   spike?: { where: "q" | "k" | "v"; at: number; value: number };
 }
@@ -416,6 +419,7 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
     ws: c.ws,
     wg: c.wg,
     tailMask: c.tm,
+    lazyMax: c.lz,
   };
   const res = webgpuAttentionTuned(ctx, q, k, v, params, tuning);
   const out = await ctx.read(res.out);
@@ -619,6 +623,12 @@ async function check(ctx: ProbeContext, count: number, seed0: number): Promise<b
     },
     // The unmasked key loop (benchmark knob) on finite values; the masked one on a row group.
     { ...fixed[0], tm: false, causal: true },
+    // The vote before the running max: off on GQA (the kernel before it), on for one row a key,
+    // and on with non-finite scores.
+    { ...fixed[0], lz: false },
+    { ...fixed[0], Hq: 2, lz: true },
+    { ...fixed[0], Hq: 2, lz: true, spike: { where: "k", at: 0.3, value: Infinity } },
+    { ...fixed[0], lz: true, spike: { where: "q", at: 0.6, value: NaN } },
     {
       ...fixed[2],
       Sq: 6,
@@ -754,6 +764,10 @@ const GQA_VARIANTS: Variant[] = (
     // The per-row P·V tail mask forced on (run 8's default for decode too): its cost. Since
     // run 9, decode zeroes V loads past the segment instead and masks only causal prefill.
     ["tm", { tailMask: true }, 2],
+    // The vote before the running max (default on for ≥ 2 rows since eda675b) forced off, and
+    // forced on (MHA too: one row a key was untried).
+    ["nolz", { lazyMax: false }, 2],
+    ["lz", { lazyMax: true }, 2],
     // The workgroup-memory kernel (devices without subgroups; R·D ≤ 512).
     ["wgm", { kernel: "wgm" }, 2],
   ] as [string, AttentionTuning, number][]
@@ -842,6 +856,7 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
           const readOnce = () =>
             ctx.dispatch(read, [ctx.buffer(k), ctx.buffer(v), sink], [cu * per], "read");
           readOnce();
+          await heatGpu(ctx.device, 100, 8 * cu);
           ctx.startTiming(reps);
           for (let i = 0; i < reps; i++) readOnce();
           best = Math.min(best, median(await ctx.stopTiming()));
@@ -885,6 +900,8 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
         row[vr.name + " cfg"] = ctx.usedKeys.filter((k) => k.startsWith("attn-sg")).join(" ") ||
           ctx.usedKeys[0];
         ctx.flush();
+        // At the top clock (an idle H200 sits at 345 MHz; bench/_heater.ts).
+        await heatGpu(ctx.device, 100, 8 * cu);
         ctx.startTiming(reps * 2);
         for (let i = 0; i < reps; i++) once();
         const passes = await ctx.stopTiming();
