@@ -5,7 +5,11 @@
  * (profiling only: the results are wrong; every loaded word stays live, so the memory traffic
  * is the same). Shapes hold the same K/V bytes with 1, 2, 4 and 8 query rows a key.
  *
- *     deno run -A bench/_ablate.ts [--json FILE] [--n 65536]
+ *     deno run -A bench/_ablate.ts [--json FILE] [--n 65536] [--unchained]
+ *         [--variants def,lz0,cvt+shf,…] [--shapes "B,Hq,Hkv,N;…"] [--def-only]
+ *
+ * `--unchained` gives every call the original q (in the chain an ablated call's output,
+ * garbage, would be the next call's q); bench/NOTES.md's tables use it.
  *
  * Ablations (`+` combines): `cvt` f16 → f32 unpacking by two integer ops (no conversion), `shf`
  * every `subgroupShuffle`/`…Xor` of the loop (butterfly, probability broadcast) by the lane's
