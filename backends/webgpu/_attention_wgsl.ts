@@ -143,6 +143,20 @@ fn visible(len: u32, Sq: u32, i: u32, causal: bool) -> u32 {
 }
 `;
 
+/**
+ * Bindings of the three main kernels (one layout, so the executor binds them alike): meta,
+ * q, K, V (`kvT`: the storage element or the wide load type), out, lse, partial states.
+ */
+function mainBindings(q: Elem, kvT: string): string {
+  return `@group(0) @binding(0) var<storage, read> mt: array<u32>;
+@group(0) @binding(1) var<storage, read> Q: array<${q}>;
+@group(0) @binding(2) var<storage, read> K: array<${kvT}>;
+@group(0) @binding(3) var<storage, read> V: array<${kvT}>;
+@group(0) @binding(4) var<storage, read_write> O: array<${q}>;
+@group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
+@group(0) @binding(6) var<storage, read_write> PART: array<f32>;`;
+}
+
 /** Configuration of the subgroup (decode) kernel. */
 export interface SgConfig {
   /** Head dim (multiple of 32). */
@@ -580,13 +594,7 @@ ${st}
   const f16 = c.kv === "f16" || c.q === "f16";
   return `${c.q === "f16" ? "enable f16;" : ""}
 // attention, subgroup kernel: ${sgKey(c)}${f16 ? " (f16 K/V unpacked from u32)" : ""}
-@group(0) @binding(0) var<storage, read> mt: array<u32>;
-@group(0) @binding(1) var<storage, read> Q: array<${c.q}>;
-@group(0) @binding(2) var<storage, read> K: array<${ldT}>;
-@group(0) @binding(3) var<storage, read> V: array<${ldT}>;
-@group(0) @binding(4) var<storage, read_write> O: array<${c.q}>;
-@group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
-@group(0) @binding(6) var<storage, read_write> PART: array<f32>;
+${mainBindings(c.q, ldT)}
 var<workgroup> wml: array<vec2<f32>, ${(wg / 8) * R}>;
 var<workgroup> wo: array<vec4<f32>, ${nsMax * RT * D4}>;
 var<workgroup> wns: u32;
@@ -695,13 +703,7 @@ export function genericWgsl(c: GenericConfig): string {
   const f16 = c.kv === "f16" || c.q === "f16";
   return `${f16 ? "enable f16;" : ""}
 // attention, generic kernel: ${genericKey(c)}
-@group(0) @binding(0) var<storage, read> mt: array<u32>;
-@group(0) @binding(1) var<storage, read> Q: array<${c.q}>;
-@group(0) @binding(2) var<storage, read> K: array<${c.kv}>;
-@group(0) @binding(3) var<storage, read> V: array<${c.kv}>;
-@group(0) @binding(4) var<storage, read_write> O: array<${c.q}>;
-@group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
-@group(0) @binding(6) var<storage, read_write> PART: array<f32>;
+${mainBindings(c.q, c.kv)}
 var<workgroup> ks: array<f32, ${C * D}>;
 var<workgroup> vs: array<f32, ${C * D}>;
 ${VISIBLE}
@@ -1122,13 +1124,7 @@ export function wgmWgsl(c: WgmConfig): string {
   p(`    }`);
   return `${c.q === "f16" ? "enable f16;" : ""}
 // attention, workgroup-memory decode kernel: ${wgmKey(c)}
-@group(0) @binding(0) var<storage, read> mt: array<u32>;
-@group(0) @binding(1) var<storage, read> Q: array<${c.q}>;
-@group(0) @binding(2) var<storage, read> K: array<${ldT}>;
-@group(0) @binding(3) var<storage, read> V: array<${ldT}>;
-@group(0) @binding(4) var<storage, read_write> O: array<${c.q}>;
-@group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
-@group(0) @binding(6) var<storage, read_write> PART: array<f32>;
+${mainBindings(c.q, ldT)}
 var<workgroup> qs: array<vec4<f32>, ${R * D4}>;
 var<workgroup> pd: array<f32, ${2 * R * KT * NSL}>;
 var<workgroup> gml: array<vec2<f32>, ${G * R}>;
