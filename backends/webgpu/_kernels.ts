@@ -126,6 +126,24 @@ export function broadcastStrides(shape: Shape, outShape: Shape): number[] {
   });
 }
 
+/**
+ * WGSL: decodes the flat index `from` over the dims packed at `p[at]` — the rank `r`, then the
+ * `r` dims, then each operand's {@link broadcastStrides} — into one element offset per name
+ * (`var`s, in operand order). The host packs `[r, ...dims, ...strides of each operand]`.
+ */
+export function broadcastOffsets(at: number, from: string, names: readonly string[]): string {
+  const adds = names.map((n, i) => `    ${n} += c * p[${at}u + ${i ? `${i + 1}u * ` : ""}r + d];`);
+  return `let r = p[${at}];
+  var rem = ${from};
+${names.map((n) => `  var ${n} = 0u;`).join("\n")}
+  for (var d = r; d > 0u; d--) {
+    let dim = p[${at}u + d];
+    let c = rem % dim;
+    rem = rem / dim;
+${adds.join("\n")}
+  }`;
+}
+
 const same = (a: Shape, b: Shape) => a.length === b.length && a.every((d, i) => d === b[i]);
 
 /** Elementwise binary op with NumPy broadcasting to `outShape`. */
@@ -144,18 +162,7 @@ export function binaryKernel(
   // Equal shapes need no index arithmetic; everything else decodes the output index.
   const flat = same(a.shape, outShape) && same(b.shape, outShape);
   const key = `binary:${op}:${flat ? "flat" : "bcast"}:${a.dtype}:${b.dtype}:${outDType}`;
-  const index = flat ? "let ia = i; let ib = i;" : `
-  let r = p[1];
-  var rem = i;
-  var ia = 0u;
-  var ib = 0u;
-  for (var d = r; d > 0u; d--) {
-    let dim = p[1u + d];
-    let c = rem % dim;
-    rem = rem / dim;
-    ia += c * p[1u + r + d];
-    ib += c * p[1u + 2u * r + d];
-  }`;
+  const index = flat ? "let ia = i; let ib = i;" : broadcastOffsets(1, "i", ["ia", "ib"]);
   const pipe = ctx.pipeline(key, () =>
     `${header(ctx, [a.dtype, b.dtype, outDType])}
 ${declare(ctx, 0, "xa", a.dtype, "read")}
@@ -205,20 +212,9 @@ export function whereKernel(
   if (n === 0) return out;
   const flat = [cond, a, b].every((t) => same(t.shape, outShape));
   const key = `where:${flat ? "flat" : "bcast"}:${cond.dtype}:${a.dtype}:${b.dtype}:${outDType}`;
-  const index = flat ? "let ic = i; let ia = i; let ib = i;" : `
-  let r = p[1];
-  var rem = i;
-  var ic = 0u;
-  var ia = 0u;
-  var ib = 0u;
-  for (var d = r; d > 0u; d--) {
-    let dim = p[1u + d];
-    let c = rem % dim;
-    rem = rem / dim;
-    ic += c * p[1u + r + d];
-    ia += c * p[1u + 2u * r + d];
-    ib += c * p[1u + 3u * r + d];
-  }`;
+  const index = flat
+    ? "let ic = i; let ia = i; let ib = i;"
+    : broadcastOffsets(1, "i", ["ic", "ia", "ib"]);
   const pipe = ctx.pipeline(key, () =>
     `${header(ctx, [cond.dtype, a.dtype, b.dtype, outDType])}
 ${declare(ctx, 0, "xc", cond.dtype, "read")}

@@ -10,7 +10,7 @@ import type { DataId, TensorInfo } from "../backend.ts";
 import type { DType } from "../../tensor/dtype.ts";
 import { type Shape, sizeOf } from "../../tensor/shape.ts";
 import type { GpuContext } from "./context.ts";
-import { broadcastStrides, checkFits, params, WG } from "./_kernels.ts";
+import { broadcastOffsets, broadcastStrides, checkFits, params, WG } from "./_kernels.ts";
 import { BUILTINS, declare, declareParams, grid, header, store, WG_INDEX } from "./_wgsl.ts";
 
 /** Threads per side of a matmul workgroup (16×16). */
@@ -124,17 +124,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let tn = w % tilesN;
   let tm = (w / tilesN) % tilesM;
   let bt = w / (tilesN * tilesM);
-  var rem = bt;
-  let r = p[8];
-  var ma = 0u;
-  var mb = 0u;
-  for (var d = r; d > 0u; d--) {
-    let dim = p[8u + d];
-    let c = rem % dim;
-    rem = rem / dim;
-    ma += c * p[8u + r + d];
-    mb += c * p[8u + 2u * r + d];
-  }
+  ${broadcastOffsets(8, "bt", ["ma", "mb"])}
   let oa = ma * M * K;
   let ob = mb * K * N;
   let lx = lid.x;
@@ -266,17 +256,7 @@ fn main(${BUILTINS}) {
   let kBeg = split * p[6];
   let kEnd = min(K, kBeg + p[6]);
   let bt = w / colTiles;
-  var rem = bt;
-  let r = p[8];
-  var ma = 0u;
-  var mb = 0u;
-  for (var d = r; d > 0u; d--) {
-    let dim = p[8u + d];
-    let c = rem % dim;
-    rem = rem / dim;
-    ma += c * p[8u + r + d];
-    mb += c * p[8u + 2u * r + d];
-  }
+  ${broadcastOffsets(8, "bt", ["ma", "mb"])}
   let oa = ma * M * K;
   let ob = mb * K * N;
   let lane = ${transposeB ? `lid % ${KL}u` : `lid / ${NC}u`};
