@@ -19,6 +19,28 @@ const T = 16;
 const BK = 16;
 
 /**
+ * Header and bindings of both matmul kernels: a, b, the output (float32 partials when K is
+ * split, summed by a second pass) and the params.
+ */
+function prelude(
+  ctx: GpuContext,
+  a: TensorInfo,
+  b: TensorInfo,
+  outDType: DType,
+  split: boolean,
+): string {
+  return `${header(ctx, [a.dtype, b.dtype, outDType])}
+${declare(ctx, 0, "xa", a.dtype, "read")}
+${declare(ctx, 1, "xb", b.dtype, "read")}
+${
+    split
+      ? "@group(0) @binding(2) var<storage, read_write> y: array<f32>;"
+      : declare(ctx, 2, "y", outDType, "read_write")
+  }
+${declareParams(3)}`;
+}
+
+/**
  * Batched matmul with broadcasting batch dims. A workgroup of 16×16 threads computes a
  * (16·R)² output tile, each thread R×R outputs strided by 16 (so neighbouring threads write
  * neighbouring addresses); R = 4 when both M and N exceed 16, else 1. Tiles of a and b for a
@@ -94,15 +116,7 @@ export function matmulKernel(
     split ? "split" : "direct"
   }:${a.dtype}:${b.dtype}:${outDType}`;
   const pipe = ctx.pipeline(key, () =>
-    `${header(ctx, [a.dtype, b.dtype, outDType])}
-${declare(ctx, 0, "xa", a.dtype, "read")}
-${declare(ctx, 1, "xb", b.dtype, "read")}
-${
-      split
-        ? "@group(0) @binding(2) var<storage, read_write> y: array<f32>;"
-        : declare(ctx, 2, "y", outDType, "read_write")
-    }
-${declareParams(3)}
+    `${prelude(ctx, a, b, outDType, split)}
 var<workgroup> ta: array<f32, ${BM * (BK + 1)}>;
 var<workgroup> tb: array<f32, ${BK * BM}>;
 @compute @workgroup_size(${T}, ${T})
@@ -232,15 +246,7 @@ function skinnyMatmul(
     split ? "split" : "direct"
   }:${a.dtype}:${b.dtype}:${outDType}`;
   const pipe = ctx.pipeline(key, () =>
-    `${header(ctx, [a.dtype, b.dtype, outDType])}
-${declare(ctx, 0, "xa", a.dtype, "read")}
-${declare(ctx, 1, "xb", b.dtype, "read")}
-${
-      split
-        ? "@group(0) @binding(2) var<storage, read_write> y: array<f32>;"
-        : declare(ctx, 2, "y", outDType, "read_write")
-    }
-${declareParams(3)}
+    `${prelude(ctx, a, b, outDType, split)}
 var<workgroup> sh: array<f32, ${M * T * T}>;
 @compute @workgroup_size(${T * T})
 fn main(${BUILTINS}) {
