@@ -157,6 +157,60 @@ function mainBindings(q: Elem, kvT: string): string {
 @group(0) @binding(6) var<storage, read_write> PART: array<f32>;`;
 }
 
+/**
+ * WGSL lines merging the partial states of a workgroup's slots (subgroups or key groups) in
+ * slot order, deterministic: each slot's `(m, l)` per row is in `ml` already (after a
+ * barrier); the common max `M`, the total `Lt` and NaN flag `rbad` of the thread's row
+ * `row`, then the outputs in `rounds` rounds of `perRound` slots through `wo` (the slots
+ * for which `writer` holds run `stores`, with `sl` their place in the round), summed into
+ * `acc` with weights exp(m − M). Threads with `act` own one (row, vec4 of dims `fj`).
+ */
+function mergeSlots(a: {
+  ml: string;
+  count: string;
+  rows: number;
+  row: string;
+  rounds: string;
+  perRound: number;
+  writer: string;
+  slot: string;
+  stores: readonly string[];
+  /** vec4s of a row of `wo` (D / 4). */
+  d4: number;
+}): string[] {
+  const { ml, count, rows, row, perRound: K } = a;
+  return [
+    `    var M = ninf;`,
+    `    var Lt = 0.0;`,
+    `    var acc = vec4<f32>(0.0);`,
+    `    var rbad = false;`,
+    `    if (act) {`,
+    `      for (var s = 0u; s < ${count}; s++) { M = max(M, ${ml}[s * ${rows}u + ${row}].x); }`,
+    `      for (var s = 0u; s < ${count}; s++) {`,
+    `        let ml = ${ml}[s * ${rows}u + ${row}];`,
+    `        rbad = rbad || is_nan(ml.y);`,
+    `        Lt += select(0.0, exp(ml.x - M), ml.x != ninf) * ml.y;`,
+    `      }`,
+    `    }`,
+    `    for (var rd = 0u; rd < ${a.rounds}; rd++) {`,
+    `      if (${a.writer}) {`,
+    `        let sl = ${a.slot};`,
+    ...a.stores.map((x) => `        ${x}`),
+    `      }`,
+    `      workgroupBarrier();`,
+    `      if (act) {`,
+    `        let cnt = min(${K}u, ${count} - rd * ${K}u);`,
+    `        for (var s = 0u; s < cnt; s++) {`,
+    `          let mS = ${ml}[(rd * ${K}u + s) * ${rows}u + ${row}].x;`,
+    `          let wgt = select(0.0, exp(mS - M), mS != ninf);`,
+    `          acc += wgt * wo[(s * ${rows}u + ${row}) * ${a.d4}u + fj];`,
+    `        }`,
+    `      }`,
+    `      workgroupBarrier();`,
+    `    }`,
+  ];
+}
+
 /** Configuration of the subgroup (decode) kernel. */
 export interface SgConfig {
   /** Head dim (multiple of 32). */
@@ -371,8 +425,8 @@ ${st}
   // those P·V terms are selected away. The hot loop stays branch-free (a branch inside it
   // measured up to 25 % slower on GQA, run 8).
   // The new running max of each row from the lane's candidate (its scores' max) and the
-  // rescale factor of the old state. With \`lz\`, one vote first: the shuffle chains of
-  // \`subgroupMax\` run only when some lane's candidate exceeds a running max.
+  // rescale factor of the old state. With `lz`, one vote first: the shuffle chains of
+  // `subgroupMax` run only when some lane's candidate exceeds a running max.
   const newMax = (cms: string[]) => {
     cms.forEach((cm, r) => p(`      let cm${r} = ${cm};`));
     if (c.lz) {
@@ -557,39 +611,25 @@ ${st}
   }
   p(`    }`);
   p(`    workgroupBarrier();`);
-  p(`    var M = ninf;`);
-  p(`    var Lt = 0.0;`);
-  p(`    var acc = vec4<f32>(0.0);`);
-  p(`    var rbad = false;`);
-  p(`    if (act) {`);
-  p(`      for (var s = 0u; s < nsr; s++) { M = max(M, wml[s * ${RT}u + fr0].x); }`);
-  p(`      for (var s = 0u; s < nsr; s++) {`);
-  p(`        let ml = wml[s * ${RT}u + fr0];`);
-  p(`        rbad = rbad || is_nan(ml.y);`);
-  p(`        Lt += select(0.0, exp(ml.x - M), ml.x != ninf) * ml.y;`);
-  p(`      }`);
-  p(`    }`);
-  p(`    for (var rd = 0u; rd < rounds; rd++) {`);
-  p(`      if (sgk / ${nsMax}u == rd && sgi < ${L}u) {`);
-  p(`        let sl = sgk % ${nsMax}u;`);
+  const stores: string[] = [];
   for (const r of rows) {
     const row = `${G > 1 ? `rgrp * ${R}u + ` : ""}${r}u`;
     for (const j of js) {
-      p(`        wo[(sl * ${RT}u + ${row}) * ${D4}u + ${v4idx(j)}] = o${r}_${j};`);
+      stores.push(`wo[(sl * ${RT}u + ${row}) * ${D4}u + ${v4idx(j)}] = o${r}_${j};`);
     }
   }
-  p(`      }`);
-  p(`      workgroupBarrier();`);
-  p(`      if (act) {`);
-  p(`        let cnt = min(${nsMax}u, nsr - rd * ${nsMax}u);`);
-  p(`        for (var s = 0u; s < cnt; s++) {`);
-  p(`          let mS = wml[(rd * ${nsMax}u + s) * ${RT}u + fr0].x;`);
-  p(`          let wgt = select(0.0, exp(mS - M), mS != ninf);`);
-  p(`          acc += wgt * wo[(s * ${RT}u + fr0) * ${D4}u + fj];`);
-  p(`        }`);
-  p(`      }`);
-  p(`      workgroupBarrier();`);
-  p(`    }`);
+  mergeSlots({
+    ml: "wml",
+    count: "nsr",
+    rows: RT,
+    row: "fr0",
+    rounds: "rounds",
+    perRound: nsMax,
+    writer: `sgk / ${nsMax}u == rd && sgi < ${L}u`,
+    slot: `sgk % ${nsMax}u`,
+    stores,
+    d4: D4,
+  }).forEach(p);
 
   const f16 = c.kv === "f16" || c.q === "f16";
   return `${c.q === "f16" ? "enable f16;" : ""}
@@ -1094,34 +1134,18 @@ export function wgmWgsl(c: WgmConfig): string {
   }
   p(`    }`);
   p(`    workgroupBarrier();`);
-  p(`    var M = ninf;`);
-  p(`    var Lt = 0.0;`);
-  p(`    var acc = vec4<f32>(0.0);`);
-  p(`    var rbad = false;`);
-  p(`    if (act) {`);
-  p(`      for (var s = 0u; s < ${G}u; s++) { M = max(M, gml[s * ${R}u + fr].x); }`);
-  p(`      for (var s = 0u; s < ${G}u; s++) {`);
-  p(`        let ml = gml[s * ${R}u + fr];`);
-  p(`        rbad = rbad || is_nan(ml.y);`);
-  p(`        Lt += select(0.0, exp(ml.x - M), ml.x != ninf) * ml.y;`);
-  p(`      }`);
-  p(`    }`);
-  p(`    for (var rd = 0u; rd < ${Math.ceil(G / grMax)}u; rd++) {`);
-  p(`      if (g / ${grMax}u == rd) {`);
-  p(`        let sl = g % ${grMax}u;`);
-  for (const r of rows) p(`        wo[(sl * ${R}u + ${r}u) * ${D4}u + d4] = o${r};`);
-  p(`      }`);
-  p(`      workgroupBarrier();`);
-  p(`      if (act) {`);
-  p(`        let cnt = min(${grMax}u, ${G}u - rd * ${grMax}u);`);
-  p(`        for (var s = 0u; s < cnt; s++) {`);
-  p(`          let mS = gml[(rd * ${grMax}u + s) * ${R}u + fr].x;`);
-  p(`          let wgt = select(0.0, exp(mS - M), mS != ninf);`);
-  p(`          acc += wgt * wo[(s * ${R}u + fr) * ${D4}u + fj];`);
-  p(`        }`);
-  p(`      }`);
-  p(`      workgroupBarrier();`);
-  p(`    }`);
+  mergeSlots({
+    ml: "gml",
+    count: `${G}u`,
+    rows: R,
+    row: "fr",
+    rounds: `${Math.ceil(G / grMax)}u`,
+    perRound: grMax,
+    writer: `g / ${grMax}u == rd`,
+    slot: `g % ${grMax}u`,
+    stores: rows.map((r) => `wo[(sl * ${R}u + ${r}u) * ${D4}u + d4] = o${r};`),
+    d4: D4,
+  }).forEach(p);
   return `${c.q === "f16" ? "enable f16;" : ""}
 // attention, workgroup-memory decode kernel: ${wgmKey(c)}
 ${mainBindings(c.q, ldT)}
