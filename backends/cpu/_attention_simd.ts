@@ -274,6 +274,16 @@ function cvt16(): Code {
 }
 
 /** `stack: v` (f32x4) → `(v0 + v1) + (v2 + v3)` as f32: the fixed order of every lane sum. */
+/** `base + scale(r + dr)`: the address of row `r + dr`, `scale` the code that turns a row index into bytes. */
+const rowAddr = (base: number, r: number, dr: number, scale: Code): Code => [
+  ...get(base),
+  ...get(r),
+  ...i32c(dr),
+  ...I32_ADD,
+  ...scale,
+  ...I32_ADD,
+];
+
 const hsumF32 = (v: number): Code => [
   ...get(v),
   ...extractF32(0),
@@ -300,27 +310,10 @@ function scores(madd: Madd): Code {
   const accB = [29, 30, 31, 32];
   const [q2, q3] = [33, 34];
   /** Address of s[(r + dr)·T + j]. */
-  const sAddr = (dr: number): Code => [
-    ...get(s),
-    ...get(r),
-    ...i32c(dr),
-    ...I32_ADD,
-    ...get(T),
-    ...I32_MUL,
-    ...get(j),
-    ...I32_ADD,
-    ...i32c(4),
-    ...I32_MUL,
-    ...I32_ADD,
-  ];
+  const sAddr = (dr: number): Code =>
+    rowAddr(s, r, dr, [...get(T), ...I32_MUL, ...get(j), ...I32_ADD, ...i32c(4), ...I32_MUL]);
   const qRow = (dst: number, dr: number): Code => [
-    ...get(q),
-    ...get(r),
-    ...i32c(dr),
-    ...I32_ADD,
-    ...get(kRow),
-    ...I32_MUL,
-    ...I32_ADD,
+    ...rowAddr(q, r, dr, [...get(kRow), ...I32_MUL]),
     ...set(dst),
   ];
   const fma = (a: number, b: number, acc: number): Code => [
@@ -492,17 +485,14 @@ function pv(madd: Madd): Code {
   ];
   /** dst := &o[(r + dr)·Dp + db/4] (db counts bytes of v; o is float64). */
   const oAddr = (dst: number, dr: number): Code => [
-    ...get(o),
-    ...get(r),
-    ...i32c(dr),
-    ...I32_ADD,
-    ...get(vRow),
-    ...I32_MUL,
-    ...get(db),
-    ...I32_ADD,
-    ...i32c(2),
-    ...I32_MUL,
-    ...I32_ADD,
+    ...rowAddr(o, r, dr, [
+      ...get(vRow),
+      ...I32_MUL,
+      ...get(db),
+      ...I32_ADD,
+      ...i32c(2),
+      ...I32_MUL,
+    ]),
     ...set(dst),
   ];
   /** o[4i..4i+4) at `at` := o · alpha + the tile's float32 sums `a`, in float64. */
@@ -520,25 +510,11 @@ function pv(madd: Madd): Code {
       ...v128Store(32 * i + 16 * half),
     ]);
   const pAddr = (dst: number, dr: number): Code => [
-    ...get(p),
-    ...get(r),
-    ...i32c(dr),
-    ...I32_ADD,
-    ...get(T),
-    ...I32_MUL,
-    ...i32c(4),
-    ...I32_MUL,
-    ...I32_ADD,
+    ...rowAddr(p, r, dr, [...get(T), ...I32_MUL, ...i32c(4), ...I32_MUL]),
     ...set(dst),
   ];
   const alphaOf = (dst: number, dr: number): Code => [
-    ...get(alpha),
-    ...get(r),
-    ...i32c(dr),
-    ...I32_ADD,
-    ...i32c(8),
-    ...I32_MUL,
-    ...I32_ADD,
+    ...rowAddr(alpha, r, dr, [...i32c(8), ...I32_MUL]),
     ...load64Splat,
     ...set(dst),
   ];
@@ -631,16 +607,9 @@ function pv(madd: Madd): Code {
     ]),
     ...addTo(r, i32c(2)),
   ];
-  const cntOf = (dr: number): Code => [
-    ...get(cnt),
-    ...get(r),
-    ...i32c(dr),
-    ...I32_ADD,
-    ...i32c(4),
-    ...I32_MUL,
-    ...I32_ADD,
-    ...i32Load,
-  ];
+  const cntOf = (
+    dr: number,
+  ): Code => [...rowAddr(cnt, r, dr, [...i32c(4), ...I32_MUL]), ...i32Load];
   return body(10, 13, [
     ...get(Dp),
     ...i32c(4),
