@@ -273,8 +273,10 @@ function cvt16(): Code {
   ]);
 }
 
-/** `stack: v` (f32x4) → `(v0 + v1) + (v2 + v3)` as f32: the fixed order of every lane sum. */
-/** `base + scale(r + dr)`: the address of row `r + dr`, `scale` the code that turns a row index into bytes. */
+/**
+ * `base + scale(r + dr)`: the address of row `r + dr`; `scale` is the code that turns a row
+ * index into bytes.
+ */
 const rowAddr = (base: number, r: number, dr: number, scale: Code): Code => [
   ...get(base),
   ...get(r),
@@ -284,6 +286,7 @@ const rowAddr = (base: number, r: number, dr: number, scale: Code): Code => [
   ...I32_ADD,
 ];
 
+/** `stack: v` (f32x4) → `(v0 + v1) + (v2 + v3)` as f32: the fixed order of every lane sum. */
 const hsumF32 = (v: number): Code => [
   ...get(v),
   ...extractF32(0),
