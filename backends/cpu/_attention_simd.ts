@@ -521,34 +521,44 @@ function pv(madd: Madd): Code {
     ...load64Splat,
     ...set(dst),
   ];
-  /** One row, `as.length`·4 values of o (from byte db) over all keys: one chain per vector. */
-  const oneRowPass = (as: number[]): Code => [
-    ...oAddr(op, 0),
-    ...as.flatMap((a) => [...V_ZERO, ...set(a)]),
+  /** A row of a pass: its o address, p address and value, alpha, and accumulators. */
+  interface PassRow {
+    op: number;
+    pp: number;
+    pj: number;
+    al: number;
+    acc: number[];
+  }
+  /**
+   * `rows[0].acc.length`·4 values of o (from byte db) of the given rows (the unit's rows r,
+   * r + 1, …) over all keys: one chain per vector and row; each v vector feeds every row.
+   */
+  const pass = (rows: PassRow[]): Code => [
+    ...rows.flatMap((x, dr) => oAddr(x.op, dr)),
+    ...rows.flatMap((x) => x.acc.flatMap((a) => [...V_ZERO, ...set(a)])),
     ...get(v),
     ...get(db),
     ...I32_ADD,
     ...set(vp),
-    ...pAddr(pp, 0),
+    ...rows.flatMap((x, dr) => pAddr(x.pp, dr)),
     ...i32c(0),
     ...set(j),
     ...whileLoop([...get(j), ...get(c), ...I32_LT_S], [
-      ...get(pp),
-      ...load32Splat,
-      ...set(pj),
-      ...as.flatMap((a, i) => [
+      ...rows.flatMap((x) => [...get(x.pp), ...load32Splat, ...set(x.pj)]),
+      ...rows[0].acc.flatMap((_, i) => [
         ...get(vp),
         ...v128Load(16 * i),
         ...set(vv),
-        ...fma(pj, vv, a),
+        ...rows.flatMap((x) => fma(x.pj, vv, x.acc[i])),
       ]),
       ...addTo(vp, get(vRow)),
-      ...addTo(pp, i32c(4)),
+      ...rows.flatMap((x) => addTo(x.pp, i32c(4))),
       ...addTo(j, i32c(1)),
     ]),
-    ...as.flatMap((a, i) => fold(op, al, a, i)),
-    ...addTo(db, i32c(16 * as.length)),
+    ...rows.flatMap((x) => x.acc.flatMap((a, i) => fold(x.op, x.al, a, i))),
+    ...addTo(db, i32c(16 * rows[0].acc.length)),
   ];
+  const oneRowPass = (as: number[]): Code => pass([{ op, pp, pj, al, acc: as }]);
   // 32 values a pass (eight chains); a Dp that is an odd multiple of 16 ends with 16.
   const oneRow: Code = [
     ...alphaOf(al, 0),
@@ -574,39 +584,7 @@ function pv(madd: Madd): Code {
     ...i32c(0),
     ...set(db),
     ...whileLoop([...get(db), ...get(vRow), ...I32_LT_S], [
-      ...oAddr(op, 0),
-      ...oAddr(op1, 1),
-      ...acc.flatMap((a) => [...V_ZERO, ...set(a)]),
-      ...get(v),
-      ...get(db),
-      ...I32_ADD,
-      ...set(vp),
-      ...pAddr(pp, 0),
-      ...pAddr(pp1, 1),
-      ...i32c(0),
-      ...set(j),
-      ...whileLoop([...get(j), ...get(c), ...I32_LT_S], [
-        ...get(pp),
-        ...load32Splat,
-        ...set(pj),
-        ...get(pp1),
-        ...load32Splat,
-        ...set(pj1),
-        ...[0, 1, 2, 3].flatMap((i) => [
-          ...get(vp),
-          ...v128Load(16 * i),
-          ...set(vv),
-          ...fma(pj, vv, a0[i]),
-          ...fma(pj1, vv, a1[i]),
-        ]),
-        ...addTo(vp, get(vRow)),
-        ...addTo(pp, i32c(4)),
-        ...addTo(pp1, i32c(4)),
-        ...addTo(j, i32c(1)),
-      ]),
-      ...a0.flatMap((a, i) => fold(op, al, a, i)),
-      ...a1.flatMap((a, i) => fold(op1, al1, a, i)),
-      ...addTo(db, i32c(64)),
+      ...pass([{ op, pp, pj, al, acc: a0 }, { op: op1, pp: pp1, pj: pj1, al: al1, acc: a1 }]),
     ]),
     ...addTo(r, i32c(2)),
   ];
