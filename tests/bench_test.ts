@@ -213,18 +213,21 @@ function gpuDevice(): Promise<{ adapter: GPUAdapter; device: GPUDevice } | null>
   })();
 }
 
+/** The shared device, or null after a printed skip (under `CI=true` no adapter throws). */
+async function gpuOrSkip(): Promise<GPUDevice | null> {
+  const g = await gpuDevice();
+  if (!g) console.warn("  (no WebGPU adapter: skipped)");
+  return g?.device ?? null;
+}
+
 const gpuTest = (name: string, fn: (d: GPUDevice) => Promise<void>) =>
   Deno.test({
     name,
     sanitizeResources: false,
     sanitizeOps: false,
     fn: async () => {
-      const g = await gpuDevice();
-      if (!g) {
-        console.warn("  (no WebGPU adapter: skipped)");
-        return;
-      }
-      await fn(g.device);
+      const d = await gpuOrSkip();
+      if (d) await fn(d);
     },
   });
 
@@ -768,12 +771,7 @@ Deno.test({
   name: "bench --smoke on WebGPU: every algorithm checked against flash and timed",
   sanitizeResources: false,
   fn: async () => {
-    const adapter = await navigator.gpu?.requestAdapter();
-    if (!adapter) {
-      if (Deno.env.get("CI") === "true") throw new Error("CI=true but no WebGPU adapter");
-      console.warn("  (no WebGPU adapter: skipped)");
-      return;
-    }
+    if (!(await gpuOrSkip())) return;
     const { code, out, res } = await runBench([
       "--smoke",
       "--algos",
@@ -802,12 +800,7 @@ Deno.test({
   name: "bench --smoke --split-bytes on WebGPU: split K/V run per part, checked and timed",
   sanitizeResources: false,
   fn: async () => {
-    const adapter = await navigator.gpu?.requestAdapter();
-    if (!adapter) {
-      if (Deno.env.get("CI") === "true") throw new Error("CI=true but no WebGPU adapter");
-      console.warn("  (no WebGPU adapter: skipped)");
-      return;
-    }
+    if (!(await gpuOrSkip())) return;
     // 64 KiB parts: the N=512 case's 128 KiB K/V in 2 parts, the ragged N=300 one in 3 parts
     // of 100 keys (not a multiple of the input block, so a misplaced part fails the check).
     const { code, out, res } = await runBench([
