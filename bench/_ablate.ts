@@ -16,7 +16,9 @@
  * own value, `max` the per-batch `subgroupMax` by the lane's own value, `exp` by the identity,
  * `qk1` the dot products of rows > 0 by row 0's (one multiply), `pv1` the P·V update of rows
  * > 0 by one term, `lz0` the vote before the running max defeated (every batch reduces its
- * max, the kernel before the vote).
+ * max, the kernel before the vote), `fm0` cut units merged by the reduce pass instead of in
+ * the kernel (`AttentionTuning.fusedMerge` off: two dispatches a call; results right). A token
+ * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default.
  *
  * @module
  */
@@ -25,7 +27,7 @@ import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
 import { type Call, decodeInputs, gpuTimesInterleaved } from "./_timing.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
-type Ablation = "cvt" | "shf" | "max" | "exp" | "qk1" | "pv1" | "lz0";
+type Ablation = "cvt" | "shf" | "max" | "exp" | "qk1" | "pv1" | "lz0" | "fm0";
 
 /** The subgroup kernel's WGSL with the given parts of its key loop replaced. */
 export function ablate(code: string, abl: readonly Ablation[]): string {
@@ -65,10 +67,12 @@ if (import.meta.main) {
   const ctx = gpu.ctx;
   const orig = ctx.pipeline.bind(ctx);
   let current: readonly Ablation[] = [];
-  ctx.pipeline = (key, wgsl, entryPoint) =>
-    key.startsWith("attn-sg") && current.length
-      ? orig(`${key}:abl-${current.join("+")}`, () => ablate(wgsl(), current), entryPoint)
+  ctx.pipeline = (key, wgsl, entryPoint) => {
+    const abl = current.filter((a) => a !== "fm0");
+    return key.startsWith("attn-sg") && abl.length
+      ? orig(`${key}:abl-${abl.join("+")}`, () => ablate(wgsl(), abl), entryPoint)
       : orig(key, wgsl, entryPoint);
+  };
   const ni = Deno.args.indexOf("--n");
   const N = ni >= 0 ? Number(Deno.args[ni + 1]) : 65536;
   // `--shapes B,Hq,Hkv,N;…`: other shapes.
@@ -95,7 +99,12 @@ if (import.meta.main) {
     ["cvt", "shf", "max", "exp"],
     ["cvt", "shf", "max", "exp", "qk1", "pv1"],
   ]);
-  const name = (v: readonly Ablation[]) => v.join("+") || "def";
+  const name = (v: readonly string[]) => v.join("+") || "def";
+  // `g<n>` tokens: an explicit lean grid.
+  const gridOf = (v: readonly string[]) => {
+    const g = v.find((x) => /^g\d+$/.test(x));
+    return g ? Number(g.slice(1)) : undefined;
+  };
   const out: Record<string, unknown>[] = [];
   for (const [B, Hq, Hkv, n] of shapes) {
     const { q, k, v, bytes } = decodeInputs(gpu, [B, Hq, Hkv, n]);
@@ -103,11 +112,14 @@ if (import.meta.main) {
     // possibly NaN, and would be the next call's q in the chain).
     const unchained = Deno.args.includes("--unchained");
     const calls: Call[] = variants.map((abl) => (qq = q) => {
-      current = abl;
+      current = abl.filter((a) => !/^g\d+$/.test(a));
+      gpu.attentionTuning = abl.includes("fm0") ? { fusedMerge: false } : {};
       try {
-        return leanAttention(unchained ? q : qq, k, v);
+        const grid = gridOf(abl);
+        return leanAttention(unchained ? q : qq, k, v, grid ? { grid } : {});
       } finally {
         current = [];
+        gpu.attentionTuning = {};
       }
     });
     const times = await gpuTimesInterleaved(gpu, calls, 20, 3);
@@ -116,7 +128,16 @@ if (import.meta.main) {
     variants.forEach((abl, i) => {
       const t = times[i];
       if (!t) return;
-      out.push({ B, Hq, Hkv, N: n, variant: name(abl), ms: t.ms, passes: t.passes, grid });
+      out.push({
+        B,
+        Hq,
+        Hkv,
+        N: n,
+        variant: name(abl),
+        ms: t.ms,
+        passes: t.passes,
+        grid: gridOf(abl) ?? grid,
+      });
       cells.push(`${name(abl)} ${(t.ms * 1e3).toFixed(1)}`);
     });
     console.log(

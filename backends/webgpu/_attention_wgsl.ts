@@ -40,7 +40,11 @@
  * silently truncated long sequences there.
  *
  * The reduce kernel merges the partial states of cut units in the listed order and writes the
- * units nobody visits (no keys) as the merge identity (out 0, lse −∞).
+ * units nobody visits (no keys) as the merge identity (out 0, lse −∞). The subgroup kernel
+ * can merge cut units itself (`fm`): each piece's workgroup publishes its state, fences
+ * (`storageBarrier`, device scope in wgpu) and counts it on the unit's integer counter; the
+ * one that completes the count fences again and folds the pieces exactly as the reduce
+ * kernel does (one shared generator), so the two give the same bits.
  *
  * @module
  */
@@ -71,7 +75,8 @@ export const META = {
   partOOff: 21,
   reduceNx: 22,
   reduceChunks: 23,
-  size: 24,
+  slotItemOff: 24,
+  size: 25,
 } as const;
 
 /** Storage element type in WGSL. */
@@ -269,11 +274,19 @@ export interface SgConfig {
    * first batches of a segment a new max is rare, so most batches skip it.
    */
   lz: boolean;
+  /**
+   * Merge cut units in this kernel (one dispatch): a worker that wrote a partial state counts
+   * it on the unit's counter (`atomicAdd` after a `storageBarrier`); the worker that brings
+   * the count to the unit's number of pieces merges them in the listed order, as the reduce
+   * kernel would (same fold, same results bit for bit). Binds the counters (one zeroed u32 a
+   * cut unit) at binding 7. No workgroup waits on another: the last to arrive does the work.
+   */
+  fm: boolean;
 }
 
 /** Pipeline cache key of a subgroup kernel. */
 export function sgKey(c: SgConfig): string {
-  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}:lz${c.lz}`;
+  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}:lz${c.lz}:fm${c.fm}`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */
@@ -634,7 +647,13 @@ ${st}
   const f16 = c.kv === "f16" || c.q === "f16";
   return `${c.q === "f16" ? "enable f16;" : ""}
 // attention, subgroup kernel: ${sgKey(c)}${f16 ? " (f16 K/V unpacked from u32)" : ""}
-${mainBindings(c.q, ldT)}
+${mainBindings(c.q, ldT)}${
+    c.fm
+      ? `
+@group(0) @binding(7) var<storage, read_write> CNT: array<atomic<u32>>;
+var<workgroup> wlast: u32;`
+      : ""
+  }
 var<workgroup> wml: array<vec2<f32>, ${(wg / 8) * R}>;
 var<workgroup> wo: array<vec4<f32>, ${nsMax * RT * D4}>;
 var<workgroup> wns: u32;
@@ -674,7 +693,7 @@ ${segmentLoop()}
 ${lines.join("\n")}
 ${writeOut(D, c.q)}
     }
-  }
+${c.fm ? fusedMerge(D, c.q, wg) : ""}  }
 }
 `;
 }
@@ -818,17 +837,19 @@ export const REDUCE_WG = 256;
 /** Partials whose loads the reduce kernel issues together. */
 const REDUCE_UNROLL = 16;
 
+/** Partials whose loads the subgroup kernel's in-kernel merge issues together. */
+const FUSED_UNROLL = 8;
+
 /**
- * WGSL of the reduce kernel: one workgroup per (cut or empty unit, chunk of `REDUCE_WG` state
- * elements). Each element folds its partials strictly in the listed order with the pairwise
- * merge; the loads of up to 16 partials are issued before their fold, so a unit cut into many
- * pieces costs a few memory round trips rather than one per piece.
+ * WGSL statements finishing one element of a cut unit: state element `d` of row `r` of the
+ * unit folds the `count` partial slots listed at `mt[first …]` strictly in that order with
+ * the pairwise merge, loading `U` partials before their fold (any `U` gives the same bits),
+ * and writes output row `row` (normalised) and, for `d = 0`, its lse. Shared by the reduce
+ * kernel and the subgroup kernel's in-kernel merge, so both give the same results.
  */
-export function reduceWgsl(D: number, q: Elem): string {
-  const U = REDUCE_UNROLL;
+function finishCut(D: number, q: Elem, U: number, ind: string): string {
   const ks = [...Array(U).keys()];
-  const fold = (j: number | "") => `
-    {
+  const fold = (j: number) => `
       let mN = max(m, mb${j});
       if (mN != ninf) {
         let al = select(0.0, exp(m - mN), m != ninf);
@@ -836,8 +857,43 @@ export function reduceWgsl(D: number, q: Elem): string {
         l = al * l + be * lb${j};
         o = al * o + be * ob${j};
         m = mN;
-      }
-    }`;
+      }`;
+  const body = `var m = ninf;
+var l = 0.0;
+var o = 0.0;
+var k = 0u;
+var bad = false;
+while (k < count) {
+  let last = count - 1u;
+${ks.map((j) => `  let p${j} = mt[first + min(k + ${j}u, last)] * R + r;`).join("\n")}
+${
+    ks.map((j) =>
+      `  let mb${j} = PART[p${j} * 2u];
+  let lb${j} = PART[p${j} * 2u + 1u];
+  let ob${j} = PART[partOOff + p${j} * ${D}u + d];`
+    ).join("\n")
+  }
+${
+    ks.map((j) =>
+      `  if (k + ${j}u < count) {
+    bad = bad || is_nan(lb${j});${fold(j).replaceAll("\n      ", "\n    ")}
+  }`
+    ).join("\n")
+  }
+  k += ${U}u;
+}
+O[row * ${D}u + d] = ${q}(select(select(0.0, o / l, l != 0.0), qnan, bad));
+if (d == 0u) { LSE[row] = select(select(ninf, m + log(l), l != 0.0), qnan, bad); }`;
+  return body.split("\n").map((x) => ind + x).join("\n");
+}
+
+/**
+ * WGSL of the reduce kernel: one workgroup per (cut or empty unit, chunk of `REDUCE_WG` state
+ * elements). Each element folds its partials strictly in the listed order with the pairwise
+ * merge; the loads of up to 16 partials are issued before their fold, so a unit cut into many
+ * pieces costs a few memory round trips rather than one per piece.
+ */
+export function reduceWgsl(D: number, q: Elem): string {
   return `${q === "f16" ? "enable f16;" : ""}
 // attention, reduce of cut units: D${D} q${q}
 ${NONFINITE}
@@ -866,33 +922,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let i = qb * rpb + r % rpb;
   if (i >= Sq) { return; }
   let row = (b * Hq + h * group + r / rpb) * Sq + i;
-  var m = ninf;
-  var l = 0.0;
-  var o = 0.0;
-  var k = 0u;
-  var bad = false;
-  while (k < count) {
-    let last = count - 1u;
-${ks.map((j) => `    let p${j} = mt[first + min(k + ${j}u, last)] * R + r;`).join("\n")}
-${
-    ks.map((j) =>
-      `    let mb${j} = PART[p${j} * 2u];
-    let lb${j} = PART[p${j} * 2u + 1u];
-    let ob${j} = PART[partOOff + p${j} * ${D}u + d];`
-    ).join("\n")
-  }
-${
-    ks.map((j) =>
-      `    if (k + ${j}u < count) {
-      bad = bad || is_nan(lb${j});${fold(j)}
-    }`
-    ).join("\n")
-  }
-    k += ${U}u;
-  }
-  O[row * ${D}u + d] = ${q}(select(select(0.0, o / l, l != 0.0), qnan, bad));
-  if (d == 0u) { LSE[row] = select(select(ninf, m + log(l), l != 0.0), qnan, bad); }
+${finishCut(D, q, REDUCE_UNROLL, "  ")}
 }
+`;
+}
+
+/**
+ * The subgroup kernel's in-kernel merge ({@link SgConfig.fm}), after a segment that wrote
+ * partial slot `part` of unit (`b`, `h`, `qb`): publish the slot (a device-scope release —
+ * wgpu's `storageBarrier` is `OpControlBarrier` with Device memory scope and acquire-release
+ * semantics on storage memory), count it on the unit's counter, and if this workgroup is the
+ * last of the unit's pieces, acquire (a second barrier) and finish the unit as the reduce
+ * kernel would.
+ */
+function fusedMerge(D: number, q: Elem, wg: number): string {
+  return `    if (part != 0xffffffffu) {
+      storageBarrier();
+      let itm = mt[mt[${META.slotItemOff}] + part];
+      let ib = mt[${META.itemsOff}] + itm * 3u;
+      let first = mt[ib + 1u];
+      let count = mt[ib + 2u];
+      if (tid == 0u) { wlast = select(0u, 1u, atomicAdd(&CNT[itm], 1u) + 1u == count); }
+      if (workgroupUniformLoad(&wlast) != 0u) {
+        storageBarrier();
+        for (var x = tid; x < R * ${D}u; x += ${wg}u) {
+          let r = x / ${D}u;
+          let d = x % ${D}u;
+          let i = qb * rpb + r % rpb;
+          if (i < Sq) {
+            let row = (b * Hq + h * group + r / rpb) * Sq + i;
+${finishCut(D, q, FUSED_UNROLL, "            ")}
+          }
+        }
+      }
+    }
 `;
 }
 

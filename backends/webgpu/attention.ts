@@ -1,19 +1,23 @@
 /**
  * WebGPU attention: executes any {@link LeanSchedule} (FlashAttention-2, FlashDecoding,
- * LeanAttention) with one main dispatch — one workgroup per worker, walking its segments — and
- * one reduce dispatch that merges the partial states of cut units in the listed order.
+ * LeanAttention) with one main dispatch — one workgroup per worker, walking its segments. A
+ * unit cut into pieces (a (batch, kv-head) whose keys several workers share) is merged in
+ * the listed order: in the subgroup kernel by the workgroup that finishes its last piece (an
+ * integer counter a cut unit says which; `storageBarrier` is a device-scope fence in wgpu),
+ * else by a second, reduce dispatch, which also writes units without keys.
  *
  * The schedule is uploaded as one u32 array (sizes, kvLens, per-worker segment offsets,
- * segments, reduce items) so the GPU runs exactly the partition `attention/` computed. Kernels
+ * segments, merge items) so the GPU runs exactly the partition `attention/` computed. Kernels
  * are in `_attention_wgsl.ts`: a subgroup kernel (D a multiple of 32, with `subgroups`), a
  * workgroup-memory kernel for devices without subgroups, and a generic kernel for everything
  * else; the first that applies runs. Arithmetic and partial states are f32; results are
- * deterministic (fixed merge orders, no atomics, no workgroup waits on another).
+ * deterministic (fixed merge orders whoever merges, no float atomics, no workgroup waits on
+ * another).
  *
- * Measured on an H200 (f16 K/V, D = 128, decode, lean grid = 2 × SMs; `bench/NOTES.md`, run
- * 7), as % of a streaming read of the same bytes: MHA 90 % at 1 GB, 72 % at 268 MB, 40 % at
- * 67 MB; GQA with 4 rows a unit 76–77 % at 1 GB, 56–58 % at 268 MB — the second (reduce) pass
- * costs ≈ 18 µs, which dominates small calls.
+ * Measured on an H200 (f16 K/V, D = 128, decode; bench/NOTES.md, 2026-11-26), as % of a
+ * streaming read of the same bytes: MHA 92–96 % at ≥ 268 MB, GQA (4 rows a unit) 83–88 % at
+ * ≥ 268 MB; merging in the kernel saved 5.5–11.7 µs a call below 1 GB against the reduce pass,
+ * which dominated small calls (17 MB now in 19–28 µs).
  *
  * A visible NaN or +∞ score makes its row NaN (out and lse), as in the float64 reference:
  * kernels track it with a bit test per score (compilers may assume no NaN, and WGSL `max`
@@ -97,6 +101,12 @@ export interface AttentionTuning {
    * the row's running max. Same results bit for bit.
    */
   lazyMax?: boolean;
+  /**
+   * Merge cut units inside the subgroup kernel (default on): the last workgroup to finish a
+   * piece of a unit merges the unit's pieces in the listed order, so a call is one dispatch
+   * instead of two. Same results bit for bit as the reduce pass.
+   */
+  fusedMerge?: boolean;
 }
 
 const NEG_INF_BITS = 0xff800000;
@@ -143,6 +153,14 @@ export function defaultGrid(ctx: GpuContext): number {
 const REDUCE_PASS_US = 18;
 
 /**
+ * What merging cut units inside the subgroup kernel adds to a call, in microseconds: a
+ * device-scope barrier after each cut piece and, on the last piece's worker, one round trip
+ * for the pieces' states. An estimate: on an H200 the in-kernel merge took 5.5–11.7 µs less
+ * a call than the reduce pass below 1 GB (bench/NOTES.md).
+ */
+const FUSED_MERGE_US = 3;
+
+/**
  * Streaming speed of one worker of the subgroup kernel, as a fraction of its compute unit's
  * share of the read ceiling, by resident workers a compute unit (H200, bench/NOTES.md):
  * one-row (MHA) units 0.85 alone and 0.95 two a unit (flash vs lean at 128 units, N ≥ 64k);
@@ -173,6 +191,19 @@ function workerUs(unitRows: number): number {
 const SEGMENT_US = 2;
 
 /**
+ * Streaming speed of multi-row (GQA) runs that start or end inside a unit, relative to runs
+ * of whole units: on an H200 with the in-kernel merge, 132 workers on 8 or 128 units were
+ * 2–5 % slower than 128, where 3 % less work a worker predicted 3 % faster (bench/NOTES.md).
+ */
+const GQA_CROSSING = 0.93;
+
+/**
+ * Streaming speed of multi-row runs in two or more waves (one resident a compute unit):
+ * (1,32,8) 256k on 264 workers was 7.5 % slower than on 128 with 2.4 % less work a worker.
+ */
+const GQA_WAVES = 0.9;
+
+/**
  * The lean grid for one problem, from a few stream-K grids: the shape-free `base` (two
  * workers a compute unit), one worker a unit (with equal units nothing is cut: one pass), one
  * worker a compute unit (one wave where only one fits), and the largest multiples of the
@@ -181,8 +212,9 @@ const SEGMENT_US = 2;
  *
  * Model (known GPUs only; others keep `base`): a run of `t` tiles streams at the compute
  * unit's share of the bandwidth times {@link streamEfficiency}; the busiest compute unit holds
- * `ceil(G / CUs)` runs while they are resident (else whole waves); each segment costs {@link SEGMENT_US}; a second pass costs
- * {@link REDUCE_PASS_US} when any unit is cut. The lowest prediction wins, ties to `base`.
+ * `ceil(G / CUs)` runs while they are resident (else whole waves); each segment costs
+ * {@link SEGMENT_US}; merging cut units in the kernel {@link FUSED_MERGE_US}, and a second pass
+ * {@link REDUCE_PASS_US} when some unit has no keys. The lowest prediction wins, ties to `base`.
  */
 export function leanGridFor(ctx: GpuContext, problem: LeanGridProblem, base: number): number {
   const { parallelism: cus, known } = parallelismOf(ctx.description);
@@ -208,9 +240,14 @@ export function leanGridFor(ctx: GpuContext, problem: LeanGridProblem, base: num
     // split its bandwidth; past the resident slots, whole waves follow each other.
     const occ = residentWorkers(problem.unitRows);
     const perCu = grid <= cus * occ ? Math.ceil(grid / cus) : Math.ceil(grid / (cus * occ)) * occ;
-    const eff = streamEfficiency(problem.unitRows, Math.min(perCu, occ));
+    // Multi-row (GQA) runs stream slower when they start or end inside a unit, and in more
+    // than one wave, beyond the fixed costs below (see GQA_CROSSING, GQA_WAVES).
+    const multi = problem.unitRows > 1;
+    const eff = streamEfficiency(problem.unitRows, Math.min(perCu, occ)) *
+      (multi && grid % units !== 0 ? GQA_CROSSING : 1) * (multi && perCu > occ ? GQA_WAVES : 1);
     const empty = s.units.some((u) => u.tiles === 0);
-    const second = s.cuts.length > 0 || empty ? REDUCE_PASS_US : 0;
+    // Known GPUs have subgroups: cut units merge in the kernel, empty ones need the reduce pass.
+    const second = (empty ? REDUCE_PASS_US : 0) + (s.cuts.length > 0 ? FUSED_MERGE_US : 0);
     const fixed = perCu * (workerUs(problem.unitRows) + Math.max(0, segments - 1) * SEGMENT_US);
     return (perCu * longest * tileBytes) / cuBytesPerUs / eff + fixed + second;
   };
@@ -244,6 +281,8 @@ interface Geometry extends AttentionGeometry {
   keysPerWorker: number;
   /** Workers (workgroups) of the schedule. */
   workers: number;
+  /** Units the schedule cuts into pieces (merged in the kernel or by the reduce pass). */
+  cuts: number;
 }
 
 /** Flattens the schedule (and the reduce items) into one u32 array. */
@@ -251,7 +290,8 @@ function buildMeta(
   g: Geometry,
   params: AttentionParams,
   nx: { main: number; reduce: number; chunks: number },
-): { meta: Uint32Array; items: number } {
+  fused: boolean,
+): Uint32Array {
   const s: LeanSchedule = params.schedule;
   const W = s.workers.length;
   let nsegs = 0;
@@ -266,7 +306,8 @@ function buildMeta(
   const segsOff = segOffsOff + W + 1;
   const itemsOff = segsOff + 4 * nsegs;
   const slotsOff = itemsOff + 3 * items;
-  const meta = new Uint32Array(slotsOff + slots + 1);
+  const slotItemOff = slotsOff + slots;
+  const meta = new Uint32Array(slotItemOff + s.numPartials + 1);
   meta[META.B] = g.B;
   meta[META.Hq] = g.Hq;
   meta[META.Hkv] = g.Hkv;
@@ -285,7 +326,10 @@ function buildMeta(
   meta[META.segOffsOff] = segOffsOff;
   meta[META.segsOff] = segsOff;
   meta[META.unitRows] = g.unitRows;
-  meta[META.numItems] = items;
+  // Items: the empty units, then the cut units (the in-kernel merge counts on a cut unit's
+  // item, so the reduce pass then takes only the empty ones).
+  meta[META.numItems] = fused ? empty.length : items;
+  meta[META.slotItemOff] = slotItemOff;
   meta[META.itemsOff] = itemsOff;
   meta[META.mainNx] = nx.main;
   meta[META.partOOff] = s.numPartials * g.unitRows * 2;
@@ -306,18 +350,22 @@ function buildMeta(
   meta[segOffsOff + W] = seg;
   let it = itemsOff;
   let sl = slotsOff;
-  for (const c of s.cuts) {
-    meta[it++] = c.unit;
-    meta[it++] = sl;
-    meta[it++] = c.partials.length;
-    for (const p of c.partials) meta[sl++] = p;
-  }
   for (const u of empty) {
     meta[it++] = u;
     meta[it++] = sl;
     meta[it++] = 0;
   }
-  return { meta, items };
+  for (let c = 0; c < s.cuts.length; c++) {
+    const cut = s.cuts[c];
+    meta[it++] = cut.unit;
+    meta[it++] = sl;
+    meta[it++] = cut.partials.length;
+    for (const p of cut.partials) {
+      meta[sl++] = p;
+      meta[slotItemOff + p] = empty.length + c;
+    }
+  }
+  return meta;
 }
 
 function checkBinding(ctx: GpuContext, what: string, bytes: number): void {
@@ -442,7 +490,8 @@ function sgConfig(
   // batch (bench/NOTES.md, runs 8–9), so it is on only where rows can end apart.
   const tm = tuning.tailMask ?? (tile > 0 || (causal && g.Sq > 1));
   const lz = tuning.lazyMax ?? R > 1;
-  return { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile, tm, lz };
+  const fm = (tuning.fusedMerge ?? true) && g.cuts > 0;
+  return { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile, tm, lz, fm };
 }
 
 /** The workgroup-memory decode kernel's configuration, or null when it does not apply. */
@@ -489,6 +538,7 @@ export function webgpuAttentionTuned(
     ...attentionGeometry(q.shape, k.shape, s),
     keysPerWorker: 0,
     workers: s.workers.length,
+    cuts: s.cuts.length,
   };
   const { B, Hq, Hkv, Sq, N, D } = g;
   if (s.workers.length > 0) {
@@ -507,22 +557,23 @@ export function webgpuAttentionTuned(
   const partBytes = Math.max(16, s.numPartials * g.unitRows * (D + 2) * 4);
   checkBinding(ctx, "the partial states", partBytes);
   const W = s.workers.length;
-  let items = s.cuts.length;
+  const want = tuning.kernel;
+  const sg = W === 0 || want === "generic" || want === "wgm"
+    ? null
+    : sgConfig(ctx, g, kvT, qT, params.causal, tuning);
+  const wgm = W === 0 || sg || want === "generic" ? null : wgmConfig(ctx, g, kvT, qT);
+  const fused = sg?.fm ?? false;
+  let items = fused ? 0 : s.cuts.length;
   for (const u of s.units) if (u.tiles === 0) items++;
   const mainGrid = grid2d(ctx, W);
   const chunks = Math.ceil((g.unitRows * D) / REDUCE_WG);
   const reduceGrid = grid2d(ctx, items * chunks);
-  const { meta } = buildMeta(g, params, { main: mainGrid[0], reduce: reduceGrid[0], chunks });
-  const metaBuf = ctx.scratchFrom(meta);
+  const nx = { main: mainGrid[0], reduce: reduceGrid[0], chunks };
+  const metaBuf = ctx.scratchFrom(buildMeta(g, params, nx, fused));
   const part = ctx.scratch(partBytes);
   const outBuf = ctx.buffer(out);
   const lseBuf = ctx.buffer(lse);
   if (W > 0) {
-    const want = tuning.kernel;
-    const sg = want === "generic" || want === "wgm"
-      ? null
-      : sgConfig(ctx, g, kvT, qT, params.causal, tuning);
-    const wgm = sg || want === "generic" ? null : wgmConfig(ctx, g, kvT, qT);
     let pipe: GPUComputePipeline;
     if (sg) pipe = ctx.pipeline(sgKey(sg), () => sgWgsl(sg), "main");
     else if (wgm) pipe = ctx.pipeline(wgmKey(wgm), () => wgmWgsl(wgm), "main");
@@ -530,12 +581,18 @@ export function webgpuAttentionTuned(
       const c = { D, kv: kvT, q: qT, C: genericChunk(ctx, D) };
       pipe = ctx.pipeline(genericKey(c), () => genericWgsl(c), "main");
     }
-    ctx.dispatch(
-      pipe,
-      [metaBuf, ctx.buffer(q.id), ctx.buffer(k.id), ctx.buffer(v.id), outBuf, lseBuf, part],
-      mainGrid,
-      `attention-${params.algo}`,
-    );
+    const bindings = [
+      metaBuf,
+      ctx.buffer(q.id),
+      ctx.buffer(k.id),
+      ctx.buffer(v.id),
+      outBuf,
+      lseBuf,
+      part,
+    ];
+    // The in-kernel merge's counters: one a cut unit (after the empty units' items), zeroed.
+    if (fused) bindings.push(ctx.scratchFrom(new Uint32Array(items + s.cuts.length + 1)));
+    ctx.dispatch(pipe, bindings, mainGrid, `attention-${params.algo}`);
   }
   if (items > 0) {
     const pipe = ctx.pipeline(`attn-reduce:D${D}:q${qT}`, () => reduceWgsl(D, qT), "main");

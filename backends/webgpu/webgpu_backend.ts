@@ -33,9 +33,10 @@ import {
 } from "./_kernels.ts";
 import { matmulKernel } from "./_matmul.ts";
 import {
+  type AttentionTuning,
   defaultGrid as attentionGrid,
   leanGridFor,
-  webgpuAttention,
+  webgpuAttentionTuned,
   webgpuMergeStates,
 } from "./attention.ts";
 
@@ -104,6 +105,13 @@ export class WebGpuBackend implements Backend {
     this.nativeF16 = features.f16;
     this.parallelism = parallelismOf(description).parallelism;
   }
+
+  /**
+   * Kernel knobs for every attention call on this backend (benchmarks compare variants;
+   * empty = the defaults). Results do not depend on them beyond rounding, except where a
+   * knob says so.
+   */
+  attentionTuning: AttentionTuning = {};
 
   /** Default lean `grid`, as tuned by the attention kernels for this device. */
   get defaultGrid(): number {
@@ -220,7 +228,7 @@ export class WebGpuBackend implements Backend {
   ): { out: DataId; lse: DataId } {
     this.#rt.check();
     this.#whole("attention (one call per part: see attention/_run.ts)", q, k, v);
-    return webgpuAttention(this.ctx, q, k, v, params);
+    return webgpuAttentionTuned(this.ctx, q, k, v, params, this.attentionTuning);
   }
   mergeStates(
     outs: readonly TensorInfo[],
