@@ -18,11 +18,14 @@
  * > 0 by one term, `lz0` the vote before the running max defeated (every batch reduces its
  * max, the kernel before the vote), `fm0` cut units merged by the reduce pass instead of in
  * the kernel (`AttentionTuning.fusedMerge` off: two dispatches a call; results right). A token
- * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default.
+ * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default;
+ * `wg<n>`, `L<n>`, `U<n>` set those kernel knobs (`AttentionTuning`: threads a workgroup,
+ * lanes a key, keys a slot per iteration).
  *
  * @module
  */
 import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
+import type { AttentionTuning } from "../backends/webgpu/attention.ts";
 import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
 import { type Call, decodeInputs, gpuTimesInterleaved } from "./_timing.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -100,6 +103,15 @@ if (import.meta.main) {
     ["cvt", "shf", "max", "exp", "qk1", "pv1"],
   ]);
   const name = (v: readonly string[]) => v.join("+") || "def";
+  // Knob tokens: `fm0`, `wg<n>`, `L<n>`, `U<n>`.
+  const knobs = (v: readonly string[]): AttentionTuning => {
+    const t: AttentionTuning = v.includes("fm0") ? { fusedMerge: false } : {};
+    for (const x of v) {
+      const m = /^(wg|L|U)(\d+)$/.exec(x);
+      if (m) t[m[1] as "wg" | "L" | "U"] = Number(m[2]);
+    }
+    return t;
+  };
   // `g<n>` tokens: an explicit lean grid.
   const gridOf = (v: readonly string[]) => {
     const g = v.find((x) => /^g\d+$/.test(x));
@@ -112,8 +124,8 @@ if (import.meta.main) {
     // possibly NaN, and would be the next call's q in the chain).
     const unchained = Deno.args.includes("--unchained");
     const calls: Call[] = variants.map((abl) => (qq = q) => {
-      current = abl.filter((a) => !/^g\d+$/.test(a));
-      gpu.attentionTuning = abl.includes("fm0") ? { fusedMerge: false } : {};
+      current = abl.filter((a) => !/^(g|wg|L|U)\d+$/.test(a));
+      gpu.attentionTuning = knobs(abl);
       try {
         const grid = gridOf(abl);
         return leanAttention(unchained ? q : qq, k, v, grid ? { grid } : {});
