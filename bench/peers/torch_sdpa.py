@@ -27,6 +27,7 @@ events' time stays and the note gives the reason. Wall time: a loop of calls wit
 synchronize at the end.
 """
 
+import gc
 import json
 import statistics
 import sys
@@ -115,7 +116,10 @@ def measure(torch, F, sdpa_kernel, backend, q, k, v, mask, group, ref, reps, war
                 out = call()
                 torch.cuda.synchronize()
             except RuntimeError as e:  # torch raises RuntimeError when no kernel fits the inputs
-                last = e
+                # Only the message: the exception's traceback holds this frame (a cycle that
+                # only the cyclic GC frees) and with it kk, vv — gigabytes of GPU memory that
+                # piled up over a sweep until CUDA ran out (H200, 2026-11-26).
+                last = first_line(e)
                 continue
             if ref is not None:
                 row["maxAbsDiff"] = float((out.float() - ref).abs().max())
@@ -149,7 +153,7 @@ def measure(torch, F, sdpa_kernel, backend, q, k, v, mask, group, ref, reps, war
             notes = []
             if how == "repeat_interleave":
                 notes.append("GQA by repeat_interleave of K/V before timing (enable_gqa refused: "
-                             + first_line(last) + ")")
+                             + str(last) + ")")
             elif how == "enable_gqa":
                 notes.append("GQA by enable_gqa=True")
             if mask is not None:
@@ -159,7 +163,7 @@ def measure(torch, F, sdpa_kernel, backend, q, k, v, mask, group, ref, reps, war
             if notes:
                 row["note"] = "; ".join(notes)
             return
-    row["absent"] = f"{getattr(backend, 'name', backend)} cannot run this case: {first_line(last)}"
+    row["absent"] = f"{getattr(backend, 'name', backend)} cannot run this case: {last}"
 
 
 def main():
@@ -222,6 +226,7 @@ def main():
                 + (f"{row['gpuMs']:.4f} ms" if row["gpuMs"] is not None
                    else row.get("absent", row.get("error", ""))))
         del q, k, v, mask, ref
+        gc.collect()  # any cycle still holding GPU tensors (see measure) goes now
         torch.cuda.empty_cache()
     emit({"done": True})
 
