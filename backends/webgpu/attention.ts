@@ -393,6 +393,14 @@ const MULTI_ROW_DEFAULTS: AttentionTuning = {};
  */
 const WIDE_KEY_WORK: readonly [number, number] = [256, 4096];
 
+/**
+ * Keys per worker up to which units of four rows (GQA decode, group 4) take 4 keys a slot per
+ * iteration instead of 8: on an H200, (1,32,8) and (4,32,8) at 64–1,024 keys a worker ran 3–9 %
+ * faster with 4 (1,024 keys of (16,32,8) 1k: equal), at 2,048 keys 1–3 % slower, at 4,096 5–11 %
+ * slower; 8-row units lost 5 % with 4 at 1,024 keys (bench/NOTES.md, session 3).
+ */
+const SHORT_GQA_KEYS = 1024;
+
 /** The subgroup kernel's configuration for this call, or null when it does not apply. */
 function sgConfig(
   ctx: GpuContext,
@@ -459,9 +467,11 @@ function sgConfig(
   let nsMax = Math.min(Math.floor(room / stateBytes), Math.max(1, wg / minSg / G), 8);
   if (nsMax < 1) return null;
   // Keys per slot per iteration: as many as keep the K/V registers of a batch ≤ 64 per lane
-  // (more bytes in flight), at most 8.
+  // (more bytes in flight), at most 8; at most 4 for units of four rows when a worker has few
+  // keys (SHORT_GQA_KEYS), where the shorter batch saves more latency than it loses.
   const loadRegs = kv === "f16" ? E : 2 * E;
-  let U = tuning.U ?? Math.max(1, Math.min(8, Math.floor(64 / loadRegs)));
+  const uMax = R === 4 && g.keysPerWorker <= SHORT_GQA_KEYS ? 4 : 8;
+  let U = tuning.U ?? Math.max(1, Math.min(uMax, Math.floor(64 / loadRegs)));
   // Staged tiles: at most 32 KB of K + V (half of it in flight as registers, 32 a thread
   // for 256 threads); the math reads them from workgroup memory in batches of U keys a slot,
   // at most 32 registers of K/V a lane (the loads are short now).
