@@ -26,7 +26,7 @@ import { normals } from "../tensor/random.ts";
 import { sizeOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { backends } from "./_backends.ts";
-import { referenceAttention } from "./_reference.ts";
+import { referenceAttention, type RefInput } from "./_reference.ts";
 import { webgpuAttentionTuned } from "../backends/webgpu/attention.ts";
 import type { GpuContext } from "../backends/webgpu/context.ts";
 import { leanSchedule, splitSchedule } from "../attention/lean_schedule.ts";
@@ -641,18 +641,13 @@ Deno.test({
     // the merge loads at once), empty rows beside cut ones, causal prefill in query blocks
     // (row passes), GQA and MHA, a NaN key: each through the subgroup kernel with the cut
     // units merged by their last piece's workgroup (`fusedMerge`) and by the reduce pass.
-    const cases: {
-      B: number;
-      Hq: number;
-      Hkv: number;
-      Sq: number;
-      N: number;
-      D: number;
+    type Case = Pick<RefInput, "B" | "Hq" | "Hkv" | "Sq" | "N" | "D"> & {
       kvLens: number[];
       grid: number;
       splits?: number;
       nanAt?: number;
-    }[] = [
+    };
+    const cases: Case[] = [
       { B: 2, Hq: 8, Hkv: 2, Sq: 1, N: 700, D: 128, kvLens: [700, 0], grid: 7 },
       { B: 1, Hq: 4, Hkv: 4, Sq: 1, N: 1000, D: 64, kvLens: [999], grid: 9 },
       { B: 2, Hq: 8, Hkv: 2, Sq: 1, N: 650, D: 64, kvLens: [650, 333], grid: 0, splits: 19 },
@@ -738,19 +733,7 @@ Deno.test({
         x.every((a, i) => Object.is(a, y[i]) || (Number.isNaN(a) && Number.isNaN(y[i])));
       assert(same(fused.out, twoPass.out), `case ${ci}: outputs differ from the reduce pass`);
       assert(same(fused.lse, twoPass.lse), `case ${ci}: lse differ from the reduce pass`);
-      const ref = referenceAttention({
-        q: qd,
-        k: kd,
-        v: vd,
-        B: c.B,
-        Hq: c.Hq,
-        Hkv: c.Hkv,
-        Sq: c.Sq,
-        N: c.N,
-        D: c.D,
-        causal,
-        kvLens: c.kvLens,
-      });
+      const ref = referenceAttention({ q: qd, k: kd, v: vd, ...c, causal });
       const tol = 8 * EPS32 * Math.max(1, Math.log2(c.N)) * 4;
       for (let i = 0; i < rows * c.D; i++) {
         const [a, e] = [fused.out[i], ref.out[i]];
