@@ -20,7 +20,7 @@
  * the kernel (`AttentionTuning.fusedMerge` off: two dispatches a call; results right). A token
  * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default;
  * `wg<n>`, `L<n>`, `U<n>` set those kernel knobs (`AttentionTuning`: threads a workgroup,
- * lanes a key, keys a slot per iteration).
+ * lanes a key, keys a slot per iteration); `pf` / `pf0` turn prefetching the next batch on / off.
  *
  * @module
  */
@@ -109,6 +109,7 @@ if (import.meta.main) {
     for (const x of v) {
       const m = /^(wg|L|U)(\d+)$/.exec(x);
       if (m) t[m[1] as "wg" | "L" | "U"] = Number(m[2]);
+      if (x === "pf" || x === "pf0") t.pf = x === "pf";
     }
     return t;
   };
@@ -124,7 +125,8 @@ if (import.meta.main) {
     // possibly NaN, and would be the next call's q in the chain).
     const unchained = Deno.args.includes("--unchained");
     const calls: Call[] = variants.map((abl) => (qq = q) => {
-      current = abl.filter((a) => !/^(g|wg|L|U)\d+$/.test(a));
+      // WGSL ablations only (knob and grid tokens act through the call).
+      current = abl.filter((a: string) => !/^(g|wg|L|U)\d+$/.test(a) && !/^pf0?$/.test(a));
       gpu.attentionTuning = knobs(abl);
       try {
         const grid = gridOf(abl);

@@ -632,7 +632,8 @@ Deno.test("parallelism: multiprocessors of known GPUs, 8 for software adapters, 
 });
 
 Deno.test({
-  name: "in-kernel merge of cut units: the same bits as the reduce pass, and the reference",
+  name:
+    "in-kernel merge of cut units: the same bits as the reduce pass (and with prefetch), and the reference",
   ...opts,
   fn: async () => {
     const b = await mainGpu();
@@ -708,9 +709,9 @@ Deno.test({
       };
       const rows = c.B * c.Hq * c.Sq;
       type Run = { out: Float32Array; lse: Float32Array; keys: string[] };
-      const run = async (fusedMerge: boolean): Promise<Run> => {
+      const run = async (fusedMerge: boolean, pf?: boolean): Promise<Run> => {
         keys.length = 0;
-        const r = webgpuAttentionTuned(ctx, q, k, v, params, { kernel: "sg", fusedMerge });
+        const r = webgpuAttentionTuned(ctx, q, k, v, params, { kernel: "sg", fusedMerge, pf });
         const out = await b.read(r.out, "float32", rows * c.D);
         const lse = await b.read(r.lse, "float32", rows);
         b.release(r.out);
@@ -719,6 +720,9 @@ Deno.test({
       };
       const fused = await run(true);
       const twoPass = await run(false);
+      // Prefetching the next batch (the default for long GQA runs) changes when keys load,
+      // not the arithmetic: the same bits.
+      const prefetched = await run(true, true);
       // Where the subgroup kernel applies (not for every shape on every device: lanes a key
       // follow the subgroup size), cut units merge in it; else the reduce pass merges them.
       const empty = c.kvLens.includes(0);
@@ -733,6 +737,8 @@ Deno.test({
         x.every((a, i) => Object.is(a, y[i]) || (Number.isNaN(a) && Number.isNaN(y[i])));
       assert(same(fused.out, twoPass.out), `case ${ci}: outputs differ from the reduce pass`);
       assert(same(fused.lse, twoPass.lse), `case ${ci}: lse differ from the reduce pass`);
+      assert(same(fused.out, prefetched.out), `case ${ci}: prefetching changed the outputs`);
+      assert(same(fused.lse, prefetched.lse), `case ${ci}: prefetching changed the lse`);
       const ref = referenceAttention({ q: qd, k: kd, v: vd, ...c, causal });
       const tol = 8 * EPS32 * Math.max(1, Math.log2(c.N)) * 4;
       for (let i = 0; i < rows * c.D; i++) {
