@@ -14,10 +14,11 @@
  * deterministic (fixed merge orders whoever merges, no float atomics, no workgroup waits on
  * another).
  *
- * Measured on an H200 (f16 K/V, D = 128, decode; bench/NOTES.md, 2026-11-26), as % of a
- * streaming read of the same bytes: MHA 92–96 % at ≥ 268 MB, GQA (4 rows a unit) 83–88 % at
- * ≥ 268 MB; merging in the kernel saved 5.5–11.7 µs a call below 1 GB against the reduce pass,
- * which dominated small calls (17 MB now in 19–28 µs).
+ * Measured on an H200 (f16 K/V, D = 128, decode; bench/NOTES.md, 2026-11-26 04:12 UTC), as % of
+ * a streaming read of the same bytes: MHA 93–96 % at ≥ 268 MB, GQA (4 rows a unit) 86–90 % at
+ * ≥ 1 GB but 70–73 % at 268 MB with B = 1–4; merging in the kernel saved 5.5–11.7 µs a call below
+ * 1 GB against the reduce pass. A dependent dispatch costs ≈ 8.7 µs by itself there, so calls
+ * under ≈ 100 MB are far from the streaming limit (17 MB: 19–26 µs).
  *
  * A visible NaN or +∞ score makes its row NaN (out and lse), as in the float64 reference:
  * kernels track it with a bit test per score (compilers may assume no NaN, and WGSL `max`
