@@ -187,19 +187,24 @@ function residentWorkers(unitRows: number): number {
  * output or partial written), and each further segment of its run. Estimates: on an H200
  * (run 13), (1,32,8) 4k took 62.5 µs with 264 workers (two waves of one resident GQA worker a
  * unit, ≈ 2 tiles each) and 50.9 with FlashDecoding's 128 (one wave, 4 tiles each); a
- * one-row (MHA) worker loads and writes a quarter of that.
+ * one-row (MHA) worker loads and writes a quarter of that, and 1 µs (not 2) fits session 3's
+ * measurement that (1,32,32) and (1,64,64) at 2k–4k keys ran 7 % faster on 256 workers than
+ * on 128 (bench/NOTES.md).
  */
 function workerUs(unitRows: number): number {
-  return unitRows > 1 ? 6 : 2;
+  return unitRows > 1 ? 6 : 1;
 }
 const SEGMENT_US = 2;
 
 /**
- * Streaming speed of multi-row (GQA) runs that start or end inside a unit, relative to runs
- * of whole units: on an H200 with the in-kernel merge, 132 workers on 8 or 128 units were
- * 2–5 % slower than 128, where 3 % less work a worker predicted 3 % faster (bench/NOTES.md).
+ * Streaming speed of runs that start or end inside a unit, relative to runs of whole pieces of
+ * one unit, on an H200 with the in-kernel merge (bench/NOTES.md, session 3). Multi-row (GQA):
+ * 132 workers on 8 or 128 units were 2–5 % slower than 128 where 3 % less work a worker
+ * predicted 3 % faster. One row (MHA): 264 workers on 32, 64 or 128 units were 0.3–1.8 % slower
+ * than 256 at ≥ 1 GB and 7 % slower at 2k–4k keys.
  */
 const GQA_CROSSING = 0.93;
+const MHA_CROSSING = 0.95;
 
 /**
  * Streaming speed of multi-row runs in two or more waves (one resident a compute unit):
@@ -244,11 +249,12 @@ export function leanGridFor(ctx: GpuContext, problem: LeanGridProblem, base: num
     // split its bandwidth; past the resident slots, whole waves follow each other.
     const occ = residentWorkers(problem.unitRows);
     const perCu = grid <= cus * occ ? Math.ceil(grid / cus) : Math.ceil(grid / (cus * occ)) * occ;
-    // Multi-row (GQA) runs stream slower when they start or end inside a unit, and in more
-    // than one wave, beyond the fixed costs below (see GQA_CROSSING, GQA_WAVES).
+    // Runs stream slower when they start or end inside a unit, and multi-row (GQA) runs in
+    // more than one wave, beyond the fixed costs below (MHA_CROSSING, GQA_CROSSING, GQA_WAVES).
     const multi = problem.unitRows > 1;
     const eff = streamEfficiency(problem.unitRows, Math.min(perCu, occ)) *
-      (multi && grid % units !== 0 ? GQA_CROSSING : 1) * (multi && perCu > occ ? GQA_WAVES : 1);
+      (grid % units !== 0 ? (multi ? GQA_CROSSING : MHA_CROSSING) : 1) *
+      (multi && perCu > occ ? GQA_WAVES : 1);
     const empty = s.units.some((u) => u.tiles === 0);
     // Known GPUs have subgroups: cut units merge in the kernel, empty ones need the reduce pass.
     const second = (empty ? REDUCE_PASS_US : 0) + (s.cuts.length > 0 ? FUSED_MERGE_US : 0);
