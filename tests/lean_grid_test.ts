@@ -44,6 +44,10 @@ Deno.test("leanGridFor on an H200: one pass where the units fill the GPU, stream
   deepStrictEqual(leanGridFor(H200, decode(1, 32, 32, 524288), 264), 256);
   // MHA at 4k: 256 workers (8 a unit) rather than 128 (measured 7 % faster).
   deepStrictEqual(leanGridFor(H200, decode(1, 32, 32, 4096), 264), 256);
+  // A ragged MHA batch crosses units at any grid: not one worker a unit (512) but 2 × SMs.
+  const ragged = decode(16, 32, 32, 1024);
+  ragged.plan.kvLens = [65536, ...Array(15).fill(1024)];
+  deepStrictEqual(leanGridFor(H200, ragged, 264), 264);
   // MHA with 32 units at 16k: 256 workers (8 a unit, runs end on unit boundaries).
   deepStrictEqual(leanGridFor(H200, decode(1, 32, 32, 16384), 264), 256);
   // GQA (one resident worker a SM): one wave of 128 (16 a unit, no worker spans two units)

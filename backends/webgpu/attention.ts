@@ -251,9 +251,13 @@ export function leanGridFor(ctx: GpuContext, problem: LeanGridProblem, base: num
     const perCu = grid <= cus * occ ? Math.ceil(grid / cus) : Math.ceil(grid / (cus * occ)) * occ;
     // Runs stream slower when they start or end inside a unit, and multi-row (GQA) runs in
     // more than one wave, beyond the fixed costs below (MHA_CROSSING, GQA_CROSSING, GQA_WAVES).
+    // One-row runs cross where a worker has several segments (a ragged batch crosses at any
+    // grid: (16,32,32) [64k, 1k×15] took 480 µs on 264 workers, 514 on 512, one a unit); for
+    // GQA the measured criterion is a grid that is not a multiple of the units (H200,
+    // bench/NOTES.md, session 3; ragged GQA batches were measured only at 128 and 132).
     const multi = problem.unitRows > 1;
     const eff = streamEfficiency(problem.unitRows, Math.min(perCu, occ)) *
-      (grid % units !== 0 ? (multi ? GQA_CROSSING : MHA_CROSSING) : 1) *
+      (multi ? (grid % units !== 0 ? GQA_CROSSING : 1) : segments > 1 ? MHA_CROSSING : 1) *
       (multi && perCu > occ ? GQA_WAVES : 1);
     const empty = s.units.some((u) => u.tiles === 0);
     // Known GPUs have subgroups: cut units merge in the kernel, empty ones need the reduce pass.
