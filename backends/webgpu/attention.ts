@@ -66,7 +66,11 @@ export interface AttentionTuning {
   wg?: number;
   /** Lanes per key of the subgroup kernel (4–32, at most the subgroup size; default by rows). */
   L?: number;
-  /** Keys per slot per iteration of the subgroup kernel (default 4, 2 for many rows). */
+  /**
+   * Keys per slot per iteration of the subgroup kernel (default: as many as keep a batch's K/V
+   * within 64 registers a lane, at most 8; at most 4 for units of four rows with at most 1,024
+   * keys a worker).
+   */
   U?: number;
   /**
    * Prefetch the next batch of keys before the current batch's math (default: on for units of
