@@ -24,7 +24,7 @@ import type { DType } from "../tensor/dtype.ts";
 import {
   type AttentionTuning,
   computeUnits,
-  webgpuAttentionTuned,
+  webgpuAttention,
   webgpuMergeStates,
 } from "../backends/webgpu/attention.ts";
 import { leanSchedule, splitSchedule } from "../attention/lean_schedule.ts";
@@ -421,7 +421,7 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
     tailMask: c.tm,
     lazyMax: c.lz,
   };
-  const res = webgpuAttentionTuned(ctx, q, k, v, params, tuning);
+  const res = webgpuAttention(ctx, q, k, v, params, tuning);
   const out = await ctx.read(res.out);
   const lse = await ctx.read(res.lse);
   const ref = referenceAttention({
@@ -439,7 +439,7 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
     kvLens: c.kvLens,
   });
   // Second run: bitwise determinism.
-  const res2 = webgpuAttentionTuned(ctx, q, k, v, params, tuning);
+  const res2 = webgpuAttention(ctx, q, k, v, params, tuning);
   const out2 = await ctx.read(res2.out);
   for (const id of [q.id, k.id, v.id, res.out, res.lse, res2.out, res2.lse]) ctx.release(id);
   const outTol = (c.dtype === "float16" ? 2e-3 : 2e-5) * Math.max(1, finiteMax(ref.out)) *
@@ -891,7 +891,7 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
         const vinfo = { id: v, shape: [B, Hkv, N, D], dtype: "float16" as DType };
         const outs: DataId[] = [];
         const once = () => {
-          const r = webgpuAttentionTuned(ctx, qi, ki, vinfo, params, vr.tuning);
+          const r = webgpuAttention(ctx, qi, ki, vinfo, params, vr.tuning);
           outs.push(r.out, r.lse);
         };
         ctx.usedKeys = [];
@@ -960,7 +960,7 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
       };
       const outs: DataId[] = [];
       const once = () => {
-        const r = webgpuAttentionTuned(
+        const r = webgpuAttention(
           ctx,
           { id: q, shape: [B, Hq, N, D], dtype: "float16" },
           { id: k, shape: [B, Hkv, N, D], dtype: "float16" },

@@ -27,7 +27,7 @@ import { sizeOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { backends } from "./_backends.ts";
 import { referenceAttention, type RefInput } from "./_reference.ts";
-import { webgpuAttentionTuned } from "../backends/webgpu/attention.ts";
+import { webgpuAttention } from "../backends/webgpu/attention.ts";
 import type { GpuContext } from "../backends/webgpu/context.ts";
 import { leanSchedule, splitSchedule } from "../attention/lean_schedule.ts";
 
@@ -711,7 +711,7 @@ Deno.test({
       type Run = { out: Float32Array; lse: Float32Array; keys: string[] };
       const run = async (fusedMerge: boolean, pf?: boolean): Promise<Run> => {
         keys.length = 0;
-        const r = webgpuAttentionTuned(ctx, q, k, v, params, { kernel: "sg", fusedMerge, pf });
+        const r = webgpuAttention(ctx, q, k, v, params, { kernel: "sg", fusedMerge, pf });
         const out = await b.read(r.out, "float32", rows * c.D);
         const lse = await b.read(r.lse, "float32", rows);
         b.release(r.out);

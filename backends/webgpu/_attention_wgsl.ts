@@ -850,14 +850,14 @@ const FUSED_UNROLL = 8;
 function finishCut(D: number, q: Elem, U: number, ind: string): string {
   const ks = [...Array(U).keys()];
   const fold = (j: number) => `
-      let mN = max(m, mb${j});
-      if (mN != ninf) {
-        let al = select(0.0, exp(m - mN), m != ninf);
-        let be = select(0.0, exp(mb${j} - mN), mb${j} != ninf);
-        l = al * l + be * lb${j};
-        o = al * o + be * ob${j};
-        m = mN;
-      }`;
+    let mN = max(m, mb${j});
+    if (mN != ninf) {
+      let al = select(0.0, exp(m - mN), m != ninf);
+      let be = select(0.0, exp(mb${j} - mN), mb${j} != ninf);
+      l = al * l + be * lb${j};
+      o = al * o + be * ob${j};
+      m = mN;
+    }`;
   const body = `var m = ninf;
 var l = 0.0;
 var o = 0.0;
@@ -876,7 +876,7 @@ ${
 ${
     ks.map((j) =>
       `  if (k + ${j}u < count) {
-    bad = bad || is_nan(lb${j});${fold(j).replaceAll("\n      ", "\n    ")}
+    bad = bad || is_nan(lb${j});${fold(j)}
   }`
     ).join("\n")
   }

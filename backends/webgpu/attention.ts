@@ -544,25 +544,17 @@ function genericChunk(ctx: GpuContext, D: number): number {
   return Math.max(1, Math.min(32, Math.floor(room / (8 * D))));
 }
 
-/** Executes an attention schedule on the GPU. */
+/**
+ * Executes an attention schedule on the GPU, with explicit kernel knobs where given
+ * (benchmarks compare variants; the backend passes `WebGpuBackend.attentionTuning`).
+ */
 export function webgpuAttention(
   ctx: GpuContext,
   q: TensorInfo,
   k: TensorInfo,
   v: TensorInfo,
   params: AttentionParams,
-): { out: DataId; lse: DataId } {
-  return webgpuAttentionTuned(ctx, q, k, v, params, {});
-}
-
-/** {@link webgpuAttention} with explicit kernel knobs (benchmarks compare variants). */
-export function webgpuAttentionTuned(
-  ctx: GpuContext,
-  q: TensorInfo,
-  k: TensorInfo,
-  v: TensorInfo,
-  params: AttentionParams,
-  tuning: AttentionTuning,
+  tuning: AttentionTuning = {},
 ): { out: DataId; lse: DataId } {
   const s = params.schedule;
   const g: Geometry = {

@@ -36,7 +36,7 @@ import {
   type AttentionTuning,
   defaultGrid as attentionGrid,
   leanGridFor,
-  webgpuAttentionTuned,
+  webgpuAttention,
   webgpuMergeStates,
 } from "./attention.ts";
 
@@ -228,7 +228,7 @@ export class WebGpuBackend implements Backend {
   ): { out: DataId; lse: DataId } {
     this.#rt.check();
     this.#whole("attention (one call per part: see attention/_run.ts)", q, k, v);
-    return webgpuAttentionTuned(this.ctx, q, k, v, params, this.attentionTuning);
+    return webgpuAttention(this.ctx, q, k, v, params, this.attentionTuning);
   }
   mergeStates(
     outs: readonly TensorInfo[],
