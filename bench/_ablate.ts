@@ -30,7 +30,31 @@ import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
 import { type Call, decodeInputs, gpuTimesInterleaved } from "./_timing.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
-type Ablation = "cvt" | "shf" | "max" | "exp" | "qk1" | "pv1" | "lz0" | "fm0";
+type Ablation = "cvt" | "shf" | "max" | "exp" | "qk1" | "pv1" | "lz0";
+const ABLATIONS: readonly string[] = ["cvt", "shf", "max", "exp", "qk1", "pv1", "lz0"];
+
+/** One variant of the command line: its WGSL ablations, kernel knobs and lean grid. */
+interface Variant {
+  name: string;
+  abl: Ablation[];
+  tuning: AttentionTuning;
+  grid?: number;
+}
+
+/** A variant from its `+`-joined tokens (`def` = none); an unknown token is an error. */
+function parseVariant(spec: string): Variant {
+  const v: Variant = { name: spec, abl: [], tuning: {} };
+  for (const x of spec === "def" ? [] : spec.split("+")) {
+    const m = /^(g|wg|L|U)(\d+)$/.exec(x);
+    if (ABLATIONS.includes(x)) v.abl.push(x as Ablation);
+    else if (x === "fm0") v.tuning.fusedMerge = false;
+    else if (x === "pf" || x === "pf0") v.tuning.pf = x === "pf";
+    else if (m?.[1] === "g") v.grid = Number(m[2]);
+    else if (m) v.tuning[m[1] as "wg" | "L" | "U"] = Number(m[2]);
+    else throw new Error(`_ablate: unknown variant token "${x}" in "${spec}"`);
+  }
+  return v;
+}
 
 /** The subgroup kernel's WGSL with the given parts of its key loop replaced. */
 export function ablate(code: string, abl: readonly Ablation[]): string {
@@ -70,12 +94,10 @@ if (import.meta.main) {
   const ctx = gpu.ctx;
   const orig = ctx.pipeline.bind(ctx);
   let current: readonly Ablation[] = [];
-  ctx.pipeline = (key, wgsl, entryPoint) => {
-    const abl = current.filter((a) => a !== "fm0");
-    return key.startsWith("attn-sg") && abl.length
-      ? orig(`${key}:abl-${abl.join("+")}`, () => ablate(wgsl(), abl), entryPoint)
+  ctx.pipeline = (key, wgsl, entryPoint) =>
+    key.startsWith("attn-sg") && current.length
+      ? orig(`${key}:abl-${current.join("+")}`, () => ablate(wgsl(), current), entryPoint)
       : orig(key, wgsl, entryPoint);
-  };
   const ni = Deno.args.indexOf("--n");
   const N = ni >= 0 ? Number(Deno.args[ni + 1]) : 65536;
   // `--shapes B,Hq,Hkv,N;…`: other shapes.
@@ -86,51 +108,31 @@ if (import.meta.main) {
   const only = Deno.args.includes("--def-only");
   // \`--variants def,lz0,…\`: these only.
   const vi = Deno.args.indexOf("--variants");
-  const picked = vi >= 0
-    ? Deno.args[vi + 1].split(",").map((x) => (x === "def" ? [] : x.split("+")) as Ablation[])
-    : null;
-  const variants: Ablation[][] = picked ?? (only ? [[]] : [
-    [],
-    ["cvt"],
-    ["shf"],
-    ["max"],
-    ["exp"],
-    ["qk1"],
-    ["pv1"],
-    ["qk1", "pv1"],
-    ["shf", "max"],
-    ["cvt", "shf", "max", "exp"],
-    ["cvt", "shf", "max", "exp", "qk1", "pv1"],
-  ]);
-  const name = (v: readonly string[]) => v.join("+") || "def";
-  // Knob tokens: `fm0`, `wg<n>`, `L<n>`, `U<n>`.
-  const knobs = (v: readonly string[]): AttentionTuning => {
-    const t: AttentionTuning = v.includes("fm0") ? { fusedMerge: false } : {};
-    for (const x of v) {
-      const m = /^(wg|L|U)(\d+)$/.exec(x);
-      if (m) t[m[1] as "wg" | "L" | "U"] = Number(m[2]);
-      if (x === "pf" || x === "pf0") t.pf = x === "pf";
-    }
-    return t;
-  };
-  // `g<n>` tokens: an explicit lean grid.
-  const gridOf = (v: readonly string[]) => {
-    const g = v.find((x) => /^g\d+$/.test(x));
-    return g ? Number(g.slice(1)) : undefined;
-  };
+  const specs = vi >= 0 ? Deno.args[vi + 1].split(",") : only ? ["def"] : [
+    "def",
+    "cvt",
+    "shf",
+    "max",
+    "exp",
+    "qk1",
+    "pv1",
+    "qk1+pv1",
+    "shf+max",
+    "cvt+shf+max+exp",
+    "cvt+shf+max+exp+qk1+pv1",
+  ];
+  const variants = specs.map(parseVariant);
   const out: Record<string, unknown>[] = [];
   for (const [B, Hq, Hkv, n] of shapes) {
     const { q, k, v, bytes } = decodeInputs(gpu, [B, Hq, Hkv, n]);
     // `--unchained`: every call reads the original q (an ablated call's output is garbage,
     // possibly NaN, and would be the next call's q in the chain).
     const unchained = Deno.args.includes("--unchained");
-    const calls: Call[] = variants.map((abl) => (qq = q) => {
-      // WGSL ablations only (knob and grid tokens act through the call).
-      current = abl.filter((a: string) => !/^(g|wg|L|U)\d+$/.test(a) && !/^pf0?$/.test(a));
-      gpu.attentionTuning = knobs(abl);
+    const calls: Call[] = variants.map((vr) => (qq = q) => {
+      current = vr.abl;
+      gpu.attentionTuning = vr.tuning;
       try {
-        const grid = gridOf(abl);
-        return leanAttention(unchained ? q : qq, k, v, grid ? { grid } : {});
+        return leanAttention(unchained ? q : qq, k, v, vr.grid ? { grid: vr.grid } : {});
       } finally {
         current = [];
         gpu.attentionTuning = {};
@@ -139,20 +141,12 @@ if (import.meta.main) {
     const times = await gpuTimesInterleaved(gpu, calls, 20, 3);
     const grid = leanAttentionSchedule(q, k, v).plan.grid;
     const cells: string[] = [];
-    variants.forEach((abl, i) => {
+    variants.forEach((vr, i) => {
       const t = times[i];
       if (!t) return;
-      out.push({
-        B,
-        Hq,
-        Hkv,
-        N: n,
-        variant: name(abl),
-        ms: t.ms,
-        passes: t.passes,
-        grid: gridOf(abl) ?? grid,
-      });
-      cells.push(`${name(abl)} ${(t.ms * 1e3).toFixed(1)}`);
+      const g = vr.grid ?? grid;
+      out.push({ B, Hq, Hkv, N: n, variant: vr.name, ms: t.ms, passes: t.passes, grid: g });
+      cells.push(`${vr.name} ${(t.ms * 1e3).toFixed(1)}`);
     });
     console.log(
       `${B},${Hq},${Hkv},${n} (${(bytes / 1e6).toFixed(0)} MB, grid ${grid}, ${
