@@ -5,11 +5,14 @@
  * (profiling only: the results are wrong; every loaded word stays live, so the memory traffic
  * is the same). Shapes hold the same K/V bytes with 1, 2, 4 and 8 query rows a key.
  *
- *     deno run -A bench/_ablate.ts [--json FILE] [--n 65536] [--unchained]
+ *     deno run -A bench/_ablate.ts [--json FILE] [--n 65536] [--unchained] [--check]
  *         [--variants def,lz0,cvt+shf,…] [--shapes "B,Hq,Hkv,N;…"] [--def-only]
  *
  * `--unchained` gives every call the original q (in the chain an ablated call's output,
- * garbage, would be the next call's q); bench/NOTES.md's tables use it.
+ * garbage, would be the next call's q); bench/NOTES.md's tables use it. `--check` compares
+ * each variant without WGSL ablations (knobs and grids only, which must not change the
+ * result beyond rounding) with flash attention on the same inputs and prints the largest
+ * difference; a variant off by more than 1e-2 fails the run.
  *
  * Ablations (`+` combines): `cvt` f16 → f32 unpacking by two integer ops (no conversion), `shf`
  * every `subgroupShuffle`/`…Xor` of the loop (butterfly, probability broadcast) by the lane's
@@ -20,13 +23,16 @@
  * the kernel (`AttentionTuning.fusedMerge` off: two dispatches a call; results right). A token
  * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default;
  * `wg<n>`, `L<n>`, `U<n>` set those kernel knobs (`AttentionTuning`: threads a workgroup,
- * lanes a key, keys a slot per iteration); `pf` / `pf0` turn prefetching the next batch on / off.
+ * lanes a key, keys a slot per iteration), `rs<n>` splits a unit's rows over n row groups of
+ * subgroups, `ws` stages K/V tiles in workgroup memory; `pf` / `pf0` turn prefetching the next
+ * batch on / off.
  *
  * @module
  */
 import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
 import type { AttentionTuning } from "../backends/webgpu/attention.ts";
 import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
+import { flashAttention } from "../attention/flash.ts";
 import { type Call, decodeInputs, gpuTimesInterleaved } from "./_timing.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
@@ -45,12 +51,13 @@ interface Variant {
 function parseVariant(spec: string): Variant {
   const v: Variant = { name: spec, abl: [], tuning: {} };
   for (const x of spec === "def" ? [] : spec.split("+")) {
-    const m = /^(g|wg|L|U)(\d+)$/.exec(x);
+    const m = /^(g|wg|L|U|rs)(\d+)$/.exec(x);
     if (ABLATIONS.includes(x)) v.abl.push(x as Ablation);
     else if (x === "fm0") v.tuning.fusedMerge = false;
     else if (x === "pf" || x === "pf0") v.tuning.pf = x === "pf";
     else if (m?.[1] === "g") v.grid = Number(m[2]);
-    else if (m) v.tuning[m[1] as "wg" | "L" | "U"] = Number(m[2]);
+    else if (x === "ws") v.tuning.ws = true;
+    else if (m) v.tuning[m[1] as "wg" | "L" | "U" | "rs"] = Number(m[2]);
     else throw new Error(`_ablate: unknown variant token "${x}" in "${spec}"`);
   }
   return v;
@@ -88,16 +95,54 @@ fn fk_id(x: f32) -> f32 { return x; }
 `;
 }
 
+/**
+ * Largest |variant − flash| over the outputs of the variants without WGSL ablations; throws
+ * when one is off by more than 1e-2 (f16 outputs of O(1) values: rounding is ≈ 1e-3).
+ */
+async function check(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  variants: readonly Variant[],
+  calls: readonly Call[],
+): Promise<void> {
+  const ref = flashAttention(q, k, v);
+  const want = await ref.data();
+  ref.dispose();
+  const cells: string[] = [];
+  for (let i = 0; i < variants.length; i++) {
+    if (variants[i].abl.length) continue;
+    const out = calls[i](q);
+    const got = await out.data();
+    out.dispose();
+    let worst = 0;
+    for (let j = 0; j < want.length; j++) {
+      const d = Math.abs(got[j] - want[j]);
+      worst = Number.isNaN(d) ? Infinity : Math.max(worst, d);
+    }
+    cells.push(`${variants[i].name} ${worst.toExponential(1)}`);
+    if (!(worst <= 1e-2)) {
+      throw new Error(`_ablate --check: ${variants[i].name} differs from flash by ${worst}`);
+    }
+  }
+  console.log(`  max |variant − flash|: ${cells.join(" | ")}`);
+}
+
 if (import.meta.main) {
   const gpu = await webgpu();
   console.log(`adapter: ${gpu.description}`);
   const ctx = gpu.ctx;
   const orig = ctx.pipeline.bind(ctx);
   let current: readonly Ablation[] = [];
-  ctx.pipeline = (key, wgsl, entryPoint) =>
-    key.startsWith("attn-sg") && current.length
+  // The attention kernel each variant ran (its pipeline key: the knobs as the code set them).
+  let lastKey = "";
+  ctx.pipeline = (key, wgsl, entryPoint) => {
+    if (key.startsWith("attn-")) lastKey = key;
+    return key.startsWith("attn-sg") && current.length
       ? orig(`${key}:abl-${current.join("+")}`, () => ablate(wgsl(), current), entryPoint)
       : orig(key, wgsl, entryPoint);
+  };
+  const kernels = new Map<string, string>();
   const ni = Deno.args.indexOf("--n");
   const N = ni >= 0 ? Number(Deno.args[ni + 1]) : 65536;
   // `--shapes B,Hq,Hkv,N;…`: other shapes.
@@ -132,7 +177,9 @@ if (import.meta.main) {
       current = vr.abl;
       gpu.attentionTuning = vr.tuning;
       try {
-        return leanAttention(unchained ? q : qq, k, v, vr.grid ? { grid: vr.grid } : {});
+        const out = leanAttention(unchained ? q : qq, k, v, vr.grid ? { grid: vr.grid } : {});
+        if (!kernels.has(vr.name)) kernels.set(vr.name, lastKey);
+        return out;
       } finally {
         current = [];
         gpu.attentionTuning = {};
@@ -153,6 +200,9 @@ if (import.meta.main) {
         (bytes / 4.6e6).toFixed(0)
       } µs at 4.6 TB/s) µs: ${cells.join(" | ")}`,
     );
+    for (const vr of variants) console.log(`  ${vr.name}: ${kernels.get(vr.name)}`);
+    if (Deno.args.includes("--check")) await check(q, k, v, variants, calls);
+    kernels.clear();
     for (const t of [q, k, v] as Tensor[]) t.dispose();
   }
   const i = Deno.args.indexOf("--json");

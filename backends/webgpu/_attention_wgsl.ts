@@ -49,7 +49,13 @@
  * @module
  */
 
-/** Word offsets of the header of the `meta` array shared by all attention kernels. */
+/**
+ * Word offsets of the header of the `meta` array shared by all attention kernels. The
+ * per-worker segment offsets start right after it ({@link META_SEG_OFFS}, a constant, so a
+ * worker's first read does not wait for the header), and each segment is one record of
+ * {@link SEG_WORDS} words holding everything its workgroup needs: the memory reads before the
+ * first K/V load form a chain of two (offsets and header, then the record).
+ */
 export const META = {
   B: 0,
   Hq: 1,
@@ -65,19 +71,27 @@ export const META = {
   scaleBits: 11,
   negInfBits: 12,
   numWorkers: 13,
-  kvLensOff: 14,
-  segOffsOff: 15,
-  segsOff: 16,
-  unitRows: 17,
-  numItems: 18,
-  itemsOff: 19,
-  mainNx: 20,
-  partOOff: 21,
-  reduceNx: 22,
-  reduceChunks: 23,
-  slotItemOff: 24,
-  size: 25,
+  segsOff: 14,
+  unitRows: 15,
+  numItems: 16,
+  itemsOff: 17,
+  partOOff: 18,
+  reduceNx: 19,
+  reduceChunks: 20,
+  size: 21,
 } as const;
+
+/** Where worker w's segments begin in the segment list: `meta[META_SEG_OFFS + w]` (W + 1 words). */
+export const META_SEG_OFFS = META.size;
+
+/**
+ * Words of one segment record at `meta[segsOff + 8·s]`: the unit; its first and end key
+ * (`[k0, k1)`, tiles × tile size, the end clamped to the sequence length); its partial slot
+ * (or 0xffffffff); the sequence length of the unit's batch; and for a piece of a cut unit,
+ * the unit's reduce item, its first partial-list word and its number of pieces (the in-kernel
+ * merge).
+ */
+export const SEG_WORDS = 8;
 
 /** Storage element type in WGSL. */
 export type Elem = "f32" | "f16";
@@ -88,18 +102,18 @@ export type Elem = "f32" | "f16";
  * key range `[k0, k1)` of the segment and the unit's first K/V row. The caller closes it.
  */
 function segmentLoop(): string {
-  return `  let segA = mt[mt[${META.segOffsOff}] + w];
-  let segB = mt[mt[${META.segOffsOff}] + w + 1u];
+  return `  let segA = mt[${META_SEG_OFFS}u + w];
+  let segB = mt[${META_SEG_OFFS}u + w + 1u];
   for (var si = segA; si < segB; si++) {
-    let sb = mt[${META.segsOff}] + si * 4u;
+    let sb = mt[${META.segsOff}] + si * ${SEG_WORDS}u;
     let unit = mt[sb];
+    let k0 = mt[sb + 1u];
+    let k1 = mt[sb + 2u];
     let part = mt[sb + 3u];
+    let len = mt[sb + 4u];
     let qb = unit % qBlocks;
     let h = (unit / qBlocks) % Hkv;
     let b = unit / qBlocks / Hkv;
-    let len = mt[mt[${META.kvLensOff}] + b];
-    let k0 = mt[sb + 1u] * T;
-    let k1 = min(mt[sb + 2u] * T, len);
     let kvRow0 = (b * Hkv + h) * N;`;
 }
 
@@ -665,15 +679,15 @@ var<workgroup> Vt: array<${ldT}, ${KT * UPR}>;`
   }
 ${VISIBLE}
 @compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32,
-        @builtin(subgroup_size) sgs: u32, @builtin(subgroup_invocation_id) sgi: u32,
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32, @builtin(subgroup_size) sgs: u32, @builtin(subgroup_invocation_id) sgi: u32,
         @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32) {
   if (tid == 0u) { wns = nsg; }
   let ns = workgroupUniformLoad(&wns);
   // Subgroups per row group (each row group's states are merged among themselves).
   let nsr = ns / ${G}u;
   let rounds = (nsr + ${nsMax - 1}u) / ${nsMax}u;
-  let w = wid.x + wid.y * mt[${META.mainNx}];
+  let w = wid.x + wid.y * nwg.x;
   if (w >= mt[${META.numWorkers}]) { return; }
   ${sizes()}
   let lane = sgi % ${L}u;
@@ -767,8 +781,9 @@ var<workgroup> ks: array<f32, ${C * D}>;
 var<workgroup> vs: array<f32, ${C * D}>;
 ${VISIBLE}
 @compute @workgroup_size(${GENERIC_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let w = wid.x + wid.y * mt[${META.mainNx}];
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+  let w = wid.x + wid.y * nwg.x;
   if (w >= mt[${META.numWorkers}]) { return; }
   ${sizes()}
   var qv: array<f32, ${D}>;
@@ -938,10 +953,9 @@ ${finishCut(D, q, REDUCE_UNROLL, "  ")}
 function fusedMerge(D: number, q: Elem, wg: number): string {
   return `    if (part != 0xffffffffu) {
       storageBarrier();
-      let itm = mt[mt[${META.slotItemOff}] + part];
-      let ib = mt[${META.itemsOff}] + itm * 3u;
-      let first = mt[ib + 1u];
-      let count = mt[ib + 2u];
+      let itm = mt[sb + 5u];
+      let first = mt[sb + 6u];
+      let count = mt[sb + 7u];
       if (tid == 0u) { wlast = select(0u, 1u, atomicAdd(&CNT[itm], 1u) + 1u == count); }
       if (workgroupUniformLoad(&wlast) != 0u) {
         storageBarrier();
@@ -1218,8 +1232,9 @@ var<workgroup> gml: array<vec2<f32>, ${G * R}>;
 var<workgroup> wo: array<vec4<f32>, ${grMax * R * D4}>;
 ${VISIBLE}
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let w = wid.x + wid.y * mt[${META.mainNx}];
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+  let w = wid.x + wid.y * nwg.x;
   if (w >= mt[${META.numWorkers}]) { return; }
   ${sizes()}
   let qj = tid % ${KT}u;

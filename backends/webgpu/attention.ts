@@ -43,8 +43,10 @@ import {
   mergeKey,
   mergeWgsl,
   META,
+  META_SEG_OFFS,
   REDUCE_WG,
   reduceWgsl,
+  SEG_WORDS,
   type SgConfig,
   sgKey,
   sgWgsl,
@@ -319,13 +321,10 @@ function buildMeta(
   const items = s.cuts.length + empty.length;
   let slots = 0;
   for (const c of s.cuts) slots += c.partials.length;
-  const kvLensOff = META.size;
-  const segOffsOff = kvLensOff + g.B;
-  const segsOff = segOffsOff + W + 1;
-  const itemsOff = segsOff + 4 * nsegs;
+  const segsOff = META_SEG_OFFS + W + 1;
+  const itemsOff = segsOff + SEG_WORDS * nsegs;
   const slotsOff = itemsOff + 3 * items;
-  const slotItemOff = slotsOff + slots;
-  const meta = new Uint32Array(slotItemOff + s.numPartials + 1);
+  const meta = new Uint32Array(slotsOff + slots);
   meta[META.B] = g.B;
   meta[META.Hq] = g.Hq;
   meta[META.Hkv] = g.Hkv;
@@ -340,32 +339,18 @@ function buildMeta(
   meta[META.scaleBits] = f32Bits(params.scale);
   meta[META.negInfBits] = NEG_INF_BITS;
   meta[META.numWorkers] = W;
-  meta[META.kvLensOff] = kvLensOff;
-  meta[META.segOffsOff] = segOffsOff;
   meta[META.segsOff] = segsOff;
   meta[META.unitRows] = g.unitRows;
   // Items: the empty units, then the cut units (the in-kernel merge counts on a cut unit's
   // item, so the reduce pass then takes only the empty ones).
   meta[META.numItems] = fused ? empty.length : items;
-  meta[META.slotItemOff] = slotItemOff;
   meta[META.itemsOff] = itemsOff;
-  meta[META.mainNx] = nx.main;
   meta[META.partOOff] = s.numPartials * g.unitRows * 2;
   meta[META.reduceNx] = nx.reduce;
   meta[META.reduceChunks] = nx.chunks;
-  for (let b = 0; b < g.B; b++) meta[kvLensOff + b] = params.kvLens[b];
-  let seg = 0;
-  for (let w = 0; w < W; w++) {
-    meta[segOffsOff + w] = seg;
-    for (const sg of s.workers[w]) {
-      const o = segsOff + 4 * seg++;
-      meta[o] = sg.unit;
-      meta[o + 1] = sg.tileStart;
-      meta[o + 2] = sg.tileEnd;
-      meta[o + 3] = sg.partial < 0 ? NO_PARTIAL : sg.partial;
-    }
-  }
-  meta[segOffsOff + W] = seg;
+  // Items and partial lists; each partial slot's item, first list word and piece count go
+  // into its segment's record below.
+  const slotCut = new Map<number, [number, number, number]>();
   let it = itemsOff;
   let sl = slotsOff;
   for (const u of empty) {
@@ -378,11 +363,27 @@ function buildMeta(
     meta[it++] = cut.unit;
     meta[it++] = sl;
     meta[it++] = cut.partials.length;
-    for (const p of cut.partials) {
-      meta[sl++] = p;
-      meta[slotItemOff + p] = empty.length + c;
+    for (const p of cut.partials) slotCut.set(p, [empty.length + c, sl, cut.partials.length]);
+    for (const p of cut.partials) meta[sl++] = p;
+  }
+  const T = s.plan.tileSize;
+  const perUnit = g.Hkv * s.plan.qBlocks;
+  let seg = 0;
+  for (let w = 0; w < W; w++) {
+    meta[META_SEG_OFFS + w] = seg;
+    for (const sg of s.workers[w]) {
+      const o = segsOff + SEG_WORDS * seg++;
+      const len = params.kvLens[Math.floor(sg.unit / perUnit)];
+      meta[o] = sg.unit;
+      meta[o + 1] = sg.tileStart * T;
+      meta[o + 2] = Math.min(sg.tileEnd * T, len);
+      meta[o + 3] = sg.partial < 0 ? NO_PARTIAL : sg.partial;
+      meta[o + 4] = len;
+      const cut = slotCut.get(sg.partial);
+      if (cut) [meta[o + 5], meta[o + 6], meta[o + 7]] = cut;
     }
   }
+  meta[META_SEG_OFFS + W] = seg;
   return meta;
 }
 
