@@ -114,6 +114,13 @@ export class GpuRuntime implements GpuContext {
   #owner = new WeakMap<GPUBuffer, GpuData>();
 
   #encoder: GPUCommandEncoder | null = null;
+  /**
+   * The compute pass the pending dispatches share, open until the next submission or a
+   * timestamped dispatch. A pass a dispatch cost 6.8 µs a dispatch on an H200 (wgpu/Vulkan),
+   * dependent dispatches in one pass 2.0 µs (bench/_dispatch.ts, bench/NOTES.md); wgpu still
+   * orders each dispatch after the writes of the ones before it (a usage scope a dispatch).
+   */
+  #pass: GPUComputePassEncoder | null = null;
   #dispatches = 0;
   /** Automatic submissions held back (see `holdSubmits`). */
   #hold = false;
@@ -589,25 +596,33 @@ export class GpuRuntime implements GpuContext {
       () => this.device.createBindGroup({ layout: layout!, entries, label }),
     );
     const enc = this.#encoder ??= this.device.createCommandEncoder();
-    const desc: GPUComputePassDescriptor = { label };
     if (this.#profiling && this.features.timestamps) {
+      // A timed dispatch gets a pass of its own: timestamps are written at pass boundaries.
+      this.#endPass();
       let batch = this.#batches.at(-1);
       if (!batch || batch.labels.length === MAX_PENDING_DISPATCHES) {
         this.#batches.push(batch = this.#newBatch());
       }
       const i = batch.labels.length;
       batch.labels.push(label);
-      desc.timestampWrites = {
-        querySet: batch.querySet,
-        beginningOfPassWriteIndex: 2 * i,
-        endOfPassWriteIndex: 2 * i + 1,
-      };
+      const pass = enc.beginComputePass({
+        label,
+        timestampWrites: {
+          querySet: batch.querySet,
+          beginningOfPassWriteIndex: 2 * i,
+          endOfPassWriteIndex: 2 * i + 1,
+        },
+      });
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(x, y, z);
+      pass.end();
+    } else {
+      const pass = this.#pass ??= enc.beginComputePass({ label: "leanattn ops" });
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(x, y, z);
     }
-    const pass = enc.beginComputePass(desc);
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, group);
-    pass.dispatchWorkgroups(x, y, z);
-    pass.end();
     if (++this.#dispatches >= MAX_PENDING_DISPATCHES && !this.#hold) this.#submit(true);
   }
 
@@ -637,6 +652,7 @@ export class GpuRuntime implements GpuContext {
    */
   #submit(auto: boolean): void {
     if (this.#lost) return;
+    this.#endPass();
     const enc = this.#encoder;
     const batches = this.#batches;
     this.#encoder = null;
@@ -660,6 +676,13 @@ export class GpuRuntime implements GpuContext {
     for (const list of this.#gpuOnly.values()) for (const b of list) this.#pool.give(b);
     this.#gpuOnly.clear();
     this.#gpuOnlyBytes = 0;
+  }
+
+  /** Ends the shared compute pass, if one is open (before other commands or a submission). */
+  #endPass(): void {
+    const pass = this.#pass;
+    this.#pass = null;
+    pass?.end();
   }
 
   // ---- readback ----------------------------------------------------------------------------
