@@ -34,7 +34,7 @@ if (import.meta.main) {
   const buf = () =>
     device.createBuffer({
       size: 4096 * 4,
-      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
     });
   const a = buf();
   const b = buf();
@@ -111,6 +111,23 @@ if (import.meta.main) {
     const xs = [];
     for (let r = 0; r < 5; r++) xs.push(await time(groups, one));
     out[name] = median(xs);
+    if (groups === chained) {
+      // Each timed chain adds n to every element (y = x + 1, n times, ping-pong): if the
+      // dispatches ran in order the two buffers hold values n apart that grew by 5n.
+      const rb = device.createBuffer({
+        size: 8,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+      const enc = device.createCommandEncoder();
+      enc.copyBufferToBuffer(a, 0, rb, 0, 4);
+      enc.copyBufferToBuffer(b, 0, rb, 4, 4);
+      device.queue.submit([enc.finish()]);
+      await rb.mapAsync(GPUMapMode.READ);
+      const [va, vb] = new Float32Array(rb.getMappedRange().slice(0));
+      rb.unmap();
+      rb.destroy();
+      console.log(`  after it: a[0] = ${va}, b[0] = ${vb}`);
+    }
     console.log(`${out[name].toFixed(2).padStart(6)} µs a dispatch  ${name} (${n} dispatches)`);
   }
   const ji = Deno.args.indexOf("--json");

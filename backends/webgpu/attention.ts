@@ -157,10 +157,12 @@ export function defaultGrid(ctx: GpuContext): number {
 }
 
 /**
- * GPU time of a call's second (reduce) pass, with the gap before it, in microseconds: 17–20
- * µs on an H200 whatever the work (bench/NOTES.md, run 4).
+ * GPU time of a call's second (reduce) pass, with the barrier before it, in microseconds: on
+ * an H200 the reduce pass took 0.6–4.5 µs a call more than the in-kernel merge
+ * ({@link FUSED_MERGE_US}) at 1k–16k keys once dispatches share a compute pass (bench/NOTES.md,
+ * session 4; it was 17–20 µs with a pass a dispatch, run 4).
  */
-const REDUCE_PASS_US = 18;
+const REDUCE_PASS_US = 7;
 
 /**
  * What merging cut units inside the subgroup kernel adds to a call, in microseconds: a
