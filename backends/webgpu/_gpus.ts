@@ -5,12 +5,12 @@
 
 /**
  * Streaming multiprocessors (or equivalents) of GPUs we know, by adapter description, and
- * where measured, the streaming-read bandwidth in GB/s (H200: `deno task bench`'s ceiling,
- * 4.66 TB/s, 2026-11-26; H100 SXM: 0.9 × the 3.35 TB/s spec, not yet measured here).
+ * where measured, the streaming-read bandwidth in GB/s (`deno task bench`'s ceiling on 2026-11-26:
+ * H200 4.58–4.66 TB/s, H100 SXM 80GB HBM3 3.16–3.18 TB/s).
  */
 const KNOWN_GPUS: readonly [RegExp, number, number?][] = [
   [/\bH100\b.*\bPCIe\b/i, 114],
-  [/\bH100\b/i, 132, 3000],
+  [/\bH100\b/i, 132, 3180],
   [/\bH200\b/i, 132, 4600],
   [/\bA100\b/i, 108],
   [/\bL4\b/i, 58],
