@@ -215,7 +215,11 @@ function encodeRead(
   pass.end();
 }
 
-async function timedByTimestamps(
+/**
+ * Median GPU time (ms) of `pipeline` over `wg` workgroups per bind group, one compute pass a
+ * repetition between its begin and end timestamps, after `warmup` untimed passes.
+ */
+export async function timedByTimestamps(
   device: GPUDevice,
   pipeline: GPUComputePipeline,
   groups: readonly GPUBindGroup[],

@@ -20,7 +20,7 @@
  * @module
  */
 import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
-import { measureCeiling, median } from "./_ceiling.ts";
+import { measureCeiling, timedByTimestamps } from "./_ceiling.ts";
 
 const T = 256;
 
@@ -150,40 +150,7 @@ if (import.meta.main) {
         layout: pipe.getBindGroupLayout(0),
         entries: [k, v, sums].map((buffer, binding) => ({ binding, resource: { buffer } })),
       });
-      const reps = 20;
-      const qs = device.createQuerySet({ type: "timestamp", count: 2 * reps });
-      const res = device.createBuffer({
-        size: 16 * reps,
-        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-      });
-      const rd = device.createBuffer({
-        size: 16 * reps,
-        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      });
-      const enc = device.createCommandEncoder();
-      for (let i = -3; i < reps; i++) {
-        const pass = enc.beginComputePass(
-          i < 0 ? {} : {
-            timestampWrites: {
-              querySet: qs,
-              beginningOfPassWriteIndex: 2 * i,
-              endOfPassWriteIndex: 2 * i + 1,
-            },
-          },
-        );
-        pass.setPipeline(pipe);
-        pass.setBindGroup(0, bg);
-        pass.dispatchWorkgroups(W);
-        pass.end();
-      }
-      enc.resolveQuerySet(qs, 0, 2 * reps, res, 0);
-      enc.copyBufferToBuffer(res, 0, rd, 0, 16 * reps);
-      device.queue.submit([enc.finish()]);
-      await rd.mapAsync(GPUMapMode.READ);
-      const t = new BigUint64Array(rd.getMappedRange().slice(0));
-      rd.unmap();
-      const us = median([...Array(reps).keys()].map((i) => Number(t[2 * i + 1] - t[2 * i]) / 1e3));
-      for (const b of [qs, res, rd]) b.destroy();
+      const us = 1e3 * await timedByTimestamps(device, pipe, [bg], W, 3, 20);
       const tbs = bytes / us / 1e6;
       out.push({
         mb,
