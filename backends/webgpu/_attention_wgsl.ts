@@ -680,8 +680,9 @@ var<workgroup> Vt: array<${ldT}, ${KT * UPR}>;`
 ${VISIBLE}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) tid: u32, @builtin(subgroup_size) sgs: u32, @builtin(subgroup_invocation_id) sgi: u32,
-        @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32) {
+        @builtin(local_invocation_index) tid: u32, @builtin(subgroup_size) sgs: u32,
+        @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_id) sgid: u32,
+        @builtin(num_subgroups) nsg: u32) {
   if (tid == 0u) { wns = nsg; }
   let ns = workgroupUniformLoad(&wns);
   // Subgroups per row group (each row group's states are merged among themselves).

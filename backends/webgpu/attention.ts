@@ -311,7 +311,7 @@ interface Geometry extends AttentionGeometry {
 function buildMeta(
   g: Geometry,
   params: AttentionParams,
-  nx: { main: number; reduce: number; chunks: number },
+  nx: { reduce: number; chunks: number },
   fused: boolean,
 ): Uint32Array {
   const s: LeanSchedule = params.schedule;
