@@ -78,8 +78,10 @@ export async function gpuTimesInterleaved(
     for (let r = 0; r < 4; r++) for (let i = 0; i < calls.length; i++) blocks.push([i, size]);
     // The whole chain goes to the GPU as one command buffer, queued right behind ~100 ms of
     // heater work: the GPU neither waits for the CPU between calls nor starts them cold. Only
-    // the call ahead and the last call of each block are stamped (every stamped pass costs
-    // ≈ 4.4 µs on an H200, bench/NOTES.md), so a block's time is the span between stamps.
+    // the call ahead and the last call of each block are stamped, so a block's time is the span
+    // between stamps. The unstamped calls share one compute pass (the runtime's); a stamped
+    // call runs in a pass of its own, whose boundaries (≈ 5 µs each on an H200, bench/NOTES.md
+    // session 4) the block's time includes.
     gpu.flush();
     gpu.holdSubmits(true);
     let cur: Tensor | null = null;
