@@ -41,7 +41,11 @@ export function callTime(passes: readonly PassTiming[]): { span: number; sum: nu
  * pass's own stamps counted its neighbours' work; waiting for each call instead let the GPU
  * clock down between calls — on an H200, 2026-11-26, both made the times 1.5–5× too long;
  * bench/NOTES.md, "Timing".) The algorithms take turns in blocks of calls, so a clock change
- * during a row falls on all of them; the median over a row's calls is reported. The chain is
+ * during a row falls on all of them; the median over a row's blocks is reported. Each round
+ * takes them in another order ({@link roundOrder}), so no algorithm always follows the same
+ * neighbour: with a fixed order, lean always came right after naive and timed 0.6–0.8 µs
+ * slower than flash-decoding on byte-identical dispatches at N = 1k on an H200, while in a
+ * chain without naive the two agreed within 0.1 µs (bench/NOTES.md, session 4). The chain is
  * one command buffer queued behind heater work (bench/_heater.ts: spun until the clock is up,
  * then ~100 ms more), so the GPU neither waits for the CPU between calls nor starts them at an
  * idle clock. Falls back to one call at a time (read back after each) if the pass counts cannot be matched up.
@@ -75,7 +79,7 @@ export async function gpuTimesInterleaved(
     }
     reps = repsFor(longest, reps);
     const size = Math.max(2, Math.ceil(reps / 2));
-    for (let r = 0; r < 4; r++) for (let i = 0; i < calls.length; i++) blocks.push([i, size]);
+    for (let r = 0; r < 4; r++) for (const i of roundOrder(calls.length, r)) blocks.push([i, size]);
     // The whole chain goes to the GPU as one command buffer, queued right behind ~100 ms of
     // heater work: the GPU neither waits for the CPU between calls nor starts them cold. Only
     // the call ahead and the last call of each block are stamped, so a block's time is the span
@@ -129,6 +133,24 @@ export async function gpuTimesInterleaved(
     return out;
   }
   return per.map((p, i) => ({ ms: median(p), sumMs: sums[i], passes: passes[i] }));
+}
+
+/**
+ * The order of `n` algorithms in round `r` of the chain: a row of a Williams square (first
+ * row 0, 1, n−1, 2, n−2, …; row k adds k mod n; for odd n each row also runs reversed), in
+ * which every algorithm directly follows every other equally often — for n = 4 exactly once
+ * over the 4 rounds — so a neighbour's after-effect lands in one of an algorithm's blocks,
+ * which the median then outweighs.
+ */
+export function roundOrder(n: number, r: number): number[] {
+  const first = n > 0 ? [0] : [];
+  for (let lo = 1, hi = n - 1; first.length < n;) {
+    first.push(lo++);
+    if (first.length < n) first.push(hi--);
+  }
+  // Odd n: the square and its mirror take turns (Williams' design for odd n).
+  const row = first.map((x) => (x + (n % 2 ? r >> 1 : r)) % n);
+  return n % 2 && r % 2 ? row.reverse() : row;
 }
 
 /**

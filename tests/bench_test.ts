@@ -28,6 +28,7 @@ import { encodeModel, ProtoWriter } from "../bench/peers/_onnx_proto.ts";
 import { parseTorchOutput, runTorchPeer } from "../bench/_torch.ts";
 import { deviceSlug, referenceRow, sampleHeads } from "../bench/bench.ts";
 import { splitRanges } from "../bench/_cpu_bench.ts";
+import { roundOrder } from "../bench/_timing.ts";
 import { referenceAttention } from "./_reference.ts";
 import { normals } from "../tensor/random.ts";
 
@@ -166,6 +167,29 @@ Deno.test("time budget: fewer samples for long calls; the default sweep's headli
   assert(estimateCaseS(big, 5, o, 4400) > h);
   // Before any ceiling (300 GB/s assumed) the first case still fits.
   assert(estimateCaseS(cases[0], 5, o, 300) < o.budgetS);
+});
+
+Deno.test("roundOrder: a permutation each round; neighbours vary (each pair once for 4 algorithms)", () => {
+  for (let n = 1; n <= 7; n++) {
+    const seen = new Map<string, number>();
+    for (let r = 0; r < 4; r++) {
+      const row = roundOrder(n, r);
+      deepStrictEqual([...row].sort((a, b) => a - b), [...Array(n).keys()], `n ${n} round ${r}`);
+      for (let i = 1; i < n; i++) {
+        const k = `${row[i - 1]}>${row[i]}`;
+        seen.set(k, (seen.get(k) ?? 0) + 1);
+      }
+    }
+    // No algorithm always follows the same one (with 3 or more to choose from).
+    for (let b = 0; n >= 3 && b < n; b++) {
+      const before = [...seen.keys()].filter((k) => k.endsWith(`>${b}`));
+      ok(before.length >= 2, `n ${n}: algorithm ${b} follows only ${before}`);
+    }
+    if (n === 4) {
+      deepStrictEqual(seen.size, 12, "every ordered pair of 4 once");
+      ok([...seen.values()].every((c) => c === 1), JSON.stringify([...seen]));
+    }
+  }
 });
 
 Deno.test("bindingChunks: chunks cover every range, each aligned and within the limit", () => {
