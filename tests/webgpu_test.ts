@@ -305,6 +305,55 @@ Deno.test({
 });
 
 Deno.test({
+  name: "pending ops share one compute pass; a timed op gets its own; chained results are exact",
+  ...opts,
+  fn: async () => {
+    if (!(await mainGpu())) return;
+    const b = await webgpu();
+    const proto = GPUCommandEncoder.prototype;
+    const begin = proto.beginComputePass;
+    let passes = 0;
+    proto.beginComputePass = function (this: GPUCommandEncoder, d?: GPUComputePassDescriptor) {
+      passes++;
+      return begin.call(this, d);
+    };
+    try {
+      // 40 dependent ops (x ← x + x): one pass, and each sees the previous one's result
+      // (exact in float32: the values are doubled 40 times, well inside the range).
+      const x0 = normals(1000, 7).map((v) => v * 1e-6);
+      let x = tensor(x0, { shape: [1000], backend: b });
+      b.flush();
+      passes = 0;
+      for (let i = 0; i < 40; i++) {
+        const y = add(x, x);
+        x.dispose();
+        x = y;
+      }
+      const got = await x.data();
+      assertEquals(passes, 1, `40 dependent ops in ${passes} passes`);
+      assert(got.every((v, i) => v === Math.fround(Math.fround(x0[i]) * 2 ** 40)), "chain");
+      if (b.features.timestamps) {
+        // A timed op: its own pass (timestamps sit at pass boundaries), the others still share.
+        passes = 0;
+        const a = add(x, x);
+        b.setProfiling(true);
+        const t = add(a, a);
+        b.setProfiling(false);
+        const c = add(t, t);
+        await c.data();
+        assertEquals(passes, 3, `untimed, timed, untimed: ${passes} passes`);
+        assertEquals((await b.readTimings()).length, 1);
+        for (const z of [a, t, c]) z.dispose();
+      }
+      x.dispose();
+    } finally {
+      proto.beginComputePass = begin;
+      b.destroy();
+    }
+  },
+});
+
+Deno.test({
   name: "pipelines are cached by kernel variant, not by shape",
   ...opts,
   fn: async () => {
