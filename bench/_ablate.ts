@@ -12,10 +12,11 @@
  * garbage, would be the next call's q); bench/NOTES.md's tables use it. Unchained calls do not
  * read each other's output, so in the runtime's shared compute pass nothing orders them but
  * the reuse of pooled buffers: they may overlap. Use it for WGSL ablations and compare within
- * a run; knob and grid variants give right results and are timed best chained (the default). `--check` compares
- * each variant without WGSL ablations (knobs and grids only, which must not change the
- * result beyond rounding) with flash attention on the same inputs and prints the largest
- * difference; a variant off by more than 1e-2 fails the run.
+ * a run; knob and grid variants give right results and are timed best chained (the default).
+ *
+ * `--check` compares each variant without WGSL ablations (knobs and grids only, which must not
+ * change the result beyond rounding) with flash attention on the same inputs and prints the
+ * largest difference; a variant off by more than 1e-2 fails the run.
  *
  * Ablations (`+` combines): `cvt` f16 → f32 unpacking by two integer ops (no conversion), `shf`
  * every `subgroupShuffle`/`…Xor` of the loop (butterfly, probability broadcast) by the lane's

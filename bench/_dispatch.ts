@@ -1,9 +1,10 @@
 /**
  * What a dispatch costs on this device through wgpu: a chain of tiny dispatches (y = x + 1 over
  * 4,096 floats, 16 workgroups) timed by one pair of timestamps around the whole chain, with
- * each dispatch in its own compute pass (as the library encodes ops) or all in one pass, and
- * with each dispatch depending on the previous one (ping-pong between two buffers: wgpu puts a
- * barrier between them) or not (every dispatch reads one buffer and writes its own).
+ * each dispatch in its own compute pass (as the library encoded ops until 2026-11-26) or all
+ * in one pass (as it does now), and with each dispatch depending on the previous one
+ * (ping-pong between two buffers: wgpu puts a barrier between them) or not (every dispatch
+ * reads one buffer and writes its own).
  *
  *     deno run -A bench/_dispatch.ts [--n 200] [--json FILE]
  *

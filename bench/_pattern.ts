@@ -122,22 +122,16 @@ if (import.meta.main) {
       `ceiling ${(ceil.gpuMs * 1e3).toFixed(1)} µs (${(ceil.gbs / 1e3).toFixed(2)} TB/s)`,
     ];
     out.push({ mb, variant: "ceiling", us: ceil.gpuMs * 1e3, tbs: ceil.gbs / 1e3 });
-    for (
-      const [W, U, S, P, Z] of [
-        [128, 8, 1, 0, 0],
-        [128, 8, 1, 0, 1],
-        [128, 16, 1, 0, 0],
-        [128, 16, 1, 0, 1],
-        [128, 8, 1, 1, 0],
-        [128, 8, 1, 1, 1],
-        [128, 16, 1, 1, 0],
-        [128, 16, 1, 1, 1],
-        [256, 8, 1, 0, 0],
-        [256, 8, 1, 0, 1],
-        [256, 8, 1, 1, 0],
-        [1056, 4, 1, 0, 0],
-      ]
-    ) {
+    // One workgroup a multiprocessor with 64 / 128 KB in flight, touches on / off, skew on /
+    // off; then two a multiprocessor and many (S = 16 rows were measured too: see NOTES).
+    const rows = [
+      ...[8, 16].flatMap((U) => [0, 1].flatMap((P) => [0, 1].map((Z) => [128, U, 1, P, Z]))),
+      [256, 8, 1, 0, 0],
+      [256, 8, 1, 0, 1],
+      [256, 8, 1, 1, 0],
+      [1056, 4, 1, 0, 0],
+    ];
+    for (const [W, U, S, P, Z] of rows) {
       device.pushErrorScope("validation");
       const module = device.createShaderModule({ code: patternWgsl(U, S, P, Z === 1) });
       const pipe = device.createComputePipeline({

@@ -45,7 +45,7 @@ export function callTime(passes: readonly PassTiming[]): { span: number; sum: nu
  * takes them in another order ({@link roundOrder}), so no algorithm always follows the same
  * neighbour: with a fixed order, lean always came right after naive and timed 0.6–0.8 µs
  * slower than flash-decoding on byte-identical dispatches at N = 1k on an H200, while in a
- * chain without naive the two agreed within 0.1 µs (bench/NOTES.md, session 4). The chain is
+ * chain without naive the two agreed within 0.2 µs (bench/NOTES.md, session 4). The chain is
  * one command buffer queued behind heater work (bench/_heater.ts: spun until the clock is up,
  * then ~100 ms more), so the GPU neither waits for the CPU between calls nor starts them at an
  * idle clock. Falls back to one call at a time (read back after each) if the pass counts cannot be matched up.
@@ -137,10 +137,10 @@ export async function gpuTimesInterleaved(
 
 /**
  * The order of `n` algorithms in round `r` of the chain: a row of a Williams square (first
- * row 0, 1, n−1, 2, n−2, …; row k adds k mod n; for odd n each row also runs reversed), in
- * which every algorithm directly follows every other equally often — for n = 4 exactly once
- * over the 4 rounds — so a neighbour's after-effect lands in one of an algorithm's blocks,
- * which the median then outweighs.
+ * row 0, 1, n−1, 2, n−2, …; row k adds k mod n; for odd n each row also runs reversed). For
+ * even n every algorithm directly follows every other once over n rounds (n = 4: the 4 rounds
+ * of a row), otherwise the predecessors at least vary, so a neighbour's after-effect lands in
+ * few of an algorithm's blocks, which the median then outweighs.
  */
 export function roundOrder(n: number, r: number): number[] {
   const first = n > 0 ? [0] : [];

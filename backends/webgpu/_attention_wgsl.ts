@@ -3,8 +3,8 @@
  * specialised (head dim, rows, storage types, unroll) and its cache key says exactly what the
  * text depends on.
  *
- * All kernels read one `meta` array of u32 (see {@link META}): the problem sizes, kvLens, the
- * schedule (per-worker segment offsets and segments) and the list of units the reduce step
+ * All kernels read one `meta` array of u32 (see {@link META}): the problem sizes, the schedule
+ * (per-worker segment offsets and one record a segment) and the list of units the reduce step
  * finishes. One upload, one source of truth.
  *
  * Three main kernels execute a schedule, one workgroup per worker, segment after segment:
@@ -66,19 +66,18 @@ export const META = {
   group: 6,
   rowsPerBlock: 7,
   qBlocks: 8,
-  tileSize: 9,
-  causal: 10,
-  scaleBits: 11,
-  negInfBits: 12,
-  numWorkers: 13,
-  segsOff: 14,
-  unitRows: 15,
-  numItems: 16,
-  itemsOff: 17,
-  partOOff: 18,
-  reduceNx: 19,
-  reduceChunks: 20,
-  size: 21,
+  causal: 9,
+  scaleBits: 10,
+  negInfBits: 11,
+  numWorkers: 12,
+  segsOff: 13,
+  unitRows: 14,
+  numItems: 15,
+  itemsOff: 16,
+  partOOff: 17,
+  reduceNx: 18,
+  reduceChunks: 19,
+  size: 20,
 } as const;
 
 /** Where worker w's segments begin in the segment list: `meta[META_SEG_OFFS + w]` (W + 1 words). */
@@ -128,7 +127,6 @@ function sizes(): string {
   let group = mt[${META.group}];
   let rpb = mt[${META.rowsPerBlock}];
   let qBlocks = mt[${META.qBlocks}];
-  let T = mt[${META.tileSize}];
   let causal = mt[${META.causal}] != 0u;
   let scale = bitcast<f32>(mt[${META.scaleBits}]);
   let ninf = bitcast<f32>(mt[${META.negInfBits}]);

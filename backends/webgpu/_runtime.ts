@@ -596,8 +596,11 @@ export class GpuRuntime implements GpuContext {
       () => this.device.createBindGroup({ layout: layout!, entries, label }),
     );
     const enc = this.#encoder ??= this.device.createCommandEncoder();
-    if (this.#profiling && this.features.timestamps) {
-      // A timed dispatch gets a pass of its own: timestamps are written at pass boundaries.
+    // A timed dispatch gets a pass of its own (timestamps are written at pass boundaries);
+    // the others share the open one.
+    const timed = this.#profiling && this.features.timestamps;
+    let pass: GPUComputePassEncoder;
+    if (timed) {
       this.#endPass();
       let batch = this.#batches.at(-1);
       if (!batch || batch.labels.length === MAX_PENDING_DISPATCHES) {
@@ -605,7 +608,7 @@ export class GpuRuntime implements GpuContext {
       }
       const i = batch.labels.length;
       batch.labels.push(label);
-      const pass = enc.beginComputePass({
+      pass = enc.beginComputePass({
         label,
         timestampWrites: {
           querySet: batch.querySet,
@@ -613,16 +616,13 @@ export class GpuRuntime implements GpuContext {
           endOfPassWriteIndex: 2 * i + 1,
         },
       });
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(x, y, z);
-      pass.end();
     } else {
-      const pass = this.#pass ??= enc.beginComputePass({ label: "leanattn ops" });
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(x, y, z);
+      pass = this.#pass ??= enc.beginComputePass({ label: "leanattn ops" });
     }
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(x, y, z);
+    if (timed) pass.end();
     if (++this.#dispatches >= MAX_PENDING_DISPATCHES && !this.#hold) this.#submit(true);
   }
 

@@ -6,19 +6,20 @@
  * integer counter a cut unit says which; `storageBarrier` is a device-scope fence in wgpu),
  * else by a second, reduce dispatch, which also writes units without keys.
  *
- * The schedule is uploaded as one u32 array (sizes, kvLens, per-worker segment offsets,
- * segments, merge items) so the GPU runs exactly the partition `attention/` computed. Kernels
+ * The schedule is uploaded as one u32 array (sizes, per-worker segment offsets, one record a
+ * segment with its keys and sequence length, merge items) so the GPU runs exactly the
+ * partition `attention/` computed. Kernels
  * are in `_attention_wgsl.ts`: a subgroup kernel (D a multiple of 32, with `subgroups`), a
  * workgroup-memory kernel for devices without subgroups, and a generic kernel for everything
  * else; the first that applies runs. Arithmetic and partial states are f32; results are
  * deterministic (fixed merge orders whoever merges, no float atomics, no workgroup waits on
  * another).
  *
- * Measured on an H200 (f16 K/V, D = 128, decode; bench/NOTES.md, 2026-11-26 04:12 UTC), as % of
- * a streaming read of the same bytes: MHA 93–96 % at ≥ 268 MB, GQA (4 rows a unit) 86–90 % at
- * ≥ 1 GB but 70–73 % at 268 MB with B = 1–4; merging in the kernel saved 5.5–11.7 µs a call below
- * 1 GB against the reduce pass. A dependent dispatch costs ≈ 8.7 µs by itself there, so calls
- * under ≈ 100 MB are far from the streaming limit (17 MB: 19–26 µs).
+ * Measured on an H200 (f16 K/V, D = 128, decode; bench/NOTES.md, 2026-11-26 05:08 UTC), as % of
+ * a streaming read of the same bytes: MHA 94–98 % at ≥ 268 MB, GQA (4 rows a unit) 89–92 % at
+ * ≥ 1 GB but 82–87 % at 268 MB. A call with an in-kernel merge costs ≈ 12 µs
+ * however little it reads (a dependent dispatch ≈ 2 µs of it), so calls under ≈ 100 MB are far
+ * from the streaming limit (17 MB: 13–20 µs).
  *
  * A visible NaN or +∞ score makes its row NaN (out and lse), as in the float64 reference:
  * kernels track it with a bit test per score (compilers may assume no NaN, and WGSL `max`
@@ -167,8 +168,8 @@ const REDUCE_PASS_US = 7;
 /**
  * What merging cut units inside the subgroup kernel adds to a call, in microseconds: a
  * device-scope barrier after each cut piece and, on the last piece's worker, one round trip
- * for the pieces' states. An estimate: on an H200 the in-kernel merge took 5.5–11.7 µs less
- * a call than the reduce pass below 1 GB (bench/NOTES.md).
+ * for the pieces' states. An estimate: on an H200 a lean call with the merge took 12 µs where
+ * flash's took 9 µs at N = 64 (bench/_floor.ts, bench/NOTES.md session 4).
  */
 const FUSED_MERGE_US = 3;
 
@@ -336,7 +337,6 @@ function buildMeta(
   meta[META.group] = g.group;
   meta[META.rowsPerBlock] = g.rowsPerBlock;
   meta[META.qBlocks] = s.plan.qBlocks;
-  meta[META.tileSize] = s.plan.tileSize;
   meta[META.causal] = params.causal ? 1 : 0;
   meta[META.scaleBits] = f32Bits(params.scale);
   meta[META.negInfBits] = NEG_INF_BITS;
