@@ -15,6 +15,10 @@ import { heatGpu } from "./_heater.ts";
 /** One call of an algorithm; `qIn` replaces its q (same shape) to chain calls. */
 export type Call = (qIn?: Tensor) => Tensor;
 
+/** A call's GPU time (ms): `ms` by the chain (`chained`) or, in the fallback, one call at a
+ * time; `sumMs` the sum of its passes' own times and `passes` their count, from one call. */
+export type CallTiming = { ms: number; sumMs: number; passes: number; chained: boolean };
+
 /**
  * GPU time of one call from its passes: the span from the first pass's begin timestamp to the
  * last pass's end (it counts gaps between passes and cannot double-count a pass whose begin is
@@ -34,9 +38,10 @@ export function callTime(passes: readonly PassTiming[]): { span: number; sum: nu
  * GPU times of several algorithms of one row, as one dependency chain: every call's q is the
  * previous call's output (same shape and dtype), so the GPU runs the calls one after another
  * — as a decode loop would, each layer waiting for the last — with no CPU wait in between.
- * A block of calls of one algorithm is timed from the last end stamp before it to the last
- * end stamp in it (only those calls are stamped): it counts the gaps between passes and never
- * a neighbour's work. (Calls queued back to back
+ * A block of calls of one algorithm is timed between the end stamps of two marks
+ * (`WebGpuBackend.mark`: empty timed passes, one before and one after the block; no call is
+ * stamped, so the calls share one compute pass as in normal use): it counts the gaps between
+ * the calls, one pass boundary a block, and never a neighbour's work. (Calls queued back to back
  * without the chain share no buffer a barrier would order, so the GPU overlapped them and a
  * pass's own stamps counted its neighbours' work; waiting for each call instead let the GPU
  * clock down between calls — on an H200, 2026-11-26, both made the times 1.5–5× too long;
@@ -48,14 +53,15 @@ export function callTime(passes: readonly PassTiming[]): { span: number; sum: nu
  * chain without naive the two agreed within 0.2 µs (bench/NOTES.md, session 4). The chain is
  * one command buffer queued behind heater work (bench/_heater.ts: spun until the clock is up,
  * then ~100 ms more), so the GPU neither waits for the CPU between calls nor starts them at an
- * idle clock. Falls back to one call at a time (read back after each) if the pass counts cannot be matched up.
+ * idle clock. Falls back to one call at a time (read back after each) if the marks cannot be
+ * matched up.
  */
 export async function gpuTimesInterleaved(
   gpu: WebGpuBackend,
   calls: readonly Call[],
   reps: number,
   warmup: number,
-): Promise<({ ms: number; sumMs: number; passes: number } | null)[]> {
+): Promise<(CallTiming | null)[]> {
   if (calls.length === 0) return [];
   if (!gpu.ctx.features.timestamps) return calls.map(() => null);
   for (const call of calls) await warmUp(gpu, call, warmup);
@@ -69,36 +75,46 @@ export async function gpuTimesInterleaved(
     await gpu.readTimings();
     passes = [];
     sums = [];
-    let longest = 0;
+    const spans: number[] = [];
     for (const call of calls) {
       call().dispose();
       const t = await gpu.readTimings();
       passes.push(t.length);
       sums.push(callTime(t).sum);
-      longest = Math.max(longest, t.length ? callTime(t).span : 0);
+      spans.push(t.length ? callTime(t).span : 0);
     }
+    const longest = Math.max(...spans);
     reps = repsFor(longest, reps);
-    const size = Math.max(2, Math.ceil(reps / 2));
-    for (let r = 0; r < 4; r++) for (const i of roundOrder(calls.length, r)) blocks.push([i, size]);
+    const base = Math.max(2, Math.ceil(reps / 2));
+    // A block pays one pass boundary (its end mark, ≈ 5 µs on an H200): short calls get blocks
+    // of at least MIN_BLOCK_MS, so that costs them ≤ 1–2 % rather than up to 1 µs a call.
+    const size = spans.map((t) =>
+      Math.min(MAX_BLOCK, Math.max(base, t > 0 ? Math.ceil(MIN_BLOCK_MS / t) : base))
+    );
+    for (let r = 0; r < 4; r++) {
+      for (const i of roundOrder(calls.length, r)) blocks.push([i, size[i]]);
+    }
     // The whole chain goes to the GPU as one command buffer, queued right behind ~100 ms of
-    // heater work: the GPU neither waits for the CPU between calls nor starts them cold. Only
-    // the call ahead and the last call of each block are stamped, so a block's time is the span
-    // between stamps. The unstamped calls share one compute pass (the runtime's); a stamped
-    // call runs in a pass of its own, whose boundaries (≈ 5 µs each on an H200, bench/NOTES.md
-    // session 4) the block's time includes.
+    // heater work: the GPU neither waits for the CPU between calls nor starts them cold. No
+    // call is stamped: the calls share the runtime's compute pass, and a mark (an empty timed
+    // pass, WebGpuBackend.mark) follows the call ahead and each block, so a block's time is the
+    // span between two marks' end stamps, one pass boundary included.
+    gpu.setProfiling(false);
     gpu.flush();
     gpu.holdSubmits(true);
     let cur: Tensor | null = null;
     try {
-      const chain = (i: number, stamp: boolean) => {
-        gpu.setProfiling(stamp);
+      const chain = (i: number) => {
         const out: Tensor = cur ? calls[i](cur) : calls[i]();
         cur?.dispose();
         cur = out;
       };
-      chain(blocks[0][0], true);
-      for (const [i, n] of blocks) for (let b = 0; b < n; b++) chain(i, b === n - 1);
-      gpu.setProfiling(true);
+      chain(blocks[0][0]);
+      gpu.mark("block");
+      for (const [i, n] of blocks) {
+        for (let b = 0; b < n; b++) chain(i);
+        gpu.mark("block");
+      }
       (cur as Tensor | null)?.dispose();
       await heatGpu(gpu.ctx.device, HEAT_MS, 8 * gpu.parallelism);
     } finally {
@@ -109,18 +125,12 @@ export async function gpuTimesInterleaved(
   } finally {
     gpu.setProfiling(false);
   }
-  const stamped = [blocks[0][0], ...blocks.map(([i]) => i)];
-  if (passes.includes(0) || all.length !== stamped.reduce((a, i) => a + passes[i], 0)) {
+  if (passes.includes(0) || all.length !== blocks.length + 1) {
     const out = [];
     for (const call of calls) out.push(await gpuTime(gpu, call, reps, warmup));
     return out;
   }
-  const ends: (number | undefined)[] = [];
-  let at = 0;
-  for (const i of stamped) {
-    at += passes[i];
-    ends.push(all[at - 1].endNs);
-  }
+  const ends = all.map((t) => t.endNs);
   const per: number[][] = calls.map(() => []);
   blocks.forEach(([i, n], b) => {
     const e0 = ends[b];
@@ -132,7 +142,7 @@ export async function gpuTimesInterleaved(
     for (const call of calls) out.push(await gpuTime(gpu, call, reps, warmup));
     return out;
   }
-  return per.map((p, i) => ({ ms: median(p), sumMs: sums[i], passes: passes[i] }));
+  return per.map((p, i) => ({ ms: median(p), sumMs: sums[i], passes: passes[i], chained: true }));
 }
 
 /**
@@ -166,6 +176,11 @@ export async function warmUp(gpu: WebGpuBackend, call: Call, warmup: number): Pr
   await gpu.ctx.device.queue.onSubmittedWorkDone();
 }
 
+/** Shortest block of one algorithm's chained calls (ms, by its single stamped call). */
+const MIN_BLOCK_MS = 0.5;
+/** Longest block, in calls (a 5 µs call gets 100). */
+const MAX_BLOCK = 128;
+
 /** GPU time of the heater (bench/_heater.ts) queued right before a row's timed chain. */
 export const HEAT_MS = 100;
 
@@ -178,7 +193,7 @@ async function gpuTime(
   call: Call,
   reps: number,
   warmup: number,
-): Promise<{ ms: number; sumMs: number; passes: number } | null> {
+): Promise<CallTiming | null> {
   await warmUp(gpu, call, warmup);
   if (!gpu.ctx.features.timestamps) return null;
   gpu.setProfiling(true);
@@ -207,6 +222,7 @@ async function gpuTime(
       ms: median(per.map((t) => t.span)),
       sumMs: median(per.map((t) => t.sum)),
       passes,
+      chained: false,
     };
   } finally {
     gpu.setProfiling(false);

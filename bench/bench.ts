@@ -83,13 +83,13 @@ const BASE_ELEMS = 1 << 21;
 const FIRST_GBS = 300;
 
 /** The runtime behind the backend (for `allocShaped` and `settle`). */
-function runtimeOf(gpu: WebGpuBackend): GpuRuntime {
+export function runtimeOf(gpu: WebGpuBackend): GpuRuntime {
   if (!(gpu.ctx instanceof GpuRuntime)) throw new Error("bench: unexpected WebGPU context");
   return gpu.ctx;
 }
 
 /** Storage of `t`: its parts in key order when stored across buffers, else itself. */
-function storageOf(gpu: WebGpuBackend, t: Tensor): DataId[] {
+export function storageOf(gpu: WebGpuBackend, t: Tensor): DataId[] {
   const parts = gpu.splitParts({ id: t.id, shape: t.shape, dtype: t.dtype });
   return parts ? parts.map((p) => p.id) : [t.id];
 }

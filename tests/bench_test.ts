@@ -28,7 +28,11 @@ import { encodeModel, ProtoWriter } from "../bench/peers/_onnx_proto.ts";
 import { parseTorchOutput, runTorchPeer } from "../bench/_torch.ts";
 import { deviceSlug, referenceRow, sampleHeads } from "../bench/bench.ts";
 import { splitRanges } from "../bench/_cpu_bench.ts";
-import { roundOrder } from "../bench/_timing.ts";
+import { gpuTimesInterleaved, roundOrder } from "../bench/_timing.ts";
+import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
+import { tensor } from "../tensor/creation.ts";
+import { add, mul } from "../ops/binary.ts";
+import type { Tensor } from "../tensor/tensor.ts";
 import { referenceAttention } from "./_reference.ts";
 import { normals } from "../tensor/random.ts";
 
@@ -254,6 +258,32 @@ const gpuTest = (name: string, fn: (d: GPUDevice) => Promise<void>) =>
       if (d) await fn(d);
     },
   });
+
+gpuTest("gpuTimesInterleaved: one chain timed between marks, every call timed", async () => {
+  const b = await webgpu();
+  try {
+    const x = tensor(normals(4096, 3), { shape: [4096], backend: b });
+    // Two "algorithms" whose outputs feed the next call (a cheap and a 3× dearer one).
+    const cheap = (q?: Tensor) => add(q ?? x, x);
+    const dear = (q?: Tensor) => {
+      const a = mul(q ?? x, x);
+      const c = add(a, x);
+      a.dispose();
+      const d = add(c, x);
+      c.dispose();
+      return d;
+    };
+    const t = await gpuTimesInterleaved(b, [cheap, dear], 8, 1);
+    for (const r of t) {
+      ok(r !== null && r.chained, `timed by the chain: ${JSON.stringify(r)}`);
+      ok(r.ms > 0 && Number.isFinite(r.ms));
+    }
+    deepStrictEqual(t.map((r) => r!.passes), [1, 3]);
+    x.dispose();
+  } finally {
+    b.destroy();
+  }
+});
 
 gpuTest("ceiling kernel reads every 32-bit word exactly once (sums match the CPU)", async (dev) => {
   const seed = 0x5eed;

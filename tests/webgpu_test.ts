@@ -305,7 +305,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "pending ops share one compute pass; a timed op gets its own; chained results are exact",
+  name:
+    "pending ops share one compute pass; a timed op or a mark gets its own; chained results are exact",
   ...opts,
   fn: async () => {
     if (!(await mainGpu())) return;
@@ -343,7 +344,20 @@ Deno.test({
         await c.data();
         assertEquals(passes, 3, `untimed, timed, untimed: ${passes} passes`);
         assertEquals((await b.readTimings()).length, 1);
-        for (const z of [a, t, c]) z.dispose();
+        // Marks (profiling off): each ends the shared pass and adds one empty timed pass; they
+        // come back in order, their end stamps after the work before them.
+        passes = 0;
+        const m1 = add(c, c);
+        assert(b.mark("m1"));
+        const m2 = add(m1, m1);
+        const m3 = add(m2, m2);
+        assert(b.mark("m2"));
+        assert((await m3.data()).every((v, i) => v === Math.fround(Math.fround(x0[i]) * 2 ** 46)));
+        assertEquals(passes, 4, `ops, mark, ops, mark: ${passes} passes`);
+        const marks = await b.readTimings();
+        assertEquals(marks.map((m) => m.label), ["m1", "m2"]);
+        assert(marks[1].endNs! >= marks[0].endNs!, "marks in order");
+        for (const z of [a, t, c, m1, m2, m3]) z.dispose();
       }
       x.dispose();
     } finally {

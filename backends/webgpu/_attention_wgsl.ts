@@ -44,7 +44,11 @@
  * can merge cut units itself (`fm`): each piece's workgroup publishes its state, fences
  * (`storageBarrier`, device scope in wgpu) and counts it on the unit's integer counter; the
  * one that completes the count fences again and folds the pieces exactly as the reduce
- * kernel does (one shared generator), so the two give the same bits.
+ * kernel does (one shared generator), so the two give the same bits. The partial states are
+ * then written and read with atomics only: a fence orders memory, but a plain load may still
+ * be served from the reading multiprocessor's L1, which another multiprocessor's store does
+ * not invalidate — on an H200 a flash-decoding row now and then merged a stale `(m, l)` line
+ * (bench/_determinism.ts; bench/NOTES.md, session 5).
  *
  * @module
  */
@@ -162,16 +166,36 @@ fn visible(len: u32, Sq: u32, i: u32, causal: bool) -> u32 {
 
 /**
  * Bindings of the three main kernels (one layout, so the executor binds them alike): meta,
- * q, K, V (`kvT`: the storage element or the wide load type), out, lse, partial states.
+ * q, K, V (`kvT`: the storage element or the wide load type), out, lse, partial states —
+ * as f32, or as u32 words accessed only atomically where workgroups of the same dispatch
+ * read each other's partials (`atomicPart`, the in-kernel merge; see {@link partStore}).
  */
-function mainBindings(q: Elem, kvT: string): string {
+function mainBindings(q: Elem, kvT: string, atomicPart = false): string {
   return `@group(0) @binding(0) var<storage, read> mt: array<u32>;
 @group(0) @binding(1) var<storage, read> Q: array<${q}>;
 @group(0) @binding(2) var<storage, read> K: array<${kvT}>;
 @group(0) @binding(3) var<storage, read> V: array<${kvT}>;
 @group(0) @binding(4) var<storage, read_write> O: array<${q}>;
 @group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
-@group(0) @binding(6) var<storage, read_write> PART: array<f32>;`;
+@group(0) @binding(6) var<storage, read_write> PART: ${
+    atomicPart ? "array<atomic<u32>>" : "array<f32>"
+  };`;
+}
+
+/**
+ * WGSL storing f32 `v` at partial word `i`. With `atomic` the store is an `atomicStore` of its
+ * bits: the in-kernel merge reads partials another workgroup of the same dispatch wrote, and
+ * plain loads may be served by the reading multiprocessor's L1, which is not coherent with
+ * other multiprocessors' stores (WGSL orders non-atomic accesses only within a workgroup).
+ * Atomic accesses go to L2.
+ */
+function partStore(i: string, v: string, atomic: boolean): string {
+  return atomic ? `atomicStore(&PART[${i}], bitcast<u32>(${v}));` : `PART[${i}] = ${v};`;
+}
+
+/** WGSL loading partial word `i` as f32 (atomically with `atomic`, see {@link partStore}). */
+function partLoad(i: string, atomic: boolean): string {
+  return atomic ? `bitcast<f32>(atomicLoad(&PART[${i}]))` : `PART[${i}]`;
 }
 
 /**
@@ -292,6 +316,7 @@ export interface SgConfig {
    * the count to the unit's number of pieces merges them in the listed order, as the reduce
    * kernel would (same fold, same results bit for bit). Binds the counters (one zeroed u32 a
    * cut unit) at binding 7. No workgroup waits on another: the last to arrive does the work.
+   * The partial states are then u32 words stored and loaded atomically (L2, not a stale L1).
    */
   fm: boolean;
 }
@@ -659,7 +684,7 @@ ${st}
   const f16 = c.kv === "f16" || c.q === "f16";
   return `${c.q === "f16" ? "enable f16;" : ""}
 // attention, subgroup kernel: ${sgKey(c)}${f16 ? " (f16 K/V unpacked from u32)" : ""}
-${mainBindings(c.q, ldT)}${
+${mainBindings(c.q, ldT, c.fm)}${
     c.fm
       ? `
 @group(0) @binding(7) var<storage, read_write> CNT: array<atomic<u32>>;
@@ -704,7 +729,7 @@ ${segmentLoop()}
     let fr = rc + fr0;
     let act = act0 && fr < R;
 ${lines.join("\n")}
-${writeOut(D, c.q)}
+${writeOut(D, c.q, c.fm)}
     }
 ${c.fm ? fusedMerge(D, c.q, wg) : ""}  }
 }
@@ -713,7 +738,8 @@ ${c.fm ? fusedMerge(D, c.q, wg) : ""}  }
 
 /** The end of a segment: row `fr`, dims `4·fj…` of the merged state `(M, Lt, acc)` go to the
  * output (normalised, with the lse) or to the segment's partial slot. */
-function writeOut(D: number, q: Elem): string {
+function writeOut(D: number, q: Elem, atomicPart = false): string {
+  const st = (i: string, v: string) => partStore(i, v, atomicPart);
   return `    if (act) {
       let i = qb * rpb + fr % rpb;
       if (i < Sq) {
@@ -730,13 +756,13 @@ function writeOut(D: number, q: Elem): string {
         } else {
           let pr = part * R + fr;
           let pb = partOOff + pr * ${D}u + fj * 4u;
-          PART[pb] = acc.x;
-          PART[pb + 1u] = acc.y;
-          PART[pb + 2u] = acc.z;
-          PART[pb + 3u] = acc.w;
+          ${st("pb", "acc.x")}
+          ${st("pb + 1u", "acc.y")}
+          ${st("pb + 2u", "acc.z")}
+          ${st("pb + 3u", "acc.w")}
           if (fj == 0u) {
-            PART[pr * 2u] = M;
-            PART[pr * 2u + 1u] = select(Lt, qnan, rbad);
+            ${st("pr * 2u", "M")}
+            ${st("pr * 2u + 1u", "select(Lt, qnan, rbad)")}
           }
         }
       }
@@ -861,7 +887,8 @@ const FUSED_UNROLL = 8;
  * and writes output row `row` (normalised) and, for `d = 0`, its lse. Shared by the reduce
  * kernel and the subgroup kernel's in-kernel merge, so both give the same results.
  */
-function finishCut(D: number, q: Elem, U: number, ind: string): string {
+function finishCut(D: number, q: Elem, U: number, ind: string, atomicPart = false): string {
+  const ld = (i: string) => partLoad(i, atomicPart);
   const ks = [...Array(U).keys()];
   const fold = (j: number) => `
     let mN = max(m, mb${j});
@@ -882,9 +909,9 @@ while (k < count) {
 ${ks.map((j) => `  let p${j} = mt[first + min(k + ${j}u, last)] * R + r;`).join("\n")}
 ${
     ks.map((j) =>
-      `  let mb${j} = PART[p${j} * 2u];
-  let lb${j} = PART[p${j} * 2u + 1u];
-  let ob${j} = PART[partOOff + p${j} * ${D}u + d];`
+      `  let mb${j} = ${ld(`p${j} * 2u`)};
+  let lb${j} = ${ld(`p${j} * 2u + 1u`)};
+  let ob${j} = ${ld(`partOOff + p${j} * ${D}u + d`)};`
     ).join("\n")
   }
 ${
@@ -964,7 +991,7 @@ function fusedMerge(D: number, q: Elem, wg: number): string {
           let i = qb * rpb + r % rpb;
           if (i < Sq) {
             let row = (b * Hq + h * group + r / rpb) * Sq + i;
-${finishCut(D, q, FUSED_UNROLL, "            ")}
+${finishCut(D, q, FUSED_UNROLL, "            ", true)}
           }
         }
       }

@@ -740,6 +740,37 @@ export class GpuRuntime implements GpuContext {
 
   // ---- profiling ---------------------------------------------------------------------------
 
+  /**
+   * Writes a timestamp pair after everything encoded so far, as an empty compute pass of its
+   * own (`label`), whatever the profiling switch: ends the shared pass, so the marked work
+   * pays one pass boundary, not the two a timed dispatch's own pass costs. Its end stamp is
+   * written once the work before it has finished (wgpu/Vulkan: bottom of pipe), so the span
+   * between two marks' end stamps is the GPU time of what was dispatched between them. Read
+   * with the other passes' timings by {@link readTimings}. Returns false (and writes
+   * nothing) without `timestamp-query`.
+   */
+  mark(label: string): boolean {
+    this.check();
+    if (!this.features.timestamps) return false;
+    const enc = this.#encoder ??= this.device.createCommandEncoder();
+    this.#endPass();
+    let batch = this.#batches.at(-1);
+    if (!batch || batch.labels.length === MAX_PENDING_DISPATCHES) {
+      this.#batches.push(batch = this.#newBatch());
+    }
+    const i = batch.labels.length;
+    batch.labels.push(label);
+    enc.beginComputePass({
+      label,
+      timestampWrites: {
+        querySet: batch.querySet,
+        beginningOfPassWriteIndex: 2 * i,
+        endOfPassWriteIndex: 2 * i + 1,
+      },
+    }).end();
+    return true;
+  }
+
   /** Turns per-pass timestamp queries on or off (no-op without `timestamp-query`). */
   setProfiling(on: boolean): void {
     // While submissions are held the pending passes stay in one command buffer; the timing

@@ -261,6 +261,16 @@ export class WebGpuBackend implements Backend {
     this.#rt.holdSubmits(on);
   }
 
+  /**
+   * Stamps the point after everything dispatched so far (benchmarks): an empty timed pass,
+   * read with {@link WebGpuBackend.readTimings} in order with the profiled passes; the span
+   * between two marks' end stamps is the GPU time of the work between them, at the cost of
+   * one pass boundary. False (nothing written) without `timestamp-query`.
+   */
+  mark(label = "mark"): boolean {
+    return this.#rt.mark(label);
+  }
+
   /** GPU time of each pass recorded while profiling, in dispatch order; clears the list. */
   readTimings(): Promise<PassTiming[]> {
     return this.#rt.readTimings();
