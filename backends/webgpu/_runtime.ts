@@ -601,21 +601,7 @@ export class GpuRuntime implements GpuContext {
     const timed = this.#profiling && this.features.timestamps;
     let pass: GPUComputePassEncoder;
     if (timed) {
-      this.#endPass();
-      let batch = this.#batches.at(-1);
-      if (!batch || batch.labels.length === MAX_PENDING_DISPATCHES) {
-        this.#batches.push(batch = this.#newBatch());
-      }
-      const i = batch.labels.length;
-      batch.labels.push(label);
-      pass = enc.beginComputePass({
-        label,
-        timestampWrites: {
-          querySet: batch.querySet,
-          beginningOfPassWriteIndex: 2 * i,
-          endOfPassWriteIndex: 2 * i + 1,
-        },
-      });
+      pass = this.#timedPass(enc, label);
     } else {
       pass = this.#pass ??= enc.beginComputePass({ label: "leanattn ops" });
     }
@@ -753,6 +739,15 @@ export class GpuRuntime implements GpuContext {
     this.check();
     if (!this.features.timestamps) return false;
     const enc = this.#encoder ??= this.device.createCommandEncoder();
+    this.#timedPass(enc, label).end();
+    return true;
+  }
+
+  /**
+   * Ends the shared pass and begins a pass of its own with a timestamp pair in the current
+   * timing batch (a new batch when that one is full), recorded under `label`.
+   */
+  #timedPass(enc: GPUCommandEncoder, label: string): GPUComputePassEncoder {
     this.#endPass();
     let batch = this.#batches.at(-1);
     if (!batch || batch.labels.length === MAX_PENDING_DISPATCHES) {
@@ -760,15 +755,14 @@ export class GpuRuntime implements GpuContext {
     }
     const i = batch.labels.length;
     batch.labels.push(label);
-    enc.beginComputePass({
+    return enc.beginComputePass({
       label,
       timestampWrites: {
         querySet: batch.querySet,
         beginningOfPassWriteIndex: 2 * i,
         endOfPassWriteIndex: 2 * i + 1,
       },
-    }).end();
-    return true;
+    });
   }
 
   /** Turns per-pass timestamp queries on or off (no-op without `timestamp-query`). */
