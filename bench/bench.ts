@@ -17,10 +17,10 @@
  *  4. GPU time (`gpuMs`): the calls of a row are chained (each call's q is the previous
  *     output, so they run one after another), encoded into one command buffer and queued
  *     behind a heater kernel (spun until the GPU is at its top clock, then ~100 ms more);
- *     four blocks of ≈ `--reps`/2 calls per algorithm (fewer for calls over 5 ms), the
- *     algorithms taking turns; a block's time is the span
- *     from the last end timestamp before it to its last call's last end timestamp, over its
- *     length (only those calls are stamped); the median over the blocks. Every pass of a call
+ *     four blocks per algorithm of ≈ `--reps`/2 calls (fewer for calls over 5 ms) and at
+ *     least 0.5 ms, the algorithms taking turns in another order each round; no call is
+ *     stamped: a block's time is the span between the end stamps of the marks (empty timed
+ *     passes) before and after it, over its length; the median over the blocks. Every pass of a call
  *     counts (the per-part passes and merges of split K/V too). `gpuSumMs`: the sum of the
  *     passes' own times of one stamped call; wall time: a pipelined loop of calls, one
  *     readback at the end;

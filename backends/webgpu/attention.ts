@@ -15,11 +15,11 @@
  * deterministic (fixed merge orders whoever merges, no float atomics, no workgroup waits on
  * another).
  *
- * Measured on an H200 (f16 K/V, D = 128, decode; bench/NOTES.md, 2026-11-26 05:08 UTC), as % of
- * a streaming read of the same bytes: MHA 94–98 % at ≥ 268 MB, GQA (4 rows a unit) 89–92 % at
- * ≥ 1 GB but 82–87 % at 268 MB. A call with an in-kernel merge costs ≈ 12 µs
+ * Measured on an H200 (f16 K/V, D = 128, decode; bench/NOTES.md, 2026-11-26 06:18 UTC), as % of
+ * a streaming read of the same bytes: MHA 93–98 % at ≥ 268 MB, GQA (4 rows a unit) 89–92 % at
+ * ≥ 1 GB but 83–87 % at 268 MB. A call with an in-kernel merge costs ≈ 11–12 µs
  * however little it reads (a dependent dispatch ≈ 2 µs of it), so calls under ≈ 100 MB are far
- * from the streaming limit (17 MB: 13–20 µs).
+ * from the streaming limit (17 MB: 12–18 µs).
  *
  * A visible NaN or +∞ score makes its row NaN (out and lse), as in the float64 reference:
  * kernels track it with a bit test per score (compilers may assume no NaN, and WGSL `max`
