@@ -18,8 +18,8 @@ import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
 import { randn } from "../tensor/creation.ts";
 import { leanAttention } from "../attention/lean.ts";
 import { flashAttention } from "../attention/flash.ts";
-import { Tensor } from "../tensor/tensor.ts";
-import { runtimeOf, storageOf } from "./bench.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { allocStorage, tileInto } from "./bench.ts";
 
 const arg = (name: string, def: number) => {
   const i = Deno.args.indexOf(name);
@@ -50,23 +50,8 @@ const BLOCK = 3 << 19;
  */
 function tiled(shape: number[], seed: number): Tensor {
   const base = randn([BLOCK], { seed, dtype: "float16", backend: gpu });
-  const t = new Tensor(gpu, runtimeOf(gpu).allocShaped(shape, "float16"), shape, "float16");
-  gpu.flush();
-  const ctx = gpu.ctx;
-  const enc = ctx.device.createCommandEncoder({ label: "tile randn" });
-  for (const id of storageOf(gpu, t)) {
-    const bytes = ctx.byteLength(id);
-    for (let off = 0; off < bytes; off += 2 * BLOCK) {
-      enc.copyBufferToBuffer(
-        ctx.buffer(base.id),
-        0,
-        ctx.buffer(id),
-        off,
-        Math.min(2 * BLOCK, bytes - off),
-      );
-    }
-  }
-  ctx.device.queue.submit([enc.finish()]);
+  const t = allocStorage(gpu, shape, "float16");
+  tileInto(gpu, base, t);
   base.dispose();
   return t;
 }

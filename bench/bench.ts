@@ -69,7 +69,7 @@ import { GpuRuntime } from "../backends/webgpu/_runtime.ts";
 import type { DataId } from "../backends/backend.ts";
 import { randn } from "../tensor/creation.ts";
 import { normals } from "../tensor/random.ts";
-import { roundToF16 } from "../tensor/dtype.ts";
+import { type DType, roundToF16 } from "../tensor/dtype.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { sizeOf } from "../tensor/shape.ts";
 import { flashAttention, flashSchedule } from "../attention/flash.ts";
@@ -83,15 +83,43 @@ const BASE_ELEMS = 1 << 21;
 const FIRST_GBS = 300;
 
 /** The runtime behind the backend (for `allocShaped` and `settle`). */
-export function runtimeOf(gpu: WebGpuBackend): GpuRuntime {
+function runtimeOf(gpu: WebGpuBackend): GpuRuntime {
   if (!(gpu.ctx instanceof GpuRuntime)) throw new Error("bench: unexpected WebGPU context");
   return gpu.ctx;
 }
 
 /** Storage of `t`: its parts in key order when stored across buffers, else itself. */
-export function storageOf(gpu: WebGpuBackend, t: Tensor): DataId[] {
+function storageOf(gpu: WebGpuBackend, t: Tensor): DataId[] {
   const parts = gpu.splitParts({ id: t.id, shape: t.shape, dtype: t.dtype });
   return parts ? parts.map((p) => p.id) : [t.id];
+}
+
+/**
+ * Uninitialised storage of `shape`, across buffers where the runtime splits such a tensor
+ * (fill it with {@link tileInto}; an out-of-memory error arrives at the next `settle`).
+ */
+export function allocStorage(gpu: WebGpuBackend, shape: number[], dtype: DType): Tensor {
+  return new Tensor(gpu, runtimeOf(gpu).allocShaped(shape, dtype), shape, dtype);
+}
+
+/**
+ * Fills `t` (whole or each of its parts) with copies of `base` on the GPU: element i of each
+ * part is `base`'s element `i mod base.size` (no host array of the whole size).
+ */
+export function tileInto(gpu: WebGpuBackend, base: Tensor, t: Tensor): void {
+  const ctx = gpu.ctx;
+  gpu.flush();
+  const src = ctx.buffer(base.id);
+  const block = ctx.byteLength(base.id);
+  const enc = ctx.device.createCommandEncoder({ label: "tile randn" });
+  for (const id of storageOf(gpu, t)) {
+    const dst = ctx.buffer(id);
+    const bytes = ctx.byteLength(id);
+    for (let off = 0; off < bytes; off += block) {
+      enc.copyBufferToBuffer(src, 0, dst, off, Math.min(block, bytes - off));
+    }
+  }
+  ctx.device.queue.submit([enc.finish()]);
 }
 
 /**
@@ -147,7 +175,7 @@ class Inputs {
    */
   alloc(c: Case): Tensor {
     const shape = [c.B, c.Hkv, c.N, c.D];
-    return new Tensor(this.gpu, runtimeOf(this.gpu).allocShaped(shape, c.dtype), shape, c.dtype);
+    return allocStorage(this.gpu, shape, c.dtype);
   }
 
   /**
@@ -155,20 +183,7 @@ class Inputs {
    * element `i mod blockElems` — what {@link referenceRow} reads given the parts' ranges.
    */
   fill(c: Case, which: "k" | "v", t: Tensor): void {
-    const base = this.#base(c, which).t;
-    const ctx = this.gpu.ctx;
-    this.gpu.flush();
-    const src = ctx.buffer(base.id);
-    const block = ctx.byteLength(base.id);
-    const enc = ctx.device.createCommandEncoder({ label: "tile randn" });
-    for (const id of storageOf(this.gpu, t)) {
-      const dst = ctx.buffer(id);
-      const bytes = ctx.byteLength(id);
-      for (let off = 0; off < bytes; off += block) {
-        enc.copyBufferToBuffer(src, 0, dst, off, Math.min(block, bytes - off));
-      }
-    }
-    ctx.device.queue.submit([enc.finish()]);
+    tileInto(this.gpu, this.#base(c, which).t, t);
   }
 
   dispose(): void {
