@@ -87,15 +87,15 @@ export { calibratedGrid, calibrateGrid } from "./attention/calibrate_grid.ts";
 export type { CalibrateOptions, Calibration } from "./attention/calibrate_grid.ts";
 export { mergeAttentionStates } from "./attention/merge.ts";
 export type { AttentionState } from "./attention/merge.ts";
-export { leanSchedule, splitSchedule } from "./attention/lean_schedule.ts";
+export { leanSchedule, splitSchedule } from "./schedule/lean_schedule.ts";
 export type {
   LeanCut,
   LeanPlan,
   LeanSchedule,
   LeanSegment,
   LeanUnit,
-} from "./attention/lean_schedule.ts";
-export { numSplitsHeuristic } from "./attention/split_heuristic.ts";
-export type { SplitHeuristicInput } from "./attention/split_heuristic.ts";
-export { renderSchedule } from "./attention/render_schedule.ts";
-export type { RenderOptions } from "./attention/render_schedule.ts";
+} from "./schedule/lean_schedule.ts";
+export { numSplitsHeuristic } from "./schedule/split_heuristic.ts";
+export type { SplitHeuristicInput } from "./schedule/split_heuristic.ts";
+export { renderSchedule } from "./schedule/render_schedule.ts";
+export type { RenderOptions } from "./schedule/render_schedule.ts";

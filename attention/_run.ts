@@ -3,30 +3,19 @@
  * schedule, call the backend once, wrap the results.
  *
  * K/V too large for one device binding arrive stored across several buffers (a backend's
- * `splitParts`), each holding a range `[n0, n1)` of the key axis. Attention over the union
+ * `storageParts`), each holding a range `[n0, n1)` of the key axis. Attention over the union
  * of disjoint key sets is the merge of the attention over each set, so the op runs once per
  * part — the same algorithm, its schedule recomputed here for the part's lengths
  * `clamp(kvLens[b] − n0, 0, n1 − n0)` — and merges the parts' states in key order on the
  * backend (no readback).
  */
-import type { Backend, DataId, SplitPart, TensorInfo } from "../backends/backend.ts";
-import { type LeanSchedule, leanSchedule, splitSchedule } from "./lean_schedule.ts";
+import type { Backend, DataId, StoragePart, TensorInfo } from "../backends/backend.ts";
+import { type LeanSchedule, leanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
 import type { AttentionProblem } from "./_validate.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { LimitError } from "../tensor/errors.ts";
 import { fmt } from "../tensor/shape.ts";
 import type { AttentionState } from "./merge.ts";
-
-/**
- * Query rows per query block. One unit covers a GQA group's heads × this many query rows,
- * like FlashAttention-2's `kBlockM`; decode (Sq = 1) gives one block per (batch, kv-head).
- */
-export const BLOCK_M = 64;
-
-/** Query blocks of a problem. */
-export function queryBlocks(p: AttentionProblem): number {
-  return Math.ceil(p.Sq / BLOCK_M);
-}
 
 const info = (t: Tensor): TensorInfo => ({ id: t.id, shape: t.shape, dtype: t.dtype });
 
@@ -40,7 +29,7 @@ export function runSchedule(
   schedule: LeanSchedule,
 ): Tensor | AttentionState {
   const backend: Backend = q.backend;
-  const parts = splitKV(algo, backend, q, k, v);
+  const parts = kvParts(algo, backend, q, k, v);
   const r = parts
     ? runParts(algo, backend, q, k, p, schedule, parts)
     : backend.attention(info(q), info(k), info(v), {
@@ -58,33 +47,33 @@ export function runSchedule(
   return { out, lse: new Tensor(backend, r.lse, [p.B, p.Hq, p.Sq], "float32") };
 }
 
-/** The matching parts of k and v when the backend stored them split, else null. */
-function splitKV(
+/** The matching parts of k and v when the backend stored them in parts, else null. */
+function kvParts(
   algo: string,
   backend: Backend,
   q: Tensor,
   k: Tensor,
   v: Tensor,
-): { k: readonly SplitPart[]; v: readonly SplitPart[] } | null {
-  if (!backend.splitParts) return null;
+): { k: readonly StoragePart[]; v: readonly StoragePart[] } | null {
+  if (!backend.storageParts) return null;
   const op = algo === "lean" ? "leanAttention" : "flashAttention";
-  if (backend.splitParts(info(q))) {
+  if (backend.storageParts(info(q))) {
     throw new LimitError(
       `${op}: q ${fmt(q.shape)} is too large for one buffer binding and was stored across ` +
-        `several buffers; only k and v may be split (run fewer queries per call)`,
+        `several buffers; only k and v may be stored in parts (run fewer queries per call)`,
     );
   }
-  const kp = backend.splitParts(info(k));
-  const vp = backend.splitParts(info(v));
+  const kp = backend.storageParts(info(k));
+  const vp = backend.storageParts(info(v));
   if (!kp && !vp) return null;
   const same = kp && vp && kp.length === vp.length &&
     kp.every((a, i) => a.n0 === vp[i].n0 && a.n1 === vp[i].n1);
   if (!same) {
-    const desc = (s: readonly SplitPart[] | null) =>
-      s ? `split at [${s.map((x) => x.n0).join(", ")}]` : "stored whole";
+    const desc = (s: readonly StoragePart[] | null) =>
+      s ? `in parts from keys [${s.map((x) => x.n0).join(", ")}]` : "stored whole";
     throw new LimitError(
       `${op}: k is ${desc(kp)} and v is ${desc(vp)} along the key axis; k and v over one ` +
-        `buffer binding must be split alike (create both with the same shape and dtype)`,
+        `buffer binding must be cut into the same parts (create both with the same shape and dtype)`,
     );
   }
   return { k: kp!, v: vp! };
@@ -107,7 +96,7 @@ function runParts(
   k: Tensor,
   p: AttentionProblem,
   schedule: LeanSchedule,
-  parts: { k: readonly SplitPart[]; v: readonly SplitPart[] },
+  parts: { k: readonly StoragePart[]; v: readonly StoragePart[] },
 ): { out: DataId; lse: DataId } {
   const op = algo === "lean" ? "leanAttention" : "flashAttention";
   // Plan every call first, so that a refusal dispatches nothing.
@@ -137,8 +126,8 @@ function runParts(
       if (n > 0 && len - n1 < p.Sq - 1) {
         throw new LimitError(
           `${op}: causal attention with Sq = ${p.Sq} queries over K/V stored across ` +
-            `buffers (split at key ${n1}, over one buffer binding): kvLens[${b}] = ${len} ` +
-            `puts the split within the last ${p.Sq - 1} keys, where query rows see ` +
+            `buffers (a part boundary at key ${n1}, over one buffer binding): kvLens[${b}] = ${len} ` +
+            `puts the boundary within the last ${p.Sq - 1} keys, where query rows see ` +
             `different prefixes; causal prefill across a K/V buffer boundary is not ` +
             `supported there (use fewer queries per call, or Sq = 1)`,
         );

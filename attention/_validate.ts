@@ -11,6 +11,9 @@ import {
   show,
 } from "../tensor/errors.ts";
 import { fmt } from "../tensor/shape.ts";
+import { MAX_TILE, MAX_WORKERS } from "../schedule/limits.ts";
+
+export { MAX_TILE, MAX_WORKERS };
 
 /** Options every attention op takes. */
 export interface AttentionOptions {
@@ -37,18 +40,6 @@ export interface AttentionProblem {
   kvLens: Int32Array;
   returnLse: boolean;
 }
-
-/**
- * Most workers a schedule may have (`grid`, or units × `numSplits`): a schedule holds a run
- * per worker, so an absurd count would exhaust memory instead of failing cleanly.
- */
-export const MAX_WORKERS = 1 << 20;
-
-/**
- * Largest `tileSize`/`blockN`: kernels index keys with 32-bit integers (`tileEnd · tileSize`
- * must not wrap), and any tile past N keys is one tile anyway.
- */
-export const MAX_TILE = 1 << 30;
 
 /**
  * Throws {@link ArgumentError} unless `v` is a positive integer no larger than `max` (or

@@ -11,8 +11,8 @@
  */
 import type { Tensor } from "../tensor/tensor.ts";
 import { ArgumentError } from "../tensor/errors.ts";
-import { splitSchedule } from "./lean_schedule.ts";
-import type { LeanSchedule } from "./lean_schedule.ts";
+import { splitSchedule } from "../schedule/lean_schedule.ts";
+import type { LeanSchedule } from "../schedule/lean_schedule.ts";
 import {
   type AttentionOptions,
   MAX_TILE,
@@ -20,8 +20,9 @@ import {
   positiveIntOption,
   validateAttention,
 } from "./_validate.ts";
-import { queryBlocks, runSchedule } from "./_run.ts";
-import { numSplitsHeuristic } from "./split_heuristic.ts";
+import { runSchedule } from "./_run.ts";
+import { queryBlocksOf } from "../schedule/limits.ts";
+import { numSplitsHeuristic } from "../schedule/split_heuristic.ts";
 import type { AttentionState } from "./merge.ts";
 
 /** Options of {@link flashAttention}. */
@@ -51,7 +52,7 @@ function plan(q: Tensor, k: Tensor, v: Tensor, opts: FlashOptions) {
   const p = validateAttention(OP, q, k, v, opts);
   const blockN = positiveIntOption(OP, "blockN", opts.blockN, MAX_TILE) ?? 64;
   let numSplits: number;
-  const qBlocks = queryBlocks(p);
+  const qBlocks = queryBlocksOf(p.Sq);
   const lens = Array.from(p.kvLens);
   if (opts.numSplits === "auto") {
     numSplits = numSplitsHeuristic({

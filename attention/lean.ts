@@ -10,7 +10,7 @@
  * @module
  */
 import type { Tensor } from "../tensor/tensor.ts";
-import { type LeanSchedule, leanSchedule } from "./lean_schedule.ts";
+import { type LeanSchedule, leanSchedule } from "../schedule/lean_schedule.ts";
 import {
   type AttentionOptions,
   MAX_TILE,
@@ -18,11 +18,12 @@ import {
   positiveIntOption,
   validateAttention,
 } from "./_validate.ts";
-import { queryBlocks, runSchedule } from "./_run.ts";
+import { runSchedule } from "./_run.ts";
+import { queryBlocksOf } from "../schedule/limits.ts";
 import type { AttentionState } from "./merge.ts";
 import type { Backend, LeanGridProblem } from "../backends/backend.ts";
 import { calibratedGrid } from "./calibrate_grid.ts";
-import { unitRowsOf } from "./geometry.ts";
+import { unitRowsOf } from "../schedule/geometry.ts";
 
 /** Options of {@link leanAttention}. */
 export interface LeanOptions extends AttentionOptions {
@@ -56,7 +57,7 @@ function plan(q: Tensor, k: Tensor, v: Tensor, opts: LeanOptions) {
     batch: p.B,
     kvHeads: p.Hkv,
     kvLens: Array.from(p.kvLens),
-    qBlocks: queryBlocks(p),
+    qBlocks: queryBlocksOf(p.Sq),
     tileSize,
   };
   const grid = given ?? shapeGrid(q.backend, problem, p.Sq, p.Hq / p.Hkv, p.D, k.dtype);

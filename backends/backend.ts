@@ -7,7 +7,7 @@
  */
 import type { DType } from "../tensor/dtype.ts";
 import type { Shape } from "../tensor/shape.ts";
-import type { LeanPlan, LeanSchedule } from "../attention/lean_schedule.ts";
+import type { LeanPlan, LeanSchedule } from "../schedule/lean_schedule.ts";
 
 /** Opaque handle of a backend's storage for one tensor. */
 export type DataId = { readonly __dataId: unique symbol } | object;
@@ -48,12 +48,12 @@ export interface AttentionParams {
 }
 
 /**
- * One part of a tensor stored across several buffers (what {@link Backend.splitParts}
+ * One part of a tensor stored across several buffers (what {@link Backend.storageParts}
  * returns, spelled out there so the public API needs no extra type): the
  * range `[n0, n1)` of its second-to-last axis, itself an ordinary row-major tensor of the
  * same shape with that axis `n1 − n0` long.
  */
-export interface SplitPart {
+export interface StoragePart {
   /** The part's storage. */
   readonly id: DataId;
   /** First index of the second-to-last axis it holds. */
@@ -103,8 +103,8 @@ export interface Backend {
   readonly nativeF16: boolean;
 
   /**
-   * Stores values (already rounded to `dtype`). `shape`, when given, lets a backend split a
-   * tensor too large for one device buffer binding (see {@link Backend.splitParts}).
+   * Stores values (already rounded to `dtype`). `shape`, when given, lets a backend store a
+   * tensor too large for one device buffer binding (see {@link Backend.storageParts}).
    */
   upload(values: Float32Array, dtype: DType, shape?: Shape): DataId;
   /** Reads values back as float32. The only place that waits. */
@@ -173,7 +173,7 @@ export interface Backend {
    * whole. Only attention accepts such a tensor as k/v: it runs on each part and merges the
    * states. Every other primitive throws `LimitError` when given one.
    */
-  splitParts?(
+  storageParts?(
     t: TensorInfo,
   ): readonly { readonly id: DataId; readonly n0: number; readonly n1: number }[] | null;
   /** Frees everything the backend holds (the backend cannot be used afterwards). */

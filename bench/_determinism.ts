@@ -7,10 +7,10 @@
  * ordering between dispatches) shows up as a result that differs between calls. Also prints
  * each algorithm's largest difference from flash. Exits 1 on any nondeterministic call.
  *
- *     deno run -A bench/_determinism.ts [--iters 12] [--big] [--split-bytes B]
+ *     deno run -A bench/_determinism.ts [--iters 12] [--big] [--part-bytes B]
  *
  * `--big` adds the benchmark's (1,64,64) N = 512k case (K/V in parts over one binding);
- * `--split-bytes` stores K/V over B bytes in parts (as the backend option).
+ * `--part-bytes` stores K/V over B bytes in parts (as the backend option).
  *
  * @module
  */
@@ -26,8 +26,8 @@ const arg = (name: string, def: number) => {
   return i >= 0 ? Number(Deno.args[i + 1]) : def;
 };
 const iters = arg("--iters", 12);
-const split = arg("--split-bytes", 0);
-const gpu = await webgpu(split > 0 ? { splitBytes: split } : {});
+const split = arg("--part-bytes", 0);
+const gpu = await webgpu(split > 0 ? { partBytes: split } : {});
 console.log(`adapter: ${gpu.description}`);
 const K = gpu.description.includes("llvmpipe") ? 64 : 1024;
 const shapes = [

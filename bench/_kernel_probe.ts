@@ -27,8 +27,8 @@ import {
   webgpuAttention,
   webgpuMergeStates,
 } from "../backends/webgpu/attention.ts";
-import { leanSchedule, splitSchedule } from "../attention/lean_schedule.ts";
-import { maxAbsDiff, referenceAttention } from "../tests/_reference.ts";
+import { leanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
+import { maxAbsDiff, referenceAttention } from "../testing/reference.ts";
 import { heatGpu } from "./_heater.ts";
 
 interface Stored {

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { splitLayout } from "../backends/webgpu/_chunked.ts";
+import { partLayout } from "../backends/webgpu/_parts.ts";
 
 /** Algorithms of this library. */
 export const OWN_ALGOS = ["lean", "flash", "flash-decoding", "naive"] as const;
@@ -76,11 +76,11 @@ export interface BenchOptions {
   /** Seconds the PyTorch peer may take before it is stopped (its rows so far are kept). */
   torchBudgetS: number;
   /**
-   * Hidden test knob (`--split-bytes N`): tensors over N bytes are stored across buffers, as
+   * Hidden test knob (`--part-bytes N`): tensors over N bytes are stored across buffers, as
    * K/V over `maxStorageBufferBindingSize` are on a real GPU, so a smoke run on a software
    * adapter exercises the split path. Undefined: the device's binding limit.
    */
-  splitBytes?: number;
+  partBytes?: number;
 }
 
 /** The (B, Hq, Hkv) grid of the issue. */
@@ -216,7 +216,7 @@ export function parseArgs(args: readonly string[]): BenchOptions {
       "--seed",
       "--budget",
       "--torch-budget",
-      "--split-bytes",
+      "--part-bytes",
     ];
     if (["--quick", "--smoke", "--cpu", "--no-peers"].includes(name)) {
       given.set(name, "");
@@ -313,12 +313,12 @@ export function parseArgs(args: readonly string[]): BenchOptions {
     if (!(x > 0)) throw new Error(`${flag}: expected a positive number of seconds`);
     o[key] = x;
   }
-  if (v("--split-bytes") !== undefined) {
-    const x = Number(v("--split-bytes"));
+  if (v("--part-bytes") !== undefined) {
+    const x = Number(v("--part-bytes"));
     if (!Number.isSafeInteger(x) || x < 16) {
-      throw new Error(`--split-bytes: expected an integer number of bytes >= 16`);
+      throw new Error(`--part-bytes: expected an integer number of bytes >= 16`);
     }
-    o.splitBytes = x;
+    o.partBytes = x;
   }
   if (v("--out") !== undefined) o.out = v("--out")!;
   return o;
@@ -377,8 +377,8 @@ export interface MemoryLimits {
   maxStorageBufferBindingSize: number;
   /** Bytes the run may hold at once (K, V and scratch); default: unlimited. */
   budget?: number;
-  /** The backend's split size (`webgpu({ splitBytes })`); default: the binding limit. */
-  splitBytes?: number;
+  /** The backend's split size (`webgpu({ partBytes })`); default: the binding limit. */
+  partBytes?: number;
 }
 
 /** `2147483648` → `2.000 GiB (2147483648 B)`: exact where limits sit a few bytes apart. */
@@ -389,8 +389,8 @@ export function fmtBytes(x: number): string {
 /** Bytes above which the backend stores a tensor across buffers, and the limit's name. */
 export function splitLimit(lim: MemoryLimits): { bytes: number; name: string } {
   const bind = Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize);
-  return lim.splitBytes !== undefined && lim.splitBytes < bind
-    ? { bytes: lim.splitBytes, name: "--split-bytes" }
+  return lim.partBytes !== undefined && lim.partBytes < bind
+    ? { bytes: lim.partBytes, name: "--part-bytes" }
     : {
       bytes: bind,
       name: lim.maxBufferSize < lim.maxStorageBufferBindingSize
@@ -406,7 +406,7 @@ export function splitLimit(lim: MemoryLimits): { bytes: number; name: string } {
  */
 export function kvSplit(c: Case, lim: MemoryLimits): [number, number][] | null {
   const { bytes, name } = splitLimit(lim);
-  return splitLayout([c.B, c.Hkv, c.N, c.D], bytesOf(c.dtype), bytes, name)?.ranges ?? null;
+  return partLayout([c.B, c.Hkv, c.N, c.D], bytesOf(c.dtype), bytes, name)?.ranges ?? null;
 }
 
 /**

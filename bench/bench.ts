@@ -33,8 +33,8 @@
  * stored (`refDiff`; a row over tolerance fails and the run exits 1), and the whole output is
  * compared with flash's (`maxAbsDiff`). `LEANATTN_BENCH_DEBUG=1` prints the stack of a failure.
  *
- * `--split-bytes N` (a test knob, not in `--help`) stores every tensor over N bytes across
- * buffers, so `deno task bench --smoke --split-bytes 65536` runs the split path of the 4 GiB
+ * `--part-bytes N` (a test knob, not in `--help`) stores every tensor over N bytes across
+ * buffers, so `deno task bench --smoke --part-bytes 65536` runs the split path of the 4 GiB
  * case on a software adapter.
  *
  * @module
@@ -90,7 +90,7 @@ function runtimeOf(gpu: WebGpuBackend): GpuRuntime {
 
 /** Storage of `t`: its parts in key order when stored across buffers, else itself. */
 function storageOf(gpu: WebGpuBackend, t: Tensor): DataId[] {
-  const parts = gpu.splitParts({ id: t.id, shape: t.shape, dtype: t.dtype });
+  const parts = gpu.storageParts({ id: t.id, shape: t.shape, dtype: t.dtype });
   return parts ? parts.map((p) => p.id) : [t.id];
 }
 
@@ -134,7 +134,7 @@ class Inputs {
   readonly blockElems: number;
   constructor(readonly gpu: WebGpuBackend, readonly seed: number) {
     // A power of two (any power-of-two D divides it) that fits the split size at 4 bytes.
-    const fit = 2 ** Math.floor(Math.log2(gpu.splitBytes / 4));
+    const fit = 2 ** Math.floor(Math.log2(gpu.partBytes / 4));
     this.blockElems = Math.min(BASE_ELEMS, fit);
   }
 
@@ -326,7 +326,7 @@ async function main(): Promise<number> {
   const t0 = performance.now();
   let gpu: WebGpuBackend;
   try {
-    gpu = await webgpu(opts.splitBytes !== undefined ? { splitBytes: opts.splitBytes } : {});
+    gpu = await webgpu(opts.partBytes !== undefined ? { partBytes: opts.partBytes } : {});
   } catch (e) {
     console.error(`no WebGPU backend: ${msg(e)}\n(use --cpu to benchmark the CPU backend)`);
     return 2;
@@ -339,14 +339,14 @@ async function main(): Promise<number> {
         (lim.maxStorageBufferBindingSize / 2 ** 30).toFixed(2)
       } GiB | f16 ${gpu.ctx.features.f16}, ` +
       `timestamps ${gpu.ctx.features.timestamps}, subgroups ${gpu.ctx.features.subgroups}` +
-      (gpu.splitBytes < lim.maxStorageBufferBindingSize
-        ? ` | tensors over ${gpu.splitBytes} B split (--split-bytes)`
+      (gpu.partBytes < lim.maxStorageBufferBindingSize
+        ? ` | tensors over ${gpu.partBytes} B split (--part-bytes)`
         : ""),
   );
   const memLim: MemoryLimits = {
     maxBufferSize: lim.maxBufferSize,
     maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
-    splitBytes: gpu.splitBytes,
+    partBytes: gpu.partBytes,
   };
   const rt = runtimeOf(gpu);
   const cases = buildCases(opts);
@@ -429,7 +429,7 @@ async function main(): Promise<number> {
       }
       inputs.fill(c, "k", k);
       inputs.fill(c, "v", v);
-      const kParts = gpu.splitParts({ id: k.id, shape: k.shape, dtype: k.dtype });
+      const kParts = gpu.storageParts({ id: k.id, shape: k.shape, dtype: k.dtype });
       const ranges = kParts?.map((p) => [p.n0, p.n1] as const) ?? null;
       const splitNote = kParts
         ? `K/V each stored in ${kParts.length} buffers (over ${splitLimit(memLim).name} ${

@@ -8,8 +8,8 @@
  *
  * @module
  */
-import { type LeanSchedule, leanSchedule, splitSchedule } from "../attention/lean_schedule.ts";
-import { renderSchedule } from "../attention/render_schedule.ts";
+import { type LeanSchedule, leanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
+import { renderSchedule } from "../schedule/render_schedule.ts";
 
 function parse(args: string[]): Map<string, string> {
   const m = new Map<string, string>();

@@ -23,7 +23,7 @@ function assertEquals(a: unknown, b: unknown): void {
 function assertThrows(fn: () => unknown, cls: new (...a: never[]) => Error, includes: string) {
   throws(fn, (e: unknown) => e instanceof cls && e.message.includes(includes));
 }
-import { maxAbs, maxAbsDiff, referenceAttention } from "./_reference.ts";
+import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
 
 interface Case {
   B: number;

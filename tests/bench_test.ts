@@ -33,7 +33,7 @@ import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
 import { tensor } from "../tensor/creation.ts";
 import { add, mul } from "../ops/binary.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { referenceAttention } from "./_reference.ts";
+import { referenceAttention } from "../testing/reference.ts";
 import { normals } from "../tensor/random.ts";
 
 const K = 1024;
@@ -111,8 +111,8 @@ Deno.test("parseArgs: bad flags throw and name the flag", () => {
   assertThrows(() => parseArgs(["--n"]), Error, "--n needs a value");
   assertThrows(() => parseArgs(["--d", "63"]), Error, "--d");
   assertThrows(() => parseCount("4q"), Error, "4q");
-  assertThrows(() => parseArgs(["--split-bytes", "8"]), Error, "--split-bytes");
-  assertThrows(() => parseArgs(["--split-bytes", "100.5"]), Error, "--split-bytes");
+  assertThrows(() => parseArgs(["--part-bytes", "8"]), Error, "--part-bytes");
+  assertThrows(() => parseArgs(["--part-bytes", "100.5"]), Error, "--part-bytes");
 });
 
 Deno.test("parseCount and fmtCount round-trip", () => {
@@ -142,14 +142,14 @@ Deno.test("skip rules: K/V over one binding run split; only what cannot be split
   // One key position over the binding: no cut along N helps.
   const wide = { ...c, B: 1024, Hkv: 1024, Hq: 1024, D: 1024, N: 4 };
   assertMatch(skipReason(wide, lim)!, /one key position.*no split along N fits/);
-  assertMatch(skipReason(c, { ...lim, splitBytes: 4096 })!, /--split-bytes/);
+  assertMatch(skipReason(c, { ...lim, partBytes: 4096 })!, /--part-bytes/);
   assertMatch(skipReason(c, { ...lim, budget: 6 * 2 ** 30 })!, /memory budget/);
-  // Naive takes K/V whole: split K/V (by the limit or --split-bytes) are its skip reason.
+  // Naive takes K/V whole: split K/V (by the limit or --part-bytes) are its skip reason.
   assertMatch(naiveSkipReason(c, lim)!, /one buffer.*maxStorageBufferBindingSize/);
   assertMatch(naiveSkipReason({ ...c, N: 256 * K }, lim)!, /one buffer/);
   assertMatch(naiveSkipReason({ ...c, N: 128 * K }, lim)!, /float32 K\/V/);
   assertEquals(naiveSkipReason({ ...c, N: 4 * K }, lim), null);
-  assertMatch(naiveSkipReason({ ...c, N: 4 * K }, { ...lim, splitBytes: 65536 })!, /--split/);
+  assertMatch(naiveSkipReason({ ...c, N: 4 * K }, { ...lim, partBytes: 65536 })!, /--split/);
   // Ragged rows count only the valid keys as bytes read.
   const r = { ...c, B: 2, N: 100, kvLens: [100, 30] };
   assertEquals(readBytes(r), 2 * 130 * 32 * 128 * 2);
@@ -851,7 +851,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "bench --smoke --split-bytes on WebGPU: split K/V run per part, checked and timed",
+  name: "bench --smoke --part-bytes on WebGPU: split K/V run per part, checked and timed",
   sanitizeResources: false,
   fn: async () => {
     if (!(await gpuOrSkip())) return;
@@ -859,7 +859,7 @@ Deno.test({
     // of 100 keys (not a multiple of the input block, so a misplaced part fails the check).
     const { code, out, res } = await runBench([
       "--smoke",
-      "--split-bytes",
+      "--part-bytes",
       "65536",
       "--algos",
       "lean,flash,flash-decoding,naive",

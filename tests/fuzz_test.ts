@@ -20,7 +20,7 @@ import type { DType } from "../tensor/dtype.ts";
 import { LeanattnError } from "../tensor/errors.ts";
 import { normals } from "../tensor/random.ts";
 import { Tensor } from "../tensor/tensor.ts";
-import { referenceAttention } from "./_reference.ts";
+import { referenceAttention } from "../testing/reference.ts";
 import { describeBackends, numRuns } from "./_backends.ts";
 import { compareIeee } from "./regress/cases.ts";
 

@@ -11,7 +11,7 @@ import type { Backend, LeanGridProblem } from "../backends/backend.ts";
 import { defaultLeanGrid, leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
 import { flashAttention } from "../attention/flash.ts";
 import { randn } from "../tensor/creation.ts";
-import { maxAbsDiff } from "./_reference.ts";
+import { maxAbsDiff } from "../testing/reference.ts";
 
 const ctxOf = (description: string) =>
   ({ description, features: { f16: true } }) as unknown as GpuContext;

@@ -25,7 +25,7 @@ import { leanAttention } from "../attention/lean.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { normals } from "../tensor/random.ts";
 import { roundToF16 } from "../tensor/dtype.ts";
-import { maxAbs, maxAbsDiff, referenceAttention } from "./_reference.ts";
+import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
 
 if (Deno.args[0] === "oom") await outOfMemory();
 
@@ -88,7 +88,7 @@ lap("host data");
 const q = new Tensor(b, b.upload(qv, "float16", [B, Hq, 1, D]), [B, Hq, 1, D], "float16");
 const k = new Tensor(b, b.upload(kv, "float16", shape), shape, "float16");
 const v = new Tensor(b, b.upload(vv, "float16", shape), shape, "float16");
-const parts = b.splitParts({ id: k.id, shape, dtype: "float16" }) ?? [];
+const parts = b.storageParts({ id: k.id, shape, dtype: "float16" }) ?? [];
 console.log("parts", parts.map((p) => `[${p.n0}, ${p.n1})`).join(" "), b.memory());
 lap("uploaded");
 let failed = false;

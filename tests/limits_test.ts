@@ -2,7 +2,7 @@
  * Device limits: K/V larger than one storage binding are stored across several buffers and
  * attention runs on each part, merging the states. Checked two ways:
  *
- * - on a device with a small split size (`splitBytes`), where every path is cheap: flash,
+ * - on a device with a small split size (`partBytes`), where every path is cheap: flash,
  *   flash-decoding and lean over ragged lengths (one ending inside the first part, one at 0,
  *   one on a part boundary), float32 and float16, causal prefill across parts, against the
  *   float64 reference; exact round trips, memory accounting, and the refusals (other ops, a
@@ -18,7 +18,7 @@
 import fc from "fast-check";
 import { ok as assert, rejects, throws } from "node:assert/strict";
 import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
-import { SPLIT_ALIGN, splitLayout } from "../backends/webgpu/_chunked.ts";
+import { PART_ALIGN, partLayout } from "../backends/webgpu/_parts.ts";
 import { flashAttention } from "../attention/flash.ts";
 import { leanAttention } from "../attention/lean.ts";
 import { naiveAttention } from "../attention/naive.ts";
@@ -31,7 +31,7 @@ import { DisposedTensorError, LeanattnError, LimitError } from "../tensor/errors
 import { normals } from "../tensor/random.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
-import { maxAbs, maxAbsDiff, referenceAttention } from "./_reference.ts";
+import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
 import { backends } from "./_backends.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -130,45 +130,45 @@ let small: Promise<WebGpuBackend> | null = null;
  * Tensors over 128 KiB are split: K/V [3, 2, 700, 16] become parts [0, 256), [256, 512),
  * [512, 700) in float32 (179 KB) and [0, 512), [512, 700) in float16 (134 KB).
  */
-const SPLIT = 128 * 1024;
-function smallSplit(): Promise<WebGpuBackend> {
-  return small ??= webgpu({ splitBytes: SPLIT });
+const PART_BYTES = 128 * 1024;
+function smallParts(): Promise<WebGpuBackend> {
+  return small ??= webgpu({ partBytes: PART_BYTES });
 }
 
 let tinyB: Promise<WebGpuBackend> | null = null;
 function tiny(): Promise<WebGpuBackend> {
-  return tinyB ??= webgpu({ splitBytes: 4096 });
+  return tinyB ??= webgpu({ partBytes: 4096 });
 }
 
-Deno.test("splitLayout: parts fit, are tile-aligned, cover the axis in order", () => {
+Deno.test("partLayout: parts fit, are tile-aligned, cover the axis in order", () => {
   const bytes = (shape: number[]) => shape.reduce((a, b) => a * b, 4);
-  assert(splitLayout([3, 2, 700, 16], 4, bytes([3, 2, 700, 16]), "x") === null);
+  assert(partLayout([3, 2, 700, 16], 4, bytes([3, 2, 700, 16]), "x") === null);
   const cases: [number[], number, number][] = [
-    [[3, 2, 700, 16], 4, SPLIT],
+    [[3, 2, 700, 16], 4, PART_BYTES],
     [[1, 32, 524288, 128], 2, 2 ** 31 - 4], // the H200 case: 4 GiB of f16 K
     [[1, 2, 140_000, 128], 4, 2 ** 27],
-    [[5, 1000, 7], 4, 1000], // fewer than SPLIT_ALIGN rows fit a part
+    [[5, 1000, 7], 4, 1000], // fewer than PART_ALIGN rows fit a part
   ];
   for (const [shape, per, max] of cases) {
-    const l = splitLayout(shape, per, max, "limit")!;
+    const l = partLayout(shape, per, max, "limit")!;
     const slab = l.outer * l.row * per;
     assert(l.ranges[0][0] === 0 && l.ranges.at(-1)![1] === shape.at(-2), `${shape}: covers`);
     l.ranges.forEach(([n0, n1], i) => {
       assert(n1 > n0 && (n1 - n0) * slab <= max, `${shape}: part ${i} fits`);
       if (i > 0) assert(n0 === l.ranges[i - 1][1], `${shape}: contiguous`);
-      if (max >= slab * SPLIT_ALIGN) assert(n0 % SPLIT_ALIGN === 0, `${shape}: aligned`);
+      if (max >= slab * PART_ALIGN) assert(n0 % PART_ALIGN === 0, `${shape}: aligned`);
     });
   }
-  expectError(LimitError, () => splitLayout([100000], 4, 1000, "lim"), ["lim", "rank"], "rank 1");
-  expectError(LimitError, () => splitLayout([2, 10, 300], 4, 1000, "lim"), ["lim", "2400"], "row");
+  expectError(LimitError, () => partLayout([100000], 4, 1000, "lim"), ["lim", "rank"], "rank 1");
+  expectError(LimitError, () => partLayout([2, 10, 300], 4, 1000, "lim"), ["lim", "2400"], "row");
 });
 
 Deno.test({
-  name: "split K/V (small split size): flash, flash-decoding, lean match the reference",
+  name: "K/V in parts (small part size): flash, flash-decoding, lean match the reference",
   ...opts,
   fn: async () => {
     if (!(await haveGpu())) return;
-    const b = await smallSplit();
+    const b = await smallParts();
     const t0 = performance.now();
     const base = { B: 3, Hq: 4, Hkv: 2, Sq: 1, N: 700, D: 16 };
     const cases: Case[] = [
@@ -186,7 +186,7 @@ Deno.test({
     const held = b.memory();
     for (const c of cases) {
       const x = await inputs(b, c);
-      const parts = b.splitParts({ id: x.k.id, shape: x.k.shape, dtype: c.dtype })!;
+      const parts = b.storageParts({ id: x.k.id, shape: x.k.shape, dtype: c.dtype })!;
       const ends = parts.map((p) => p.n1).join();
       assert(ends === (c.dtype === "float32" || !b.nativeF16 ? "256,512,700" : "512,700"), ends);
       for (const [name, f] of algorithms(x)) await check(x, f(), `${name} ${c.dtype}`);
@@ -201,7 +201,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "split K/V property: any lengths, parts, GQA, causal prefill agree with the reference",
+  name: "K/V in parts property: any lengths, parts, GQA, causal prefill agree with the reference",
   ...opts,
   fn: async () => {
     if (!(await haveGpu())) return;
@@ -231,7 +231,7 @@ Deno.test({
     await fc.assert(
       fc.asyncProperty(drawn, async (d) => {
         const per = d.dtype === "float16" && b.nativeF16 ? 2 : 4;
-        const { ranges } = splitLayout([d.B, d.Hkv, d.N, d.D], per, b.splitBytes, "")!;
+        const { ranges } = partLayout([d.B, d.Hkv, d.N, d.D], per, b.partBytes, "")!;
         const kvLens = d.lens.slice(0, d.B).map(({ u, snap, off }) => {
           if (!snap) return Math.round(u * d.N);
           const edge = ranges[Math.floor(u * (ranges.length - 1))][1];
@@ -240,7 +240,7 @@ Deno.test({
         const c: Case = { ...d, Hq: d.Hkv * d.group, kvLens };
         const x = await inputs(b, c);
         try {
-          const parts = b.splitParts({ id: x.k.id, shape: x.k.shape, dtype: c.dtype });
+          const parts = b.storageParts({ id: x.k.id, shape: x.k.shape, dtype: c.dtype });
           assert(parts && parts.length > 1, "split");
           // Refused exactly when a part ends before kvLens[b] but within its last Sq − 1 keys.
           const close = !!c.causal && c.Sq > 1 &&
@@ -260,16 +260,16 @@ Deno.test({
 });
 
 Deno.test({
-  name: "split K/V: round trips exactly, counts in memory(), dispose frees every part",
+  name: "K/V in parts: round trips exactly, counts in memory(), dispose frees every part",
   ...opts,
   fn: async () => {
     if (!(await haveGpu())) return;
-    const b = await smallSplit();
+    const b = await smallParts();
     for (const dtype of ["float32", "float16"] as const) {
       const before = b.memory();
       const values = normals(3 * 2 * 700 * 16, 7);
       const t = tensor(values, { shape: [3, 2, 700, 16], dtype, backend: b });
-      const parts = b.splitParts({ id: t.id, shape: t.shape, dtype })!;
+      const parts = b.storageParts({ id: t.id, shape: t.shape, dtype })!;
       assert(parts.length > 1, "stored split");
       const want = dtype === "float16" ? Float32Array.from(new Float16Array(values)) : values;
       const got = await t.data();
@@ -299,17 +299,17 @@ Deno.test({
 
 Deno.test({
   name:
-    "split K/V: other ops, moved axes, unsplittable tensors and close causal splits throw LimitError",
+    "K/V in parts: other ops, moved axes, tensors that cannot be cut and close causal part boundaries throw LimitError",
   ...opts,
   fn: async () => {
     if (!(await haveGpu())) return;
-    const b = await smallSplit();
-    const limit = String(SPLIT);
+    const b = await smallParts();
+    const limit = String(PART_BYTES);
     const k = randn([3, 2, 700, 16], { seed: 1, backend: b });
     const q = randn([3, 4, 5, 16], { seed: 2, backend: b });
     const small = randn([3, 2, 16, 1], { seed: 3, backend: b });
     const only = "only the attention ops";
-    expectError(LimitError, () => exp(k), ["webgpu exp", limit, "splitBytes", only], "exp");
+    expectError(LimitError, () => exp(k), ["webgpu exp", limit, "partBytes", only], "exp");
     expectError(LimitError, () => add(k, k), ["webgpu add", limit, only], "add");
     expectError(LimitError, () => matmul(k, small), ["webgpu matmul", limit], "matmul");
     // naive attention materialises N-wide scores: it refuses split K/V.
@@ -327,7 +327,12 @@ Deno.test({
     const vWhole = b.upload(new Float32Array(3 * 2 * 700 * 16), "float32"); // no shape: whole
     const { Tensor } = await import("../tensor/tensor.ts");
     const v1 = new Tensor(b, vWhole, [3, 2, 700, 16], "float32");
-    expectError(LimitError, () => flashAttention(q, k, v1), ["stored whole", "split alike"], "kv");
+    expectError(
+      LimitError,
+      () => flashAttention(q, k, v1),
+      ["stored whole", "the same parts"],
+      "kv",
+    );
     // Causal prefill with a part boundary (512) within Sq − 1 = 4 keys of kvLens: refused,
     // before anything is allocated.
     const held = b.memory();
@@ -340,11 +345,16 @@ Deno.test({
     const now = b.memory();
     assert(now.liveCount === held.liveCount && now.liveBytes === held.liveBytes, "no leak");
     // Nothing can split a rank-1 tensor or one whose single row index exceeds the limit.
-    expectError(LimitError, () => randn([SPLIT], { seed: 6, backend: b }), [limit, "rank"], "r1");
+    expectError(
+      LimitError,
+      () => randn([PART_BYTES], { seed: 6, backend: b }),
+      [limit, "rank"],
+      "r1",
+    );
     expectError(
       LimitError,
       () => randn([2, 3, 20_000], { seed: 7, backend: b }),
-      [limit, "no split"],
+      [limit, "no cut into parts"],
       "one row too big",
     );
     for (const t of [k, q, small, q32, q6, v1]) t.dispose();
@@ -383,7 +393,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "default limits (128 MiB binding): 143 MB K/V are split by maxStorageBufferBindingSize",
+  name:
+    "default limits (128 MiB binding): 143 MB K/V are stored in parts by maxStorageBufferBindingSize",
   ...opts,
   fn: async () => {
     if (!(await haveGpu())) return;
@@ -405,7 +416,7 @@ Deno.test({
       const kvBytes = c.B * c.Hkv * c.N * c.D * 4;
       assert(kvBytes > bind, `K/V of ${kvBytes} bytes must exceed the binding ${bind}`);
       const x = await inputs(b, c);
-      const parts = b.splitParts({ id: x.k.id, shape: x.k.shape, dtype: "float32" })!;
+      const parts = b.storageParts({ id: x.k.id, shape: x.k.shape, dtype: "float32" })!;
       assert(parts.length === Math.ceil(kvBytes / bind), `${parts.length} parts`);
       const t1 = performance.now();
       for (const [name, f] of algorithms(x)) await check(x, f(), `${name} (default limits)`);

@@ -14,7 +14,7 @@ import { flashAttention } from "../attention/flash.ts";
 import { leanAttention } from "../attention/lean.ts";
 import { type AttentionState, mergeAttentionStates } from "../attention/merge.ts";
 import { describeBackends, numRuns } from "./_backends.ts";
-import { maxAbs, maxAbsDiff, referenceAttention } from "./_reference.ts";
+import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
 
 function assertEquals(a: unknown, b: unknown, msg?: string): void {
   deepStrictEqual(a, b, msg);

@@ -10,7 +10,7 @@ import { tensor } from "../tensor/creation.ts";
 import { type DType, epsilon } from "../tensor/dtype.ts";
 import { normals } from "../tensor/random.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { maxAbs, maxAbsDiff, referenceAttention } from "./_reference.ts";
+import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
 import { describeBackends, numRuns } from "./_backends.ts";
 
 function assert(cond: boolean, msg?: string): void {

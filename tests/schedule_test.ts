@@ -10,9 +10,9 @@ import {
   leanSchedule,
   type LeanSegment,
   splitSchedule,
-} from "../attention/lean_schedule.ts";
-import { numSplitsHeuristic } from "../attention/split_heuristic.ts";
-import { renderSchedule } from "../attention/render_schedule.ts";
+} from "../schedule/lean_schedule.ts";
+import { numSplitsHeuristic } from "../schedule/split_heuristic.ts";
+import { renderSchedule } from "../schedule/render_schedule.ts";
 import { ArgumentError } from "../tensor/errors.ts";
 
 function assertEquals(a: unknown, b: unknown, msg?: string): void {

@@ -26,10 +26,10 @@ import { normals } from "../tensor/random.ts";
 import { sizeOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { backends } from "./_backends.ts";
-import { referenceAttention, type RefInput } from "./_reference.ts";
+import { referenceAttention, type RefInput } from "../testing/reference.ts";
 import { webgpuAttention } from "../backends/webgpu/attention.ts";
 import type { GpuContext } from "../backends/webgpu/context.ts";
-import { leanSchedule, splitSchedule } from "../attention/lean_schedule.ts";
+import { leanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const EPS32 = epsilon("float32");

@@ -17,7 +17,7 @@
 import type { AttentionParams, TensorInfo } from "../backend.ts";
 import type { CpuArray } from "./cpu_backend.ts";
 import { type AttentionBuffers, attentionBuffers, finishCuts, runWorkers } from "./attention.ts";
-import { type AttentionGeometry, attentionGeometry } from "../../attention/geometry.ts";
+import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
 
 interface Job {
   job: number;

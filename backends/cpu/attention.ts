@@ -20,8 +20,8 @@
  * @module
  */
 import type { AttentionParams, TensorInfo } from "../backend.ts";
-import type { LeanSchedule } from "../../attention/lean_schedule.ts";
-import { type AttentionGeometry, attentionGeometry } from "../../attention/geometry.ts";
+import type { LeanSchedule } from "../../schedule/lean_schedule.ts";
+import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
 import { allocCpu, type CpuArray, cpuValues } from "./cpu_backend.ts";
 import { type SimdKernels, simdKernels } from "./_attention_simd.ts";
 

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import type { DataId, MemoryInfo, SplitPart } from "../backend.ts";
+import type { DataId, MemoryInfo, StoragePart } from "../backend.ts";
 import type { GpuBinding, GpuContext, GpuFeatures } from "./context.ts";
 import { bytesPerElement, type DType } from "../../tensor/dtype.ts";
 import {
@@ -28,7 +28,7 @@ import {
   LimitError,
 } from "../../tensor/errors.ts";
 import { BufferPool, POOL_USAGE, sizeClass } from "./_pool.ts";
-import { cutPart, placePart, type SplitLayout, splitLayout } from "./_chunked.ts";
+import { cutPart, type PartLayout, partLayout, placePart } from "./_parts.ts";
 import type { Shape } from "../../tensor/shape.ts";
 
 /** GPU storage of one tensor. */
@@ -51,14 +51,14 @@ export class GpuData {
  * GPU storage of one tensor too large for one binding: `parts[c]` holds range `ranges[c]` of
  * the second-to-last axis (see _chunked.ts). Kernels never see it, only its parts.
  */
-export class GpuSplit {
+export class GpuParts {
   /** Set by `release`. */
   released = false;
   constructor(
     /** One ordinary storage per part, in axis order. */
     readonly parts: readonly GpuData[],
     /** How the tensor is cut. */
-    readonly layout: SplitLayout,
+    readonly layout: PartLayout,
     /** Storage dtype. */
     readonly dtype: DType,
     /** Element count. */
@@ -107,9 +107,9 @@ export class GpuRuntime implements GpuContext {
   /** Released while the pending encoder may read them: reusable only as GPU outputs. */
   #gpuOnly = new Map<number, GPUBuffer[]>();
   #gpuOnlyBytes = 0;
-  #live = new Set<GpuData | GpuSplit>();
-  /** Tensors over this many bytes are split across buffers (at most one binding). */
-  readonly splitBytes: number;
+  #live = new Set<GpuData | GpuParts>();
+  /** Tensors over this many bytes are stored in parts across buffers (at most one binding). */
+  readonly partBytes: number;
   #liveBytes = 0;
   #owner = new WeakMap<GPUBuffer, GpuData>();
 
@@ -147,14 +147,14 @@ export class GpuRuntime implements GpuContext {
     device: GPUDevice,
     features: GpuFeatures,
     description: string,
-    splitBytes?: number,
+    partBytes?: number,
   ) {
     this.device = device;
     this.features = features;
     this.limits = device.limits;
     this.description = description;
     const bind = device.limits.maxStorageBufferBindingSize;
-    this.splitBytes = Math.min(bind, splitBytes ?? bind);
+    this.partBytes = Math.min(bind, partBytes ?? bind);
     // Idle buffers kept for reuse: up to the largest buffer, within [64 MiB, 1 GiB].
     this.#pool = new BufferPool(Math.min(2 ** 30, Math.max(2 ** 26, device.limits.maxBufferSize)));
     device.lost.then((info) => {
@@ -310,9 +310,9 @@ export class GpuRuntime implements GpuContext {
 
   #data(id: DataId): GpuData {
     const d = id as GpuData;
-    if (id instanceof GpuSplit) {
+    if (id instanceof GpuParts) {
       if (id.released) throw new DisposedTensorError("webgpu: storage was released");
-      throw new LimitError(this.#splitMessage("a kernel", id));
+      throw new LimitError(this.#partsMessage("a kernel", id));
     }
     if (!(d instanceof GpuData)) {
       throw new LeanattnError("webgpu: storage id does not belong to a WebGPU backend");
@@ -336,8 +336,8 @@ export class GpuRuntime implements GpuContext {
   }
 
   /**
-   * Storage for a tensor of `shape` that the GPU will fill (copies or kernels), split across
-   * buffers like {@link GpuRuntime.upload} when over {@link GpuRuntime.splitBytes}; contents
+   * Storage for a tensor of `shape` that the GPU will fill (copies or kernels), in parts across
+   * buffers like {@link GpuRuntime.upload} when over {@link GpuRuntime.partBytes}; contents
    * unspecified. For gigabyte inputs made on the GPU (the benchmark's K/V), which `upload`
    * could only take as host arrays as large.
    */
@@ -345,8 +345,8 @@ export class GpuRuntime implements GpuContext {
     this.check();
     const n = shape.reduce((a, b) => a * b, 1);
     const per = this.#storageBytes(dtype);
-    const layout = n * per > this.splitBytes
-      ? splitLayout(shape, per, this.splitBytes, this.#splitLimitName())
+    const layout = n * per > this.partBytes
+      ? partLayout(shape, per, this.partBytes, this.#partLimitName())
       : null;
     if (!layout) return this.alloc(n, dtype);
     const parts: GpuData[] = [];
@@ -364,7 +364,7 @@ export class GpuRuntime implements GpuContext {
       for (const p of parts) this.#releasePart(p);
       throw e;
     }
-    const s = new GpuSplit(parts, layout, dtype, n, n * per);
+    const s = new GpuParts(parts, layout, dtype, n, n * per);
     this.#live.add(s);
     return s;
   }
@@ -395,17 +395,17 @@ export class GpuRuntime implements GpuContext {
 
   /**
    * Stores float32 values (already rounded for float16) as `dtype`. Given its `shape`, a
-   * tensor over {@link GpuRuntime.splitBytes} is split across buffers along its second-to-last
-   * axis; one that cannot be split must fit one buffer.
+   * tensor over {@link GpuRuntime.partBytes} is stored in parts across buffers along its second-to-last
+   * axis; one that cannot be cut into parts must fit one buffer.
    */
   upload(values: Float32Array, dtype: DType, shape?: Shape): DataId {
     this.check();
     const n = values.length;
     const per = this.#storageBytes(dtype);
     const bytes = n * per;
-    if (shape && bytes > this.splitBytes) {
-      const layout = splitLayout(shape, per, this.splitBytes, this.#splitLimitName());
-      if (layout) return this.#uploadSplit(values, dtype, layout);
+    if (shape && bytes > this.partBytes) {
+      const layout = partLayout(shape, per, this.partBytes, this.#partLimitName());
+      if (layout) return this.#uploadParts(values, dtype, layout);
     }
     const d = this.#track(this.#acquire(bytes, false, `upload ${n} ${dtype}`), dtype, n);
     if (dtype === "float16" && this.features.f16) {
@@ -416,20 +416,20 @@ export class GpuRuntime implements GpuContext {
     return d;
   }
 
-  #splitLimitName(): string {
+  #partLimitName(): string {
     const bind = this.limits.maxStorageBufferBindingSize;
-    return this.splitBytes < bind
-      ? `the split size (splitBytes, below maxStorageBufferBindingSize ${bind})`
+    return this.partBytes < bind
+      ? `the part size (partBytes, below maxStorageBufferBindingSize ${bind})`
       : "maxStorageBufferBindingSize";
   }
 
-  #splitMessage(op: string, s: GpuSplit): string {
-    return `${op}: an input of ${s.byteLength} bytes exceeds ${this.#splitLimitName()} ` +
-      `${this.splitBytes} and is stored across ${s.parts.length} buffers; only the attention ` +
-      `ops (flashAttention, leanAttention) accept K/V split across buffers`;
+  #partsMessage(op: string, s: GpuParts): string {
+    return `${op}: an input of ${s.byteLength} bytes exceeds ${this.#partLimitName()} ` +
+      `${this.partBytes} and is stored across ${s.parts.length} buffers; only the attention ` +
+      `ops (flashAttention, leanAttention) accept K/V stored in parts across buffers`;
   }
 
-  #uploadSplit(values: Float32Array, dtype: DType, layout: SplitLayout): GpuSplit {
+  #uploadParts(values: Float32Array, dtype: DType, layout: PartLayout): GpuParts {
     const half = dtype === "float16" && this.features.f16;
     const src = half ? new Float16Array(values) : values;
     const per = this.#storageBytes(dtype);
@@ -452,7 +452,7 @@ export class GpuRuntime implements GpuContext {
       for (const p of parts) this.#releasePart(p);
       throw e;
     }
-    const s = new GpuSplit(parts, layout, dtype, values.length, values.length * per);
+    const s = new GpuParts(parts, layout, dtype, values.length, values.length * per);
     this.#live.add(s);
     return s;
   }
@@ -465,18 +465,18 @@ export class GpuRuntime implements GpuContext {
   }
 
   /**
-   * The parts of a split tensor viewed with `shape`, or null when it is stored whole. Throws
-   * {@link LimitError} when `shape` does not keep the split axis and the last axis (a
+   * The parts of a tensor stored in parts, viewed with `shape`, or null when it is stored whole. Throws
+   * {@link LimitError} when `shape` does not keep the parts' axis and the last axis (a
    * reshape that moved them).
    */
-  splitParts(id: DataId, shape: Shape): SplitPart[] | null {
-    if (!(id instanceof GpuSplit)) return null;
+  storageParts(id: DataId, shape: Shape): StoragePart[] | null {
+    if (!(id instanceof GpuParts)) return null;
     if (id.released) throw new DisposedTensorError("webgpu: storage was released");
     const { rows, row, ranges } = id.layout;
     if (shape.length < 2 || shape[shape.length - 2] !== rows || shape[shape.length - 1] !== row) {
       throw new LimitError(
         `webgpu: a tensor of ${id.byteLength} bytes is stored across ${ranges.length} ` +
-          `buffers (over ${this.#splitLimitName()} ${this.splitBytes}) split along an axis of ` +
+          `buffers (over ${this.#partLimitName()} ${this.partBytes}) in parts along an axis of ` +
           `${rows} with rows of ${row}; viewed as [${shape.join(", ")}] it no longer has ` +
           `those last two axes, so no op can use it (reshape it back)`,
       );
@@ -484,14 +484,14 @@ export class GpuRuntime implements GpuContext {
     return id.parts.map((p, c) => ({ id: p, n0: ranges[c][0], n1: ranges[c][1] }));
   }
 
-  /** Throws {@link LimitError} naming `op` if `id` is split across buffers. */
+  /** Throws {@link LimitError} naming `op` if `id` is stored in parts across buffers. */
   whole(op: string, id: DataId): void {
-    if (id instanceof GpuSplit && !id.released) throw new LimitError(this.#splitMessage(op, id));
+    if (id instanceof GpuParts && !id.released) throw new LimitError(this.#partsMessage(op, id));
   }
 
   /** Frees a tensor's storage (returns its buffer to the pool). */
   release(id: DataId): void {
-    if (id instanceof GpuSplit) {
+    if (id instanceof GpuParts) {
       if (id.released) return;
       id.released = true;
       this.#live.delete(id);
@@ -676,7 +676,7 @@ export class GpuRuntime implements GpuContext {
   /** Reads `size` elements as float32 (waits for all work submitted so far). */
   async read(id: DataId, dtype: DType, size: number): Promise<Float32Array> {
     this.check();
-    if (id instanceof GpuSplit) return this.#readSplit(id, dtype, size);
+    if (id instanceof GpuParts) return this.#readParts(id, dtype, size);
     const d = this.#data(id);
     if (size === 0) return new Float32Array(0);
     const native16 = dtype === "float16" && this.features.f16;
@@ -713,7 +713,7 @@ export class GpuRuntime implements GpuContext {
   }
 
   /** Reads every part at once (one staging buffer each) and puts them in place. */
-  async #readSplit(s: GpuSplit, dtype: DType, size: number): Promise<Float32Array> {
+  async #readParts(s: GpuParts, dtype: DType, size: number): Promise<Float32Array> {
     if (s.released) throw new DisposedTensorError("webgpu: storage was released");
     const out = new Float32Array(s.elements);
     const { ranges } = s.layout;

@@ -27,13 +27,13 @@
  *
  * @module
  */
-import { type AttentionGeometry, attentionGeometry } from "../../attention/geometry.ts";
+import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
 import { bandwidthOf, parallelismOf } from "./_gpus.ts";
 import type { AttentionParams, DataId, LeanGridProblem, TensorInfo } from "../backend.ts";
-import { leanSchedule } from "../../attention/lean_schedule.ts";
-import { MAX_WORKERS } from "../../attention/_validate.ts";
+import { leanSchedule } from "../../schedule/lean_schedule.ts";
+import { MAX_WORKERS } from "../../schedule/limits.ts";
 import type { GpuBinding, GpuContext } from "./context.ts";
-import type { LeanSchedule } from "../../attention/lean_schedule.ts";
+import type { LeanSchedule } from "../../schedule/lean_schedule.ts";
 import { LimitError } from "../../tensor/errors.ts";
 import {
   type Elem,

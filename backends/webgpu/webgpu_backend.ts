@@ -54,9 +54,12 @@ export interface WebGpuOptions {
   disableFeatures?: readonly ("shader-f16" | "timestamp-query" | "subgroups")[];
   /**
    * Tensors over this many bytes are stored across several buffers (default and upper bound:
-   * `maxStorageBufferBindingSize`). A smaller value exercises the split path on small data,
-   * for tests; ops other than attention then refuse tensors over it.
+   * `maxStorageBufferBindingSize`), each part a range of the second-to-last axis. A smaller
+   * value exercises the parts path on small data, for tests; ops other than attention then
+   * refuse tensors over it.
    */
+  partBytes?: number;
+  /** @deprecated Renamed {@link WebGpuOptions.partBytes} ("split" now means FlashDecoding's cut only); removed in 0.3. */
   splitBytes?: number;
 }
 
@@ -95,9 +98,9 @@ export class WebGpuBackend implements Backend {
     device: GPUDevice,
     features: GpuFeatures,
     description: string,
-    splitBytes?: number,
+    partBytes?: number,
   ) {
-    this.#rt = new GpuRuntime(device, features, description, splitBytes);
+    this.#rt = new GpuRuntime(device, features, description, partBytes);
     this.ctx = this.#rt;
     this.description = description;
     this.features = features;
@@ -144,8 +147,8 @@ export class WebGpuBackend implements Backend {
   }
 
   /** Tensors over this many bytes are stored across several buffers. */
-  get splitBytes(): number {
-    return this.#rt.splitBytes;
+  get partBytes(): number {
+    return this.#rt.partBytes;
   }
 
   upload(values: Float32Array, dtype: DType, shape?: Shape): DataId {
@@ -164,13 +167,13 @@ export class WebGpuBackend implements Backend {
    * The parts (ranges `[n0, n1)` of the second-to-last axis) of a tensor stored across
    * several buffers, or null when it is stored whole.
    */
-  splitParts(
+  storageParts(
     t: TensorInfo,
   ): readonly { readonly id: DataId; readonly n0: number; readonly n1: number }[] | null {
-    return this.#rt.splitParts(t.id, t.shape);
+    return this.#rt.storageParts(t.id, t.shape);
   }
 
-  /** Refuses tensors split across buffers: only attention takes them (as parts). */
+  /** Refuses tensors stored in parts across buffers: only attention takes them. */
   #whole(op: string, ...xs: TensorInfo[]): void {
     for (const x of xs) this.#rt.whole(`webgpu ${op}`, x.id);
   }
@@ -339,13 +342,19 @@ export async function webgpu(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
     }
     requiredLimits[k] = v;
   }
+  if (opts.splitBytes !== undefined) {
+    if (opts.partBytes !== undefined) {
+      throw new ArgumentError("webgpu: give partBytes only (splitBytes is its deprecated name)");
+    }
+    opts = { ...opts, partBytes: opts.splitBytes };
+  }
   if (
-    opts.splitBytes !== undefined &&
-    (typeof opts.splitBytes !== "number" || !Number.isSafeInteger(opts.splitBytes) ||
-      opts.splitBytes < 16)
+    opts.partBytes !== undefined &&
+    (typeof opts.partBytes !== "number" || !Number.isSafeInteger(opts.partBytes) ||
+      opts.partBytes < 16)
   ) {
     throw new ArgumentError(
-      `webgpu: splitBytes must be an integer ≥ 16, got ${show(opts.splitBytes)}`,
+      `webgpu: partBytes must be an integer ≥ 16, got ${show(opts.partBytes)}`,
     );
   }
   const off = new Set(opts.disableFeatures ?? []);
@@ -384,5 +393,5 @@ export async function webgpu(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
   ].filter(Boolean);
   const description = (info.description || info.device || "unknown WebGPU adapter") +
     (extra.length ? ` [${extra.join(", ")}]` : "");
-  return new WebGpuBackend(device, features, description, opts.splitBytes);
+  return new WebGpuBackend(device, features, description, opts.partBytes);
 }

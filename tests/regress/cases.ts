@@ -23,7 +23,7 @@ import { tensor } from "../../tensor/creation.ts";
 import { type DType, roundToF16 } from "../../tensor/dtype.ts";
 import { normals } from "../../tensor/random.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
-import { referenceAttention } from "../_reference.ts";
+import { referenceAttention } from "../../testing/reference.ts";
 
 /** The algorithms the gate measures. */
 export type Algo = "naive" | "flash" | "flash-decoding" | "lean";

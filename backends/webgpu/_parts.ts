@@ -4,10 +4,10 @@
  * WebGPU caps one binding (`maxStorageBufferBindingSize`, 2 GiB on an H200, 128 MiB by
  * default) below one buffer (`maxBufferSize`, ≈4 GiB / 256 MiB), and a kernel can only read
  * what one binding shows. K for B=1, H=32, N=512k, D=128 in float16 is 4 GiB. So a tensor of
- * rank ≥ 2 over the split size is cut along its second-to-last axis: for K/V `[B, Hkv, N, D]`
+ * rank ≥ 2 over the part size is cut along its second-to-last axis: for K/V `[B, Hkv, N, D]`
  * part c holds `[:, :, n0:n1, :]`, itself an ordinary row-major `[B, Hkv, n1 − n0, D]` buffer,
  * so the attention kernel runs on each part unchanged and the parts' states are merged
- * (attention/_run.ts). Any other op refuses a split tensor with a {@link LimitError}.
+ * (attention/_run.ts). Any other op refuses a tensor in parts with a {@link LimitError}.
  *
  * This file is the pure part: where the cuts go, and how host arrays are cut and reassembled.
  *
@@ -16,18 +16,18 @@
 import { LimitError } from "../../tensor/errors.ts";
 import { fmt, type Shape } from "../../tensor/shape.ts";
 
-/** Rows of the split axis a part holds, when a part fits that many: a multiple of any tile. */
-export const SPLIT_ALIGN = 256;
+/** Rows of the parts' axis a part holds, when a part fits that many: a multiple of any tile. */
+export const PART_ALIGN = 256;
 
 /** How a tensor is cut: `outer × rows × row` elements, parts over `[n0, n1)` of `rows`. */
-export interface SplitLayout {
-  /** Product of the dims before the split axis. */
+export interface PartLayout {
+  /** Product of the dims before the parts' axis. */
   outer: number;
-  /** Length of the split (second-to-last) axis. */
+  /** Length of the parts' (second-to-last) axis. */
   rows: number;
   /** Elements of one row (the last dim). */
   row: number;
-  /** `[n0, n1)` ranges of the split axis, in order, covering `[0, rows)`. */
+  /** `[n0, n1)` ranges of the parts' axis, in order, covering `[0, rows)`. */
   ranges: [number, number][];
 }
 
@@ -36,35 +36,35 @@ export interface SplitLayout {
  * exceeds `maxBytes`; null when it fits whole. Throws {@link LimitError} (naming `limitName`)
  * when no cut along the second-to-last axis can make the parts fit.
  */
-export function splitLayout(
+export function partLayout(
   shape: Shape,
   bytesPer: number,
   maxBytes: number,
   limitName: string,
-): SplitLayout | null {
+): PartLayout | null {
   const elements = shape.reduce((a, b) => a * b, 1);
   const bytes = elements * bytesPer;
   if (bytes <= maxBytes) return null;
   if (shape.length < 2) {
     throw new LimitError(
       `webgpu: a tensor of shape ${fmt(shape)} needs ${bytes} bytes, more than ${limitName} ` +
-        `${maxBytes}; only tensors of rank ≥ 2 can be split across buffers (along the ` +
+        `${maxBytes}; only tensors of rank ≥ 2 can be stored in parts across buffers (along the ` +
         `second-to-last axis)`,
     );
   }
   const rows = shape[shape.length - 2];
   const row = shape[shape.length - 1];
   const outer = elements / (rows * row);
-  const slab = outer * row * bytesPer; // bytes of one index of the split axis
+  const slab = outer * row * bytesPer; // bytes of one index of the parts' axis
   const maxRows = Math.floor(maxBytes / slab);
   if (maxRows < 1) {
     throw new LimitError(
       `webgpu: a tensor of shape ${fmt(shape)} needs ${bytes} bytes, more than ${limitName} ` +
         `${maxBytes}, and one index of its second-to-last axis alone takes ${slab} bytes, so ` +
-        `no split across buffers fits`,
+        `no cut into parts fits`,
     );
   }
-  const align = maxRows >= SPLIT_ALIGN ? SPLIT_ALIGN : 1;
+  const align = maxRows >= PART_ALIGN ? PART_ALIGN : 1;
   const cap = Math.floor(maxRows / align) * align;
   const count = Math.ceil(rows / cap);
   // Equal parts (the last may be short), each a multiple of `align` rows.
@@ -77,7 +77,7 @@ export function splitLayout(
 /** The elements of part `[n0, n1)` of `src` (laid out `outer × rows × row`), contiguous. */
 export function cutPart<T extends Float32Array | Float16Array>(
   src: T,
-  layout: SplitLayout,
+  layout: PartLayout,
   n0: number,
   n1: number,
   make: (n: number) => T,
@@ -96,7 +96,7 @@ export function cutPart<T extends Float32Array | Float16Array>(
 export function placePart(
   dst: Float32Array,
   part: Float32Array | Float16Array,
-  layout: SplitLayout,
+  layout: PartLayout,
   n0: number,
   n1: number,
 ): void {
