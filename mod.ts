@@ -51,11 +51,14 @@ export {
 export type {
   AttentionParams,
   Backend,
+  BackendTiming,
   BinaryOp,
   DataId,
   LeanGridProblem,
   MemoryInfo,
   ReduceOp,
+  StoragePart,
+  TensorBackend,
   TensorInfo,
   UnaryOp,
 } from "./backends/backend.ts";
@@ -64,7 +67,7 @@ export { webgpu, WebGpuBackend } from "./backends/webgpu/webgpu_backend.ts";
 export type { PassTiming, WebGpuOptions } from "./backends/webgpu/webgpu_backend.ts";
 export type { GpuBinding, GpuContext, GpuFeatures } from "./backends/webgpu/context.ts";
 export type { AttentionTuning } from "./backends/webgpu/attention.ts";
-export { defaultBackend, getBackend, setBackend } from "./backends/default.ts";
+export { defaultBackend, getBackend, setBackend } from "./defaults.ts";
 
 export { add, div, maximum, mul, sub } from "./ops/binary.ts";
 export { exp, log, neg } from "./ops/unary.ts";
@@ -79,9 +82,14 @@ export { where } from "./ops/where.ts";
 export type { AttentionOptions } from "./attention/_validate.ts";
 export { naiveAttention } from "./attention/naive.ts";
 export type { NaiveAttentionOptions } from "./attention/naive.ts";
-export { flashAttention, flashSchedule } from "./attention/flash.ts";
+export { flashAttention, flashAttentionPlan, flashSchedule } from "./attention/flash.ts";
 export type { FlashOptions } from "./attention/flash.ts";
-export { defaultLeanGrid, leanAttention, leanAttentionSchedule } from "./attention/lean.ts";
+export {
+  defaultLeanGrid,
+  leanAttention,
+  leanAttentionPlan,
+  leanAttentionSchedule,
+} from "./attention/lean.ts";
 export type { LeanOptions } from "./attention/lean.ts";
 export { calibratedGrid, calibrateGrid } from "./attention/calibrate_grid.ts";
 export type { CalibrateOptions, Calibration } from "./attention/calibrate_grid.ts";
@@ -98,4 +106,5 @@ export type {
 export { numSplitsHeuristic } from "./schedule/split_heuristic.ts";
 export type { SplitHeuristicInput } from "./schedule/split_heuristic.ts";
 export { renderSchedule } from "./schedule/render_schedule.ts";
+export type { AttentionAlgo, AttentionPlan, AttentionRun } from "./schedule/attention_plan.ts";
 export type { RenderOptions } from "./schedule/render_schedule.ts";

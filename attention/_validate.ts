@@ -11,6 +11,7 @@ import {
   show,
 } from "../tensor/errors.ts";
 import { fmt } from "../tensor/shape.ts";
+import { type Backend, computeBackend } from "../backends/backend.ts";
 import { MAX_TILE, MAX_WORKERS } from "../schedule/limits.ts";
 
 export { MAX_TILE, MAX_WORKERS };
@@ -29,6 +30,8 @@ export interface AttentionOptions {
 
 /** The resolved problem. */
 export interface AttentionProblem {
+  /** The compute backend of q, k and v. */
+  backend: Backend;
   B: number;
   Hq: number;
   Hkv: number;
@@ -145,6 +148,7 @@ export function validateAttention(
     }
   }
   return {
+    backend: computeBackend(op, q.backend),
     B,
     Hq,
     Hkv,

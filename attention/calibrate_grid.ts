@@ -10,6 +10,7 @@ import type { Backend } from "../backends/backend.ts";
 import { ArgumentError } from "../tensor/errors.ts";
 import { randn } from "../tensor/creation.ts";
 import { leanAttention } from "./lean.ts";
+import { calibratedGrid, storeCalibratedGrid } from "./_grid_store.ts";
 
 /** Options of {@link calibrateGrid}. */
 export interface CalibrateOptions {
@@ -33,18 +34,7 @@ export interface Calibration {
   timing: "timestamps" | "wall";
 }
 
-const calibrated = new Map<string, number>();
-
-/** The calibrated grid of this backend's adapter, if {@link calibrateGrid} ran for it. */
-export function calibratedGrid(backend: Backend): number | undefined {
-  return calibrated.get(`${backend.name}:${backend.description}`);
-}
-
-interface Profiling {
-  setProfiling(on: boolean): void;
-  readTimings(): Promise<{ ms: number; startNs?: number; endNs?: number }[]>;
-  features?: { timestamps?: boolean };
-}
+export { calibratedGrid };
 
 function positive(name: string, v: unknown, fallback: number): number {
   if (v === undefined) return fallback;
@@ -79,9 +69,9 @@ export async function calibrateGrid(
   const q = randn([1, heads, 1, 128], { seed: 1, dtype, backend });
   const k = randn([1, heads, keys, 128], { seed: 2, dtype, backend });
   const v = randn([1, heads, keys, 128], { seed: 3, dtype, backend });
-  const prof = backend as unknown as Partial<Profiling>;
-  const stamps = typeof prof.setProfiling === "function" &&
-    typeof prof.readTimings === "function" && prof.features?.timestamps === true;
+  // Timestamps where the backend declares them (the profiling capability), else wall time.
+  const stamps = backend.timestamps === true && backend.setProfiling !== undefined &&
+    backend.readTimings !== undefined;
   const times: { grid: number; ms: number }[] = [];
   try {
     for (const grid of candidates) {
@@ -89,12 +79,12 @@ export async function calibrateGrid(
       for (let i = 0; i < 2; i++) await settle(call());
       const per: number[] = [];
       if (stamps) {
-        prof.setProfiling!(true);
+        backend.setProfiling!(true);
         try {
-          await prof.readTimings!();
+          await backend.readTimings!();
           for (let i = 0; i < reps; i++) {
             await settle(call());
-            const t = await prof.readTimings!();
+            const t = await backend.readTimings!();
             const s0 = t[0]?.startNs, e1 = t[t.length - 1]?.endNs;
             per.push(
               s0 !== undefined && e1 !== undefined && e1 > s0
@@ -103,7 +93,7 @@ export async function calibrateGrid(
             );
           }
         } finally {
-          prof.setProfiling!(false);
+          backend.setProfiling!(false);
         }
       } else {
         for (let i = 0; i < reps; i++) {
@@ -119,7 +109,7 @@ export async function calibrateGrid(
     for (const t of [q, k, v]) t.dispose();
   }
   const best = times.reduce((a, b) => (b.ms < a.ms ? b : a));
-  calibrated.set(`${backend.name}:${backend.description}`, best.grid);
+  storeCalibratedGrid(backend, best.grid);
   return { grid: best.grid, times, timing: stamps ? "timestamps" : "wall" };
 }
 

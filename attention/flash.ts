@@ -11,18 +11,13 @@
  */
 import type { Tensor } from "../tensor/tensor.ts";
 import { ArgumentError } from "../tensor/errors.ts";
-import { splitSchedule } from "../schedule/lean_schedule.ts";
-import type { LeanSchedule } from "../schedule/lean_schedule.ts";
-import {
-  type AttentionOptions,
-  MAX_TILE,
-  MAX_WORKERS,
-  positiveIntOption,
-  validateAttention,
-} from "./_validate.ts";
-import { runSchedule } from "./_run.ts";
-import { queryBlocksOf } from "../schedule/limits.ts";
+import { type LeanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
+import type { AttentionPlan } from "../schedule/attention_plan.ts";
+import { MAX_TILE, MAX_WORKERS, queryBlocksOf } from "../schedule/limits.ts";
 import { numSplitsHeuristic } from "../schedule/split_heuristic.ts";
+import { type AttentionOptions, positiveIntOption, validateAttention } from "./_validate.ts";
+import { runPlan } from "./_run.ts";
+import { planAttention, type Planner } from "./plan.ts";
 import type { AttentionState } from "./merge.ts";
 
 /** Options of {@link flashAttention}. */
@@ -45,21 +40,40 @@ export function flashSchedule(
   v: Tensor,
   opts: FlashOptions = {},
 ): LeanSchedule {
-  return plan(q, k, v, opts).schedule;
+  return flashAttentionPlan(q, k, v, opts).schedule;
+}
+
+/**
+ * The plan `flashAttention` runs for this problem: the schedule, the K/V parts and the
+ * backend's prepared kernel runs. Cached per backend; shared, so read it, do not change it.
+ */
+export function flashAttentionPlan(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: FlashOptions = {},
+): AttentionPlan {
+  return plan(q, k, v, opts).plan;
+}
+
+/** Throws unless `numSplits` chunks of `units` units make at most `MAX_WORKERS` workers. */
+function checkWorkers(numSplits: number, units: number): void {
+  const workers = units * numSplits;
+  if (numSplits > 1 && workers > MAX_WORKERS) {
+    throw new ArgumentError(
+      `${OP}: numSplits ${numSplits} × ${units} units would make ${workers} workers, ` +
+        `more than ${MAX_WORKERS}`,
+    );
+  }
 }
 
 function plan(q: Tensor, k: Tensor, v: Tensor, opts: FlashOptions) {
   const p = validateAttention(OP, q, k, v, opts);
   const blockN = positiveIntOption(OP, "blockN", opts.blockN, MAX_TILE) ?? 64;
-  let numSplits: number;
   const qBlocks = queryBlocksOf(p.Sq);
-  const lens = Array.from(p.kvLens);
+  let numSplits: number | "auto";
   if (opts.numSplits === "auto") {
-    numSplits = numSplitsHeuristic({
-      workItems: p.B * p.Hkv * qBlocks,
-      workers: q.backend.parallelism,
-      keyBlocks: Math.max(1, Math.ceil(Math.max(...lens) / blockN)),
-    });
+    numSplits = "auto";
   } else if (typeof opts.numSplits === "string") {
     throw new ArgumentError(
       `${OP}: numSplits must be a positive integer or "auto", got ${
@@ -68,23 +82,35 @@ function plan(q: Tensor, k: Tensor, v: Tensor, opts: FlashOptions) {
     );
   } else {
     numSplits = positiveIntOption(OP, "numSplits", opts.numSplits, MAX_WORKERS) ?? 1;
+    checkWorkers(numSplits, p.B * p.Hkv * qBlocks);
   }
-  const workers = p.B * p.Hkv * qBlocks * numSplits;
-  if (numSplits > 1 && workers > MAX_WORKERS) {
-    throw new ArgumentError(
-      `${OP}: numSplits ${numSplits} × ${p.B * p.Hkv * qBlocks} units would make ${workers} ` +
-        `workers, more than ${MAX_WORKERS}`,
-    );
-  }
-  const schedule = splitSchedule({
-    batch: p.B,
-    kvHeads: p.Hkv,
-    kvLens: lens,
-    qBlocks,
-    tileSize: blockN,
-    numSplits,
-  });
-  return { p, schedule, algo: numSplits === 1 ? "flash" as const : "flash-decoding" as const };
+  const planner: Planner = {
+    op: OP,
+    key: `flash|${blockN}|${numSplits}|${p.backend.parallelism}`,
+    resolve: () => {
+      const splits = numSplits === "auto"
+        ? numSplitsHeuristic({
+          workItems: p.B * p.Hkv * qBlocks,
+          workers: p.backend.parallelism,
+          keyBlocks: Math.max(1, Math.ceil(p.kvLens.reduce((a, n) => Math.max(a, n), 0) / blockN)),
+        })
+        : numSplits;
+      checkWorkers(splits, p.B * p.Hkv * qBlocks);
+      return {
+        algo: splits === 1 ? "flash" : "flash-decoding",
+        schedule: (kvLens) =>
+          splitSchedule({
+            batch: p.B,
+            kvHeads: p.Hkv,
+            kvLens,
+            qBlocks,
+            tileSize: blockN,
+            numSplits: splits,
+          }),
+      };
+    },
+  };
+  return { p, plan: planAttention(q, k, v, p, planner) };
 }
 
 /**
@@ -128,6 +154,6 @@ export function flashAttention(
   v: Tensor,
   opts: FlashOptions = {},
 ): Tensor | AttentionState {
-  const { p, schedule, algo } = plan(q, k, v, opts);
-  return runSchedule(algo, q, k, v, p, schedule);
+  const { p, plan: made } = plan(q, k, v, opts);
+  return runPlan(q, k, v, p, made);
 }

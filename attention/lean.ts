@@ -11,19 +11,15 @@
  */
 import type { Tensor } from "../tensor/tensor.ts";
 import { type LeanSchedule, leanSchedule } from "../schedule/lean_schedule.ts";
-import {
-  type AttentionOptions,
-  MAX_TILE,
-  MAX_WORKERS,
-  positiveIntOption,
-  validateAttention,
-} from "./_validate.ts";
-import { runSchedule } from "./_run.ts";
-import { queryBlocksOf } from "../schedule/limits.ts";
-import type { AttentionState } from "./merge.ts";
-import type { Backend, LeanGridProblem } from "../backends/backend.ts";
-import { calibratedGrid } from "./calibrate_grid.ts";
+import type { AttentionPlan } from "../schedule/attention_plan.ts";
+import { MAX_TILE, MAX_WORKERS, queryBlocksOf } from "../schedule/limits.ts";
 import { unitRowsOf } from "../schedule/geometry.ts";
+import type { Backend, LeanGridProblem } from "../backends/backend.ts";
+import { type AttentionOptions, positiveIntOption, validateAttention } from "./_validate.ts";
+import { runPlan } from "./_run.ts";
+import { planAttention } from "./plan.ts";
+import { calibratedGrid } from "./_grid_store.ts";
+import type { AttentionState } from "./merge.ts";
 
 /** Options of {@link leanAttention}. */
 export interface LeanOptions extends AttentionOptions {
@@ -40,41 +36,50 @@ export interface LeanOptions extends AttentionOptions {
 
 const OP = "leanAttention";
 
-/** The default number of lean workers on a backend. */
+/**
+ * The default number of lean workers on a backend: the grid `calibrateGrid` measured for its
+ * adapter, else the backend's own `defaultGrid`, else its parallelism.
+ */
 export function defaultLeanGrid(backend: Backend): number {
-  const measured = calibratedGrid(backend);
-  if (measured !== undefined) return measured;
-  const own = (backend as { defaultGrid?: number }).defaultGrid;
-  if (own !== undefined) return own;
-  return backend.name === "cpu" ? backend.parallelism * 2 : backend.parallelism;
+  return calibratedGrid(backend) ?? backend.defaultGrid ?? backend.parallelism;
 }
 
 function plan(q: Tensor, k: Tensor, v: Tensor, opts: LeanOptions) {
   const p = validateAttention(OP, q, k, v, opts);
   const tileSize = positiveIntOption(OP, "tileSize", opts.tileSize, MAX_TILE) ?? 64;
   const given = positiveIntOption(OP, "grid", opts.grid, MAX_WORKERS);
-  const problem = {
-    batch: p.B,
-    kvHeads: p.Hkv,
-    kvLens: Array.from(p.kvLens),
-    qBlocks: queryBlocksOf(p.Sq),
-    tileSize,
-  };
-  const grid = given ?? shapeGrid(q.backend, problem, p.Sq, p.Hq / p.Hkv, p.D, k.dtype);
-  const schedule = leanSchedule({ ...problem, grid });
-  return { p, schedule };
+  const base = given === undefined ? defaultLeanGrid(p.backend) : 0;
+  const made = planAttention(q, k, v, p, {
+    op: OP,
+    key: `lean|${tileSize}|${given ?? `default ${base}`}`,
+    resolve: () => {
+      const problem = {
+        batch: p.B,
+        kvHeads: p.Hkv,
+        kvLens: Array.from(p.kvLens),
+        qBlocks: queryBlocksOf(p.Sq),
+        tileSize,
+      };
+      const grid = given ?? shapeGrid(p.backend, problem, base, p.Sq, p.Hq / p.Hkv, p.D, k.dtype);
+      return {
+        algo: "lean",
+        schedule: (kvLens) => leanSchedule({ ...problem, kvLens, grid }),
+      };
+    },
+  });
+  return { p, plan: made };
 }
 
-/** The default grid for one problem: the backend's choice for the shape, else the default. */
+/** The default grid for one problem: the backend's choice for the shape, else `base`. */
 function shapeGrid(
   backend: Backend,
   plan: LeanGridProblem["plan"],
+  base: number,
   Sq: number,
   group: number,
   D: number,
   kvDtype: LeanGridProblem["kvDtype"],
 ): number {
-  const base = defaultLeanGrid(backend);
   if (!backend.leanGrid) return base;
   const unitRows = unitRowsOf(Sq, group, plan.qBlocks ?? 1);
   const g = backend.leanGrid({ plan, unitRows, D, kvDtype }, base);
@@ -88,7 +93,31 @@ export function leanAttentionSchedule(
   v: Tensor,
   opts: LeanOptions = {},
 ): LeanSchedule {
-  return plan(q, k, v, opts).schedule;
+  return leanAttentionPlan(q, k, v, opts).schedule;
+}
+
+/**
+ * The plan `leanAttention` runs for this problem: the schedule (with the grid chosen), the
+ * K/V parts and the backend's prepared kernel runs. Cached per backend; shared, so read it,
+ * do not change it.
+ *
+ * @example
+ * ```ts
+ * import { cpu, leanAttentionPlan, randn, renderSchedule } from "../mod.ts";
+ * const backend = cpu();
+ * const q = randn([1, 4, 1, 32], { seed: 1, backend });
+ * const k = randn([1, 2, 500, 32], { seed: 2, backend });
+ * const plan = leanAttentionPlan(q, k, k, { grid: 5 });
+ * console.log(plan.schedule.workers.length, renderSchedule(plan.schedule).startsWith("<svg")); // 5 true
+ * ```
+ */
+export function leanAttentionPlan(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: LeanOptions = {},
+): AttentionPlan {
+  return plan(q, k, v, opts).plan;
 }
 
 /**
@@ -132,6 +161,6 @@ export function leanAttention(
   v: Tensor,
   opts: LeanOptions = {},
 ): Tensor | AttentionState {
-  const { p, schedule } = plan(q, k, v, opts);
-  return runSchedule("lean", q, k, v, p, schedule);
+  const { p, plan: made } = plan(q, k, v, opts);
+  return runPlan(q, k, v, p, made);
 }

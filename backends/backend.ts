@@ -7,10 +7,12 @@
  */
 import type { DType } from "../tensor/dtype.ts";
 import type { Shape } from "../tensor/shape.ts";
-import type { LeanPlan, LeanSchedule } from "../schedule/lean_schedule.ts";
+import type { LeanPlan } from "../schedule/lean_schedule.ts";
+import type { AttentionPlan, AttentionRun } from "../schedule/attention_plan.ts";
+import type { DataId, MemoryInfo, TensorBackend } from "../tensor/storage.ts";
+import { ArgumentError } from "../tensor/errors.ts";
 
-/** Opaque handle of a backend's storage for one tensor. */
-export type DataId = { readonly __dataId: unique symbol } | object;
+export type { AttentionPlan, AttentionRun, DataId, MemoryInfo, TensorBackend };
 
 /** What a kernel needs to know of an input tensor. */
 export interface TensorInfo {
@@ -29,22 +31,17 @@ export type BinaryOp = "add" | "sub" | "mul" | "div" | "max";
 /** Reductions along one axis. */
 export type ReduceOp = "sum" | "max";
 
-/**
- * Everything an attention kernel needs, already validated and resolved by `attention/`.
- * `schedule` is the work partition: every algorithm (flash, flash-decoding, lean) is one
- * {@link LeanSchedule}; the backend executes it and merges cut units in the listed order.
- */
-export interface AttentionParams {
-  /** Which algorithm produced the schedule (a backend may pick a kernel by it). */
-  readonly algo: "flash" | "flash-decoding" | "lean";
-  /** Multiplier of q·k. */
-  readonly scale: number;
-  /** Bottom-right aligned causal mask. */
-  readonly causal: boolean;
-  /** Valid keys per batch entry (`0..N`). */
-  readonly kvLens: Int32Array;
-  /** The partition of the work. */
-  readonly schedule: LeanSchedule;
+/** One kernel run of an attention plan (see {@link AttentionPlan}). */
+export type AttentionParams = AttentionRun;
+
+/** One timed pass of submitted work (a backend with the profiling capability). */
+export interface BackendTiming {
+  /** Milliseconds the pass took on the device. */
+  ms: number;
+  /** Device timestamp of its start, in ns, where known. */
+  startNs?: number;
+  /** Device timestamp of its end, in ns, where known. */
+  endNs?: number;
 }
 
 /**
@@ -62,16 +59,6 @@ export interface StoragePart {
   readonly n1: number;
 }
 
-/** Memory accounting of a backend, in bytes. */
-export interface MemoryInfo {
-  /** Bytes held by live tensors. */
-  liveBytes: number;
-  /** Bytes held in the reuse pool (0 where there is none). */
-  pooledBytes: number;
-  /** Number of live storage objects. */
-  liveCount: number;
-}
-
 /** What a backend may look at to pick `leanAttention`'s default grid for one call. */
 export interface LeanGridProblem {
   /** The lean plan without its grid. */
@@ -84,14 +71,21 @@ export interface LeanGridProblem {
   kvDtype: DType;
 }
 
-/** A compute backend. */
-export interface Backend {
-  /** `"cpu"` or `"webgpu"`. */
-  readonly name: string;
-  /** What it runs on, e.g. the adapter description. */
-  readonly description: string;
+/**
+ * A compute backend: the storage of {@link TensorBackend} plus the primitives the ops call.
+ * Members marked optional are capabilities: callers test for them, never for a backend's
+ * name.
+ */
+export interface Backend extends TensorBackend {
   /** How many independent workers run at once; default lean `grid` and split heuristics. */
   readonly parallelism: number;
+  /** Optional: the shape-free default lean `grid` (else `parallelism`). */
+  readonly defaultGrid?: number;
+  /**
+   * Optional: true where `defaultGrid` is a guess that timing should replace
+   * (`calibrateGrid`; `defaultBackend()` does it once), e.g. a GPU no table lists.
+   */
+  readonly gridNeedsCalibration?: boolean;
   /**
    * Optional: the lean `grid` for one problem when the caller gives none. `base` is the
    * shape-free default (`defaultLeanGrid`); a backend with a cost model of its kernels may
@@ -99,20 +93,17 @@ export interface Backend {
    * where that saves its second pass). Returns a positive integer.
    */
   leanGrid?(problem: LeanGridProblem, base: number): number;
-  /** Whether float16 tensors are stored as halves (else as float32, values rounded). */
-  readonly nativeF16: boolean;
-
   /**
-   * Stores values (already rounded to `dtype`). `shape`, when given, lets a backend store a
-   * tensor too large for one device buffer binding (see {@link Backend.storageParts}).
+   * Optional: prepares one run of an attention plan once, at planning time (kernel choice,
+   * packed metadata); the result is kept in `run.prepared` and read back by `attention`.
    */
-  upload(values: Float32Array, dtype: DType, shape?: Shape): DataId;
-  /** Reads values back as float32. The only place that waits. */
-  read(id: DataId, dtype: DType, size: number): Promise<Float32Array>;
-  /** Frees storage. Safe to call once per id. */
-  release(id: DataId): void;
-  /** Live and pooled bytes. */
-  memory(): MemoryInfo;
+  prepareAttention?(plan: AttentionPlan, run: AttentionRun, qDType: DType): unknown;
+  /** Optional profiling: whether device timestamps back {@link Backend.readTimings}. */
+  readonly timestamps?: boolean;
+  /** Optional profiling: time each submitted pass from now on (or stop). */
+  setProfiling?(on: boolean): void;
+  /** Optional profiling: the timings of the passes submitted since the last read. */
+  readTimings?(): Promise<BackendTiming[]>;
 
   /** Elementwise unary op; output has the input's shape and dtype. */
   unary(op: UnaryOp, x: TensorInfo): DataId;
@@ -152,10 +143,11 @@ export interface Backend {
   cast(x: TensorInfo, dtype: DType): DataId;
 
   /**
-   * Attention of q `[B, Hq, Sq, D]` over k, v `[B, Hkv, N, D]` executing `params.schedule`.
-   * Returns out `[B, Hq, Sq, D]` (q's dtype) and lse `[B, Hq, Sq]` (float32, natural log).
+   * Attention of q `[B, Hq, Sq, D]` over k, v `[B, Hkv, N, D]` executing `plan` (its runs, in
+   * order, merging their states when K/V are stored in parts). Returns out `[B, Hq, Sq, D]`
+   * (q's dtype) and lse `[B, Hq, Sq]` (float32, natural log).
    */
-  attention(q: TensorInfo, k: TensorInfo, v: TensorInfo, params: AttentionParams): {
+  attention(q: TensorInfo, k: TensorInfo, v: TensorInfo, plan: AttentionPlan): {
     out: DataId;
     lse: DataId;
   };
@@ -178,4 +170,18 @@ export interface Backend {
   ): readonly { readonly id: DataId; readonly n0: number; readonly n1: number }[] | null;
   /** Frees everything the backend holds (the backend cannot be used afterwards). */
   destroy?(): void;
+}
+
+/**
+ * The compute backend of a tensor. Every backend the library makes is one; a storage-only
+ * {@link TensorBackend} (a user's own, say) holds tensors but cannot run ops.
+ */
+export function computeBackend(op: string, b: TensorBackend): Backend {
+  const c = b as Partial<Backend>;
+  if (typeof c.attention !== "function" || typeof c.unary !== "function") {
+    throw new ArgumentError(
+      `${op}: the tensor's backend ${JSON.stringify(b.name)} stores tensors but runs no ops`,
+    );
+  }
+  return b as Backend;
 }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Backend } from "../backends/backend.ts";
+import { type Backend, computeBackend } from "../backends/backend.ts";
 import type { DType } from "../tensor/dtype.ts";
 import { ArgumentError, BackendMismatchError, DTypeError, show } from "../tensor/errors.ts";
 import { fmt } from "../tensor/shape.ts";
@@ -32,7 +32,12 @@ export function sameBackend(op: string, ...ts: Tensor[]): Backend {
       );
     }
   }
-  return b;
+  return computeBackend(op, b);
+}
+
+/** The compute backend `t` lives on (see `computeBackend`). */
+export function backendOf(op: string, t: Tensor): Backend {
+  return computeBackend(op, t.backend);
 }
 
 /** Throws {@link DTypeError} unless every tensor has the first one's dtype. */

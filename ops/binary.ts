@@ -8,7 +8,7 @@ import type { BinaryOp } from "../backends/backend.ts";
 import { broadcastShapes } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { ArgumentError } from "../tensor/errors.ts";
-import { describe, live, sameBackend, sameDType } from "./_util.ts";
+import { backendOf, describe, live, sameBackend, sameDType } from "./_util.ts";
 
 function binaryOp(op: BinaryOp, name: string, a: Tensor, b: Tensor | number): Tensor {
   const x = live(name, "a", a);
@@ -29,7 +29,7 @@ function binaryOp(op: BinaryOp, name: string, a: Tensor, b: Tensor | number): Te
   }
   try {
     const shape = broadcastShapes(x.shape, y.shape, name);
-    const id = x.backend.binary(op, x, y, shape, x.dtype);
+    const id = backendOf(name, x).binary(op, x, y, shape, x.dtype);
     return new Tensor(x.backend, id, shape, x.dtype);
   } finally {
     scalar?.dispose();

@@ -5,7 +5,7 @@
  */
 import { checkDType, type DType } from "../tensor/dtype.ts";
 import { Tensor } from "../tensor/tensor.ts";
-import { live } from "./_util.ts";
+import { backendOf, live } from "./_util.ts";
 
 /**
  * A copy of `x` stored as `dtype` (to float16 values round to nearest even).
@@ -19,5 +19,5 @@ import { live } from "./_util.ts";
 export function cast(x: Tensor, dtype: DType): Tensor {
   const t = live("cast", "x", x);
   const d = checkDType(dtype, "cast");
-  return new Tensor(t.backend, t.backend.cast(t, d), t.shape, d);
+  return new Tensor(t.backend, backendOf("cast", t).cast(t, d), t.shape, d);
 }

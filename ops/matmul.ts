@@ -6,7 +6,7 @@
 import { ArgumentError, ShapeError, show } from "../tensor/errors.ts";
 import { broadcastShapes, fmt } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
-import { live, sameBackend, sameDType } from "./_util.ts";
+import { backendOf, live, sameBackend, sameDType } from "./_util.ts";
 
 /** Options of {@link matmul}. */
 export interface MatmulOptions {
@@ -60,6 +60,6 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   }
   const batch = broadcastShapes(x.shape.slice(0, ra - 2), y.shape.slice(0, rb - 2), "matmul");
   const shape = [...batch, M, N];
-  const id = x.backend.matmul(x, y, tA, tB, shape, dtype);
+  const id = backendOf("matmul", x).matmul(x, y, tA, tB, shape, dtype);
   return new Tensor(x.backend, id, shape, dtype);
 }

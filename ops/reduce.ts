@@ -7,7 +7,7 @@ import type { ReduceOp } from "../backends/backend.ts";
 import { ArgumentError, show } from "../tensor/errors.ts";
 import { normAxis } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
-import { live } from "./_util.ts";
+import { backendOf, live } from "./_util.ts";
 
 function reduceOp(op: ReduceOp, x: Tensor, axis: number | undefined, keepDims: boolean): Tensor {
   const t = live(op, "x", x);
@@ -18,7 +18,7 @@ function reduceOp(op: ReduceOp, x: Tensor, axis: number | undefined, keepDims: b
     // All axes: one reduction of the flattened tensor (the reshape shares storage).
     const flat = t.reshape([t.size]);
     try {
-      const id = t.backend.reduce(op, flat, 0);
+      const id = backendOf(op, t).reduce(op, flat, 0);
       return new Tensor(t.backend, id, keepDims ? t.shape.map(() => 1) : [], t.dtype);
     } finally {
       flat.dispose();
@@ -28,7 +28,7 @@ function reduceOp(op: ReduceOp, x: Tensor, axis: number | undefined, keepDims: b
   const shape = keepDims
     ? t.shape.map((d, i) => (i === a ? 1 : d))
     : t.shape.filter((_, i) => i !== a);
-  return new Tensor(t.backend, t.backend.reduce(op, t, a), shape, t.dtype);
+  return new Tensor(t.backend, backendOf(op, t).reduce(op, t, a), shape, t.dtype);
 }
 
 /**

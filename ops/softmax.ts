@@ -5,7 +5,7 @@
  */
 import { normAxis } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
-import { live } from "./_util.ts";
+import { backendOf, live } from "./_util.ts";
 
 /**
  * Numerically stable softmax along `axis` (default: the last). A slice that is all −∞ (fully
@@ -20,5 +20,5 @@ import { live } from "./_util.ts";
 export function softmax(x: Tensor, axis = -1): Tensor {
   const t = live("softmax", "x", x);
   const a = normAxis(axis, t.rank, "softmax");
-  return new Tensor(t.backend, t.backend.softmax(t, a), t.shape, t.dtype);
+  return new Tensor(t.backend, backendOf("softmax", t).softmax(t, a), t.shape, t.dtype);
 }

@@ -6,7 +6,7 @@
 import { ShapeError, show } from "../tensor/errors.ts";
 import { fmt } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
-import { live } from "./_util.ts";
+import { backendOf, live } from "./_util.ts";
 
 /**
  * Permutes the axes: output dimension `i` is input dimension `perm[i]` (default: reversed).
@@ -40,5 +40,5 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
     }
   }
   const shape = p.map((a) => t.shape[a]);
-  return new Tensor(t.backend, t.backend.transpose(t, p), shape, t.dtype);
+  return new Tensor(t.backend, backendOf("transpose", t).transpose(t, p), shape, t.dtype);
 }

@@ -5,11 +5,11 @@
  */
 import type { UnaryOp } from "../backends/backend.ts";
 import { Tensor } from "../tensor/tensor.ts";
-import { live } from "./_util.ts";
+import { backendOf, live } from "./_util.ts";
 
 function unaryOp(op: UnaryOp, x: Tensor): Tensor {
   const t = live(op, "x", x);
-  return new Tensor(t.backend, t.backend.unary(op, t), t.shape, t.dtype);
+  return new Tensor(t.backend, backendOf(op, t).unary(op, t), t.shape, t.dtype);
 }
 
 /**

@@ -41,10 +41,9 @@ export function where(cond: Tensor, a: Tensor | number, b: Tensor | number): Ten
   }
   const ta = typeof a === "number" ? null : live(op, "a", a);
   const tb = typeof b === "number" ? null : live(op, "b", b);
-  sameBackend(op, c, ...(ta ? [ta] : []), ...(tb ? [tb] : []));
+  const backend = sameBackend(op, c, ...(ta ? [ta] : []), ...(tb ? [tb] : []));
   if (ta && tb) sameDType(op, ta, tb);
   const dtype: DType = ta?.dtype ?? tb?.dtype ?? "float32";
-  const backend = c.backend;
   // Scalars become 0-d tensors of the output dtype, freed before returning.
   const scalars: Tensor[] = [];
   const asTensor = (x: Tensor | null, v: Tensor | number): Tensor => {

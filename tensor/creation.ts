@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Backend } from "../backends/backend.ts";
-import { getBackend } from "../backends/default.ts";
+import { defaultTensorBackend } from "./default_backend.ts";
+import type { TensorBackend } from "./storage.ts";
 import { checkDType, type DType, roundToF16 } from "./dtype.ts";
 import { ShapeError, show } from "./errors.ts";
 import { normals } from "./random.ts";
@@ -15,8 +15,8 @@ import { Tensor } from "./tensor.ts";
 export interface CreationOptions {
   /** Storage dtype (default `"float32"`). */
   dtype?: DType;
-  /** Where the tensor lives (default: {@link getBackend}, initially the CPU). */
-  backend?: Backend;
+  /** Where the tensor lives (default: the backend `setBackend` or `defaultBackend` chose, initially the CPU). */
+  backend?: TensorBackend;
 }
 
 /** Flat numeric data accepted by {@link tensor}. */
@@ -27,7 +27,7 @@ export type NestedData = number | readonly NestedData[];
 /** Builds a tensor from already-float32 values (copied to storage). @internal */
 export function fromValues(values: Float32Array, shape: Shape, opts: CreationOptions = {}): Tensor {
   const dtype = checkDType(opts.dtype ?? "float32");
-  const backend = opts.backend ?? getBackend();
+  const backend = opts.backend ?? defaultTensorBackend();
   if (dtype === "float16") roundToF16(values);
   return new Tensor(backend, backend.upload(values, dtype, shape), shape, dtype);
 }

@@ -6,11 +6,11 @@
  *
  * @module
  */
-import type { Backend, DataId } from "../backends/backend.ts";
 import type { DType } from "./dtype.ts";
 import { DisposedTensorError, ShapeError } from "./errors.ts";
 import type { NdArray } from "./ndarray.ts";
 import { checkShape, fmt, type Shape, sizeOf } from "./shape.ts";
+import type { DataId, TensorBackend } from "./storage.ts";
 
 /** A nested array of numbers as returned by {@link Tensor.toArray}. */
 export type NestedArray = number | NestedArray[];
@@ -18,7 +18,7 @@ export type NestedArray = number | NestedArray[];
 /** Reference-counted backend storage shared by a tensor and its reshapes. */
 class Storage {
   refs = 1;
-  constructor(readonly backend: Backend, readonly id: DataId) {}
+  constructor(readonly backend: TensorBackend, readonly id: DataId) {}
   release(): void {
     if (--this.refs === 0) this.backend.release(this.id);
   }
@@ -40,11 +40,11 @@ export class Tensor {
   /** Storage dtype; arithmetic is float32. */
   readonly dtype: DType;
   /** The backend holding the data. */
-  readonly backend: Backend;
+  readonly backend: TensorBackend;
   #storage: Storage | null;
 
   /** @internal Use the creation functions; this wraps storage a backend returned. */
-  constructor(backend: Backend, id: DataId, shape: Shape, dtype: DType, share?: Storage) {
+  constructor(backend: TensorBackend, id: DataId, shape: Shape, dtype: DType, share?: Storage) {
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
     this.backend = backend;
@@ -104,7 +104,7 @@ export class Tensor {
   }
 
   /** A copy of this tensor on another backend (same shape and dtype). */
-  async to(backend: Backend): Promise<Tensor> {
+  async to(backend: TensorBackend): Promise<Tensor> {
     const values = await this.data();
     return new Tensor(
       backend,

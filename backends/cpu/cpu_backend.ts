@@ -5,7 +5,7 @@
  * @module
  */
 import type {
-  AttentionParams,
+  AttentionPlan,
   Backend,
   BinaryOp,
   DataId,
@@ -17,6 +17,7 @@ import type {
 import type { DType } from "../../tensor/dtype.ts";
 import type { Shape } from "../../tensor/shape.ts";
 import * as k from "./kernels.ts";
+import { setFallbackTensorBackend } from "../../tensor/default_backend.ts";
 import { cpuAttention, cpuMergeStates } from "./attention.ts";
 
 /** Typed array a CPU tensor is stored in. */
@@ -44,6 +45,8 @@ class CpuBackend implements Backend {
   readonly name = "cpu";
   readonly description = `CPU (${navigator.hardwareConcurrency} logical cores)`;
   readonly parallelism = navigator.hardwareConcurrency || 1;
+  /** Default lean `grid`: twice the cores, so a core that finishes early takes another run. */
+  readonly defaultGrid = this.parallelism * 2;
   readonly nativeF16 = true;
   #live = new Set<CpuData>();
 
@@ -110,8 +113,9 @@ class CpuBackend implements Backend {
     out.set(cpuValues(x));
     return this.#wrap(out);
   }
-  attention(q: TensorInfo, k: TensorInfo, v: TensorInfo, params: AttentionParams) {
-    const r = cpuAttention(q, k, v, params);
+  attention(q: TensorInfo, k: TensorInfo, v: TensorInfo, plan: AttentionPlan) {
+    // CPU tensors are stored whole: a plan here has exactly one run.
+    const r = cpuAttention(q, k, v, plan.runs[0]);
     return { out: this.#wrap(r.out), lse: this.#wrap(r.lse) };
   }
   mergeStates(outs: readonly TensorInfo[], lses: readonly TensorInfo[]) {
@@ -126,3 +130,6 @@ let instance: Backend | null = null;
 export function cpu(): Backend {
   return instance ??= new CpuBackend();
 }
+
+// The CPU backend is where tensors go while no other default was chosen.
+setFallbackTensorBackend(cpu);

@@ -6,9 +6,10 @@
  *
  * @module
  */
-import { parallelismOf } from "./_gpus.ts";
+import { isSoftwareAdapter, parallelismOf } from "./_gpus.ts";
 import type {
-  AttentionParams,
+  AttentionPlan,
+  AttentionRun,
   Backend,
   BinaryOp,
   DataId,
@@ -32,6 +33,7 @@ import {
   whereKernel,
 } from "./_kernels.ts";
 import { matmulKernel } from "./_matmul.ts";
+import { attentionInParts } from "../attention_parts.ts";
 import {
   type AttentionTuning,
   defaultGrid as attentionGrid,
@@ -115,6 +117,19 @@ export class WebGpuBackend implements Backend {
    * knob says so.
    */
   attentionTuning: AttentionTuning = {};
+
+  /** Whether {@link WebGpuBackend.readTimings} reports device timestamps (`timestamp-query`). */
+  get timestamps(): boolean {
+    return this.features.timestamps;
+  }
+
+  /**
+   * True on a hardware GPU missing from the table of multiprocessor counts: its default grid
+   * is a guess (software adapters are for correctness: their grid does not matter).
+   */
+  get gridNeedsCalibration(): boolean {
+    return !parallelismOf(this.description).known && !isSoftwareAdapter(this.description);
+  }
 
   /** Default lean `grid`, as tuned by the attention kernels for this device. */
   get defaultGrid(): number {
@@ -227,11 +242,14 @@ export class WebGpuBackend implements Backend {
     q: TensorInfo,
     k: TensorInfo,
     v: TensorInfo,
-    params: AttentionParams,
+    plan: AttentionPlan,
   ): { out: DataId; lse: DataId } {
     this.#rt.check();
-    this.#whole("attention (one call per part: see attention/_run.ts)", q, k, v);
-    return webgpuAttention(this.ctx, q, k, v, params, this.attentionTuning);
+    const run = (qi: TensorInfo, ki: TensorInfo, vi: TensorInfo, r: AttentionRun) => {
+      this.#whole("attention (one run per part: see backends/attention_parts.ts)", qi, ki, vi);
+      return webgpuAttention(this.ctx, qi, ki, vi, r, this.attentionTuning);
+    };
+    return plan.parts ? attentionInParts(this, q, k, v, plan, run) : run(q, k, v, plan.runs[0]);
   }
   mergeStates(
     outs: readonly TensorInfo[],

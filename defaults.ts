@@ -1,10 +1,14 @@
 /**
- * The process-wide default backend used by creation functions when none is given.
+ * The library's defaults, wired in one place above every layer: which backend creation
+ * functions use when none is given, and `defaultBackend()`, which picks the best backend
+ * here and calibrates its lean grid where the table of known GPUs cannot. This is the only
+ * code that knows every backend.
  *
  * @module
  */
-import type { Backend } from "./backend.ts";
-import { cpu } from "./cpu/cpu_backend.ts";
+import type { Backend } from "./backends/backend.ts";
+import { cpu } from "./backends/cpu/cpu_backend.ts";
+import { chooseTensorBackend } from "./tensor/default_backend.ts";
 
 let current: Backend | null = null;
 
@@ -16,6 +20,7 @@ export function getBackend(): Backend {
 /** Sets the default backend for creation functions. */
 export function setBackend(backend: Backend): void {
   current = backend;
+  chooseTensorBackend(backend);
 }
 
 /**
@@ -27,13 +32,10 @@ export function defaultBackend(): Promise<Backend> {
   return chosen ??= (async () => {
     let b: Backend;
     try {
-      const { webgpu } = await import("./webgpu/webgpu_backend.ts");
+      const { webgpu } = await import("./backends/webgpu/webgpu_backend.ts");
       b = await webgpu();
-      // A GPU missing from the table of multiprocessor counts gets its lean grid by timing
-      // (software adapters are for correctness: their grid does not matter).
-      const { isSoftwareAdapter, parallelismOf } = await import("./webgpu/_gpus.ts");
-      if (!parallelismOf(b.description).known && !isSoftwareAdapter(b.description)) {
-        const { calibrateGrid } = await import("../attention/calibrate_grid.ts");
+      if (b.gridNeedsCalibration) {
+        const { calibrateGrid } = await import("./attention/calibrate_grid.ts");
         await calibrateGrid(b).catch(() => {});
       }
     } catch {

@@ -1,0 +1,191 @@
+/**
+ * Planning an attention call: validated problem + knobs → one {@link AttentionPlan}, made
+ * once and cached per backend, so repeated calls of one shape (every layer of a decode step)
+ * skip the schedule, the grid's cost model and the backend's kernel preparation.
+ *
+ * The plan depends only on what the cache key holds: the shapes and dtypes, the resolved
+ * options and lengths, the inputs of any default the knobs resolve (e.g. the default grid),
+ * and where K/V parts begin and end. Tensors are not part of it, so one plan serves any
+ * q, k, v of that description.
+ *
+ * @module
+ */
+import type { Tensor } from "../tensor/tensor.ts";
+import { LimitError } from "../tensor/errors.ts";
+import { fmt } from "../tensor/shape.ts";
+import type { Backend, StoragePart, TensorInfo } from "../backends/backend.ts";
+import type { AttentionAlgo, AttentionPlan, AttentionRun } from "../schedule/attention_plan.ts";
+import type { LeanSchedule } from "../schedule/lean_schedule.ts";
+import type { AttentionProblem } from "./_validate.ts";
+
+/** How one algorithm turns a problem into schedules. */
+export interface Planner {
+  /** The op's name for messages. */
+  readonly op: string;
+  /** Cache key of the knobs, including the inputs of any default they resolve. */
+  readonly key: string;
+  /** Resolves the knobs (on a cache miss); the builder makes a schedule for given lengths. */
+  resolve(p: AttentionProblem): {
+    algo: AttentionAlgo;
+    schedule(kvLens: readonly number[]): LeanSchedule;
+  };
+}
+
+/** Plans kept per backend (most recently used last); enough for every layer shape of a model. */
+const MAX_CACHED = 64;
+const cache = new WeakMap<Backend, Map<string, AttentionPlan>>();
+
+const info = (t: Tensor): TensorInfo => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+
+/** The plan of one call: from the cache, or made (and cached) now. */
+export function planAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  p: AttentionProblem,
+  planner: Planner,
+): AttentionPlan {
+  const parts = kvParts(planner.op, p.backend, q, k, v);
+  const key = [
+    planner.key,
+    q.shape.join(","),
+    k.shape.join(","),
+    q.dtype,
+    k.dtype,
+    p.scale,
+    p.causal,
+    p.kvLens.join(","),
+    parts ? parts.map((x) => x.n0).join(",") : "whole",
+  ].join("|");
+  let plans = cache.get(p.backend);
+  if (!plans) cache.set(p.backend, plans = new Map());
+  const hit = plans.get(key);
+  if (hit) {
+    plans.delete(key); // most recently used last
+    plans.set(key, hit);
+    return hit;
+  }
+  const plan = makePlan(q, k, p, planner, parts);
+  plans.set(key, plan);
+  if (plans.size > MAX_CACHED) plans.delete(plans.keys().next().value!);
+  return plan;
+}
+
+function makePlan(
+  q: Tensor,
+  k: Tensor,
+  p: AttentionProblem,
+  planner: Planner,
+  parts: readonly StoragePart[] | null,
+): AttentionPlan {
+  const { algo, schedule: build } = planner.resolve(p);
+  const lens = Array.from(p.kvLens);
+  const schedule = build(lens);
+  const common = { algo, scale: p.scale };
+  const runs: AttentionRun[] = parts
+    ? partRuns(planner.op, p, parts).map((r) => ({
+      ...common,
+      causal: r.causal,
+      kvLens: Int32Array.from(r.lens),
+      schedule: build(r.lens),
+      part: r.part,
+    }))
+    : [{ ...common, causal: p.causal, kvLens: p.kvLens, schedule }];
+  const plan: AttentionPlan = {
+    algo,
+    qShape: q.shape,
+    kvShape: k.shape,
+    scale: p.scale,
+    causal: p.causal,
+    kvLens: p.kvLens,
+    schedule,
+    parts: parts ? parts.map(({ n0, n1 }) => Object.freeze({ n0, n1 })) : null,
+    runs,
+  };
+  if (p.backend.prepareAttention) {
+    for (const r of runs) r.prepared = p.backend.prepareAttention(plan, r, q.dtype);
+  }
+  runs.forEach((r) => Object.freeze(r));
+  Object.freeze(runs);
+  return Object.freeze(plan);
+}
+
+/** The matching parts of k and v when the backend stored them in parts, else null. */
+function kvParts(
+  op: string,
+  backend: Backend,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+): readonly StoragePart[] | null {
+  if (!backend.storageParts) return null;
+  if (backend.storageParts(info(q))) {
+    throw new LimitError(
+      `${op}: q ${fmt(q.shape)} is too large for one buffer binding and was stored across ` +
+        `several buffers; only k and v may be stored in parts (run fewer queries per call)`,
+    );
+  }
+  const kp = backend.storageParts(info(k));
+  const vp = backend.storageParts(info(v));
+  if (!kp && !vp) return null;
+  const same = kp && vp && kp.length === vp.length &&
+    kp.every((a, i) => a.n0 === vp[i].n0 && a.n1 === vp[i].n1);
+  if (!same) {
+    const desc = (s: readonly StoragePart[] | null) =>
+      s ? `in parts from keys [${s.map((x) => x.n0).join(", ")}]` : "stored whole";
+    throw new LimitError(
+      `${op}: k is ${desc(kp)} and v is ${desc(vp)} along the key axis; k and v over one ` +
+        `buffer binding must be cut into the same parts (create both with the same shape and ` +
+        `dtype)`,
+    );
+  }
+  return kp;
+}
+
+/**
+ * The runs over K/V parts, in key order, each with the lengths it sees.
+ *
+ * The causal mask is bottom-right aligned to each run's own lengths, which is right for the
+ * part holding kvLens[b] but would hide the tail of a part wholly before it. Such parts run
+ * unmasked instead (a batch mixing both kinds in one part runs it twice, the other entries'
+ * lengths zeroed: each state is then the identity where it does not apply). Unmasked is right
+ * only if every query row sees the whole part, i.e. the part ends at least Sq − 1 keys before
+ * kvLens[b]; otherwise the call is refused here, before anything is dispatched.
+ */
+function partRuns(
+  op: string,
+  p: AttentionProblem,
+  parts: readonly StoragePart[],
+): { part: number; lens: number[]; causal: boolean }[] {
+  const runs: { part: number; lens: number[]; causal: boolean }[] = [];
+  const prefill = p.causal && p.Sq > 1;
+  for (let c = 0; c < parts.length; c++) {
+    const { n0, n1 } = parts[c];
+    const lens = Array.from(p.kvLens, (len) => Math.max(0, Math.min(len - n0, n1 - n0)));
+    // Parts past every sequence's end add nothing; the first always runs so that a batch
+    // with no keys at all still yields the identity state.
+    if (c > 0 && lens.every((n) => n === 0)) continue;
+    if (!prefill) {
+      runs.push({ part: c, lens, causal: p.causal });
+      continue;
+    }
+    const holds = lens.map((n, b) => (p.kvLens[b] <= n1 ? n : 0));
+    const before = lens.map((n, b) => (p.kvLens[b] > n1 ? n : 0));
+    before.forEach((n, b) => {
+      const len = p.kvLens[b];
+      if (n > 0 && len - n1 < p.Sq - 1) {
+        throw new LimitError(
+          `${op}: causal attention with Sq = ${p.Sq} queries over K/V stored across ` +
+            `buffers (a part boundary at key ${n1}, over one buffer binding): kvLens[${b}] = ` +
+            `${len} puts the boundary within the last ${p.Sq - 1} keys, where query rows see ` +
+            `different prefixes; causal prefill across a K/V buffer boundary is not ` +
+            `supported there (use fewer queries per call, or Sq = 1)`,
+        );
+      }
+    });
+    const anyBefore = before.some((n) => n > 0);
+    if (holds.some((n) => n > 0) || !anyBefore) runs.push({ part: c, lens: holds, causal: true });
+    if (anyBefore) runs.push({ part: c, lens: before, causal: false });
+  }
+  return runs;
+}

@@ -1,0 +1,67 @@
+/**
+ * The plan of one attention call, as plain data: what `attention/` computes once from the
+ * shapes, lengths, options and the device's facts, and what a backend executes in one call.
+ * FlashInfer's `plan()`/`run()` split is the model: planning validates and partitions,
+ * running only encodes work, so a plan made once serves every call of the same shape (every
+ * layer of a decode step) and can be inspected (`renderSchedule(plan.schedule)`).
+ *
+ * K/V stored in parts across device buffers (a WebGPU tensor over one storage binding) is
+ * planned as several runs, one per part (a part's lengths are `clamp(kvLens[b] − n0, 0,
+ * n1 − n0)`), whose states the backend merges in key order: attention over the union of
+ * disjoint key sets is the merge of the attention over each set.
+ *
+ * @module
+ */
+import type { LeanSchedule } from "./lean_schedule.ts";
+
+/** The algorithm a schedule came from (a backend may pick its kernel by it). */
+export type AttentionAlgo = "flash" | "flash-decoding" | "lean";
+
+/**
+ * One execution of an attention kernel over one K/V store (the whole of k and v, or one of
+ * their parts): everything a kernel needs, already validated and resolved.
+ */
+export interface AttentionRun {
+  /** Which algorithm produced the schedule. */
+  readonly algo: AttentionAlgo;
+  /** Multiplier of q·k. */
+  readonly scale: number;
+  /** Bottom-right aligned causal mask (aligned to this run's lengths). */
+  readonly causal: boolean;
+  /** Valid keys per batch entry of this run's K/V (`0..N`). */
+  readonly kvLens: Int32Array;
+  /** The partition of the work: who runs which tiles, which pieces merge in which order. */
+  readonly schedule: LeanSchedule;
+  /** The K/V part this run reads (index into {@link AttentionPlan.parts}); absent: whole. */
+  readonly part?: number;
+  /**
+   * What the backend prepared for this run once, at planning time (kernel choice, packed
+   * schedule metadata, launch sizes): opaque here, read only by the backend that made it.
+   */
+  prepared?: unknown;
+}
+
+/** The plan of one attention call. */
+export interface AttentionPlan {
+  /** The algorithm. */
+  readonly algo: AttentionAlgo;
+  /** Shape of q `[B, Hq, Sq, D]`. */
+  readonly qShape: readonly number[];
+  /** Shape of k and v `[B, Hkv, N, D]`. */
+  readonly kvShape: readonly number[];
+  /** Multiplier of q·k. */
+  readonly scale: number;
+  /** Bottom-right aligned causal mask. */
+  readonly causal: boolean;
+  /** Valid keys per batch entry. */
+  readonly kvLens: Int32Array;
+  /** The schedule over the whole key axis (what `renderSchedule` draws). */
+  readonly schedule: LeanSchedule;
+  /** Key ranges `[n0, n1)` of the K/V parts, or null when K/V are stored whole. */
+  readonly parts: readonly { readonly n0: number; readonly n1: number }[] | null;
+  /**
+   * The kernel runs, merged in this order when there are several (K/V in parts). With a
+   * single run whose `part` is absent, the plan is the schedule over the whole K/V.
+   */
+  readonly runs: readonly AttentionRun[];
+}
