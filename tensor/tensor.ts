@@ -8,7 +8,7 @@
  */
 import type { DType } from "./dtype.ts";
 import { DisposedTensorError, ShapeError } from "./errors.ts";
-import type { NdArray } from "./ndarray.ts";
+import type { NdArray } from "./ndarray_types.ts";
 import { checkShape, fmt, type Shape, sizeOf } from "./shape.ts";
 import type { DataId, TensorBackend } from "./storage.ts";
 
@@ -99,8 +99,8 @@ export class Tensor {
 
   /** The values as a contiguous float32 ndarray (see `toNdarray` in tensor/ndarray.ts). */
   async toNdarray(): Promise<NdArray> {
-    const { toNdarray } = await import("./ndarray.ts");
-    return toNdarray(this);
+    const { ndarrayOf } = await import("./_ndarray_out.ts");
+    return ndarrayOf(await this.data(), this.shape);
   }
 
   /** A copy of this tensor on another backend (same shape and dtype). */
