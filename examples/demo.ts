@@ -90,8 +90,9 @@ console.log("\n" + line(head));
 console.log(w.map((n) => "-".repeat(n)).join("  "));
 for (const r of rows) console.log(line(r));
 
-const grid = (backend as { defaultGrid?: number }).defaultGrid ?? backend.parallelism;
-const schedule = la.leanSchedule({ batch: B, kvHeads: Hkv, kvLens, tileSize: 64, grid });
+// The schedule the lean calls above ran (their plan, from the plan cache).
+const { schedule } = la.leanAttentionPlan(q, k, v, { kvLens });
+const grid = schedule.workers.length;
 await Deno.writeTextFile(args.svg, la.renderSchedule(schedule));
 console.log(
   `\nlean schedule: ${schedule.totalTiles} tiles over ${grid} workers, ${schedule.cuts.length} ` +
