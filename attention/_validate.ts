@@ -2,7 +2,8 @@
  * Validation shared by every attention op: shapes of q, k, v, backends, dtypes and the common
  * options. Returns the resolved problem so ops never re-derive it.
  */
-import type { Tensor } from "../tensor/tensor.ts";
+import { Tensor } from "../tensor/tensor.ts";
+import { readOptions } from "../tensor/options.ts";
 import {
   ArgumentError,
   BackendMismatchError,
@@ -27,6 +28,9 @@ export interface AttentionOptions {
   /** Also return the natural-log LSE `[B, Hq, Sq]`. */
   returnLse?: boolean;
 }
+
+/** The option names every attention op takes. */
+export const ATTENTION_OPTIONS = ["scale", "causal", "kvLens", "returnLse"] as const;
 
 /** The resolved problem. */
 export interface AttentionProblem {
@@ -63,18 +67,17 @@ export function positiveIntOption(
 }
 
 /** Validates q `[B,Hq,Sq,D]`, k/v `[B,Hkv,N,D]` and the options; throws named errors. */
-export function validateAttention(
+export function validateAttention<O extends AttentionOptions = AttentionOptions>(
   op: string,
   q: Tensor,
   k: Tensor,
   v: Tensor,
-  opts: AttentionOptions = {},
-): AttentionProblem {
-  if (opts === null || typeof opts !== "object") {
-    throw new ArgumentError(`${op}: options must be an object, got ${show(opts)}`);
-  }
+  options: unknown,
+  extra: readonly (keyof O & string)[] = [],
+): AttentionProblem & { opts: Partial<O> } {
+  const opts = readOptions<O>(op, options, [...ATTENTION_OPTIONS, ...extra]);
   for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
-    if (!t || typeof t !== "object" || !("shape" in t)) {
+    if (!(t instanceof Tensor)) {
       throw new ArgumentError(`${op}: ${name} must be a Tensor, got ${show(t)}`);
     }
     t.id; // throws DisposedTensorError
@@ -159,5 +162,6 @@ export function validateAttention(
     causal: opts.causal ?? false,
     kvLens,
     returnLse: opts.returnLse ?? false,
+    opts,
   };
 }

@@ -7,7 +7,8 @@
  * @module
  */
 import type { Backend } from "../backends/backend.ts";
-import { ArgumentError } from "../tensor/errors.ts";
+import { ArgumentError, show } from "../tensor/errors.ts";
+import { readOptions } from "../tensor/options.ts";
 import { randn } from "../tensor/creation.ts";
 import { leanAttention } from "./lean.ts";
 import { calibratedGrid, storeCalibratedGrid } from "./_grid_store.ts";
@@ -57,8 +58,17 @@ function positive(name: string, v: unknown, fallback: number): number {
  */
 export async function calibrateGrid(
   backend: Backend,
-  opts: CalibrateOptions = {},
+  options: CalibrateOptions = {},
 ): Promise<Calibration> {
+  const opts = readOptions<CalibrateOptions>("calibrateGrid", options, [
+    "keys",
+    "heads",
+    "reps",
+    "candidates",
+  ]);
+  if (backend === null || typeof backend !== "object" || typeof backend.attention !== "function") {
+    throw new ArgumentError(`calibrateGrid: backend must be a Backend, got ${show(backend)}`);
+  }
   const keys = positive("keys", opts.keys, 8192);
   const heads = positive("heads", opts.heads, 16);
   const reps = positive("reps", opts.reps, 10);

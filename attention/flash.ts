@@ -67,8 +67,9 @@ function checkWorkers(numSplits: number, units: number): void {
   }
 }
 
-function plan(q: Tensor, k: Tensor, v: Tensor, opts: FlashOptions) {
-  const p = validateAttention(OP, q, k, v, opts);
+function plan(q: Tensor, k: Tensor, v: Tensor, options: FlashOptions | undefined) {
+  const p = validateAttention<FlashOptions>(OP, q, k, v, options, ["blockN", "numSplits"]);
+  const { opts } = p;
   const blockN = positiveIntOption(OP, "blockN", opts.blockN, MAX_TILE) ?? 64;
   const qBlocks = queryBlocksOf(p.Sq);
   let numSplits: number | "auto";

@@ -44,8 +44,9 @@ export function defaultLeanGrid(backend: Backend): number {
   return calibratedGrid(backend) ?? backend.defaultGrid ?? backend.parallelism;
 }
 
-function plan(q: Tensor, k: Tensor, v: Tensor, opts: LeanOptions) {
-  const p = validateAttention(OP, q, k, v, opts);
+function plan(q: Tensor, k: Tensor, v: Tensor, options: LeanOptions | undefined) {
+  const p = validateAttention<LeanOptions>(OP, q, k, v, options, ["tileSize", "grid"]);
+  const { opts } = p;
   const tileSize = positiveIntOption(OP, "tileSize", opts.tileSize, MAX_TILE) ?? 64;
   const given = positiveIntOption(OP, "grid", opts.grid, MAX_WORKERS);
   const base = given === undefined ? defaultLeanGrid(p.backend) : 0;

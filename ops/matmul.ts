@@ -7,6 +7,7 @@ import { ArgumentError, ShapeError, show } from "../tensor/errors.ts";
 import { broadcastShapes, fmt } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { backendOf, live, sameBackend, sameDType } from "./_util.ts";
+import { readOptions } from "../tensor/options.ts";
 
 /** Options of {@link matmul}. */
 export interface MatmulOptions {
@@ -27,12 +28,10 @@ export interface MatmulOptions {
  * console.log(await matmul(a, a, { transposeB: true }).toArray()); // [[5, 11], [11, 25]]
  * ```
  */
-export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
   const x = live("matmul", "a", a);
   const y = live("matmul", "b", b);
-  if (opts === null || typeof opts !== "object") {
-    throw new ArgumentError(`matmul: options must be an object, got ${show(opts)}`);
-  }
+  const opts = readOptions<MatmulOptions>("matmul", options, ["transposeA", "transposeB"]);
   const tA = opts.transposeA ?? false;
   const tB = opts.transposeB ?? false;
   if (typeof tA !== "boolean" || typeof tB !== "boolean") {

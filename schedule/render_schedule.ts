@@ -6,6 +6,8 @@
  * @module
  */
 import type { LeanSchedule } from "./lean_schedule.ts";
+import { ArgumentError, show } from "../tensor/errors.ts";
+import { readOptions } from "../tensor/options.ts";
 
 /** Layout knobs of {@link renderSchedule}. */
 export interface RenderOptions {
@@ -41,7 +43,28 @@ function unitLabel(s: LeanSchedule, u: number): string {
  * console.log(svg.startsWith("<svg")); // true
  * ```
  */
-export function renderSchedule(schedule: LeanSchedule, opts: RenderOptions = {}): string {
+export function renderSchedule(schedule: LeanSchedule, options: RenderOptions = {}): string {
+  const opts = readOptions<RenderOptions>("renderSchedule", options, ["width", "title"]);
+  if (
+    schedule === null || typeof schedule !== "object" || !Array.isArray(schedule.workers) ||
+    !Array.isArray(schedule.units) || !Array.isArray(schedule.cuts)
+  ) {
+    throw new ArgumentError(
+      `renderSchedule: expected a schedule (leanSchedule, splitSchedule or a plan's ` +
+        `.schedule), got ${show(schedule)}`,
+    );
+  }
+  if (
+    opts.width !== undefined &&
+    (typeof opts.width !== "number" || !Number.isFinite(opts.width) || opts.width <= 0)
+  ) {
+    throw new ArgumentError(
+      `renderSchedule: width must be a positive number, got ${show(opts.width)}`,
+    );
+  }
+  if (opts.title !== undefined && typeof opts.title !== "string") {
+    throw new ArgumentError(`renderSchedule: title must be a string, got ${show(opts.title)}`);
+  }
   const s = schedule;
   const G = s.workers.length;
   const loads = s.workers.map((run) => run.reduce((a, g) => a + g.tileEnd - g.tileStart, 0));

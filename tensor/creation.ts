@@ -6,7 +6,8 @@
 import { defaultTensorBackend } from "./default_backend.ts";
 import type { TensorBackend } from "./storage.ts";
 import { checkDType, type DType, roundToF16 } from "./dtype.ts";
-import { ShapeError, show } from "./errors.ts";
+import { ArgumentError, ShapeError, show } from "./errors.ts";
+import { readOptions } from "./options.ts";
 import { normals } from "./random.ts";
 import { checkShape, fmt, type Shape, sizeOf } from "./shape.ts";
 import { Tensor } from "./tensor.ts";
@@ -23,6 +24,28 @@ export interface CreationOptions {
 export type FlatData = ArrayLike<number>;
 /** Nested arrays of numbers accepted by {@link tensor}. */
 export type NestedData = number | readonly NestedData[];
+
+const CREATION = ["dtype", "backend"] as const;
+
+/** The creation options of `op`, read once (unknown names and bad backends refused). */
+function creationOptions<T extends CreationOptions>(
+  op: string,
+  opts: unknown,
+  extra: readonly string[] = [],
+): Partial<T> {
+  const o = readOptions<T>(op, opts, [...CREATION, ...extra]);
+  const b = o.backend as Partial<TensorBackend> | undefined;
+  if (
+    b !== undefined &&
+    (b === null || typeof b !== "object" || typeof b.upload !== "function" ||
+      typeof b.read !== "function" || typeof b.release !== "function")
+  ) {
+    throw new ArgumentError(
+      `${op}: backend must be a Backend (cpu(), await webgpu()), got ${show(b)}`,
+    );
+  }
+  return o;
+}
 
 /** Builds a tensor from already-float32 values (copied to storage). @internal */
 export function fromValues(values: Float32Array, shape: Shape, opts: CreationOptions = {}): Tensor {
@@ -44,17 +67,22 @@ export function fromValues(values: Float32Array, shape: Shape, opts: CreationOpt
  */
 export function tensor(
   data: FlatData | NestedData,
-  opts: CreationOptions & { shape?: readonly number[] } = {},
+  options: CreationOptions & { shape?: readonly number[] } = {},
 ): Tensor {
-  let values: Float32Array;
+  const opts = creationOptions<CreationOptions & { shape?: readonly number[] }>(
+    "tensor",
+    options,
+    ["shape"],
+  );
+  let source: ArrayLike<number>;
   let shape: Shape;
   if (typeof data === "number") {
-    values = Float32Array.of(data);
+    source = [data];
     shape = [];
   } else if (isFlat(data)) {
-    values = Float32Array.from(data as ArrayLike<number>);
-    shape = [values.length];
-  } else {
+    source = flatNumbers(data);
+    shape = [source.length];
+  } else if (Array.isArray(data)) {
     const inferred: number[] = [];
     let level: unknown = data;
     while (Array.isArray(level)) {
@@ -63,9 +91,15 @@ export function tensor(
     }
     const flat: number[] = [];
     flatten(data, inferred, 0, flat);
-    values = Float32Array.from(flat);
+    source = flat;
     shape = inferred;
+  } else {
+    throw new ArgumentError(
+      `tensor: data must be a number, an array of numbers, nested arrays or a numeric typed ` +
+        `array, got ${show(data)}`,
+    );
   }
+  const values = Float32Array.from(source);
   if (opts.shape !== undefined) {
     const s = checkShape([...opts.shape], "tensor");
     if (sizeOf(s) !== values.length) {
@@ -81,6 +115,27 @@ export function tensor(
 function isFlat(data: unknown): boolean {
   if (ArrayBuffer.isView(data)) return true;
   return Array.isArray(data) && (data.length === 0 || typeof data[0] === "number");
+}
+
+/** A flat array or typed array whose elements are all numbers (no strings, no BigInts). */
+function flatNumbers(data: unknown): ArrayLike<number> {
+  if (ArrayBuffer.isView(data)) {
+    if (
+      data instanceof DataView || data instanceof BigInt64Array || data instanceof BigUint64Array
+    ) {
+      throw new ArgumentError(
+        `tensor: expected a numeric typed array (Float32Array, Int32Array, ...), got ${data.constructor.name} (convert BigInts to numbers first)`,
+      );
+    }
+    return data as unknown as ArrayLike<number>;
+  }
+  const a = data as unknown[];
+  for (let i = 0; i < a.length; i++) {
+    if (typeof a[i] !== "number") {
+      throw new ArgumentError(`tensor: element ${i} is not a number: ${show(a[i])}`);
+    }
+  }
+  return a as number[];
 }
 
 function flatten(x: unknown, shape: number[], dim: number, out: number[]): void {
@@ -103,18 +158,26 @@ function flatten(x: unknown, shape: number[], dim: number, out: number[]): void 
 
 /** A tensor filled with `value`. */
 export function full(shape: readonly number[], value: number, opts: CreationOptions = {}): Tensor {
-  const s = checkShape([...shape], "full");
-  return fromValues(new Float32Array(sizeOf(s)).fill(value), s, opts);
+  return filled("full", shape, value, opts);
 }
 
 /** A tensor of zeros. */
 export function zeros(shape: readonly number[], opts: CreationOptions = {}): Tensor {
-  return full(shape, 0, opts);
+  return filled("zeros", shape, 0, opts);
 }
 
 /** A tensor of ones. */
 export function ones(shape: readonly number[], opts: CreationOptions = {}): Tensor {
-  return full(shape, 1, opts);
+  return filled("ones", shape, 1, opts);
+}
+
+function filled(op: string, shape: readonly number[], value: number, options: unknown): Tensor {
+  const opts = creationOptions(op, options);
+  if (typeof value !== "number") {
+    throw new ArgumentError(`${op}: value must be a number, got ${show(value)}`);
+  }
+  const s = checkShape([...shape], op);
+  return fromValues(new Float32Array(sizeOf(s)).fill(value), s, opts);
 }
 
 /**
@@ -130,11 +193,12 @@ export function ones(shape: readonly number[], opts: CreationOptions = {}): Tens
  */
 export function randn(
   shape: readonly number[],
-  opts: CreationOptions & { seed: number },
+  options: CreationOptions & { seed: number },
 ): Tensor {
-  const s = checkShape([...shape], "randn");
-  if (!Number.isFinite(opts?.seed)) {
-    throw new ShapeError(`randn: expected a finite numeric seed, got ${show(opts?.seed)}`);
+  const opts = creationOptions<CreationOptions & { seed: number }>("randn", options, ["seed"]);
+  if (typeof opts.seed !== "number" || !Number.isFinite(opts.seed)) {
+    throw new ArgumentError(`randn: expected a finite numeric seed, got ${show(opts.seed)}`);
   }
+  const s = checkShape([...shape], "randn");
   return fromValues(normals(sizeOf(s), opts.seed), s, opts);
 }

@@ -33,6 +33,7 @@ import {
   whereKernel,
 } from "./_kernels.ts";
 import { matmulKernel } from "./_matmul.ts";
+import { readOptions } from "../../tensor/options.ts";
 import { attentionInParts } from "../attention_parts.ts";
 import {
   type AttentionTuning,
@@ -64,6 +65,15 @@ export interface WebGpuOptions {
   /** @deprecated Renamed {@link WebGpuOptions.partBytes} ("split" now means FlashDecoding's cut only); removed in 0.3. */
   splitBytes?: number;
 }
+
+const WEBGPU_OPTIONS = [
+  "powerPreference",
+  "requiredLimits",
+  "defaultLimits",
+  "disableFeatures",
+  "partBytes",
+  "splitBytes",
+];
 
 /** Limits raised to what the adapter offers unless `defaultLimits` is set. */
 const RAISED_LIMITS = [
@@ -327,7 +337,8 @@ const HINT = "On Linux without a GPU install a software Vulkan driver (Debian/Ub
  * console.log(gpu.description);
  * ```
  */
-export async function webgpu(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
+export async function webgpu(options: WebGpuOptions = {}): Promise<WebGpuBackend> {
+  let opts = readOptions<WebGpuOptions>("webgpu", options, WEBGPU_OPTIONS);
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) {
     throw new BackendUnavailableError(`WebGPU is not available: navigator.gpu is missing. ${HINT}`);
