@@ -1,19 +1,16 @@
 // Proves a refactor of the WebGPU attention kernels left their WGSL byte for byte unchanged:
 // prints one sha-256 per generated kernel over a broad set of configurations, then a total.
 // Run `deno run bench/probes/wgsl_snapshot.ts > after.txt` before and after; `diff` the files.
+import { genericKey, genericWgsl } from "../../backends/webgpu/attention/generic_kernel.ts";
+import { mergeKey, mergeWgsl } from "../../backends/webgpu/attention/merge_states_kernel.ts";
+import { reduceWgsl } from "../../backends/webgpu/attention/reduce_kernel.ts";
+import { type SgConfig, sgKey } from "../../backends/webgpu/attention/subgroup_config.ts";
+import { sgWgsl } from "../../backends/webgpu/attention/subgroup_kernel.ts";
 import {
-  genericKey,
-  genericWgsl,
-  mergeKey,
-  mergeWgsl,
-  reduceWgsl,
-  type SgConfig,
-  sgKey,
-  sgWgsl,
   wgmKey,
   wgmTile,
   wgmWgsl,
-} from "../../backends/webgpu/_attention_wgsl.ts";
+} from "../../backends/webgpu/attention/workgroup_memory_kernel.ts";
 
 type Elem = "f32" | "f16";
 const ELEMS: readonly Elem[] = ["f32", "f16"];
