@@ -66,7 +66,7 @@ export { cpu } from "./backends/cpu/cpu_backend.ts";
 export { webgpu, WebGpuBackend } from "./backends/webgpu/webgpu_backend.ts";
 export type { PassTiming, WebGpuOptions } from "./backends/webgpu/webgpu_backend.ts";
 export type { GpuBinding, GpuContext, GpuFeatures } from "./backends/webgpu/context.ts";
-export type { AttentionTuning } from "./backends/webgpu/attention.ts";
+export type { AttentionTuning } from "./backends/webgpu/attention/mod.ts";
 export { defaultBackend, getBackend, setBackend } from "./defaults.ts";
 
 export { add, div, maximum, mul, sub } from "./ops/binary.ts";

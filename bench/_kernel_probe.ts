@@ -26,7 +26,7 @@ import {
   computeUnits,
   webgpuAttention,
   webgpuMergeStates,
-} from "../backends/webgpu/attention.ts";
+} from "../backends/webgpu/internal.ts";
 import { leanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
 import { maxAbsDiff, referenceAttention } from "../testing/reference.ts";
 import { heatGpu } from "./_heater.ts";

@@ -4,7 +4,7 @@
  */
 import { deepStrictEqual, ok as assert } from "node:assert/strict";
 import fc from "fast-check";
-import { leanGridFor } from "../backends/webgpu/attention.ts";
+import { leanGridFor } from "../backends/webgpu/internal.ts";
 import type { GpuContext } from "../backends/webgpu/context.ts";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
 import type { Backend, LeanGridProblem } from "../backends/backend.ts";

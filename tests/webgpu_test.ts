@@ -27,7 +27,7 @@ import { sizeOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { backends } from "./_backends.ts";
 import { referenceAttention, type RefInput } from "../testing/reference.ts";
-import { webgpuAttention } from "../backends/webgpu/attention.ts";
+import { webgpuAttention } from "../backends/webgpu/internal.ts";
 import type { GpuContext } from "../backends/webgpu/context.ts";
 import { leanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
 

@@ -11,6 +11,10 @@ export { PART_ALIGN, partLayout } from "./_parts.ts";
 export {
   type AttentionTuning,
   computeUnits,
+  leanGridFor,
+  planWebgpuAttention,
+  runWebgpuAttention,
   webgpuAttention,
+  type WebGpuAttentionLaunch,
   webgpuMergeStates,
-} from "./attention.ts";
+} from "./attention/mod.ts";

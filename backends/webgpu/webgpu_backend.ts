@@ -41,7 +41,7 @@ import {
   leanGridFor,
   webgpuAttention,
   webgpuMergeStates,
-} from "./attention.ts";
+} from "./attention/mod.ts";
 
 export type { PassTiming } from "./_runtime.ts";
 

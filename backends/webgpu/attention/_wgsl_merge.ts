@@ -1,0 +1,112 @@
+/**
+ * The two deterministic merges of attention states the kernels share: the slots of one
+ * workgroup (subgroups or key groups) through workgroup memory, and the partial states of a
+ * cut unit in the listed order (the reduce kernel and the subgroup kernel's in-kernel merge
+ * run the same fold, so they give the same bits).
+ *
+ * @module
+ */
+import type { Elem } from "./_wgsl_meta.ts";
+import { partLoad } from "./_wgsl_segments.ts";
+
+/**
+ * WGSL lines merging the partial states of a workgroup's slots (subgroups or key groups) in
+ * slot order, deterministic: each slot's `(m, l)` per row is in `ml` already (after a
+ * barrier); the common max `M`, the total `Lt` and NaN flag `rbad` of the thread's row
+ * `row`, then the outputs in `rounds` rounds of `perRound` slots through `wo` (the slots
+ * for which `writer` holds run `stores`, with `sl` their place in the round), summed into
+ * `acc` with weights exp(m − M). Threads with `act` own one (row, vec4 of dims `fj`).
+ */
+export function mergeSlots(a: {
+  ml: string;
+  count: string;
+  rows: number;
+  row: string;
+  rounds: string;
+  perRound: number;
+  writer: string;
+  slot: string;
+  stores: readonly string[];
+  /** vec4s of a row of `wo` (D / 4). */
+  d4: number;
+}): string[] {
+  const { ml, count, rows, row, perRound: K } = a;
+  return [
+    `    var M = ninf;`,
+    `    var Lt = 0.0;`,
+    `    var acc = vec4<f32>(0.0);`,
+    `    var rbad = false;`,
+    `    if (act) {`,
+    `      for (var s = 0u; s < ${count}; s++) { M = max(M, ${ml}[s * ${rows}u + ${row}].x); }`,
+    `      for (var s = 0u; s < ${count}; s++) {`,
+    `        let ml = ${ml}[s * ${rows}u + ${row}];`,
+    `        rbad = rbad || is_nan(ml.y);`,
+    `        Lt += select(0.0, exp(ml.x - M), ml.x != ninf) * ml.y;`,
+    `      }`,
+    `    }`,
+    `    for (var rd = 0u; rd < ${a.rounds}; rd++) {`,
+    `      if (${a.writer}) {`,
+    `        let sl = ${a.slot};`,
+    ...a.stores.map((x) => `        ${x}`),
+    `      }`,
+    `      workgroupBarrier();`,
+    `      if (act) {`,
+    `        let cnt = min(${K}u, ${count} - rd * ${K}u);`,
+    `        for (var s = 0u; s < cnt; s++) {`,
+    `          let mS = ${ml}[(rd * ${K}u + s) * ${rows}u + ${row}].x;`,
+    `          let wgt = select(0.0, exp(mS - M), mS != ninf);`,
+    `          acc += wgt * wo[(s * ${rows}u + ${row}) * ${a.d4}u + fj];`,
+    `        }`,
+    `      }`,
+    `      workgroupBarrier();`,
+    `    }`,
+  ];
+}
+
+/**
+ * WGSL statements finishing one element of a cut unit: state element `d` of row `r` of the
+ * unit folds the `count` partial slots listed at `mt[first …]` strictly in that order with
+ * the pairwise merge, loading `U` partials before their fold (any `U` gives the same bits),
+ * and writes output row `row` (normalised) and, for `d = 0`, its lse. Shared by the reduce
+ * kernel and the subgroup kernel's in-kernel merge, so both give the same results.
+ */
+export function finishCut(D: number, q: Elem, U: number, ind: string, atomicPart = false): string {
+  const ld = (i: string) => partLoad(i, atomicPart);
+  const ks = [...Array(U).keys()];
+  const fold = (j: number) => `
+    let mN = max(m, mb${j});
+    if (mN != ninf) {
+      let al = select(0.0, exp(m - mN), m != ninf);
+      let be = select(0.0, exp(mb${j} - mN), mb${j} != ninf);
+      l = al * l + be * lb${j};
+      o = al * o + be * ob${j};
+      m = mN;
+    }`;
+  const body = `var m = ninf;
+var l = 0.0;
+var o = 0.0;
+var k = 0u;
+var bad = false;
+while (k < count) {
+  let last = count - 1u;
+${ks.map((j) => `  let p${j} = mt[first + min(k + ${j}u, last)] * R + r;`).join("\n")}
+${
+    ks.map((j) =>
+      `  let mb${j} = ${ld(`p${j} * 2u`)};
+  let lb${j} = ${ld(`p${j} * 2u + 1u`)};
+  let ob${j} = ${ld(`partOOff + p${j} * ${D}u + d`)};`
+    ).join("\n")
+  }
+${
+    ks.map((j) =>
+      `  if (k + ${j}u < count) {
+    bad = bad || is_nan(lb${j});${fold(j)}
+  }`
+    ).join("\n")
+  }
+  k += ${U}u;
+}
+O[row * ${D}u + d] = ${q}(select(select(0.0, o / l, l != 0.0), qnan, bad));
+if (d == 0u) { LSE[row] = select(select(ninf, m + log(l), l != 0.0), qnan, bad); }`;
+  return body.split("\n").map((x) => ind + x).join("\n");
+}

@@ -1,0 +1,97 @@
+/**
+ * The `meta` array every attention kernel reads (one u32 upload, one source of truth): its
+ * layout, and the WGSL that reads it — the problem sizes from the header and the worker's
+ * segments from the schedule. `meta.ts` writes what this layout describes.
+ *
+ * @module
+ */
+
+/**
+ * Word offsets of the header of the `meta` array shared by all attention kernels. The
+ * per-worker segment offsets start right after it ({@link META_SEG_OFFS}, a constant, so a
+ * worker's first read does not wait for the header), and each segment is one record of
+ * {@link SEG_WORDS} words holding everything its workgroup needs: the memory reads before the
+ * first K/V load form a chain of two (offsets and header, then the record).
+ */
+export const META = {
+  B: 0,
+  Hq: 1,
+  Hkv: 2,
+  Sq: 3,
+  N: 4,
+  D: 5,
+  group: 6,
+  rowsPerBlock: 7,
+  qBlocks: 8,
+  causal: 9,
+  scaleBits: 10,
+  negInfBits: 11,
+  numWorkers: 12,
+  segsOff: 13,
+  unitRows: 14,
+  numItems: 15,
+  itemsOff: 16,
+  partOOff: 17,
+  reduceNx: 18,
+  reduceChunks: 19,
+  size: 20,
+} as const;
+
+/** Where worker w's segments begin in the segment list: `meta[META_SEG_OFFS + w]` (W + 1 words). */
+export const META_SEG_OFFS = META.size;
+
+/**
+ * Words of one segment record at `meta[segsOff + 8·s]`: the unit; its first and end key
+ * (`[k0, k1)`, tiles × tile size, the end clamped to the sequence length); its partial slot
+ * (or 0xffffffff); the sequence length of the unit's batch; and for a piece of a cut unit,
+ * the unit's reduce item, its first partial-list word and its number of pieces (the in-kernel
+ * merge).
+ */
+export const SEG_WORDS = 8;
+
+/** Storage element type in WGSL. */
+export type Elem = "f32" | "f16";
+
+/** Bits of f32 −∞, the header's `negInfBits` word (WGSL has no −∞ literal). */
+export const NEG_INF_BITS = 0xff800000;
+
+/** Shared prologue: reads the problem sizes from meta. */
+export function sizes(): string {
+  return `
+  let B = mt[${META.B}];
+  let Hq = mt[${META.Hq}];
+  let Hkv = mt[${META.Hkv}];
+  let Sq = mt[${META.Sq}];
+  let N = mt[${META.N}];
+  let group = mt[${META.group}];
+  let rpb = mt[${META.rowsPerBlock}];
+  let qBlocks = mt[${META.qBlocks}];
+  let causal = mt[${META.causal}] != 0u;
+  let scale = bitcast<f32>(mt[${META.scaleBits}]);
+  let ninf = bitcast<f32>(mt[${META.negInfBits}]);
+  let R = mt[${META.unitRows}];
+  let partOOff = mt[${META.partOOff}];
+  // A quiet NaN from a runtime value (a NaN literal is not valid WGSL).
+  let qnan = bitcast<f32>(mt[${META.negInfBits}] | 0x7fc00000u);`;
+}
+
+/**
+ * Opens the loop over the worker's segments (every kernel walks the uploaded schedule the
+ * same way): the unit, its partial slot (or -1 as u32), batch, kv-head, query block, the
+ * key range `[k0, k1)` of the segment and the unit's first K/V row. The caller closes it.
+ */
+export function segmentLoop(): string {
+  return `  let segA = mt[${META_SEG_OFFS}u + w];
+  let segB = mt[${META_SEG_OFFS}u + w + 1u];
+  for (var si = segA; si < segB; si++) {
+    let sb = mt[${META.segsOff}] + si * ${SEG_WORDS}u;
+    let unit = mt[sb];
+    let k0 = mt[sb + 1u];
+    let k1 = mt[sb + 2u];
+    let part = mt[sb + 3u];
+    let len = mt[sb + 4u];
+    let qb = unit % qBlocks;
+    let h = (unit / qBlocks) % Hkv;
+    let b = unit / qBlocks / Hkv;
+    let kvRow0 = (b * Hkv + h) * N;`;
+}

@@ -1,0 +1,76 @@
+/**
+ * What the three main attention kernels (subgroup, workgroup-memory, generic) share around a
+ * segment: one binding layout, so the executor binds them alike, and the end of a segment —
+ * the merged state written as output rows or as a partial state.
+ *
+ * @module
+ */
+import type { Elem } from "./_wgsl_meta.ts";
+
+/**
+ * Bindings of the three main kernels (one layout, so the executor binds them alike): meta,
+ * q, K, V (`kvT`: the storage element or the wide load type), out, lse, partial states —
+ * as f32, or as u32 words accessed only atomically where workgroups of the same dispatch
+ * read each other's partials (`atomicPart`, the in-kernel merge; see {@link partStore}).
+ */
+export function mainBindings(q: Elem, kvT: string, atomicPart = false): string {
+  return `@group(0) @binding(0) var<storage, read> mt: array<u32>;
+@group(0) @binding(1) var<storage, read> Q: array<${q}>;
+@group(0) @binding(2) var<storage, read> K: array<${kvT}>;
+@group(0) @binding(3) var<storage, read> V: array<${kvT}>;
+@group(0) @binding(4) var<storage, read_write> O: array<${q}>;
+@group(0) @binding(5) var<storage, read_write> LSE: array<f32>;
+@group(0) @binding(6) var<storage, read_write> PART: ${
+    atomicPart ? "array<atomic<u32>>" : "array<f32>"
+  };`;
+}
+
+/**
+ * WGSL storing f32 `v` at partial word `i`. With `atomic` the store is an `atomicStore` of its
+ * bits: the in-kernel merge reads partials another workgroup of the same dispatch wrote, and
+ * plain loads may be served by the reading multiprocessor's L1, which is not coherent with
+ * other multiprocessors' stores (WGSL orders non-atomic accesses only within a workgroup).
+ * Atomic accesses go to L2.
+ */
+export function partStore(i: string, v: string, atomic: boolean): string {
+  return atomic ? `atomicStore(&PART[${i}], bitcast<u32>(${v}));` : `PART[${i}] = ${v};`;
+}
+
+/** WGSL loading partial word `i` as f32 (atomically with `atomic`, see {@link partStore}). */
+export function partLoad(i: string, atomic: boolean): string {
+  return atomic ? `bitcast<f32>(atomicLoad(&PART[${i}]))` : `PART[${i}]`;
+}
+
+/** The end of a segment: row `fr`, dims `4·fj…` of the merged state `(M, Lt, acc)` go to the
+ * output (normalised, with the lse) or to the segment's partial slot. */
+export function writeOut(D: number, q: Elem, atomicPart = false): string {
+  const st = (i: string, v: string) => partStore(i, v, atomicPart);
+  return `    if (act) {
+      let i = qb * rpb + fr % rpb;
+      if (i < Sq) {
+        let row = (b * Hq + h * group + fr / rpb) * Sq + i;
+        if (part == 0xffffffffu) {
+          let inv = select(0.0, 1.0 / Lt, Lt != 0.0);
+          let y = select(acc * inv, vec4<f32>(qnan), rbad);
+          let ob = row * ${D}u + fj * 4u;
+          O[ob] = ${q}(y.x);
+          O[ob + 1u] = ${q}(y.y);
+          O[ob + 2u] = ${q}(y.z);
+          O[ob + 3u] = ${q}(y.w);
+          if (fj == 0u) { LSE[row] = select(select(ninf, M + log(Lt), Lt != 0.0), qnan, rbad); }
+        } else {
+          let pr = part * R + fr;
+          let pb = partOOff + pr * ${D}u + fj * 4u;
+          ${st("pb", "acc.x")}
+          ${st("pb + 1u", "acc.y")}
+          ${st("pb + 2u", "acc.z")}
+          ${st("pb + 3u", "acc.w")}
+          if (fj == 0u) {
+            ${st("pr * 2u", "M")}
+            ${st("pr * 2u + 1u", "select(Lt, qnan, rbad)")}
+          }
+        }
+      }
+    }
+`;
+}

@@ -1,0 +1,118 @@
+/**
+ * WGSL of the generic attention kernel, the path where no faster one applies: one thread per
+ * query row, K/V staged in workgroup memory a few keys at a time, online softmax per key.
+ * Any D, any rows per unit, no subgroups. Correct everywhere, slow.
+ *
+ * @module
+ */
+import type { GpuContext } from "../context.ts";
+import { type Elem, META, segmentLoop, sizes } from "./_wgsl_meta.ts";
+import { VISIBLE } from "./_wgsl_visibility.ts";
+import { mainBindings } from "./_wgsl_segments.ts";
+
+/** `n` generated lines (loops unrolled at generation time; see the module notes). */
+function each(n: number, line: (i: number) => string): string {
+  return Array.from({ length: n }, (_, i) => line(i)).join("\n");
+}
+
+/** Configuration of the generic kernel. */
+export interface GenericConfig {
+  /** Head dim. */
+  D: number;
+  /** K/V storage. */
+  kv: Elem;
+  /** Q and out storage. */
+  q: Elem;
+  /** Keys staged in workgroup memory at a time. */
+  C: number;
+}
+
+/** Threads (query rows) per workgroup of the generic kernel. */
+export const GENERIC_WG = 64;
+
+/** Pipeline cache key of a generic kernel. */
+export function genericKey(c: GenericConfig): string {
+  return `attn-generic:D${c.D}:kv${c.kv}:q${c.q}:C${c.C}`;
+}
+
+/** WGSL of the generic kernel: any D, any rows per unit, no subgroups. */
+export function genericWgsl(c: GenericConfig): string {
+  const { D, C } = c;
+  const f16 = c.kv === "f16" || c.q === "f16";
+  return `${f16 ? "enable f16;" : ""}
+// attention, generic kernel: ${genericKey(c)}
+${mainBindings(c.q, c.kv)}
+var<workgroup> ks: array<f32, ${C * D}>;
+var<workgroup> vs: array<f32, ${C * D}>;
+${VISIBLE}
+@compute @workgroup_size(${GENERIC_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+  let w = wid.x + wid.y * nwg.x;
+  if (w >= mt[${META.numWorkers}]) { return; }
+  ${sizes()}
+  var qv: array<f32, ${D}>;
+  var o: array<f32, ${D}>;
+${segmentLoop()}
+    let kvBase = kvRow0 * ${D}u;
+    for (var r0 = 0u; r0 < R; r0 += ${GENERIC_WG}u) {
+      let r = r0 + tid;
+      let i = qb * rpb + r % rpb;
+      let ok = r < R && i < Sq;
+      let row = select(0u, (b * Hq + h * group + r / rpb) * Sq + i, ok);
+      let e = select(0u, min(k1, visible(len, Sq, i, causal)), ok);
+      let qb0 = row * ${D}u;
+${each(D, (d) => `      qv[${d}] = scale * f32(Q[qb0 + ${d}u]);\n      o[${d}] = 0.0;`)}
+      var m = ninf;
+      var l = 0.0;
+      var bad = false;
+      for (var c0 = k0; c0 < k1; c0 += ${C}u) {
+        workgroupBarrier();
+        for (var x = tid; x < ${C * D}u; x += ${GENERIC_WG}u) {
+          let key = min(c0 + x / ${D}u, k1 - 1u);
+          let src = kvBase + key * ${D}u + x % ${D}u;
+          ks[x] = f32(K[src]);
+          vs[x] = f32(V[src]);
+        }
+        workgroupBarrier();
+        let cn = select(0u, min(${C}u, e - c0), e > c0);
+        for (var j = 0u; j < cn; j++) {
+          let kb = j * ${D}u;
+          var s = 0.0;
+${each(D, (d) => `          s += qv[${d}] * ks[kb + ${d}u];`)}
+          bad = bad || poison_score(s);
+          if (s > m) {
+            let a = select(0.0, exp(m - s), m != ninf);
+            l *= a;
+${each(D, (d) => `            o[${d}] *= a;`)}
+            m = s;
+          }
+          let pj = select(0.0, exp(s - m), s != ninf);
+          l += pj;
+${each(D, (d) => `          o[${d}] += pj * vs[kb + ${d}u];`)}
+        }
+      }
+      if (ok) {
+        if (part == 0xffffffffu) {
+          let inv = select(0.0, 1.0 / l, l != 0.0);
+${each(D, (d) => `          O[qb0 + ${d}u] = ${c.q}(select(o[${d}] * inv, qnan, bad));`)}
+          LSE[row] = select(select(ninf, m + log(l), l != 0.0), qnan, bad);
+        } else {
+          let pr = part * R + r;
+          let pb = partOOff + pr * ${D}u;
+${each(D, (d) => `          PART[pb + ${d}u] = o[${d}];`)}
+          PART[pr * 2u] = m;
+          PART[pr * 2u + 1u] = select(l, qnan, bad);
+        }
+      }
+    }
+  }
+}
+`;
+}
+
+/** Keys the generic kernel stages at a time (its workgroup memory holds K and V as f32). */
+export function genericChunk(ctx: GpuContext, D: number): number {
+  const room = Math.min(ctx.limits.maxComputeWorkgroupStorageSize, 16384);
+  return Math.max(1, Math.min(32, Math.floor(room / (8 * D))));
+}

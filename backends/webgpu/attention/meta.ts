@@ -1,0 +1,98 @@
+/**
+ * The uploaded form of a schedule: one u32 array (sizes, per-worker segment offsets, one
+ * record a segment with its keys and sequence length, merge items) laid out as
+ * `_wgsl_meta.ts` describes, so the GPU runs exactly the partition `attention/` computed.
+ *
+ * @module
+ */
+import type { AttentionParams } from "../../backend.ts";
+import type { LeanSchedule } from "../../../schedule/lean_schedule.ts";
+import { META, META_SEG_OFFS, NEG_INF_BITS, SEG_WORDS } from "./_wgsl_meta.ts";
+import type { Geometry } from "./_launch_geometry.ts";
+
+const NO_PARTIAL = 0xffffffff;
+
+function f32Bits(x: number): number {
+  return new Uint32Array(new Float32Array([x]).buffer)[0];
+}
+
+/** Flattens the schedule (and the reduce items) into one u32 array. */
+export function buildMeta(
+  g: Geometry,
+  params: AttentionParams,
+  nx: { reduce: number; chunks: number },
+  fused: boolean,
+): Uint32Array {
+  const s: LeanSchedule = params.schedule;
+  const W = s.workers.length;
+  let nsegs = 0;
+  for (const run of s.workers) nsegs += run.length;
+  const empty: number[] = [];
+  for (let u = 0; u < s.units.length; u++) if (s.units[u].tiles === 0) empty.push(u);
+  const items = s.cuts.length + empty.length;
+  let slots = 0;
+  for (const c of s.cuts) slots += c.partials.length;
+  const segsOff = META_SEG_OFFS + W + 1;
+  const itemsOff = segsOff + SEG_WORDS * nsegs;
+  const slotsOff = itemsOff + 3 * items;
+  const meta = new Uint32Array(slotsOff + slots);
+  meta[META.B] = g.B;
+  meta[META.Hq] = g.Hq;
+  meta[META.Hkv] = g.Hkv;
+  meta[META.Sq] = g.Sq;
+  meta[META.N] = g.N;
+  meta[META.D] = g.D;
+  meta[META.group] = g.group;
+  meta[META.rowsPerBlock] = g.rowsPerBlock;
+  meta[META.qBlocks] = s.plan.qBlocks;
+  meta[META.causal] = params.causal ? 1 : 0;
+  meta[META.scaleBits] = f32Bits(params.scale);
+  meta[META.negInfBits] = NEG_INF_BITS;
+  meta[META.numWorkers] = W;
+  meta[META.segsOff] = segsOff;
+  meta[META.unitRows] = g.unitRows;
+  // Items: the empty units, then the cut units (the in-kernel merge counts on a cut unit's
+  // item, so the reduce pass then takes only the empty ones).
+  meta[META.numItems] = fused ? empty.length : items;
+  meta[META.itemsOff] = itemsOff;
+  meta[META.partOOff] = s.numPartials * g.unitRows * 2;
+  meta[META.reduceNx] = nx.reduce;
+  meta[META.reduceChunks] = nx.chunks;
+  // Items and partial lists; each partial slot's item, first list word and piece count go
+  // into its segment's record below.
+  const slotCut = new Map<number, [number, number, number]>();
+  let it = itemsOff;
+  let sl = slotsOff;
+  for (const u of empty) {
+    meta[it++] = u;
+    meta[it++] = sl;
+    meta[it++] = 0;
+  }
+  for (let c = 0; c < s.cuts.length; c++) {
+    const cut = s.cuts[c];
+    meta[it++] = cut.unit;
+    meta[it++] = sl;
+    meta[it++] = cut.partials.length;
+    for (const p of cut.partials) slotCut.set(p, [empty.length + c, sl, cut.partials.length]);
+    for (const p of cut.partials) meta[sl++] = p;
+  }
+  const T = s.plan.tileSize;
+  const perUnit = g.Hkv * s.plan.qBlocks;
+  let seg = 0;
+  for (let w = 0; w < W; w++) {
+    meta[META_SEG_OFFS + w] = seg;
+    for (const sg of s.workers[w]) {
+      const o = segsOff + SEG_WORDS * seg++;
+      const len = params.kvLens[Math.floor(sg.unit / perUnit)];
+      meta[o] = sg.unit;
+      meta[o + 1] = sg.tileStart * T;
+      meta[o + 2] = Math.min(sg.tileEnd * T, len);
+      meta[o + 3] = sg.partial < 0 ? NO_PARTIAL : sg.partial;
+      meta[o + 4] = len;
+      const cut = slotCut.get(sg.partial);
+      if (cut) [meta[o + 5], meta[o + 6], meta[o + 7]] = cut;
+    }
+  }
+  meta[META_SEG_OFFS + W] = seg;
+  return meta;
+}

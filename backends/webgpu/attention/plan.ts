@@ -1,0 +1,115 @@
+/**
+ * Planning an attention call on the GPU: everything that does not depend on buffers — the
+ * kernel choice (the first of subgroup, workgroup-memory and generic that applies), pipeline
+ * keys, the uploaded schedule, dispatch and scratch sizes — as one plain object. Planning
+ * allocates nothing, so a refused call leaves nothing behind, and a launch can be reused for
+ * every call of the same shape and schedule. `run.ts` executes it.
+ *
+ * @module
+ */
+import type { AttentionParams, TensorInfo } from "../../backend.ts";
+import type { DType } from "../../../tensor/dtype.ts";
+import type { GpuContext } from "../context.ts";
+import type { Elem } from "./_wgsl_meta.ts";
+import { launchGeometry } from "./_launch_geometry.ts";
+import { checkBinding, grid2d } from "./_launch_limits.ts";
+import { buildMeta } from "./meta.ts";
+import type { AttentionTuning } from "./tuning.ts";
+import { type SgConfig, sgConfig, sgKey } from "./subgroup_config.ts";
+import { type WgmConfig, wgmConfig, wgmKey } from "./workgroup_memory_kernel.ts";
+import { genericChunk, type GenericConfig, genericKey } from "./generic_kernel.ts";
+import { REDUCE_WG, reduceKey } from "./reduce_kernel.ts";
+
+/** The main kernel of a launch with its configuration. */
+export type MainKernel =
+  | { readonly kind: "sg"; readonly config: SgConfig }
+  | { readonly kind: "wgm"; readonly config: WgmConfig }
+  | { readonly kind: "generic"; readonly config: GenericConfig };
+
+/** One dispatch of a launch: its pipeline key and its 2-D grid of workgroups. */
+export interface PlannedDispatch {
+  /** Pipeline cache key (names exactly what the WGSL depends on). */
+  readonly key: string;
+  /** Workgroups `[x, y]`. */
+  readonly workgroups: readonly [number, number];
+}
+
+/** Everything an attention call needs that does not depend on its buffers. */
+export interface WebGpuAttentionLaunch {
+  /** Label of the main dispatch (`attention-<algo>`). */
+  readonly label: string;
+  /** Output rows (B · Hq · Sq): the lse has one float32 a row. */
+  readonly rows: number;
+  /** Output elements (rows · D). */
+  readonly outElements: number;
+  /** Output dtype (q's). */
+  readonly outDtype: DType;
+  /** The main kernel's dispatch; null when the schedule has no workers. */
+  readonly main: (PlannedDispatch & { readonly kernel: MainKernel }) | null;
+  /** The reduce pass (cut units not merged in the kernel, units without keys), or null. */
+  readonly reduce: (PlannedDispatch & { readonly D: number; readonly q: Elem }) | null;
+  /** The schedule as uploaded (see `meta.ts`); read-only once planned. */
+  readonly meta: Uint32Array;
+  /** Bytes of the partial-state scratch. */
+  readonly partBytes: number;
+  /** Zeroed u32 counters the in-kernel merge binds (0: no in-kernel merge). */
+  readonly counters: number;
+}
+
+/**
+ * Plans an attention call with q and K/V of these shapes and dtypes, with explicit kernel
+ * knobs where given. Throws {@link LimitError} where the device cannot run it.
+ */
+export function planWebgpuAttention(
+  ctx: GpuContext,
+  q: Pick<TensorInfo, "shape" | "dtype">,
+  k: Pick<TensorInfo, "shape" | "dtype">,
+  params: AttentionParams,
+  tuning: AttentionTuning = {},
+): WebGpuAttentionLaunch {
+  const s = params.schedule;
+  const g = launchGeometry(q.shape, k.shape, params);
+  const { B, Hq, Sq, D } = g;
+  const rows = B * Hq * Sq;
+  const qT = ctx.wgslType(q.dtype);
+  const kvT = ctx.wgslType(k.dtype);
+  const partBytes = Math.max(16, s.numPartials * g.unitRows * (D + 2) * 4);
+  checkBinding(ctx, "the partial states", partBytes);
+  const W = s.workers.length;
+  const want = tuning.kernel;
+  const sg = W === 0 || want === "generic" || want === "wgm"
+    ? null
+    : sgConfig(ctx, g, kvT, qT, params.causal, tuning);
+  const wgm = W === 0 || sg || want === "generic" ? null : wgmConfig(ctx, g, kvT, qT);
+  const fused = sg?.fm ?? false;
+  let items = fused ? 0 : s.cuts.length;
+  for (const u of s.units) if (u.tiles === 0) items++;
+  const mainGrid = grid2d(ctx, W);
+  const chunks = Math.ceil((g.unitRows * D) / REDUCE_WG);
+  const reduceGrid = grid2d(ctx, items * chunks);
+  const nx = { main: mainGrid[0], reduce: reduceGrid[0], chunks };
+  let main: WebGpuAttentionLaunch["main"] = null;
+  if (W > 0) {
+    let kernel: MainKernel;
+    let key: string;
+    if (sg) [kernel, key] = [{ kind: "sg", config: sg }, sgKey(sg)];
+    else if (wgm) [kernel, key] = [{ kind: "wgm", config: wgm }, wgmKey(wgm)];
+    else {
+      const c = { D, kv: kvT, q: qT, C: genericChunk(ctx, D) };
+      [kernel, key] = [{ kind: "generic", config: c }, genericKey(c)];
+    }
+    main = { kernel, key, workgroups: mainGrid };
+  }
+  return {
+    label: `attention-${params.algo}`,
+    rows,
+    outElements: rows * D,
+    outDtype: q.dtype,
+    main,
+    reduce: items > 0 ? { D, q: qT, key: reduceKey(D, qT), workgroups: reduceGrid } : null,
+    meta: buildMeta(g, params, nx, fused),
+    partBytes,
+    // One a cut unit, after the empty units' items.
+    counters: fused ? items + s.cuts.length + 1 : 0,
+  };
+}

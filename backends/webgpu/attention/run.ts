@@ -1,0 +1,85 @@
+/**
+ * Running a planned attention launch (`plan.ts`): allocates the output, the lse and the
+ * scratch, binds the tensors and records one main dispatch — one workgroup per worker,
+ * walking its segments — and, where the plan has one, the reduce dispatch. A unit cut into
+ * pieces (a (batch, kv-head) whose keys several workers share) is merged in the listed order:
+ * in the subgroup kernel by the workgroup that finishes its last piece (an integer counter a
+ * cut unit says which; `storageBarrier` is a device-scope fence in wgpu), else by the reduce
+ * dispatch, which also writes units without keys.
+ *
+ * @module
+ */
+import type { AttentionParams, DataId, TensorInfo } from "../../backend.ts";
+import type { GpuContext } from "../context.ts";
+import { checkBinding } from "./_launch_limits.ts";
+import { type MainKernel, planWebgpuAttention, type WebGpuAttentionLaunch } from "./plan.ts";
+import type { AttentionTuning } from "./tuning.ts";
+import { sgWgsl } from "./subgroup_kernel.ts";
+import { wgmWgsl } from "./workgroup_memory_kernel.ts";
+import { genericWgsl } from "./generic_kernel.ts";
+import { reduceWgsl } from "./reduce_kernel.ts";
+
+/** WGSL of a launch's main kernel. */
+function mainWgsl(k: MainKernel): string {
+  if (k.kind === "sg") return sgWgsl(k.config);
+  if (k.kind === "wgm") return wgmWgsl(k.config);
+  return genericWgsl(k.config);
+}
+
+/**
+ * Runs a planned launch on these tensors (of the shapes and dtypes it was planned for).
+ * Throws {@link LimitError}, before allocating, where a tensor exceeds a binding.
+ */
+export function runWebgpuAttention(
+  ctx: GpuContext,
+  launch: WebGpuAttentionLaunch,
+  q: TensorInfo,
+  k: TensorInfo,
+  v: TensorInfo,
+): { out: DataId; lse: DataId } {
+  for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
+    checkBinding(ctx, name, ctx.byteLength(t.id));
+  }
+  const out = ctx.alloc(launch.outElements, launch.outDtype);
+  const lse = ctx.alloc(launch.rows, "float32");
+  const metaBuf = ctx.scratchFrom(launch.meta);
+  const part = ctx.scratch(launch.partBytes);
+  const outBuf = ctx.buffer(out);
+  const lseBuf = ctx.buffer(lse);
+  const { main, reduce } = launch;
+  if (main) {
+    const pipe = ctx.pipeline(main.key, () => mainWgsl(main.kernel), "main");
+    const bindings = [
+      metaBuf,
+      ctx.buffer(q.id),
+      ctx.buffer(k.id),
+      ctx.buffer(v.id),
+      outBuf,
+      lseBuf,
+      part,
+    ];
+    if (launch.counters > 0) bindings.push(ctx.scratchFrom(new Uint32Array(launch.counters)));
+    ctx.dispatch(pipe, bindings, main.workgroups, launch.label);
+  }
+  if (reduce) {
+    const pipe = ctx.pipeline(reduce.key, () => reduceWgsl(reduce.D, reduce.q), "main");
+    ctx.dispatch(pipe, [metaBuf, outBuf, lseBuf, part], reduce.workgroups, "attention-reduce");
+  }
+  return { out, lse };
+}
+
+/**
+ * Executes an attention schedule on the GPU, with explicit kernel knobs where given
+ * (benchmarks compare variants; the backend passes `WebGpuBackend.attentionTuning`): plans,
+ * then runs.
+ */
+export function webgpuAttention(
+  ctx: GpuContext,
+  q: TensorInfo,
+  k: TensorInfo,
+  v: TensorInfo,
+  params: AttentionParams,
+  tuning: AttentionTuning = {},
+): { out: DataId; lse: DataId } {
+  return runWebgpuAttention(ctx, planWebgpuAttention(ctx, q, k, params, tuning), q, k, v);
+}

@@ -1,0 +1,475 @@
+/**
+ * WGSL of the subgroup attention kernel (needs `subgroups`; D a multiple of 32), the fast
+ * path: one workgroup per worker, segment after segment. `L` lanes share one key, each lane
+ * owning `D / L` dims of q, of the running output and of the key/value rows it loads with
+ * wide vector reads (8 halves as a `vec4<u32>`, unpacked with `unpack2x16float`, so f16 K/V
+ * need no `enable f16`). A subgroup holds `subgroupSize / L` keys at a time and keeps one
+ * running max per query row shared by the whole subgroup (`subgroupMax` once per batch of `U`
+ * keys), so no barrier is needed while the keys stream; K and V loads of a batch are issued
+ * before any math. The `U · R` dot products of a slot are finished by a butterfly (each xor
+ * step halves the values a lane carries), so a lane ends with whole scores and one exp each;
+ * the probabilities are broadcast back with `subgroupShuffle`. At the end of a segment the
+ * slots of a subgroup are summed by shuffles (same max, so plain sums), and the subgroups are
+ * merged through workgroup memory in a fixed order (deterministic). Units with more rows than
+ * fit in registers (prefill, large GQA groups) are covered in passes of R rows, each pass
+ * streaming the segment's keys again. Two options, off by default (10–35 points slower on an
+ * H200; bench/NOTES.md, run 4): row groups `G` put a unit's rows on different subgroups that
+ * stream the same keys, and staged tiles load the next tile of K/V coalesced into registers
+ * while the subgroups compute on the current one from workgroup memory. Non-finite values
+ * follow the float64 reference: a visible NaN/+∞ score poisons its row (a bit-tested mask,
+ * carried as l = NaN in partial states), and keys hidden from a row are selected out of P·V
+ * in a segment's last batches (`0 · ∞ = NaN`).
+ *
+ * The kernel can merge cut units itself (`fm`): each piece's workgroup publishes its state,
+ * fences (`storageBarrier`, device scope in wgpu) and counts it on the unit's integer counter;
+ * the one that completes the count fences again and folds the pieces exactly as the reduce
+ * kernel does (one shared generator), so the two give the same bits. The partial states are
+ * then written and read with atomics only: a fence orders memory, but a plain load may still
+ * be served from the reading multiprocessor's L1, which another multiprocessor's store does
+ * not invalidate — on an H200 a flash-decoding row now and then merged a stale `(m, l)` line
+ * (bench/_determinism.ts; bench/NOTES.md, session 5).
+ *
+ * @module
+ */
+import { type Elem, META, segmentLoop, sizes } from "./_wgsl_meta.ts";
+import { VISIBLE } from "./_wgsl_visibility.ts";
+import { mainBindings, writeOut } from "./_wgsl_segments.ts";
+import { finishCut, mergeSlots } from "./_wgsl_merge.ts";
+import { type SgConfig, sgKey, sgLoadWidth } from "./subgroup_config.ts";
+
+/** WGSL of the subgroup kernel. */
+export function sgWgsl(c: SgConfig): string {
+  const { D, R, wg, L, U, nsMax, G } = c;
+  const KT = c.tile; // keys per staged tile (0: off)
+  const RT = R * G; // rows per pass over all row groups
+  const E = D / L; // dims per lane
+  const W = sgLoadWidth(c); // elements per load
+  const CH = E / W; // loads per lane per row
+  const V4 = W / 4; // vec4<f32> per load
+  const NV4 = E / 4; // vec4<f32> per lane per row
+  const S = wg / L / G; // key slots per row group
+  const UPR = D / W; // load units per K row
+  const D4 = D / 4;
+  const ldT = c.kv === "f32" ? "vec4<f32>" : W === 8 ? "vec4<u32>" : "vec2<u32>";
+  const unpack = (a: string): string[] => {
+    if (c.kv === "f32") return [a];
+    if (W === 8) {
+      return [
+        `vec4<f32>(unpack2x16float(${a}.x), unpack2x16float(${a}.y))`,
+        `vec4<f32>(unpack2x16float(${a}.z), unpack2x16float(${a}.w))`,
+      ];
+    }
+    return [`vec4<f32>(unpack2x16float(${a}.x), unpack2x16float(${a}.y))`];
+  };
+  // V words of a key that may lie past the segment (the index was clamped to its last key):
+  // zero there, so the P·V term of that re-read is 0 · 0 rather than 0 · V, which is NaN when the
+  // last key's value is ±∞. A select on the loaded words, per key, not per row: branch-free.
+  // Applied where the words are used, not where they are loaded: a select right after a
+  // prefetching load waits for it and serialises the rotated loop (−13 points on GQA, runs 10
+  // and 12).
+  const vUse = (x: string, key: string) => `select(${ldT}(), ${x}, ${key} < kend)`;
+  const vLoad = (idx: string, key: string) => vUse(`V[${idx}]`, key);
+  // Row-relative vec4 index of lane-local vec4 j.
+  const v4idx = (j: number) => `(${Math.floor(j / V4) * L}u + lane) * ${V4}u + ${j % V4}u`;
+  const rows = [...Array(R).keys()];
+  const us = [...Array(U).keys()];
+  const js = [...Array(NV4).keys()];
+  const chs = [...Array(CH).keys()];
+  const lines: string[] = [];
+  const p = (s: string) => lines.push(s);
+
+  // Per-row setup of one segment.
+  for (const r of rows) {
+    p(`    let rr${r} = rc + ${G > 1 ? `rgrp * ${R}u + ` : ""}${r}u;`);
+    p(`    let i${r} = qb * rpb + rr${r} % rpb;`);
+    p(`    let ok${r} = rr${r} < R && i${r} < Sq;`);
+    p(`    let qrow${r} = select(0u, (b * Hq + h * group + rr${r} / rpb) * Sq + i${r}, ok${r});`);
+    p(`    let e${r} = select(0u, min(k1, visible(len, Sq, i${r}, causal)), ok${r});`);
+  }
+  if (G > 1) {
+    // The key loop holds subgroup operations, so its bound must be uniform over the
+    // workgroup: the last key any row of the pass sees (rows beyond their own end mask).
+    const all = [...Array(RT).keys()];
+    for (const x of all) {
+      p(`    let ia${x} = qb * rpb + (rc + ${x}u) % rpb;`);
+      p(
+        `    let ea${x} = select(0u, min(k1, visible(len, Sq, ia${x}, causal)), rc + ${x}u < R && ia${x} < Sq);`,
+      );
+    }
+    p(`    let kend = max(${all.map((x) => `ea${x}`).join(", max(")}, 0u${")".repeat(RT)};`);
+    p(`    let emin = min(${
+      all.map((x) => `select(kend, ea${x}, rc + ${x}u < R && ia${x} < Sq)`).join(", min(")
+    }, kend${")".repeat(RT)};`);
+  } else {
+    p(`    let kend = max(${rows.map((r) => `e${r}`).join(", max(")}, 0u${")".repeat(R)};`);
+  }
+  // Keys below emin are visible to every (valid) row of the pass.
+  if (G === 1) {
+    p(`    let emin = min(${rows.map((r) => `select(kend, e${r}, ok${r})`).join(", min(")}, kend${
+      ")".repeat(R)
+    };`);
+  }
+  const TU = KT * UPR; // load units per staged tile (K or V)
+  const NLD = Math.ceil(TU / wg); // staged load units per thread
+  const lds = [...Array(NLD).keys()];
+  const stage = (t: string, indent: string) => {
+    // Coalesced: thread tid takes units tid, tid + wg, … of the tile's contiguous rows; past
+    // the segment's last key the index clamps (re-read from cache, masked by the scores).
+    for (const i of lds) {
+      p(`${indent}let gx${i} = kvRow0 * ${UPR}u + min(${t} * ${UPR}u + tid + ${i * wg}u, klu);`);
+      p(`${indent}sk${i} = K[gx${i}];`);
+      p(`${indent}sv${i} = V[gx${i}];`);
+    }
+  };
+  if (KT) {
+    p(`    let klu = max(kend, 1u) * ${UPR}u - 1u;`);
+    for (const i of lds) {
+      p(`    var sk${i}: ${ldT};`);
+      p(`    var sv${i}: ${ldT};`);
+    }
+    stage("k0", "    ");
+  }
+  if (c.pf || c.rot) {
+    // The first batch is loaded before q, so its latency overlaps q's. With \`pf\` each batch
+    // then loads the next before its math (two batches of registers); with \`rot\` after it
+    // (the loop rotated: same registers, only the segment start gains). Past the end the
+    // index clamps to the last key, which every lane then reads from cache.
+    p(`    let klast = max(kend, 1u) - 1u;`);
+    for (const u of us) {
+      p(`    let kr0_${u} = (kvRow0 + min(k0 + ${u * S}u + slot, klast)) * ${UPR}u + lane;`);
+      for (const ch of chs) p(`    var nka${u}_${ch} = K[kr0_${u} + ${ch * L}u];`);
+      for (const ch of chs) p(`    var nva${u}_${ch} = V[kr0_${u} + ${ch * L}u];`);
+    }
+  }
+  for (const r of rows) {
+    for (const j of js) {
+      const base = `qrow${r} * ${D}u + (${v4idx(j)}) * 4u`;
+      p(
+        `    let q${r}_${j} = scale * vec4<f32>(f32(Q[${base}]), f32(Q[${base} + 1u]), f32(Q[${base} + 2u]), f32(Q[${base} + 3u]));`,
+      );
+      p(`    var o${r}_${j} = vec4<f32>(0.0);`);
+    }
+    p(`    var m${r} = ninf;`);
+    p(`    var l${r} = 0.0;`);
+  }
+  // Rows (bits) with a visible NaN/+∞ score seen by this lane; OR-ed over the subgroup once
+  // per segment.
+  p(`    var bad = 0u;`);
+  if (KT) {
+    p(`    for (var t0 = k0; t0 < kend; t0 += ${KT}u) {`);
+    p(`    workgroupBarrier();`);
+    for (const i of lds) {
+      const st = `      Kt[tid + ${i * wg}u] = sk${i};
+      Vt[tid + ${i * wg}u] = sv${i};`;
+      p(
+        (i + 1) * wg > TU
+          ? `    if (tid + ${i * wg}u < ${TU}u) {
+${st}
+    }`
+          : st.replace(/^ {2}/gm, ""),
+      );
+    }
+    p(`    workgroupBarrier();`);
+    stage(`(t0 + ${KT}u)`, "    ");
+    p(`    let tend = min(t0 + ${KT}u, kend);`);
+  }
+  // The key loop. With the tail mask (\`tm\`) it runs in two loops over the same body: batches
+  // whose keys every row sees (below emin), then the last ones, where a key may be past a
+  // row's causal end or a clamped re-read past the segment: p = 0 there, but 0 · ∞ = NaN, so
+  // those P·V terms are selected away. The hot loop stays branch-free (a branch inside it
+  // measured up to 25 % slower on GQA, run 8).
+  // The new running max of each row from the lane's candidate (its scores' max) and the
+  // rescale factor of the old state. With `lz`, one vote first: the shuffle chains of
+  // `subgroupMax` run only when some lane's candidate exceeds a running max.
+  const newMax = (cms: string[]) => {
+    cms.forEach((cm, r) => p(`      let cm${r} = ${cm};`));
+    if (c.lz) {
+      for (const r of rows) p(`      var mn${r} = m${r};`);
+      p(`      if (subgroupAny(${rows.map((r) => `cm${r} > m${r}`).join(" || ")})) {`);
+      for (const r of rows) p(`        mn${r} = max(m${r}, subgroupMax(cm${r}));`);
+      p(`      }`);
+    } else {
+      for (const r of rows) p(`      let mn${r} = max(m${r}, subgroupMax(cm${r}));`);
+    }
+    for (const r of rows) {
+      p(`      let al${r} = select(0.0, exp(m${r} - mn${r}), m${r} != ninf);`);
+    }
+  };
+  const body = (masked: boolean) => {
+    for (const u of us) {
+      p(`      let key${u} = base + ${u * S}u + slot;`);
+      if (KT) {
+        p(`      let kl${u} = (base - t0 + ${u * S}u + slot) * ${UPR}u + lane;`);
+        for (const ch of chs) p(`      let ka${u}_${ch} = Kt[kl${u} + ${ch * L}u];`);
+        for (const ch of chs) p(`      let va${u}_${ch} = Vt[kl${u} + ${ch * L}u];`);
+      } else if (c.rot) {
+        for (const ch of chs) p(`      let ka${u}_${ch} = nka${u}_${ch};`);
+        for (const ch of chs) p(`      let va${u}_${ch} = ${vUse(`nva${u}_${ch}`, `key${u}`)};`);
+      } else if (c.pf) {
+        for (const ch of chs) p(`      let ka${u}_${ch} = nka${u}_${ch};`);
+        for (const ch of chs) p(`      let va${u}_${ch} = ${vUse(`nva${u}_${ch}`, `key${u}`)};`);
+        p(`      let kn${u} = (kvRow0 + min(key${u} + ${S * U}u, klast)) * ${UPR}u + lane;`);
+        for (const ch of chs) p(`      nka${u}_${ch} = K[kn${u} + ${ch * L}u];`);
+        for (const ch of chs) p(`      nva${u}_${ch} = V[kn${u} + ${ch * L}u];`);
+      } else {
+        p(`      let kr${u} = (kvRow0 + min(key${u}, kend - 1u)) * ${UPR}u + lane;`);
+        for (const ch of chs) p(`      let ka${u}_${ch} = K[kr${u} + ${ch * L}u];`);
+        for (const ch of chs) {
+          p(`      let va${u}_${ch} = ${vLoad(`kr${u} + ${ch * L}u`, `key${u}`)};`);
+        }
+      }
+    }
+    for (const u of us) {
+      const kf = chs.flatMap((ch) => unpack(`ka${u}_${ch}`));
+      kf.forEach((x, j) => p(`      let kf${u}_${j} = ${x};`));
+      for (const r of rows) {
+        p(`      var s${u}_${r} = ${js.map((j) => `dot(q${r}_${j}, kf${u}_${j})`).join(" + ")};`);
+      }
+    }
+    const NV = U * R;
+    if (c.bf) {
+      // Butterfly: the U·R partial dot products of a slot are reduced together, each xor step
+      // halving the values a lane carries, so a lane ends with whole scores for NV/L of them
+      // (or one, shared by L/NV lanes) — NV − 1 shuffles instead of NV·log2 L, and one exp per
+      // value instead of one per lane.
+      let cur = us.flatMap((u) => rows.map((r) => `s${u}_${r}`));
+      const halves: { off: number; half: number }[] = [];
+      let step = 0;
+      for (let off = L / 2; off >= 1; off /= 2, step++) {
+        if (cur.length === 1) {
+          p(`      ${cur[0]} += subgroupShuffleXor(${cur[0]}, ${off}u);`);
+          continue;
+        }
+        const half = cur.length / 2;
+        p(`      let up${step} = (lane & ${off}u) != 0u;`);
+        const next: string[] = [];
+        for (let i = 0; i < half; i++) {
+          const nm = `b${step}_${i}`;
+          p(
+            `      var ${nm} = select(${cur[i]}, ${
+              cur[i + half]
+            }, up${step}) + subgroupShuffleXor(select(${cur[i + half]}, ${
+              cur[i]
+            }, up${step}), ${off}u);`,
+          );
+          next.push(nm);
+        }
+        halves.push({ off: step, half });
+        cur = next;
+      }
+      const cf = cur.length; // values per lane
+      const idxBase = halves.map((h) => `select(0u, ${h.half}u, up${h.off})`).join(" + ") || "0u";
+      p(`      let vb = ${idxBase};`);
+      cur.forEach((x, j) => {
+        p(`      let vi${j} = vb + ${j}u;`);
+        p(`      let vr${j} = vi${j} % ${R}u;`);
+        p(`      let vk${j} = base + (vi${j} / ${R}u) * ${S}u + slot;`);
+        const e = rows.slice(1).reduce((acc, r) => `select(${acc}, e${r}, vr${j} == ${r}u)`, "e0");
+        p(`      let sv${j} = select(ninf, ${x}, vk${j} < ${e});`);
+        p(`      bad |= select(0u, 1u << vr${j}, poison_score(sv${j}));`);
+      });
+      newMax(rows.map((r) => {
+        const cand = cur.map((_, j) => `select(ninf, sv${j}, vr${j} == ${r}u)`);
+        return cand.reduce((acc, x) => `max(${acc}, ${x})`);
+      }));
+      cur.forEach((_, j) => {
+        const mn = rows.slice(1).reduce(
+          (acc, r) => `select(${acc}, mn${r}, vr${j} == ${r}u)`,
+          "mn0",
+        );
+        p(`      let pe${j} = select(0.0, exp(sv${j} - ${mn}), sv${j} != ninf);`);
+      });
+      p(`      let slot0 = sgi - lane;`);
+      for (const u of us) {
+        for (const r of rows) {
+          const v = u * R + r;
+          const holder = cf > 1 ? Math.floor(v / cf) : v * (L / NV);
+          p(`      let p${u}_${r} = subgroupShuffle(pe${v % cf}, slot0 + ${holder}u);`);
+        }
+      }
+    } else {
+      for (let off = 1; off < L; off *= 2) {
+        for (const u of us) {
+          for (const r of rows) p(`      s${u}_${r} += subgroupShuffleXor(s${u}_${r}, ${off}u);`);
+        }
+      }
+      for (const u of us) {
+        for (const r of rows) {
+          p(`      s${u}_${r} = select(ninf, s${u}_${r}, key${u} < e${r});`);
+          p(`      bad |= select(0u, ${1 << r}u, poison_score(s${u}_${r}));`);
+        }
+      }
+      newMax(rows.map((r) => us.map((u) => `s${u}_${r}`).reduce((a, x) => `max(${a}, ${x})`)));
+      for (const r of rows) {
+        for (const u of us) {
+          p(`      let p${u}_${r} = select(0.0, exp(s${u}_${r} - mn${r}), s${u}_${r} != ninf);`);
+        }
+      }
+    }
+    for (const u of us) {
+      const vf = chs.flatMap((ch) => unpack(`va${u}_${ch}`));
+      vf.forEach((x, j) => p(`      let vf${u}_${j} = ${x};`));
+    }
+    for (const r of rows) {
+      p(`      l${r} = l${r} * al${r} + ${us.map((u) => `p${u}_${r}`).join(" + ")};`);
+    }
+    for (const r of rows) {
+      for (const j of js) {
+        const term = (u: number) =>
+          masked
+            ? `select(vec4<f32>(0.0), p${u}_${r} * vf${u}_${j}, key${u} < e${r})`
+            : `p${u}_${r} * vf${u}_${j}`;
+        p(`      o${r}_${j} = o${r}_${j} * al${r} + ${us.map(term).join(" + ")};`);
+      }
+    }
+    for (const r of rows) p(`      m${r} = mn${r};`);
+    if (c.rot) {
+      for (const u of us) {
+        p(`      let kn${u} = (kvRow0 + min(base + ${
+          S * U + u * S
+        }u + slot, klast)) * ${UPR}u + lane;`);
+        for (const ch of chs) p(`      nka${u}_${ch} = K[kn${u} + ${ch * L}u];`);
+        for (const ch of chs) p(`      nva${u}_${ch} = V[kn${u} + ${ch * L}u];`);
+      }
+    }
+  };
+  const start = KT ? "t0" : "k0";
+  const stop = KT ? "tend" : "kend";
+  if (c.tm) {
+    p(`    var base = ${start};`);
+    p(`    for (; base + ${S * U}u <= min(${stop}, emin); base += ${S * U}u) {`);
+    body(false);
+    p(`    }`);
+    p(`    for (; base < ${stop}; base += ${S * U}u) {`);
+    body(true);
+    p(`    }`);
+  } else {
+    p(`    for (var base = ${start}; base < ${stop}; base += ${S * U}u) {`);
+    body(false);
+    p(`    }`);
+  }
+  if (KT) p(`    }`);
+  p(`    let badw = subgroupOr(bad);`);
+  // Sum the slots of a subgroup (they share the max).
+  p(`    for (var off = ${L}u; off < sgs; off <<= 1u) {`);
+  for (const r of rows) {
+    p(`      l${r} += subgroupShuffleXor(l${r}, off);`);
+    for (const j of js) p(`      o${r}_${j} += subgroupShuffleXor(o${r}_${j}, off);`);
+  }
+  p(`    }`);
+  p(`    if (sgi == 0u) {`);
+  for (const r of rows) {
+    p(`      wml[sgk * ${RT}u + ${
+      G > 1 ? `rgrp * ${R}u + ` : ""
+    }${r}u] = vec2<f32>(m${r}, select(l${r}, qnan, (badw & ${1 << r}u) != 0u));`);
+  }
+  p(`    }`);
+  p(`    workgroupBarrier();`);
+  const stores: string[] = [];
+  for (const r of rows) {
+    const row = `${G > 1 ? `rgrp * ${R}u + ` : ""}${r}u`;
+    for (const j of js) {
+      stores.push(`wo[(sl * ${RT}u + ${row}) * ${D4}u + ${v4idx(j)}] = o${r}_${j};`);
+    }
+  }
+  mergeSlots({
+    ml: "wml",
+    count: "nsr",
+    rows: RT,
+    row: "fr0",
+    rounds: "rounds",
+    perRound: nsMax,
+    writer: `sgk / ${nsMax}u == rd && sgi < ${L}u`,
+    slot: `sgk % ${nsMax}u`,
+    stores,
+    d4: D4,
+  }).forEach(p);
+
+  const f16 = c.kv === "f16" || c.q === "f16";
+  return `${c.q === "f16" ? "enable f16;" : ""}
+// attention, subgroup kernel: ${sgKey(c)}${f16 ? " (f16 K/V unpacked from u32)" : ""}
+${mainBindings(c.q, ldT, c.fm)}${
+    c.fm
+      ? `
+@group(0) @binding(7) var<storage, read_write> CNT: array<atomic<u32>>;
+var<workgroup> wlast: u32;`
+      : ""
+  }
+var<workgroup> wml: array<vec2<f32>, ${(wg / 8) * R}>;
+var<workgroup> wo: array<vec4<f32>, ${nsMax * RT * D4}>;
+var<workgroup> wns: u32;
+${
+    KT
+      ? `var<workgroup> Kt: array<${ldT}, ${KT * UPR}>;
+var<workgroup> Vt: array<${ldT}, ${KT * UPR}>;`
+      : ""
+  }
+${VISIBLE}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32, @builtin(subgroup_size) sgs: u32,
+        @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_id) sgid: u32,
+        @builtin(num_subgroups) nsg: u32) {
+  if (tid == 0u) { wns = nsg; }
+  let ns = workgroupUniformLoad(&wns);
+  // Subgroups per row group (each row group's states are merged among themselves).
+  let nsr = ns / ${G}u;
+  let rounds = (nsr + ${nsMax - 1}u) / ${nsMax}u;
+  let w = wid.x + wid.y * nwg.x;
+  if (w >= mt[${META.numWorkers}]) { return; }
+  ${sizes()}
+  let lane = sgi % ${L}u;
+  let rgrp = sgid % ${G}u;
+  let sgk = sgid / ${G}u;
+  let slot = sgk * (sgs / ${L}u) + sgi / ${L}u;
+  // The thread's item of the final merge: row fr, vec4 fj of the output.
+  let act0 = tid < ${RT * D4}u;
+  let fr0 = min(tid / ${D4}u, ${RT - 1}u);
+  let fj = tid % ${D4}u;
+${segmentLoop()}
+    // Rows of the unit in passes of ${RT} (one pass for decode); a later pass re-reads the
+    // segment's keys, from cache.
+    for (var rc = 0u; rc < R; rc += ${RT}u) {
+    let fr = rc + fr0;
+    let act = act0 && fr < R;
+${lines.join("\n")}
+${writeOut(D, c.q, c.fm)}
+    }
+${c.fm ? fusedMerge(D, c.q, wg) : ""}  }
+}
+`;
+}
+
+/** Partials whose loads the subgroup kernel's in-kernel merge issues together. */
+const FUSED_UNROLL = 8;
+
+/**
+ * The subgroup kernel's in-kernel merge ({@link SgConfig.fm}), after a segment that wrote
+ * partial slot `part` of unit (`b`, `h`, `qb`): publish the slot (a device-scope release —
+ * wgpu's `storageBarrier` is `OpControlBarrier` with Device memory scope and acquire-release
+ * semantics on storage memory), count it on the unit's counter, and if this workgroup is the
+ * last of the unit's pieces, acquire (a second barrier) and finish the unit as the reduce
+ * kernel would.
+ */
+function fusedMerge(D: number, q: Elem, wg: number): string {
+  return `    if (part != 0xffffffffu) {
+      storageBarrier();
+      let itm = mt[sb + 5u];
+      let first = mt[sb + 6u];
+      let count = mt[sb + 7u];
+      if (tid == 0u) { wlast = select(0u, 1u, atomicAdd(&CNT[itm], 1u) + 1u == count); }
+      if (workgroupUniformLoad(&wlast) != 0u) {
+        storageBarrier();
+        for (var x = tid; x < R * ${D}u; x += ${wg}u) {
+          let r = x / ${D}u;
+          let d = x % ${D}u;
+          let i = qb * rpb + r % rpb;
+          if (i < Sq) {
+            let row = (b * Hq + h * group + r / rpb) * Sq + i;
+${finishCut(D, q, FUSED_UNROLL, "            ", true)}
+          }
+        }
+      }
+    }
+`;
+}

@@ -1,0 +1,92 @@
+/**
+ * The attention kernels' knobs (benchmarks compare variants; defaults are picked per device)
+ * and the measured defaults behind the subgroup kernel's choice (`subgroup_config.ts`).
+ *
+ * @module
+ */
+
+/** Knobs of the attention kernels (for benchmarks; defaults are picked per device). */
+export interface AttentionTuning {
+  /**
+   * Force a kernel: `"sg"` (subgroups), `"wgm"` (workgroup memory) or `"generic"`; default: the
+   * first of these that applies. A forced kernel that does not apply falls back in that order.
+   */
+  kernel?: "sg" | "wgm" | "generic";
+  /** Threads per workgroup of the subgroup kernel (default 256). */
+  wg?: number;
+  /** Lanes per key of the subgroup kernel (4–32, at most the subgroup size; default by rows). */
+  L?: number;
+  /**
+   * Keys per slot per iteration of the subgroup kernel (default: as many as keep a batch's K/V
+   * within 64 registers a lane, at most 8; at most 4 for units of four rows with at most 1,024
+   * keys a worker).
+   */
+  U?: number;
+  /**
+   * Prefetch the next batch of keys before the current batch's math (default: on for units of
+   * four rows with more than 1,024 keys a worker, else off).
+   */
+  pf?: boolean;
+  /** Butterfly reduction of the dot products (default on where U·rows is a power of two). */
+  bf?: boolean;
+  /** Rotated key loop: first loads before q (default: on for multi-row units). */
+  rot?: boolean;
+  /**
+   * Row groups of the subgroup kernel (1, 2, 4 or 8; default 1): a unit's rows are split
+   * across the subgroups of a workgroup, which stream the same keys (K/V from DRAM once, then
+   * L1/L2), so each lane holds fewer rows of q and output — fewer registers and shuffles per
+   * key for GQA decode. Reduced to what divides the rows and the subgroups per workgroup.
+   */
+  rs?: number;
+  /**
+   * Workgroup-staged key tiles in the subgroup kernel (default off): the next tile of K/V is
+   * loaded (coalesced, into registers) while the current one is processed from workgroup
+   * memory, so loads stay in flight during the math. Falls back to off where the tile does
+   * not fit in workgroup memory.
+   */
+  ws?: boolean;
+  /**
+   * Per-row mask of the P·V terms past a row's causal end, in the batches of a segment that
+   * hold such keys (`0 · ∞ = NaN` would otherwise leak a hidden ±∞ value). Default: on where
+   * the rows of a unit end at different keys (causal with more than one query row) and with
+   * staged tiles; off for decode, where no row ends before the segment (keys past the segment
+   * load as zero instead). Forcing it off for causal prefill gives NaN for a hidden ±∞ value.
+   */
+  tailMask?: boolean;
+  /**
+   * Vote before the running max in the subgroup kernel (default: on for units of two or more
+   * rows): the shuffle reduction of a batch's max runs only when some lane's score exceeds
+   * the row's running max. Same results bit for bit.
+   */
+  lazyMax?: boolean;
+  /**
+   * Merge cut units inside the subgroup kernel (default on): the last workgroup to finish a
+   * piece of a unit merges the unit's pieces in the listed order, so a call is one dispatch
+   * instead of two. Same results bit for bit as the reduce pass.
+   */
+  fusedMerge?: boolean;
+}
+
+/**
+ * Defaults for units of four or more rows (GQA decode), under the explicit tuning. Empty: the
+ * staged-tile and row-group variants lost 10–35 points on an H200 (bench/NOTES.md, run 4).
+ */
+export const MULTI_ROW_DEFAULTS: AttentionTuning = {};
+
+/**
+ * Keys per worker for which 4-row subgroups take a whole 32-lane subgroup per key (L = 32)
+ * instead of 16 lanes, when the schedule has between one and two workers per compute unit
+ * (the backend's lean grid is two): +1…+5 points of the streaming-read ceiling there on an
+ * H200 in four runs; −4 above the range (≥ 1 GB of K/V), −1 below, and 5–20 points worse
+ * with at most one worker per compute unit (lean grid 1×, flash with B·Hkv ≤ SMs) or three
+ * (bench/NOTES.md, runs 4–7).
+ */
+export const WIDE_KEY_WORK: readonly [number, number] = [256, 4096];
+
+/**
+ * Keys per worker up to which units of four rows (GQA decode, group 4) take 4 keys a slot per
+ * iteration instead of 8: on an H200, (1,32,8) and (4,32,8) at 64–1,024 keys a worker ran 3–9 %
+ * faster with 4 (1,024 keys of (16,32,8) 1k: equal), at 2,048 keys 1–3 % slower, at 4,096 5–11 %
+ * slower; 8-row units lost 5 % with 4 at 1,024 keys (bench/NOTES.md, session 3).
+ */
+export const SHORT_GQA_KEYS = 1024;
