@@ -95,6 +95,9 @@ function makePlan(
     algo,
     qShape: q.shape,
     kvShape: k.shape,
+    qDtype: q.dtype,
+    kvDtype: k.dtype,
+    runDtype: runs.length > 1 && q.dtype !== "float32" ? "float32" : q.dtype,
     scale: p.scale,
     causal: p.causal,
     kvLens: p.kvLens,
@@ -103,7 +106,7 @@ function makePlan(
     runs,
   };
   if (p.backend.prepareAttention) {
-    for (const r of runs) r.prepared = p.backend.prepareAttention(plan, r, q.dtype);
+    for (const r of runs) r.prepared = p.backend.prepareAttention(plan, r);
   }
   runs.forEach((r) => Object.freeze(r));
   Object.freeze(runs);

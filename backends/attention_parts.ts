@@ -31,7 +31,7 @@ export function attentionInParts(
   const Hkv = k.shape[1];
   // Partial states are float32 (f16 is storage only): with float16 q, the parts run on a
   // float32 copy of q, merge in float32, and only the merged output is rounded.
-  const wide = plan.runs.length > 1 && q.dtype !== "float32";
+  const wide = plan.runDtype !== q.dtype;
   const outShape = [B, Hq, Sq, D];
   const partialType = wide ? "float32" : q.dtype;
   const states: { out: DataId; lse: DataId }[] = [];

@@ -97,7 +97,7 @@ export interface Backend extends TensorBackend {
    * Optional: prepares one run of an attention plan once, at planning time (kernel choice,
    * packed metadata); the result is kept in `run.prepared` and read back by `attention`.
    */
-  prepareAttention?(plan: AttentionPlan, run: AttentionRun, qDType: DType): unknown;
+  prepareAttention?(plan: AttentionPlan, run: AttentionRun): unknown;
   /** Optional profiling: whether device timestamps back {@link Backend.readTimings}. */
   readonly timestamps?: boolean;
   /** Optional profiling: time each submitted pass from now on (or stop). */

@@ -12,6 +12,7 @@
  *
  * @module
  */
+import type { DType } from "../tensor/dtype.ts";
 import type { LeanSchedule } from "./lean_schedule.ts";
 
 /** The algorithm a schedule came from (a backend may pick its kernel by it). */
@@ -49,6 +50,16 @@ export interface AttentionPlan {
   readonly qShape: readonly number[];
   /** Shape of k and v `[B, Hkv, N, D]`. */
   readonly kvShape: readonly number[];
+  /** Storage dtype of q (and of the output). */
+  readonly qDtype: DType;
+  /** Storage dtype of k and v. */
+  readonly kvDtype: DType;
+  /**
+   * The dtype of q as the kernel runs read it and of their partial outputs: q's, except
+   * where several part runs merge (float16 is storage only: they run on a float32 copy of q
+   * and merge float32 states).
+   */
+  readonly runDtype: DType;
   /** Multiplier of q·k. */
   readonly scale: number;
   /** Bottom-right aligned causal mask. */

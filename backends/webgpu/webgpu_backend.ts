@@ -39,9 +39,19 @@ import {
   type AttentionTuning,
   defaultGrid as attentionGrid,
   leanGridFor,
-  webgpuAttention,
+  planWebgpuAttention,
+  runWebgpuAttention,
+  type WebGpuAttentionLaunch,
   webgpuMergeStates,
 } from "./attention/mod.ts";
+
+/** What {@link WebGpuBackend.prepareAttention} keeps in a plan's run. */
+interface PreparedRun {
+  /** The tuning it was planned under (`attentionTuning`, serialised). */
+  readonly tuning: string;
+  /** The launch. */
+  readonly launch: WebGpuAttentionLaunch;
+}
 
 export type { PassTiming } from "./_runtime.ts";
 
@@ -255,11 +265,37 @@ export class WebGpuBackend implements Backend {
     plan: AttentionPlan,
   ): { out: DataId; lse: DataId } {
     this.#rt.check();
+    const tuning = JSON.stringify(this.attentionTuning);
     const run = (qi: TensorInfo, ki: TensorInfo, vi: TensorInfo, r: AttentionRun) => {
       this.#whole("attention (one run per part: see backends/attention_parts.ts)", qi, ki, vi);
-      return webgpuAttention(this.ctx, qi, ki, vi, r, this.attentionTuning);
+      // The launch prepared with the plan, unless the tuning changed since (benchmarks).
+      const prepared = r.prepared as PreparedRun | undefined;
+      const launch = prepared?.tuning === tuning && prepared.launch.outDtype === qi.dtype
+        ? prepared.launch
+        : planWebgpuAttention(this.ctx, qi, ki, r, this.attentionTuning);
+      return runWebgpuAttention(this.ctx, launch, qi, ki, vi);
     };
     return plan.parts ? attentionInParts(this, q, k, v, plan, run) : run(q, k, v, plan.runs[0]);
+  }
+
+  /**
+   * Plans one run's launch once, with the plan (kernel choice, packed schedule, dispatch
+   * sizes): a cached plan then runs with no planning at all.
+   */
+  prepareAttention(plan: AttentionPlan, run: AttentionRun): PreparedRun {
+    const [B, Hkv, , D] = plan.kvShape;
+    const part = run.part === undefined ? null : plan.parts![run.part];
+    const kvShape = part ? [B, Hkv, part.n1 - part.n0, D] : plan.kvShape;
+    return {
+      tuning: JSON.stringify(this.attentionTuning),
+      launch: planWebgpuAttention(
+        this.ctx,
+        { shape: plan.qShape, dtype: plan.runDtype },
+        { shape: kvShape, dtype: plan.kvDtype },
+        run,
+        this.attentionTuning,
+      ),
+    };
   }
   mergeStates(
     outs: readonly TensorInfo[],
