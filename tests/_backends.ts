@@ -5,6 +5,7 @@
  */
 import { cpu } from "../backends/cpu/cpu_backend.ts";
 import type { Backend } from "../backends/backend.ts";
+import type { WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 
 let cached: Promise<Backend[]> | null = null;
 
@@ -54,5 +55,30 @@ export function describeBackends(name: string, body: (b: Backend) => Promise<voi
         void t;
       },
     });
+  }
+}
+
+/**
+ * The suite's WebGPU backend, or null (with a printed reason) where there is none: for specs
+ * that only make sense on the GPU.
+ */
+export async function webgpuBackend(): Promise<WebGpuBackend | null> {
+  const b = (await backends()).find((x) => x.name === "webgpu");
+  if (!b) console.warn("  (no webgpu backend: skipped)");
+  return (b as WebGpuBackend | undefined) ?? null;
+}
+
+/**
+ * Runs `fn` on a WebGPU device of its own (destroyed afterwards), when the suite has a WebGPU
+ * backend: for specs that change device-wide state (profiling, held submissions).
+ */
+export async function withOwnGpu(fn: (b: WebGpuBackend) => Promise<void>): Promise<void> {
+  if (!(await webgpuBackend())) return;
+  const { webgpu } = await import("../backends/webgpu/webgpu_backend.ts");
+  const b = await webgpu();
+  try {
+    await fn(b);
+  } finally {
+    b.destroy();
   }
 }

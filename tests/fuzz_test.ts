@@ -9,7 +9,6 @@
  */
 import { ok as assert } from "node:assert/strict";
 import fc from "fast-check";
-import type { Backend } from "../backends/backend.ts";
 import { flashAttention } from "../attention/flash.ts";
 import { leanAttention } from "../attention/lean.ts";
 import { type AttentionState, mergeAttentionStates } from "../attention/merge.ts";
@@ -23,6 +22,7 @@ import { Tensor } from "../tensor/tensor.ts";
 import { referenceAttention } from "../testing/reference.ts";
 import { describeBackends, numRuns } from "./_backends.ts";
 import { compareIeee } from "./regress/cases.ts";
+import { broadcastIndex, twinOf } from "./_assert.ts";
 
 /** Values of the wrong kind for any option or argument. */
 const junk = fc.oneof(
@@ -130,16 +130,6 @@ const shapes = fc.record({
 });
 
 type Shapes = typeof shapes extends fc.Arbitrary<infer T> ? T : never;
-
-function twinOf(backend: Backend): Backend {
-  return new Proxy(backend, {
-    get(t, p) {
-      if (p === "name") return `${t.name}-twin`;
-      const v = Reflect.get(t, p, t);
-      return typeof v === "function" ? v.bind(t) : v;
-    },
-  });
-}
 
 const ALGOS = ["naive", "flash", "lean"] as const;
 
@@ -270,11 +260,10 @@ describeBackends(
   },
 );
 
-/** A merge state: random normal out and lse, or something broken. */
 /** A merge state: random normal out and lse, sometimes with one fault. */
 const stateArb = fc.record({
   lead: fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 0, maxLength: 3 }),
-  // D = 0 has its own named test in reliability_test.ts.
+  // D = 0 has its own named test in merge_test.ts.
   D: fc.integer({ min: 1, max: 5 }),
   fault: rarely(
     fc.oneof(
@@ -439,20 +428,7 @@ describeBackends("fuzz: where throws only LeanattnError or selects correctly", a
       const out = r.shape;
       for (let o = 0; o < got.length; o++) {
         const at = (i: number) => {
-          const s = shapes[i];
-          let idx = 0;
-          let stride = 1;
-          let rem = o;
-          for (let d = out.length - 1; d >= 0; d--) {
-            const c = rem % out[d];
-            rem = Math.floor(rem / out[d]);
-            const j = d - (out.length - s.length);
-            if (j >= 0) {
-              if (s[j] !== 1) idx += c * stride;
-              stride *= s[j];
-            }
-          }
-          const v = vals[i] ? vals[i]![idx] : args[i] as number;
+          const v = vals[i] ? vals[i]![broadcastIndex(shapes[i], out, o)] : args[i] as number;
           return dtype === "float16" ? Math.f16round(v) : Math.fround(v);
         };
         const want = at(0) !== 0 ? at(1) : at(2);

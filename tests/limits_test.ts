@@ -12,11 +12,12 @@
  * - on a device created with WebGPU's default limits (128 MiB binding, 256 MiB buffer), with
  *   K/V of 143 MB each, so the real `maxStorageBufferBindingSize` forces the split.
  *
- * GPU validation errors are caught by error scopes and thrown as library errors. The full
- * 4 GiB case (K/V [1, 32, 524288, 128] float16) runs on a real GPU in limits_long_context.ts.
+ * GPU validation errors caught by error scopes: tests/webgpu_device_test.ts. The full 4 GiB
+ * case (K/V [1, 32, 524288, 128] float16) runs by hand on a real GPU:
+ * tests/gpu/limits_long_context.ts.
  */
 import fc from "fast-check";
-import { ok as assert, rejects, throws } from "node:assert/strict";
+import { ok as assert, throws } from "node:assert/strict";
 import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import { PART_ALIGN, partLayout } from "../backends/webgpu/_parts.ts";
 import { flashAttention } from "../attention/flash.ts";
@@ -27,33 +28,15 @@ import { exp } from "../ops/unary.ts";
 import { matmul } from "../ops/matmul.ts";
 import { randn, tensor } from "../tensor/creation.ts";
 import type { DType } from "../tensor/dtype.ts";
-import { DisposedTensorError, LeanattnError, LimitError } from "../tensor/errors.ts";
+import { DisposedTensorError, LimitError } from "../tensor/errors.ts";
 import { normals } from "../tensor/random.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
 import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
-import { backends } from "./_backends.ts";
+import { webgpuBackend } from "./_backends.ts";
+import { expectError } from "./_assert.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
-
-/** Whether a WebGPU adapter exists (under CI=true its absence is an error, in _backends). */
-async function haveGpu(): Promise<boolean> {
-  const ok = (await backends()).some((b) => b.name === "webgpu");
-  if (!ok) console.warn("  (no webgpu backend: skipped)");
-  return ok;
-}
-
-type ErrorClass = new (...args: never[]) => Error;
-
-function expectError(cls: ErrorClass, f: () => unknown, mentions: string[], what: string): void {
-  throws(f, (e: unknown) => {
-    assert(e instanceof cls, `${what}: expected ${cls.name}, got ${e}`);
-    for (const m of mentions) {
-      assert((e as Error).message.includes(m), `${what}: "${(e as Error).message}" lacks "${m}"`);
-    }
-    return true;
-  }, what);
-}
 
 interface Case {
   B: number;
@@ -167,7 +150,7 @@ Deno.test({
   name: "K/V in parts (small part size): flash, flash-decoding, lean match the reference",
   ...opts,
   fn: async () => {
-    if (!(await haveGpu())) return;
+    if (!(await webgpuBackend())) return;
     const b = await smallParts();
     const t0 = performance.now();
     const base = { B: 3, Hq: 4, Hkv: 2, Sq: 1, N: 700, D: 16 };
@@ -204,7 +187,7 @@ Deno.test({
   name: "K/V in parts property: any lengths, parts, GQA, causal prefill agree with the reference",
   ...opts,
   fn: async () => {
-    if (!(await haveGpu())) return;
+    if (!(await webgpuBackend())) return;
     // Parts of 4 KiB: a handful of parts of unaligned length (fewer than 256 rows fit).
     const b = await tiny();
     const t0 = performance.now();
@@ -263,7 +246,7 @@ Deno.test({
   name: "K/V in parts: round trips exactly, counts in memory(), dispose frees every part",
   ...opts,
   fn: async () => {
-    if (!(await haveGpu())) return;
+    if (!(await webgpuBackend())) return;
     const b = await smallParts();
     for (const dtype of ["float32", "float16"] as const) {
       const before = b.memory();
@@ -302,7 +285,7 @@ Deno.test({
     "K/V in parts: other ops, moved axes, tensors that cannot be cut and close causal part boundaries throw LimitError",
   ...opts,
   fn: async () => {
-    if (!(await haveGpu())) return;
+    if (!(await webgpuBackend())) return;
     const b = await smallParts();
     const limit = String(PART_BYTES);
     const k = randn([3, 2, 700, 16], { seed: 1, backend: b });
@@ -365,39 +348,11 @@ Deno.test({
 });
 
 Deno.test({
-  name: "GPU validation errors are caught by error scopes and thrown as LeanattnError",
-  ...opts,
-  fn: async () => {
-    if (!(await haveGpu())) return;
-    const b = await webgpu();
-    let uncaptured = 0;
-    b.device.addEventListener("uncapturederror", () => uncaptured++);
-    try {
-      const pipe = b.ctx.pipeline(
-        "limits-test-copy",
-        () =>
-          `@group(0) @binding(0) var<storage, read_write> a: array<f32>;
-           @compute @workgroup_size(1) fn main() { a[0] = 1.0; }`,
-      );
-      const buf = b.ctx.scratch(1024);
-      // Offset 4 breaks minStorageBufferOffsetAlignment (256): an invalid bind group.
-      b.ctx.dispatch(pipe, [{ buffer: buf, offset: 4, size: 16 }], [1], "misaligned");
-      const t = tensor([1, 2], { backend: b });
-      await rejects(t.data(), (e) => e instanceof LeanattnError && /misaligned/.test(String(e)));
-      assert(uncaptured === 0, "nothing reached the uncaptured-error handler");
-      assert(Math.abs((await exp(t).data())[0] - Math.E) < 1e-5, "the error is thrown once");
-    } finally {
-      b.destroy();
-    }
-  },
-});
-
-Deno.test({
   name:
     "default limits (128 MiB binding): 143 MB K/V are stored in parts by maxStorageBufferBindingSize",
   ...opts,
   fn: async () => {
-    if (!(await haveGpu())) return;
+    if (!(await webgpuBackend())) return;
     const t0 = performance.now();
     const b = await webgpu({ defaultLimits: true });
     try {

@@ -3,7 +3,7 @@
  * kvLens (including 0), causal with Sq > 1, N = 0, float16 storage, and hostile inputs.
  */
 import fc from "fast-check";
-import { deepStrictEqual, ok } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import type { Backend } from "../backends/backend.ts";
 import { naiveAttention } from "../attention/naive.ts";
 import { tensor } from "../tensor/creation.ts";
@@ -12,13 +12,6 @@ import { normals } from "../tensor/random.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
 import { describeBackends, numRuns } from "./_backends.ts";
-
-function assert(cond: boolean, msg?: string): void {
-  ok(cond, msg);
-}
-function assertEquals(got: unknown, want: unknown, msg?: string): void {
-  deepStrictEqual(got, want, msg);
-}
 
 interface Problem {
   B: number;

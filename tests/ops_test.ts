@@ -4,7 +4,7 @@
  * Tolerances are per element, derived from the dtype and the length of each reduction.
  */
 import fc from "fast-check";
-import { deepStrictEqual, ok } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import type { Backend } from "../backends/backend.ts";
 import { add, div, maximum, mul, sub } from "../ops/binary.ts";
 import { cast } from "../ops/cast.ts";
@@ -21,13 +21,6 @@ import type { Tensor } from "../tensor/tensor.ts";
 import { describeBackends, numRuns } from "./_backends.ts";
 
 const EPS32 = epsilon("float32");
-
-function assert(cond: boolean, msg?: string): void {
-  ok(cond, msg);
-}
-function assertEquals(got: unknown, want: unknown, msg?: string): void {
-  deepStrictEqual(got, want, msg);
-}
 
 /** Values as stored in `dtype` (so the float64 reference sees what the backend sees). */
 function rounded(values: Float32Array, dtype: DType): Float32Array {

@@ -5,20 +5,13 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { sizeClass } from "../backends/webgpu/_pool.ts";
-import type { WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import { add, mul } from "../ops/binary.ts";
 import { exp, neg } from "../ops/unary.ts";
 import { sum } from "../ops/reduce.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { normals } from "../tensor/random.ts";
-import { backends } from "./_backends.ts";
-
-async function gpu(): Promise<WebGpuBackend | null> {
-  const b = (await backends()).find((x) => x.name === "webgpu");
-  if (!b) console.warn("  (no webgpu backend: skipped)");
-  return (b as WebGpuBackend | undefined) ?? null;
-}
+import { webgpuBackend } from "./_backends.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -40,7 +33,7 @@ Deno.test({
   name: "2,000 ops with disposal leave live bytes flat and reuse pooled buffers",
   ...opts,
   fn: async () => {
-    const b = await gpu();
+    const b = await webgpuBackend();
     if (!b) return;
     const x = tensor(normals(300, 11), { shape: [3, 100], backend: b });
     const y = tensor(normals(100, 12), { shape: [100], backend: b });
@@ -102,7 +95,7 @@ Deno.test({
   name: "an upload into a recycled buffer does not overtake pending reads of its old data",
   ...opts,
   fn: async () => {
-    const b = await gpu();
+    const b = await webgpuBackend();
     if (!b) return;
     const results: Tensor[] = [];
     const wants: number[] = [];

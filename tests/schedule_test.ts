@@ -3,7 +3,7 @@
  * loads within one tile, host/finishing flags and partial slots consistent with the cuts,
  * units without keys left out; the split heuristic; the SVG rendering.
  */
-import { deepStrictEqual, ok as assert, throws } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert/strict";
 import fc from "fast-check";
 import {
   type LeanSchedule,
@@ -14,10 +14,6 @@ import {
 import { numSplitsHeuristic } from "../schedule/split_heuristic.ts";
 import { renderSchedule } from "../schedule/render_schedule.ts";
 import { ArgumentError } from "../tensor/errors.ts";
-
-function assertEquals(a: unknown, b: unknown, msg?: string): void {
-  deepStrictEqual(a, b, msg);
-}
 
 const planArb = fc.record({
   batch: fc.integer({ min: 1, max: 6 }),

@@ -282,7 +282,7 @@ export class WebGpuBackend implements Backend {
    * Plans one run's launch once, with the plan (kernel choice, packed schedule, dispatch
    * sizes): a cached plan then runs with no planning at all.
    */
-  prepareAttention(plan: AttentionPlan, run: AttentionRun): PreparedRun {
+  prepareAttention(plan: AttentionPlan, run: AttentionRun): unknown {
     const [B, Hkv, , D] = plan.kvShape;
     const part = run.part === undefined ? null : plan.parts![run.part];
     const kvShape = part ? [B, Hkv, part.n1 - part.n0, D] : plan.kvShape;

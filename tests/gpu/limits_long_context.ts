@@ -5,7 +5,7 @@
  * parts and flash, flash-decoding and lean merge the parts' states; every output row and
  * LSE is checked against the float64 reference, for the full length and a ragged one.
  *
- *     deno run -A tests/limits_long_context.ts [N]
+ *     deno run -A tests/gpu/limits_long_context.ts [N]
  *
  * On an H200 (2026-11-25): 3 parts of [0, 174848) [174848, 349696) [349696, 524288); all
  * three agree with the reference (out error 3.8e-6 against a tolerance of 9e-6 to 1.3e-5,
@@ -19,25 +19,25 @@
  *
  * @module
  */
-import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
-import { flashAttention } from "../attention/flash.ts";
-import { leanAttention } from "../attention/lean.ts";
-import { Tensor } from "../tensor/tensor.ts";
-import { normals } from "../tensor/random.ts";
-import { roundToF16 } from "../tensor/dtype.ts";
-import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
+import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
+import { flashAttention } from "../../attention/flash.ts";
+import { leanAttention } from "../../attention/lean.ts";
+import { Tensor } from "../../tensor/tensor.ts";
+import { normals } from "../../tensor/random.ts";
+import { roundToF16 } from "../../tensor/dtype.ts";
+import { maxAbs, maxAbsDiff, referenceAttention } from "../../testing/reference.ts";
 
 if (Deno.args[0] === "oom") await outOfMemory();
 
 /**
- * `deno run -A tests/limits_long_context.ts oom`: allocates 2 GiB buffers until the device
+ * `deno run -A tests/gpu/limits_long_context.ts oom`: allocates 2 GiB buffers until the device
  * runs out of memory; the failure must arrive as a LimitError (from the error scope around
  * buffer creation), never as an uncaptured error, and the device must work afterwards.
  */
 async function outOfMemory(): Promise<never> {
-  const { LimitError } = await import("../tensor/errors.ts");
-  const { exp } = await import("../ops/unary.ts");
-  const { tensor } = await import("../tensor/creation.ts");
+  const { LimitError } = await import("../../tensor/errors.ts");
+  const { exp } = await import("../../ops/unary.ts");
+  const { tensor } = await import("../../tensor/creation.ts");
   const b = await webgpu();
   let uncaptured = 0;
   b.device.addEventListener("uncapturederror", () => uncaptured++);

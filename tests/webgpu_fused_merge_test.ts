@@ -1,0 +1,149 @@
+/**
+ * The WebGPU attention kernel's in-kernel merge of cut units (lean and flash-decoding
+ * schedules): the same bits as the separate reduce pass, with and without prefetching, and
+ * the float64 reference.
+ */
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { webgpuAttention } from "../backends/webgpu/internal.ts";
+import type { GpuContext } from "../backends/webgpu/context.ts";
+import { leanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
+import { epsilon } from "../tensor/dtype.ts";
+import { normals } from "../tensor/random.ts";
+import { referenceAttention, type RefInput } from "../testing/reference.ts";
+import { webgpuBackend } from "./_backends.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+const EPS32 = epsilon("float32");
+
+Deno.test({
+  name:
+    "in-kernel merge of cut units: the same bits as the reduce pass (and with prefetch), and the reference",
+  ...opts,
+  fn: async () => {
+    const b = await webgpuBackend();
+    if (!b) return;
+    // Lean (pieces of 2–3 workers a unit), flash-decoding with 19 splits (more pieces than
+    // the merge loads at once), empty rows beside cut ones, causal prefill in query blocks
+    // (row passes), GQA and MHA, a NaN key: each through the subgroup kernel with the cut
+    // units merged by their last piece's workgroup (`fusedMerge`) and by the reduce pass.
+    type Case = Pick<RefInput, "B" | "Hq" | "Hkv" | "Sq" | "N" | "D"> & {
+      kvLens: number[];
+      grid: number;
+      splits?: number;
+      nanAt?: number;
+    };
+    const cases: Case[] = [
+      { B: 2, Hq: 8, Hkv: 2, Sq: 1, N: 700, D: 128, kvLens: [700, 0], grid: 7 },
+      { B: 1, Hq: 4, Hkv: 4, Sq: 1, N: 1000, D: 64, kvLens: [999], grid: 9 },
+      { B: 2, Hq: 8, Hkv: 2, Sq: 1, N: 650, D: 64, kvLens: [650, 333], grid: 0, splits: 19 },
+      { B: 2, Hq: 4, Hkv: 1, Sq: 6, N: 200, D: 64, kvLens: [5, 150], grid: 5 },
+      {
+        B: 1,
+        Hq: 8,
+        Hkv: 2,
+        Sq: 1,
+        N: 500,
+        D: 64,
+        kvLens: [500],
+        grid: 6,
+        nanAt: 0.3,
+      },
+    ];
+    // The pipelines each call asks for (the subgroup kernel's key says whether it merges).
+    const keys: string[] = [];
+    const ctx = new Proxy(b.ctx, {
+      get(t, p) {
+        const f = Reflect.get(t, p, t);
+        if (p === "pipeline") {
+          return (key: string, wgsl: () => string, entry?: string) => {
+            keys.push(key);
+            return t.pipeline(key, wgsl, entry);
+          };
+        }
+        return typeof f === "function" ? f.bind(t) : f;
+      },
+    }) as GpuContext;
+    let sgCases = 0;
+    for (const [ci, c] of cases.entries()) {
+      const causal = c.Sq > 1;
+      const qBlocks = c.Sq > 1 ? 2 : 1;
+      const qd = normals(c.B * c.Hq * c.Sq * c.D, 100 + ci);
+      const kd = normals(c.B * c.Hkv * c.N * c.D, 200 + ci);
+      const vd = normals(c.B * c.Hkv * c.N * c.D, 300 + ci);
+      if (c.nanAt !== undefined) kd[Math.floor(c.nanAt * kd.length)] = NaN;
+      const up = (d: Float32Array, shape: number[]) => ({
+        id: b.upload(d, "float32", shape),
+        shape,
+        dtype: "float32" as const,
+      });
+      const q = up(qd, [c.B, c.Hq, c.Sq, c.D]);
+      const k = up(kd, [c.B, c.Hkv, c.N, c.D]);
+      const v = up(vd, [c.B, c.Hkv, c.N, c.D]);
+      const plan = { batch: c.B, kvHeads: c.Hkv, kvLens: c.kvLens, qBlocks, tileSize: 16 };
+      const schedule = c.splits
+        ? splitSchedule({ ...plan, numSplits: c.splits })
+        : leanSchedule({ ...plan, grid: c.grid });
+      assert(schedule.cuts.length > 0, `case ${ci}: no unit is cut`);
+      const params = {
+        algo: c.splits ? "flash-decoding" as const : "lean" as const,
+        scale: 1 / Math.sqrt(c.D),
+        causal,
+        kvLens: Int32Array.from(c.kvLens),
+        schedule,
+      };
+      const rows = c.B * c.Hq * c.Sq;
+      type Run = { out: Float32Array; lse: Float32Array; keys: string[] };
+      const run = async (fusedMerge: boolean, pf?: boolean): Promise<Run> => {
+        keys.length = 0;
+        const r = webgpuAttention(ctx, q, k, v, params, { kernel: "sg", fusedMerge, pf });
+        const out = await b.read(r.out, "float32", rows * c.D);
+        const lse = await b.read(r.lse, "float32", rows);
+        b.release(r.out);
+        b.release(r.lse);
+        return { out, lse, keys: [...keys] };
+      };
+      const fused = await run(true);
+      const twoPass = await run(false);
+      // Prefetching the next batch (the default for long GQA runs) changes when keys load,
+      // not the arithmetic: the same bits.
+      const prefetched = await run(true, true);
+      // Where the subgroup kernel applies (not for every shape on every device: lanes a key
+      // follow the subgroup size), cut units merge in it; else the reduce pass merges them.
+      const empty = c.kvLens.includes(0);
+      if (fused.keys[0].startsWith("attn-sg")) {
+        sgCases++;
+        assert(fused.keys[0].includes(":fmtrue"), `case ${ci}: ${fused.keys}`);
+        assertEquals(fused.keys.length, empty ? 2 : 1, `case ${ci}: ${fused.keys}`);
+        assert(twoPass.keys[0].includes(":fmfalse"), `case ${ci}: ${twoPass.keys}`);
+      } else assertEquals(fused.keys, twoPass.keys);
+      assertEquals(twoPass.keys.length, 2, `case ${ci}: ${twoPass.keys}`);
+      const same = (x: Float32Array, y: Float32Array) =>
+        x.every((a, i) => Object.is(a, y[i]) || (Number.isNaN(a) && Number.isNaN(y[i])));
+      assert(same(fused.out, twoPass.out), `case ${ci}: outputs differ from the reduce pass`);
+      assert(same(fused.lse, twoPass.lse), `case ${ci}: lse differ from the reduce pass`);
+      assert(same(fused.out, prefetched.out), `case ${ci}: prefetching changed the outputs`);
+      assert(same(fused.lse, prefetched.lse), `case ${ci}: prefetching changed the lse`);
+      const ref = referenceAttention({ q: qd, k: kd, v: vd, ...c, causal });
+      const tol = 8 * EPS32 * Math.max(1, Math.log2(c.N)) * 4;
+      for (let i = 0; i < rows * c.D; i++) {
+        const [a, e] = [fused.out[i], ref.out[i]];
+        if (Number.isNaN(e)) assert(Number.isNaN(a), `case ${ci}: out[${i}] ${a}, want NaN`);
+        else assert(Math.abs(a - e) <= tol, `case ${ci}: out[${i}] ${a}, want ${e} ± ${tol}`);
+      }
+      for (let i = 0; i < rows; i++) {
+        const [a, e] = [fused.lse[i], ref.lse[i]];
+        if (Number.isNaN(e) || e === -Infinity) {
+          assert(
+            Object.is(a, e) || (Number.isNaN(a) && Number.isNaN(e)),
+            `case ${ci}: lse[${i}] ${a}, want ${e}`,
+          );
+        } else {assert(
+            Math.abs(a - e) <= tol * Math.max(1, Math.abs(e)),
+            `case ${ci}: lse[${i}] ${a}, want ${e}`,
+          );}
+      }
+      for (const t of [q, k, v]) b.release(t.id);
+    }
+    if (b.features.subgroups) assert(sgCases >= 4, `${sgCases} cases ran the subgroup kernel`);
+  },
+});
