@@ -13,6 +13,7 @@ import type { BenchOptions, Case, OwnAlgo } from "./_sweep.ts";
 import { buildCases, caseName, readBytes } from "./_sweep.ts";
 import { median } from "./_ceiling.ts";
 import { maxAbs, maxAbsDiff, type Results, type Row, rowShape } from "./_results.ts";
+import { printTable, writeResults } from "./_report.ts";
 
 interface ReadJob {
   ranges: { buf: SharedArrayBuffer; off: number; len: number }[];
@@ -225,7 +226,6 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
     elapsedS: (performance.now() - t0) / 1000,
     rows,
   };
-  const { printTable, writeResults } = await import("./bench.ts");
   printTable(results);
   await writeResults(results, opts.out, `cpu${opts.smoke ? "-smoke" : opts.quick ? "-quick" : ""}`);
   if (failures > 0) {

@@ -3,9 +3,9 @@
  * its own minimal {@link GpuContext} (no pooling; every pass timed with timestamp queries), so
  * it runs before and independently of the full backend.
  *
- *     deno run -A bench/_kernel_probe.ts check            # random cases vs the float64 oracle
- *     deno run -A bench/_kernel_probe.ts bench [--quick]  # decode sweep vs a streaming read
- *     deno run -A bench/_kernel_probe.ts bench --quick-gqa --json out.json  # GQA variants
+ *     deno run -A bench/probes/kernel_probe.ts check            # random cases vs the float64 oracle
+ *     deno run -A bench/probes/kernel_probe.ts bench [--quick]  # decode sweep vs a streaming read
+ *     deno run -A bench/probes/kernel_probe.ts bench --quick-gqa --json out.json  # GQA variants
  *
  * `bench` fills K/V on the GPU (no upload), measures a streaming read of the same bytes in the
  * same run (the ceiling), then each kernel variant, and prints a table of GPU times and the
@@ -17,19 +17,19 @@
  *
  * @module
  */
-import { uniformGenerator } from "../tensor/random.ts";
-import type { GpuBinding, GpuContext, GpuFeatures } from "../backends/webgpu/context.ts";
-import type { AttentionParams, DataId, TensorInfo } from "../backends/backend.ts";
-import type { DType } from "../tensor/dtype.ts";
+import { uniformGenerator } from "../../tensor/random.ts";
+import type { GpuBinding, GpuContext, GpuFeatures } from "../../backends/webgpu/context.ts";
+import type { AttentionParams, DataId, TensorInfo } from "../../backends/backend.ts";
+import type { DType } from "../../tensor/dtype.ts";
 import {
   type AttentionTuning,
   computeUnits,
   webgpuAttention,
   webgpuMergeStates,
-} from "../backends/webgpu/attention.ts";
-import { leanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
-import { maxAbsDiff, referenceAttention } from "../testing/reference.ts";
-import { heatGpu } from "./_heater.ts";
+} from "../../backends/webgpu/attention.ts";
+import { leanSchedule, splitSchedule } from "../../schedule/lean_schedule.ts";
+import { maxAbsDiff, referenceAttention } from "../../testing/reference.ts";
+import { heatGpu } from "../_heater.ts";
 
 interface Stored {
   buffer: GPUBuffer;
