@@ -34,7 +34,7 @@
  * @module
  */
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
-import type { AttentionTuning } from "../../backends/webgpu/attention.ts";
+import type { AttentionTuning } from "../../backends/webgpu/internal.ts";
 import { leanAttention, leanAttentionSchedule } from "../../attention/lean.ts";
 import { flashAttention } from "../../attention/flash.ts";
 import { type Call, decodeInputs, gpuTimesInterleaved } from "../_timing.ts";
