@@ -13,6 +13,7 @@ import type { BenchOptions, Case, OwnAlgo } from "./_sweep.ts";
 import { buildCases, caseName, readBytes } from "./_sweep.ts";
 import { median } from "./_ceiling.ts";
 import { maxAbs, maxAbsDiff, type Results, type Row, rowShape } from "./_results.ts";
+import { printTable, writeResults } from "./_report.ts";
 
 interface ReadJob {
   ranges: { buf: SharedArrayBuffer; off: number; len: number }[];
@@ -128,9 +129,7 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
   const { randn } = await import("../tensor/creation.ts");
   const { flashSchedule } = await import("../attention/flash.ts");
   const { leanAttentionSchedule } = await import("../attention/lean.ts");
-  let parallel:
-    | typeof import("../backends/cpu/_attention_worker.ts")
-    | null = null;
+  let parallel: Parallel | null = null;
   let mode = "Web Workers (cpuAttentionParallel)";
   try {
     parallel = await import("../backends/cpu/_attention_worker.ts");
@@ -225,7 +224,6 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
     elapsedS: (performance.now() - t0) / 1000,
     rows,
   };
-  const { printTable, writeResults } = await import("./bench.ts");
   printTable(results);
   await writeResults(results, opts.out, `cpu${opts.smoke ? "-smoke" : opts.quick ? "-quick" : ""}`);
   if (failures > 0) {
@@ -236,6 +234,8 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
 }
 
 type Tensor = import("../tensor/tensor.ts").Tensor;
+/** The CPU backend's multi-core attention (no public or internal entry exports it yet). */
+type Parallel = typeof import("../backends/cpu/_attention_worker.ts");
 
 function runner(
   algo: OwnAlgo,
@@ -243,7 +243,7 @@ function runner(
   q: Tensor,
   k: Tensor,
   v: Tensor,
-  parallel: typeof import("../backends/cpu/_attention_worker.ts") | null,
+  parallel: Parallel | null,
   s: {
     flashSchedule: typeof import("../attention/flash.ts").flashSchedule;
     leanAttentionSchedule: typeof import("../attention/lean.ts").leanAttentionSchedule;

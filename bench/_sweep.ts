@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { partLayout } from "../backends/webgpu/_parts.ts";
+import { partLayout } from "../backends/webgpu/internal.ts";
 
 /** Algorithms of this library. */
 export const OWN_ALGOS = ["lean", "flash", "flash-decoding", "naive"] as const;

@@ -1,5 +1,5 @@
 /**
- * GPU timing of library calls for the benchmarks (`deno task bench`, `bench/_tune.ts`): a
+ * GPU timing of library calls for the benchmarks (`deno task bench`, `bench/probes/tune.ts`): a
  * row's calls as one dependency chain in one command buffer behind a heater, stamped only
  * around blocks of calls (see {@link gpuTimesInterleaved} and bench/NOTES.md, "Timing").
  *

@@ -59,138 +59,20 @@ import {
 } from "./_sweep.ts";
 import { type CeilingResult, measureCeiling, type ReadRange } from "./_ceiling.ts";
 import { maxAbs, maxAbsDiff, type Results, type Row, rowShape } from "./_results.ts";
-import { renderPlot } from "./plot.ts";
+import { fmtMs, printTable, writeResults } from "./_report.ts";
+import { Inputs, runtimeOf, storageOf } from "./_inputs.ts";
 import { heatGpu } from "./_heater.ts";
 import { type Call, gpuTimesInterleaved, HEAT_MS } from "./_timing.ts";
 import { loadOrtPeer, type OrtPeer } from "./peers/ort_webgpu.ts";
 import { runTorchPeer, type TorchCase } from "./_torch.ts";
 import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
-import { GpuRuntime } from "../backends/webgpu/_runtime.ts";
-import type { DataId } from "../backends/backend.ts";
-import { randn } from "../tensor/creation.ts";
-import { normals } from "../tensor/random.ts";
-import { type DType, roundToF16 } from "../tensor/dtype.ts";
-import { Tensor } from "../tensor/tensor.ts";
-import { sizeOf } from "../tensor/shape.ts";
+import type { Tensor } from "../tensor/tensor.ts";
 import { flashAttention, flashSchedule } from "../attention/flash.ts";
 import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
 import { naiveAttention } from "../attention/naive.ts";
 
-/** Elements above which K/V are tiled from a randn block instead of drawn whole. */
-const BASE_ELEMS = 1 << 21;
-
 /** Streaming-read bandwidth assumed for time estimates before the first ceiling (GB/s). */
 const FIRST_GBS = 300;
-
-/** The runtime behind the backend (for `allocShaped` and `settle`). */
-function runtimeOf(gpu: WebGpuBackend): GpuRuntime {
-  if (!(gpu.ctx instanceof GpuRuntime)) throw new Error("bench: unexpected WebGPU context");
-  return gpu.ctx;
-}
-
-/** Storage of `t`: its parts in key order when stored across buffers, else itself. */
-function storageOf(gpu: WebGpuBackend, t: Tensor): DataId[] {
-  const parts = gpu.storageParts({ id: t.id, shape: t.shape, dtype: t.dtype });
-  return parts ? parts.map((p) => p.id) : [t.id];
-}
-
-/**
- * Uninitialised storage of `shape`, across buffers where the runtime splits such a tensor
- * (fill it with {@link tileInto}; an out-of-memory error arrives at the next `settle`).
- */
-export function allocStorage(gpu: WebGpuBackend, shape: number[], dtype: DType): Tensor {
-  return new Tensor(gpu, runtimeOf(gpu).allocShaped(shape, dtype), shape, dtype);
-}
-
-/**
- * Fills `t` (whole or each of its parts) with copies of `base` on the GPU: element i of each
- * part is `base`'s element `i mod base.size` (no host array of the whole size).
- */
-export function tileInto(gpu: WebGpuBackend, base: Tensor, t: Tensor): void {
-  const ctx = gpu.ctx;
-  gpu.flush();
-  const src = ctx.buffer(base.id);
-  const block = ctx.byteLength(base.id);
-  const enc = ctx.device.createCommandEncoder({ label: "tile randn" });
-  for (const id of storageOf(gpu, t)) {
-    const dst = ctx.buffer(id);
-    const bytes = ctx.byteLength(id);
-    for (let off = 0; off < bytes; off += block) {
-      enc.copyBufferToBuffer(src, 0, dst, off, Math.min(block, bytes - off));
-    }
-  }
-  ctx.device.queue.submit([enc.finish()]);
-}
-
-/**
- * Makes the seeded inputs of a case on the GPU and keeps what the host needs to recompute
- * any output row in float64. K and V are always a copy of a prefix of (or a tiling of) one
- * `randn` block per dtype: for up to {@link BASE_ELEMS} elements that is exactly
- * `randn(shape, {seed})` (the generator's stream is a prefix of the longer one).
- */
-class Inputs {
-  #bases = new Map<string, { t: Tensor; host: Float32Array }>();
-  /** Elements of the block: {@link BASE_ELEMS}, or less where one buffer binding is smaller. */
-  readonly blockElems: number;
-  constructor(readonly gpu: WebGpuBackend, readonly seed: number) {
-    // A power of two (any power-of-two D divides it) that fits the split size at 4 bytes.
-    const fit = 2 ** Math.floor(Math.log2(gpu.partBytes / 4));
-    this.blockElems = Math.min(BASE_ELEMS, fit);
-  }
-
-  #seed(which: "q" | "k" | "v"): number {
-    return this.seed * 3 + { q: 0, k: 1, v: 2 }[which];
-  }
-
-  /** The stored values of the `which` block (host copy, rounded as the GPU stores them). */
-  host(c: Case, which: "k" | "v"): Float32Array {
-    return this.#base(c, which).host;
-  }
-
-  #base(c: Case, which: "k" | "v") {
-    const key = `${c.dtype}/${which}`;
-    let b = this.#bases.get(key);
-    if (!b) {
-      const opts = { seed: this.#seed(which), dtype: c.dtype, backend: this.gpu };
-      const host = normals(this.blockElems, opts.seed);
-      if (c.dtype === "float16") roundToF16(host);
-      b = { t: randn([this.blockElems], opts), host };
-      this.#bases.set(key, b);
-    }
-    return b;
-  }
-
-  /** q: drawn whole (small); returns the tensor and its stored values. */
-  query(c: Case): { t: Tensor; host: Float32Array } {
-    const shape = [c.B, c.Hq, 1, c.D];
-    const seed = this.#seed("q");
-    const host = normals(sizeOf(shape), seed);
-    if (c.dtype === "float16") roundToF16(host);
-    return { t: randn(shape, { seed, dtype: c.dtype, backend: this.gpu }), host };
-  }
-
-  /**
-   * Storage for K or V `[B, Hkv, N, D]`, across buffers when over the split size (filled by
-   * {@link Inputs.fill}; apart so that an out-of-memory failure is seen before any copy).
-   */
-  alloc(c: Case): Tensor {
-    const shape = [c.B, c.Hkv, c.N, c.D];
-    return allocStorage(this.gpu, shape, c.dtype);
-  }
-
-  /**
-   * Fills K or V: element i of each part (of the whole, when stored whole) is the block's
-   * element `i mod blockElems` — what {@link referenceRow} reads given the parts' ranges.
-   */
-  fill(c: Case, which: "k" | "v", t: Tensor): void {
-    tileInto(this.gpu, this.#base(c, which).t, t);
-  }
-
-  dispose(): void {
-    for (const b of this.#bases.values()) b.t.dispose();
-    this.#bases.clear();
-  }
-}
 
 /** Output rows (b, query head) recomputed in float64 for the check: first, and last (or longest). */
 export function sampleHeads(c: Case): [number, number][] {
@@ -301,10 +183,6 @@ export function tolerance(dtype: Case["dtype"], refMax: number): number {
 
 function msg(e: unknown): string {
   return e instanceof Error ? e.message.split("\n")[0] : String(e);
-}
-
-function fmtMs(x: number | null | undefined): string {
-  return x === null || x === undefined ? "-" : x < 1 ? x.toFixed(4) : x.toFixed(3);
 }
 
 async function main(): Promise<number> {
@@ -699,66 +577,6 @@ async function main(): Promise<number> {
     return 1;
   }
   return 0;
-}
-
-/** Slug of a device description for file names. */
-export function deviceSlug(device: string): string {
-  return device.toLowerCase().replace(/\(.*?\)/g, "").replace(/[^a-z0-9]+/g, "-")
-    .replace(/^-+|-+$/g, "").slice(0, 48) || "gpu";
-}
-
-/** Writes `<gpu>-<date>[-tag].json` and the SVG beside it; returns the JSON path. */
-export async function writeResults(r: Results, dir: string, tag: string): Promise<string> {
-  await Deno.mkdir(dir, { recursive: true });
-  const base = `${dir}/${deviceSlug(r.device)}-${r.date.slice(0, 10)}${tag ? `-${tag}` : ""}`;
-  await Deno.writeTextFile(`${base}.json`, JSON.stringify(r, null, 1) + "\n");
-  await Deno.writeTextFile(`${base}.svg`, renderPlot(r));
-  console.log(`\nwrote ${base}.json and ${base}.svg`);
-  return `${base}.json`;
-}
-
-/** Prints the final table. */
-export function printTable(r: Results): void {
-  const lines: string[][] = [[
-    "config",
-    "N",
-    "algo",
-    "gpu ms",
-    "wall ms",
-    "GB/s",
-    "%ceil",
-    "vs f64",
-    "vs flash",
-    "note",
-  ]];
-  for (const x of r.rows) {
-    lines.push([
-      `B${x.B} Hq${x.Hq} Hkv${x.Hkv} D${x.D} ${x.dtype === "float16" ? "f16" : "f32"}`,
-      x.kvLens ? `[${x.kvLens.length} ragged]` : String(x.N),
-      x.algo,
-      fmtMs(x.gpuMs),
-      fmtMs(x.wallMs),
-      x.effGBs === null ? "-" : x.effGBs.toFixed(x.effGBs < 10 ? 2 : 0),
-      x.fracCeiling ? (100 * x.fracCeiling).toFixed(0) : "-",
-      x.refDiff === undefined ? "" : x.refDiff.toExponential(1),
-      x.maxAbsDiff === undefined ? "" : x.maxAbsDiff.toExponential(1),
-      x.error
-        ? `FAILED: ${x.error}`
-        : x.skipped
-        ? `skipped: ${x.skipped}`
-        : x.absent
-        ? `absent: ${x.absent}`
-        : x.note?.includes("flash is wrong")
-        ? x.note
-        : "",
-    ]);
-  }
-  const w = lines[0].map((_, i) => Math.max(...lines.map((l) => l[i].length)));
-  console.log("");
-  for (const l of lines) {
-    console.log(l.map((s, i) => i === l.length - 1 ? s : s.padEnd(w[i])).join("  ").trimEnd());
-  }
-  console.log(`\nceiling (best streaming read): ${r.ceilingGBs.toFixed(0)} GB/s on ${r.device}`);
 }
 
 if (import.meta.main) {

@@ -5,13 +5,13 @@
  * shape is printed in the JSON). Used to fit `leanAttention`'s WebGPU defaults; see
  * bench/NOTES.md.
  *
- *     deno run -A bench/_tune.ts [--json FILE]
+ *     deno run -A bench/probes/tune.ts [--json FILE]
  */
-import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
-import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
-import { type Call, decodeInputs, gpuTimesInterleaved } from "./_timing.ts";
-import { flashAttention } from "../attention/flash.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
+import { leanAttention, leanAttentionSchedule } from "../../attention/lean.ts";
+import { type Call, decodeInputs, gpuTimesInterleaved } from "../_timing.ts";
+import { flashAttention } from "../../attention/flash.ts";
+import type { Tensor } from "../../tensor/tensor.ts";
 
 const gpu = await webgpu();
 console.log(`adapter: ${gpu.description}`);

@@ -5,7 +5,7 @@
  * (profiling only: the results are wrong; every loaded word stays live, so the memory traffic
  * is the same). Shapes hold the same K/V bytes with 1, 2, 4 and 8 query rows a key.
  *
- *     deno run -A bench/_ablate.ts [--json FILE] [--n 65536] [--unchained] [--check]
+ *     deno run -A bench/probes/ablate.ts [--json FILE] [--n 65536] [--unchained] [--check]
  *         [--variants def,lz0,cvt+shf,…] [--shapes "B,Hq,Hkv,N;…"] [--def-only]
  *
  * `--unchained` gives every call the original q (in the chain an ablated call's output,
@@ -33,12 +33,12 @@
  *
  * @module
  */
-import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
-import type { AttentionTuning } from "../backends/webgpu/internal.ts";
-import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
-import { flashAttention } from "../attention/flash.ts";
-import { type Call, decodeInputs, gpuTimesInterleaved } from "./_timing.ts";
-import type { Tensor } from "../tensor/tensor.ts";
+import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
+import type { AttentionTuning } from "../../backends/webgpu/internal.ts";
+import { leanAttention, leanAttentionSchedule } from "../../attention/lean.ts";
+import { flashAttention } from "../../attention/flash.ts";
+import { type Call, decodeInputs, gpuTimesInterleaved } from "../_timing.ts";
+import type { Tensor } from "../../tensor/tensor.ts";
 
 type Ablation = "cvt" | "shf" | "max" | "exp" | "qk1" | "pv1" | "lz0";
 const ABLATIONS: readonly string[] = ["cvt", "shf", "max", "exp", "qk1", "pv1", "lz0"];

@@ -1,11 +1,11 @@
 /**
- * Micro-benchmark and correctness probe of the WebGPU attention kernels, standalone: it brings
- * its own minimal {@link GpuContext} (no pooling; every pass timed with timestamp queries), so
- * it runs before and independently of the full backend.
+ * Micro-benchmark and correctness probe of the WebGPU attention kernels, called directly
+ * (`webgpuAttention`, `webgpuMergeStates`) on the library's WebGPU backend: its context (pooled
+ * storage, cached pipelines), every pass timed with timestamp queries while profiling is on.
  *
- *     deno run -A bench/_kernel_probe.ts check            # random cases vs the float64 oracle
- *     deno run -A bench/_kernel_probe.ts bench [--quick]  # decode sweep vs a streaming read
- *     deno run -A bench/_kernel_probe.ts bench --quick-gqa --json out.json  # GQA variants
+ *     deno run -A bench/probes/kernel_probe.ts check            # random cases vs the float64 oracle
+ *     deno run -A bench/probes/kernel_probe.ts bench [--quick]  # decode sweep vs a streaming read
+ *     deno run -A bench/probes/kernel_probe.ts bench --quick-gqa --json out.json  # GQA variants
  *
  * `bench` fills K/V on the GPU (no upload), measures a streaming read of the same bytes in the
  * same run (the ceiling), then each kernel variant, and prints a table of GPU times and the
@@ -17,252 +17,85 @@
  *
  * @module
  */
-import { uniformGenerator } from "../tensor/random.ts";
-import type { GpuBinding, GpuContext, GpuFeatures } from "../backends/webgpu/context.ts";
-import type { AttentionParams, DataId, TensorInfo } from "../backends/backend.ts";
-import type { DType } from "../tensor/dtype.ts";
+import { uniformGenerator } from "../../tensor/random.ts";
+import type { GpuContext } from "../../backends/webgpu/context.ts";
+import { webgpu, type WebGpuBackend } from "../../backends/webgpu/webgpu_backend.ts";
+import type { AttentionParams, DataId, TensorInfo } from "../../backends/backend.ts";
+import type { DType } from "../../tensor/dtype.ts";
 import {
   type AttentionTuning,
   computeUnits,
   webgpuAttention,
   webgpuMergeStates,
-} from "../backends/webgpu/internal.ts";
-import { leanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
-import { maxAbsDiff, referenceAttention } from "../testing/reference.ts";
-import { heatGpu } from "./_heater.ts";
+} from "../../backends/webgpu/internal.ts";
+import { leanSchedule, splitSchedule } from "../../schedule/lean_schedule.ts";
+import { maxAbsDiff, referenceAttention } from "../../testing/reference.ts";
+import { heatGpu } from "../_heater.ts";
 
-interface Stored {
-  buffer: GPUBuffer;
-  dtype: DType;
-  elements: number;
-}
-
-/** A minimal GPU context: plain buffers, one pass per dispatch, optional pass timing. */
-class ProbeContext implements GpuContext {
-  readonly features: GpuFeatures;
-  readonly limits: GPUSupportedLimits;
-  #pipes = new Map<string, GPUComputePipeline>();
-  #store = new Map<object, Stored>();
-  #scratch: GPUBuffer[] = [];
-  #enc: GPUCommandEncoder | null = null;
-  #qs: GPUQuerySet | null = null;
-  #q = 0;
-  /** Raw begin/end timestamps (ns) of the last timed passes. */
-  stamps: number[] = [];
-  /** Labels of timed passes since `startTiming`. */
-  labels: string[] = [];
-  timing = false;
-  /** Keys of the pipelines requested since the last reset (which kernel configs ran). */
+/**
+ * The library's WebGPU backend as the probe drives it: the kernels get `ctx`, the backend's own
+ * context seen through a view that notes the key of every pipeline requested in `usedKeys`
+ * (which kernel configuration a tuning resolved to; `PROBE_KEYS=1` prints each new key, and
+ * `PROBE_DUMP=1` keeps each pipeline's WGSL to print when it fails).
+ */
+class Probe {
+  readonly ctx: GpuContext;
+  /** Keys of the pipelines requested since the last reset. */
   usedKeys: string[] = [];
+  #wgsl = new Map<string, string>();
 
-  constructor(readonly device: GPUDevice, readonly description: string) {
-    this.features = {
-      f16: device.features.has("shader-f16"),
-      subgroups: device.features.has("subgroups" as GPUFeatureName),
-      timestamps: device.features.has("timestamp-query"),
+  constructor(readonly gpu: WebGpuBackend) {
+    const inner = gpu.ctx;
+    const keys = Deno.env.get("PROBE_KEYS");
+    const dump = Deno.env.get("PROBE_DUMP");
+    const pipeline = (key: string, wgsl: () => string, entryPoint?: string) => {
+      this.usedKeys.push(key);
+      if (keys && !this.#wgsl.has(key)) console.log(`pipeline ${key}`);
+      if (!this.#wgsl.has(key)) this.#wgsl.set(key, dump ? wgsl() : "");
+      return inner.pipeline(key, wgsl, entryPoint);
     };
-    this.limits = device.limits;
-  }
-
-  static async create(subgroups = true): Promise<ProbeContext> {
-    const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
-    if (!adapter) throw new Error("no WebGPU adapter");
-    const want: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
-    const features = want.filter((f) => adapter.features.has(f));
-    const lim = adapter.limits;
-    const requiredLimits: Record<string, number> = {
-      maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
-      maxBufferSize: lim.maxBufferSize,
-      maxComputeWorkgroupStorageSize: lim.maxComputeWorkgroupStorageSize,
-      maxStorageBuffersPerShaderStage: lim.maxStorageBuffersPerShaderStage,
-      maxComputeInvocationsPerWorkgroup: lim.maxComputeInvocationsPerWorkgroup,
-      maxComputeWorkgroupSizeX: lim.maxComputeWorkgroupSizeX,
-    };
-    let device: GPUDevice | null = null;
-    if (subgroups) {
-      try {
-        device = await adapter.requestDevice({
-          requiredFeatures: [...features, "subgroups" as GPUFeatureName],
-          requiredLimits,
-        });
-      } catch { /* fall back below */ }
-    }
-    device ??= await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
-    const info = adapter.info;
-    const desc = `${info.vendor} ${info.description || info.device} (${info.architecture})`;
-    return new ProbeContext(device, desc);
-  }
-
-  buffer(id: DataId): GPUBuffer {
-    return this.#get(id).buffer;
-  }
-  byteLength(id: DataId): number {
-    const s = this.#get(id);
-    return s.elements * (this.wgslType(s.dtype) === "f16" ? 2 : 4);
-  }
-  #get(id: DataId): Stored {
-    const s = this.#store.get(id as object);
-    if (!s) throw new Error("unknown data id");
-    return s;
-  }
-  alloc(elements: number, dtype: DType): DataId {
-    const bytes = Math.max(
-      16,
-      Math.ceil((elements * (this.wgslType(dtype) === "f16" ? 2 : 4)) / 16) * 16,
-    );
-    const buffer = this.device.createBuffer({
-      size: bytes,
-      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    this.ctx = new Proxy(inner, {
+      get(target, prop) {
+        if (prop === "pipeline") return pipeline;
+        const v = Reflect.get(target, prop, target);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
     });
-    const id = {};
-    this.#store.set(id, { buffer, dtype, elements });
-    return id;
   }
+
+  /** A GPU error of a pipeline (the runtime reports it at a later call) and, with `PROBE_DUMP`, its WGSL. */
+  explain(e: unknown): string {
+    const msg = e instanceof Error ? e.message : String(e);
+    const key = /pipeline (\S+?):/.exec(msg)?.[1];
+    const code = key && this.#wgsl.get(key);
+    if (code) console.error(code);
+    return msg;
+  }
+
   upload(values: Float32Array, dtype: DType): DataId {
-    const id = this.alloc(values.length, dtype);
-    const data = this.wgslType(dtype) === "f16" ? new Float16Array(values) : values;
-    const padded = new Uint8Array(Math.ceil(data.byteLength / 4) * 4);
-    padded.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    this.device.queue.writeBuffer(this.buffer(id), 0, padded);
-    return id;
+    return this.gpu.upload(values, dtype);
   }
+
+  /** Reads a tensor's values (its dtype and element count as given to `alloc`). */
+  read(t: { id: DataId; dtype: DType; elements: number }): Promise<Float32Array> {
+    return this.gpu.read(t.id, t.dtype, t.elements);
+  }
+
   release(id: DataId): void {
-    this.#get(id).buffer.destroy();
-    this.#store.delete(id as object);
+    this.gpu.release(id);
   }
-  async read(id: DataId): Promise<Float32Array> {
-    this.flush();
-    const s = this.#get(id);
-    const bytes = Math.ceil(this.byteLength(id) / 4) * 4;
-    const staging = this.device.createBuffer({
-      size: bytes,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
-    const enc = this.device.createCommandEncoder();
-    enc.copyBufferToBuffer(s.buffer, 0, staging, 0, bytes);
-    this.device.queue.submit([enc.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
-    const raw = staging.getMappedRange().slice(0);
-    staging.destroy();
-    return this.wgslType(s.dtype) === "f16"
-      ? Float32Array.from(new Float16Array(raw, 0, s.elements))
-      : new Float32Array(raw, 0, s.elements);
-  }
-  scratch(bytes: number): GPUBuffer {
-    const b = this.device.createBuffer({
-      size: Math.max(16, Math.ceil(bytes / 16) * 16),
-      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-    });
-    this.#scratch.push(b);
-    return b;
-  }
-  scratchFrom(data: ArrayBufferView): GPUBuffer {
-    const b = this.scratch(data.byteLength);
-    const padded = new Uint8Array(Math.ceil(data.byteLength / 4) * 4);
-    padded.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    this.device.queue.writeBuffer(b, 0, padded);
-    return b;
-  }
-  pipeline(key: string, wgsl: () => string, entryPoint = "main"): GPUComputePipeline {
-    this.usedKeys.push(key);
-    let p = this.#pipes.get(key);
-    if (!p) {
-      if (Deno.env.get("PROBE_KEYS")) console.log(`pipeline ${key}`);
-      const code = wgsl();
-      this.device.pushErrorScope("validation");
-      const module = this.device.createShaderModule({ code });
-      p = this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint } });
-      const k = key;
-      this.device.popErrorScope().then((e) => {
-        if (e) {
-          console.error(`pipeline ${k} failed: ${e.message}`);
-          if (Deno.env.get("PROBE_DUMP")) console.error(code);
-        }
-      });
-      this.#pipes.set(key, p);
-    }
-    return p;
-  }
-  startTiming(passes: number): void {
-    this.flush();
-    this.#qs?.destroy();
-    this.#qs = this.device.createQuerySet({ type: "timestamp", count: 2 * passes });
-    this.#q = 0;
-    this.labels = [];
-    this.timing = true;
-  }
-  async stopTiming(): Promise<number[]> {
-    const qs = this.#qs!;
-    const n = this.#q;
-    this.timing = false;
-    const enc = this.#encoder();
-    const resolve = this.device.createBuffer({
-      size: 16 * n,
-      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-    });
-    const staging = this.device.createBuffer({
-      size: 16 * n,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
-    enc.resolveQuerySet(qs, 0, 2 * n, resolve, 0);
-    enc.copyBufferToBuffer(resolve, 0, staging, 0, 16 * n);
-    this.flush();
-    await staging.mapAsync(GPUMapMode.READ);
-    const t = new BigUint64Array(staging.getMappedRange().slice(0));
-    staging.destroy();
-    resolve.destroy();
-    const ns: number[] = [];
-    for (let i = 0; i < n; i++) ns.push(Number(t[2 * i + 1] - t[2 * i]));
-    this.stamps = Array.from(t, Number);
-    return ns;
-  }
-  /** Timestamp pairs of passes: begin of the first and end of the last pass of each group. */
-  #encoder(): GPUCommandEncoder {
-    return this.#enc ??= this.device.createCommandEncoder();
-  }
-  dispatch(
-    pipeline: GPUComputePipeline,
-    bindings: readonly GpuBinding[],
-    workgroups: readonly [number, number?, number?],
-    label?: string,
-  ): void {
-    const enc = this.#encoder();
-    const timestampWrites = this.timing && this.#qs
-      ? {
-        querySet: this.#qs,
-        beginningOfPassWriteIndex: 2 * this.#q,
-        endOfPassWriteIndex: 2 * this.#q + 1,
-      }
-      : undefined;
-    if (timestampWrites) {
-      this.#q++;
-      this.labels.push(label ?? "");
-    }
-    const pass = enc.beginComputePass({ timestampWrites });
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(
-      0,
-      this.device.createBindGroup({
-        layout: pipeline.getBindGroupLayout(0),
-        entries: bindings.map((b, i) => ({
-          binding: i,
-          resource: b instanceof GPUBuffer ? { buffer: b } : b,
-        })),
-      }),
-    );
-    pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
-    pass.end();
-  }
-  flush(): void {
-    if (this.#enc) {
-      this.device.queue.submit([this.#enc.finish()]);
-      this.#enc = null;
-    }
-    for (const b of this.#scratch) b.destroy();
-    this.#scratch = [];
-  }
-  wgslType(dtype: DType): "f32" | "f16" {
-    return dtype === "float16" && this.features.f16 ? "f16" : "f32";
+
+  /** Timestamps of the passes `f` dispatches (profiling on around them): ns each, with labels. */
+  async timed(f: () => void): Promise<{ ns: number[]; labels: string[]; stamps: number[] }> {
+    this.gpu.setProfiling(true);
+    f();
+    const t = await this.gpu.readTimings();
+    this.gpu.setProfiling(false);
+    return {
+      ns: t.map((p) => p.endNs! - p.startNs!),
+      labels: t.map((p) => p.label),
+      stamps: t.flatMap((p) => [p.startNs!, p.endNs!]),
+    };
   }
 }
 
@@ -366,7 +199,7 @@ function randArr(r: () => number, n: number, dtype: DType): Float32Array {
   return a;
 }
 
-async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string | null> {
+async function runCase(p: Probe, c: Case, seed: number): Promise<string | null> {
   const r = uniformGenerator(seed);
   const qv = randArr(r, c.B * c.Hq * c.Sq * c.D, c.dtype);
   const kv = randArr(r, c.B * c.Hkv * c.N * c.D, c.dtype);
@@ -376,17 +209,17 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
     if (a.length) a[Math.floor(c.spike.at * a.length)] = c.spike.value;
   }
   const q: TensorInfo = {
-    id: ctx.upload(qv, c.dtype),
+    id: p.upload(qv, c.dtype),
     shape: [c.B, c.Hq, c.Sq, c.D],
     dtype: c.dtype,
   };
   const k: TensorInfo = {
-    id: ctx.upload(kv, c.dtype),
+    id: p.upload(kv, c.dtype),
     shape: [c.B, c.Hkv, c.N, c.D],
     dtype: c.dtype,
   };
   const v: TensorInfo = {
-    id: ctx.upload(vv, c.dtype),
+    id: p.upload(vv, c.dtype),
     shape: [c.B, c.Hkv, c.N, c.D],
     dtype: c.dtype,
   };
@@ -421,9 +254,12 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
     tailMask: c.tm,
     lazyMax: c.lz,
   };
-  const res = webgpuAttention(ctx, q, k, v, params, tuning);
-  const out = await ctx.read(res.out);
-  const lse = await ctx.read(res.lse);
+  const rows = c.B * c.Hq * c.Sq;
+  const outOf = (id: DataId) => ({ id, dtype: c.dtype, elements: rows * c.D });
+  const lseOf = (id: DataId) => ({ id, dtype: "float32" as const, elements: rows });
+  const res = webgpuAttention(p.ctx, q, k, v, params, tuning);
+  const out = await p.read(outOf(res.out));
+  const lse = await p.read(lseOf(res.lse));
   const ref = referenceAttention({
     q: qv,
     k: kv,
@@ -439,9 +275,9 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
     kvLens: c.kvLens,
   });
   // Second run: bitwise determinism.
-  const res2 = webgpuAttention(ctx, q, k, v, params, tuning);
-  const out2 = await ctx.read(res2.out);
-  for (const id of [q.id, k.id, v.id, res.out, res.lse, res2.out, res2.lse]) ctx.release(id);
+  const res2 = webgpuAttention(p.ctx, q, k, v, params, tuning);
+  const out2 = await p.read(outOf(res2.out));
+  for (const id of [q.id, k.id, v.id, res.out, res.lse, res2.out, res2.lse]) p.release(id);
   const outTol = (c.dtype === "float16" ? 2e-3 : 2e-5) * Math.max(1, finiteMax(ref.out)) *
     Math.max(1, Math.log2(c.N + 1) / 4);
   const eo = ieeeDiff(out, ref.out);
@@ -467,7 +303,7 @@ async function runCase(ctx: ProbeContext, c: Case, seed: number): Promise<string
   return null;
 }
 
-async function mergeCase(ctx: ProbeContext, seed: number): Promise<string | null> {
+async function mergeCase(p: Probe, seed: number): Promise<string | null> {
   const r = uniformGenerator(seed);
   const rows = 1 + Math.floor(r() * 40);
   const D = [1, 7, 64, 128][Math.floor(r() * 4)];
@@ -483,12 +319,12 @@ async function mergeCase(ctx: ProbeContext, seed: number): Promise<string | null
     for (let i = 0; i < rows; i++) if (l[i] === -Infinity) o.fill(0, i * D, (i + 1) * D);
     ov.push(o);
     lv.push(l);
-    outs.push({ id: ctx.upload(o, dtype), shape: [rows, D], dtype });
-    lses.push({ id: ctx.upload(l, "float32"), shape: [rows], dtype: "float32" });
+    outs.push({ id: p.upload(o, dtype), shape: [rows, D], dtype });
+    lses.push({ id: p.upload(l, "float32"), shape: [rows], dtype: "float32" });
   }
-  const res = webgpuMergeStates(ctx, outs, lses);
-  const out = await ctx.read(res.out);
-  const lse = await ctx.read(res.lse);
+  const res = webgpuMergeStates(p.ctx, outs, lses);
+  const out = await p.read({ id: res.out, dtype, elements: rows * D });
+  const lse = await p.read({ id: res.lse, dtype: "float32", elements: rows });
   const refO = new Float64Array(rows * D);
   const refL = new Float64Array(rows);
   for (let i = 0; i < rows; i++) {
@@ -506,9 +342,9 @@ async function mergeCase(ctx: ProbeContext, seed: number): Promise<string | null
     for (let d = 0; d < D; d++) refO[i * D + d] /= sum;
     refL[i] = m + Math.log(sum);
   }
-  for (const t of [...outs, ...lses]) ctx.release(t.id);
-  ctx.release(res.out);
-  ctx.release(res.lse);
+  for (const t of [...outs, ...lses]) p.release(t.id);
+  p.release(res.out);
+  p.release(res.lse);
   const eo = maxAbsDiff(out, refO);
   const el = maxAbsDiff(lse, refL);
   const tol = dtype === "float16" ? 2e-3 : 1e-5;
@@ -518,7 +354,7 @@ async function mergeCase(ctx: ProbeContext, seed: number): Promise<string | null
   return null;
 }
 
-async function check(ctx: ProbeContext, count: number, seed0: number): Promise<boolean> {
+async function check(p: Probe, count: number, seed0: number): Promise<boolean> {
   let bad = 0;
   const fixed: Case[] = [
     // decode shapes of the benchmark, small N
@@ -654,14 +490,14 @@ async function check(ctx: ProbeContext, count: number, seed0: number): Promise<b
   for (let i = 0; i < fixed.length + count; i++) {
     const r = uniformGenerator(seed0 + i);
     const c = i < fixed.length ? fixed[i] : drawCase(r, i);
-    const err = await runCase(ctx, c, seed0 + 1000 + i);
+    const err = await runCase(p, c, seed0 + 1000 + i).catch((e) => p.explain(e));
     if (err) {
       bad++;
       console.log(`FAIL seed ${seed0 + i}: ${JSON.stringify(c)}: ${err}`);
     }
   }
   for (let i = 0; i < Math.max(3, count / 4); i++) {
-    const err = await mergeCase(ctx, seed0 + 5000 + i);
+    const err = await mergeCase(p, seed0 + 5000 + i).catch((e) => p.explain(e));
     if (err) {
       bad++;
       console.log(`FAIL merge seed ${seed0 + 5000 + i}: ${err}`);
@@ -702,7 +538,7 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
   if (s == 0x12345678u) { sink[0] = s; }
 }`;
 
-function fillF16(ctx: ProbeContext, elements: number, seed: number): DataId {
+function fillF16(ctx: GpuContext, elements: number, seed: number): DataId {
   const id = ctx.alloc(elements, "float16");
   const pipe = ctx.pipeline("probe-fill", () => FILL);
   const n2 = Math.ceil(elements / 2);
@@ -779,7 +615,8 @@ const GQA_VARIANTS: Variant[] = (
   tileSize: 256,
 })).concat([{ name: "flash", algo: "flash", tuning: {}, tileSize: 128 }]);
 
-async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
+async function bench(p: Probe, args: string[]): Promise<void> {
+  const ctx = p.ctx;
   const gqa = args.includes("--quick-gqa");
   const quick = args.includes("--quick");
   const ji = args.indexOf("--json");
@@ -857,9 +694,10 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
             ctx.dispatch(read, [ctx.buffer(k), ctx.buffer(v), sink], [cu * per], "read");
           readOnce();
           await heatGpu(ctx.device, 100, 8 * cu);
-          ctx.startTiming(reps);
-          for (let i = 0; i < reps; i++) readOnce();
-          best = Math.min(best, median(await ctx.stopTiming()));
+          const { ns } = await p.timed(() => {
+            for (let i = 0; i < reps; i++) readOnce();
+          });
+          best = Math.min(best, median(ns));
         }
         return best;
       };
@@ -894,17 +732,17 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
           const r = webgpuAttention(ctx, qi, ki, vinfo, params, vr.tuning);
           outs.push(r.out, r.lse);
         };
-        ctx.usedKeys = [];
+        p.usedKeys = [];
         once();
         // The kernel configuration that ran (the tuning resolves per device).
-        row[vr.name + " cfg"] = ctx.usedKeys.filter((k) => k.startsWith("attn-sg")).join(" ") ||
-          ctx.usedKeys[0];
-        ctx.flush();
+        row[vr.name + " cfg"] = p.usedKeys.filter((k) => k.startsWith("attn-sg")).join(" ") ||
+          p.usedKeys[0];
+        p.gpu.flush();
         // At the top clock (an idle H200 sits at 345 MHz; bench/_heater.ts).
         await heatGpu(ctx.device, 100, 8 * cu);
-        ctx.startTiming(reps * 2);
-        for (let i = 0; i < reps; i++) once();
-        const passes = await ctx.stopTiming();
+        const { ns: passes, labels, stamps } = await p.timed(() => {
+          for (let i = 0; i < reps; i++) once();
+        });
         // GPU time of a call: the span from its first pass's begin to its last pass's end
         // (counts the gap between the passes, cannot double-count a pass-begin stamped
         // before the pass waits for the previous one); the sum of the passes' own times and
@@ -914,16 +752,16 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
         const span: number[] = [];
         let acc = 0;
         let begin = 0;
-        ctx.labels.forEach((l, i) => {
-          if (l !== "attention-reduce") begin = ctx.stamps[2 * i];
+        labels.forEach((l, i) => {
+          if (l !== "attention-reduce") begin = stamps[2 * i];
           acc += passes[i];
           if (l === "attention-reduce") red.push(passes[i]);
-          if (l !== "attention-reduce" && ctx.labels[i + 1] === "attention-reduce") return;
+          if (l !== "attention-reduce" && labels[i + 1] === "attention-reduce") return;
           sum.push(acc);
-          span.push(ctx.stamps[2 * i + 1] - begin);
+          span.push(stamps[2 * i + 1] - begin);
           acc = 0;
         });
-        for (const id of outs) ctx.release(id);
+        for (const id of outs) p.release(id);
         const t = median(span);
         row[vr.name] = +(t / 1e3).toFixed(1);
         row[vr.name + " sum"] = +(median(sum) / 1e3).toFixed(1);
@@ -935,7 +773,7 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
       rows.push(row);
       // --quick-gqa keeps the output short (its rows are in the JSON and the final table).
       if (!gqa) console.log(JSON.stringify(row));
-      for (const id of [k, v, q, sinkId]) ctx.release(id);
+      for (const id of [k, v, q, sinkId]) p.release(id);
     }
   }
   if (args.includes("--prefill")) {
@@ -971,10 +809,11 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
         outs.push(r.out, r.lse);
       };
       once();
-      ctx.startTiming(6);
-      for (let i = 0; i < 3; i++) once();
-      const ns = (await ctx.stopTiming()).reduce((a, b) => a + b, 0) / 3;
-      for (const id of outs) ctx.release(id);
+      const timed = await p.timed(() => {
+        for (let i = 0; i < 3; i++) once();
+      });
+      const ns = timed.ns.reduce((a, b) => a + b, 0) / 3;
+      for (const id of outs) p.release(id);
       const flops = 4 * B * Hq * D * (N * (N + 1)) / 2;
       console.log(
         `prefill ${algo} causal B${B} Hq${Hq} Hkv${Hkv} Sq=N=${N}: ${(ns / 1e6).toFixed(2)} ms, ${
@@ -982,7 +821,7 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
         } TFLOP/s`,
       );
     }
-    for (const id of [k, v, q]) ctx.release(id);
+    for (const id of [k, v, q]) p.release(id);
   }
   if (jsonPath) {
     await Deno.writeTextFile(
@@ -1027,20 +866,23 @@ async function bench(ctx: ProbeContext, args: string[]): Promise<void> {
 
 if (import.meta.main) {
   const [mode = "check", ...rest] = Deno.args;
-  const ctx = await ProbeContext.create(!rest.includes("--no-subgroups"));
-  console.log(`adapter: ${ctx.description}; features ${JSON.stringify(ctx.features)}`);
+  const gpu = await webgpu(
+    rest.includes("--no-subgroups") ? { disableFeatures: ["subgroups"] } : {},
+  );
+  const p = new Probe(gpu);
+  console.log(`adapter: ${gpu.description}; features ${JSON.stringify(gpu.features)}`);
   if (mode === "case") {
     const c = JSON.parse(rest[0]);
-    console.log(await runCase(ctx, c, Number(rest[1] ?? 7)) ?? "ok");
+    console.log(await runCase(p, c, Number(rest[1] ?? 7)) ?? "ok");
   } else if (mode === "check") {
     const ni = rest.indexOf("--n");
-    const ok = await check(ctx, ni >= 0 ? Number(rest[ni + 1]) : 40, 1);
+    const ok = await check(p, ni >= 0 ? Number(rest[ni + 1]) : 40, 1);
     if (!ok) Deno.exit(1);
   } else if (mode === "bench") {
-    await bench(ctx, rest);
+    await bench(p, rest);
   } else {
     console.error(`unknown mode ${mode}`);
     Deno.exit(2);
   }
-  ctx.flush();
+  gpu.flush();
 }

@@ -6,12 +6,12 @@
  * (ping-pong between two buffers: wgpu puts a barrier between them) or not (every dispatch
  * reads one buffer and writes its own).
  *
- *     deno run -A bench/_dispatch.ts [--n 200] [--json FILE]
+ *     deno run -A bench/probes/dispatch.ts [--n 200] [--json FILE]
  *
  * @module
  */
-import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
-import { median } from "./_ceiling.ts";
+import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
+import { median } from "../_ceiling.ts";
 
 const WGSL = `
 @group(0) @binding(0) var<storage, read> x: array<f32>;

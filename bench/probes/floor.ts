@@ -5,16 +5,16 @@
  * and a kernel's own shortest path (q loaded, one K/V round trip, the merges, the write).
  * Small attention calls cannot go below it.
  *
- *     deno run -A bench/_floor.ts [--json FILE]
+ *     deno run -A bench/probes/floor.ts [--json FILE]
  *
  * @module
  */
-import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
-import { leanAttention } from "../attention/lean.ts";
-import { flashAttention } from "../attention/flash.ts";
-import { neg } from "../ops/unary.ts";
-import { randn } from "../tensor/creation.ts";
-import { type Call, gpuTimesInterleaved } from "./_timing.ts";
+import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
+import { leanAttention } from "../../attention/lean.ts";
+import { flashAttention } from "../../attention/flash.ts";
+import { neg } from "../../ops/unary.ts";
+import { randn } from "../../tensor/creation.ts";
+import { type Call, gpuTimesInterleaved } from "../_timing.ts";
 
 const gpu = await webgpu();
 console.log(`adapter: ${gpu.description}`);

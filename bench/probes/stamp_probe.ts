@@ -5,15 +5,15 @@
  * (what `deno task bench` reports); `sparse` — only the last pass before and the last pass of
  * a block of calls stamped, a call = the block's span / its length.
  *
- *     deno run -A bench/_stamp_probe.ts
+ *     deno run -A bench/probes/stamp_probe.ts
  */
-import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
-import { randn } from "../tensor/creation.ts";
-import { leanAttention } from "../attention/lean.ts";
-import { flashAttention } from "../attention/flash.ts";
-import type { Tensor } from "../tensor/tensor.ts";
-import { heatGpu } from "./_heater.ts";
-import { median } from "./_ceiling.ts";
+import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
+import { randn } from "../../tensor/creation.ts";
+import { leanAttention } from "../../attention/lean.ts";
+import { flashAttention } from "../../attention/flash.ts";
+import type { Tensor } from "../../tensor/tensor.ts";
+import { heatGpu } from "../_heater.ts";
+import { median } from "../_ceiling.ts";
 
 const gpu = await webgpu();
 console.log(`adapter: ${gpu.description}`);

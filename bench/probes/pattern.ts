@@ -5,7 +5,7 @@
  * after the last one arrived — and compares with the grid-stride ceiling of bench/_ceiling.ts
  * on the same buffers, all timed by timestamp queries around one pass per repetition.
  *
- *     deno run -A bench/_pattern.ts [--mb 268,1074] [--json FILE]
+ *     deno run -A bench/probes/pattern.ts [--mb 268,1074] [--json FILE]
  *
  * Knobs per row: `W` workgroups (128: one a multiprocessor, as the GQA decode kernel runs;
  * 256: two, as MHA), `U` loads of K and of V per thread per trip (the kernel's keys a slot: 8
@@ -19,8 +19,8 @@
  *
  * @module
  */
-import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
-import { measureCeiling, timedByTimestamps } from "./_ceiling.ts";
+import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
+import { measureCeiling, timedByTimestamps } from "../_ceiling.ts";
 
 const T = 256;
 

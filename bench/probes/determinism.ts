@@ -7,19 +7,19 @@
  * ordering between dispatches) shows up as a result that differs between calls. Also prints
  * each algorithm's largest difference from flash. Exits 1 on any nondeterministic call.
  *
- *     deno run -A bench/_determinism.ts [--iters 12] [--big] [--part-bytes B]
+ *     deno run -A bench/probes/determinism.ts [--iters 12] [--big] [--part-bytes B]
  *
  * `--big` adds the benchmark's (1,64,64) N = 512k case (K/V in parts over one binding);
  * `--part-bytes` stores K/V over B bytes in parts (as the backend option).
  *
  * @module
  */
-import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
-import { randn } from "../tensor/creation.ts";
-import { leanAttention } from "../attention/lean.ts";
-import { flashAttention } from "../attention/flash.ts";
-import type { Tensor } from "../tensor/tensor.ts";
-import { allocStorage, tileInto } from "./bench.ts";
+import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
+import { randn } from "../../tensor/creation.ts";
+import { leanAttention } from "../../attention/lean.ts";
+import { flashAttention } from "../../attention/flash.ts";
+import type { Tensor } from "../../tensor/tensor.ts";
+import { allocStorage, tileInto } from "../_inputs.ts";
 
 const arg = (name: string, def: number) => {
   const i = Deno.args.indexOf(name);
