@@ -93,11 +93,28 @@ const options = fc.oneof(
 
 type OptionDraw = typeof options extends fc.Arbitrary<infer T> ? T : never;
 
-/** The options object a user would pass, from a draw, for a batch of `B` and `N` keys. */
-function resolveOptions(o: OptionDraw, B: number, N: number): unknown {
+/** The knobs each algorithm takes besides the common options (others are an error). */
+const KNOBS: Record<(typeof ALGOS)[number], readonly string[]> = {
+  naive: [],
+  flash: ["blockN", "numSplits"],
+  lean: ["tileSize", "grid"],
+};
+
+/**
+ * The options object a user would pass to `algo`, from a draw, for a batch of `B` and `N`
+ * keys: the common options and that algorithm's own knobs (garbage may add any name).
+ */
+function resolveOptions(
+  o: OptionDraw,
+  B: number,
+  N: number,
+  algo: (typeof ALGOS)[number],
+): unknown {
   if (o === null || typeof o !== "object" || !("valid" in o)) return o;
-  const { lens, ...rest } = o.valid;
-  const out: Record<string, unknown> = { ...rest };
+  const { lens, blockN, numSplits, tileSize, grid, ...common } = o.valid;
+  const knobs: Record<string, unknown> = { blockN, numSplits, tileSize, grid };
+  const out: Record<string, unknown> = { ...common };
+  for (const name of KNOBS[algo]) if (knobs[name] !== undefined) out[name] = knobs[name];
   if (lens) out.kvLens = Array.from({ length: B }, (_, b) => Math.floor(lens[b % lens.length] * N));
   // Garbage in at most a third of the cases, so valid calls stay common.
   if (o.garbageRate === 0) { for (const [k, v] of o.garbage) out[k] = v; }
@@ -209,7 +226,7 @@ describeBackends(
         options,
         fc.constantFrom(...ALGOS),
         async (s: Shapes, drawn, algo) => {
-          const opts = resolveOptions(drawn, s.B, s.N);
+          const opts = resolveOptions(drawn, s.B, s.N, algo);
           const Hq = s.Hkv * s.group;
           const dims: Record<"q" | "k" | "v", number[]> = {
             q: [s.B, Hq, s.Sq, s.D],
