@@ -15,7 +15,7 @@
  * @module
  */
 import type { AttentionParams, TensorInfo } from "../backend.ts";
-import type { CpuArray } from "./cpu_backend.ts";
+import type { CpuArray } from "./_storage.ts";
 import { type AttentionBuffers, attentionBuffers, finishCuts, runWorkers } from "./attention.ts";
 import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
 

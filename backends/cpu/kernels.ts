@@ -8,7 +8,7 @@
 import type { BinaryOp, ReduceOp, TensorInfo, UnaryOp } from "../backend.ts";
 import type { DType } from "../../tensor/dtype.ts";
 import { type Shape, sizeOf, stridesOf } from "../../tensor/shape.ts";
-import { allocCpu, type CpuArray, cpuValues } from "./cpu_backend.ts";
+import { allocCpu, type CpuArray, cpuValues } from "./_storage.ts";
 
 /** Elementwise `exp`, `neg` or `log`; output has the input's dtype. */
 export function unary(op: UnaryOp, x: TensorInfo): CpuArray {

@@ -1,0 +1,128 @@
+/**
+ * The segment walk's tile arithmetic on the WebAssembly SIMD kernels (`_attention_simd.ts`):
+ * each key tile is staged as float32 once and used by every row of the pass (the GQA group ×
+ * the query block), so K/V are read once per unit rather than once per query row. Scores, p
+ * and each tile's sums are float32, as on the GPU backend; the per-tile max, α and the running
+ * `l` stay in doubles, in the same per-tile order as the plain-JS kernel, and `o` is float64
+ * in the wasm memory.
+ *
+ * @module
+ */
+import type { AttentionGeometry } from "../../schedule/geometry.ts";
+import type { SimdKernels } from "./_attention_simd.ts";
+import { maxOrNaN, rescaleRow } from "./_online_softmax.ts";
+import {
+  type AttentionBuffers,
+  type PassRows,
+  rowsPerPass,
+  type TileKernel,
+} from "./_segment_walk.ts";
+
+/** Byte offsets of one call's scratch in the wasm memory. */
+interface SimdLayout {
+  q: number;
+  o: number;
+  s: number;
+  alpha: number;
+  cnt: number;
+  mx: number;
+  sum: number;
+  k: number;
+  v: number;
+  raw: number;
+  bytes: number;
+}
+
+function simdLayout(R: number, Dp: number, Tn: number): SimdLayout {
+  let at = 0;
+  const take = (bytes: number) => {
+    const here = at;
+    at += Math.ceil(bytes / 16) * 16;
+    return here;
+  };
+  const q = take(R * Dp * 4);
+  const o = take(R * Dp * 8);
+  const s = take(R * Tn * 4);
+  const alpha = take(R * 8); // also the ≥ 16 bytes pexp's masked tail may read past s
+  const cnt = take(R * 4);
+  const mx = take(R * 4);
+  const sum = take(R * 4);
+  const k = take(Tn * Dp * 4);
+  const v = take(Tn * Dp * 4);
+  const raw = take(Tn * Dp * 2);
+  return { q, o, s, alpha, cnt, mx, sum, k, v, raw, bytes: at };
+}
+
+/** The SIMD tile kernel of one call (`T` keys a tile), its scratch laid out in `K.memory`. */
+export function simdTileKernel(
+  K: SimdKernels,
+  buf: AttentionBuffers,
+  g: AttentionGeometry,
+  T: number,
+): TileKernel {
+  const { k, v } = buf;
+  const { N, D, unitRows } = g;
+  const Tn = Math.min(T, Math.max(1, N)); // a tile never spans more than N keys
+  const Dp = Math.ceil(D / 16) * 16;
+  const Rc = rowsPerPass(unitRows, Dp * 12 + Tn * 4 + 32);
+  const L = simdLayout(Rc, Dp, Tn);
+  const have = K.memory.buffer.byteLength;
+  if (have < L.bytes) K.memory.grow(Math.ceil((L.bytes - have) / 65536));
+  const mem = K.memory.buffer;
+  const S = new Float32Array(mem, L.s, Rc * Tn);
+  const A = new Float64Array(mem, L.alpha, Rc);
+  const C = new Int32Array(mem, L.cnt, Rc);
+  const MX = new Float32Array(mem, L.mx, Rc);
+  const SUM = new Float32Array(mem, L.sum, Rc);
+  const f16 = k instanceof Float16Array;
+  const raw16 = new Uint16Array(mem, L.raw, Tn * Dp);
+  // The kernels read whole Dp rows: the padding of q and of the staged rows must be zero.
+  if (Dp !== D) new Uint8Array(mem, 0, L.bytes).fill(0);
+  const kSrc = f16 ? new Uint16Array(k.buffer, k.byteOffset, k.length) : k as Float32Array;
+  const vSrc = f16 ? new Uint16Array(v.buffer, v.byteOffset, v.length) : v as Float32Array;
+  const kTile = new Float32Array(mem, L.k, Tn * Dp);
+  const vTile = new Float32Array(mem, L.v, Tn * Dp);
+  /**
+   * `n` keys of `src` from element `base` → float32 rows of stride Dp at `tile` (float32 is a
+   * plain copy, float16 a copy of the bits and one conversion pass).
+   */
+  const stage = (src: Uint16Array | Float32Array, base: number, n: number, tile: Float32Array) => {
+    const dst = f16 ? raw16 : tile;
+    if (Dp === D) {
+      dst.set(src.subarray(base, base + n * D));
+    } else {
+      for (let j = 0; j < n; j++) dst.set(src.subarray(base + j * D, base + (j + 1) * D), j * Dp);
+    }
+    if (f16) K.cvt16(L.raw, tile.byteOffset, n * Dp);
+  };
+  return {
+    rows: Rc,
+    rowStride: Dp,
+    q: new Float32Array(mem, L.q, Rc * Dp),
+    o: new Float64Array(mem, L.o, Rc * Dp),
+    tile(rows: PassRows, R: number, kBase: number, t0: number, t1: number): void {
+      const { end, m, l } = rows;
+      const n = t1 - t0;
+      stage(kSrc, kBase + t0 * D, n, kTile);
+      K.scores(L.q, L.k, L.s, R, n, Dp, Tn);
+      for (let a = 0; a < R; a++) {
+        const c = Math.min(t1, end[a]) - t0;
+        C[a] = 0;
+        A[a] = 1;
+        if (c <= 0) continue; // this row's keys ended before the tile
+        const so = a * Tn;
+        let mt = -Infinity;
+        for (let j = so; j < so + c; j++) mt = maxOrNaN(mt, S[j]);
+        const alpha = rescaleRow(m, l, a, mt);
+        if (alpha < 0) continue; // every score −∞: count 0 and α = 1 leave the row as it is
+        A[a] = alpha;
+        MX[a] = m[a];
+        C[a] = c;
+      }
+      K.pexp(L.s, R, Tn, L.cnt, L.mx, L.sum); // p = exp(s − m) in place, Σp per row
+      for (let a = 0; a < R; a++) if (C[a] > 0) l[a] += SUM[a];
+      stage(vSrc, kBase + t0 * D, n, vTile);
+      K.pv(L.s, L.v, L.o, L.alpha, L.cnt, R, Dp, Tn);
+    },
+  };
+}
