@@ -125,14 +125,15 @@ export async function cpuReadCeiling(
 /** Runs the CPU sweep; returns the exit code. */
 export async function runCpuBench(opts: BenchOptions): Promise<number> {
   const t0 = performance.now();
-  const { cpu, cpuValues } = await import("../backends/cpu/cpu_backend.ts");
+  const { cpu } = await import("../backends/cpu/cpu_backend.ts");
+  const { cpuValues } = await import("../backends/cpu/internal.ts");
   const { randn } = await import("../tensor/creation.ts");
   const { flashSchedule } = await import("../attention/flash.ts");
   const { leanAttentionSchedule } = await import("../attention/lean.ts");
   let parallel: Parallel | null = null;
   let mode = "Web Workers (cpuAttentionParallel)";
   try {
-    parallel = await import("../backends/cpu/_attention_worker.ts");
+    parallel = await import("../backends/cpu/internal.ts");
   } catch (e) {
     mode = `single thread (op path): cpuAttentionParallel unavailable: ${e}`;
   }
@@ -235,7 +236,7 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
 
 type Tensor = import("../tensor/tensor.ts").Tensor;
 /** The CPU backend's multi-core attention (no public or internal entry exports it yet). */
-type Parallel = typeof import("../backends/cpu/_attention_worker.ts");
+type Parallel = typeof import("../backends/cpu/internal.ts");
 
 function runner(
   algo: OwnAlgo,
