@@ -49,6 +49,7 @@ export {
 } from "./tensor/errors.ts";
 
 export type {
+  AttentionInputs,
   AttentionParams,
   Backend,
   BackendTiming,
@@ -106,5 +107,11 @@ export type {
 export { numSplitsHeuristic } from "./schedule/split_heuristic.ts";
 export type { SplitHeuristicInput } from "./schedule/split_heuristic.ts";
 export { renderSchedule } from "./schedule/render_schedule.ts";
-export type { AttentionAlgo, AttentionPlan, AttentionRun } from "./schedule/attention_plan.ts";
+export { PLAIN_ATTENTION } from "./schedule/attention_plan.ts";
+export type {
+  AttentionAlgo,
+  AttentionPlan,
+  AttentionRun,
+  AttentionVariant,
+} from "./schedule/attention_plan.ts";
 export type { RenderOptions } from "./schedule/render_schedule.ts";

@@ -14,7 +14,12 @@ import type { Tensor } from "../tensor/tensor.ts";
 import { LimitError } from "../tensor/errors.ts";
 import { fmt } from "../tensor/shape.ts";
 import type { Backend, StoragePart, TensorInfo } from "../backends/backend.ts";
-import type { AttentionAlgo, AttentionPlan, AttentionRun } from "../schedule/attention_plan.ts";
+import {
+  type AttentionAlgo,
+  type AttentionPlan,
+  type AttentionRun,
+  PLAIN_ATTENTION,
+} from "../schedule/attention_plan.ts";
 import type { LeanSchedule } from "../schedule/lean_schedule.ts";
 import type { AttentionProblem } from "./_validate.ts";
 
@@ -81,7 +86,7 @@ function makePlan(
   const { algo, schedule: build } = planner.resolve(p);
   const lens = Array.from(p.kvLens);
   const schedule = build(lens);
-  const common = { algo, scale: p.scale };
+  const common = { algo, scale: p.scale, variant: PLAIN_ATTENTION };
   const runs: AttentionRun[] = parts
     ? partRuns(planner.op, p, parts).map((r) => ({
       ...common,
@@ -89,8 +94,18 @@ function makePlan(
       kvLens: Int32Array.from(r.lens),
       schedule: build(r.lens),
       part: r.part,
+      // The causal runs of parts align to their own lengths (see partRuns).
+      keyOffset: 0,
+      positionLens: Int32Array.from(r.lens),
     }))
-    : [{ ...common, causal: p.causal, kvLens: p.kvLens, schedule }];
+    : [{
+      ...common,
+      causal: p.causal,
+      kvLens: p.kvLens,
+      schedule,
+      keyOffset: 0,
+      positionLens: p.kvLens,
+    }];
   const plan: AttentionPlan = {
     algo,
     qShape: q.shape,

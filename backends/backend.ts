@@ -34,6 +34,19 @@ export type ReduceOp = "sum" | "max";
 /** One kernel run of an attention plan (see {@link AttentionPlan}). */
 export type AttentionParams = AttentionRun;
 
+/**
+ * The tensors an attention variant reads besides q, k, v (see `AttentionVariant`): present
+ * exactly when the plan's variant says so.
+ */
+export interface AttentionInputs {
+  /** Sink logits, float32 `[Hq]`. */
+  readonly sinks?: TensorInfo;
+  /** ALiBi slopes, float32 `[Hq]`. */
+  readonly alibiSlopes?: TensorInfo;
+  /** Additive bias, float32 or float16, of the plan variant's `bias.shape`. */
+  readonly bias?: TensorInfo;
+}
+
 /** One timed pass of submitted work (a backend with the profiling capability). */
 export interface BackendTiming {
   /** Milliseconds the pass took on the device. */
@@ -147,7 +160,13 @@ export interface Backend extends TensorBackend {
    * order, merging their states when K/V are stored in parts). Returns out `[B, Hq, Sq, D]`
    * (q's dtype) and lse `[B, Hq, Sq]` (float32, natural log).
    */
-  attention(q: TensorInfo, k: TensorInfo, v: TensorInfo, plan: AttentionPlan): {
+  attention(
+    q: TensorInfo,
+    k: TensorInfo,
+    v: TensorInfo,
+    plan: AttentionPlan,
+    inputs?: AttentionInputs,
+  ): {
     out: DataId;
     lse: DataId;
   };

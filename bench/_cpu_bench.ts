@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { plainRun } from "../schedule/attention_plan.ts";
 import type { BenchOptions, Case, OwnAlgo } from "./_sweep.ts";
 import { buildCases, caseName, readBytes } from "./_sweep.ts";
 import { median } from "./_ceiling.ts";
@@ -255,7 +256,7 @@ function runner(
     ? s.leanAttentionSchedule(q, k, v, { kvLens })
     : s.flashSchedule(q, k, v, { kvLens, numSplits: algo === "flash" ? 1 : "auto" });
   const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
-  const params = {
+  const params = plainRun({
     algo: algo === "lean"
       ? "lean" as const
       : schedule.workers.length > c.B * c.Hkv
@@ -265,7 +266,7 @@ function runner(
     causal: false,
     kvLens: Int32Array.from(kvLens ?? Array(c.B).fill(c.N)),
     schedule,
-  };
+  });
   if (parallel) {
     return async () => {
       const r = await parallel.cpuAttentionParallel(info(q), info(k), info(v), params);

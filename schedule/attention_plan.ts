@@ -15,6 +15,42 @@
 import type { DType } from "../tensor/dtype.ts";
 import type { LeanSchedule } from "./lean_schedule.ts";
 
+/**
+ * The score and visibility changes of a call, resolved (the math: VARIANTS.md in the design
+ * notes; in order: scale → soft-cap → ALiBi → bias → visibility → softmax with sinks). With
+ * {@link PLAIN_ATTENTION} a kernel computes textbook attention.
+ *
+ * Positions: query row `i` of batch entry `b` sits at `p_i = positionLens[b] − Sq + i`; key
+ * `j` of a run sits at `keyOffset + j` (see {@link AttentionRun}).
+ */
+export interface AttentionVariant {
+  /** A row at position p sees keys at positions ≥ p − windowLeft (Infinity: no limit). */
+  readonly windowLeft: number;
+  /** A row at position p sees keys at positions ≤ p + windowRight (Infinity: no limit). */
+  readonly windowRight: number;
+  /** Soft-cap `c`: `s = c · tanh(s / c)` after scaling (0: none). */
+  readonly softcap: number;
+  /** One sink logit per query head (`inputs.sinks`, float32 `[Hq]`) joins the softmax. */
+  readonly sinks: boolean;
+  /** ALiBi: `s −= slope_h · |p_i − key position|` (`inputs.alibiSlopes`, float32 `[Hq]`). */
+  readonly alibi: boolean;
+  /**
+   * Additive bias (`inputs.bias`) of this 4-D shape, broadcastable to `[B, Hq, Sq, N]` (a
+   * size-1 dim broadcasts; the last dim indexes key positions), or null for none.
+   */
+  readonly bias: { readonly shape: readonly number[]; readonly dtype: DType } | null;
+}
+
+/** Textbook attention: no window, soft-cap, sinks, ALiBi or bias. */
+export const PLAIN_ATTENTION: AttentionVariant = Object.freeze({
+  windowLeft: Infinity,
+  windowRight: Infinity,
+  softcap: 0,
+  sinks: false,
+  alibi: false,
+  bias: null,
+});
+
 /** The algorithm a schedule came from (a backend may pick its kernel by it). */
 export type AttentionAlgo = "flash" | "flash-decoding" | "lean";
 
@@ -33,6 +69,19 @@ export interface AttentionRun {
   readonly kvLens: Int32Array;
   /** The partition of the work: who runs which tiles, which pieces merge in which order. */
   readonly schedule: LeanSchedule;
+  /** Score and visibility changes ({@link PLAIN_ATTENTION} for none). */
+  readonly variant: AttentionVariant;
+  /**
+   * Position of this run's key 0: the first key of its K/V part (0 when K/V are whole). A
+   * run's key `j` is at position `keyOffset + j` for causal masking, windows, ALiBi and bias.
+   */
+  readonly keyOffset: number;
+  /**
+   * Per batch entry, the length that query positions align to (`p_i = positionLens[b] − Sq
+   * + i`): the call's `kvLens` — for a part run too, so positions stay those of the whole
+   * call while `kvLens` counts the part's own valid keys.
+   */
+  readonly positionLens: Int32Array;
   /** The K/V part this run reads (index into {@link AttentionPlan.parts}); absent: whole. */
   readonly part?: number;
   /**
@@ -75,4 +124,14 @@ export interface AttentionPlan {
    * single run whose `part` is absent, the plan is the schedule over the whole K/V.
    */
   readonly runs: readonly AttentionRun[];
+}
+
+/**
+ * A run over whole K/V with textbook attention (variant, key offset and position lengths at
+ * their defaults): what tests, probes and the benchmark hand a kernel directly.
+ */
+export function plainRun(
+  r: Pick<AttentionRun, "algo" | "scale" | "causal" | "kvLens" | "schedule">,
+): AttentionRun {
+  return { ...r, variant: PLAIN_ATTENTION, keyOffset: 0, positionLens: r.kvLens };
 }

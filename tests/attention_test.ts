@@ -4,6 +4,7 @@
  * counts; named edge cases; float16 inputs; determinism. Bad input:
  * tests/bad_input_attention_test.ts.
  */
+import { plainRun } from "../schedule/attention_plan.ts";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import fc from "fast-check";
 import type { Backend } from "../backends/backend.ts";
@@ -480,13 +481,13 @@ Deno.test({
           const x = await inputs(backend, c);
           const opts = { kvLens: c.kvLens, causal: c.causal, tileSize: d.tileSize, grid: 9 };
           const schedule = leanAttentionSchedule(x.q, x.k, x.v, opts);
-          const params = {
+          const params = plainRun({
             algo: "lean" as const,
             scale: c.scale ?? 1 / Math.sqrt(c.D),
             causal: !!c.causal,
             kvLens: Int32Array.from(c.kvLens ?? []),
             schedule,
-          };
+          });
           const serial = cpuAttention(x.q, x.k, x.v, params);
           const par = await cpuAttentionParallel(x.q, x.k, x.v, params, { threads });
           assertEquals(par.out, serial.out);

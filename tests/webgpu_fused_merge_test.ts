@@ -3,6 +3,7 @@
  * schedules): the same bits as the separate reduce pass, with and without prefetching, and
  * the float64 reference.
  */
+import { plainRun } from "../schedule/attention_plan.ts";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { webgpuAttention } from "../backends/webgpu/internal.ts";
 import type { GpuContext } from "../backends/webgpu/context.ts";
@@ -84,13 +85,13 @@ Deno.test({
         ? splitSchedule({ ...plan, numSplits: c.splits })
         : leanSchedule({ ...plan, grid: c.grid });
       assert(schedule.cuts.length > 0, `case ${ci}: no unit is cut`);
-      const params = {
+      const params = plainRun({
         algo: c.splits ? "flash-decoding" as const : "lean" as const,
         scale: 1 / Math.sqrt(c.D),
         causal,
         kvLens: Int32Array.from(c.kvLens),
         schedule,
-      };
+      });
       const rows = c.B * c.Hq * c.Sq;
       type Run = { out: Float32Array; lse: Float32Array; keys: string[] };
       const run = async (fusedMerge: boolean, pf?: boolean): Promise<Run> => {

@@ -29,6 +29,7 @@ import {
   webgpuMergeStates,
 } from "../../backends/webgpu/internal.ts";
 import { leanSchedule, splitSchedule } from "../../schedule/lean_schedule.ts";
+import { plainRun } from "../../schedule/attention_plan.ts";
 import { maxAbsDiff, referenceAttention } from "../../testing/reference.ts";
 import { heatGpu } from "../_heater.ts";
 
@@ -234,13 +235,13 @@ async function runCase(p: Probe, c: Case, seed: number): Promise<string | null> 
     ? leanSchedule({ ...plan, grid: c.grid })
     : splitSchedule({ ...plan, numSplits: c.algo === "flash" ? 1 : c.numSplits });
   const scale = 1 / Math.sqrt(c.D);
-  const params: AttentionParams = {
+  const params: AttentionParams = plainRun({
     algo: c.algo,
     scale,
     causal: c.causal,
     kvLens: Int32Array.from(c.kvLens),
     schedule,
-  };
+  });
   const tuning: AttentionTuning = {
     kernel: c.kernel,
     L: c.L,
@@ -717,13 +718,13 @@ async function bench(p: Probe, args: string[]): Promise<void> {
         const schedule = vr.algo === "lean"
           ? leanSchedule({ ...plan, grid: cu * (vr.gridPerCu ?? 4) })
           : splitSchedule({ ...plan, numSplits: vr.numSplits ?? 1 });
-        const params: AttentionParams = {
+        const params: AttentionParams = plainRun({
           algo: vr.algo,
           scale: 1 / Math.sqrt(D),
           causal: false,
           kvLens: Int32Array.from(kvLens),
           schedule,
-        };
+        });
         const qi = { id: q, shape: [B, Hq, 1, D], dtype: "float16" as DType };
         const ki = { id: k, shape: [B, Hkv, N, D], dtype: "float16" as DType };
         const vinfo = { id: v, shape: [B, Hkv, N, D], dtype: "float16" as DType };
@@ -789,13 +790,13 @@ async function bench(p: Probe, args: string[]): Promise<void> {
       const schedule = algo === "lean"
         ? leanSchedule({ ...plan, grid: cu * 2 })
         : splitSchedule({ ...plan, numSplits: 1 });
-      const params: AttentionParams = {
+      const params: AttentionParams = plainRun({
         algo,
         scale: 1 / Math.sqrt(D),
         causal: true,
         kvLens: Int32Array.from(kvLens),
         schedule,
-      };
+      });
       const outs: DataId[] = [];
       const once = () => {
         const r = webgpuAttention(
