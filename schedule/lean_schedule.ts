@@ -42,7 +42,13 @@ export interface LeanUnit {
   kvHead: number;
   /** Query block index. */
   qBlock: number;
-  /** Valid keys. */
+  /**
+   * First key (a run's local key index) of the unit's tile 0: 0, unless no query row of the
+   * unit can see the keys before it (a window). Tile `t` covers keys `[keyStart + t·tileSize,
+   * min(keyStart + keys, keyStart + (t + 1)·tileSize))`.
+   */
+  keyStart: number;
+  /** Keys the unit covers from `keyStart` (the visible range; all valid keys without a window). */
   keys: number;
   /** Tiles: `ceil(keys / tileSize)`. */
   tiles: number;
@@ -119,7 +125,14 @@ function units(plan: LeanPlan): { plan: Required<LeanPlan>; units: LeanUnit[] } 
     for (let h = 0; h < kvHeads; h++) {
       for (let qb = 0; qb < qBlocks; qb++) {
         const keys = plan.kvLens[b];
-        list.push({ b, kvHead: h, qBlock: qb, keys, tiles: Math.ceil(keys / tileSize) });
+        list.push({
+          b,
+          kvHead: h,
+          qBlock: qb,
+          keyStart: 0,
+          keys,
+          tiles: Math.ceil(keys / tileSize),
+        });
       }
     }
   }
