@@ -77,6 +77,8 @@ export { softmax } from "./ops/softmax.ts";
 export { matmul } from "./ops/matmul.ts";
 export type { MatmulOptions } from "./ops/matmul.ts";
 export { transpose } from "./ops/transpose.ts";
+export { rope } from "./ops/rope.ts";
+export type { RopeOptions } from "./ops/rope.ts";
 export { cast } from "./ops/cast.ts";
 export { where } from "./ops/where.ts";
 

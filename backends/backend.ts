@@ -154,6 +154,20 @@ export interface Backend extends TensorBackend {
   transpose(x: TensorInfo, perm: readonly number[]): DataId;
   /** Converts storage dtype (values round to float16 when `dtype` is float16). */
   cast(x: TensorInfo, dtype: DType): DataId;
+  /**
+   * Rotary embedding of x `[B, H, S, D]` (output: x's shape and dtype). Row `(b, s)` reads
+   * row `rows[b·S + s]` of the float32 tables `cos`, `sin` `[P, rotaryDim / 2]`; pair k is
+   * `(x[2k], x[2k+1])` when `interleaved`, else `(x[k], x[k + rotaryDim/2])`, rotated as
+   * `(a·cos − b·sin, a·sin + b·cos)`; features from `rotaryDim` on pass through.
+   */
+  rope(
+    x: TensorInfo,
+    cos: TensorInfo,
+    sin: TensorInfo,
+    rows: TensorInfo,
+    rotaryDim: number,
+    interleaved: boolean,
+  ): DataId;
 
   /**
    * Attention of q `[B, Hq, Sq, D]` over k, v `[B, Hkv, N, D]` executing `plan` (its runs, in

@@ -16,6 +16,7 @@ import type {
 } from "../backend.ts";
 import type { DType } from "../../tensor/dtype.ts";
 import type { Shape } from "../../tensor/shape.ts";
+import { ropeCpu } from "./_rope.ts";
 import * as k from "./kernels.ts";
 import { setFallbackTensorBackend } from "../../tensor/default_backend.ts";
 import { cpuAttention, cpuMergeStates } from "./attention.ts";
@@ -89,6 +90,16 @@ class CpuBackend implements Backend {
   }
   transpose(x: TensorInfo, perm: readonly number[]): DataId {
     return this.#wrap(k.transpose(x, perm));
+  }
+  rope(
+    x: TensorInfo,
+    cos: TensorInfo,
+    sin: TensorInfo,
+    rows: TensorInfo,
+    rotaryDim: number,
+    interleaved: boolean,
+  ): DataId {
+    return this.#wrap(ropeCpu(x, cos, sin, rows, rotaryDim, interleaved));
   }
   cast(x: TensorInfo, dtype: DType): DataId {
     const out = allocCpu(cpuValues(x).length, dtype);

@@ -33,6 +33,7 @@ import {
   whereKernel,
 } from "./_kernels.ts";
 import { matmulKernel } from "./_matmul.ts";
+import { ropeKernel } from "./_rope.ts";
 import { readOptions } from "../../tensor/options.ts";
 import { attentionInParts } from "../attention_parts.ts";
 import {
@@ -253,6 +254,17 @@ export class WebGpuBackend implements Backend {
   transpose(x: TensorInfo, perm: readonly number[]): DataId {
     this.#whole("transpose", x);
     return transposeKernel(this.#rt, x, perm);
+  }
+  rope(
+    x: TensorInfo,
+    cos: TensorInfo,
+    sin: TensorInfo,
+    rows: TensorInfo,
+    rotaryDim: number,
+    interleaved: boolean,
+  ): DataId {
+    this.#whole("rope", x, cos, sin, rows);
+    return ropeKernel(this.#rt, x, cos, sin, rows, rotaryDim, interleaved);
   }
   cast(x: TensorInfo, dtype: DType): DataId {
     this.#whole("cast", x);
