@@ -12,7 +12,13 @@ import { partLayout } from "../backends/webgpu/internal.ts";
 /** Algorithms of this library. */
 export const OWN_ALGOS = ["lean", "flash", "flash-decoding", "naive"] as const;
 /** Peer implementations measured side by side. */
-export const PEER_ALGOS = ["ort-webgpu", "torch-cudnn", "torch-flash", "torch-efficient"] as const;
+export const PEER_ALGOS = [
+  "ort-webgpu",
+  "torch-cudnn",
+  "torch-flash",
+  "torch-efficient",
+  "torch-ragged",
+] as const;
 /** Every algorithm a row may carry. */
 export const ALL_ALGOS = [...OWN_ALGOS, ...PEER_ALGOS] as const;
 

@@ -525,6 +525,7 @@ async function main(): Promise<number> {
     if (t.cutShort) console.log(`torch cut short: ${t.cutShort}`);
     for (const [i, { c, ceiling }] of torchCases.entries()) {
       for (const algo of torchAlgos) {
+        if (algo === "torch-ragged" && !c.kvLens) continue; // ragged batches only
         const r = t.rows.find((x) => x.case === i && x.algo === algo);
         const row: Row = {
           algo: algo as Algo,

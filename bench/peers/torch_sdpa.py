@@ -37,6 +37,9 @@ ALGOS = {
     "torch-cudnn": "CUDNN_ATTENTION",
     "torch-flash": "FLASH_ATTENTION",
     "torch-efficient": "EFFICIENT_ATTENTION",
+    # Ragged batches only: the fastest of what PyTorch offers for variable lengths (see
+    # measure_ragged), instead of one padded call with a mask.
+    "torch-ragged": None,
 }
 
 
@@ -166,6 +169,110 @@ def measure(torch, F, sdpa_kernel, backend, q, k, v, mask, group, ref, reps, war
     row["absent"] = f"{getattr(backend, 'name', backend)} cannot run this case: {last}"
 
 
+def ragged_candidates(torch, F, q, k, v, lens, group):
+    """Ways PyTorch runs one decode step of a ragged batch, each as (name, call).
+
+    - "per-sequence": one SDPA call per sequence over its own keys (the dispatcher picks the
+      kernel), captured in one CUDA graph by the timing when short;
+    - "varlen": FlashAttention-2's varlen kernel (aten._flash_attention_forward) over K/V
+      packed once (outside the timing) with cumulative sequence lengths;
+    - "nested": SDPA on jagged nested tensors (q one token a sequence, K/V of each length).
+    """
+    B, Hq, _, D = q.shape
+    live = [b for b, L in enumerate(lens) if L > 0]
+    kw = {"enable_gqa": True} if group > 1 else {}
+    views = [(q[b:b + 1], k[b:b + 1, :, :lens[b]], v[b:b + 1, :, :lens[b]]) for b in live]
+
+    def per_sequence():
+        return [F.scaled_dot_product_attention(qq, kk, vv, **kw) for qq, kk, vv in views]
+
+    out = [("per-sequence", per_sequence)]
+    kp = torch.cat([k[b, :, :lens[b]].transpose(0, 1) for b in live]).contiguous()
+    vp = torch.cat([v[b, :, :lens[b]].transpose(0, 1) for b in live]).contiguous()
+    qp = q[live].transpose(1, 2).reshape(len(live), Hq, D).contiguous()
+    dev = q.device
+    cu_q = torch.arange(len(live) + 1, dtype=torch.int32, device=dev)
+    cu_k = torch.tensor([0] + [sum(lens[b] for b in live[:i + 1]) for i in range(len(live))],
+                        dtype=torch.int32, device=dev)
+    max_k = max(lens)
+
+    def varlen():
+        return torch.ops.aten._flash_attention_forward(
+            qp, kp, vp, cu_q, cu_k, 1, max_k, 0.0, False, False, scale=D ** -0.5)[0]
+
+    out.append(("varlen", varlen))
+    try:
+        qn = torch.nested.nested_tensor([q[b].transpose(0, 1) for b in live],
+                                        layout=torch.jagged).transpose(1, 2)
+        kn = torch.nested.nested_tensor([k[b, :, :lens[b]].transpose(0, 1) for b in live],
+                                        layout=torch.jagged).transpose(1, 2)
+        vn = torch.nested.nested_tensor([v[b, :, :lens[b]].transpose(0, 1) for b in live],
+                                        layout=torch.jagged).transpose(1, 2)
+
+        def nested():
+            return F.scaled_dot_product_attention(qn, kn, vn, **kw)
+
+        out.append(("nested", nested))
+    except Exception as e:  # noqa: BLE001 - this torch cannot build jagged tensors
+        out.append(("nested", first_line(e)))
+    return out, live
+
+
+def measure_ragged(torch, F, q, k, v, lens, group, ref, reps, row):
+    """Times every ragged candidate; the row keeps the fastest correct one, the note all."""
+    cands, live = ragged_candidates(torch, F, q, k, v, lens, group)
+    times, notes = {}, []
+    for name, call in cands:
+        if isinstance(call, str):
+            notes.append(f"{name}: {call}")
+            continue
+        try:
+            got = call()
+            torch.cuda.synchronize()
+            if ref is not None:
+                if name == "per-sequence":
+                    diff = max(float((o.float()[0] - ref[b]).abs().max())
+                               for o, b in zip(got, live))
+                elif name == "varlen":
+                    diff = float((got.float() - ref[live].transpose(1, 2).reshape(got.shape))
+                                 .abs().max())
+                else:
+                    diff = max(float((got[i].float() - ref[b]).abs().max())
+                               for i, b in enumerate(live))
+                if diff > 1e-2:
+                    notes.append(f"{name}: wrong result (max diff {diff:.2e})")
+                    continue
+                row.setdefault("maxAbsDiff", 0.0)
+            del got
+            ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(reps)]
+            for start, end in ev:
+                start.record()
+                call()
+                end.record()
+            torch.cuda.synchronize()
+            ms = statistics.median(start.elapsed_time(end) for start, end in ev)
+            how = "events"
+            if ms < GRAPH_BELOW_MS:
+                try:
+                    ms, how = graph_time(torch, call), "CUDA graph"
+                except Exception as e:  # noqa: BLE001 - capture unsupported: keep the events
+                    torch.cuda.synchronize()
+                    how = f"events (graph capture failed: {first_line(e)})"
+            times[name] = ms
+            notes.append(f"{name} {ms:.4f} ms ({how})")
+        except Exception as e:  # noqa: BLE001 - this path does not run here
+            torch.cuda.synchronize()
+            notes.append(f"{name}: {first_line(e)}")
+    if not times:
+        row["absent"] = "no ragged path ran: " + "; ".join(notes)
+        return
+    best = min(times, key=times.get)
+    row["gpuMs"] = times[best]
+    row["gqa"] = best
+    row["note"] = f"fastest: {best}; " + "; ".join(notes)
+
+
 def main():
     cfg = json.load(sys.stdin)
     try:
@@ -215,10 +322,16 @@ def main():
             del kr, vr, s
         ramp(torch, dev)
         for a in algos:
-            backend = getattr(SDPBackend, ALGOS[a])
             row = {"case": i, "algo": a, "gpuMs": None, "wallMs": None}
+            if ALGOS[a] is None and not lens:
+                continue  # torch-ragged: ragged batches only
             try:
-                measure(torch, F, sdpa_kernel, backend, q, k, v, mask, group, ref, reps, warmup, row)
+                if ALGOS[a] is None:
+                    measure_ragged(torch, F, q, k, v, lens, group, ref, reps, row)
+                else:
+                    backend = getattr(SDPBackend, ALGOS[a])
+                    measure(torch, F, sdpa_kernel, backend, q, k, v, mask, group, ref, reps,
+                            warmup, row)
             except Exception as e:  # noqa: BLE001 - out of memory while timing, and the like
                 row["error"] = f"{type(e).__name__}: {first_line(e)}"
             emit({"row": row})
