@@ -19,8 +19,17 @@ export const PEER_ALGOS = [
   "torch-efficient",
   "torch-ragged",
 ] as const;
+/** Lean with one attention variant each (`_variants.ts`): asked for by name only. */
+export const VARIANT_ALGOS = [
+  "lean-window4096",
+  "lean-softcap50",
+  "lean-sinks",
+  "lean-alibi",
+] as const;
+/** A variant row's algo. */
+export type VariantAlgo = typeof VARIANT_ALGOS[number];
 /** Every algorithm a row may carry. */
-export const ALL_ALGOS = [...OWN_ALGOS, ...PEER_ALGOS] as const;
+export const ALL_ALGOS = [...OWN_ALGOS, ...PEER_ALGOS, ...VARIANT_ALGOS] as const;
 
 /** An algorithm of this library. */
 export type OwnAlgo = typeof OWN_ALGOS[number];
@@ -198,7 +207,7 @@ export function parseArgs(args: readonly string[]): BenchOptions {
       lens: [...lens],
       heads: RAGGED_HEADS,
     })),
-    algos: [...ALL_ALGOS],
+    algos: [...OWN_ALGOS, ...PEER_ALGOS], // variant rows only when named
     reps: 20,
     warmup: 3,
     out: "bench/results",

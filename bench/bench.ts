@@ -68,7 +68,17 @@ import { runTorchPeer, type TorchCase } from "./_torch.ts";
 import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { flashAttention, flashSchedule } from "../attention/flash.ts";
-import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
+import { leanAttention, leanAttentionSchedule, type LeanOptions } from "../attention/lean.ts";
+import {
+  VARIANT_ALGOS,
+  type VariantAlgo,
+  variantBytes,
+  type VariantMath,
+  variantMath,
+  variantOptions,
+} from "./_variants.ts";
+
+const isVariant = (a: string): a is VariantAlgo => (VARIANT_ALGOS as readonly string[]).includes(a);
 import { naiveAttention } from "../attention/naive.ts";
 
 /** Streaming-read bandwidth assumed for time estimates before the first ceiling (GB/s). */
@@ -94,6 +104,7 @@ export function referenceRow(
   kBase: Float32Array,
   vBase: Float32Array,
   ranges?: readonly (readonly [number, number])[] | null,
+  variant: VariantMath = variantMath(null, c, hq),
 ): Float64Array {
   const { D, N, Hq, Hkv } = c;
   const hk = Math.floor(hq / (Hq / Hkv));
@@ -108,13 +119,17 @@ export function referenceRow(
   }
   const parts = ranges ?? [[0, N] as const];
   let part = 0;
+  const first = Math.max(0, len - 1 - variant.windowLeft); // decode: the row sits at len − 1
   for (let j = 0; j < len; j++) {
     while (j >= parts[part][1]) part++;
+    if (j < first) continue;
     const [n0, n1] = parts[part];
     const row = (((b * Hkv + hk) * (n1 - n0) + j - n0) * D) % P;
     let s = 0;
     for (let d = 0; d < D; d++) s += q[qo + d] * kBase[row + d];
     s *= scale;
+    if (variant.softcap > 0) s = variant.softcap * Math.tanh(s / variant.softcap);
+    s -= variant.slope * (len - 1 - j);
     if (s > m) {
       const a = Math.exp(m - s);
       l *= a;
@@ -125,12 +140,23 @@ export function referenceRow(
     l += p;
     for (let d = 0; d < D; d++) out[d] += p * vBase[row + d];
   }
-  for (let d = 0; d < D; d++) out[d] = len > 0 ? out[d] / l : 0;
+  if (variant.sink !== null) {
+    // The sink: one more state (m = z, l = 1, o = 0) in the softmax.
+    const m2 = Math.max(m, variant.sink);
+    const a = Math.exp(m - m2);
+    l = l * a + Math.exp(variant.sink - m2);
+    for (let d = 0; d < D; d++) out[d] *= a;
+  }
+  for (let d = 0; d < D; d++) out[d] = l > 0 ? out[d] / l : 0;
   return out;
 }
 
-function callOf(algo: OwnAlgo, q: Tensor, k: Tensor, v: Tensor, c: Case): Call {
+function callOf(algo: OwnAlgo | VariantAlgo, q: Tensor, k: Tensor, v: Tensor, c: Case): Call {
   const kvLens = c.kvLens;
+  if (isVariant(algo)) {
+    const opts = { kvLens, ...variantOptions(algo, c) } as LeanOptions & { returnLse?: false };
+    return (qq = q) => leanAttention(qq, k, v, opts);
+  }
   switch (algo) {
     case "flash":
       return (qq = q) => flashAttention(qq, k, v, { numSplits: 1, kvLens });
@@ -144,10 +170,18 @@ function callOf(algo: OwnAlgo, q: Tensor, k: Tensor, v: Tensor, c: Case): Call {
 }
 
 /** Workers (and cut units) of the schedule an algorithm runs, for reading the timings. */
-function scheduleInfo(algo: OwnAlgo, q: Tensor, k: Tensor, v: Tensor, c: Case): Partial<Row> {
+function scheduleInfo(
+  algo: OwnAlgo | VariantAlgo,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  c: Case,
+): Partial<Row> {
   if (algo === "naive") return {};
   const kvLens = c.kvLens;
-  const s = algo === "lean"
+  const s = isVariant(algo)
+    ? leanAttentionSchedule(q, k, v, { kvLens, ...variantOptions(algo, c) } as LeanOptions)
+    : algo === "lean"
     ? leanAttentionSchedule(q, k, v, { kvLens })
     : flashSchedule(q, k, v, { kvLens, numSplits: algo === "flash" ? 1 : "auto" });
   return { workers: s.workers.length, cutUnits: s.cuts.length };
@@ -228,8 +262,8 @@ async function main(): Promise<number> {
   };
   const rt = runtimeOf(gpu);
   const cases = buildCases(opts);
-  const own = opts.algos.filter((a): a is OwnAlgo =>
-    ["lean", "flash", "flash-decoding", "naive"].includes(a)
+  const own = opts.algos.filter((a): a is OwnAlgo | VariantAlgo =>
+    ["lean", "flash", "flash-decoding", "naive"].includes(a) || isVariant(a)
   );
   const wantOrt = opts.peers && opts.algos.includes("ort-webgpu");
   const torchAlgos = opts.algos.filter((a) => a.startsWith("torch-"));
@@ -333,17 +367,25 @@ async function main(): Promise<number> {
         vals: referenceRow(c, b, h, qi.host, kHost, vHost, ranges),
       }));
       const tol = tolerance(c.dtype, Math.max(...refRows.map((r) => maxAbs(r.vals))));
-      let flashData: Float32Array | null = null;
+      let plainFlash: Float32Array | null = null;
       try {
         const f = callOf("flash", q, k, v, c)();
-        flashData = await f.data();
+        plainFlash = await f.data();
         f.dispose();
       } catch {
         // The flash row below reports the error.
       }
-      const check = (data: Float32Array): Partial<Row> => {
+      // A variant row's reference rows carry its math; flash (plain) is no comparison there.
+      const variantRefs = (algo: VariantAlgo) =>
+        sampleHeads(c).map(([b, h]) => ({
+          at: (b * c.Hq + h) * c.D,
+          vals: referenceRow(c, b, h, qi.host, kHost, vHost, ranges, variantMath(algo, c, h)),
+        }));
+      const check = (data: Float32Array, algo?: VariantAlgo): Partial<Row> => {
         let refDiff = 0;
-        for (const r of refRows) {
+        const refs = algo ? variantRefs(algo) : refRows;
+        const flashData = algo ? null : plainFlash;
+        for (const r of refs) {
           for (let d = 0; d < c.D; d++) {
             const e = Math.abs(data[r.at + d] - r.vals[d]);
             if (!(e <= refDiff)) refDiff = Number.isNaN(e) ? Infinity : e;
@@ -370,7 +412,8 @@ async function main(): Promise<number> {
           row.note = row.note ? `${row.note}; ${splitNote}` : splitNote;
         }
         if (row.gpuMs !== null) {
-          row.effGBs = bytes / (row.gpuMs * 1e6);
+          const read = isVariant(row.algo) ? variantBytes(row.algo, c, bytes) : bytes;
+          row.effGBs = read / (row.gpuMs * 1e6);
           row.ceilingGBs = ceiling!.gbs;
           row.fracCeiling = row.effGBs / ceiling!.gbs;
         }
@@ -413,7 +456,14 @@ async function main(): Promise<number> {
           const out = call();
           const data = await out.data();
           out.dispose();
-          timed.push({ row: { ...base, ...check(data), ...scheduleInfo(algo, q, k, v, c) }, call });
+          timed.push({
+            row: {
+              ...base,
+              ...check(data, isVariant(algo) ? algo : undefined),
+              ...scheduleInfo(algo, q, k, v, c),
+            },
+            call,
+          });
         } catch (e) {
           settle(base, e);
         }
