@@ -14,6 +14,7 @@ export const OWN_ALGOS = ["lean", "flash", "flash-decoding", "naive"] as const;
 /** Peer implementations measured side by side. */
 export const PEER_ALGOS = [
   "ort-webgpu",
+  "ort-cpu",
   "torch-cudnn",
   "torch-flash",
   "torch-efficient",
@@ -182,7 +183,7 @@ export const USAGE = `deno task bench [flags]
   --n 1k,4k,64k        context lengths (k = 1024)
   --configs LIST       BxHqxHkv items and ragged lists, e.g. 1x32x32,4x32x8,ragged-a,ragged-b:32x8
   --algos LIST         any of ${ALL_ALGOS.join(", ")}
-  --no-peers           skip ONNX Runtime Web and PyTorch
+  --no-peers           skip the peers (ONNX Runtime Web, PyTorch; with --cpu ONNX Runtime's native CPU provider)
   --reps R             timed samples per row (default 20)
   --seed S             seed of the random inputs (default 1)
   --budget S           start no case expected to end after S seconds, listing the rest as
@@ -245,9 +246,9 @@ export function parseArgs(args: readonly string[]): BenchOptions {
   }
   o.cpu = given.has("--cpu");
   if (o.cpu) {
-    // CPU-sized defaults: single-digit seconds per case on a laptop.
-    o.algos = ["lean", "flash"];
-    o.peers = false;
+    // CPU-sized defaults: single-digit seconds per case on a laptop; the peer is ONNX
+    // Runtime's native CPU provider (--no-peers skips it).
+    o.algos = ["lean", "flash", "ort-cpu"];
     o.ds = [128];
     o.ns = [1 * K, 4 * K, 16 * K];
     o.configs = [{ B: 1, Hq: 32, Hkv: 32 }, { B: 1, Hq: 32, Hkv: 8 }, { B: 4, Hq: 32, Hkv: 8 }];
