@@ -270,6 +270,7 @@ export function parseArgs(args: readonly string[]): BenchOptions {
   }
   if (given.has("--smoke")) {
     o.smoke = true;
+    o.peers = false; // a smoke run (CI) downloads and starts no peer
     o.dtypes = ["float16"];
     o.ds = [64];
     o.ns = [512];

@@ -58,7 +58,8 @@ Deno.test("parseArgs: the default sweep is the issue's grid, flags narrow it", (
   const smoke = parseArgs(["--smoke"]);
   assertEquals(smoke.reps, 3);
   assert(buildCases(smoke).every((c) => kvBytes(c) < 1 << 20));
-  assertEquals(parseArgs(["--cpu"]).algos, ["lean", "flash"]);
+  assertEquals(parseArgs(["--cpu"]).algos, ["lean", "flash", "ort-cpu"]);
+  assertEquals(parseArgs(["--cpu", "--smoke"]).peers, false);
 });
 
 Deno.test("parseArgs: bad flags throw and name the flag", () => {
