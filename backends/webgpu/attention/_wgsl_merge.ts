@@ -8,6 +8,7 @@
  */
 import type { Elem } from "./_wgsl_meta.ts";
 import { partLoad } from "./_wgsl_segments.ts";
+import { sinkFold } from "./_wgsl_variant.ts";
 
 /**
  * WGSL lines merging the partial states of a workgroup's slots (subgroups or key groups) in
@@ -70,7 +71,14 @@ export function mergeSlots(a: {
  * and writes output row `row` (normalised) and, for `d = 0`, its lse. Shared by the reduce
  * kernel and the subgroup kernel's in-kernel merge, so both give the same results.
  */
-export function finishCut(D: number, q: Elem, U: number, ind: string, atomicPart = false): string {
+export function finishCut(
+  D: number,
+  q: Elem,
+  U: number,
+  ind: string,
+  atomicPart = false,
+  sinks = false,
+): string {
   const ld = (i: string) => partLoad(i, atomicPart);
   const ks = [...Array(U).keys()];
   const fold = (j: number) => `
@@ -105,7 +113,15 @@ ${
     ).join("\n")
   }
   k += ${U}u;
-}
+}${
+    // The sink state (z, 1, 0) of the row's head, merged once, after every piece.
+    sinks
+      ? `
+${sinkFold("(row / Sq) % Hq", "m", "l", "").join("\n")}
+o = o * az;
+l = lz;
+m = mz;`
+      : ""}
 O[row * ${D}u + d] = ${q}(select(select(0.0, o / l, l != 0.0), qnan, bad));
 if (d == 0u) { LSE[row] = select(select(ninf, m + log(l), l != 0.0), qnan, bad); }`;
   return body.split("\n").map((x) => ind + x).join("\n");
