@@ -126,3 +126,37 @@ O[row * ${D}u + d] = ${q}(select(select(0.0, o / l, l != 0.0), qnan, bad));
 if (d == 0u) { LSE[row] = select(select(ninf, m + log(l), l != 0.0), qnan, bad); }`;
   return body.split("\n").map((x) => ind + x).join("\n");
 }
+
+/** Partials whose loads the subgroup kernel's in-kernel merge issues together. */
+const FUSED_UNROLL = 8;
+
+/**
+ * The subgroup kernel's in-kernel merge (`SgConfig.fm`), after a segment that wrote
+ * partial slot `part` of unit (`b`, `h`, `qb`): publish the slot (a device-scope release —
+ * wgpu's `storageBarrier` is `OpControlBarrier` with Device memory scope and acquire-release
+ * semantics on storage memory), count it on the unit's counter, and if this workgroup is the
+ * last of the unit's pieces, acquire (a second barrier) and finish the unit as the reduce
+ * kernel would.
+ */
+export function fusedMerge(D: number, q: Elem, wg: number, sinks = false): string {
+  return `    if (part != 0xffffffffu) {
+      storageBarrier();
+      let itm = mt[sb + 5u];
+      let first = mt[sb + 6u];
+      let count = mt[sb + 7u];
+      if (tid == 0u) { wlast = select(0u, 1u, atomicAdd(&CNT[itm], 1u) + 1u == count); }
+      if (workgroupUniformLoad(&wlast) != 0u) {
+        storageBarrier();
+        for (var x = tid; x < R * ${D}u; x += ${wg}u) {
+          let r = x / ${D}u;
+          let d = x % ${D}u;
+          let i = qb * rpb + r % rpb;
+          if (i < Sq) {
+            let row = (b * Hq + h * group + r / rpb) * Sq + i;
+${finishCut(D, q, FUSED_UNROLL, "            ", true, sinks)}
+          }
+        }
+      }
+    }
+`;
+}

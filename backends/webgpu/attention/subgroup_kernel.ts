@@ -31,10 +31,10 @@
  *
  * @module
  */
-import { type Elem, META, segmentLoop, sizes } from "./_wgsl_meta.ts";
+import { META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
-import { finishCut, mergeSlots } from "./_wgsl_merge.ts";
+import { fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
 import { type SgConfig, sgKey, sgLoadWidth } from "./subgroup_config.ts";
 import {
   variantBindings,
@@ -492,39 +492,5 @@ ${writeOut(D, c.q, c.fm, v?.sinks)}
     }
 ${c.fm ? fusedMerge(D, c.q, wg, v?.sinks) : ""}  }
 }
-`;
-}
-
-/** Partials whose loads the subgroup kernel's in-kernel merge issues together. */
-const FUSED_UNROLL = 8;
-
-/**
- * The subgroup kernel's in-kernel merge ({@link SgConfig.fm}), after a segment that wrote
- * partial slot `part` of unit (`b`, `h`, `qb`): publish the slot (a device-scope release —
- * wgpu's `storageBarrier` is `OpControlBarrier` with Device memory scope and acquire-release
- * semantics on storage memory), count it on the unit's counter, and if this workgroup is the
- * last of the unit's pieces, acquire (a second barrier) and finish the unit as the reduce
- * kernel would.
- */
-function fusedMerge(D: number, q: Elem, wg: number, sinks = false): string {
-  return `    if (part != 0xffffffffu) {
-      storageBarrier();
-      let itm = mt[sb + 5u];
-      let first = mt[sb + 6u];
-      let count = mt[sb + 7u];
-      if (tid == 0u) { wlast = select(0u, 1u, atomicAdd(&CNT[itm], 1u) + 1u == count); }
-      if (workgroupUniformLoad(&wlast) != 0u) {
-        storageBarrier();
-        for (var x = tid; x < R * ${D}u; x += ${wg}u) {
-          let r = x / ${D}u;
-          let d = x % ${D}u;
-          let i = qb * rpb + r % rpb;
-          if (i < Sq) {
-            let row = (b * Hq + h * group + r / rpb) * Sq + i;
-${finishCut(D, q, FUSED_UNROLL, "            ", true, sinks)}
-          }
-        }
-      }
-    }
 `;
 }
