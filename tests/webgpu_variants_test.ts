@@ -11,7 +11,6 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { webgpuAttention } from "../backends/webgpu/internal.ts";
 import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
-import type { GpuContext } from "../backends/webgpu/context.ts";
 import type { AttentionInputs, TensorBackend, TensorInfo } from "../backends/backend.ts";
 import {
   type AttentionPlan,
@@ -23,19 +22,15 @@ import {
 import { type LeanSchedule, leanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
 import { epsilon } from "../tensor/dtype.ts";
 import { normals } from "../tensor/random.ts";
+import type { RefInput } from "../testing/reference.ts";
 import { webgpuBackend } from "./_backends.ts";
+import { recordPipelines } from "./_pipeline_keys.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
 /** One run's problem: local K/V of N keys, positions from positionLens and keyOffset. */
-interface Case {
+interface Case extends Pick<RefInput, "B" | "Hq" | "Hkv" | "Sq" | "N" | "D"> {
   name: string;
-  B: number;
-  Hq: number;
-  Hkv: number;
-  Sq: number;
-  N: number;
-  D: number;
   kvLens: number[];
   positionLens?: number[];
   keyOffset?: number;
@@ -294,19 +289,7 @@ Deno.test({
   fn: async () => {
     const b = await webgpuBackend();
     if (!b) return;
-    const keys: string[] = [];
-    const ctx = new Proxy(b.ctx, {
-      get(t, p) {
-        const f = Reflect.get(t, p, t);
-        if (p === "pipeline") {
-          return (key: string, wgsl: () => string, entry?: string) => {
-            keys.push(key);
-            return t.pipeline(key, wgsl, entry);
-          };
-        }
-        return typeof f === "function" ? f.bind(t) : f;
-      },
-    }) as GpuContext;
+    const { ctx, keys } = recordPipelines(b.ctx);
     const ran = new Set<string>();
     for (const [ci, c] of CASES.entries()) {
       const variant: AttentionVariant = {

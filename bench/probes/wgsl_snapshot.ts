@@ -58,31 +58,27 @@ const sgVariants: Partial<SgConfig>[] = [
   { tile: -1 },
   { tile: -1, tm: true, fm: true },
 ];
+/** The knobs every subgroup configuration below starts from. */
+const SG_FIXED = {
+  wg: 256,
+  U: 1,
+  nsMax: 8,
+  pf: false,
+  bf: true,
+  rot: false,
+  G: 1,
+  tile: 0,
+  tm: false,
+  lz: false,
+  fm: false,
+};
 for (const D of [32, 64, 96, 128, 256]) {
   for (const R of [1, 2, 4, 8]) {
     for (const [kv, q] of PAIRS) {
       for (const L of [4, 8, 16, 32]) {
         if (D % (4 * L) !== 0 || (R * D) / L > 64) continue;
         for (const v of sgVariants) {
-          const c: SgConfig = {
-            D,
-            R,
-            kv,
-            q,
-            wg: 256,
-            L,
-            U: 1,
-            nsMax: 8,
-            pf: false,
-            bf: true,
-            rot: false,
-            G: 1,
-            tile: 0,
-            tm: false,
-            lz: false,
-            fm: false,
-            ...v,
-          };
+          const c: SgConfig = { ...SG_FIXED, D, R, kv, q, L, ...v };
           if (c.tile === -1) c.tile = 2 * (c.wg / c.L / c.G) * c.U;
           if (c.bf && (c.U * c.R & (c.U * c.R - 1)) !== 0) c.bf = false;
           await record("sg", sgKey(c), () => sgWgsl(c));
@@ -149,24 +145,7 @@ const VARIANTS: KernelVariant[] = [
   { wl: true, wr: true, cap: true, sinks: true, alibi: true, bias: "f16", bk: true },
   { wl: false, wr: false, cap: false, sinks: false, alibi: false, bias: "f32", bk: false },
 ];
-const sgBase: SgConfig = {
-  D: 64,
-  R: 1,
-  kv: "f16",
-  q: "f16",
-  wg: 256,
-  L: 8,
-  U: 4,
-  nsMax: 8,
-  pf: false,
-  bf: true,
-  rot: false,
-  G: 1,
-  tile: 0,
-  tm: false,
-  lz: false,
-  fm: false,
-};
+const sgBase: SgConfig = { ...SG_FIXED, D: 64, R: 1, kv: "f16", q: "f16", L: 8, U: 4 };
 for (const v of VARIANTS) {
   for (
     const k of [{}, { R: 4, rot: true, lz: true }, { tm: true, fm: true }, { bf: false, pf: true }]

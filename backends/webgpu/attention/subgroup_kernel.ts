@@ -371,38 +371,22 @@ ${st}
   };
   const start = KT ? "t0" : "k0";
   const stop = KT ? "tend" : "kend";
-  if (v?.wl) {
+  const SU = S * U;
+  const loop = (cond: string, masked: boolean) => {
+    p(`    for (${cond}; base += ${SU}u) {`);
+    body(masked);
+    p(`    }`);
+  };
+  if (v?.wl || c.tm) {
+    p(`    var base = ${start};`);
     // Batches holding keys before some row's window start: masked like the tail (the V of
     // a hidden key may be ±∞ or NaN; 0 · ∞ = NaN).
-    p(`    var base = ${start};`);
-    p(`    for (; base < min(${stop}, smax); base += ${S * U}u) {`);
-    body(true);
-    p(`    }`);
+    if (v?.wl) loop(`; base < min(${stop}, smax)`, true);
     if (c.tm) {
-      p(`    for (; base + ${S * U}u <= min(${stop}, emin); base += ${S * U}u) {`);
-      body(false);
-      p(`    }`);
-      p(`    for (; base < ${stop}; base += ${S * U}u) {`);
-      body(true);
-      p(`    }`);
-    } else {
-      p(`    for (; base < ${stop}; base += ${S * U}u) {`);
-      body(false);
-      p(`    }`);
-    }
-  } else if (c.tm) {
-    p(`    var base = ${start};`);
-    p(`    for (; base + ${S * U}u <= min(${stop}, emin); base += ${S * U}u) {`);
-    body(false);
-    p(`    }`);
-    p(`    for (; base < ${stop}; base += ${S * U}u) {`);
-    body(true);
-    p(`    }`);
-  } else {
-    p(`    for (var base = ${start}; base < ${stop}; base += ${S * U}u) {`);
-    body(false);
-    p(`    }`);
-  }
+      loop(`; base + ${SU}u <= min(${stop}, emin)`, false);
+      loop(`; base < ${stop}`, true);
+    } else loop(`; base < ${stop}`, false);
+  } else loop(`var base = ${start}; base < ${stop}`, false);
   if (KT) p(`    }`);
   p(`    let badw = subgroupOr(bad);`);
   // Sum the slots of a subgroup (they share the max).
