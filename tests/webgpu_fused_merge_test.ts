@@ -6,12 +6,12 @@
 import { plainRun } from "../schedule/attention_plan.ts";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { webgpuAttention } from "../backends/webgpu/internal.ts";
-import type { GpuContext } from "../backends/webgpu/context.ts";
 import { leanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
 import { epsilon } from "../tensor/dtype.ts";
 import { normals } from "../tensor/random.ts";
 import { referenceAttention, type RefInput } from "../testing/reference.ts";
 import { webgpuBackend } from "./_backends.ts";
+import { recordPipelines } from "./_pipeline_keys.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const EPS32 = epsilon("float32");
@@ -51,19 +51,7 @@ Deno.test({
       },
     ];
     // The pipelines each call asks for (the subgroup kernel's key says whether it merges).
-    const keys: string[] = [];
-    const ctx = new Proxy(b.ctx, {
-      get(t, p) {
-        const f = Reflect.get(t, p, t);
-        if (p === "pipeline") {
-          return (key: string, wgsl: () => string, entry?: string) => {
-            keys.push(key);
-            return t.pipeline(key, wgsl, entry);
-          };
-        }
-        return typeof f === "function" ? f.bind(t) : f;
-      },
-    }) as GpuContext;
+    const { ctx, keys } = recordPipelines(b.ctx);
     let sgCases = 0;
     for (const [ci, c] of cases.entries()) {
       const causal = c.Sq > 1;

@@ -8,6 +8,7 @@
  */
 import { isSoftwareAdapter, parallelismOf } from "./_gpus.ts";
 import type {
+  AttentionInputs,
   AttentionPlan,
   AttentionRun,
   Backend,
@@ -35,7 +36,7 @@ import {
 import { matmulKernel } from "./_matmul.ts";
 import { ropeKernel } from "./_rope.ts";
 import { readOptions } from "../../tensor/options.ts";
-import { attentionInParts } from "../attention_parts.ts";
+import { attentionInParts, kernelRun } from "../attention_parts.ts";
 import {
   type AttentionTuning,
   defaultGrid as attentionGrid,
@@ -275,6 +276,7 @@ export class WebGpuBackend implements Backend {
     k: TensorInfo,
     v: TensorInfo,
     plan: AttentionPlan,
+    inputs: AttentionInputs = {},
   ): { out: DataId; lse: DataId } {
     this.#rt.check();
     const tuning = JSON.stringify(this.attentionTuning);
@@ -284,10 +286,12 @@ export class WebGpuBackend implements Backend {
       const prepared = r.prepared as PreparedRun | undefined;
       const launch = prepared?.tuning === tuning && prepared.launch.outDtype === qi.dtype
         ? prepared.launch
-        : planWebgpuAttention(this.ctx, qi, ki, r, this.attentionTuning);
-      return runWebgpuAttention(this.ctx, launch, qi, ki, vi);
+        : planWebgpuAttention(this.ctx, qi, ki, kernelRun(plan, r), this.attentionTuning);
+      return runWebgpuAttention(this.ctx, launch, qi, ki, vi, inputs);
     };
-    return plan.parts ? attentionInParts(this, q, k, v, plan, run) : run(q, k, v, plan.runs[0]);
+    return plan.parts
+      ? attentionInParts(this, q, k, v, plan, run, inputs)
+      : run(q, k, v, plan.runs[0]);
   }
 
   /**
@@ -304,7 +308,7 @@ export class WebGpuBackend implements Backend {
         this.ctx,
         { shape: plan.qShape, dtype: plan.runDtype },
         { shape: kvShape, dtype: plan.kvDtype },
-        run,
+        kernelRun(plan, run),
         this.attentionTuning,
       ),
     };

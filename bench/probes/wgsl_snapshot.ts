@@ -3,7 +3,8 @@
 // Run `deno run bench/probes/wgsl_snapshot.ts > after.txt` before and after; `diff` the files.
 import { genericKey, genericWgsl } from "../../backends/webgpu/attention/generic_kernel.ts";
 import { mergeKey, mergeWgsl } from "../../backends/webgpu/attention/merge_states_kernel.ts";
-import { reduceWgsl } from "../../backends/webgpu/attention/reduce_kernel.ts";
+import { reduceKey, reduceWgsl } from "../../backends/webgpu/attention/reduce_kernel.ts";
+import type { KernelVariant } from "../../backends/webgpu/attention/_wgsl_variant.ts";
 import { type SgConfig, sgKey } from "../../backends/webgpu/attention/subgroup_config.ts";
 import { sgWgsl } from "../../backends/webgpu/attention/subgroup_kernel.ts";
 import {
@@ -57,31 +58,27 @@ const sgVariants: Partial<SgConfig>[] = [
   { tile: -1 },
   { tile: -1, tm: true, fm: true },
 ];
+/** The knobs every subgroup configuration below starts from. */
+const SG_FIXED = {
+  wg: 256,
+  U: 1,
+  nsMax: 8,
+  pf: false,
+  bf: true,
+  rot: false,
+  G: 1,
+  tile: 0,
+  tm: false,
+  lz: false,
+  fm: false,
+};
 for (const D of [32, 64, 96, 128, 256]) {
   for (const R of [1, 2, 4, 8]) {
     for (const [kv, q] of PAIRS) {
       for (const L of [4, 8, 16, 32]) {
         if (D % (4 * L) !== 0 || (R * D) / L > 64) continue;
         for (const v of sgVariants) {
-          const c: SgConfig = {
-            D,
-            R,
-            kv,
-            q,
-            wg: 256,
-            L,
-            U: 1,
-            nsMax: 8,
-            pf: false,
-            bf: true,
-            rot: false,
-            G: 1,
-            tile: 0,
-            tm: false,
-            lz: false,
-            fm: false,
-            ...v,
-          };
+          const c: SgConfig = { ...SG_FIXED, D, R, kv, q, L, ...v };
           if (c.tile === -1) c.tile = 2 * (c.wg / c.L / c.G) * c.U;
           if (c.bf && (c.U * c.R & (c.U * c.R - 1)) !== 0) c.bf = false;
           await record("sg", sgKey(c), () => sgWgsl(c));
@@ -136,6 +133,43 @@ const total = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(all
 lines.push(
   `total ${all.length} ${
     [...new Uint8Array(total)].map((b) => b.toString(16).padStart(2, "0")).join("")
+  }`,
+);
+// Variant kernels (#15): printed after the plain total, so the plain lines and their total
+// stay comparable with snapshots taken before variants existed.
+const plainCount = all.length;
+const VARIANTS: KernelVariant[] = [
+  { wl: true, wr: false, cap: false, sinks: false, alibi: false, bias: null, bk: false },
+  { wl: false, wr: true, cap: true, sinks: false, alibi: false, bias: null, bk: false },
+  { wl: false, wr: false, cap: false, sinks: true, alibi: true, bias: null, bk: false },
+  { wl: true, wr: true, cap: true, sinks: true, alibi: true, bias: "f16", bk: true },
+  { wl: false, wr: false, cap: false, sinks: false, alibi: false, bias: "f32", bk: false },
+];
+const sgBase: SgConfig = { ...SG_FIXED, D: 64, R: 1, kv: "f16", q: "f16", L: 8, U: 4 };
+for (const v of VARIANTS) {
+  for (
+    const k of [{}, { R: 4, rot: true, lz: true }, { tm: true, fm: true }, { bf: false, pf: true }]
+  ) {
+    const c: SgConfig = { ...sgBase, ...k, v };
+    await record("sg+v", sgKey(c), () => sgWgsl(c));
+  }
+  for (const R of [1, 4]) {
+    const c = { D: 64, R, kv: "f32" as Elem, q: "f16" as Elem, KT: wgmTile(64, R)!, grMax: 2, v };
+    await record("wgm+v", wgmKey(c), () => wgmWgsl(c));
+  }
+  const g = { D: 16, kv: "f16" as Elem, q: "f32" as Elem, C: 8, v };
+  await record("generic+v", genericKey(g), () => genericWgsl(g));
+}
+for (const q of ELEMS) {
+  await record("reduce+sinks", reduceKey(64, q, true), () => reduceWgsl(64, q, true));
+}
+const vTotal = await crypto.subtle.digest(
+  "SHA-256",
+  new TextEncoder().encode(all.slice(plainCount).join("\n")),
+);
+lines.push(
+  `total-variants ${all.length - plainCount} ${
+    [...new Uint8Array(vTotal)].map((b) => b.toString(16).padStart(2, "0")).join("")
   }`,
 );
 console.log(lines.join("\n"));

@@ -27,11 +27,11 @@ export function launchGeometry(qShape: Shape, kShape: Shape, params: AttentionPa
     workers: s.workers.length,
     cuts: s.cuts.length,
   };
-  const { B, Hkv, N } = g;
   if (s.workers.length > 0) {
+    // The keys the units cover (a window's units cover only what their rows can see).
     let keys = 0;
-    for (let b = 0; b < B; b++) keys += Math.min(Math.max(params.kvLens[b], 0), N);
-    g.keysPerWorker = (keys * Hkv * s.plan.qBlocks) / s.workers.length;
+    for (const u of s.units) keys += Math.min(Math.max(u.keys, 0), g.N);
+    g.keysPerWorker = keys / s.workers.length;
   }
   return g;
 }

@@ -8,6 +8,7 @@
  */
 import type { Elem } from "./_wgsl_meta.ts";
 import { partLoad } from "./_wgsl_segments.ts";
+import { sinkFold } from "./_wgsl_variant.ts";
 
 /**
  * WGSL lines merging the partial states of a workgroup's slots (subgroups or key groups) in
@@ -70,7 +71,14 @@ export function mergeSlots(a: {
  * and writes output row `row` (normalised) and, for `d = 0`, its lse. Shared by the reduce
  * kernel and the subgroup kernel's in-kernel merge, so both give the same results.
  */
-export function finishCut(D: number, q: Elem, U: number, ind: string, atomicPart = false): string {
+export function finishCut(
+  D: number,
+  q: Elem,
+  U: number,
+  ind: string,
+  atomicPart = false,
+  sinks = false,
+): string {
   const ld = (i: string) => partLoad(i, atomicPart);
   const ks = [...Array(U).keys()];
   const fold = (j: number) => `
@@ -105,8 +113,50 @@ ${
     ).join("\n")
   }
   k += ${U}u;
-}
+}${
+    // The sink state (z, 1, 0) of the row's head, merged once, after every piece.
+    sinks
+      ? `
+${sinkFold("(row / Sq) % Hq", "m", "l", "").join("\n")}
+o = o * az;
+l = lz;
+m = mz;`
+      : ""}
 O[row * ${D}u + d] = ${q}(select(select(0.0, o / l, l != 0.0), qnan, bad));
 if (d == 0u) { LSE[row] = select(select(ninf, m + log(l), l != 0.0), qnan, bad); }`;
   return body.split("\n").map((x) => ind + x).join("\n");
+}
+
+/** Partials whose loads the subgroup kernel's in-kernel merge issues together. */
+const FUSED_UNROLL = 8;
+
+/**
+ * The subgroup kernel's in-kernel merge (`SgConfig.fm`), after a segment that wrote
+ * partial slot `part` of unit (`b`, `h`, `qb`): publish the slot (a device-scope release —
+ * wgpu's `storageBarrier` is `OpControlBarrier` with Device memory scope and acquire-release
+ * semantics on storage memory), count it on the unit's counter, and if this workgroup is the
+ * last of the unit's pieces, acquire (a second barrier) and finish the unit as the reduce
+ * kernel would.
+ */
+export function fusedMerge(D: number, q: Elem, wg: number, sinks = false): string {
+  return `    if (part != 0xffffffffu) {
+      storageBarrier();
+      let itm = mt[sb + 5u];
+      let first = mt[sb + 6u];
+      let count = mt[sb + 7u];
+      if (tid == 0u) { wlast = select(0u, 1u, atomicAdd(&CNT[itm], 1u) + 1u == count); }
+      if (workgroupUniformLoad(&wlast) != 0u) {
+        storageBarrier();
+        for (var x = tid; x < R * ${D}u; x += ${wg}u) {
+          let r = x / ${D}u;
+          let d = x % ${D}u;
+          let i = qb * rpb + r % rpb;
+          if (i < Sq) {
+            let row = (b * Hq + h * group + r / rpb) * Sq + i;
+${finishCut(D, q, FUSED_UNROLL, "            ", true, sinks)}
+          }
+        }
+      }
+    }
+`;
 }

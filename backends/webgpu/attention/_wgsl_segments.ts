@@ -6,6 +6,7 @@
  * @module
  */
 import type { Elem } from "./_wgsl_meta.ts";
+import { sinkFold } from "./_wgsl_variant.ts";
 
 /**
  * Bindings of the three main kernels (one layout, so the executor binds them alike): meta,
@@ -43,21 +44,31 @@ export function partLoad(i: string, atomic: boolean): string {
 
 /** The end of a segment: row `fr`, dims `4·fj…` of the merged state `(M, Lt, acc)` go to the
  * output (normalised, with the lse) or to the segment's partial slot. */
-export function writeOut(D: number, q: Elem, atomicPart = false): string {
+export function writeOut(D: number, q: Elem, atomicPart = false, sinks = false): string {
   const st = (i: string, v: string) => partStore(i, v, atomicPart);
+  // With sinks a row written whole merges its head's sink state here, once (a partial state
+  // never holds it: the merge of the pieces adds it).
+  const norm = sinks
+    ? `${sinkFold("h * group + fr / rpb", "M", "Lt", "          ").join("\n")}
+          let inv = az / lz;
+          let y = select(acc * inv, vec4<f32>(qnan), rbad);`
+    : `          let inv = select(0.0, 1.0 / Lt, Lt != 0.0);
+          let y = select(acc * inv, vec4<f32>(qnan), rbad);`;
+  const lse = sinks
+    ? "select(mz + log(lz), qnan, rbad)"
+    : "select(select(ninf, M + log(Lt), Lt != 0.0), qnan, rbad)";
   return `    if (act) {
       let i = qb * rpb + fr % rpb;
       if (i < Sq) {
         let row = (b * Hq + h * group + fr / rpb) * Sq + i;
         if (part == 0xffffffffu) {
-          let inv = select(0.0, 1.0 / Lt, Lt != 0.0);
-          let y = select(acc * inv, vec4<f32>(qnan), rbad);
+${norm}
           let ob = row * ${D}u + fj * 4u;
           O[ob] = ${q}(y.x);
           O[ob + 1u] = ${q}(y.y);
           O[ob + 2u] = ${q}(y.z);
           O[ob + 3u] = ${q}(y.w);
-          if (fj == 0u) { LSE[row] = select(select(ninf, M + log(Lt), Lt != 0.0), qnan, rbad); }
+          if (fj == 0u) { LSE[row] = ${lse}; }
         } else {
           let pr = part * R + fr;
           let pb = partOOff + pr * ${D}u + fj * 4u;

@@ -9,6 +9,15 @@ import type { GpuContext } from "../context.ts";
 import { type Elem, META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings } from "./_wgsl_segments.ts";
+import {
+  type KernelVariant,
+  sinkFold,
+  variantBindings,
+  variantKey,
+  variantRow,
+  variantScore,
+  variantSizes,
+} from "./_wgsl_variant.ts";
 
 /** `n` generated lines (loops unrolled at generation time; see the module notes). */
 function each(n: number, line: (i: number) => string): string {
@@ -25,6 +34,8 @@ export interface GenericConfig {
   q: Elem;
   /** Keys staged in workgroup memory at a time. */
   C: number;
+  /** Attention variant features (`_wgsl_variant.ts`); absent or null for plain attention. */
+  v?: KernelVariant | null;
 }
 
 /** Threads (query rows) per workgroup of the generic kernel. */
@@ -32,16 +43,33 @@ export const GENERIC_WG = 64;
 
 /** Pipeline cache key of a generic kernel. */
 export function genericKey(c: GenericConfig): string {
-  return `attn-generic:D${c.D}:kv${c.kv}:q${c.q}:C${c.C}`;
+  return `attn-generic:D${c.D}:kv${c.kv}:q${c.q}:C${c.C}${variantKey(c.v)}`;
 }
 
 /** WGSL of the generic kernel: any D, any rows per unit, no subgroups. */
 export function genericWgsl(c: GenericConfig): string {
   const { D, C } = c;
-  const f16 = c.kv === "f16" || c.q === "f16";
+  const v = c.v ?? null;
+  const f16 = c.kv === "f16" || c.q === "f16" || v?.bias === "f16";
+  // Variant pieces (none for plain attention): the row's visible range and score transforms;
+  // keys before a window's start are skipped, not masked.
+  const vrow = (n: string) => `${n}v`;
+  const rowSetup = v
+    ? `${variantRow(v, "v", "i", "ok", "h * group + r / rpb", "      ").join("\n")}
+      let e = ev;`
+    : `      let e = select(0u, min(k1, visible(len, Sq, i, causal)), ok);`;
+  const j0 = v?.wl ? "select(0u, sv - c0, sv > c0)" : "0u";
+  const score = v ? `          s = ${variantScore(v, "s", "(c0 + j)", vrow)};\n` : "";
+  const norm = v?.sinks
+    ? `${sinkFold("h * group + r / rpb", "m", "l", "          ").join("\n")}
+          let inv = az / lz;`
+    : `          let inv = select(0.0, 1.0 / l, l != 0.0);`;
+  const lse = v?.sinks
+    ? "select(mz + log(lz), qnan, bad)"
+    : "select(select(ninf, m + log(l), l != 0.0), qnan, bad)";
   return `${f16 ? "enable f16;" : ""}
 // attention, generic kernel: ${genericKey(c)}
-${mainBindings(c.q, c.kv)}
+${mainBindings(c.q, c.kv)}${variantBindings(v, 7)}
 var<workgroup> ks: array<f32, ${C * D}>;
 var<workgroup> vs: array<f32, ${C * D}>;
 ${VISIBLE}
@@ -50,7 +78,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) tid: u32) {
   let w = wid.x + wid.y * nwg.x;
   if (w >= mt[${META.numWorkers}]) { return; }
-  ${sizes()}
+  ${sizes()}${variantSizes(v)}
   var qv: array<f32, ${D}>;
   var o: array<f32, ${D}>;
 ${segmentLoop()}
@@ -60,7 +88,7 @@ ${segmentLoop()}
       let i = qb * rpb + r % rpb;
       let ok = r < R && i < Sq;
       let row = select(0u, (b * Hq + h * group + r / rpb) * Sq + i, ok);
-      let e = select(0u, min(k1, visible(len, Sq, i, causal)), ok);
+${rowSetup}
       let qb0 = row * ${D}u;
 ${each(D, (d) => `      qv[${d}] = scale * f32(Q[qb0 + ${d}u]);\n      o[${d}] = 0.0;`)}
       var m = ninf;
@@ -76,11 +104,11 @@ ${each(D, (d) => `      qv[${d}] = scale * f32(Q[qb0 + ${d}u]);\n      o[${d}] =
         }
         workgroupBarrier();
         let cn = select(0u, min(${C}u, e - c0), e > c0);
-        for (var j = 0u; j < cn; j++) {
+        for (var j = ${j0}; j < cn; j++) {
           let kb = j * ${D}u;
           var s = 0.0;
 ${each(D, (d) => `          s += qv[${d}] * ks[kb + ${d}u];`)}
-          bad = bad || poison_score(s);
+${score}          bad = bad || poison_score(s);
           if (s > m) {
             let a = select(0.0, exp(m - s), m != ninf);
             l *= a;
@@ -94,9 +122,9 @@ ${each(D, (d) => `          o[${d}] += pj * vs[kb + ${d}u];`)}
       }
       if (ok) {
         if (part == 0xffffffffu) {
-          let inv = select(0.0, 1.0 / l, l != 0.0);
+${norm}
 ${each(D, (d) => `          O[qb0 + ${d}u] = ${c.q}(select(o[${d}] * inv, qnan, bad));`)}
-          LSE[row] = select(select(ninf, m + log(l), l != 0.0), qnan, bad);
+          LSE[row] = ${lse};
         } else {
           let pr = part * R + r;
           let pb = partOOff + pr * ${D}u;

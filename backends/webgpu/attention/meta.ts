@@ -9,6 +9,7 @@ import type { AttentionParams } from "../../backend.ts";
 import type { LeanSchedule } from "../../../schedule/lean_schedule.ts";
 import { META, META_SEG_OFFS, NEG_INF_BITS, SEG_WORDS } from "./_wgsl_meta.ts";
 import type { Geometry } from "./_launch_geometry.ts";
+import { type KernelVariant, variantWords } from "./_wgsl_variant.ts";
 
 const NO_PARTIAL = 0xffffffff;
 
@@ -22,6 +23,7 @@ export function buildMeta(
   params: AttentionParams,
   nx: { reduce: number; chunks: number },
   fused: boolean,
+  variant: KernelVariant | null = null,
 ): Uint32Array {
   const s: LeanSchedule = params.schedule;
   const W = s.workers.length;
@@ -32,7 +34,11 @@ export function buildMeta(
   const items = s.cuts.length + empty.length;
   let slots = 0;
   for (const c of s.cuts) slots += c.partials.length;
-  const segsOff = META_SEG_OFFS + W + 1;
+  // A variant's words sit between the segment offsets and the segments (the kernels find
+  // them from the worker count); a plain run has none, so its layout is unchanged.
+  const vw = variant ? variantWords(params, g.B) : [];
+  const varOff = META_SEG_OFFS + W + 1;
+  const segsOff = varOff + vw.length;
   const itemsOff = segsOff + SEG_WORDS * nsegs;
   const slotsOff = itemsOff + 3 * items;
   const meta = new Uint32Array(slotsOff + slots);
@@ -58,6 +64,7 @@ export function buildMeta(
   meta[META.partOOff] = s.numPartials * g.unitRows * 2;
   meta[META.reduceNx] = nx.reduce;
   meta[META.reduceChunks] = nx.chunks;
+  meta.set(vw, varOff);
   // Items and partial lists; each partial slot's item, first list word and piece count go
   // into its segment's record below.
   const slotCut = new Map<number, [number, number, number]>();
@@ -84,9 +91,11 @@ export function buildMeta(
     for (const sg of s.workers[w]) {
       const o = segsOff + SEG_WORDS * seg++;
       const len = params.kvLens[Math.floor(sg.unit / perUnit)];
+      // Tile t of a unit covers keys from keyStart + t·T (a window skips the keys before).
+      const u = s.units[sg.unit];
       meta[o] = sg.unit;
-      meta[o + 1] = sg.tileStart * T;
-      meta[o + 2] = Math.min(sg.tileEnd * T, len);
+      meta[o + 1] = u.keyStart + sg.tileStart * T;
+      meta[o + 2] = Math.min(u.keyStart + Math.min(sg.tileEnd * T, u.keys), len);
       meta[o + 3] = sg.partial < 0 ? NO_PARTIAL : sg.partial;
       meta[o + 4] = len;
       const cut = slotCut.get(sg.partial);

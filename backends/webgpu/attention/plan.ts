@@ -19,6 +19,8 @@ import { type SgConfig, sgConfig, sgKey } from "./subgroup_config.ts";
 import { type WgmConfig, wgmConfig, wgmKey } from "./workgroup_memory_kernel.ts";
 import { genericChunk, type GenericConfig, genericKey } from "./generic_kernel.ts";
 import { REDUCE_WG, reduceKey } from "./reduce_kernel.ts";
+import { kernelVariant, variantInputs } from "./_wgsl_variant.ts";
+import { LimitError } from "../../../tensor/errors.ts";
 
 /** The main kernel of a launch with its configuration. */
 export type MainKernel =
@@ -47,7 +49,14 @@ export interface WebGpuAttentionLaunch {
   /** The main kernel's dispatch; null when the schedule has no workers. */
   readonly main: (PlannedDispatch & { readonly kernel: MainKernel }) | null;
   /** The reduce pass (cut units not merged in the kernel, units without keys), or null. */
-  readonly reduce: (PlannedDispatch & { readonly D: number; readonly q: Elem }) | null;
+  readonly reduce:
+    | (PlannedDispatch & { readonly D: number; readonly q: Elem; readonly sinks: boolean })
+    | null;
+  /**
+   * The variant inputs (`AttentionInputs` names) the main dispatch binds after its own, in
+   * binding order; empty for plain attention. The reduce pass binds `sinks` when it has them.
+   */
+  readonly inputs: readonly ("sinks" | "alibiSlopes" | "bias")[];
   /** The schedule as uploaded (see `meta.ts`); read-only once planned. */
   readonly meta: Uint32Array;
   /** Bytes of the partial-state scratch. */
@@ -77,10 +86,23 @@ export function planWebgpuAttention(
   checkBinding(ctx, "the partial states", partBytes);
   const W = s.workers.length;
   const want = tuning.kernel;
-  const sg = W === 0 || want === "generic" || want === "wgm"
+  const bias = params.variant.bias;
+  const v = kernelVariant(params, bias ? ctx.wgslType(bias.dtype) : null);
+  const inputs = variantInputs(v);
+  let sg = W === 0 || want === "generic" || want === "wgm"
     ? null
-    : sgConfig(ctx, g, kvT, qT, params.causal, tuning);
-  const wgm = W === 0 || sg || want === "generic" ? null : wgmConfig(ctx, g, kvT, qT);
+    : sgConfig(ctx, g, kvT, qT, params.causal, tuning, v);
+  // The variant's inputs bind after the kernel's own 7 (8 with the in-kernel merge's
+  // counters): without room for both, the cut units merge in the reduce pass instead.
+  const maxSB = ctx.limits.maxStorageBuffersPerShaderStage;
+  if (sg?.fm && 8 + inputs.length > maxSB) sg = { ...sg, fm: false };
+  if (7 + inputs.length > maxSB) {
+    throw new LimitError(
+      `attention: the variant binds ${inputs.join(", ")} besides 7 buffers, the device allows ` +
+        `${maxSB} storage buffers per shader stage`,
+    );
+  }
+  const wgm = W === 0 || sg || want === "generic" ? null : wgmConfig(ctx, g, kvT, qT, v);
   const fused = sg?.fm ?? false;
   let items = fused ? 0 : s.cuts.length;
   for (const u of s.units) if (u.tiles === 0) items++;
@@ -95,19 +117,24 @@ export function planWebgpuAttention(
     if (sg) [kernel, key] = [{ kind: "sg", config: sg }, sgKey(sg)];
     else if (wgm) [kernel, key] = [{ kind: "wgm", config: wgm }, wgmKey(wgm)];
     else {
-      const c = { D, kv: kvT, q: qT, C: genericChunk(ctx, D) };
+      const c: GenericConfig = { D, kv: kvT, q: qT, C: genericChunk(ctx, D) };
+      if (v) c.v = v;
       [kernel, key] = [{ kind: "generic", config: c }, genericKey(c)];
     }
     main = { kernel, key, workgroups: mainGrid };
   }
+  const sinks = v?.sinks ?? false;
   return {
     label: `attention-${params.algo}`,
     rows,
     outElements: rows * D,
     outDtype: q.dtype,
     main,
-    reduce: items > 0 ? { D, q: qT, key: reduceKey(D, qT), workgroups: reduceGrid } : null,
-    meta: buildMeta(g, params, nx, fused),
+    reduce: items > 0
+      ? { D, q: qT, sinks, key: reduceKey(D, qT, sinks), workgroups: reduceGrid }
+      : null,
+    inputs,
+    meta: buildMeta(g, params, nx, fused, v),
     partBytes,
     // One a cut unit, after the empty units' items.
     counters: fused ? items + s.cuts.length + 1 : 0,

@@ -17,8 +17,8 @@ export const REDUCE_WG = 256;
 const REDUCE_UNROLL = 16;
 
 /** Pipeline cache key of a reduce kernel. */
-export function reduceKey(D: number, q: Elem): string {
-  return `attn-reduce:D${D}:q${q}`;
+export function reduceKey(D: number, q: Elem, sinks = false): string {
+  return `attn-reduce:D${D}:q${q}${sinks ? ":sinks" : ""}`;
 }
 
 /**
@@ -27,14 +27,16 @@ export function reduceKey(D: number, q: Elem): string {
  * merge; the loads of up to 16 partials are issued before their fold, so a unit cut into many
  * pieces costs a few memory round trips rather than one per piece.
  */
-export function reduceWgsl(D: number, q: Elem): string {
+export function reduceWgsl(D: number, q: Elem, sinks = false): string {
   return `${q === "f16" ? "enable f16;" : ""}
 // attention, reduce of cut units: D${D} q${q}
 ${NONFINITE}
 @group(0) @binding(0) var<storage, read> mt: array<u32>;
 @group(0) @binding(1) var<storage, read_write> O: array<${q}>;
 @group(0) @binding(2) var<storage, read_write> LSE: array<f32>;
-@group(0) @binding(3) var<storage, read> PART: array<f32>;
+@group(0) @binding(3) var<storage, read> PART: array<f32>;${
+    // With sinks, each row (a cut unit's or an empty unit's) merges its head's sink once.
+    sinks ? "\n@group(0) @binding(4) var<storage, read> SNK: array<f32>;" : ""}
 @compute @workgroup_size(${REDUCE_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let wgi = wid.x + wid.y * mt[${META.reduceNx}];
@@ -56,7 +58,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let i = qb * rpb + r % rpb;
   if (i >= Sq) { return; }
   let row = (b * Hq + h * group + r / rpb) * Sq + i;
-${finishCut(D, q, REDUCE_UNROLL, "  ")}
+${finishCut(D, q, REDUCE_UNROLL, "  ", false, sinks)}
 }
 `;
 }

@@ -9,7 +9,8 @@
  *
  * @module
  */
-import type { AttentionParams, DataId, TensorInfo } from "../../backend.ts";
+import type { AttentionInputs, AttentionParams, DataId, TensorInfo } from "../../backend.ts";
+import { ArgumentError } from "../../../tensor/errors.ts";
 import type { GpuContext } from "../context.ts";
 import { checkBinding } from "./_launch_limits.ts";
 import { type MainKernel, planWebgpuAttention, type WebGpuAttentionLaunch } from "./plan.ts";
@@ -36,10 +37,20 @@ export function runWebgpuAttention(
   q: TensorInfo,
   k: TensorInfo,
   v: TensorInfo,
+  inputs: AttentionInputs = {},
 ): { out: DataId; lse: DataId } {
   for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
     checkBinding(ctx, name, ctx.byteLength(t.id));
   }
+  // The variant's tensors, in the order the kernel binds them (`AttentionVariant` says which).
+  const extra = launch.inputs.map((name) => {
+    const t = inputs[name];
+    if (!t) {
+      throw new ArgumentError(`attention: the plan's variant reads ${name}, which was not given`);
+    }
+    checkBinding(ctx, name, ctx.byteLength(t.id));
+    return ctx.buffer(t.id);
+  });
   const out = ctx.alloc(launch.outElements, launch.outDtype);
   const lse = ctx.alloc(launch.rows, "float32");
   const metaBuf = ctx.scratchFrom(launch.meta);
@@ -59,11 +70,18 @@ export function runWebgpuAttention(
       part,
     ];
     if (launch.counters > 0) bindings.push(ctx.scratchFrom(new Uint32Array(launch.counters)));
+    bindings.push(...extra);
     ctx.dispatch(pipe, bindings, main.workgroups, launch.label);
   }
   if (reduce) {
-    const pipe = ctx.pipeline(reduce.key, () => reduceWgsl(reduce.D, reduce.q), "main");
-    ctx.dispatch(pipe, [metaBuf, outBuf, lseBuf, part], reduce.workgroups, "attention-reduce");
+    const pipe = ctx.pipeline(
+      reduce.key,
+      () => reduceWgsl(reduce.D, reduce.q, reduce.sinks),
+      "main",
+    );
+    const bindings = [metaBuf, outBuf, lseBuf, part];
+    if (reduce.sinks) bindings.push(ctx.buffer(inputs.sinks!.id));
+    ctx.dispatch(pipe, bindings, reduce.workgroups, "attention-reduce");
   }
   return { out, lse };
 }
@@ -80,6 +98,8 @@ export function webgpuAttention(
   v: TensorInfo,
   params: AttentionParams,
   tuning: AttentionTuning = {},
+  inputs: AttentionInputs = {},
 ): { out: DataId; lse: DataId } {
-  return runWebgpuAttention(ctx, planWebgpuAttention(ctx, q, k, params, tuning), q, k, v);
+  const launch = planWebgpuAttention(ctx, q, k, params, tuning);
+  return runWebgpuAttention(ctx, launch, q, k, v, inputs);
 }

@@ -15,6 +15,7 @@ import {
   SHORT_GQA_KEYS,
   WIDE_KEY_WORK,
 } from "./tuning.ts";
+import { type KernelVariant, variantKey } from "./_wgsl_variant.ts";
 
 /** Configuration of the subgroup (decode) kernel. */
 export interface SgConfig {
@@ -83,11 +84,19 @@ export interface SgConfig {
    * The partial states are then u32 words stored and loaded atomically (L2, not a stale L1).
    */
   fm: boolean;
+  /**
+   * Attention variant features (window, soft-cap, sinks, ALiBi, bias; `_wgsl_variant.ts`),
+   * absent or null for plain attention. Variant kernels run without row groups and staged
+   * tiles (both off by default).
+   */
+  v?: KernelVariant | null;
 }
 
 /** Pipeline cache key of a subgroup kernel. */
 export function sgKey(c: SgConfig): string {
-  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}:lz${c.lz}:fm${c.fm}`;
+  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}:lz${c.lz}:fm${c.fm}${
+    variantKey(c.v)
+  }`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */
@@ -121,6 +130,7 @@ export function sgConfig(
   q: Elem,
   causal: boolean,
   explicit: AttentionTuning,
+  v: KernelVariant | null = null,
 ): SgConfig | null {
   const tuning: AttentionTuning = { ...(g.unitRows >= 4 ? MULTI_ROW_DEFAULTS : {}) };
   // Knobs given as undefined keep the default.
@@ -138,7 +148,7 @@ export function sgConfig(
   // lanes a subgroup where the adapter does not say).
   const maxSg = Math.max(minSg, subgroupMaxSize(ctx) ?? 128);
   let G = 1;
-  const wantG = tuning.rs ?? 1;
+  const wantG = v ? 1 : tuning.rs ?? 1;
   while (G * 2 <= wantG && G * 2 <= wg / maxSg) G *= 2;
   // Rows per pass: all of the unit's rows when q and the running output fit in registers at
   // the widest lane count, else the largest power of two that does (prefill, large GQA
@@ -188,7 +198,7 @@ export function sgConfig(
   // for 256 threads); the math reads them from workgroup memory in batches of U keys a slot,
   // at most 32 registers of K/V a lane (the loads are short now).
   let tile = 0;
-  if (tuning.ws) {
+  if (tuning.ws && !v) {
     const S = wg / L / G;
     const keyBytes = 2 * g.D * (kv === "f16" ? 2 : 4);
     const nsWs = Math.min(nsMax, 4);
@@ -213,8 +223,11 @@ export function sgConfig(
   const rot = (tuning.rot ?? R > 1) && !pf && !tile;
   // The per-row mask costs 6–16 points on GQA decode even when run only in a segment's last
   // batch (bench/NOTES.md, runs 8–9), so it is on only where rows can end apart.
-  const tm = tuning.tailMask ?? (tile > 0 || (causal && g.Sq > 1));
+  // A right window, like causal, ends the rows of a unit at different keys.
+  const tm = tuning.tailMask ?? (tile > 0 || ((causal || (v?.wr ?? false)) && g.Sq > 1));
   const lz = tuning.lazyMax ?? R > 1;
   const fm = (tuning.fusedMerge ?? true) && g.cuts > 0;
-  return { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile, tm, lz, fm };
+  const c: SgConfig = { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile, tm, lz, fm };
+  if (v) c.v = v;
+  return c;
 }

@@ -31,15 +31,23 @@
  *
  * @module
  */
-import { type Elem, META, segmentLoop, sizes } from "./_wgsl_meta.ts";
+import { META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
-import { finishCut, mergeSlots } from "./_wgsl_merge.ts";
+import { fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
 import { type SgConfig, sgKey, sgLoadWidth } from "./subgroup_config.ts";
+import {
+  variantBindings,
+  variantRow,
+  variantScore,
+  variantSizes,
+  variantVisible,
+} from "./_wgsl_variant.ts";
 
 /** WGSL of the subgroup kernel. */
 export function sgWgsl(c: SgConfig): string {
   const { D, R, wg, L, U, nsMax, G } = c;
+  const v = c.v ?? null;
   const KT = c.tile; // keys per staged tile (0: off)
   const RT = R * G; // rows per pass over all row groups
   const E = D / L; // dims per lane
@@ -84,7 +92,11 @@ export function sgWgsl(c: SgConfig): string {
     p(`    let i${r} = qb * rpb + rr${r} % rpb;`);
     p(`    let ok${r} = rr${r} < R && i${r} < Sq;`);
     p(`    let qrow${r} = select(0u, (b * Hq + h * group + rr${r} / rpb) * Sq + i${r}, ok${r});`);
-    p(`    let e${r} = select(0u, min(k1, visible(len, Sq, i${r}, causal)), ok${r});`);
+    if (v) {
+      variantRow(v, `${r}`, `i${r}`, `ok${r}`, `h * group + rr${r} / rpb`, "    ").forEach(p);
+    } else {
+      p(`    let e${r} = select(0u, min(k1, visible(len, Sq, i${r}, causal)), ok${r});`);
+    }
   }
   if (G > 1) {
     // The key loop holds subgroup operations, so its bound must be uniform over the
@@ -106,6 +118,12 @@ export function sgWgsl(c: SgConfig): string {
   // Keys below emin are visible to every (valid) row of the pass.
   if (G === 1) {
     p(`    let emin = min(${rows.map((r) => `select(kend, e${r}, ok${r})`).join(", min(")}, kend${
+      ")".repeat(R)
+    };`);
+  }
+  if (v?.wl) {
+    // Keys from smax on are past every row's window start.
+    p(`    let smax = max(${rows.map((r) => `select(0u, s${r}, ok${r})`).join(", max(")}, 0u${
       ")".repeat(R)
     };`);
   }
@@ -264,8 +282,18 @@ ${st}
         p(`      let vi${j} = vb + ${j}u;`);
         p(`      let vr${j} = vi${j} % ${R}u;`);
         p(`      let vk${j} = base + (vi${j} / ${R}u) * ${S}u + slot;`);
-        const e = rows.slice(1).reduce((acc, r) => `select(${acc}, e${r}, vr${j} == ${r}u)`, "e0");
-        p(`      let sv${j} = select(ninf, ${x}, vk${j} < ${e});`);
+        if (v) {
+          const row = (n: string) =>
+            rows.slice(1).reduce((acc, r) => `select(${acc}, ${n}${r}, vr${j} == ${r}u)`, `${n}0`);
+          const sc = variantScore(v, x, `vk${j}`, row);
+          p(`      let sv${j} = select(ninf, ${sc}, ${variantVisible(v, `vk${j}`, row)});`);
+        } else {
+          const e = rows.slice(1).reduce(
+            (acc, r) => `select(${acc}, e${r}, vr${j} == ${r}u)`,
+            "e0",
+          );
+          p(`      let sv${j} = select(ninf, ${x}, vk${j} < ${e});`);
+        }
         p(`      bad |= select(0u, 1u << vr${j}, poison_score(sv${j}));`);
       });
       newMax(rows.map((r) => {
@@ -295,7 +323,13 @@ ${st}
       }
       for (const u of us) {
         for (const r of rows) {
-          p(`      s${u}_${r} = select(ninf, s${u}_${r}, key${u} < e${r});`);
+          if (v) {
+            const row = (n: string) => `${n}${r}`;
+            const sc = variantScore(v, `s${u}_${r}`, `key${u}`, row);
+            p(`      s${u}_${r} = select(ninf, ${sc}, ${variantVisible(v, `key${u}`, row)});`);
+          } else {
+            p(`      s${u}_${r} = select(ninf, s${u}_${r}, key${u} < e${r});`);
+          }
           p(`      bad |= select(0u, ${1 << r}u, poison_score(s${u}_${r}));`);
         }
       }
@@ -315,9 +349,11 @@ ${st}
     }
     for (const r of rows) {
       for (const j of js) {
+        const vis = (u: number) =>
+          v ? variantVisible(v, `key${u}`, (n) => `${n}${r}`) : `key${u} < e${r}`;
         const term = (u: number) =>
           masked
-            ? `select(vec4<f32>(0.0), p${u}_${r} * vf${u}_${j}, key${u} < e${r})`
+            ? `select(vec4<f32>(0.0), p${u}_${r} * vf${u}_${j}, ${vis(u)})`
             : `p${u}_${r} * vf${u}_${j}`;
         p(`      o${r}_${j} = o${r}_${j} * al${r} + ${us.map(term).join(" + ")};`);
       }
@@ -335,19 +371,22 @@ ${st}
   };
   const start = KT ? "t0" : "k0";
   const stop = KT ? "tend" : "kend";
-  if (c.tm) {
+  const SU = S * U;
+  const loop = (cond: string, masked: boolean) => {
+    p(`    for (${cond}; base += ${SU}u) {`);
+    body(masked);
+    p(`    }`);
+  };
+  if (v?.wl || c.tm) {
     p(`    var base = ${start};`);
-    p(`    for (; base + ${S * U}u <= min(${stop}, emin); base += ${S * U}u) {`);
-    body(false);
-    p(`    }`);
-    p(`    for (; base < ${stop}; base += ${S * U}u) {`);
-    body(true);
-    p(`    }`);
-  } else {
-    p(`    for (var base = ${start}; base < ${stop}; base += ${S * U}u) {`);
-    body(false);
-    p(`    }`);
-  }
+    // Batches holding keys before some row's window start: masked like the tail (the V of
+    // a hidden key may be ±∞ or NaN; 0 · ∞ = NaN).
+    if (v?.wl) loop(`; base < min(${stop}, smax)`, true);
+    if (c.tm) {
+      loop(`; base + ${SU}u <= min(${stop}, emin)`, false);
+      loop(`; base < ${stop}`, true);
+    } else loop(`; base < ${stop}`, false);
+  } else loop(`var base = ${start}; base < ${stop}`, false);
   if (KT) p(`    }`);
   p(`    let badw = subgroupOr(bad);`);
   // Sum the slots of a subgroup (they share the max).
@@ -386,7 +425,7 @@ ${st}
   }).forEach(p);
 
   const f16 = c.kv === "f16" || c.q === "f16";
-  return `${c.q === "f16" ? "enable f16;" : ""}
+  return `${c.q === "f16" || v?.bias === "f16" ? "enable f16;" : ""}
 // attention, subgroup kernel: ${sgKey(c)}${f16 ? " (f16 K/V unpacked from u32)" : ""}
 ${mainBindings(c.q, ldT, c.fm)}${
     c.fm
@@ -394,7 +433,7 @@ ${mainBindings(c.q, ldT, c.fm)}${
 @group(0) @binding(7) var<storage, read_write> CNT: array<atomic<u32>>;
 var<workgroup> wlast: u32;`
       : ""
-  }
+  }${variantBindings(v, c.fm ? 8 : 7)}
 var<workgroup> wml: array<vec2<f32>, ${(wg / 8) * R}>;
 var<workgroup> wo: array<vec4<f32>, ${nsMax * RT * D4}>;
 var<workgroup> wns: u32;
@@ -417,7 +456,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let rounds = (nsr + ${nsMax - 1}u) / ${nsMax}u;
   let w = wid.x + wid.y * nwg.x;
   if (w >= mt[${META.numWorkers}]) { return; }
-  ${sizes()}
+  ${sizes()}${variantSizes(v)}
   let lane = sgi % ${L}u;
   let rgrp = sgid % ${G}u;
   let sgk = sgid / ${G}u;
@@ -433,43 +472,9 @@ ${segmentLoop()}
     let fr = rc + fr0;
     let act = act0 && fr < R;
 ${lines.join("\n")}
-${writeOut(D, c.q, c.fm)}
+${writeOut(D, c.q, c.fm, v?.sinks)}
     }
-${c.fm ? fusedMerge(D, c.q, wg) : ""}  }
+${c.fm ? fusedMerge(D, c.q, wg, v?.sinks) : ""}  }
 }
-`;
-}
-
-/** Partials whose loads the subgroup kernel's in-kernel merge issues together. */
-const FUSED_UNROLL = 8;
-
-/**
- * The subgroup kernel's in-kernel merge ({@link SgConfig.fm}), after a segment that wrote
- * partial slot `part` of unit (`b`, `h`, `qb`): publish the slot (a device-scope release —
- * wgpu's `storageBarrier` is `OpControlBarrier` with Device memory scope and acquire-release
- * semantics on storage memory), count it on the unit's counter, and if this workgroup is the
- * last of the unit's pieces, acquire (a second barrier) and finish the unit as the reduce
- * kernel would.
- */
-function fusedMerge(D: number, q: Elem, wg: number): string {
-  return `    if (part != 0xffffffffu) {
-      storageBarrier();
-      let itm = mt[sb + 5u];
-      let first = mt[sb + 6u];
-      let count = mt[sb + 7u];
-      if (tid == 0u) { wlast = select(0u, 1u, atomicAdd(&CNT[itm], 1u) + 1u == count); }
-      if (workgroupUniformLoad(&wlast) != 0u) {
-        storageBarrier();
-        for (var x = tid; x < R * ${D}u; x += ${wg}u) {
-          let r = x / ${D}u;
-          let d = x % ${D}u;
-          let i = qb * rpb + r % rpb;
-          if (i < Sq) {
-            let row = (b * Hq + h * group + r / rpb) * Sq + i;
-${finishCut(D, q, FUSED_UNROLL, "            ", true)}
-          }
-        }
-      }
-    }
 `;
 }

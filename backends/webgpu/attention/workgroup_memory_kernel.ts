@@ -12,6 +12,15 @@ import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { mergeSlots } from "./_wgsl_merge.ts";
 import type { Geometry } from "./_launch_geometry.ts";
+import {
+  type KernelVariant,
+  variantBindings,
+  variantKey,
+  variantRow,
+  variantScore,
+  variantSizes,
+  variantVisible,
+} from "./_wgsl_variant.ts";
 
 /** Configuration of the workgroup-memory decode kernel (no subgroups needed). */
 export interface WgmConfig {
@@ -27,6 +36,8 @@ export interface WgmConfig {
   KT: number;
   /** Key groups merged per round at the end of a segment. */
   grMax: number;
+  /** Attention variant features (`_wgsl_variant.ts`); absent or null for plain attention. */
+  v?: KernelVariant | null;
 }
 
 /** Threads per workgroup of the workgroup-memory decode kernel. */
@@ -34,7 +45,7 @@ export const WGM_WG = 256;
 
 /** Pipeline cache key of a workgroup-memory decode kernel. */
 export function wgmKey(c: WgmConfig): string {
-  return `attn-wgm:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:KT${c.KT}:gr${c.grMax}`;
+  return `attn-wgm:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:KT${c.KT}:gr${c.grMax}${variantKey(c.v)}`;
 }
 
 /** Whether the workgroup-memory decode kernel supports a shape, and with which tile. */
@@ -48,7 +59,13 @@ export function wgmTile(D: number, R: number): number | null {
 }
 
 /** The workgroup-memory decode kernel's configuration, or null when it does not apply. */
-export function wgmConfig(ctx: GpuContext, g: Geometry, kv: Elem, q: Elem): WgmConfig | null {
+export function wgmConfig(
+  ctx: GpuContext,
+  g: Geometry,
+  kv: Elem,
+  q: Elem,
+  v: KernelVariant | null = null,
+): WgmConfig | null {
   const R = g.unitRows;
   const KT = wgmTile(g.D, R);
   if (KT === null) return null;
@@ -57,7 +74,9 @@ export function wgmConfig(ctx: GpuContext, g: Geometry, kv: Elem, q: Elem): WgmC
   const room = ctx.limits.maxComputeWorkgroupStorageSize - fixed;
   const grMax = Math.min(G, Math.floor(room / (R * g.D * 4)));
   if (grMax < 1) return null;
-  return { D: g.D, R, kv, q, KT, grMax };
+  const c: WgmConfig = { D: g.D, R, kv, q, KT, grMax };
+  if (v) c.v = v;
+  return c;
 }
 
 /**
@@ -75,6 +94,7 @@ export function wgmConfig(ctx: GpuContext, g: Geometry, kv: Elem, q: Elem): WgmC
  */
 export function wgmWgsl(c: WgmConfig): string {
   const { D, R, KT, grMax } = c;
+  const v = c.v ?? null;
   const WG = WGM_WG;
   const NSL = WG / KT;
   const SL = D / NSL; // dims per slice
@@ -89,12 +109,19 @@ export function wgmWgsl(c: WgmConfig): string {
   const p = (s: string) => lines.push(s);
   for (const r of rows) {
     p(`    let i${r} = qb * rpb + ${r}u % rpb;`);
-    p(`    let e${r} = select(0u, min(k1, visible(len, Sq, i${r}, causal)), i${r} < Sq);`);
+    if (v) {
+      variantRow(v, `${r}`, `i${r}`, `i${r} < Sq`, `h * group + ${r}u / rpb`, "    ").forEach(p);
+    } else p(`    let e${r} = select(0u, min(k1, visible(len, Sq, i${r}, causal)), i${r} < Sq);`);
   }
   p(`    let kend = max(${rows.map((r) => `e${r}`).join(", max(")}, 0u${")".repeat(R)};`);
   p(`    let emin = min(${rows.map((r) => `select(kend, e${r}, i${r} < Sq)`).join(", min(")}, kend${
     ")".repeat(R)
   };`);
+  if (v?.wl) {
+    p(`    let smax = max(${rows.map((r) => `select(0u, s${r}, i${r} < Sq)`).join(", max(")}, 0u${
+      ")".repeat(R)
+    };`);
+  }
   p(`    workgroupBarrier();`);
   p(`    if (tid < ${R * D4}u) {`);
   p(`      let qr = tid / ${D4}u;`);
@@ -133,7 +160,13 @@ export function wgmWgsl(c: WgmConfig): string {
       const terms = [...Array(NSL).keys()].map((sl) =>
         `pd[buf + ${r * KT * NSL + sl * KT}u + g * ${KPG}u + ${jj}u]`
       );
-      p(`      let s${r}_${jj} = select(ninf, ${terms.join(" + ")}, vk${jj} < e${r});`);
+      if (v) {
+        const row = (n: string) => `${n}${r}`;
+        const sc = variantScore(v, `(${terms.join(" + ")})`, `vk${jj}`, row);
+        p(`      let s${r}_${jj} = select(ninf, ${sc}, ${variantVisible(v, `vk${jj}`, row)});`);
+      } else {
+        p(`      let s${r}_${jj} = select(ninf, ${terms.join(" + ")}, vk${jj} < e${r});`);
+      }
       p(`      bad |= select(0u, ${1 << r}u, poison_score(s${r}_${jj}));`);
     }
     const cm = [...Array(KPG).keys()].map((jj) => `s${r}_${jj}`).reduce((a, x) =>
@@ -147,8 +180,10 @@ export function wgmWgsl(c: WgmConfig): string {
     });
     p(`      l${r} = l${r} * al${r} + ${ps.map((jj) => `p${r}_${jj}`).join(" + ")};`);
     // Hidden keys (p = 0) are selected away where a tile holds any (0 · ∞ = NaN).
-    const masked = ps.map((jj) => `select(vec4<f32>(0.0), p${r}_${jj} * va${jj}, vk${jj} < e${r})`);
-    p(`      if (t0 + ${KT}u > emin) {`);
+    const vis = (jj: number) =>
+      v ? variantVisible(v, `vk${jj}`, (n) => `${n}${r}`) : `vk${jj} < e${r}`;
+    const masked = ps.map((jj) => `select(vec4<f32>(0.0), p${r}_${jj} * va${jj}, ${vis(jj)})`);
+    p(`      if (t0 + ${KT}u > emin${v?.wl ? " || t0 < smax" : ""}) {`);
     p(`        o${r} = o${r} * al${r} + ${masked.join(" + ")};`);
     p(`      } else {`);
     p(`        o${r} = o${r} * al${r} + ${ps.map((jj) => `p${r}_${jj} * va${jj}`).join(" + ")};`);
@@ -179,9 +214,9 @@ export function wgmWgsl(c: WgmConfig): string {
     stores: rows.map((r) => `wo[(sl * ${R}u + ${r}u) * ${D4}u + d4] = o${r};`),
     d4: D4,
   }).forEach(p);
-  return `${c.q === "f16" ? "enable f16;" : ""}
+  return `${c.q === "f16" || v?.bias === "f16" ? "enable f16;" : ""}
 // attention, workgroup-memory decode kernel: ${wgmKey(c)}
-${mainBindings(c.q, ldT)}
+${mainBindings(c.q, ldT)}${variantBindings(v, 7)}
 var<workgroup> qs: array<vec4<f32>, ${R * D4}>;
 var<workgroup> pd: array<f32, ${2 * R * KT * NSL}>;
 var<workgroup> gml: array<vec2<f32>, ${G * R}>;
@@ -192,7 +227,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) tid: u32) {
   let w = wid.x + wid.y * nwg.x;
   if (w >= mt[${META.numWorkers}]) { return; }
-  ${sizes()}
+  ${sizes()}${variantSizes(v)}
   let qj = tid % ${KT}u;
   let qsl = tid / ${KT}u;
   let g = tid / ${D4}u;
@@ -202,7 +237,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let fj = tid % ${D4}u;
 ${segmentLoop()}
 ${lines.join("\n")}
-${writeOut(D, c.q)}
+${writeOut(D, c.q, false, v?.sinks)}
   }
 }
 `;
