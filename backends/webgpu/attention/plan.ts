@@ -19,6 +19,7 @@ import { type SgConfig, sgConfig, sgKey } from "./subgroup_config.ts";
 import { type WgmConfig, wgmConfig, wgmKey } from "./workgroup_memory_kernel.ts";
 import { genericChunk, type GenericConfig, genericKey } from "./generic_kernel.ts";
 import { REDUCE_WG, reduceKey } from "./reduce_kernel.ts";
+import { withinAdapterLoops } from "./_loop_budget.ts";
 
 /** The main kernel of a launch with its configuration. */
 export type MainKernel =
@@ -67,6 +68,7 @@ export function planWebgpuAttention(
   params: AttentionParams,
   tuning: AttentionTuning = {},
 ): WebGpuAttentionLaunch {
+  params = withinAdapterLoops(ctx, q, k, params); // software adapters' loop limit
   const s = params.schedule;
   const g = launchGeometry(q.shape, k.shape, params);
   const { B, Hq, Sq, D } = g;
