@@ -17,6 +17,7 @@
  * @module
  */
 import { ArgumentError, show } from "../tensor/errors.ts";
+import { checkScheduleSize } from "./_schedule_size.ts";
 
 /** The problem a schedule partitions. */
 export interface LeanPlan {
@@ -143,7 +144,7 @@ function units(plan: LeanPlan): { plan: Required<LeanPlan>; units: LeanUnit[] } 
 }
 
 /** Assigns partial slots: segments of units that more than one segment touches. */
-function finish(
+export function finish(
   kind: "lean" | "split",
   plan: Required<LeanPlan>,
   unitList: LeanUnit[],
@@ -177,8 +178,8 @@ function finish(
  * ```
  */
 export function leanSchedule(plan: LeanPlan): LeanSchedule {
+  const grid = checkScheduleSize("leanSchedule", plan, "grid", plan?.grid, 0);
   const { plan: p, units: list } = units(plan);
-  const grid = positiveInt("grid", plan.grid);
   const total = list.reduce((a, u) => a + u.tiles, 0);
   const workers: LeanSegment[][] = [];
   let u = 0; // current unit
@@ -214,8 +215,8 @@ export function leanSchedule(plan: LeanPlan): LeanSchedule {
  * `numSplits = 1` is FlashAttention-2 (one worker per unit, nothing to merge).
  */
 export function splitSchedule(plan: Omit<LeanPlan, "grid"> & { numSplits: number }): LeanSchedule {
+  const numSplits = checkScheduleSize("splitSchedule", plan, "numSplits", plan?.numSplits, 1);
   const { plan: p, units: list } = units({ ...plan, grid: 1 });
-  const numSplits = positiveInt("numSplits", plan.numSplits);
   const workers: LeanSegment[][] = [];
   for (let u = 0; u < list.length; u++) {
     const tiles = list[u].tiles;

@@ -6,6 +6,10 @@
  *
  * @module
  */
+import { ArgumentError, show } from "../tensor/errors.ts";
+import { MAX_WORKERS } from "./limits.ts";
+
+const OP = "numSplitsHeuristic";
 
 /** Inputs of {@link numSplitsHeuristic}. */
 export interface SplitHeuristicInput {
@@ -33,25 +37,36 @@ export interface SplitHeuristicInput {
  * ```
  */
 export function numSplitsHeuristic(input: SplitHeuristicInput): number {
-  const { workItems, workers, keyBlocks } = input;
-  if (workItems >= 0.8 * workers) return 1;
-  const limit = Math.min(input.maxSplits ?? 128, workers, keyBlocks);
+  if (typeof input !== "object" || input === null) {
+    throw new ArgumentError(`${OP}: expected an input object, got ${show(input)}`);
+  }
+  const workItems = count("workItems", input.workItems, 0);
+  const workers = count("workers", input.workers, 1);
+  const keyBlocks = count("keyBlocks", input.keyBlocks, 0);
+  const maxSplits = input.maxSplits === undefined ? 128 : count("maxSplits", input.maxSplits, 1);
+  if (workItems >= 0.8 * workers || workItems === 0) return 1;
+  // At most MAX_WORKERS candidates: the loops stay short whatever the inputs.
+  const limit = Math.min(maxSplits, workers, keyBlocks, MAX_WORKERS);
   const perSplit = (s: number) => Math.ceil(keyBlocks / s);
   const eligible = (s: number) => s === 1 || perSplit(s) !== perSplit(s - 1);
-  const eff: number[] = [];
-  let best = 0;
-  for (let s = 1; s <= limit; s++) {
-    if (!eligible(s)) {
-      eff.push(0);
-      continue;
-    }
+  const efficiency = (s: number) => {
     const waves = (workItems * s) / workers;
-    const e = waves / Math.ceil(waves);
-    eff.push(e);
-    if (e > best) best = e;
-  }
+    return waves / Math.ceil(waves);
+  };
+  let best = 0;
+  for (let s = 1; s <= limit; s++) if (eligible(s)) best = Math.max(best, efficiency(s));
   for (let s = 1; s <= limit; s++) {
-    if (eligible(s) && eff[s - 1] >= 0.85 * best) return s;
+    if (eligible(s) && efficiency(s) >= 0.85 * best) return s;
   }
   return 1;
+}
+
+/** A non-negative safe integer of at least `min`, else {@link ArgumentError}. */
+function count(name: string, v: unknown, min: number): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min) {
+    throw new ArgumentError(
+      `${OP}: ${name}: expected an integer ≥ ${min}, got ${show(v)}`,
+    );
+  }
+  return v;
 }

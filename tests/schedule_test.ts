@@ -13,7 +13,7 @@ import {
 } from "../schedule/lean_schedule.ts";
 import { numSplitsHeuristic } from "../schedule/split_heuristic.ts";
 import { renderSchedule } from "../schedule/render_schedule.ts";
-import { ArgumentError } from "../tensor/errors.ts";
+import { ArgumentError, LimitError } from "../tensor/errors.ts";
 
 const planArb = fc.record({
   batch: fc.integer({ min: 1, max: 6 }),
@@ -269,4 +269,47 @@ Deno.test("renderSchedule draws one row per worker and one segment rect per segm
   const s = splitSchedule({ batch: 2, kvHeads: 1, kvLens: [100, 0], tileSize: 16, numSplits: 3 });
   const svg = renderSchedule(s, { title: "a & b <test>" });
   assert(svg.includes("a &amp; b &lt;test&gt;"));
+});
+
+Deno.test("schedule builders and the split heuristic refuse absurd sizes before allocating", () => {
+  const plan = { batch: 1, kvHeads: 1, kvLens: [10], tileSize: 1 };
+  throws(
+    () => leanSchedule({ ...plan, grid: 2 ** 40 }),
+    (e: unknown) => e instanceof LimitError && /grid/.test((e as Error).message),
+  );
+  throws(
+    () => splitSchedule({ ...plan, numSplits: 2 ** 40 }),
+    (e: unknown) => e instanceof LimitError && /numSplits/.test((e as Error).message),
+  );
+  throws(
+    () => splitSchedule({ ...plan, batch: 2, kvLens: [1, 1], numSplits: 2 ** 20 }),
+    (e: unknown) => e instanceof LimitError && /2097152 workers/.test((e as Error).message),
+  );
+  throws(
+    () => leanSchedule({ batch: 1, kvHeads: 2 ** 30, kvLens: [1], tileSize: 1, grid: 1 }),
+    (e: unknown) => e instanceof LimitError && /units/.test((e as Error).message),
+  );
+  // One split a unit is FlashAttention-2: only the unit count bounds it.
+  assertEquals(splitSchedule({ ...plan, numSplits: 1 }).workers.length, 1);
+  const t0 = performance.now();
+  assertEquals(
+    numSplitsHeuristic({ workItems: 1, workers: 1e12, keyBlocks: 1e12, maxSplits: 1e12 }) >= 1,
+    true,
+  );
+  assert(performance.now() - t0 < 2000, "the heuristic stays linear in MAX_WORKERS");
+  for (
+    const bad of [
+      { workItems: -1, workers: 8, keyBlocks: 8 },
+      { workItems: 1, workers: 0, keyBlocks: 8 },
+      { workItems: 1, workers: 8, keyBlocks: NaN },
+      { workItems: 1, workers: 8, keyBlocks: 8, maxSplits: 1.5 },
+      { workItems: "1", workers: 8, keyBlocks: 8 },
+      null,
+    ]
+  ) {
+    throws(
+      () => numSplitsHeuristic(bad as never),
+      (e: unknown) => e instanceof ArgumentError && /numSplitsHeuristic/.test(String(e)),
+    );
+  }
 });

@@ -39,6 +39,7 @@ import { readOptions } from "../../tensor/options.ts";
 import { attentionInParts, kernelRun } from "../attention_parts.ts";
 import {
   type AttentionTuning,
+  checkTuning,
   defaultGrid as attentionGrid,
   leanGridFor,
   planWebgpuAttention,
@@ -138,7 +139,14 @@ export class WebGpuBackend implements Backend {
    * empty = the defaults). Results do not depend on them beyond rounding, except where a
    * knob says so.
    */
-  attentionTuning: AttentionTuning = {};
+  get attentionTuning(): AttentionTuning {
+    return this.#tuning;
+  }
+  /** Validated when set: an unknown knob or one out of its range is an `ArgumentError`. */
+  set attentionTuning(t: AttentionTuning) {
+    this.#tuning = checkTuning(t, this.limits.maxComputeInvocationsPerWorkgroup);
+  }
+  #tuning: AttentionTuning = {};
 
   /** Whether {@link WebGpuBackend.readTimings} reports device timestamps (`timestamp-query`). */
   get timestamps(): boolean {

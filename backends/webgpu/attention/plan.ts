@@ -21,6 +21,7 @@ import { genericChunk, type GenericConfig, genericKey } from "./generic_kernel.t
 import { REDUCE_WG, reduceKey } from "./reduce_kernel.ts";
 import { kernelVariant, variantInputs } from "./_wgsl_variant.ts";
 import { LimitError } from "../../../tensor/errors.ts";
+import { withinAdapterLoops } from "./_loop_budget.ts";
 
 /** The main kernel of a launch with its configuration. */
 export type MainKernel =
@@ -76,6 +77,7 @@ export function planWebgpuAttention(
   params: AttentionParams,
   tuning: AttentionTuning = {},
 ): WebGpuAttentionLaunch {
+  params = withinAdapterLoops(ctx, q, k, params); // software adapters' loop limit
   const s = params.schedule;
   const g = launchGeometry(q.shape, k.shape, params);
   const { B, Hq, Sq, D } = g;

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { ArgumentError, show } from "../../../tensor/errors.ts";
 
 /** Knobs of the attention kernels (for benchmarks; defaults are picked per device). */
 export interface AttentionTuning {
@@ -90,3 +91,62 @@ export const WIDE_KEY_WORK: readonly [number, number] = [256, 4096];
  * slower; 8-row units lost 5 % with 4 at 1,024 keys (bench/NOTES.md, session 3).
  */
 export const SHORT_GQA_KEYS = 1024;
+
+/** The range of each numeric knob: an integer in `[min, max]`, a power of two where `pow2`. */
+const NUMERIC: Record<"wg" | "L" | "U" | "rs", { min: number; max: number; pow2: boolean }> = {
+  wg: { min: 32, max: 1024, pow2: true },
+  L: { min: 4, max: 32, pow2: true },
+  U: { min: 1, max: 16, pow2: false },
+  rs: { min: 1, max: 8, pow2: true },
+};
+
+const FLAGS = ["pf", "bf", "rot", "ws", "tailMask", "lazyMax", "fusedMerge"] as const;
+
+/**
+ * A validated copy of a tuning (frozen, so a later change to the object given cannot bypass
+ * the checks): every knob known and in range. Throws {@link ArgumentError} naming the knob,
+ * its range and the value given — a knob out of range is refused rather than replaced by its
+ * default, since a benchmark setting it means to measure that value (`U: 0` used to make
+ * every later call spin forever). `maxWg`: the device's `maxComputeInvocationsPerWorkgroup`.
+ */
+export function checkTuning(t: unknown, maxWg = 1024): Readonly<AttentionTuning> {
+  const where = "WebGpuBackend.attentionTuning";
+  if (typeof t !== "object" || t === null || Array.isArray(t)) {
+    throw new ArgumentError(`${where}: expected an object of kernel knobs, got ${show(t)}`);
+  }
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(t)) {
+    const v = (t as Record<string, unknown>)[key];
+    if (v === undefined) continue;
+    if (key === "kernel") {
+      if (v !== "sg" && v !== "wgm" && v !== "generic") {
+        throw new ArgumentError(
+          `${where}.kernel: expected "sg", "wgm" or "generic", got ${show(v)}`,
+        );
+      }
+    } else if (key in NUMERIC) {
+      const r = NUMERIC[key as keyof typeof NUMERIC];
+      const max = key === "wg" ? Math.min(r.max, maxWg) : r.max;
+      const ok = typeof v === "number" && Number.isInteger(v) && v >= r.min && v <= max &&
+        (!r.pow2 || (v & (v - 1)) === 0);
+      if (!ok) {
+        throw new ArgumentError(
+          `${where}.${key}: expected ${r.pow2 ? "a power of two" : "an integer"} from ${r.min} ` +
+            `to ${max}, got ${show(v)}`,
+        );
+      }
+    } else if ((FLAGS as readonly string[]).includes(key)) {
+      if (typeof v !== "boolean") {
+        throw new ArgumentError(`${where}.${key}: expected a boolean, got ${show(v)}`);
+      }
+    } else {
+      throw new ArgumentError(
+        `${where}: unknown knob ${JSON.stringify(key)} (known: kernel, ${
+          Object.keys(NUMERIC).join(", ")
+        }, ${FLAGS.join(", ")})`,
+      );
+    }
+    out[key] = v;
+  }
+  return Object.freeze(out) as Readonly<AttentionTuning>;
+}

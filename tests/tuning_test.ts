@@ -1,0 +1,49 @@
+/**
+ * WebGPU tuning knobs are validated when set (issue #19, item 3): `{ ws: true, U: 0 }` made
+ * every later attention call spin forever, and `U: 0, -1, 1.5` threw raw errors. A knob out of
+ * its range is an ArgumentError naming the knob and its range; the backend keeps working.
+ */
+import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { flashAttention, randn } from "../mod.ts";
+import { ArgumentError } from "../tensor/errors.ts";
+import { expectError } from "./_assert.ts";
+import { webgpuBackend } from "./_backends.ts";
+
+Deno.test({
+  name: "WebGPU attentionTuning: knobs out of range are ArgumentErrors naming the knob",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const b = await webgpuBackend();
+    if (!b) return;
+    const before = b.attentionTuning;
+    const bad: [unknown, string[]][] = [
+      [{ ws: true, U: 0 }, ["U", "1 to 16", "0"]],
+      [{ U: -1 }, ["U", "-1"]],
+      [{ U: 1.5 }, ["U", "1.5"]],
+      [{ U: NaN }, ["U"]],
+      [{ L: 3 }, ["L", "power of two"]],
+      [{ wg: 100 }, ["wg", "power of two"]],
+      [{ rs: 16 }, ["rs", "1 to 8"]],
+      [{ pf: 1 }, ["pf", "boolean"]],
+      [{ kernel: "fast" }, ["kernel", "fast"]],
+      [{ Ux: 1 }, ["unknown knob", "Ux"]],
+      [null, ["expected an object"]],
+    ];
+    for (const [t, mentions] of bad) {
+      expectError(ArgumentError, () => (b.attentionTuning = t as never), mentions, String(t));
+      assertEquals(b.attentionTuning, before, "a refused tuning leaves the old one");
+    }
+    // A valid tuning is kept (as a frozen copy) and calls still run.
+    const given = { ws: true, U: 2 };
+    b.attentionTuning = given;
+    given.U = 0; // a later change to the object given does not reach the backend
+    assertEquals(b.attentionTuning, { ws: true, U: 2 });
+    const q = randn([1, 4, 1, 64], { seed: 1, backend: b });
+    const k = randn([1, 1, 300, 64], { seed: 2, backend: b });
+    const out = flashAttention(q, k, k);
+    assertEquals((await out.data()).every(Number.isFinite), true);
+    for (const t of [q, k, out]) t.dispose();
+    b.attentionTuning = {};
+  },
+});
