@@ -71,7 +71,7 @@ export type { AttentionTuning } from "./backends/webgpu/attention/mod.ts";
 export { defaultBackend, getBackend, setBackend } from "./defaults.ts";
 
 export { add, div, maximum, mul, sub } from "./ops/binary.ts";
-export { exp, log, neg } from "./ops/unary.ts";
+export { exp, log, neg, tanh } from "./ops/unary.ts";
 export { max, sum } from "./ops/reduce.ts";
 export { softmax } from "./ops/softmax.ts";
 export { matmul } from "./ops/matmul.ts";
@@ -95,7 +95,7 @@ export type { LeanOptions } from "./attention/lean.ts";
 export { calibratedGrid, calibrateGrid } from "./attention/calibrate_grid.ts";
 export type { CalibrateOptions, Calibration } from "./attention/calibrate_grid.ts";
 export { mergeAttentionStates } from "./attention/merge.ts";
-export type { AttentionState } from "./attention/merge.ts";
+export type { AttentionState, MergeOptions } from "./attention/merge.ts";
 export { leanSchedule, splitSchedule } from "./schedule/lean_schedule.ts";
 export type {
   LeanCut,

@@ -117,6 +117,11 @@ export interface AttentionPlan {
   readonly kvLens: Int32Array;
   /** The schedule over the whole key axis (what `renderSchedule` draws). */
   readonly schedule: LeanSchedule;
+  /**
+   * The call's variant (absent: {@link PLAIN_ATTENTION}). Runs over K/V parts carry it
+   * without the sink (`sinks: false`): the sink state is merged once, after the parts.
+   */
+  readonly variant?: AttentionVariant;
   /** Key ranges `[n0, n1)` of the K/V parts, or null when K/V are stored whole. */
   readonly parts: readonly { readonly n0: number; readonly n1: number }[] | null;
   /**

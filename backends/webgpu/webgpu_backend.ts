@@ -7,7 +7,9 @@
  * @module
  */
 import { isSoftwareAdapter, parallelismOf } from "./_gpus.ts";
+import { PLAIN_ATTENTION } from "../../schedule/attention_plan.ts";
 import type {
+  AttentionInputs,
   AttentionPlan,
   AttentionRun,
   Backend,
@@ -263,8 +265,25 @@ export class WebGpuBackend implements Backend {
     k: TensorInfo,
     v: TensorInfo,
     plan: AttentionPlan,
+    _inputs?: AttentionInputs,
   ): { out: DataId; lse: DataId } {
     this.#rt.check();
+    // Until the WGSL kernels implement variants, a variant call is refused before anything
+    // is encoded (naiveAttention composes them from ops that run here).
+    const variant = plan.runs.find((r) => r.variant !== PLAIN_ATTENTION)?.variant;
+    if (variant) {
+      const used = [
+        variant.windowLeft !== Infinity || variant.windowRight !== Infinity ? "window" : "",
+        variant.softcap ? "softcap" : "",
+        variant.sinks ? "sinks" : "",
+        variant.alibi ? "alibiSlopes" : "",
+        variant.bias ? "bias" : "",
+      ].filter(Boolean);
+      throw new LimitError(
+        `attention: ${used.join(", ")} not yet supported on WebGPU by flashAttention and ` +
+          `leanAttention (use naiveAttention there, or the CPU backend)`,
+      );
+    }
     const tuning = JSON.stringify(this.attentionTuning);
     const run = (qi: TensorInfo, ki: TensorInfo, vi: TensorInfo, r: AttentionRun) => {
       this.#whole("attention (one run per part: see backends/attention_parts.ts)", qi, ki, vi);
