@@ -80,7 +80,12 @@ export { transpose } from "./ops/transpose.ts";
 export { cast } from "./ops/cast.ts";
 export { where } from "./ops/where.ts";
 
-export type { AttentionOptions } from "./attention/_validate.ts";
+export type { AttentionOptions, AttentionWindow, VariantOptions } from "./attention/_validate.ts";
+export {
+  windowFromFlashAttention,
+  windowFromModelCard,
+  windowFromOnnxRuntime,
+} from "./attention/window.ts";
 export { naiveAttention } from "./attention/naive.ts";
 export type { NaiveAttentionOptions } from "./attention/naive.ts";
 export { flashAttention, flashAttentionPlan, flashSchedule } from "./attention/flash.ts";
@@ -98,6 +103,7 @@ export { mergeAttentionStates } from "./attention/merge.ts";
 export type { AttentionState, MergeOptions } from "./attention/merge.ts";
 export { leanSchedule, splitSchedule } from "./schedule/lean_schedule.ts";
 export type {
+  CorePlan,
   LeanCut,
   LeanPlan,
   LeanSchedule,

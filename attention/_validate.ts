@@ -16,8 +16,8 @@ import { type Backend, computeBackend } from "../backends/backend.ts";
 import { MAX_TILE, MAX_WORKERS } from "../schedule/limits.ts";
 import {
   type AttentionWindow,
-  resolveVariant,
   type ResolvedVariant,
+  resolveVariant,
   VARIANT_OPTIONS,
   type VariantOptions,
 } from "./_variant.ts";

@@ -35,22 +35,88 @@ export interface AttentionWindow {
   right?: number;
 }
 
-/** The variant options every attention op takes. */
+/**
+ * The variant options every attention op takes (`naiveAttention`, `flashAttention` with any
+ * `numSplits`, `leanAttention`), in any combination with `causal`, GQA and ragged `kvLens`.
+ * The score of query i and key j is, in this order: `scale · q·k`, soft-cap, ALiBi, bias; then
+ * causal and the window decide which keys are visible; sinks join the softmax.
+ */
 export interface VariantOptions {
-  /** Sliding window ({@link AttentionWindow}); keys outside it are neither seen nor read. */
+  /**
+   * Sliding window ({@link AttentionWindow}). Keys outside every row's window are neither
+   * seen nor read: the schedule covers only visible key ranges, so a decode step with
+   * `{ left: 4096 }` over a 512k-token cache reads about 4k keys a head.
+   *
+   * @example
+   * ```ts
+   * import { flashAttention, randn } from "../mod.ts";
+   * const q = randn([1, 2, 1, 16], { seed: 1 });
+   * const k = randn([1, 2, 1000, 16], { seed: 2 });
+   * const v = randn([1, 2, 1000, 16], { seed: 3 });
+   * // Mistral-style: the query and the 4 keys before it (a window of 5 tokens).
+   * const out = flashAttention(q, k, v, { causal: true, window: { left: 4 } });
+   * console.log(out.shape); // [1, 2, 1, 16]
+   * ```
+   */
   window?: AttentionWindow;
-  /** Logit soft-cap `c > 0`: `s = c · tanh(s / c)` after scaling (Gemma 2: 50). */
+  /**
+   * Logit soft-cap `c > 0`: `s = c · tanh(s / c)` after scaling (Gemma 2: 50; FlashAttention's
+   * and ONNX Runtime's `softcap` mean the same).
+   *
+   * @example
+   * ```ts
+   * import { leanAttention, randn } from "../mod.ts";
+   * const q = randn([1, 2, 1, 16], { seed: 1 });
+   * const k = randn([1, 2, 64, 16], { seed: 2 });
+   * const out = leanAttention(q, k, k, { softcap: 50 });
+   * console.log(out.shape); // [1, 2, 1, 16]
+   * ```
+   */
   softcap?: number;
   /**
    * One sink logit per query head (`[Hq]`, numbers or a float32 tensor): a softmax term
-   * `exp(z_h)` with no value (gpt-oss); all zeros is ONNX Runtime's "smooth softmax".
+   * `exp(z_h)` with no value (gpt-oss). All zeros is ONNX Runtime's "smooth softmax".
+   *
+   * @example
+   * ```ts
+   * import { flashAttention, randn } from "../mod.ts";
+   * const q = randn([1, 2, 1, 16], { seed: 1 });
+   * const k = randn([1, 2, 0, 16], { seed: 2 }); // no keys: only the sink is left
+   * const { lse } = flashAttention(q, k, k, { sinks: [0.5, -1], returnLse: true });
+   * console.log(await lse.toArray()); // [[[0.5], [-1]]]
+   * ```
    */
   sinks?: readonly number[] | Tensor;
-  /** ALiBi: one slope per query head (`[Hq]`): `s −= slope_h · |p_i − j|`. */
+  /**
+   * ALiBi: one slope per query head (`[Hq]`): `s −= slope_h · |p_i − j|` (MPT, BLOOM; the
+   * usual slopes are `2^(−8h/Hq)` for h = 1..Hq).
+   *
+   * @example
+   * ```ts
+   * import { flashAttention, randn } from "../mod.ts";
+   * const q = randn([1, 4, 1, 16], { seed: 1 });
+   * const k = randn([1, 4, 32, 16], { seed: 2 });
+   * const slopes = [1, 2, 3, 4].map((h) => 2 ** (-8 * h / 4));
+   * const out = flashAttention(q, k, k, { causal: true, alibiSlopes: slopes });
+   * console.log(out.shape); // [1, 4, 1, 16]
+   * ```
+   */
   alibiSlopes?: readonly number[] | Tensor;
   /**
    * Additive bias, float32 or float16, broadcastable to `[B, Hq, Sq, N]` (size-1 or missing
-   * leading dims broadcast; `−Infinity` hides a key), on q's backend.
+   * leading dims broadcast; `−Infinity` hides a key; T5's relative-position bias), on q's
+   * backend.
+   *
+   * @example
+   * ```ts
+   * import { leanAttention, randn, tensor } from "../mod.ts";
+   * const q = randn([1, 1, 2, 8], { seed: 1 });
+   * const k = randn([1, 1, 3, 8], { seed: 2 });
+   * // [Sq, N] = [2, 3], broadcast over batch and heads; row 0 may not see key 2.
+   * const bias = tensor([[0, 0.5, -Infinity], [0, 0.5, 1]]);
+   * const out = leanAttention(q, k, k, { bias });
+   * console.log(out.shape); // [1, 1, 2, 8]
+   * ```
    */
   bias?: Tensor;
 }
@@ -103,7 +169,9 @@ export function headVector(
     if (v.shape.length !== 1 || v.shape[0] !== Hq) {
       throw new ShapeError(`${op}: ${name} must have shape [${Hq}] (Hq), got ${fmt(v.shape)}`);
     }
-    if (v.dtype !== "float32") throw new DTypeError(`${op}: ${name} must be float32, got ${v.dtype}`);
+    if (v.dtype !== "float32") {
+      throw new DTypeError(`${op}: ${name} must be float32, got ${v.dtype}`);
+    }
     return v;
   }
   if (!Array.isArray(v) || v.length !== Hq) {

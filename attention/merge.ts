@@ -40,6 +40,19 @@ export interface MergeOptions {
    * `[B, Hq, Sq, D]`-like, heads on axis 1): the sink state `(out = 0, lse = z_h)` is merged
    * once, after the states. Attention with sinks over a KV cache cut into pieces is the
    * pieces' attention without sinks, merged with `{ sinks }`.
+   *
+   * @example
+   * ```ts
+   * import { flashAttention, mergeAttentionStates, randn } from "../mod.ts";
+   * const q = randn([1, 2, 1, 16], { seed: 1 });
+   * const k1 = randn([1, 2, 40, 16], { seed: 2 });
+   * const k2 = randn([1, 2, 60, 16], { seed: 3 });
+   * const pieces = [flashAttention(q, k1, k1, { returnLse: true }),
+   *   flashAttention(q, k2, k2, { returnLse: true })];
+   * // = flashAttention over all 100 keys with { sinks: [0.5, -1] }
+   * const { out } = mergeAttentionStates(pieces, { sinks: [0.5, -1] });
+   * console.log(out.shape); // [1, 2, 1, 16]
+   * ```
    */
   sinks?: readonly number[] | Tensor;
 }

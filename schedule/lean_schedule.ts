@@ -50,7 +50,9 @@ export interface LeanPlan {
 }
 
 /** The fields of a plan a schedule keeps (a window is resolved into the units). */
-export type CorePlan = Required<Omit<LeanPlan, "window" | "Sq" | "causal" | "positionLens" | "keyOffset">>;
+export type CorePlan = Required<
+  Omit<LeanPlan, "window" | "Sq" | "causal" | "positionLens" | "keyOffset">
+>;
 
 /** One (batch, kv-head, query-block) of the work. */
 export interface LeanUnit {

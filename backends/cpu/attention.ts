@@ -97,7 +97,10 @@ export function finishCuts(
   for (let u = 0; u < schedule.units.length; u++) {
     if (schedule.units[u].tiles === 0) {
       // No keys: the identity, or with a sink its state alone (out = 0, lse = z).
-      rowsOf(u, (_r, row) => writeRow(out, lse, row, D, sinks ? sinkOf(row) : -Infinity, +!!sinks, st.o));
+      rowsOf(
+        u,
+        (_r, row) => writeRow(out, lse, row, D, sinks ? sinkOf(row) : -Infinity, +!!sinks, st.o),
+      );
     }
   }
 }
