@@ -119,3 +119,21 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return m;
 }
+
+/**
+ * The tolerances the attention tests allow against {@link referenceAttention}: float32
+ * rounding of scores and sums grows slowly with the key count `N`; a float16 output adds its
+ * own rounding (half an ulp of the largest value, twice).
+ */
+export function attentionTolerances(
+  ref: { out: ArrayLike<number>; lse: ArrayLike<number> },
+  N: number,
+  outDtype: string,
+): { out: number; lse: number } {
+  const grow = Math.max(1, Math.log2(Math.max(1, N)) / 4);
+  let out = 1e-5 * Math.max(1e-3, maxAbs(ref.out)) * grow;
+  const finite = Array.from(ref.lse).filter(Number.isFinite);
+  const lse = 1e-5 * Math.max(1, maxAbs(finite)) * grow;
+  if (outDtype === "float16") out += 2 * 2 ** -11 * maxAbs(ref.out);
+  return { out, lse };
+}

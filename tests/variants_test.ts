@@ -17,7 +17,7 @@ import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
 import { naiveAttention } from "../attention/naive.ts";
 import type { VariantOptions } from "../attention/_variant.ts";
 import { describeBackends, numRuns } from "./_backends.ts";
-import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
+import { attentionTolerances, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
 
 interface VCase {
   B: number;
@@ -153,22 +153,12 @@ export async function make(backend: Backend, c: VCase): Promise<Made> {
   return { q, k, v, opts, ref, temps };
 }
 
-/** The tolerance rules of tests/attention_test.ts (float32 sums grow with N; f16 output). */
-function tolerances(m: Made, N: number): { out: number; lse: number } {
-  const grow = Math.max(1, Math.log2(Math.max(2, N)) / 4);
-  let out = 1e-5 * Math.max(1e-3, maxAbs(m.ref.out)) * grow;
-  const finite = Array.from(m.ref.lse).filter(Number.isFinite);
-  const lse = 1e-5 * Math.max(1, maxAbs(finite)) * grow;
-  if (m.q.dtype === "float16") out += 2 * 2 ** -11 * maxAbs(m.ref.out);
-  return { out, lse };
-}
-
 async function check(m: Made, r: { out: Tensor; lse: Tensor }, N: number, what: string) {
   const out = await r.out.data();
   const lse = await r.lse.data();
   r.out.dispose();
   r.lse.dispose();
-  const tol = tolerances(m, N);
+  const tol = attentionTolerances(m.ref, N, m.q.dtype);
   const eo = maxAbsDiff(out, m.ref.out);
   const el = maxAbsDiff(lse, m.ref.lse);
   assert(eo <= tol.out, `${what}: out error ${eo} > ${tol.out}`);
