@@ -17,7 +17,11 @@ import {
 import { fmt } from "../tensor/shape.ts";
 import { fromValues } from "../tensor/creation.ts";
 import type { AttentionInputs, TensorBackend } from "../backends/backend.ts";
-import { type AttentionVariant, PLAIN_ATTENTION } from "../schedule/attention_plan.ts";
+import {
+  type AttentionVariant,
+  isPlainVariant,
+  PLAIN_ATTENTION,
+} from "../schedule/attention_plan.ts";
 
 /**
  * A sliding window: a query row at position `p` sees keys at positions `p − left ..
@@ -235,9 +239,6 @@ export function resolveVariant(
     ? null
     : headVector(op, "alibiSlopes", opts.alibiSlopes, dims.Hq, backend);
   const bias = opts.bias === undefined ? null : resolveBias(op, opts.bias, dims, backend);
-  const plain = windowLeft === Infinity && windowRight === Infinity && softcap === 0 &&
-    !sinks && !alibiSlopes && !bias;
-  if (plain) return none; // e.g. `window: {}`: textbook attention, planned and run as such
   const variant: AttentionVariant = Object.freeze({
     windowLeft,
     windowRight,
@@ -246,7 +247,8 @@ export function resolveVariant(
     alibi: alibiSlopes !== null,
     bias: bias && Object.freeze({ shape: Object.freeze(bias.shape), dtype: bias.t.dtype }),
   });
-  return { variant, sinks, alibiSlopes, bias };
+  // E.g. `window: {}`: textbook attention, planned and run as such.
+  return isPlainVariant(variant) ? none : { variant, sinks, alibiSlopes, bias };
 }
 
 function resolveBias(
@@ -311,7 +313,7 @@ export function variantInputs(
 
 /** The plan cache key of a variant: every field but the sink/slope values and bias contents. */
 export function variantKey(v: AttentionVariant): string {
-  if (v === PLAIN_ATTENTION) return "plain";
+  if (isPlainVariant(v)) return "plain";
   const bias = v.bias ? `${v.bias.shape.join("x")}:${v.bias.dtype}` : "-";
   return `w${v.windowLeft},${v.windowRight}|c${v.softcap}|s${+v.sinks}|a${+v.alibi}|b${bias}`;
 }

@@ -18,7 +18,7 @@ import {
   type AttentionAlgo,
   type AttentionPlan,
   type AttentionRun,
-  PLAIN_ATTENTION,
+  isPlainVariant,
 } from "../schedule/attention_plan.ts";
 import type { LeanPlan, LeanSchedule } from "../schedule/lean_schedule.ts";
 import type { AttentionProblem } from "./_validate.ts";
@@ -122,7 +122,7 @@ function makePlan(
       keyOffset: 0,
       positionLens: p.kvLens,
     }];
-  } else if (variant === PLAIN_ATTENTION) {
+  } else if (isPlainVariant(variant)) {
     runs = partRuns(planner.op, p, parts).map((r) => ({
       ...common,
       causal: r.causal,

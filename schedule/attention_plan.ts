@@ -51,6 +51,15 @@ export const PLAIN_ATTENTION: AttentionVariant = Object.freeze({
   bias: null,
 });
 
+/**
+ * Whether `v` is textbook attention, by its fields (a variant copied to a worker thread is no
+ * longer the {@link PLAIN_ATTENTION} object itself).
+ */
+export function isPlainVariant(v: AttentionVariant): boolean {
+  return v.windowLeft === Infinity && v.windowRight === Infinity && v.softcap === 0 &&
+    !v.sinks && !v.alibi && !v.bias;
+}
+
 /** The algorithm a schedule came from (a backend may pick its kernel by it). */
 export type AttentionAlgo = "flash" | "flash-decoding" | "lean";
 

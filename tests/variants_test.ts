@@ -12,8 +12,12 @@ import { randn, tensor } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../tensor/dtype.ts";
 import { LimitError } from "../tensor/errors.ts";
-import { flashAttention } from "../attention/flash.ts";
-import { leanAttention, leanAttentionSchedule } from "../attention/lean.ts";
+import { flashAttention, flashAttentionPlan } from "../attention/flash.ts";
+import type { AttentionPlan } from "../schedule/attention_plan.ts";
+import { leanAttention, leanAttentionPlan, leanAttentionSchedule } from "../attention/lean.ts";
+import { cpu } from "../backends/cpu/cpu_backend.ts";
+import { cpuAttention } from "../backends/cpu/attention.ts";
+import { closeAttentionWorkers, cpuAttentionParallel } from "../backends/cpu/_attention_worker.ts";
 import { naiveAttention } from "../attention/naive.ts";
 import type { VariantOptions } from "../attention/_variant.ts";
 import { describeBackends, numRuns } from "./_backends.ts";
@@ -259,4 +263,59 @@ Deno.test("a windowed decode over 512k keys schedules about the window's keys a 
   strictEqual(s.totalTiles, Math.ceil((left + 1) / 64));
   k.dispose();
   q.dispose();
+});
+
+Deno.test("the CPU worker pool runs a variant plan bit for bit like the in-thread executor", async () => {
+  const backend = cpu();
+  const q = randn([2, 4, 3, 16], { seed: 31, backend });
+  const k = randn([2, 2, 200, 16], { seed: 32, backend });
+  const v = randn([2, 2, 200, 16], { seed: 33, backend });
+  const sinks = tensor([0.5, -1, 2, 0], { backend });
+  const slopes = tensor([0.1, 0.2, 0.05, 0.3], { backend });
+  const bias = randn([1, 4, 1, 200], { seed: 34, backend });
+  const opts = {
+    causal: true,
+    kvLens: [200, 90],
+    window: { left: 50, right: 0 },
+    softcap: 20,
+    sinks,
+    alibiSlopes: slopes,
+    bias,
+  };
+  const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+  const inputs = {
+    sinks: info(sinks),
+    alibiSlopes: info(slopes),
+    bias: { ...info(bias), shape: [1, 4, 1, 200] },
+  };
+  try {
+    const plans: [string, AttentionPlan, () => Tensor][] = [
+      [
+        "lean",
+        leanAttentionPlan(q, k, v, { ...opts, grid: 9, tileSize: 16 }),
+        () => leanAttention(q, k, v, { ...opts, grid: 9, tileSize: 16 }),
+      ],
+      [
+        "flash-decoding",
+        flashAttentionPlan(q, k, v, { ...opts, numSplits: 3, blockN: 8 }),
+        () => flashAttention(q, k, v, { ...opts, numSplits: 3, blockN: 8 }),
+      ],
+    ];
+    for (const [name, plan, op] of plans) {
+      const run = plan.runs[0];
+      const one = cpuAttention(info(q), info(k), info(v), run, inputs);
+      const par = await cpuAttentionParallel(info(q), info(k), info(v), run, {
+        threads: 3,
+        inputs,
+      });
+      strictEqual(maxAbsDiff(one.out, par.out), 0, `${name}: out`);
+      strictEqual(maxAbsDiff(one.lse, par.lse), 0, `${name}: lse`);
+      const viaOp = op();
+      strictEqual(maxAbsDiff(one.out, await viaOp.data()), 0, `${name}: the op's executor`);
+      viaOp.dispose();
+    }
+  } finally {
+    closeAttentionWorkers();
+    for (const t of [q, k, v, sinks, slopes, bias]) t.dispose();
+  }
 });

@@ -22,7 +22,7 @@
  * @module
  */
 import type { AttentionInputs, AttentionParams, TensorInfo } from "../backend.ts";
-import { PLAIN_ATTENTION } from "../../schedule/attention_plan.ts";
+import { isPlainVariant, PLAIN_ATTENTION } from "../../schedule/attention_plan.ts";
 import type { LeanSchedule } from "../../schedule/lean_schedule.ts";
 import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
 import { allocCpu, type CpuArray, cpuValues } from "./_storage.ts";
@@ -55,7 +55,7 @@ export function runWorkers(
   const T = params.schedule.plan.tileSize;
   // The SIMD tile computes textbook scores only: variants (and the window's row starts) run
   // on the plain-JS tile, which implements every score change.
-  const plain = (params.variant ?? PLAIN_ATTENTION) === PLAIN_ATTENTION;
+  const plain = isPlainVariant(params.variant ?? PLAIN_ATTENTION);
   const simd = plain ? simdKernels() : null;
   const kernel = simd ? simdTileKernel(simd, buf, g, T) : scalarTileKernel(buf, g, T, params);
   walkSegments(kernel, buf, g, params, w0, w1);

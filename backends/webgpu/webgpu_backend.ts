@@ -7,7 +7,7 @@
  * @module
  */
 import { isSoftwareAdapter, parallelismOf } from "./_gpus.ts";
-import { PLAIN_ATTENTION } from "../../schedule/attention_plan.ts";
+import { isPlainVariant } from "../../schedule/attention_plan.ts";
 import type {
   AttentionInputs,
   AttentionPlan,
@@ -270,7 +270,7 @@ export class WebGpuBackend implements Backend {
     this.#rt.check();
     // Until the WGSL kernels implement variants, a variant call is refused before anything
     // is encoded (naiveAttention composes them from ops that run here).
-    const variant = plan.runs.find((r) => r.variant !== PLAIN_ATTENTION)?.variant;
+    const variant = plan.runs.find((r) => !isPlainVariant(r.variant))?.variant;
     if (variant) {
       const used = [
         variant.windowLeft !== Infinity || variant.windowRight !== Infinity ? "window" : "",
