@@ -113,7 +113,7 @@ export type {
 export { numSplitsHeuristic } from "./schedule/split_heuristic.ts";
 export type { SplitHeuristicInput } from "./schedule/split_heuristic.ts";
 export { renderSchedule } from "./schedule/render_schedule.ts";
-export { PLAIN_ATTENTION } from "./schedule/attention_plan.ts";
+export { isPlainVariant, PLAIN_ATTENTION } from "./schedule/attention_plan.ts";
 export type {
   AttentionAlgo,
   AttentionPlan,
