@@ -73,7 +73,7 @@ export interface PassRows {
   row: Int32Array;
   /** Keys the row sees end here (causal masking, a window, the batch's length). */
   end: Int32Array;
-  /** Keys the row sees start here (a window; 0 without one). */
+  /** Keys the row sees start here (a window; the segment's first key without one). */
   start: Int32Array;
   /** Position of the row's query (`positionLens[b] − Sq + i`). */
   pos: Float64Array;
