@@ -71,7 +71,7 @@ export type { AttentionTuning } from "./backends/webgpu/attention/mod.ts";
 export { defaultBackend, getBackend, setBackend } from "./defaults.ts";
 
 export { add, div, maximum, mul, sub } from "./ops/binary.ts";
-export { exp, log, neg } from "./ops/unary.ts";
+export { exp, log, neg, tanh } from "./ops/unary.ts";
 export { max, sum } from "./ops/reduce.ts";
 export { softmax } from "./ops/softmax.ts";
 export { matmul } from "./ops/matmul.ts";
@@ -82,7 +82,12 @@ export type { RopeOptions } from "./ops/rope.ts";
 export { cast } from "./ops/cast.ts";
 export { where } from "./ops/where.ts";
 
-export type { AttentionOptions } from "./attention/_validate.ts";
+export type { AttentionOptions, AttentionWindow, VariantOptions } from "./attention/_validate.ts";
+export {
+  windowFromFlashAttention,
+  windowFromModelCard,
+  windowFromOnnxRuntime,
+} from "./attention/window.ts";
 export { naiveAttention } from "./attention/naive.ts";
 export type { NaiveAttentionOptions } from "./attention/naive.ts";
 export { flashAttention, flashAttentionPlan, flashSchedule } from "./attention/flash.ts";
@@ -97,9 +102,10 @@ export type { LeanOptions } from "./attention/lean.ts";
 export { calibratedGrid, calibrateGrid } from "./attention/calibrate_grid.ts";
 export type { CalibrateOptions, Calibration } from "./attention/calibrate_grid.ts";
 export { mergeAttentionStates } from "./attention/merge.ts";
-export type { AttentionState } from "./attention/merge.ts";
+export type { AttentionState, MergeOptions } from "./attention/merge.ts";
 export { leanSchedule, splitSchedule } from "./schedule/lean_schedule.ts";
 export type {
+  CorePlan,
   LeanCut,
   LeanPlan,
   LeanSchedule,
@@ -109,7 +115,7 @@ export type {
 export { numSplitsHeuristic } from "./schedule/split_heuristic.ts";
 export type { SplitHeuristicInput } from "./schedule/split_heuristic.ts";
 export { renderSchedule } from "./schedule/render_schedule.ts";
-export { PLAIN_ATTENTION } from "./schedule/attention_plan.ts";
+export { isPlainVariant, PLAIN_ATTENTION } from "./schedule/attention_plan.ts";
 export type {
   AttentionAlgo,
   AttentionPlan,

@@ -8,6 +8,7 @@ import type { AttentionPlan } from "../schedule/attention_plan.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import type { AttentionProblem } from "./_validate.ts";
 import type { AttentionState } from "./merge.ts";
+import { variantInputs } from "./_variant.ts";
 
 const info = (t: Tensor): TensorInfo => ({ id: t.id, shape: t.shape, dtype: t.dtype });
 
@@ -20,7 +21,13 @@ export function runPlan(
   plan: AttentionPlan,
 ): Tensor | AttentionState {
   const { backend } = p;
-  const r = backend.attention(info(q), info(k), info(v), plan);
+  const extra = variantInputs(p.variant, backend);
+  let r: ReturnType<typeof backend.attention>;
+  try {
+    r = backend.attention(info(q), info(k), info(v), plan, extra.inputs);
+  } finally {
+    extra.free();
+  }
   const out = new Tensor(backend, r.out, [p.B, p.Hq, p.Sq, p.D], q.dtype);
   if (!p.returnLse) {
     backend.release(r.lse);

@@ -14,11 +14,19 @@ import {
 import { fmt } from "../tensor/shape.ts";
 import { type Backend, computeBackend } from "../backends/backend.ts";
 import { MAX_TILE, MAX_WORKERS } from "../schedule/limits.ts";
+import {
+  type AttentionWindow,
+  type ResolvedVariant,
+  resolveVariant,
+  VARIANT_OPTIONS,
+  type VariantOptions,
+} from "./_variant.ts";
 
 export { MAX_TILE, MAX_WORKERS };
+export type { AttentionWindow, ResolvedVariant, VariantOptions };
 
-/** Options every attention op takes. */
-export interface AttentionOptions {
+/** Options every attention op takes (the variants: {@link VariantOptions}). */
+export interface AttentionOptions extends VariantOptions {
   /** Multiplier of q·k (default `1/√D`). */
   scale?: number;
   /** Bottom-right aligned causal mask: query i sees keys `< len − Sq + i + 1`. */
@@ -30,7 +38,13 @@ export interface AttentionOptions {
 }
 
 /** The option names every attention op takes. */
-export const ATTENTION_OPTIONS = ["scale", "causal", "kvLens", "returnLse"] as const;
+export const ATTENTION_OPTIONS = [
+  "scale",
+  "causal",
+  "kvLens",
+  "returnLse",
+  ...VARIANT_OPTIONS,
+] as const;
 
 /** The resolved problem. */
 export interface AttentionProblem {
@@ -46,6 +60,8 @@ export interface AttentionProblem {
   causal: boolean;
   kvLens: Int32Array;
   returnLse: boolean;
+  /** The variant (window, soft-cap, sinks, ALiBi, bias) and its tensors. */
+  variant: ResolvedVariant;
 }
 
 /**
@@ -150,8 +166,10 @@ export function validateAttention<O extends AttentionOptions = AttentionOptions>
       kvLens[b] = n;
     }
   }
+  const backend = computeBackend(op, q.backend);
+  const variant = resolveVariant(op, opts, { B, Hq, Sq, N }, backend);
   return {
-    backend: computeBackend(op, q.backend),
+    backend,
     B,
     Hq,
     Hkv,
@@ -162,6 +180,7 @@ export function validateAttention<O extends AttentionOptions = AttentionOptions>
     causal: opts.causal ?? false,
     kvLens,
     returnLse: opts.returnLse ?? false,
+    variant,
     opts,
   };
 }

@@ -15,7 +15,12 @@ import { type LeanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
 import { MAX_TILE, MAX_WORKERS, queryBlocksOf } from "../schedule/limits.ts";
 import { numSplitsHeuristic } from "../schedule/split_heuristic.ts";
-import { type AttentionOptions, positiveIntOption, validateAttention } from "./_validate.ts";
+import {
+  type AttentionOptions,
+  type AttentionProblem,
+  positiveIntOption,
+  validateAttention,
+} from "./_validate.ts";
 import { runPlan } from "./_run.ts";
 import { planAttention, type Planner } from "./plan.ts";
 import type { AttentionState } from "./merge.ts";
@@ -67,6 +72,13 @@ function checkWorkers(numSplits: number, units: number): void {
   }
 }
 
+/** The most keys one row block can see: the longest length, or less under a window. */
+function longestVisible(p: AttentionProblem): number {
+  const { windowLeft: l, windowRight: r } = p.variant.variant;
+  const longest = p.kvLens.reduce((a, n) => Math.max(a, n), 0);
+  return Math.min(longest, l + r + p.Sq);
+}
+
 function plan(q: Tensor, k: Tensor, v: Tensor, options: FlashOptions | undefined) {
   const p = validateAttention<FlashOptions>(OP, q, k, v, options, ["blockN", "numSplits"]);
   const { opts } = p;
@@ -93,17 +105,17 @@ function plan(q: Tensor, k: Tensor, v: Tensor, options: FlashOptions | undefined
         ? numSplitsHeuristic({
           workItems: p.B * p.Hkv * qBlocks,
           workers: p.backend.parallelism,
-          keyBlocks: Math.max(1, Math.ceil(p.kvLens.reduce((a, n) => Math.max(a, n), 0) / blockN)),
+          keyBlocks: Math.max(1, Math.ceil(longestVisible(p) / blockN)),
         })
         : numSplits;
       checkWorkers(splits, p.B * p.Hkv * qBlocks);
       return {
         algo: splits === 1 ? "flash" : "flash-decoding",
-        schedule: (kvLens) =>
+        schedule: (lens) =>
           splitSchedule({
+            ...lens,
             batch: p.B,
             kvHeads: p.Hkv,
-            kvLens,
             qBlocks,
             tileSize: blockN,
             numSplits: splits,

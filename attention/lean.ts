@@ -64,7 +64,7 @@ function plan(q: Tensor, k: Tensor, v: Tensor, options: LeanOptions | undefined)
       const grid = given ?? shapeGrid(p.backend, problem, base, p.Sq, p.Hq / p.Hkv, p.D, k.dtype);
       return {
         algo: "lean",
-        schedule: (kvLens) => leanSchedule({ ...problem, kvLens, grid }),
+        schedule: (lens) => leanSchedule({ ...problem, ...lens, grid }),
       };
     },
   });

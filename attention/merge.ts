@@ -15,6 +15,11 @@ import {
   show,
 } from "../tensor/errors.ts";
 import { fmt, type Shape } from "../tensor/shape.ts";
+import { readOptions } from "../tensor/options.ts";
+import { fromValues, zeros } from "../tensor/creation.ts";
+import { add } from "../ops/binary.ts";
+import type { TensorInfo } from "../backends/backend.ts";
+import { headVector } from "./_variant.ts";
 
 function sameShape(a: Shape, b: Shape): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
@@ -28,10 +33,35 @@ export interface AttentionState {
   lse: Tensor;
 }
 
+/** Options of {@link mergeAttentionStates}. */
+export interface MergeOptions {
+  /**
+   * Sink logits, one per head (`[Hq]`: numbers or a float32 tensor; states are then
+   * `[B, Hq, Sq, D]`-like, heads on axis 1): the sink state `(out = 0, lse = z_h)` is merged
+   * once, after the states. Attention with sinks over a KV cache cut into pieces is the
+   * pieces' attention without sinks, merged with `{ sinks }`.
+   *
+   * @example
+   * ```ts
+   * import { flashAttention, mergeAttentionStates, randn } from "../mod.ts";
+   * const q = randn([1, 2, 1, 16], { seed: 1 });
+   * const k1 = randn([1, 2, 40, 16], { seed: 2 });
+   * const k2 = randn([1, 2, 60, 16], { seed: 3 });
+   * const pieces = [flashAttention(q, k1, k1, { returnLse: true }),
+   *   flashAttention(q, k2, k2, { returnLse: true })];
+   * // = flashAttention over all 100 keys with { sinks: [0.5, -1] }
+   * const { out } = mergeAttentionStates(pieces, { sinks: [0.5, -1] });
+   * console.log(out.shape); // [1, 2, 1, 16]
+   * ```
+   */
+  sinks?: readonly number[] | Tensor;
+}
+
 /**
  * Merges attention states over disjoint key sets, folding them in list order (so the result
  * is deterministic). A state with `lse = −∞` is the identity. The output has the first
- * `out`'s dtype; the LSE is float32.
+ * `out`'s dtype; the LSE is float32. With `sinks`, the sink term joins the softmax exactly
+ * once, after every state.
  *
  * @example
  * ```ts
@@ -46,8 +76,12 @@ export interface AttentionState {
  * console.log(out.shape, lse.shape); // [1, 2, 1, 16] [1, 2, 1]
  * ```
  */
-export function mergeAttentionStates(states: readonly AttentionState[]): AttentionState {
+export function mergeAttentionStates(
+  states: readonly AttentionState[],
+  options?: MergeOptions,
+): AttentionState {
   const op = "mergeAttentionStates";
+  const opts = readOptions<MergeOptions>(op, options, ["sinks"]);
   if (!Array.isArray(states) || states.length === 0) {
     throw new ArgumentError(
       `${op}: expected a non-empty array of {out, lse} states, got ${
@@ -100,11 +134,39 @@ export function mergeAttentionStates(states: readonly AttentionState[]): Attenti
       );
     }
   });
-  const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+  const info = (t: Tensor): TensorInfo => ({ id: t.id, shape: t.shape, dtype: t.dtype });
   const backend = first.backend;
-  const r = backend.mergeStates(states.map((s) => info(s.out)), states.map((s) => info(s.lse)));
-  return {
-    out: new Tensor(backend, r.out, first.shape, first.dtype),
-    lse: new Tensor(backend, r.lse, lseShape, "float32"),
-  };
+  const outs = states.map((s) => info(s.out));
+  const lses = states.map((s) => info(s.lse));
+  const temps: Tensor[] = [];
+  try {
+    if (opts.sinks !== undefined) {
+      if (first.rank < 3) {
+        throw new ShapeError(
+          `${op}: with sinks, out must be [B, Hq, Sq, D]-like (heads on axis 1), got ${
+            fmt(first.shape)
+          }`,
+        );
+      }
+      const Hq = first.shape[1];
+      const z = headVector(op, "sinks", opts.sinks, Hq, backend);
+      const zt = z instanceof Tensor ? z : temps[temps.push(fromValues(z, [Hq], { backend })) - 1];
+      // The sink as a state: out = 0, lse = z_h broadcast over the other axes.
+      const zView = zt.reshape([1, Hq, ...lseShape.slice(2).map(() => 1)]);
+      const base = zeros(lseShape, { backend });
+      temps.push(zView, base);
+      const sinkLse = add(base, zView);
+      const sinkOut = zeros(first.shape, { backend, dtype: first.dtype });
+      temps.push(sinkLse, sinkOut);
+      outs.push(info(sinkOut));
+      lses.push(info(sinkLse));
+    }
+    const r = backend.mergeStates(outs, lses);
+    return {
+      out: new Tensor(backend, r.out, first.shape, first.dtype),
+      lse: new Tensor(backend, r.lse, lseShape, "float32"),
+    };
+  } finally {
+    for (const t of temps) t.dispose();
+  }
 }

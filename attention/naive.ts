@@ -24,15 +24,15 @@
 import { DTypeError } from "../tensor/errors.ts";
 import { fromValues } from "../tensor/creation.ts";
 import { fmt } from "../tensor/shape.ts";
-import type { Tensor } from "../tensor/tensor.ts";
-import { add, maximum, mul, sub } from "../ops/binary.ts";
+import { Tensor } from "../tensor/tensor.ts";
+import { add, div, maximum, mul, sub } from "../ops/binary.ts";
 import { cast } from "../ops/cast.ts";
 import { matmul } from "../ops/matmul.ts";
 import { max, sum } from "../ops/reduce.ts";
 import { softmax } from "../ops/softmax.ts";
 import { where } from "../ops/where.ts";
-import { exp, log, neg } from "../ops/unary.ts";
-import { type AttentionOptions, validateAttention } from "./_validate.ts";
+import { exp, log, neg, tanh } from "../ops/unary.ts";
+import { type AttentionOptions, type AttentionProblem, validateAttention } from "./_validate.ts";
 import type { AttentionState } from "./merge.ts";
 
 /** Options of {@link naiveAttention}. */
@@ -110,10 +110,13 @@ export function naiveAttention(
     const k32 = f16 ? keep(cast(k, "float32")) : k;
     const v32 = f16 ? keep(cast(v, "float32")) : v;
 
-    const qg = keep(q32.reshape([B, Hkv, G * Sq, D]));
-    const raw = keep(matmul(qg, k32, { transposeB: true })); // [B, Hkv, G·Sq, N]
-    let s = keep(mul(raw, p.scale));
-    const mask = buildMask(p.kvLens, B, Sq, N, p.causal);
+    // q is scaled before the product, as the fused kernels do: scale·(q·k) could overflow
+    // float32 where (scale·q)·k does not.
+    const qg = keep(keep(mul(q32, p.scale)).reshape([B, Hkv, G * Sq, D]));
+    let s = keep(matmul(qg, k32, { transposeB: true })); // [B, Hkv, G·Sq, N]
+    s = variantScores(s, p, keep);
+    const win = p.variant.variant;
+    const mask = buildMask(p, win.windowLeft, win.windowRight);
     let rows: Tensor | null = null; // [B, 1, 1, Sq, N]: 1 visible, 0 hidden
     if (mask) {
       rows = keep(fromValues(mask, [B, 1, 1, Sq, N], { backend: q.backend }));
@@ -121,14 +124,18 @@ export function naiveAttention(
       const masked = keep(where(rows, s5, -Infinity));
       s = keep(masked.reshape([B, Hkv, G * Sq, N]));
     }
-    const probs = keep(softmax(s, -1));
+    const sinks = sinkLogits(p, keep); // [1, Hkv, G, 1, 1], or null
+    const sm = sinks ? softmaxWithSinks(s, sinks, [B, Hkv, G, Sq, N], keep) : null;
+    const probs = sm ? sm.probs : keep(softmax(s, -1));
     let vv = v32;
-    const keys = buildKeyMask(p.kvLens, N);
+    const keys = mask && buildKeyMask(mask, B, Sq, N);
     if (keys) {
       const km = keep(fromValues(keys, [B, 1, N, 1], { backend: q.backend }));
       vv = keep(where(km, v32, 0));
     }
-    const rowsDiffer = p.causal && Sq > 1 && p.kvLens.some((len) => len > 0);
+    // Rows see different keys (causal or a window with Sq > 1): no single V fits them all.
+    const windowed = win.windowLeft !== Infinity || win.windowRight !== Infinity;
+    const rowsDiffer = (p.causal || windowed) && Sq > 1 && p.kvLens.some((len) => len > 0);
     const o = rowsDiffer && rows
       ? nonFiniteV(probs, vv, rows, [B, Hkv, G, Sq, N, D], keep)
       : keep(matmul(probs, vv)); // [B, Hkv, G·Sq, D]
@@ -139,6 +146,7 @@ export function naiveAttention(
       out = cast(o32, "float16");
     }
     if (!p.returnLse) return out;
+    if (sm) return { out, lse: sm.lse.reshape([B, Hq, Sq]) };
 
     const mx = keep(max(s, -1, true));
     const mc = keep(maximum(mx, LOWEST_F32));
@@ -154,36 +162,116 @@ export function naiveAttention(
   }
 }
 
-/** 1 where key j is visible to query row i of batch b, 0 elsewhere; null if nothing is hidden. */
-function buildMask(
-  kvLens: Int32Array,
-  B: number,
-  Sq: number,
-  N: number,
-  causal: boolean,
-): Float32Array | null {
-  const visible = (b: number, i: number) => {
+type Keep = <T extends Tensor>(t: T) => T;
+
+/**
+ * The variant's score changes in VARIANTS.md order, on the scores `[B, Hkv, G·Sq, N]`:
+ * soft-cap `c·tanh(s/c)`, ALiBi `−slope_h·|p_i − j|` (slopes × a host-built distance table),
+ * bias (broadcast over the scores viewed as `[B, Hkv, G, Sq, N]`).
+ */
+function variantScores(s: Tensor, p: AttentionProblem, keep: Keep): Tensor {
+  const { B, Hq, Hkv, Sq, N } = p;
+  const G = Hq / Hkv;
+  const { softcap } = p.variant.variant;
+  if (softcap > 0) s = keep(mul(keep(tanh(keep(div(s, softcap)))), softcap));
+  const { alibiSlopes, bias } = p.variant;
+  if (!alibiSlopes && !bias) return s;
+  let s5 = keep(s.reshape([B, Hkv, G, Sq, N]));
+  if (alibiSlopes) {
+    const dist = new Float32Array(B * Sq * N);
+    for (let b = 0; b < B; b++) {
+      for (let i = 0; i < Sq; i++) {
+        const pos = p.kvLens[b] - Sq + i;
+        for (let j = 0; j < N; j++) dist[(b * Sq + i) * N + j] = Math.abs(pos - j);
+      }
+    }
+    const d = keep(fromValues(dist, [B, 1, 1, Sq, N], { backend: p.backend }));
+    const slopes = keep(headTensor(alibiSlopes, p, keep).reshape([1, Hkv, G, 1, 1]));
+    s5 = keep(sub(s5, keep(mul(slopes, d))));
+  }
+  if (bias) {
+    const [b0, h0, s0, n0] = bias.shape;
+    const t = bias.t.dtype === "float32" ? bias.t : keep(cast(bias.t, "float32"));
+    const view = keep(t.reshape([b0, h0 === 1 ? 1 : Hkv, h0 === 1 ? 1 : G, s0, n0]));
+    s5 = keep(add(s5, view));
+  }
+  return keep(s5.reshape([B, Hkv, G * Sq, N]));
+}
+
+/** A per-head vector option as a tensor `[Hq]` on the call's backend. */
+function headTensor(v: Float32Array | Tensor, p: AttentionProblem, keep: Keep): Tensor {
+  return v instanceof Tensor ? v : keep(fromValues(Float32Array.from(v), [p.Hq], {
+    backend: p.backend,
+  }));
+}
+
+/** The sink logits viewed as `[1, Hkv, G, 1, 1]`, or null without sinks. */
+function sinkLogits(p: AttentionProblem, keep: Keep): Tensor | null {
+  if (!p.variant.sinks) return null;
+  return keep(headTensor(p.variant.sinks, p, keep).reshape([1, p.Hkv, p.Hq / p.Hkv, 1, 1]));
+}
+
+/**
+ * Softmax over each row's keys plus its head's sink logit `z` (an extra column with no value):
+ * `m = max(max_j s_j, z)`, `l = Σ exp(s_j − m) + exp(z − m)`, probs `exp(s − m) / l`, and
+ * `lse = m + ln l`. Hidden scores are −∞ already (weight 0).
+ */
+function softmaxWithSinks(
+  s: Tensor,
+  z: Tensor,
+  [B, Hkv, G, Sq, N]: readonly number[],
+  keep: Keep,
+): { probs: Tensor; lse: Tensor } {
+  const s5 = keep(s.reshape([B, Hkv, G, Sq, N]));
+  const m = keep(maximum(keep(max(s5, -1, true)), z)); // [B, Hkv, G, Sq, 1]
+  const e = keep(exp(keep(sub(s5, m))));
+  const l = keep(add(keep(sum(e, -1, true)), keep(exp(keep(sub(z, m))))));
+  const probs = keep(keep(div(e, l)).reshape([B, Hkv, G * Sq, N]));
+  const lse = keep(add(m, keep(log(l))));
+  return { probs, lse };
+}
+
+/**
+ * 1 where key j is visible to query row i of batch b (its length, causal, the window), 0
+ * elsewhere, `[B, Sq, N]`; null if nothing is hidden.
+ */
+function buildMask(p: AttentionProblem, left: number, right: number): Float32Array | null {
+  const { B, Sq, N, kvLens, causal } = p;
+  const range = (b: number, i: number): [number, number] => {
     const len = kvLens[b];
-    return causal ? Math.max(0, Math.min(len, len - Sq + i + 1)) : len;
+    const pos = len - Sq + i;
+    let hi = causal ? Math.min(len, pos + 1) : len;
+    if (right !== Infinity) hi = Math.min(hi, pos + right + 1);
+    const lo = left === Infinity ? 0 : Math.max(0, pos - left);
+    return [lo, Math.max(lo, hi)];
   };
   let hidden = false;
   for (let b = 0; b < B && !hidden; b++) {
-    for (let i = 0; i < Sq && !hidden; i++) hidden = visible(b, i) < N;
+    for (let i = 0; i < Sq && !hidden; i++) {
+      const [lo, hi] = range(b, i);
+      hidden = lo > 0 || hi < N;
+    }
   }
   if (!hidden) return null;
   const mask = new Float32Array(B * Sq * N);
   for (let b = 0; b < B; b++) {
-    for (let i = 0; i < Sq; i++) mask.fill(1, (b * Sq + i) * N, (b * Sq + i) * N + visible(b, i));
+    for (let i = 0; i < Sq; i++) {
+      const [lo, hi] = range(b, i);
+      mask.fill(1, (b * Sq + i) * N + lo, (b * Sq + i) * N + hi);
+    }
   }
   return mask;
 }
 
-/** `[B, N]`: 1 where key j < kvLens[b], 0 elsewhere; null if every key is valid. */
-function buildKeyMask(kvLens: Int32Array, N: number): Float32Array | null {
-  if (kvLens.every((len) => len === N)) return null;
-  const mask = new Float32Array(kvLens.length * N);
-  kvLens.forEach((len, b) => mask.fill(1, b * N, b * N + len));
-  return mask;
+/** `[B, N]`: 1 where some row of batch b sees key j, 0 elsewhere; null if every key is seen. */
+function buildKeyMask(mask: Float32Array, B: number, Sq: number, N: number): Float32Array | null {
+  const keys = new Float32Array(B * N);
+  for (let b = 0; b < B; b++) {
+    for (let i = 0; i < Sq; i++) {
+      for (let j = 0; j < N; j++) if (mask[(b * Sq + i) * N + j]) keys[b * N + j] = 1;
+    }
+  }
+  return keys.every((x) => x === 1) ? null : keys;
 }
 
 /**

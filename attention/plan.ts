@@ -18,10 +18,20 @@ import {
   type AttentionAlgo,
   type AttentionPlan,
   type AttentionRun,
-  PLAIN_ATTENTION,
+  isPlainVariant,
 } from "../schedule/attention_plan.ts";
-import type { LeanSchedule } from "../schedule/lean_schedule.ts";
+import type { LeanPlan, LeanSchedule } from "../schedule/lean_schedule.ts";
 import type { AttentionProblem } from "./_validate.ts";
+import { variantKey } from "./_variant.ts";
+
+/**
+ * What a schedule builder is given besides the algorithm's knobs: the lengths, and with a
+ * window what bounds each unit's visible keys (query rows, causal, positions).
+ */
+export type ScheduleLens = Pick<
+  LeanPlan,
+  "kvLens" | "window" | "Sq" | "causal" | "positionLens" | "keyOffset"
+>;
 
 /** How one algorithm turns a problem into schedules. */
 export interface Planner {
@@ -32,7 +42,7 @@ export interface Planner {
   /** Resolves the knobs (on a cache miss); the builder makes a schedule for given lengths. */
   resolve(p: AttentionProblem): {
     algo: AttentionAlgo;
-    schedule(kvLens: readonly number[]): LeanSchedule;
+    schedule(lens: ScheduleLens): LeanSchedule;
   };
 }
 
@@ -61,6 +71,7 @@ export function planAttention(
     p.causal,
     p.kvLens.join(","),
     parts ? parts.map((x) => x.n0).join(",") : "whole",
+    variantKey(p.variant.variant),
   ].join("|");
   let plans = cache.get(p.backend);
   if (!plans) cache.set(p.backend, plans = new Map());
@@ -84,21 +95,26 @@ function makePlan(
   parts: readonly StoragePart[] | null,
 ): AttentionPlan {
   const { algo, schedule: build } = planner.resolve(p);
+  const variant = p.variant.variant;
+  const windowed = variant.windowLeft !== Infinity || variant.windowRight !== Infinity;
+  // With a window a unit covers only the keys its rows can see (positions of the whole call).
+  const lensOf = (kvLens: number[], keyOffset: number): ScheduleLens =>
+    windowed
+      ? {
+        kvLens,
+        window: { left: variant.windowLeft, right: variant.windowRight },
+        Sq: p.Sq,
+        causal: p.causal,
+        positionLens: Array.from(p.kvLens),
+        keyOffset,
+      }
+      : { kvLens };
   const lens = Array.from(p.kvLens);
-  const schedule = build(lens);
-  const common = { algo, scale: p.scale, variant: PLAIN_ATTENTION };
-  const runs: AttentionRun[] = parts
-    ? partRuns(planner.op, p, parts).map((r) => ({
-      ...common,
-      causal: r.causal,
-      kvLens: Int32Array.from(r.lens),
-      schedule: build(r.lens),
-      part: r.part,
-      // The causal runs of parts align to their own lengths (see partRuns).
-      keyOffset: 0,
-      positionLens: Int32Array.from(r.lens),
-    }))
-    : [{
+  const schedule = build(lensOf(lens, 0));
+  const common = { algo, scale: p.scale, variant };
+  let runs: AttentionRun[];
+  if (!parts) {
+    runs = [{
       ...common,
       causal: p.causal,
       kvLens: p.kvLens,
@@ -106,6 +122,20 @@ function makePlan(
       keyOffset: 0,
       positionLens: p.kvLens,
     }];
+  } else if (isPlainVariant(variant)) {
+    runs = partRuns(planner.op, p, parts).map((r) => ({
+      ...common,
+      causal: r.causal,
+      kvLens: Int32Array.from(r.lens),
+      schedule: build({ kvLens: r.lens }),
+      part: r.part,
+      // The causal runs of parts align to their own lengths (see partRuns).
+      keyOffset: 0,
+      positionLens: Int32Array.from(r.lens),
+    }));
+  } else {
+    runs = variantPartRuns(p, parts, common, (l, off) => build(lensOf(l, off)));
+  }
   const plan: AttentionPlan = {
     algo,
     qShape: q.shape,
@@ -117,6 +147,7 @@ function makePlan(
     causal: p.causal,
     kvLens: p.kvLens,
     schedule,
+    variant,
     parts: parts ? parts.map(({ n0, n1 }) => Object.freeze({ n0, n1 })) : null,
     runs,
   };
@@ -158,6 +189,41 @@ function kvParts(
     );
   }
   return kp;
+}
+
+/**
+ * The runs of a variant over K/V parts, in key order: each part's keys keep their positions
+ * (`keyOffset` = the part's first key, `positionLens` = the call's lengths), so causal
+ * masking, windows, ALiBi and bias need no special cases. The sink is left out of every run
+ * (`variant.sinks` false there; the plan's variant keeps it): the executor merges it once,
+ * after the parts' states (VARIANTS.md, "The softmax, with sinks").
+ */
+function variantPartRuns(
+  p: AttentionProblem,
+  parts: readonly StoragePart[],
+  common: Pick<AttentionRun, "algo" | "scale" | "variant">,
+  build: (kvLens: number[], keyOffset: number) => LeanSchedule,
+): AttentionRun[] {
+  const variant = Object.freeze({ ...common.variant, sinks: false });
+  const runs: AttentionRun[] = [];
+  for (let c = 0; c < parts.length; c++) {
+    const { n0, n1 } = parts[c];
+    const lens = Array.from(p.kvLens, (len) => Math.max(0, Math.min(len - n0, n1 - n0)));
+    const schedule = build(lens, n0);
+    // Parts nobody sees add nothing; the first always runs (the identity state of no keys).
+    if (c > 0 && schedule.totalTiles === 0) continue;
+    runs.push({
+      ...common,
+      variant,
+      causal: p.causal,
+      kvLens: Int32Array.from(lens),
+      schedule,
+      part: c,
+      keyOffset: n0,
+      positionLens: p.kvLens,
+    });
+  }
+  return runs;
 }
 
 /**

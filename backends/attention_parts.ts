@@ -64,12 +64,14 @@ export function attentionInParts(
       const c = run.part!;
       states.push(runKernel(qi, kvInfo(kParts[c].id, c), kvInfo(vParts[c].id, c), run));
     }
-    if (states.length === 1) return states.pop()!;
-    let merged = backend.mergeStates(
+    // The call's sinks (the plan's variant; part runs leave them out): merged once, last.
+    const sinks = (plan.variant ?? plan.runs[0].variant).sinks;
+    if (states.length === 1 && !sinks) return states.pop()!;
+    let merged = states.length === 1 ? states.pop()! : backend.mergeStates(
       states.map((s) => ({ id: s.out, shape: outShape, dtype: partialType })),
       states.map((s) => ({ id: s.lse, shape: outShape.slice(0, 3), dtype: "float32" })),
     );
-    if (plan.runs[0].variant.sinks) {
+    if (sinks) {
       const prev = merged;
       try {
         merged = mergeSink(backend, prev, inputs.sinks!, outShape, partialType);

@@ -24,8 +24,11 @@ export interface TensorInfo {
   readonly dtype: DType;
 }
 
-/** Elementwise unary ops (`log` is natural; naive attention needs it for the LSE). */
-export type UnaryOp = "exp" | "neg" | "log";
+/**
+ * Elementwise unary ops (`log` is natural; naive attention needs it for the LSE, `tanh` for
+ * the soft-cap).
+ */
+export type UnaryOp = "exp" | "neg" | "log" | "tanh";
 /** Elementwise binary ops (broadcasting). */
 export type BinaryOp = "add" | "sub" | "mul" | "div" | "max";
 /** Reductions along one axis. */

@@ -1,5 +1,5 @@
 /**
- * Elementwise unary ops: `exp`, `neg`, `log`.
+ * Elementwise unary ops: `exp`, `neg`, `log`, `tanh`.
  *
  * @module
  */
@@ -49,4 +49,17 @@ export function neg(x: Tensor): Tensor {
  */
 export function log(x: Tensor): Tensor {
   return unaryOp("log", x);
+}
+
+/**
+ * Elementwise hyperbolic tangent (same shape and dtype); `tanh(±∞) = ±1`.
+ *
+ * @example
+ * ```ts
+ * import { tanh, tensor } from "../mod.ts";
+ * console.log(await tanh(tensor([0, Infinity])).toArray()); // [0, 1]
+ * ```
+ */
+export function tanh(x: Tensor): Tensor {
+  return unaryOp("tanh", x);
 }

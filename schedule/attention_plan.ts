@@ -51,6 +51,15 @@ export const PLAIN_ATTENTION: AttentionVariant = Object.freeze({
   bias: null,
 });
 
+/**
+ * Whether `v` is textbook attention, by its fields (a variant copied to a worker thread is no
+ * longer the {@link PLAIN_ATTENTION} object itself).
+ */
+export function isPlainVariant(v: AttentionVariant): boolean {
+  return v.windowLeft === Infinity && v.windowRight === Infinity && v.softcap === 0 &&
+    !v.sinks && !v.alibi && !v.bias;
+}
+
 /** The algorithm a schedule came from (a backend may pick its kernel by it). */
 export type AttentionAlgo = "flash" | "flash-decoding" | "lean";
 
@@ -117,6 +126,11 @@ export interface AttentionPlan {
   readonly kvLens: Int32Array;
   /** The schedule over the whole key axis (what `renderSchedule` draws). */
   readonly schedule: LeanSchedule;
+  /**
+   * The call's variant (absent: {@link PLAIN_ATTENTION}). Runs over K/V parts carry it
+   * without the sink (`sinks: false`): the sink state is merged once, after the parts.
+   */
+  readonly variant?: AttentionVariant;
   /** Key ranges `[n0, n1)` of the K/V parts, or null when K/V are stored whole. */
   readonly parts: readonly { readonly n0: number; readonly n1: number }[] | null;
   /**

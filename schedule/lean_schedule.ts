@@ -33,7 +33,27 @@ export interface LeanPlan {
   tileSize: number;
   /** Number of workers (lean) — ignored by `splitSchedule`. */
   grid: number;
+  /**
+   * A sliding window (VARIANTS.md): a row at position p sees keys at positions
+   * `[p − left, p + right]` (Infinity: no limit on that side). With a window each unit
+   * covers only the keys some row of it can see (`keyStart`, `keys`); without one (or with
+   * both sides unlimited) every unit covers all its valid keys, as before.
+   */
+  window?: { readonly left: number; readonly right: number };
+  /** Query rows per (batch, head) (default 1); only read with a window. */
+  Sq?: number;
+  /** Causal masking, which also bounds a window's right side; only read with a window. */
+  causal?: boolean;
+  /** Per batch entry, the length query positions align to (default `kvLens`). */
+  positionLens?: readonly number[];
+  /** Position of local key 0 (default 0): the first key of a K/V part. */
+  keyOffset?: number;
 }
+
+/** The fields of a plan a schedule keeps (a window is resolved into the units). */
+export type CorePlan = Required<
+  Omit<LeanPlan, "window" | "Sq" | "causal" | "positionLens" | "keyOffset">
+>;
 
 /** One (batch, kv-head, query-block) of the work. */
 export interface LeanUnit {
@@ -83,8 +103,8 @@ export interface LeanCut {
 export interface LeanSchedule {
   /** `"lean"` (stream-K) or `"split"` (FlashDecoding / FlashAttention-2). */
   kind: "lean" | "split";
-  /** The plan it was made from (with defaults filled in). */
-  plan: Required<LeanPlan>;
+  /** The plan it was made from (with defaults filled in; a window is resolved into `units`). */
+  plan: CorePlan;
   /** All units, index = `((b · kvHeads) + kvHead) · qBlocks + qBlock`. */
   units: LeanUnit[];
   /** Total tiles over all units. */
@@ -104,7 +124,33 @@ function positiveInt(name: string, v: unknown): number {
   return v;
 }
 
-function units(plan: LeanPlan): { plan: Required<LeanPlan>; units: LeanUnit[] } {
+/**
+ * The keys `[lo, hi)` (local indices, within `[0, len)`) that some query row of rows
+ * `[i0, i1)` can see under `plan`'s window; lo = 0, hi = len without one.
+ */
+export function visibleKeyRange(
+  plan: LeanPlan,
+  b: number,
+  i0: number,
+  i1: number,
+): { lo: number; hi: number } {
+  const len = plan.kvLens[b];
+  const w = plan.window;
+  if (!w || (w.left === Infinity && w.right === Infinity)) return { lo: 0, hi: len };
+  if (i1 <= i0) return { lo: 0, hi: 0 };
+  const Sq = plan.Sq ?? 1;
+  const off = plan.keyOffset ?? 0;
+  const P = (plan.positionLens ?? plan.kvLens)[b];
+  const pFirst = P - Sq + i0; // position of the unit's first row
+  const pLast = P - Sq + i1 - 1; // …and of its last
+  let hi = pLast + w.right + 1 - off;
+  if (plan.causal) hi = Math.min(hi, pLast + 1 - off);
+  const lo = Math.max(0, pFirst - w.left - off);
+  hi = Math.min(len, hi);
+  return hi > lo ? { lo, hi } : { lo: 0, hi: 0 };
+}
+
+function units(plan: LeanPlan): { plan: CorePlan; units: LeanUnit[] } {
   const batch = positiveInt("batch", plan.batch);
   const kvHeads = positiveInt("kvHeads", plan.kvHeads);
   const qBlocks = positiveInt("qBlocks", plan.qBlocks ?? 1);
@@ -121,18 +167,26 @@ function units(plan: LeanPlan): { plan: Required<LeanPlan>; units: LeanUnit[] } 
       throw new ArgumentError(`kvLens: expected non-negative integers, got [${plan.kvLens}]`);
     }
   }
+  const Sq = plan.Sq ?? 1;
+  const rowsPerBlock = Math.ceil(Sq / qBlocks);
   const list: LeanUnit[] = [];
   for (let b = 0; b < batch; b++) {
+    // The keys some row of a query block sees: the same for every head of the batch entry.
+    const ranges = Array.from({ length: qBlocks }, (_, qb) => {
+      if (!plan.window) return { lo: 0, hi: plan.kvLens[b] };
+      const i0 = Math.min(Sq, qb * rowsPerBlock);
+      return visibleKeyRange(plan, b, i0, Math.min(Sq, i0 + rowsPerBlock));
+    });
     for (let h = 0; h < kvHeads; h++) {
       for (let qb = 0; qb < qBlocks; qb++) {
-        const keys = plan.kvLens[b];
+        const { lo, hi } = ranges[qb];
         list.push({
           b,
           kvHead: h,
           qBlock: qb,
-          keyStart: 0,
-          keys,
-          tiles: Math.ceil(keys / tileSize),
+          keyStart: lo,
+          keys: hi - lo,
+          tiles: Math.ceil((hi - lo) / tileSize),
         });
       }
     }
@@ -146,7 +200,7 @@ function units(plan: LeanPlan): { plan: Required<LeanPlan>; units: LeanUnit[] } 
 /** Assigns partial slots: segments of units that more than one segment touches. */
 export function finish(
   kind: "lean" | "split",
-  plan: Required<LeanPlan>,
+  plan: CorePlan,
   unitList: LeanUnit[],
   workers: LeanSegment[][],
 ): LeanSchedule {

@@ -18,7 +18,12 @@ import { cpu } from "../backends/cpu/cpu_backend.ts";
 import { cpuAttention } from "../backends/cpu/attention.ts";
 import { closeAttentionWorkers, cpuAttentionParallel } from "../backends/cpu/_attention_worker.ts";
 
-import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
+import {
+  attentionTolerances,
+  maxAbs,
+  maxAbsDiff,
+  referenceAttention,
+} from "../testing/reference.ts";
 
 interface Case {
   B: number;
@@ -78,12 +83,7 @@ async function inputs(backend: Backend, c: Case, qScale = 1): Promise<Inputs> {
  * output adds its own rounding (half an ulp of the largest value).
  */
 function tolerances(x: Inputs): { out: number; lse: number } {
-  const grow = Math.max(1, Math.log2(x.c.N) / 4);
-  let out = 1e-5 * Math.max(1e-3, maxAbs(x.ref.out)) * grow;
-  const finite = Array.from(x.ref.lse).filter(Number.isFinite);
-  const lse = 1e-5 * Math.max(1, maxAbs(finite)) * grow;
-  if (x.q.dtype === "float16") out += 2 * 2 ** -11 * maxAbs(x.ref.out);
-  return { out, lse };
+  return attentionTolerances(x.ref, x.c.N, x.q.dtype);
 }
 
 type Result = { out: Tensor; lse: Tensor };

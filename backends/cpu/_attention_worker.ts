@@ -14,7 +14,8 @@
  *
  * @module
  */
-import type { AttentionParams, TensorInfo } from "../backend.ts";
+import type { AttentionInputs, AttentionParams, TensorInfo } from "../backend.ts";
+import type { WalkParams } from "./_segment_walk.ts";
 import type { CpuArray } from "./_storage.ts";
 import { type AttentionBuffers, attentionBuffers, finishCuts, runWorkers } from "./attention.ts";
 import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
@@ -23,7 +24,7 @@ interface Job {
   job: number;
   buf: AttentionBuffers;
   g: AttentionGeometry;
-  params: Pick<AttentionParams, "scale" | "causal" | "kvLens" | "schedule">;
+  params: WalkParams;
   w0: number;
   w1: number;
 }
@@ -81,7 +82,8 @@ export function balancedRanges(loads: readonly number[], t: number): [number, nu
 
 /**
  * Attention executing `params.schedule` across `threads` Web Workers (default: the logical
- * core count). Same inputs and results as the backend's `attention` kernel, bit for bit.
+ * core count). Same inputs and results as the backend's `attention` kernel, bit for bit
+ * (`opts.inputs`: a variant's tensors, as `Backend.attention` takes them).
  *
  * @example
  * ```ts ignore
@@ -94,11 +96,11 @@ export async function cpuAttentionParallel(
   k: TensorInfo,
   v: TensorInfo,
   params: AttentionParams,
-  opts: { threads?: number } = {},
+  opts: { threads?: number; inputs?: AttentionInputs } = {},
 ): Promise<{ out: CpuArray; lse: CpuArray }> {
   const s = params.schedule;
   const g = attentionGeometry(q.shape, k.shape, s);
-  const buf = attentionBuffers(q, k, v, g, s);
+  const buf = attentionBuffers(q, k, v, g, s, opts.inputs, params.variant);
   const threads = Math.max(1, Math.min(opts.threads ?? (navigator.hardwareConcurrency || 1), 64));
   const loads = s.workers.map((run) => run.reduce((a, seg) => a + seg.tileEnd - seg.tileStart, 0));
   const ranges = balancedRanges(loads, threads).filter(([a, b]) => b > a);
@@ -107,6 +109,9 @@ export async function cpuAttentionParallel(
     causal: params.causal,
     kvLens: params.kvLens,
     schedule: s,
+    variant: params.variant,
+    keyOffset: params.keyOffset,
+    positionLens: params.positionLens,
   };
   await Promise.all(
     workers(ranges.length).map((worker, i) =>

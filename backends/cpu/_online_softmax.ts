@@ -68,6 +68,19 @@ export function foldState(
   st.m = mNew;
 }
 
+/**
+ * Folds a sink logit `z` into `st`: the state `(m = z, l = 1, o = 0)` (VARIANTS.md), merged
+ * exactly once per row, after every piece of its keys.
+ */
+export function foldSink(st: RowState, z: number): void {
+  const { m, o } = st;
+  const mNew = m >= z ? m : z; // a NaN m gives NaN α below, so NaN stays NaN
+  const alpha = m === -Infinity ? 0 : Math.exp(m - mNew);
+  st.l = alpha * st.l + Math.exp(z - mNew);
+  for (let d = 0; d < o.length; d++) o[d] *= alpha;
+  st.m = mNew;
+}
+
 /** Writes row `row` of out (`o / l`) and lse (`m + log l`); a row with `l = 0` is 0 and −∞. */
 export function writeRow(
   out: CpuArray,

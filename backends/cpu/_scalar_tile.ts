@@ -5,22 +5,59 @@
  * @module
  */
 import type { AttentionGeometry } from "../../schedule/geometry.ts";
+import { PLAIN_ATTENTION } from "../../schedule/attention_plan.ts";
 import { maxOrNaN, rescaleRow } from "./_online_softmax.ts";
 import {
   type AttentionBuffers,
   type PassRows,
   rowsPerPass,
   type TileKernel,
+  type WalkParams,
 } from "./_segment_walk.ts";
 
-/** The plain-JS tile kernel of one call (`T` keys a tile). */
+/**
+ * The score changes of a variant after `s = scale · q·k` (VARIANTS.md, in order: soft-cap,
+ * ALiBi, bias), for row `row` at position `p` and key position `kp`; null for none.
+ */
+function scoreTransform(
+  buf: AttentionBuffers,
+  g: AttentionGeometry,
+  params: WalkParams | undefined,
+): ((s: number, row: number, p: number, kp: number) => number) | null {
+  const variant = params?.variant ?? PLAIN_ATTENTION;
+  const { slopes, bias } = buf;
+  const c = variant.softcap;
+  if (c === 0 && !slopes && !bias) return null;
+  const { Hq, Sq } = g;
+  const [sB, sH, sI, sJ] = bias?.strides ?? [0, 0, 0, 0];
+  const bv = bias?.values;
+  return (s, row, p, kp) => {
+    if (c > 0) s = c * Math.tanh(s / c);
+    if (slopes || bv) {
+      const i = row % Sq;
+      const bh = Math.floor(row / Sq);
+      const h = bh % Hq;
+      if (slopes) s -= slopes[h] * Math.abs(p - kp);
+      if (bv) s += bv[Math.floor(bh / Hq) * sB + h * sH + i * sI + kp * sJ];
+    }
+    return s;
+  };
+}
+
+/**
+ * The plain-JS tile kernel of one call (`T` keys a tile); with `params` it applies their
+ * variant's score changes (the keys' positions are `keyOffset + j`).
+ */
 export function scalarTileKernel(
   buf: AttentionBuffers,
   g: AttentionGeometry,
   T: number,
+  params?: WalkParams,
 ): TileKernel {
   const { k, v } = buf;
   const { N, D, unitRows } = g;
+  const transform = scoreTransform(buf, g, params);
+  const off = params?.keyOffset ?? 0;
   const Rc = rowsPerPass(unitRows, D * 16);
   const qs = new Float64Array(Rc * D);
   const o = new Float64Array(Rc * D);
@@ -31,16 +68,20 @@ export function scalarTileKernel(
     q: qs,
     o,
     tile(rows: PassRows, R: number, kBase: number, t0: number, t1: number): void {
-      const { end: ends, m, l } = rows;
+      const { end: ends, start: starts, m, l } = rows;
       for (let a = 0; a < R; a++) {
         const end = Math.min(t1, ends[a]);
-        if (end <= t0) continue; // this row's keys ended before the tile
+        const t0a = Math.max(t0, starts[a]); // a window may start this row's keys later
+        if (end <= t0a) continue; // the tile holds none of this row's keys
         const qa = a * D;
+        const row = rows.row[a];
+        const p = rows.pos[a];
         let mt = -Infinity;
-        for (let j = t0; j < end; j++) {
+        for (let j = t0a; j < end; j++) {
           const ko = kBase + j * D;
           let dot = 0;
           for (let d = 0; d < D; d++) dot += qs[qa + d] * k[ko + d];
+          if (transform) dot = transform(dot, row, p, off + j);
           s[j - t0] = dot;
           mt = maxOrNaN(mt, dot);
         }
@@ -49,11 +90,11 @@ export function scalarTileKernel(
         const mNew = m[a];
         let la = l[a];
         for (let d = 0; d < D; d++) o[qa + d] *= alpha;
-        for (let j = t0; j < end; j++) {
-          const p = Math.exp(s[j - t0] - mNew);
-          la += p;
+        for (let j = t0a; j < end; j++) {
+          const e = Math.exp(s[j - t0] - mNew);
+          la += e;
           const vo = kBase + j * D;
-          for (let d = 0; d < D; d++) o[qa + d] += p * v[vo + d];
+          for (let d = 0; d < D; d++) o[qa + d] += e * v[vo + d];
         }
         l[a] = la;
       }

@@ -14,7 +14,8 @@
 import type { AttentionParams } from "../backend.ts";
 import type { AttentionGeometry } from "../../schedule/geometry.ts";
 import type { CpuArray } from "./_storage.ts";
-import { writeRow } from "./_online_softmax.ts";
+import { PLAIN_ATTENTION } from "../../schedule/attention_plan.ts";
+import { foldSink, writeRow } from "./_online_softmax.ts";
 
 /** Arrays the executor reads and writes; all plain typed arrays so Workers can share them. */
 export interface AttentionBuffers {
@@ -25,10 +26,21 @@ export interface AttentionBuffers {
   lse: Float32Array;
   /** Partial states, `numPartials · unitRows · (D + 2)`: per row `m, l, o[0..D)`. */
   partials: Float64Array;
+  /** Sink logits `[Hq]`, when the run's variant has sinks (merged once per row). */
+  sinks?: Float32Array;
+  /** ALiBi slopes `[Hq]`, when the run's variant has ALiBi. */
+  slopes?: Float32Array;
+  /** Additive bias, with its element strides over (b, h, i, key position); 0 broadcasts. */
+  bias?: { values: CpuArray; strides: readonly number[] };
 }
 
-/** The attention parameters the executor uses. */
-export type WalkParams = Pick<AttentionParams, "scale" | "causal" | "kvLens" | "schedule">;
+/**
+ * The attention parameters the executor uses; the variant fields default to textbook
+ * attention over whole K/V (what the worker pool passes).
+ */
+export type WalkParams =
+  & Pick<AttentionParams, "scale" | "causal" | "kvLens" | "schedule">
+  & Partial<Pick<AttentionParams, "variant" | "keyOffset" | "positionLens">>;
 
 /** Stride of one row's state in the partial buffer. */
 export function stateStride(g: AttentionGeometry): number {
@@ -59,8 +71,12 @@ export function unitRow(
 export interface PassRows {
   /** Row of out/lse. */
   row: Int32Array;
-  /** Keys the row sees end here (causal masking and the batch's length). */
+  /** Keys the row sees end here (causal masking, a window, the batch's length). */
   end: Int32Array;
+  /** Keys the row sees start here (a window; the segment's first key without one). */
+  start: Int32Array;
+  /** Position of the row's query (`positionLens[b] − Sq + i`). */
+  pos: Float64Array;
   /** Row of the unit (its partial slot's row). */
   slot: Int32Array;
   m: Float64Array;
@@ -81,7 +97,7 @@ export interface TileKernel {
   readonly o: Float64Array;
   /**
    * Folds keys `[t0, t1)` of the K/V slice at element `kBase` into rows `[0, R)`; row `a` takes
-   * only its keys below `rows.end[a]`, and none if the tile starts past them.
+   * only its keys in `[rows.start[a], rows.end[a])`, and none if the tile misses them.
    */
   tile(rows: PassRows, R: number, kBase: number, t0: number, t1: number): void;
 }
@@ -112,13 +128,19 @@ export function walkSegments(
   w1: number,
 ): void {
   const { Hkv, Sq, N, D, unitRows } = g;
-  const { q, out, lse, partials } = buf;
+  const { q, out, lse, partials, sinks } = buf;
   const { scale, causal, kvLens, schedule } = params;
+  const variant = params.variant ?? PLAIN_ATTENTION;
+  const off = params.keyOffset ?? 0;
+  const posLens = params.positionLens ?? kvLens;
+  const { windowLeft, windowRight } = variant;
   const T = schedule.plan.tileSize;
   const { rows: Rc, rowStride: Dp, q: kq, o: ko } = kernel;
   const rows: PassRows = {
     row: new Int32Array(Rc),
     end: new Int32Array(Rc),
+    start: new Int32Array(Rc),
+    pos: new Float64Array(Rc),
     slot: new Int32Array(Rc),
     m: new Float64Array(Rc),
     l: new Float64Array(Rc),
@@ -127,11 +149,13 @@ export function walkSegments(
   const stride = stateStride(g);
   for (let w = w0; w < w1; w++) {
     for (const seg of schedule.workers[w]) {
-      const { b, kvHead, qBlock } = schedule.units[seg.unit];
+      const unit = schedule.units[seg.unit];
+      const { b, kvHead, qBlock } = unit;
       const len = kvLens[b];
       const kBase = (b * Hkv + kvHead) * N * D;
-      const keyStart = seg.tileStart * T;
-      const keyEnd = Math.min(seg.tileEnd * T, len);
+      // Tiles start at the unit's first visible key (a window), not at key 0.
+      const keyStart = unit.keyStart + seg.tileStart * T;
+      const keyEnd = Math.min(unit.keyStart + seg.tileEnd * T, unit.keyStart + unit.keys, len);
       for (let r0 = 0; r0 < unitRows; r0 += Rc) {
         let R = 0;
         let segEnd = keyStart;
@@ -141,11 +165,19 @@ export function walkSegments(
           const i = row % Sq;
           const qo = row * D;
           for (let d = 0; d < D; d++) kq[R * Dp + d] = q[qo + d] * scale;
-          const visible = causal ? Math.min(len, len - Sq + i + 1) : len;
-          const end = Math.min(keyEnd, visible);
+          // Positions: query i at p, local key j at off + j (VARIANTS.md, "Positions").
+          const p = posLens[b] - Sq + i;
+          let end = keyEnd;
+          if (causal) end = Math.min(end, p - off + 1);
+          if (windowRight !== Infinity) end = Math.min(end, p + windowRight - off + 1);
+          const start = windowLeft === Infinity
+            ? keyStart
+            : Math.max(keyStart, p - windowLeft - off);
           if (end > segEnd) segEnd = end;
           rows.row[R] = row;
           rows.end[R] = end;
+          rows.start[R] = start;
+          rows.pos[R] = p;
           rows.slot[R] = r;
           m[R] = -Infinity;
           l[R] = 0;
@@ -158,6 +190,13 @@ export function walkSegments(
         for (let a = 0; a < R; a++) {
           const o = ko.subarray(a * Dp, a * Dp + D);
           if (seg.partial === -1) {
+            if (sinks) {
+              // The unit is whole here: its sink joins the state once, now.
+              const st = { m: m[a], l: l[a], o };
+              foldSink(st, sinks[Math.floor(rows.row[a] / Sq) % g.Hq]);
+              writeRow(out, lse, rows.row[a], D, st.m, st.l, o);
+              continue;
+            }
             writeRow(out, lse, rows.row[a], D, m[a], l[a], o);
           } else {
             const po = (seg.partial * unitRows + rows.slot[a]) * stride;

@@ -21,12 +21,13 @@
  *
  * @module
  */
-import type { AttentionParams, TensorInfo } from "../backend.ts";
+import type { AttentionInputs, AttentionParams, TensorInfo } from "../backend.ts";
+import { isPlainVariant, PLAIN_ATTENTION } from "../../schedule/attention_plan.ts";
 import type { LeanSchedule } from "../../schedule/lean_schedule.ts";
 import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
 import { allocCpu, type CpuArray, cpuValues } from "./_storage.ts";
 import { simdKernels } from "./_attention_simd.ts";
-import { clearState, foldState, rowState, writeRow } from "./_online_softmax.ts";
+import { clearState, foldSink, foldState, rowState, writeRow } from "./_online_softmax.ts";
 import {
   type AttentionBuffers,
   stateStride,
@@ -52,8 +53,11 @@ export function runWorkers(
   w1: number,
 ): void {
   const T = params.schedule.plan.tileSize;
-  const simd = simdKernels();
-  const kernel = simd ? simdTileKernel(simd, buf, g, T) : scalarTileKernel(buf, g, T);
+  // The SIMD tile computes textbook scores only: variants (and the window's row starts) run
+  // on the plain-JS tile, which implements every score change.
+  const plain = isPlainVariant(params.variant ?? PLAIN_ATTENTION);
+  const simd = plain ? simdKernels() : null;
+  const kernel = simd ? simdTileKernel(simd, buf, g, T) : scalarTileKernel(buf, g, T, params);
   walkSegments(kernel, buf, g, params, w0, w1);
 }
 
@@ -66,8 +70,9 @@ export function finishCuts(
   g: AttentionGeometry,
   schedule: LeanSchedule,
 ): void {
-  const { out, lse, partials } = buf;
-  const { D, unitRows } = g;
+  const { out, lse, partials, sinks } = buf;
+  const { D, unitRows, Sq, Hq } = g;
+  const sinkOf = (row: number) => sinks![Math.floor(row / Sq) % Hq];
   const stride = stateStride(g);
   const st = rowState(D);
   const rowsOf = (u: number, fn: (r: number, row: number) => void) => {
@@ -84,13 +89,18 @@ export function finishCuts(
         const po = (slot * unitRows + r) * stride;
         foldState(st, partials[po], partials[po + 1], partials, po + 2);
       }
+      if (sinks) foldSink(st, sinkOf(row)); // once, after every piece
       writeRow(out, lse, row, D, st.m, st.l, st.o);
     });
   }
   clearState(st);
   for (let u = 0; u < schedule.units.length; u++) {
     if (schedule.units[u].tiles === 0) {
-      rowsOf(u, (_r, row) => writeRow(out, lse, row, D, -Infinity, 0, st.o));
+      // No keys: the identity, or with a sink its state alone (out = 0, lse = z).
+      rowsOf(
+        u,
+        (_r, row) => writeRow(out, lse, row, D, sinks ? sinkOf(row) : -Infinity, +!!sinks, st.o),
+      );
     }
   }
 }
@@ -102,9 +112,12 @@ export function attentionBuffers(
   v: TensorInfo,
   g: AttentionGeometry,
   schedule: LeanSchedule,
+  inputs?: AttentionInputs,
+  variant = PLAIN_ATTENTION,
 ): AttentionBuffers {
   const rows = g.B * g.Hq * g.Sq;
   return {
+    ...variantBuffers(variant, inputs),
     q: cpuValues(q),
     k: cpuValues(k),
     v: cpuValues(v),
@@ -116,15 +129,37 @@ export function attentionBuffers(
   };
 }
 
-/** Attention executing `params.schedule` in this thread. */
+/** The variant's inputs as the walk reads them (only those the run's variant uses). */
+function variantBuffers(
+  variant: AttentionParams["variant"],
+  inputs: AttentionInputs | undefined,
+): Pick<AttentionBuffers, "sinks" | "slopes" | "bias"> {
+  const r: Pick<AttentionBuffers, "sinks" | "slopes" | "bias"> = {};
+  if (variant.sinks && inputs?.sinks) r.sinks = cpuValues(inputs.sinks) as Float32Array;
+  if (variant.alibi && inputs?.alibiSlopes) {
+    r.slopes = cpuValues(inputs.alibiSlopes) as Float32Array;
+  }
+  if (variant.bias && inputs?.bias) {
+    const [b0, h0, s0, n0] = inputs.bias.shape;
+    // Row-major strides of the 4-D bias; a size-1 dim broadcasts (stride 0).
+    r.bias = {
+      values: cpuValues(inputs.bias),
+      strides: [b0 > 1 ? h0 * s0 * n0 : 0, h0 > 1 ? s0 * n0 : 0, s0 > 1 ? n0 : 0, n0 > 1 ? 1 : 0],
+    };
+  }
+  return r;
+}
+
+/** Attention executing `params.schedule` in this thread (`inputs`: the variant's tensors). */
 export function cpuAttention(
   q: TensorInfo,
   k: TensorInfo,
   v: TensorInfo,
   params: AttentionParams,
+  inputs?: AttentionInputs,
 ): { out: CpuArray; lse: CpuArray } {
   const g = attentionGeometry(q.shape, k.shape, params.schedule);
-  const buf = attentionBuffers(q, k, v, g, params.schedule);
+  const buf = attentionBuffers(q, k, v, g, params.schedule, inputs, params.variant);
   runWorkers(buf, g, params, 0, params.schedule.workers.length);
   finishCuts(buf, g, params.schedule);
   return { out: buf.out, lse: buf.lse };

@@ -5,6 +5,7 @@
  * @module
  */
 import type {
+  AttentionInputs,
   AttentionPlan,
   Backend,
   BinaryOp,
@@ -106,9 +107,15 @@ class CpuBackend implements Backend {
     out.set(cpuValues(x));
     return this.#wrap(out);
   }
-  attention(q: TensorInfo, k: TensorInfo, v: TensorInfo, plan: AttentionPlan) {
+  attention(
+    q: TensorInfo,
+    k: TensorInfo,
+    v: TensorInfo,
+    plan: AttentionPlan,
+    inputs?: AttentionInputs,
+  ) {
     // CPU tensors are stored whole: a plan here has exactly one run.
-    const r = cpuAttention(q, k, v, plan.runs[0]);
+    const r = cpuAttention(q, k, v, plan.runs[0], inputs);
     return { out: this.#wrap(r.out), lse: this.#wrap(r.lse) };
   }
   mergeStates(outs: readonly TensorInfo[], lses: readonly TensorInfo[]) {

@@ -10,7 +10,7 @@ import type { DType } from "../../tensor/dtype.ts";
 import { type Shape, sizeOf, stridesOf } from "../../tensor/shape.ts";
 import { allocCpu, type CpuArray, cpuValues } from "./_storage.ts";
 
-/** Elementwise `exp`, `neg` or `log`; output has the input's dtype. */
+/** Elementwise `exp`, `neg`, `log` or `tanh`; output has the input's dtype. */
 export function unary(op: UnaryOp, x: TensorInfo): CpuArray {
   const v = cpuValues(x);
   const n = sizeOf(x.shape);
@@ -28,6 +28,8 @@ function unaryFn(op: UnaryOp): (x: number) => number {
       return (x) => -x;
     case "log":
       return Math.log;
+    case "tanh":
+      return Math.tanh;
   }
 }
 

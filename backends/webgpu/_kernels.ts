@@ -74,6 +74,8 @@ const UNARY: Record<UnaryOp | "copy", string> = {
   exp: "exp(v)",
   neg: "-v",
   log: "log(v)",
+  // |v| ≥ 10 is ±1 in float32 anyway; clamping keeps a driver's exp-based tanh from ∞/∞ = NaN.
+  tanh: "tanh(clamp(v, -10.0, 10.0))",
   copy: "v",
 };
 

@@ -23,7 +23,9 @@ import { tensor } from "../../tensor/creation.ts";
 import { type DType, roundToF16 } from "../../tensor/dtype.ts";
 import { normals } from "../../tensor/random.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
+import { LimitError } from "../../tensor/errors.ts";
 import { referenceAttention } from "../../testing/reference.ts";
+import type { VariantOptions } from "../../attention/_variant.ts";
 
 /** The algorithms the gate measures. */
 export type Algo = "naive" | "flash" | "flash-decoding" | "lean";
@@ -54,7 +56,28 @@ export interface RegressCase {
   numSplits: number;
   /** lean workers. */
   grid: number;
+  /** Variant: sliding window. */
+  window?: { left?: number; right?: number };
+  /** Variant: soft-cap. */
+  softcap?: number;
+  /** Variant: sink logits `[Hq]`. */
+  sinks?: number[];
+  /** Variant: ALiBi slopes `[Hq]`. */
+  alibiSlopes?: number[];
+  /**
+   * Variant: an additive bias of this 4-D shape (broadcast to `[B, Hq, Sq, N]`), seeded
+   * normals in the case's dtype with every `hideEvery`-th entry −∞ (when set).
+   */
+  bias?: { shape: number[]; hideEvery?: number };
 }
+
+/** Whether a case uses a variant (window, soft-cap, sinks, ALiBi or bias). */
+export function hasVariant(c: RegressCase): boolean {
+  return !!(c.window || c.softcap || c.sinks || c.alibiSlopes || c.bias);
+}
+
+/** ALiBi's usual slopes `2^(−8h/H)`, h = 1..H. */
+const alibi = (H: number) => Array.from({ length: H }, (_, h) => 2 ** (-8 * (h + 1) / H));
 
 /** The suite. Shapes stay small enough for a software GPU (whole gate well under 60 s). */
 export const CASES: readonly RegressCase[] = [
@@ -221,6 +244,82 @@ export const CASES: readonly RegressCase[] = [
     numSplits: 2,
     grid: 6,
   },
+  // Variants (VARIANTS.md). Until the WGSL kernels implement them, flash and lean on WebGPU
+  // refuse these with LimitError and their rows are absent there (runCase).
+  {
+    name: "variant-decode-window-sinks",
+    B: 2,
+    Hq: 8,
+    Hkv: 2,
+    Sq: 1,
+    N: 777,
+    D: 64,
+    dtype: "float32",
+    seed: 1201,
+    kvLens: [777, 300],
+    window: { left: 100 },
+    sinks: [0.5, -1, 2, 0, 3, -2, 1, 0.25],
+    tile: 32,
+    numSplits: 4,
+    grid: 7,
+  },
+  {
+    name: "variant-prefill-window-alibi",
+    B: 1,
+    Hq: 4,
+    Hkv: 2,
+    Sq: 40,
+    N: 200,
+    D: 32,
+    dtype: "float32",
+    seed: 1301,
+    causal: true,
+    kvLens: [170],
+    window: { left: 31 },
+    alibiSlopes: alibi(4),
+    tile: 16,
+    numSplits: 3,
+    grid: 5,
+  },
+  {
+    name: "variant-decode-softcap-bias-f16",
+    B: 2,
+    Hq: 4,
+    Hkv: 1,
+    Sq: 1,
+    N: 300,
+    D: 64,
+    dtype: "float16",
+    seed: 1401,
+    qScale: 4,
+    kvLens: [300, 123],
+    softcap: 5,
+    bias: { shape: [2, 4, 1, 300], hideEvery: 7 },
+    tile: 64,
+    numSplits: 3,
+    grid: 6,
+  },
+  {
+    name: "variant-prefill-all",
+    B: 2,
+    Hq: 6,
+    Hkv: 2,
+    Sq: 5,
+    N: 150,
+    D: 16,
+    dtype: "float32",
+    seed: 1501,
+    causal: true,
+    kvLens: [150, 77],
+    window: { left: 20, right: 0 },
+    softcap: 30,
+    sinks: [0, 1, -1, 2, -2, 0.5],
+    alibiSlopes: alibi(6),
+    bias: { shape: [1, 1, 5, 150] },
+    tile: 8,
+    numSplits: 5,
+    grid: 9,
+  },
 ];
 
 /** The stored inputs of a case (rounded to its dtype) and the float64 reference on them. */
@@ -229,6 +328,8 @@ export interface CaseData {
   k: Float32Array;
   v: Float32Array;
   ref: { out: Float64Array; lse: Float64Array };
+  /** The bias values (rounded to the case's dtype), when the case has a bias. */
+  bias?: Float32Array;
 }
 
 /** Builds the inputs of `c` from its seed and computes the reference. */
@@ -237,8 +338,20 @@ export function caseData(c: RegressCase): CaseData {
   const q = round(normals(c.B * c.Hq * c.Sq * c.D, c.seed).map((x) => x * (c.qScale ?? 1)));
   const k = round(normals(c.B * c.Hkv * c.N * c.D, c.seed + 1));
   const v = round(normals(c.B * c.Hkv * c.N * c.D, c.seed + 2));
-  const ref = referenceAttention({ q, k, v, ...c });
-  return { q, k, v, ref };
+  let bias: Float32Array | undefined;
+  if (c.bias) {
+    const { shape, hideEvery } = c.bias;
+    bias = round(normals(shape.reduce((a, n) => a * n, 1), c.seed + 3));
+    if (hideEvery) { for (let i = 0; i < bias.length; i += hideEvery) bias[i] = -Infinity; }
+  }
+  const ref = referenceAttention({
+    q,
+    k,
+    v,
+    ...c,
+    bias: bias && { values: bias, shape: c.bias!.shape },
+  });
+  return { q, k, v, ref, bias };
 }
 
 /** Runs `algo` with the case's options on tensors q, k, v, returning `{ out, lse }`. */
@@ -248,8 +361,15 @@ export function runAlgo(
   k: Tensor,
   v: Tensor,
   c: Pick<RegressCase, "kvLens" | "causal" | "scale" | "tile" | "numSplits" | "grid">,
+  variant: VariantOptions = {},
 ): AttentionState {
-  const base = { kvLens: c.kvLens, causal: c.causal, scale: c.scale, returnLse: true as const };
+  const base = {
+    kvLens: c.kvLens,
+    causal: c.causal,
+    scale: c.scale,
+    returnLse: true as const,
+    ...variant,
+  };
   switch (algo) {
     case "naive":
       return naiveAttention(q, k, v, base);
@@ -281,9 +401,26 @@ export async function runCase(
   const k = tensor(data.k, { shape: [c.B, c.Hkv, c.N, c.D], dtype: c.dtype, backend });
   const v = tensor(data.v, { shape: [c.B, c.Hkv, c.N, c.D], dtype: c.dtype, backend });
   const results = new Map<Algo, CaseErrors>();
+  const bias = data.bias &&
+    tensor(data.bias, { shape: c.bias!.shape, dtype: c.dtype, backend });
+  const variant: VariantOptions = {
+    ...(c.window ? { window: c.window } : {}),
+    ...(c.softcap ? { softcap: c.softcap } : {}),
+    ...(c.sinks ? { sinks: c.sinks } : {}),
+    ...(c.alibiSlopes ? { alibiSlopes: c.alibiSlopes } : {}),
+    ...(bias ? { bias } : {}),
+  };
   try {
-    // Submit everything, then read: one wait on a GPU instead of one per algorithm.
-    const states = algos.map((a) => [a, runAlgo(a, q, k, v, c)] as const);
+    // Submit everything, then read: one wait on a GPU instead of one per algorithm. A
+    // variant an algorithm does not yet run on this backend (LimitError) leaves its row out.
+    const states: (readonly [Algo, AttentionState])[] = [];
+    for (const a of algos) {
+      try {
+        states.push([a, runAlgo(a, q, k, v, c, variant)]);
+      } catch (e) {
+        if (!(e instanceof LimitError) || !hasVariant(c)) throw e;
+      }
+    }
     for (const [algo, s] of states) {
       const out = await s.out.data();
       const lse = await s.lse.data();
@@ -298,6 +435,7 @@ export async function runCase(
     q.dispose();
     k.dispose();
     v.dispose();
+    bias?.dispose();
   }
   return results;
 }
