@@ -3,7 +3,7 @@
  * NaN, new, gone and absent-backend rows, and a committed baseline that covers every case.
  */
 import { ok as assert } from "node:assert/strict";
-import { ALGOS, CASES, hasVariant } from "./regress/cases.ts";
+import { ALGOS, CASES } from "./regress/cases.ts";
 import { type Baseline, compare } from "./regress/regress.ts";
 
 Deno.test("regress gate: growth, NaN, new, gone and absent-backend rows", async () => {
@@ -45,8 +45,6 @@ Deno.test("regress gate: growth, NaN, new, gone and absent-backend rows", async 
   for (const backend of ["cpu", "webgpu"]) {
     for (const c of CASES) {
       for (const algo of ALGOS) {
-        // Until the WGSL kernels implement variants, only naive runs them on WebGPU.
-        if (backend === "webgpu" && hasVariant(c) && algo !== "naive") continue;
         const r = base.rows[`${backend}/${c.name}/${algo}`];
         assert(
           r && Number.isFinite(r.out) && Number.isFinite(r.lse),

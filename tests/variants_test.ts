@@ -1,17 +1,16 @@
 /**
  * Attention variants (window, soft-cap, sinks, ALiBi, bias; VARIANTS.md) on every algorithm
  * against the float64 reference, on every backend: random shapes, GQA, ragged lengths,
- * causal, tile sizes, grids, split counts and dtypes. Until the WGSL kernels implement the
- * variants, flash and lean on WebGPU refuse a variant with LimitError (asserted), while
- * naiveAttention computes it there from ops. Bad variant input: tests/bad_input_variants_test.ts.
+ * causal, tile sizes, grids, split counts and dtypes (on WebGPU flash and lean run the WGSL
+ * variant kernels; naiveAttention composes ops). Bad variant input:
+ * tests/bad_input_variants_test.ts.
  */
-import { ok as assert, strictEqual, throws } from "node:assert/strict";
+import { ok as assert, strictEqual } from "node:assert/strict";
 import fc from "fast-check";
 import type { Backend } from "../backends/backend.ts";
 import { randn, tensor } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../tensor/dtype.ts";
-import { LimitError } from "../tensor/errors.ts";
 import { flashAttention, flashAttentionPlan } from "../attention/flash.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
 import { leanAttention, leanAttentionPlan, leanAttentionSchedule } from "../attention/lean.ts";
@@ -170,7 +169,6 @@ async function check(m: Made, r: { out: Tensor; lse: Tensor }, N: number, what: 
 }
 
 describeBackends("variants × algorithms agree with the float64 reference", async (backend) => {
-  const gpu = backend.name !== "cpu";
   const seed = Date.now() % 1_000_000;
   console.log(`  fast-check seed ${seed}`);
   await fc.assert(
@@ -192,14 +190,7 @@ describeBackends("variants × algorithms agree with the float64 reference", asyn
             () => leanAttention(m.q, m.k, m.v, { ...o, tileSize: d.tileSize, grid: d.grid }),
           ],
         ];
-        const plain = !m.opts.window && !c.softcap && !c.sinks && !c.slopes && !c.bias;
-        for (const [name, run] of fused) {
-          if (gpu && !plain) {
-            throws(run, LimitError, `${name} on WebGPU: variants not yet supported`);
-            continue;
-          }
-          await check(m, run(), c.N, `${name} ${what}`);
-        }
+        for (const [name, run] of fused) await check(m, run(), c.N, `${name} ${what}`);
       } finally {
         for (const t of m.temps) t.dispose();
       }
