@@ -19,7 +19,7 @@ export type { NdArray, NdArrayLike };
  *
  * @example
  * ```ts
- * import ndarray from "ndarray";
+ * import ndarray from "npm:ndarray@1.1.1";
  * import { fromNdarray } from "../mod.ts";
  * const nd = ndarray(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]);
  * console.log(await fromNdarray(nd.transpose(1, 0)).toArray()); // [[1, 4], [2, 5], [3, 6]]

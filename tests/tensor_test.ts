@@ -3,9 +3,9 @@
  * and ndarray round trips, including strided, offset, stepped and transposed views. Reshape
  * views and dispose: tests/lifetimes_test.ts; bad input: tests/bad_input_creation_test.ts.
  */
-import fc from "fast-check";
-// @ts-types="@types/ndarray"
-import ndarray from "ndarray";
+import fc from "npm:fast-check@4.10.2";
+// @ts-types="npm:@types/ndarray@1.1.0"
+import ndarray from "npm:ndarray@1.1.1";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
 import { full, ones, randn, tensor, zeros } from "../tensor/creation.ts";

@@ -5,7 +5,7 @@
  * long rows and grids past 65,535 workgroups. Skipped (with a message) where no adapter exists,
  * an error under CI=true.
  */
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import type { Backend } from "../backends/backend.ts";
 import { cpu } from "../backends/cpu/cpu_backend.ts";

@@ -4,7 +4,7 @@
  * condition counts as true). Bad operands: tests/bad_input_ops_test.ts.
  */
 import { ok as assert } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import { where } from "../ops/where.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { DType } from "../tensor/dtype.ts";
