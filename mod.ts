@@ -68,7 +68,7 @@ export { webgpu, WebGpuBackend } from "./backends/webgpu/webgpu_backend.ts";
 export type { PassTiming, WebGpuOptions } from "./backends/webgpu/webgpu_backend.ts";
 export type { GpuBinding, GpuContext, GpuFeatures } from "./backends/webgpu/context.ts";
 export type { AttentionTuning } from "./backends/webgpu/attention/mod.ts";
-export { defaultBackend, getBackend, setBackend } from "./defaults.ts";
+export { defaultBackend, fallbackReason, getBackend, setBackend } from "./defaults.ts";
 
 export { add, div, maximum, mul, sub } from "./ops/binary.ts";
 export { exp, log, neg } from "./ops/unary.ts";

@@ -14,6 +14,7 @@ async function npmPackagesOf(entry: string): Promise<string[]> {
     args: ["info", "--json", entry],
     cwd: new URL("../", import.meta.url),
     env: { NO_COLOR: "1" },
+    stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -27,6 +27,7 @@ async function deno(args: string[], cwd: string): Promise<{ code: number; out: s
     args,
     cwd,
     env: { NO_COLOR: "1", RUST_BACKTRACE: "0" },
+    stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).output();
