@@ -96,6 +96,8 @@ export { calibratedGrid, calibrateGrid } from "./attention/calibrate_grid.ts";
 export type { CalibrateOptions, Calibration } from "./attention/calibrate_grid.ts";
 export { mergeAttentionStates } from "./attention/merge.ts";
 export type { AttentionState } from "./attention/merge.ts";
+export { loadAttentionState, saveAttentionState } from "./attention/state_file.ts";
+export type { LoadedAttentionState, LoadStateOptions } from "./attention/state_file.ts";
 export { leanSchedule, splitSchedule } from "./schedule/lean_schedule.ts";
 export type {
   LeanCut,
