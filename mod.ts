@@ -117,3 +117,5 @@ export type {
   AttentionVariant,
 } from "./schedule/attention_plan.ts";
 export type { RenderOptions } from "./schedule/render_schedule.ts";
+export { JUPYTER_DISPLAY, scheduleDisplay } from "./display.ts";
+export type { DisplayBundle } from "./display.ts";
