@@ -27,6 +27,10 @@ export function setBackend(backend: Backend): void {
  * The best backend here: WebGPU when an adapter exists, else the CPU. Cached; also becomes
  * the default for creation functions. On a GPU the table of known multiprocessor counts does
  * not list, the default lean grid is measured once ({@link calibrateGrid}).
+ *
+ * When it falls back to the CPU it says why, once, with `console.warn` (the WebGPU error's
+ * message, which names the fix), and {@link fallbackReason} returns the same text. Code
+ * that means to run on the CPU can call `cpu()` instead and see no warning.
  */
 export function defaultBackend(): Promise<Backend> {
   return chosen ??= (async () => {
@@ -38,7 +42,9 @@ export function defaultBackend(): Promise<Backend> {
         const { calibrateGrid } = await import("./attention/calibrate_grid.ts");
         await calibrateGrid(b).catch(() => {});
       }
-    } catch {
+    } catch (e) {
+      reason = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+      console.warn(`leanattn: defaultBackend() runs on the CPU: ${reason}`);
       b = cpu();
     }
     setBackend(b);
@@ -46,3 +52,19 @@ export function defaultBackend(): Promise<Backend> {
   })();
 }
 let chosen: Promise<Backend> | null = null;
+let reason: string | undefined;
+
+/**
+ * Why {@link defaultBackend} chose the CPU (the WebGPU error's name and message), or
+ * `undefined` if it chose WebGPU or has not been awaited yet.
+ *
+ * @example
+ * ```ts
+ * import { defaultBackend, fallbackReason } from "./mod.ts";
+ * const backend = await defaultBackend();
+ * if (backend.name === "cpu") console.log(fallbackReason());
+ * ```
+ */
+export function fallbackReason(): string | undefined {
+  return reason;
+}

@@ -68,7 +68,7 @@ export { webgpu, WebGpuBackend } from "./backends/webgpu/webgpu_backend.ts";
 export type { PassTiming, WebGpuOptions } from "./backends/webgpu/webgpu_backend.ts";
 export type { GpuBinding, GpuContext, GpuFeatures } from "./backends/webgpu/context.ts";
 export type { AttentionTuning } from "./backends/webgpu/attention/mod.ts";
-export { defaultBackend, getBackend, setBackend } from "./defaults.ts";
+export { defaultBackend, fallbackReason, getBackend, setBackend } from "./defaults.ts";
 
 export { add, div, maximum, mul, sub } from "./ops/binary.ts";
 export { exp, log, neg, tanh } from "./ops/unary.ts";
@@ -103,6 +103,8 @@ export { calibratedGrid, calibrateGrid } from "./attention/calibrate_grid.ts";
 export type { CalibrateOptions, Calibration } from "./attention/calibrate_grid.ts";
 export { mergeAttentionStates } from "./attention/merge.ts";
 export type { AttentionState, MergeOptions } from "./attention/merge.ts";
+export { loadAttentionState, saveAttentionState } from "./attention/state_file.ts";
+export type { LoadedAttentionState, LoadStateOptions } from "./attention/state_file.ts";
 export { leanSchedule, splitSchedule } from "./schedule/lean_schedule.ts";
 export type {
   CorePlan,
@@ -123,3 +125,5 @@ export type {
   AttentionVariant,
 } from "./schedule/attention_plan.ts";
 export type { RenderOptions } from "./schedule/render_schedule.ts";
+export { JUPYTER_DISPLAY, scheduleDisplay } from "./display.ts";
+export type { DisplayBundle } from "./display.ts";

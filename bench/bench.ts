@@ -39,6 +39,7 @@
  *
  * @module
  */
+import { progress } from "../testing/progress.ts";
 import {
   type Algo,
   buildCases,
@@ -297,13 +298,16 @@ async function main(): Promise<number> {
     return out;
   };
 
+  const bar = progress("bench", cases.length);
   for (const [ci, c] of cases.entries()) {
     const shape = rowShape(c);
     const head = `[${String(ci + 1).padStart(3)}/${cases.length}] ${caseName(c)}`;
+    bar.update(ci, `${caseName(c)} running`); // each result line below clears it first
     const skipAll = (why: string) => {
       for (const algo of opts.peers ? opts.algos : own) {
         rows.push({ algo, ...shape, gpuMs: null, wallMs: null, effGBs: null, skipped: why });
       }
+      bar.clear();
       console.log(`${head} | skipped: ${why}`);
     };
     const elapsed = (performance.now() - t0) / 1000;
@@ -531,6 +535,7 @@ async function main(): Promise<number> {
         }
       }
       if (opts.peers && torchAlgos.length > 0) torchCases.push({ c, ceiling });
+      bar.clear();
       console.log(
         `${head}${kParts ? ` (K/V in ${kParts.length} parts)` : ""} | ${parts.join(" | ")} | ` +
           `ceiling ${ceiling.gbs.toFixed(0)} GB/s | ${
@@ -552,11 +557,13 @@ async function main(): Promise<number> {
           error: `case failed: ${msg(e)}`,
         });
       }
+      bar.clear();
       console.log(`${head} | FAILED: ${msg(e)}`);
     } finally {
       for (const t of made) t.dispose();
     }
   }
+  bar.finish();
   inputs.dispose();
   const device = gpu.description;
   gpu.destroy();

@@ -6,6 +6,7 @@
  *     deno task demo [--cpu] [--n 1000] [--svg schedule.svg]
  */
 import * as la from "../mod.ts";
+import { progress } from "../testing/progress.ts";
 
 function flag(name: string, fallback: string): string {
   const i = Deno.args.indexOf(`--${name}`);
@@ -36,6 +37,7 @@ function reference(): Float64Array {
   const scale = 1 / Math.sqrt(D);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < Hq; h++) {
+      bar.update(b * Hq + h, "float64 reference");
       const hk = Math.floor(h / (Hq / Hkv));
       const s: number[] = [];
       for (let j = 0; j < kvLens[b]; j++) {
@@ -57,6 +59,8 @@ function reference(): Float64Array {
   }
   return out;
 }
+// Progress (stderr) for large --n: the float64 reference, then each algorithm.
+const bar = progress("demo", B * Hq + 4);
 const ref = reference();
 const refMax = ref.reduce((a, x) => Math.max(a, Math.abs(x)), 0);
 
@@ -67,7 +71,8 @@ const algos: [string, () => la.Tensor][] = [
   ["lean", () => la.leanAttention(q, k, v, { kvLens })],
 ];
 const rows: string[][] = [];
-for (const [name, run] of algos) {
+for (const [i, [name, run]] of algos.entries()) {
+  bar.update(B * Hq + i, name);
   run().dispose(); // warm-up: pipelines compile here
   const reps = 5;
   const t0 = performance.now();
@@ -83,6 +88,7 @@ for (const [name, run] of algos) {
   for (let i = 0; i < got.length; i++) err = Math.max(err, Math.abs(got[i] - ref[i]));
   rows.push([name, err.toExponential(2), (err / refMax).toExponential(2), ms.toFixed(2)]);
 }
+bar.finish();
 const head = ["algorithm", "max |err|", "rel. to max|ref|", "ms / call"];
 const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
 const line = (r: string[]) => r.map((c, i) => c.padEnd(w[i])).join("  ");

@@ -5,8 +5,8 @@
  *
  * @module
  */
-// @ts-types="@types/ndarray"
-import ndarray from "ndarray";
+// @ts-types="npm:@types/ndarray@1.1.0"
+import ndarray from "npm:ndarray@1.1.1";
 import type { NdArray } from "./ndarray_types.ts";
 
 /** A row-major ndarray over `values` (not copied). */

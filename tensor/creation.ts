@@ -47,12 +47,62 @@ function creationOptions<T extends CreationOptions>(
   return o;
 }
 
-/** Builds a tensor from already-float32 values (copied to storage). @internal */
-export function fromValues(values: Float32Array, shape: Shape, opts: CreationOptions = {}): Tensor {
+/**
+ * Builds a tensor from already-float32 values (copied to storage). With `source` (the caller's
+ * numbers before conversion, and the public op's name) a finite number that the dtype cannot
+ * hold raises instead of becoming ±Infinity, before any storage is allocated. @internal
+ */
+export function fromValues(
+  values: Float32Array,
+  shape: Shape,
+  opts: CreationOptions = {},
+  source?: { op: string; values: ArrayLike<number> },
+): Tensor {
   const dtype = checkDType(opts.dtype ?? "float32");
   const backend = opts.backend ?? defaultTensorBackend();
   if (dtype === "float16") roundToF16(values);
+  if (source) checkInRange(source.op, source.values, values, shape, dtype);
   return new Tensor(backend, backend.upload(values, dtype, shape), shape, dtype);
+}
+
+/** The largest finite value of each dtype; larger magnitudes round to ±Infinity. */
+const FINITE_MAX: Record<DType, number> = { float32: 3.4028234663852886e38, float16: 65504 };
+
+function rangeError(op: string, x: number, where: string, dtype: DType): ArgumentError {
+  return new ArgumentError(
+    `${op}: ${x}${where} is outside the range of ${dtype} (finite values up to ` +
+      `±${FINITE_MAX[dtype]}) and would become ${x > 0 ? "" : "-"}Infinity; ` +
+      `scale the data, use a wider dtype, or pass ±Infinity explicitly`,
+  );
+}
+
+/**
+ * The rule for out-of-range input: a finite number whose conversion to the dtype overflows is
+ * an ArgumentError naming it and its index; ±Infinity and NaN given explicitly pass through.
+ */
+function checkInRange(
+  op: string,
+  source: ArrayLike<number>,
+  converted: Float32Array,
+  shape: Shape,
+  dtype: DType,
+): void {
+  for (let i = 0; i < converted.length; i++) {
+    const c = converted[i];
+    if ((c === Infinity || c === -Infinity) && Number.isFinite(Number(source[i]))) {
+      throw rangeError(op, Number(source[i]), ` at index ${fmt(unravel(i, shape))}`, dtype);
+    }
+  }
+}
+
+/** The multi-index of flat index `i` in a row-major tensor of `shape`. */
+function unravel(i: number, shape: Shape): number[] {
+  const idx = new Array<number>(shape.length).fill(0);
+  for (let d = shape.length - 1; d >= 0; d--) {
+    idx[d] = i % shape[d];
+    i = Math.floor(i / shape[d]);
+  }
+  return idx;
 }
 
 /**
@@ -109,7 +159,7 @@ export function tensor(
     }
     shape = s;
   }
-  return fromValues(values, shape, opts);
+  return fromValues(values, shape, opts, { op: "tensor", values: source });
 }
 
 function isFlat(data: unknown): boolean {
@@ -177,6 +227,9 @@ function filled(op: string, shape: readonly number[], value: number, options: un
     throw new ArgumentError(`${op}: value must be a number, got ${show(value)}`);
   }
   const s = checkShape([...shape], op);
+  const dtype = checkDType(opts.dtype ?? "float32", op);
+  const stored = dtype === "float16" ? Math.f16round(value) : Math.fround(value);
+  if (Number.isFinite(value) && !Number.isFinite(stored)) throw rangeError(op, value, "", dtype);
   return fromValues(new Float32Array(sizeOf(s)).fill(value), s, opts);
 }
 

@@ -19,7 +19,7 @@ export type { NdArray, NdArrayLike };
  *
  * @example
  * ```ts
- * import ndarray from "ndarray";
+ * import ndarray from "npm:ndarray@1.1.1";
  * import { fromNdarray } from "../mod.ts";
  * const nd = ndarray(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]);
  * console.log(await fromNdarray(nd.transpose(1, 0)).toArray()); // [[1, 4], [2, 5], [3, 6]]
@@ -41,14 +41,15 @@ export function fromNdarray(nd: NdArrayLike, opts: CreationOptions = {}): Tensor
     ? (i) => Number((data as { get(index: number): number }).get(i))
     : (i) => Number((data as ArrayLike<number>)[i]);
   const n = sizeOf(shape);
-  const values = new Float32Array(n);
+  // Read as float64 first: a value float32/float16 cannot hold must raise, not become ±Infinity.
+  const raw = new Float64Array(n);
   const r = shape.length;
   if (n > 0) {
     // Odometer over the view; `src` follows the strides (which may be negative).
     const idx = new Array<number>(r).fill(0);
     let src = nd.offset;
     for (let o = 0; o < n; o++) {
-      values[o] = get(src);
+      raw[o] = get(src);
       for (let d = r - 1; d >= 0; d--) {
         idx[d]++;
         src += nd.stride[d];
@@ -63,7 +64,10 @@ export function fromNdarray(nd: NdArrayLike, opts: CreationOptions = {}): Tensor
     : data instanceof Float16Array
     ? "float16"
     : "float32";
-  return fromValues(values, shape, { ...opts, dtype });
+  return fromValues(Float32Array.from(raw), shape, { ...opts, dtype }, {
+    op: "fromNdarray",
+    values: raw,
+  });
 }
 
 /**

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { JUPYTER_DISPLAY, tensorBundle } from "./_display.ts";
 import type { DType } from "./dtype.ts";
 import { DisposedTensorError, ShapeError } from "./errors.ts";
 import type { NdArray } from "./ndarray_types.ts";
@@ -139,6 +140,14 @@ export class Tensor {
     const s = this.#storage;
     this.#storage = null;
     s.release();
+  }
+
+  /**
+   * The display hook of `deno jupyter`: a MIME bundle with the shape, dtype, backend and a
+   * preview of the values (reads them; see tensor/_display.ts).
+   */
+  [JUPYTER_DISPLAY](): Promise<Record<string, string>> {
+    return tensorBundle(this);
   }
 
   /** `Tensor(float32 [2, 3] on cpu)`. */

@@ -10,9 +10,12 @@
 /** The library's layers, lowest first; each may import only its own layer or lower ones. */
 export const LAYERS = ["tensor", "schedule", "backends", "ops", "attention", "top"] as const;
 
+/** The top layer's files, in the repository root. */
+const TOP_FILES = ["mod.ts", "defaults.ts", "display.ts"];
+
 /** The layer of a repository path, or null for files outside the library. */
 export function layerOf(path: string): number | null {
-  if (path === "mod.ts" || path === "defaults.ts") return LAYERS.indexOf("top");
+  if (TOP_FILES.includes(path)) return LAYERS.indexOf("top");
   const dir = path.split("/")[0];
   const i = LAYERS.indexOf(dir as typeof LAYERS[number]);
   return i >= 0 && dir !== "top" ? i : null;
@@ -101,7 +104,7 @@ export function violations(graph: ReadonlyMap<string, readonly string[]>): Viola
 
 /** The import graph of every .ts file of the library under `root`. */
 export async function libraryGraph(root: URL): Promise<Map<string, string[]>> {
-  const files: string[] = ["mod.ts", "defaults.ts"];
+  const files: string[] = [...TOP_FILES];
   const walk = async (dir: string) => {
     for await (const e of Deno.readDir(new URL(dir, root))) {
       const p = `${dir}/${e.name}`;

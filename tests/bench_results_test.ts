@@ -3,7 +3,7 @@
  * fixture, the file names, and the float64 reference rows of the check (periodic K/V, K/V in
  * parts).
  */
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import { median } from "../bench/_ceiling.ts";
 import { type Results, type Row, validateResults } from "../bench/_results.ts";
 import { renderPlot, speedups } from "../bench/plot.ts";

@@ -2,7 +2,7 @@
  * Tests of the benchmark's sweep (bench/_sweep.ts): flag parsing and the cases they expand
  * to, the skip rules and the time budget.
  */
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import {
   buildCases,
   estimateCaseS,

@@ -4,7 +4,7 @@
  * reads every word exactly once) and its chunks, and the CPU read ceiling's parts.
  */
 import { deepStrictEqual, ok } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import { bindingChunks, ceilingSums, measureCeiling } from "../bench/_ceiling.ts";
 import { splitRanges } from "../bench/_cpu_bench.ts";
 import { gpuTimesInterleaved, roundOrder } from "../bench/_timing.ts";

@@ -5,7 +5,7 @@
  * float32 rounding bounds.
  */
 import { ok as assert } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import {
   disableSimdKernelsForTesting,
   instantiateSimdKernels,

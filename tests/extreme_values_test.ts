@@ -13,7 +13,7 @@
  * or in the causal future) changes nothing. Rows with no visible key give out 0, lse −∞.
  */
 import { ok as assert } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import type { Backend } from "../backends/backend.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { DType } from "../tensor/dtype.ts";

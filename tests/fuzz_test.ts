@@ -8,7 +8,7 @@
  * Nothing may leak: after each case the backend holds exactly what it held before.
  */
 import { ok as assert } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import { flashAttention } from "../attention/flash.ts";
 import { leanAttention } from "../attention/lean.ts";
 import { type AttentionState, mergeAttentionStates } from "../attention/merge.ts";

@@ -3,7 +3,7 @@
  * kernels, `leanGridFor`) and how `leanAttention` uses it.
  */
 import { deepStrictEqual, ok as assert } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import { leanGridFor } from "../backends/webgpu/internal.ts";
 import type { GpuContext } from "../backends/webgpu/context.ts";
 import { cpu } from "../backends/cpu/cpu_backend.ts";

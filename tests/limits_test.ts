@@ -16,7 +16,7 @@
  * case (K/V [1, 32, 524288, 128] float16) runs by hand on a real GPU:
  * tests/gpu/limits_long_context.ts.
  */
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import { ok as assert, throws } from "node:assert/strict";
 import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import { PART_ALIGN, partLayout } from "../backends/webgpu/_parts.ts";

@@ -6,7 +6,7 @@
  * lavapipe) against the float64 reference, and check the cut itself as a property.
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import { flashAttention, leanAttention, leanSchedule, type Tensor, tensor } from "../mod.ts";
 import type { Backend } from "../backends/backend.ts";
 import { type LoopCost, runCost, withinLoopBudget } from "../schedule/loop_budget.ts";

@@ -4,7 +4,7 @@
  * and never makes NaN; D = 0 still merges the lse. Bad states: tests/bad_input_merge_test.ts.
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import type { Backend } from "../backends/backend.ts";
 import { full, tensor, zeros } from "../tensor/creation.ts";
 import { normals } from "../tensor/random.ts";

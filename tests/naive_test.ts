@@ -2,7 +2,7 @@
  * naiveAttention against the float64 reference on random problems: GQA/MQA groups, ragged
  * kvLens (including 0), causal with Sq > 1, N = 0, float16 storage, and hostile inputs.
  */
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import type { Backend } from "../backends/backend.ts";
 import { naiveAttention } from "../attention/naive.ts";

@@ -3,7 +3,7 @@
  * (broadcasting, empty dimensions, negative axes) and seeded random values, on every backend.
  * Tolerances are per element, derived from the dtype and the length of each reduction.
  */
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import type { Backend } from "../backends/backend.ts";
 import { add, div, maximum, mul, sub } from "../ops/binary.ts";

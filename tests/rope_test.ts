@@ -4,7 +4,7 @@
  * float32 and float16, CPU and WebGPU. Plus the named errors of bad options.
  */
 import { ok as assert, throws } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import {
   ArgumentError,
   LeanattnError,

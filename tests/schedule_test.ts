@@ -4,7 +4,7 @@
  * units without keys left out; the split heuristic; the SVG rendering.
  */
 import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import {
   type LeanSchedule,
   leanSchedule,

@@ -5,7 +5,7 @@
  * Also: the plan cache key holds the variant but not the sink/slope values.
  */
 import { ok as assert, strictEqual } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import { leanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
 import { flashAttentionPlan } from "../attention/flash.ts";
 import { randn } from "../tensor/creation.ts";

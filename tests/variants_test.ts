@@ -6,7 +6,7 @@
  * tests/bad_input_variants_test.ts.
  */
 import { ok as assert, strictEqual } from "node:assert/strict";
-import fc from "fast-check";
+import fc from "npm:fast-check@4.10.2";
 import type { Backend } from "../backends/backend.ts";
 import { randn, tensor } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";

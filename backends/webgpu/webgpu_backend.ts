@@ -378,16 +378,17 @@ export class WebGpuBackend implements Backend {
   }
 }
 
-const HINT = "On Linux without a GPU install a software Vulkan driver (Debian/Ubuntu: " +
-  "apt-get install mesa-vulkan-drivers) and set DENO_WEBGPU_BACKEND=vulkan " +
-  "(and XDG_RUNTIME_DIR to a 0700 folder).";
+const HINT = "Install a GPU driver or, on Linux without a GPU, Mesa's software Vulkan driver " +
+  "(Debian/Ubuntu: apt-get install mesa-vulkan-drivers), and set XDG_RUNTIME_DIR to a 0700 " +
+  "folder (the Vulkan loader asks for it).";
 
 /**
  * Creates a WebGPU backend on a high-performance adapter. Raises the storage, buffer and
  * workgroup limits to the adapter's; requests `shader-f16` and `timestamp-query` where listed
  * and tries `subgroups` (not listed by some drivers that support it).
  *
- * @throws {BackendUnavailableError} no WebGPU, no adapter, or the device cannot be created.
+ * @throws {BackendUnavailableError} no WebGPU, no adapter, or the device cannot be created;
+ *   also when Deno refuses a permission on the way (the message names the flag).
  * @throws {LimitError} a `requiredLimits` entry exceeds what the adapter offers.
  *
  * @example
@@ -398,6 +399,19 @@ const HINT = "On Linux without a GPU install a software Vulkan driver (Debian/Ub
  * ```
  */
 export async function webgpu(options: WebGpuOptions = {}): Promise<WebGpuBackend> {
+  try {
+    return await openWebgpu(options);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
+      throw new BackendUnavailableError(
+        `webgpu: Deno refused a permission: ${e.message} (run with the flag it names, or -A)`,
+      );
+    }
+    throw e;
+  }
+}
+
+async function openWebgpu(options: WebGpuOptions): Promise<WebGpuBackend> {
   let opts = readOptions<WebGpuOptions>("webgpu", options, WEBGPU_OPTIONS);
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) {
@@ -412,11 +426,8 @@ export async function webgpu(options: WebGpuOptions = {}): Promise<WebGpuBackend
     throw new BackendUnavailableError(`WebGPU requestAdapter() failed: ${e}. ${HINT}`);
   }
   if (!adapter) {
-    const env = Deno.env.get("DENO_WEBGPU_BACKEND");
     throw new BackendUnavailableError(
-      `no WebGPU adapter: requestAdapter() returned null (DENO_WEBGPU_BACKEND=${
-        env === undefined ? "unset" : JSON.stringify(env)
-      }). ${HINT}`,
+      `no WebGPU adapter: requestAdapter() returned null. ${backendEnvAdvice()} ${HINT}`,
     );
   }
   const al = adapter.limits as unknown as Record<string, number>;
@@ -483,4 +494,21 @@ export async function webgpu(options: WebGpuOptions = {}): Promise<WebGpuBackend
   const description = (info.description || info.device || "unknown WebGPU adapter") +
     (extra.length ? ` [${extra.join(", ")}]` : "");
   return new WebGpuBackend(device, features, description, opts.partBytes);
+}
+
+/**
+ * What DENO_WEBGPU_BACKEND says about a missing adapter. Read only when permitted: without
+ * `--allow-env` Deno would throw NotCapable here, hiding the real failure.
+ */
+function backendEnvAdvice(): string {
+  const name = "DENO_WEBGPU_BACKEND";
+  if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
+    return `(${name} was not read: run with --allow-env=${name} to check it; if set, it must ` +
+      `name a backend present here, e.g. vulkan, or be unset.)`;
+  }
+  const env = Deno.env.get(name);
+  return env === undefined
+    ? `(${name} is unset, so wgpu tried every backend it has.)`
+    : `(${name}=${JSON.stringify(env)} limits wgpu to that backend: unset it, or name one ` +
+      `present here, e.g. vulkan.)`;
 }

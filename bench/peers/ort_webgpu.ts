@@ -79,7 +79,7 @@ async function importOrt(): Promise<Ort> {
     ort.env.wasm.wasmPaths = base.href;
     return ort;
   }
-  return await import("onnxruntime-web/webgpu");
+  return await import("npm:onnxruntime-web@1.30.0/webgpu");
 }
 
 /** Loads ORT (WebGPU build) for `device`, or returns why it cannot run here. */

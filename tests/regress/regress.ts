@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { progress } from "../../testing/progress.ts";
 import type { Backend } from "../../backends/backend.ts";
 import { cpu } from "../../backends/cpu/cpu_backend.ts";
 import { ALGOS, caseData, type CaseErrors, CASES, runCase } from "./cases.ts";
@@ -196,15 +197,19 @@ async function main(): Promise<number> {
 
   // Run.
   const now: RunErrors = new Map();
+  const bar = progress("regress", backends.length * CASES.length);
+  let step = 0;
   for (const backend of backends) {
     const t0 = performance.now();
     for (const c of CASES) {
+      bar.update(step++, `${backend.name} ${c.name}`);
       const data = caseData(c);
       const errs = await runCase(backend, c, data);
       for (const [algo, e] of errs) {
         now.set(`${backend.name}/${c.name}/${algo}`, { ...e, dtype: c.dtype });
       }
     }
+    bar.clear();
     console.log(
       `${backend.name} (${backend.description}): ${CASES.length * ALGOS.length} runs in ${
         ((performance.now() - t0) / 1000).toFixed(1)
@@ -212,6 +217,7 @@ async function main(): Promise<number> {
     );
     backend.destroy?.();
   }
+  bar.finish();
   const present = new Set(backends.map((b) => b.name));
   // The CPU computes in JS doubles: the same numbers on every machine, whatever its cores.
   const devices = Object.fromEntries(
