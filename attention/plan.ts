@@ -210,8 +210,9 @@ function variantPartRuns(
     const { n0, n1 } = parts[c];
     const lens = Array.from(p.kvLens, (len) => Math.max(0, Math.min(len - n0, n1 - n0)));
     const schedule = build(lens, n0);
-    // Parts nobody sees add nothing; the first always runs (the identity state of no keys).
-    if (c > 0 && schedule.totalTiles === 0) continue;
+    // Parts nobody sees add nothing (a window over a long cache sees only the last part:
+    // one run, so no merge and no float32 copy of q).
+    if (schedule.totalTiles === 0) continue;
     runs.push({
       ...common,
       variant,
@@ -220,6 +221,20 @@ function variantPartRuns(
       schedule,
       part: c,
       keyOffset: n0,
+      positionLens: p.kvLens,
+    });
+  }
+  if (runs.length === 0) {
+    // No key visible anywhere: one run of the first part gives the identity state.
+    const lens = Array.from(p.kvLens, (len) => Math.max(0, Math.min(len, parts[0].n1)));
+    runs.push({
+      ...common,
+      variant,
+      causal: p.causal,
+      kvLens: Int32Array.from(lens),
+      schedule: build(lens, 0),
+      part: 0,
+      keyOffset: 0,
       positionLens: p.kvLens,
     });
   }

@@ -5,15 +5,39 @@
  */
 import { cpu } from "../backends/cpu/cpu_backend.ts";
 import type { Backend } from "../backends/backend.ts";
-import type { WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
+import type { WebGpuBackend, WebGpuOptions } from "../backends/webgpu/webgpu_backend.ts";
 
 let cached: Promise<Backend[]> | null = null;
+
+/**
+ * Devices this test module made, destroyed when the module ends ("unload" fires between test
+ * files): a real GPU driver runs out of devices over ~50 files whose devices (and pooled
+ * buffers) outlive them (NVIDIA H100, 2026-12-06: requestAdapter() returned null after ~40
+ * test files).
+ */
+const made: { destroy(): void }[] = [];
+globalThis.addEventListener("unload", () => {
+  for (const b of made.splice(0)) {
+    try {
+      b.destroy();
+    } catch {
+      // Already destroyed or lost: nothing to free.
+    }
+  }
+});
+
+/** A WebGPU backend of this test module's own, destroyed when the module ends. */
+export async function ownWebgpu(opts?: WebGpuOptions): Promise<WebGpuBackend> {
+  const { webgpu } = await import("../backends/webgpu/webgpu_backend.ts");
+  const b = await webgpu(opts);
+  made.push(b);
+  return b;
+}
 
 async function load(): Promise<Backend[]> {
   const list: Backend[] = [cpu()];
   try {
-    const { webgpu } = await import("../backends/webgpu/webgpu_backend.ts");
-    const gpu = await webgpu();
+    const gpu = await ownWebgpu();
     console.log(`WebGPU specs run on: ${gpu.description}`);
     list.push(gpu);
   } catch (e) {

@@ -3,12 +3,12 @@
  * the interleaved timing and its chain timed between marks, the streaming-read ceiling kernel (it
  * reads every word exactly once) and its chunks, and the CPU read ceiling's parts.
  */
+import { ownWebgpu } from "./_backends.ts";
 import { deepStrictEqual, ok } from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
 import { bindingChunks, ceilingSums, measureCeiling } from "../bench/_ceiling.ts";
 import { splitRanges } from "../bench/_cpu_bench.ts";
 import { gpuTimesInterleaved, roundOrder } from "../bench/_timing.ts";
-import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
 import { tensor } from "../tensor/creation.ts";
 import { add, mul } from "../ops/binary.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -66,7 +66,7 @@ Deno.test("splitRanges: CPU read parts cover the bytes once", () => {
 });
 
 gpuTest("gpuTimesInterleaved: one chain timed between marks, every call timed", async () => {
-  const b = await webgpu();
+  const b = await ownWebgpu();
   try {
     const x = tensor(normals(4096, 3), { shape: [4096], backend: b });
     // Two "algorithms" whose outputs feed the next call (a cheap and a 3× dearer one).

@@ -18,7 +18,7 @@
  */
 import fc from "npm:fast-check@4.10.2";
 import { ok as assert, throws } from "node:assert/strict";
-import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
+import type { WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import { PART_ALIGN, partLayout } from "../backends/webgpu/_parts.ts";
 import { flashAttention } from "../attention/flash.ts";
 import { leanAttention } from "../attention/lean.ts";
@@ -33,7 +33,7 @@ import { normals } from "../tensor/random.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
 import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
-import { webgpuBackend } from "./_backends.ts";
+import { ownWebgpu, webgpuBackend } from "./_backends.ts";
 import { expectError } from "./_assert.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -115,12 +115,12 @@ let small: Promise<WebGpuBackend> | null = null;
  */
 const PART_BYTES = 128 * 1024;
 function smallParts(): Promise<WebGpuBackend> {
-  return small ??= webgpu({ partBytes: PART_BYTES });
+  return small ??= ownWebgpu({ partBytes: PART_BYTES });
 }
 
 let tinyB: Promise<WebGpuBackend> | null = null;
 function tiny(): Promise<WebGpuBackend> {
-  return tinyB ??= webgpu({ partBytes: 4096 });
+  return tinyB ??= ownWebgpu({ partBytes: 4096 });
 }
 
 Deno.test("partLayout: parts fit, are tile-aligned, cover the axis in order", () => {
@@ -354,7 +354,7 @@ Deno.test({
   fn: async () => {
     if (!(await webgpuBackend())) return;
     const t0 = performance.now();
-    const b = await webgpu({ defaultLimits: true });
+    const b = await ownWebgpu({ defaultLimits: true });
     try {
       const bind = b.limits.maxStorageBufferBindingSize;
       const c: Case = {

@@ -18,7 +18,7 @@ import { randn, tensor } from "../tensor/creation.ts";
 import { DeviceLostError, LeanattnError, LimitError } from "../tensor/errors.ts";
 import { referenceAttention } from "../testing/reference.ts";
 import { compareIeee } from "./regress/cases.ts";
-import { webgpuBackend } from "./_backends.ts";
+import { ownWebgpu, webgpuBackend } from "./_backends.ts";
 import { expectError } from "./_assert.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -28,7 +28,7 @@ Deno.test({
   ...opts,
   fn: async () => {
     if (!(await webgpuBackend())) return;
-    const b = await webgpu({ defaultLimits: true });
+    const b = await ownWebgpu({ defaultLimits: true });
     try {
       const maxBuf = b.limits.maxBufferSize;
       const maxBind = b.limits.maxStorageBufferBindingSize;
@@ -65,7 +65,7 @@ Deno.test({
   ...opts,
   fn: async () => {
     if (!(await webgpuBackend())) return;
-    const b = await webgpu();
+    const b = await ownWebgpu();
     let uncaptured = 0;
     b.device.addEventListener("uncapturederror", () => uncaptured++);
     try {
@@ -115,8 +115,8 @@ Deno.test({
   ...opts,
   fn: async () => {
     if (!(await webgpuBackend())) return;
-    const doomed = await webgpu();
-    const survivor = await webgpu(); // another device: must not notice
+    const doomed = await ownWebgpu();
+    const survivor = await ownWebgpu(); // another device: must not notice
     const make = (b: Backend, seed: number) => ({
       q: randn([1, 2, 1, 8], { seed, backend: b }),
       k: randn([1, 1, 20, 8], { seed: seed + 1, backend: b }),
@@ -148,7 +148,7 @@ Deno.test({
     doomed.destroy(); // idempotent
 
     // The other device, and a fresh one, still compute attention correctly.
-    for (const b of [survivor, await webgpu()]) {
+    for (const b of [survivor, await ownWebgpu()]) {
       const y = make(b, 5);
       const got = await leanAttention(y.q, y.k, y.v, { grid: 3, tileSize: 4 }).data();
       const ref = referenceAttention({
@@ -173,7 +173,7 @@ Deno.test({
   ...opts,
   fn: async () => {
     if (!(await webgpuBackend())) return;
-    const b = await webgpu();
+    const b = await ownWebgpu();
     const t = tensor([1, 2, 3], { backend: b });
     b.device.destroy();
     await b.device.lost;

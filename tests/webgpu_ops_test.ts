@@ -9,7 +9,7 @@ import fc from "npm:fast-check@4.10.2";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import type { Backend } from "../backends/backend.ts";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
-import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
+import type { WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import { add, div, maximum, mul, sub } from "../ops/binary.ts";
 import { cast } from "../ops/cast.ts";
 import { matmul } from "../ops/matmul.ts";
@@ -23,7 +23,7 @@ import { type DType, epsilon } from "../tensor/dtype.ts";
 import { normals } from "../tensor/random.ts";
 import { sizeOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { webgpuBackend } from "./_backends.ts";
+import { ownWebgpu, webgpuBackend } from "./_backends.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const EPS32 = epsilon("float32");
@@ -31,7 +31,7 @@ const EPS32 = epsilon("float32");
 let f32Storage: Promise<WebGpuBackend> | null = null;
 /** A second device without `shader-f16`: float16 stored as rounded float32. */
 function noF16(): Promise<WebGpuBackend> {
-  return f32Storage ??= webgpu({ disableFeatures: ["shader-f16"] });
+  return f32Storage ??= ownWebgpu({ disableFeatures: ["shader-f16"] });
 }
 
 /** Both GPU layouts of float16 (the native one only where the adapter has shader-f16). */

@@ -4,7 +4,6 @@
  * exact, and profiling gives one timing per compute pass.
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
 import { flashAttention } from "../attention/flash.ts";
 import { leanAttention } from "../attention/lean.ts";
 import { add } from "../ops/binary.ts";
@@ -16,7 +15,7 @@ import { randn, tensor } from "../tensor/creation.ts";
 import { normals } from "../tensor/random.ts";
 import { sizeOf } from "../tensor/shape.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { webgpuBackend, withOwnGpu } from "./_backends.ts";
+import { ownWebgpu, webgpuBackend, withOwnGpu } from "./_backends.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -26,7 +25,7 @@ Deno.test({
   ...opts,
   fn: async () => {
     if (!(await webgpuBackend())) return;
-    const b = await webgpu();
+    const b = await ownWebgpu();
     const proto = GPUCommandEncoder.prototype;
     const begin = proto.beginComputePass;
     let passes = 0;
@@ -88,7 +87,7 @@ Deno.test({
   ...opts,
   fn: async () => {
     if (!(await webgpuBackend())) return;
-    const b = await webgpu();
+    const b = await ownWebgpu();
     try {
       const run = (shape: number[], seed: number) => {
         const x = tensor(normals(sizeOf(shape), seed), { shape, backend: b });

@@ -10,7 +10,6 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { webgpuAttention } from "../backends/webgpu/internal.ts";
-import { webgpu } from "../backends/webgpu/webgpu_backend.ts";
 import type { AttentionInputs, TensorBackend, TensorInfo } from "../backends/backend.ts";
 import {
   type AttentionPlan,
@@ -23,7 +22,7 @@ import { type LeanSchedule, leanSchedule, splitSchedule } from "../schedule/lean
 import { epsilon } from "../tensor/dtype.ts";
 import { normals } from "../tensor/random.ts";
 import type { RefInput } from "../testing/reference.ts";
-import { webgpuBackend } from "./_backends.ts";
+import { ownWebgpu, webgpuBackend } from "./_backends.ts";
 import { recordPipelines } from "./_pipeline_keys.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -377,7 +376,7 @@ Deno.test({
   ...opts,
   fn: async () => {
     if (!(await webgpuBackend())) return;
-    const gpu = await webgpu({ partBytes: 8192 });
+    const gpu = await ownWebgpu({ partBytes: 8192 });
     try {
       const c: Case = {
         name: "parts",
