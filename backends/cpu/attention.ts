@@ -34,7 +34,7 @@ import {
   type WalkParams,
   walkSegments,
 } from "./_segment_walk.ts";
-import { simdTileKernel } from "./_simd_tile.ts";
+import { keysPerTile, simdTileKernel } from "./_simd_tile.ts";
 import { scalarTileKernel } from "./_scalar_tile.ts";
 
 export type { AttentionBuffers };
@@ -51,7 +51,7 @@ export function runWorkers(
   w0: number,
   w1: number,
 ): void {
-  const T = params.schedule.plan.tileSize;
+  const T = keysPerTile(params.schedule.plan.tileSize, params.kvLens); // scratch: keys visited
   const simd = simdKernels();
   const kernel = simd ? simdTileKernel(simd, buf, g, T) : scalarTileKernel(buf, g, T);
   walkSegments(kernel, buf, g, params, w0, w1);
