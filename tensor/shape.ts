@@ -86,7 +86,9 @@ export function broadcastShapes(a: Shape, b: Shape, op = "broadcast"): number[] 
 /** Normalises a possibly negative axis; throws {@link ShapeError} when out of range. */
 export function normAxis(axis: number, rank: number, op: string): number {
   if (!Number.isInteger(axis) || axis < -rank || axis >= rank) {
-    throw new ShapeError(`${op}: axis ${axis} is out of range for a tensor of rank ${rank}`);
+    throw new ShapeError(
+      `${op}: axis ${show(axis)} is out of range (or not an integer) for a tensor of rank ${rank}`,
+    );
   }
   return axis < 0 ? axis + rank : axis;
 }
