@@ -6,7 +6,13 @@
  */
 import { type Backend, computeBackend } from "../backends/backend.ts";
 import type { DType } from "../tensor/dtype.ts";
-import { ArgumentError, BackendMismatchError, DTypeError, show } from "../tensor/errors.ts";
+import {
+  ArgumentError,
+  BackendMismatchError,
+  DTypeError,
+  LeanattnError,
+  show,
+} from "../tensor/errors.ts";
 import { fmt } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 
@@ -18,7 +24,13 @@ export function live(op: string, name: string, t: unknown): Tensor {
   if (!(t instanceof Tensor)) {
     throw new ArgumentError(`${op}: ${name} must be a Tensor, got ${describe(t)}`);
   }
-  t.id; // throws DisposedTensorError after dispose()
+  try {
+    t.id; // throws DisposedTensorError after dispose()
+  } catch (e) {
+    if (e instanceof LeanattnError) throw e;
+    // `instanceof` holds for a Proxy of a Tensor, whose private state it cannot reach.
+    throw new ArgumentError(`${op}: ${name} must be a Tensor, got a Proxy of one`);
+  }
   return t;
 }
 

@@ -1,4 +1,4 @@
-import { DTypeError } from "./errors.ts";
+import { DTypeError, show } from "./errors.ts";
 
 /** Storage types. Arithmetic is always float32 (float16 is storage only). */
 export type DType = "float32" | "float16";
@@ -14,7 +14,11 @@ export function bytesPerElement(dtype: DType): number {
 /** Throws {@link DTypeError} unless `dtype` is a supported dtype. */
 export function checkDType(dtype: unknown, what = "dtype"): DType {
   if (dtype !== "float32" && dtype !== "float16") {
-    throw new DTypeError(`${what}: expected "float32" or "float16", got ${JSON.stringify(dtype)}`);
+    throw new DTypeError(
+      `${what}: expected "float32" or "float16", got ${
+        typeof dtype === "string" ? JSON.stringify(dtype) : show(dtype)
+      }`,
+    );
   }
   return dtype;
 }

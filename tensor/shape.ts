@@ -1,4 +1,4 @@
-import { ShapeError, show } from "./errors.ts";
+import { LimitError, ShapeError, show } from "./errors.ts";
 
 /** A tensor shape: a list of non-negative integer dimensions. */
 export type Shape = readonly number[];
@@ -10,7 +10,29 @@ export function sizeOf(shape: Shape): number {
   return n;
 }
 
-/** Throws {@link ShapeError} unless every dimension is a non-negative safe integer. */
+/**
+ * The most elements one tensor may have: 2³¹ (8 GiB of float32). JavaScript's typed arrays
+ * and WebGPU buffers end near here (a WebGPU device refuses less, by its `maxBufferSize`,
+ * unless the tensor can be stored in parts); a shape over it is refused before anything is
+ * allocated, whatever the backend.
+ */
+export const MAX_ELEMENTS = 2 ** 31;
+
+/** Throws {@link LimitError} when `shape` has more than {@link MAX_ELEMENTS} elements. */
+export function checkSize(shape: Shape, what: string): void {
+  const n = sizeOf(shape);
+  if (n > MAX_ELEMENTS) {
+    throw new LimitError(
+      `${what}: shape ${fmt(shape)} has ${n} elements, over the ${MAX_ELEMENTS} (2^31) one ` +
+        `tensor may hold`,
+    );
+  }
+}
+
+/**
+ * Throws {@link ShapeError} unless every dimension is a non-negative safe integer, and
+ * {@link LimitError} over {@link MAX_ELEMENTS} elements.
+ */
 export function checkShape(shape: unknown, what = "shape"): Shape {
   if (!Array.isArray(shape)) {
     throw new ShapeError(`${what}: expected an array of dimensions, got ${show(shape)}`);
@@ -22,6 +44,7 @@ export function checkShape(shape: unknown, what = "shape"): Shape {
       );
     }
   }
+  checkSize(shape as Shape, what);
   return shape as Shape;
 }
 
@@ -41,7 +64,10 @@ export function fmt(shape: Shape): string {
   return `[${shape.join(", ")}]`;
 }
 
-/** NumPy broadcasting of two shapes; throws {@link ShapeError} naming both. */
+/**
+ * NumPy broadcasting of two shapes; throws {@link ShapeError} naming both, and
+ * {@link LimitError} when the result would exceed {@link MAX_ELEMENTS}.
+ */
 export function broadcastShapes(a: Shape, b: Shape, op = "broadcast"): number[] {
   const n = Math.max(a.length, b.length);
   const out = new Array<number>(n);
@@ -53,13 +79,16 @@ export function broadcastShapes(a: Shape, b: Shape, op = "broadcast"): number[] 
     }
     out[i] = da === 1 ? db : da;
   }
+  checkSize(out, op);
   return out;
 }
 
 /** Normalises a possibly negative axis; throws {@link ShapeError} when out of range. */
 export function normAxis(axis: number, rank: number, op: string): number {
   if (!Number.isInteger(axis) || axis < -rank || axis >= rank) {
-    throw new ShapeError(`${op}: axis ${axis} is out of range for a tensor of rank ${rank}`);
+    throw new ShapeError(
+      `${op}: axis ${show(axis)} is out of range (or not an integer) for a tensor of rank ${rank}`,
+    );
   }
   return axis < 0 ? axis + rank : axis;
 }

@@ -57,7 +57,8 @@ describeBackends(
           // The freed buffer is idle in the pool (the cap is far above these sizes)...
           assert(after.pooledBytes >= before.pooledBytes, "released buffer not pooled");
         } else {
-          assert(after.pooledBytes === 0, "the CPU backend has no pool");
+          // The CPU pools only attention scratch (bounded): a tensor's life leaves it alone.
+          assert(after.pooledBytes === before.pooledBytes, "a CPU tensor changed the pool");
         }
       }
     }

@@ -56,6 +56,8 @@ export { PEXP_LOW } from "./_wasm_pexp.ts";
 /** The kernels of one instance and its memory. */
 export interface SimdKernels {
   memory: WebAssembly.Memory;
+  /** A new instance of the same module (its own memory, freed with it). */
+  fresh(): SimdKernels;
   cvt16(src: number, dst: number, n: number): void;
   scores(q: number, k: number, s: number, R: number, n: number, Dp: number, T: number): void;
   pv(
@@ -122,11 +124,34 @@ let disabled = false;
  * where the engine lacks WebAssembly SIMD (or relaxed SIMD, for `fma`).
  */
 export function instantiateSimdKernels(fma: boolean): SimdKernels {
-  const inst = new WebAssembly.Instance(new WebAssembly.Module(simdModuleBytes(fma)));
-  const e = inst.exports as unknown as Omit<SimdKernels, "memory"> & {
+  return instanceOf(new WebAssembly.Module(simdModuleBytes(fma)));
+}
+
+function instanceOf(module: WebAssembly.Module): SimdKernels {
+  const inst = new WebAssembly.Instance(module);
+  const e = inst.exports as unknown as Omit<SimdKernels, "memory" | "fresh"> & {
     mem: WebAssembly.Memory;
   };
-  return { memory: e.mem, cvt16: e.cvt16, scores: e.scores, pv: e.pv, pexp: e.pexp };
+  return {
+    memory: e.mem,
+    fresh: () => instanceOf(module),
+    cvt16: e.cvt16,
+    scores: e.scores,
+    pv: e.pv,
+    pexp: e.pexp,
+  };
+}
+
+/**
+ * Bytes of scratch a thread keeps between calls: a call needing at most this much uses the
+ * thread's instance, whose memory (WebAssembly memory never shrinks) stays at most this
+ * large; a call needing more gets an instance of its own, freed with the call.
+ */
+export const SCRATCH_POOL_BYTES = 64 * 2 ** 20;
+
+/** WebAssembly memory of this thread's kept instance (0 before the first SIMD call). */
+export function simdScratchBytes(): number {
+  return cached ? cached.memory.buffer.byteLength : 0;
 }
 
 /**

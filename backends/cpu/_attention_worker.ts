@@ -19,6 +19,7 @@ import type { WalkParams } from "./_segment_walk.ts";
 import type { CpuArray } from "./_storage.ts";
 import { type AttentionBuffers, attentionBuffers, finishCuts, runWorkers } from "./attention.ts";
 import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
+import { simdScratchBytes } from "./_attention_simd.ts";
 
 interface Job {
   job: number;
@@ -29,7 +30,10 @@ interface Job {
   w1: number;
 }
 
-type Reply = { job: number; ok: true } | { job: number; ok: false; error: string };
+/** A reply also says how much attention scratch the thread keeps (see `memory()`). */
+type Reply =
+  | { job: number; ok: true; scratch: number }
+  | { job: number; ok: false; error: string; scratch: number };
 
 // deno-lint-ignore no-explicit-any
 const scope = globalThis as any;
@@ -41,15 +45,28 @@ if (inWorker) {
     const { job, buf, g, params, w0, w1 } = e.data;
     try {
       runWorkers(buf, g, params, w0, w1);
-      scope.postMessage({ job, ok: true } satisfies Reply);
+      scope.postMessage({ job, ok: true, scratch: simdScratchBytes() } satisfies Reply);
     } catch (err) {
-      scope.postMessage({ job, ok: false, error: String(err) } satisfies Reply);
+      const scratch = simdScratchBytes();
+      scope.postMessage({ job, ok: false, error: String(err), scratch } satisfies Reply);
     }
   };
 }
 
 let pool: Worker[] = [];
 let nextJob = 0;
+/** Scratch each worker thread last said it keeps. */
+const kept = new Map<Worker, number>();
+
+/**
+ * Attention scratch the worker threads keep between calls (each at most
+ * `SCRATCH_POOL_BYTES`), as they last reported; 0 once they are closed.
+ */
+export function workerScratchBytes(): number {
+  let n = 0;
+  for (const b of kept.values()) n += b;
+  return n;
+}
 
 function workers(n: number): Worker[] {
   while (pool.length < n) {
@@ -62,6 +79,7 @@ function workers(n: number): Worker[] {
 export function closeAttentionWorkers(): void {
   for (const w of pool) w.terminate();
   pool = [];
+  kept.clear();
 }
 
 /** Splits schedule workers `[0, G)` into `t` contiguous ranges of nearly equal tile counts. */
@@ -121,6 +139,7 @@ export async function cpuAttentionParallel(
           if (e.data.job !== job) return;
           worker.removeEventListener("message", onMessage);
           worker.removeEventListener("error", onError);
+          kept.set(worker, e.data.scratch);
           if (e.data.ok) resolve();
           else reject(new Error(`attention worker failed: ${e.data.error}`));
         };

@@ -9,7 +9,8 @@
  * @module
  */
 import type { AttentionGeometry } from "../../schedule/geometry.ts";
-import type { SimdKernels } from "./_attention_simd.ts";
+import { SCRATCH_POOL_BYTES, type SimdKernels } from "./_attention_simd.ts";
+import { LimitError } from "../../tensor/errors.ts";
 import { maxOrNaN, rescaleRow } from "./_online_softmax.ts";
 import {
   type AttentionBuffers,
@@ -53,9 +54,28 @@ function simdLayout(R: number, Dp: number, Tn: number): SimdLayout {
   return { q, o, s, alpha, cnt, mx, sum, k, v, raw, bytes: at };
 }
 
-/** The SIMD tile kernel of one call (`T` keys a tile), its scratch laid out in `K.memory`. */
+/**
+ * Keys one tile of the walk can hold: the tile size, but no more than the longest sequence
+ * (`kvLens`; a tile never spans keys past a sequence's length), so scratch is sized by the
+ * keys visited — a `tileSize` of 2³⁰ over one key needs one key of scratch. Linear in B.
+ */
+export function keysPerTile(tileSize: number, kvLens: ArrayLike<number>): number {
+  let most = 1;
+  for (let b = 0; b < kvLens.length; b++) if (kvLens[b] > most) most = kvLens[b];
+  return Math.min(tileSize, most);
+}
+
+/** WebAssembly memory cannot exceed 4 GiB (32-bit addresses). */
+const WASM_MAX_BYTES = 2 ** 32 - 65536;
+
+/**
+ * The SIMD tile kernel of one call (`T` keys a tile, see {@link keysPerTile}), its scratch
+ * laid out in `K.memory` — or, over {@link SCRATCH_POOL_BYTES}, in a fresh instance's memory
+ * that is freed with the call. Throws {@link LimitError} where the scratch cannot fit
+ * WebAssembly's 4 GiB.
+ */
 export function simdTileKernel(
-  K: SimdKernels,
+  kernels: SimdKernels,
   buf: AttentionBuffers,
   g: AttentionGeometry,
   T: number,
@@ -66,8 +86,19 @@ export function simdTileKernel(
   const Dp = Math.ceil(D / 16) * 16;
   const Rc = rowsPerPass(unitRows, Dp * 12 + Tn * 4 + 32);
   const L = simdLayout(Rc, Dp, Tn);
+  if (L.bytes > WASM_MAX_BYTES) {
+    throw new LimitError(
+      `cpu attention: a tile of ${Tn} keys at head dimension ${D} needs ${L.bytes} bytes of ` +
+        `scratch, over WebAssembly's 4 GiB; use a smaller tileSize`,
+    );
+  }
+  const K = L.bytes > SCRATCH_POOL_BYTES ? kernels.fresh() : kernels;
   const have = K.memory.buffer.byteLength;
-  if (have < L.bytes) K.memory.grow(Math.ceil((L.bytes - have) / 65536));
+  try {
+    if (have < L.bytes) K.memory.grow(Math.ceil((L.bytes - have) / 65536));
+  } catch (e) {
+    throw new LimitError(`cpu attention: cannot allocate ${L.bytes} bytes of scratch: ${e}`);
+  }
   const mem = K.memory.buffer;
   const S = new Float32Array(mem, L.s, Rc * Tn);
   const A = new Float64Array(mem, L.alpha, Rc);

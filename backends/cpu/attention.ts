@@ -35,7 +35,7 @@ import {
   type WalkParams,
   walkSegments,
 } from "./_segment_walk.ts";
-import { simdTileKernel } from "./_simd_tile.ts";
+import { keysPerTile, simdTileKernel } from "./_simd_tile.ts";
 import { scalarTileKernel } from "./_scalar_tile.ts";
 
 export type { AttentionBuffers };
@@ -52,7 +52,7 @@ export function runWorkers(
   w0: number,
   w1: number,
 ): void {
-  const T = params.schedule.plan.tileSize;
+  const T = keysPerTile(params.schedule.plan.tileSize, params.kvLens); // scratch: keys visited
   // The SIMD tile computes textbook scores only: variants (and the window's row starts) run
   // on the plain-JS tile, which implements every score change.
   const plain = isPlainVariant(params.variant ?? PLAIN_ATTENTION);

@@ -22,6 +22,8 @@ import * as k from "./kernels.ts";
 import { setFallbackTensorBackend } from "../../tensor/default_backend.ts";
 import { cpuAttention, cpuMergeStates } from "./attention.ts";
 import { allocCpu, type CpuArray, CpuData, cpuValues } from "./_storage.ts";
+import { simdScratchBytes } from "./_attention_simd.ts";
+import { workerScratchBytes } from "./_attention_worker.ts";
 
 export { allocCpu, type CpuArray, CpuData, cpuValues };
 
@@ -55,7 +57,10 @@ class CpuBackend implements Backend {
   memory(): MemoryInfo {
     let liveBytes = 0;
     for (const d of this.#live) liveBytes += d.values.byteLength;
-    return { liveBytes, pooledBytes: 0, liveCount: this.#live.size };
+    // Pooled: the attention scratch this thread and the worker threads keep between calls,
+    // at most SCRATCH_POOL_BYTES each (a call needing more frees its own when done).
+    const pooledBytes = simdScratchBytes() + workerScratchBytes();
+    return { liveBytes, pooledBytes, liveCount: this.#live.size };
   }
 
   unary(op: UnaryOp, x: TensorInfo): DataId {

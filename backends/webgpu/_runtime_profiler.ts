@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { LeanattnError } from "../../tensor/errors.ts";
 import type { GpuErrors } from "./_runtime_errors.ts";
 import type { GpuStorage } from "./_runtime_storage.ts";
 
@@ -103,26 +104,38 @@ export class GpuProfiler {
     }
   }
 
-  /** GPU time of every pass submitted since the last call, in order; clears them. */
+  /**
+   * GPU time of every pass submitted since the last call, in order; clears them. Throws
+   * {@link DeviceLostError} when the device is destroyed or lost while the read is pending.
+   */
   async collect(): Promise<PassTiming[]> {
     const batches = this.#timings;
     this.#timings = [];
     const out: PassTiming[] = [];
-    for (const b of batches) {
-      try {
-        await b.staging.mapAsync(GPUMapMode.READ);
-        const t = new BigUint64Array(b.staging.getMappedRange(), 0, b.labels.length * 2);
-        b.labels.forEach((label, i) => {
-          const ns = t[2 * i + 1] - t[2 * i];
-          out.push({
-            label,
-            ms: Number(ns > 0n ? ns : 0n) / 1e6,
-            startNs: Number(t[2 * i]),
-            endNs: Number(t[2 * i + 1]),
+    try {
+      for (const b of batches) {
+        try {
+          await b.staging.mapAsync(GPUMapMode.READ);
+          const t = new BigUint64Array(b.staging.getMappedRange(), 0, b.labels.length * 2);
+          b.labels.forEach((label, i) => {
+            const ns = t[2 * i + 1] - t[2 * i];
+            out.push({
+              label,
+              ms: Number(ns > 0n ? ns : 0n) / 1e6,
+              startNs: Number(t[2 * i]),
+              endNs: Number(t[2 * i + 1]),
+            });
           });
-        });
-        b.staging.unmap();
-      } finally {
+          b.staging.unmap();
+        } catch (e) {
+          // wgpu rejects a pending map (or its unmap) with an OperationError when the device
+          // goes away: say so as every later call will (DeviceLostError), else name it.
+          this.errors.check();
+          throw new LeanattnError(`webgpu readTimings failed: ${e}`);
+        }
+      }
+    } finally {
+      for (const b of batches) {
         b.staging.destroy();
         b.resolve.destroy();
         b.querySet.destroy();

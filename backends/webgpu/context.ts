@@ -45,6 +45,8 @@ export interface GpuContext {
    * buffer; use `scratchFrom` for uploaded data).
    */
   alloc(elements: number, dtype: DType): DataId;
+  /** Frees a tensor storage from {@link GpuContext.alloc} (a failed op frees what it took). */
+  release(id: DataId): void;
   /**
    * A pooled scratch buffer (STORAGE | COPY_SRC | COPY_DST) that returns to the pool once the
    * pending commands are submitted. For partial states, schedules, uniforms.

@@ -6,6 +6,7 @@
  * @module
  */
 import type { GpuContext } from "../context.ts";
+import { LimitError } from "../../../tensor/errors.ts";
 import { type Elem, META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings } from "./_wgsl_segments.ts";
@@ -19,9 +20,44 @@ import {
   variantSizes,
 } from "./_wgsl_variant.ts";
 
-/** `n` generated lines (loops unrolled at generation time; see the module notes). */
-function each(n: number, line: (i: number) => string): string {
-  return Array.from({ length: n }, (_, i) => line(i)).join("\n");
+/**
+ * Largest D whose per-d statements are unrolled at generation time (fast registers, short
+ * code); above it they are WGSL loops, so the text — and the compile time — does not grow
+ * with D (unrolled, D = 1024 took 241 s to compile on lavapipe and D = 4096 never finished).
+ */
+export const GENERIC_UNROLL_MAX_D = 256;
+
+/**
+ * The statements `line` gives for every d < D: unrolled with literal indices (`i` as `5`,
+ * `iu` as `5u`) up to {@link GENERIC_UNROLL_MAX_D}, else one loop over `d` at `indent`.
+ */
+function eachD(D: number, indent: string, line: (i: string, iu: string) => string): string {
+  if (D <= GENERIC_UNROLL_MAX_D) {
+    return Array.from({ length: D }, (_, i) => line(`${i}`, `${i}u`)).join("\n");
+  }
+  const body = line("d", "d").split("\n").map((l) => `  ${l}`).join("\n");
+  return `${indent}for (var d = 0u; d < ${D}u; d++) {\n${body}\n${indent}}`;
+}
+
+/**
+ * Largest head dimension the WebGPU backend accepts: the generic kernel (the fallback for
+ * every D) stages at least one key of K and V as f32 in workgroup memory, 8·D bytes, so D ≤
+ * maxComputeWorkgroupStorageSize / 8 (2048 at WebGPU's default 16 KiB, 4096 at 32 KiB).
+ */
+export function maxHeadDim(ctx: GpuContext): number {
+  return Math.floor(ctx.limits.maxComputeWorkgroupStorageSize / 8);
+}
+
+/** Throws {@link LimitError} (at planning, before allocating) when D is over {@link maxHeadDim}. */
+export function checkHeadDim(ctx: GpuContext, D: number): void {
+  const max = maxHeadDim(ctx);
+  if (D > max) {
+    throw new LimitError(
+      `attention: head dimension ${D} is over the WebGPU backend's maximum ${max} on this ` +
+        `device (one key of K and V as f32, 8·D bytes, must fit maxComputeWorkgroupStorageSize ` +
+        `${ctx.limits.maxComputeWorkgroupStorageSize}); the CPU backend takes any D`,
+    );
+  }
 }
 
 /** Configuration of the generic kernel. */
@@ -79,7 +115,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let w = wid.x + wid.y * nwg.x;
   if (w >= mt[${META.numWorkers}]) { return; }
   ${sizes()}${variantSizes(v)}
-  var qv: array<f32, ${D}>;
+  ${
+    D <= GENERIC_UNROLL_MAX_D
+      ? `var qv: array<f32, ${D}>;`
+      : "// q is read from Q: a private copy of a large D compiles slowly"
+  }
   var o: array<f32, ${D}>;
 ${segmentLoop()}
     let kvBase = kvRow0 * ${D}u;
@@ -90,7 +130,12 @@ ${segmentLoop()}
       let row = select(0u, (b * Hq + h * group + r / rpb) * Sq + i, ok);
 ${rowSetup}
       let qb0 = row * ${D}u;
-${each(D, (d) => `      qv[${d}] = scale * f32(Q[qb0 + ${d}u]);\n      o[${d}] = 0.0;`)}
+${
+    eachD(D, "      ", (d, du) =>
+      D <= GENERIC_UNROLL_MAX_D
+        ? `      qv[${d}] = scale * f32(Q[qb0 + ${du}]);\n      o[${d}] = 0.0;`
+        : `      o[${d}] = 0.0;`)
+  }
       var m = ninf;
       var l = 0.0;
       var bad = false;
@@ -107,28 +152,36 @@ ${each(D, (d) => `      qv[${d}] = scale * f32(Q[qb0 + ${d}u]);\n      o[${d}] =
         for (var j = ${j0}; j < cn; j++) {
           let kb = j * ${D}u;
           var s = 0.0;
-${each(D, (d) => `          s += qv[${d}] * ks[kb + ${d}u];`)}
+${
+    D <= GENERIC_UNROLL_MAX_D
+      ? eachD(D, "          ", (d, du) => `          s += qv[${d}] * ks[kb + ${du}];`)
+      : eachD(D, "          ", (_, du) =>
+        `          s += scale * f32(Q[qb0 + ${du}]) * ks[kb + ${du}];`)
+  }
 ${score}          bad = bad || poison_score(s);
           if (s > m) {
             let a = select(0.0, exp(m - s), m != ninf);
             l *= a;
-${each(D, (d) => `            o[${d}] *= a;`)}
+${eachD(D, "            ", (d) => `            o[${d}] *= a;`)}
             m = s;
           }
           let pj = select(0.0, exp(s - m), s != ninf);
           l += pj;
-${each(D, (d) => `          o[${d}] += pj * vs[kb + ${d}u];`)}
+${eachD(D, "          ", (d, du) => `          o[${d}] += pj * vs[kb + ${du}];`)}
         }
       }
       if (ok) {
         if (part == 0xffffffffu) {
 ${norm}
-${each(D, (d) => `          O[qb0 + ${d}u] = ${c.q}(select(o[${d}] * inv, qnan, bad));`)}
+${
+    eachD(D, "          ", (d, du) =>
+      `          O[qb0 + ${du}] = ${c.q}(select(o[${d}] * inv, qnan, bad));`)
+  }
           LSE[row] = ${lse};
         } else {
           let pr = part * R + r;
           let pb = partOOff + pr * ${D}u;
-${each(D, (d) => `          PART[pb + ${d}u] = o[${d}];`)}
+${eachD(D, "          ", (d, du) => `          PART[pb + ${du}] = o[${d}];`)}
           PART[pr * 2u] = m;
           PART[pr * 2u + 1u] = select(l, qnan, bad);
         }
@@ -139,8 +192,12 @@ ${each(D, (d) => `          PART[pb + ${d}u] = o[${d}];`)}
 `;
 }
 
-/** Keys the generic kernel stages at a time (its workgroup memory holds K and V as f32). */
+/**
+ * Keys the generic kernel stages at a time (its workgroup memory holds K and V as f32).
+ * Throws {@link LimitError} where not even one key fits ({@link checkHeadDim}).
+ */
 export function genericChunk(ctx: GpuContext, D: number): number {
+  checkHeadDim(ctx, D);
   const room = Math.min(ctx.limits.maxComputeWorkgroupStorageSize, 16384);
   return Math.max(1, Math.min(32, Math.floor(room / (8 * D))));
 }

@@ -17,7 +17,7 @@ import { buildMeta } from "./meta.ts";
 import type { AttentionTuning } from "./tuning.ts";
 import { type SgConfig, sgConfig, sgKey } from "./subgroup_config.ts";
 import { type WgmConfig, wgmConfig, wgmKey } from "./workgroup_memory_kernel.ts";
-import { genericChunk, type GenericConfig, genericKey } from "./generic_kernel.ts";
+import { checkHeadDim, genericChunk, type GenericConfig, genericKey } from "./generic_kernel.ts";
 import { REDUCE_WG, reduceKey } from "./reduce_kernel.ts";
 import { kernelVariant, variantInputs } from "./_wgsl_variant.ts";
 import { LimitError } from "../../../tensor/errors.ts";
@@ -81,6 +81,7 @@ export function planWebgpuAttention(
   const s = params.schedule;
   const g = launchGeometry(q.shape, k.shape, params);
   const { B, Hq, Sq, D } = g;
+  checkHeadDim(ctx, D); // the largest D the fallback kernel takes on this device
   const rows = B * Hq * Sq;
   const qT = ctx.wgslType(q.dtype);
   const kvT = ctx.wgslType(k.dtype);

@@ -51,37 +51,43 @@ export function runWebgpuAttention(
     checkBinding(ctx, name, ctx.byteLength(t.id));
     return ctx.buffer(t.id);
   });
-  const out = ctx.alloc(launch.outElements, launch.outDtype);
-  const lse = ctx.alloc(launch.rows, "float32");
-  const metaBuf = ctx.scratchFrom(launch.meta);
-  const part = ctx.scratch(launch.partBytes);
-  const outBuf = ctx.buffer(out);
-  const lseBuf = ctx.buffer(lse);
   const { main, reduce } = launch;
-  if (main) {
-    const pipe = ctx.pipeline(main.key, () => mainWgsl(main.kernel), "main");
-    const bindings = [
-      metaBuf,
-      ctx.buffer(q.id),
-      ctx.buffer(k.id),
-      ctx.buffer(v.id),
-      outBuf,
-      lseBuf,
-      part,
-    ];
-    if (launch.counters > 0) bindings.push(ctx.scratchFrom(new Uint32Array(launch.counters)));
-    bindings.push(...extra);
-    ctx.dispatch(pipe, bindings, main.workgroups, launch.label);
-  }
-  if (reduce) {
-    const pipe = ctx.pipeline(
-      reduce.key,
-      () => reduceWgsl(reduce.D, reduce.q, reduce.sinks),
-      "main",
-    );
-    const bindings = [metaBuf, outBuf, lseBuf, part];
-    if (reduce.sinks) bindings.push(ctx.buffer(inputs.sinks!.id));
-    ctx.dispatch(pipe, bindings, reduce.workgroups, "attention-reduce");
+  // Pipelines first: a kernel that fails to build throws here, before anything is allocated.
+  const mainPipe = main && ctx.pipeline(main.key, () => mainWgsl(main.kernel), "main");
+  const reducePipe = reduce &&
+    ctx.pipeline(reduce.key, () => reduceWgsl(reduce.D, reduce.q, reduce.sinks), "main");
+  const out = ctx.alloc(launch.outElements, launch.outDtype);
+  let lse: DataId | null = null;
+  try {
+    lse = ctx.alloc(launch.rows, "float32");
+    const metaBuf = ctx.scratchFrom(launch.meta);
+    const part = ctx.scratch(launch.partBytes);
+    const outBuf = ctx.buffer(out);
+    const lseBuf = ctx.buffer(lse);
+    if (main && mainPipe) {
+      const bindings = [
+        metaBuf,
+        ctx.buffer(q.id),
+        ctx.buffer(k.id),
+        ctx.buffer(v.id),
+        outBuf,
+        lseBuf,
+        part,
+      ];
+      if (launch.counters > 0) bindings.push(ctx.scratchFrom(new Uint32Array(launch.counters)));
+      bindings.push(...extra);
+      ctx.dispatch(mainPipe, bindings, main.workgroups, launch.label);
+    }
+    if (reduce && reducePipe) {
+      const bindings = [metaBuf, outBuf, lseBuf, part];
+      if (reduce.sinks) bindings.push(ctx.buffer(inputs.sinks!.id));
+      ctx.dispatch(reducePipe, bindings, reduce.workgroups, "attention-reduce");
+    }
+  } catch (e) {
+    // A failed call leaves nothing behind (its scratch returns to the pool at the next flush).
+    ctx.release(out);
+    if (lse !== null) ctx.release(lse);
+    throw e;
   }
   return { out, lse };
 }
