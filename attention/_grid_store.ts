@@ -6,9 +6,15 @@
  * @module
  */
 import type { Backend } from "../backends/backend.ts";
+import { ArgumentError, show } from "../tensor/errors.ts";
 
 const measured = new Map<string, number>();
-const keyOf = (b: Backend) => `${b.name}:${b.description}`;
+const keyOf = (b: Backend) => {
+  if (b === null || typeof b !== "object" || typeof b.name !== "string") {
+    throw new ArgumentError(`expected a Backend (cpu(), await webgpu()), got ${show(b)}`);
+  }
+  return `${b.name}:${b.description}`;
+};
 
 /** The calibrated grid of this backend's adapter, if {@link storeCalibratedGrid} ran for it. */
 export function calibratedGrid(backend: Backend): number | undefined {

@@ -2,8 +2,9 @@
  * Validation shared by every attention op: shapes of q, k, v, backends, dtypes and the common
  * options. Returns the resolved problem so ops never re-derive it.
  */
-import { Tensor } from "../tensor/tensor.ts";
+import type { Tensor } from "../tensor/tensor.ts";
 import { readOptions } from "../tensor/options.ts";
+import { live } from "../ops/_util.ts";
 import {
   ArgumentError,
   BackendMismatchError,
@@ -93,10 +94,7 @@ export function validateAttention<O extends AttentionOptions = AttentionOptions>
 ): AttentionProblem & { opts: Partial<O> } {
   const opts = readOptions<O>(op, options, [...ATTENTION_OPTIONS, ...extra]);
   for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
-    if (!(t instanceof Tensor)) {
-      throw new ArgumentError(`${op}: ${name} must be a Tensor, got ${show(t)}`);
-    }
-    t.id; // throws DisposedTensorError
+    live(op, name, t); // a Tensor (not a Proxy of one), not disposed
     if (t.shape.length !== 4) {
       throw new ShapeError(
         `${op}: ${name} must have rank 4 (${

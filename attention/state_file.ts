@@ -60,6 +60,7 @@ export async function saveAttentionState(
   state: AttentionState,
 ): Promise<void> {
   const op = "saveAttentionState";
+  checkPath(op, path);
   if (!state || typeof state !== "object") {
     throw new ArgumentError(`${op}: expected { out, lse }, got ${show(state)}`);
   }
@@ -125,6 +126,7 @@ export async function loadAttentionState(
   options: LoadStateOptions = {},
 ): Promise<LoadedAttentionState> {
   const op = "loadAttentionState";
+  checkPath(op, path);
   const opts = readOptions<LoadStateOptions>(op, options, ["backend"]);
   const bytes = await Deno.readFile(path);
   const { header, data } = parseSafetensors(bytes, `${op}: ${String(path)}`);
@@ -247,4 +249,15 @@ function readMetadata(header: Record<string, unknown>, where: string): Record<st
 function bytesOf(a: Float32Array | Float16Array): Uint8Array {
   // Little-endian on every host Deno runs on (x86-64, arm64), as safetensors requires.
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Throws {@link ArgumentError} unless `path` is a non-empty string or a file URL. */
+function checkPath(op: string, path: unknown): void {
+  const ok = (typeof path === "string" && path.length > 0) ||
+    (path instanceof URL && path.protocol === "file:");
+  if (!ok) {
+    throw new ArgumentError(
+      `${op}: path must be a non-empty string or a file: URL, got ${show(path)}`,
+    );
+  }
 }

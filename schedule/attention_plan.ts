@@ -56,8 +56,8 @@ export const PLAIN_ATTENTION: AttentionVariant = Object.freeze({
  * longer the {@link PLAIN_ATTENTION} object itself).
  */
 export function isPlainVariant(v: AttentionVariant): boolean {
-  return v.windowLeft === Infinity && v.windowRight === Infinity && v.softcap === 0 &&
-    !v.sinks && !v.alibi && !v.bias;
+  return typeof v === "object" && v !== null && v.windowLeft === Infinity &&
+    v.windowRight === Infinity && v.softcap === 0 && !v.sinks && !v.alibi && !v.bias;
 }
 
 /** The algorithm a schedule came from (a backend may pick its kernel by it). */

@@ -226,7 +226,7 @@ function filled(op: string, shape: readonly number[], value: number, options: un
   if (typeof value !== "number") {
     throw new ArgumentError(`${op}: value must be a number, got ${show(value)}`);
   }
-  const s = checkShape([...shape], op);
+  const s = checkShape(shapeArray(op, shape), op);
   const dtype = checkDType(opts.dtype ?? "float32", op);
   const stored = dtype === "float16" ? Math.f16round(value) : Math.fround(value);
   if (Number.isFinite(value) && !Number.isFinite(stored)) throw rangeError(op, value, "", dtype);
@@ -252,6 +252,14 @@ export function randn(
   if (typeof opts.seed !== "number" || !Number.isFinite(opts.seed)) {
     throw new ArgumentError(`randn: expected a finite numeric seed, got ${show(opts.seed)}`);
   }
-  const s = checkShape([...shape], "randn");
+  const s = checkShape(shapeArray("randn", shape), "randn");
   return fromValues(normals(sizeOf(s), opts.seed), s, opts);
+}
+
+/** A copy of `shape` as an array, or {@link ShapeError} when it is none. */
+function shapeArray(op: string, shape: unknown): number[] {
+  if (!Array.isArray(shape)) {
+    throw new ShapeError(`${op}: shape must be an array of sizes, got ${show(shape)}`);
+  }
+  return [...shape];
 }

@@ -5,10 +5,10 @@
  * @module
  */
 import { checkDType, type DType } from "./dtype.ts";
-import { ArgumentError, show } from "./errors.ts";
+import { ArgumentError, LeanattnError, show } from "./errors.ts";
 import { type CreationOptions, fromValues } from "./creation.ts";
 import { checkShape, sizeOf } from "./shape.ts";
-import type { Tensor } from "./tensor.ts";
+import { Tensor } from "./tensor.ts";
 import type { NdArray, NdArrayLike } from "./ndarray_types.ts";
 
 export type { NdArray, NdArrayLike };
@@ -81,5 +81,15 @@ export function fromNdarray(nd: NdArrayLike, opts: CreationOptions = {}): Tensor
  * ```
  */
 export function toNdarray(t: Tensor): Promise<NdArray<Float32Array>> {
+  if (!(t instanceof Tensor)) {
+    return Promise.reject(new ArgumentError(`toNdarray: expected a Tensor, got ${show(t)}`));
+  }
+  try {
+    t.id; // throws DisposedTensorError after dispose()
+  } catch (e) {
+    if (e instanceof LeanattnError) return Promise.reject(e);
+    // `instanceof` holds for a Proxy of a Tensor, whose private state it cannot reach.
+    return Promise.reject(new ArgumentError("toNdarray: expected a Tensor, got a Proxy of one"));
+  }
   return t.toNdarray();
 }

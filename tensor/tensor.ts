@@ -8,7 +8,7 @@
  */
 import { JUPYTER_DISPLAY, tensorBundle } from "./_display.ts";
 import type { DType } from "./dtype.ts";
-import { DisposedTensorError, ShapeError } from "./errors.ts";
+import { ArgumentError, DisposedTensorError, ShapeError, show } from "./errors.ts";
 import type { NdArray } from "./ndarray_types.ts";
 import { checkShape, fmt, type Shape, sizeOf } from "./shape.ts";
 import type { DataId, TensorBackend } from "./storage.ts";
@@ -106,6 +106,10 @@ export class Tensor {
 
   /** A copy of this tensor on another backend (same shape and dtype). */
   async to(backend: TensorBackend): Promise<Tensor> {
+    const b = backend as Partial<TensorBackend> | null;
+    if (!b || typeof b !== "object" || typeof b.upload !== "function") {
+      throw new ArgumentError(`to: expected a backend (cpu(), await webgpu()), got ${show(b)}`);
+    }
     const values = await this.data();
     return new Tensor(
       backend,
@@ -118,6 +122,9 @@ export class Tensor {
   /** The same data seen with another shape (one dimension may be -1). Shares storage. */
   reshape(shape: readonly number[]): Tensor {
     const s = this.#live();
+    if (!Array.isArray(shape)) {
+      throw new ArgumentError(`reshape: shape must be an array of sizes, got ${show(shape)}`);
+    }
     const dims = [...shape];
     const free = dims.indexOf(-1);
     if (free >= 0 && dims.lastIndexOf(-1) === free) {

@@ -25,22 +25,10 @@ import { Tensor } from "../tensor/tensor.ts";
 import { describeBackends, numRuns } from "./_backends.ts";
 
 /**
- * Raw errors still escaping from files other helpers of #19 own, each to be removed when its
- * file validates (the property fails on any other raw error): `[function, message pattern]`.
+ * Raw errors allowed to escape, `[function, message pattern]`: none now (kept so an escape
+ * found later is listed here with its reason, not silently tolerated).
  */
-const KNOWN: [RegExp, RegExp][] = [
-  // tensor/creation.ts: the shape is spread before checkShape sees it.
-  [/^(zeros|ones|full)$/, /shape is not iterable/],
-  // tensor/tensor.ts: reshape and to() take their argument unchecked.
-  [/^Tensor\.reshape$/, /shape is not iterable|shape\.join/],
-  [/^Tensor\.to$/, /upload/],
-  // tensor/ndarray.ts: toNdarray(x) calls x.toNdarray().
-  [/^toNdarray$/, /toNdarray|Receiver must be an instance of class Tensor/],
-  // attention/: the grid helpers read backend.name unchecked; a Proxy of a Tensor passes
-  // `instanceof` in attention/_validate.ts and fails on its private fields.
-  [/^(defaultLeanGrid|calibratedGrid)$/, /reading 'name'/],
-  [/Attention|Schedule|Plan/, /Receiver must be an instance of class Tensor/],
-];
+const KNOWN: [RegExp, RegExp][] = [];
 
 /** The caller's own error, thrown from a getter or a Proxy trap. */
 class Boom extends Error {}
@@ -60,6 +48,10 @@ const SKIP = new Set([
   "getBackend",
   "WebGpuBackend",
   "Tensor",
+  // File functions: garbage paths are refused (state_file_test), but a random string is a
+  // valid path and the call would write or read files in the working folder.
+  "saveAttentionState",
+  "loadAttentionState",
 ]);
 
 /** Option names the library reads somewhere: garbage under known names reaches validation. */
