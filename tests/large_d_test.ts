@@ -1,6 +1,7 @@
 /**
  * Large head dimensions (#19 item 7). The WebGPU backend takes D up to `maxHeadDim` (one key
- * of K and V as f32 in workgroup memory: maxComputeWorkgroupStorageSize / 8) and refuses more
+ * of K and V as f32 beside the kernels' other workgroup arrays: maxComputeWorkgroupStorageSize
+ * / 16) and refuses more
  * with a {@link LimitError} at planning, before allocating; above D = 256 the generic kernel
  * loops over D instead of unrolling (the unrolled D = 512 kernel took 43 s to compile on
  * lavapipe, D = 4096 never finished), here checked for values against the float64 reference

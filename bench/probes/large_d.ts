@@ -7,7 +7,7 @@
 //   deno run -A bench/probes/large_d.ts [--d 128,256,512,1024,max] [--algos flash,split,lean]
 //     [--kernel sg|wgm|generic] [--default-limits] [--n 64]
 //
-// `max` is the device's maximum head dimension (maxComputeWorkgroupStorageSize / 8). One query
+// `max` is the device's maximum head dimension (maxComputeWorkgroupStorageSize / 16). One query
 // row a head, 2 heads, N keys of random data; float32.
 import { webgpu, type WebGpuBackend } from "../../backends/webgpu/webgpu_backend.ts";
 import { maxHeadDim } from "../../backends/webgpu/attention/generic_kernel.ts";

@@ -41,11 +41,14 @@ function eachD(D: number, indent: string, line: (i: string, iu: string) => strin
 
 /**
  * Largest head dimension the WebGPU backend accepts: the generic kernel (the fallback for
- * every D) stages at least one key of K and V as f32 in workgroup memory, 8·D bytes, so D ≤
- * maxComputeWorkgroupStorageSize / 8 (2048 at WebGPU's default 16 KiB, 4096 at 32 KiB).
+ * every D) stages at least one key of K and V as f32 in workgroup memory, 8·D bytes, and the
+ * kernels keep other workgroup arrays beside it, so D ≤ maxComputeWorkgroupStorageSize / 16
+ * (1024 at WebGPU's default 16 KiB, 2048 at 32 KiB, 3072 at an H100's 48 KiB). Half the
+ * storage, not all of it: at D = storage / 8 = 6144 an H100 failed pipeline validation
+ * (bench/probes/large_d.ts, 2026-12-06), while D = 2048 ran.
  */
 export function maxHeadDim(ctx: GpuContext): number {
-  return Math.floor(ctx.limits.maxComputeWorkgroupStorageSize / 8);
+  return Math.floor(ctx.limits.maxComputeWorkgroupStorageSize / 16);
 }
 
 /** Throws {@link LimitError} (at planning, before allocating) when D is over {@link maxHeadDim}. */
@@ -54,8 +57,9 @@ export function checkHeadDim(ctx: GpuContext, D: number): void {
   if (D > max) {
     throw new LimitError(
       `attention: head dimension ${D} is over the WebGPU backend's maximum ${max} on this ` +
-        `device (one key of K and V as f32, 8·D bytes, must fit maxComputeWorkgroupStorageSize ` +
-        `${ctx.limits.maxComputeWorkgroupStorageSize}); the CPU backend takes any D`,
+        `device (one key of K and V as f32, 8·D bytes, and the kernels' other workgroup arrays ` +
+        `must fit maxComputeWorkgroupStorageSize ${ctx.limits.maxComputeWorkgroupStorageSize}: ` +
+        `D ≤ ${ctx.limits.maxComputeWorkgroupStorageSize} / 16); the CPU backend takes any D`,
     );
   }
 }
