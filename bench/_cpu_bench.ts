@@ -15,7 +15,7 @@ import { buildCases, caseName, readBytes } from "./_sweep.ts";
 import { median } from "./_ceiling.ts";
 import { maxAbs, maxAbsDiff, type Results, type Row, rowShape } from "./_results.ts";
 import { printTable, writeResults } from "./_report.ts";
-import { wasmReadCeiling } from "./_wasm_read.ts";
+import { wasmReadCeiling, workerRound } from "./_wasm_read.ts";
 import { loadOrtCpu, type OrtCpuPeer } from "./peers/ort_cpu.ts";
 
 interface ReadJob {
@@ -98,17 +98,7 @@ export async function cpuReadCeiling(
     const parts = splitRanges(ranges, threads);
     const ws = parts.map(() => new Worker(import.meta.url, { type: "module" }));
     try {
-      const round = () =>
-        Promise.all(ws.map((w, i) =>
-          new Promise<void>((resolve, reject) => {
-            w.onmessage = () => resolve();
-            w.onerror = (e) => {
-              e.preventDefault();
-              reject(new Error(e.message));
-            };
-            w.postMessage({ ranges: parts[i] } satisfies ReadJob);
-          })
-        ));
+      const round = () => workerRound(ws, parts.map((ranges) => ({ ranges }) satisfies ReadJob));
       await round();
       const ms: number[] = [];
       for (let i = 0; i < reps; i++) {
@@ -192,20 +182,10 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
           row.error = `wrong result: max abs diff vs flash ${d.toExponential(2)}`;
           failures++;
         }
-        for (let i = 0; i < opts.warmup; i++) await run();
-        const ms: number[] = [];
-        for (let i = 0; i < opts.reps; i++) {
-          const s = performance.now();
-          await run();
-          ms.push(performance.now() - s);
-        }
-        row.wallMs = median(ms);
-        row.wallCalls = opts.reps;
-        row.effGBs = bytes / (row.wallMs * 1e6);
-        row.ceilingGBs = ceiling.gbs;
-        row.fracCeiling = row.effGBs / ceiling.gbs;
+        const t = await timeRuns(run, opts, bytes, ceiling.gbs);
+        Object.assign(row, t);
         row.note = mode;
-        parts.push(`${algo} ${row.wallMs.toFixed(2)} ms ${(100 * row.fracCeiling).toFixed(0)}%`);
+        parts.push(`${algo} ${t.wallMs.toFixed(2)} ms ${(100 * t.fracCeiling).toFixed(0)}%`);
       } catch (e) {
         failures++;
         row.error = e instanceof Error ? e.message.split("\n")[0] : String(e);
@@ -257,6 +237,27 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
 
 type Tensor = import("../tensor/tensor.ts").Tensor;
 
+/** Median wall time of `opts.reps` calls after `opts.warmup`, as a row's timing fields. */
+async function timeRuns(
+  run: () => Promise<unknown>,
+  opts: BenchOptions,
+  bytes: number,
+  ceilingGBs: number,
+): Promise<
+  { wallMs: number; wallCalls: number; effGBs: number; ceilingGBs: number; fracCeiling: number }
+> {
+  for (let i = 0; i < opts.warmup; i++) await run();
+  const ms: number[] = [];
+  for (let i = 0; i < opts.reps; i++) {
+    const s = performance.now();
+    await run();
+    ms.push(performance.now() - s);
+  }
+  const wallMs = median(ms);
+  const effGBs = bytes / (wallMs * 1e6);
+  return { wallMs, wallCalls: opts.reps, effGBs, ceilingGBs, fracCeiling: effGBs / ceilingGBs };
+}
+
 /** The ONNX Runtime native CPU row of a case: same inputs, checked against flash's output. */
 async function ortRow(
   peer: OrtCpuPeer,
@@ -290,20 +291,10 @@ async function ortRow(
         row.error = `wrong result: max abs diff vs flash ${row.maxAbsDiff.toExponential(2)}`;
       }
     }
-    for (let i = 0; i < opts.warmup; i++) await run();
-    const ms: number[] = [];
-    for (let i = 0; i < opts.reps; i++) {
-      const s = performance.now();
-      await run();
-      ms.push(performance.now() - s);
-    }
-    row.wallMs = median(ms);
-    row.wallCalls = opts.reps;
-    row.effGBs = bytes / (row.wallMs * 1e6);
-    row.ceilingGBs = ceilingGBs;
-    row.fracCeiling = row.effGBs / ceilingGBs;
+    const t = await timeRuns(run, opts, bytes, ceilingGBs);
+    Object.assign(row, t);
     row.note = `onnxruntime-node ${peer.version}, FusedMatMul(transB) → Softmax → MatMul`;
-    parts.push(`ort-cpu ${row.wallMs.toFixed(2)} ms ${(100 * row.fracCeiling).toFixed(0)}%`);
+    parts.push(`ort-cpu ${t.wallMs.toFixed(2)} ms ${(100 * t.fracCeiling).toFixed(0)}%`);
   } catch (e) {
     row.absent = `onnxruntime-node cannot run this case: ${
       e instanceof Error ? e.message.split("\n")[0] : String(e)

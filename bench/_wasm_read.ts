@@ -133,6 +133,20 @@ if (IS_WORKER) {
   };
 }
 
+/** Posts `jobs[i]` to Worker `i` and resolves when every Worker has answered. */
+export function workerRound(ws: readonly Worker[], jobs: readonly unknown[]): Promise<void[]> {
+  return Promise.all(ws.map((w, i) =>
+    new Promise<void>((resolve, reject) => {
+      w.onmessage = () => resolve();
+      w.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(e.message));
+      };
+      w.postMessage(jobs[i]);
+    })
+  ));
+}
+
 /** Median of a sample. */
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -169,17 +183,7 @@ export async function wasmReadCeiling(
     }
     const ws = jobs.map(() => new Worker(import.meta.url, { type: "module" }));
     try {
-      const round = () =>
-        Promise.all(ws.map((w, i) =>
-          new Promise<void>((resolve, reject) => {
-            w.onmessage = () => resolve();
-            w.onerror = (e) => {
-              e.preventDefault();
-              reject(new Error(e.message));
-            };
-            w.postMessage(jobs[i]);
-          })
-        ));
+      const round = () => workerRound(ws, jobs);
       await round();
       const ms: number[] = [];
       for (let i = 0; i < reps; i++) {
