@@ -10,7 +10,7 @@ import fc from "npm:fast-check@4.10.2";
 import type { Backend } from "../backends/backend.ts";
 import { dequantize, quantize, type QuantizedTensor } from "../ops/quantize.ts";
 import { tensor } from "../tensor/creation.ts";
-import { type QuantDType } from "../tensor/dtype.ts";
+import type { QuantDType } from "../tensor/dtype.ts";
 import {
   ArgumentError,
   BackendMismatchError,
