@@ -22,9 +22,16 @@ export class CpuData {
 
 /** New zeroed storage of `n` elements of a quantized dtype (see {@link allocCpu}). */
 export function allocCpuQuant(n: number, dtype: QuantDType): CpuQuantArray {
-  try {
+  return allocating(n, dtype, () => {
     const buffer = new SharedArrayBuffer(Math.max(1, n));
     return dtype === "int8" ? new Int8Array(buffer, 0, n) : new Uint8Array(buffer, 0, n);
+  });
+}
+
+/** `make()`, with the engine's RangeError (array limits, out of memory) a LimitError. */
+function allocating<T>(n: number, dtype: DType, make: () => T): T {
+  try {
+    return make();
   } catch (e) {
     if (!(e instanceof RangeError)) throw e;
     throw new LimitError(`cpu: cannot allocate ${n} ${dtype} elements: ${e.message}`);
@@ -44,14 +51,14 @@ export function cpuQuantValues(x: TensorInfo | DataId): CpuQuantArray {
 export function allocCpu(n: number, dtype: DType): CpuArray {
   // Kernels compute in float; ops refuse quantized inputs before any kernel runs.
   if (isQuantDType(dtype)) throw new Error(`allocCpu: ${dtype} is storage only (a bug)`);
-  try {
-    return dtype === "float16"
-      ? new Float16Array(new SharedArrayBuffer(Math.max(2, n * 2)), 0, n)
-      : new Float32Array(new SharedArrayBuffer(Math.max(4, n * 4)), 0, n);
-  } catch (e) {
-    if (!(e instanceof RangeError)) throw e;
-    throw new LimitError(`cpu: cannot allocate ${n} ${dtype} elements: ${e.message}`);
-  }
+  return allocating(
+    n,
+    dtype,
+    () =>
+      dtype === "float16"
+        ? new Float16Array(new SharedArrayBuffer(Math.max(2, n * 2)), 0, n)
+        : new Float32Array(new SharedArrayBuffer(Math.max(4, n * 4)), 0, n),
+  );
 }
 
 /**
