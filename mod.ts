@@ -34,7 +34,7 @@ export { full, ones, randn, tensor, zeros } from "./tensor/creation.ts";
 export type { CreationOptions, FlatData, NestedData } from "./tensor/creation.ts";
 export { fromNdarray, toNdarray } from "./tensor/ndarray.ts";
 export type { NdArray, NdArrayLike } from "./tensor/ndarray.ts";
-export type { DType } from "./tensor/dtype.ts";
+export type { ComputeDType, DType, QuantDType } from "./tensor/dtype.ts";
 export type { Shape } from "./tensor/shape.ts";
 export {
   ArgumentError,
@@ -78,6 +78,8 @@ export { matmul } from "./ops/matmul.ts";
 export type { MatmulOptions } from "./ops/matmul.ts";
 export { transpose } from "./ops/transpose.ts";
 export { rope } from "./ops/rope.ts";
+export { dequantize, quantize } from "./ops/quantize.ts";
+export type { QuantizedTensor, QuantizeOptions } from "./ops/quantize.ts";
 export type { RopeOptions } from "./ops/rope.ts";
 export { cast } from "./ops/cast.ts";
 export { where } from "./ops/where.ts";

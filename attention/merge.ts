@@ -7,6 +7,7 @@
  * @module
  */
 import { Tensor } from "../tensor/tensor.ts";
+import { checkComputeDType } from "../tensor/dtype.ts";
 import {
   ArgumentError,
   BackendMismatchError,
@@ -103,6 +104,7 @@ export function mergeAttentionStates(
   if (first.rank < 1) {
     throw new ShapeError(`${op}: out must have rank ≥ 1 ([..., D]), got ${fmt(first.shape)}`);
   }
+  checkComputeDType(op, first.dtype, "states[0].out");
   const lseShape = first.shape.slice(0, -1);
   states.forEach(({ out, lse }, i) => {
     if (out.backend !== first.backend || lse.backend !== first.backend) {

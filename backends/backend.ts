@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { DType } from "../tensor/dtype.ts";
+import type { DType, QuantDType } from "../tensor/dtype.ts";
 import type { Shape } from "../tensor/shape.ts";
 import type { LeanPlan } from "../schedule/lean_schedule.ts";
 import type { AttentionPlan, AttentionRun } from "../schedule/attention_plan.ts";
@@ -155,6 +155,16 @@ export interface Backend extends TensorBackend {
   ): DataId;
   /** Permutes axes. */
   transpose(x: TensorInfo, perm: readonly number[]): DataId;
+  /**
+   * Quantizes x `[B, H, N, D]` (float32 or float16) to `dtype` (formats in VARIANTS.md,
+   * "Quantized KV"): data of x's shape and `dtype`, and float32 scales `[B, H, N]` (int8) or
+   * `[B, H]` (float8e4m3), scale = max|x| / 127 (or / 448) over its block, data =
+   * round(x / scale). A block holding NaN or ±∞ gets scale NaN and data 0; a block of zeros
+   * scale 0 and data 0.
+   */
+  quantize(x: TensorInfo, dtype: QuantDType): { data: DataId; scale: DataId };
+  /** float32 `scale · data` of {@link Backend.quantize}'s output, shape `data.shape`. */
+  dequantize(data: TensorInfo, scale: TensorInfo): DataId;
   /** Converts storage dtype (values round to float16 when `dtype` is float16). */
   cast(x: TensorInfo, dtype: DType): DataId;
   /**

@@ -5,7 +5,7 @@
  * @module
  */
 import { type Backend, computeBackend } from "../backends/backend.ts";
-import type { DType } from "../tensor/dtype.ts";
+import { checkComputeDType, type DType } from "../tensor/dtype.ts";
 import {
   ArgumentError,
   BackendMismatchError,
@@ -17,10 +17,18 @@ import { fmt } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 
 /**
- * Throws {@link ArgumentError} unless `t` is a Tensor and `DisposedTensorError` if it was
- * disposed; returns it typed.
+ * Throws {@link ArgumentError} unless `t` is a Tensor, `DisposedTensorError` if it was
+ * disposed and {@link DTypeError} if it holds quantized data (`int8`, `float8e4m3`: no op
+ * computes on those; `la.dequantize` first); returns it typed.
  */
 export function live(op: string, name: string, t: unknown): Tensor {
+  const x = liveStorage(op, name, t);
+  checkComputeDType(op, x.dtype, name);
+  return x;
+}
+
+/** {@link live} for the ops that take quantized data as it is stored (`la.dequantize`). */
+export function liveStorage(op: string, name: string, t: unknown): Tensor {
   if (!(t instanceof Tensor)) {
     throw new ArgumentError(`${op}: ${name} must be a Tensor, got ${describe(t)}`);
   }

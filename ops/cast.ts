@@ -3,12 +3,14 @@
  *
  * @module
  */
-import { checkDType, type DType } from "../tensor/dtype.ts";
+import { checkComputeDType, checkDType, type DType } from "../tensor/dtype.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { backendOf, live } from "./_util.ts";
 
 /**
- * A copy of `x` stored as `dtype` (to float16 values round to nearest even).
+ * A copy of `x` stored as `dtype` (to float16 values round to nearest even). Between float32
+ * and float16 only: quantized dtypes (`int8`, `float8e4m3`) carry scales a cast cannot know,
+ * so they are a {@link DTypeError} here (`la.quantize` / `la.dequantize` convert them).
  *
  * @example
  * ```ts
@@ -18,6 +20,6 @@ import { backendOf, live } from "./_util.ts";
  */
 export function cast(x: Tensor, dtype: DType): Tensor {
   const t = live("cast", "x", x);
-  const d = checkDType(dtype, "cast");
+  const d = checkComputeDType("cast", checkDType(dtype, "cast"), "the target dtype");
   return new Tensor(t.backend, backendOf("cast", t).cast(t, d), t.shape, d);
 }

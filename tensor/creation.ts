@@ -5,7 +5,8 @@
  */
 import { defaultTensorBackend } from "./default_backend.ts";
 import type { TensorBackend } from "./storage.ts";
-import { checkDType, type DType, roundToF16 } from "./dtype.ts";
+import { checkDType, type DType, isQuantDType, type QuantDType, roundToF16 } from "./dtype.ts";
+import { decodeE4M3, E4M3_MAX, encodeE4M3, roundHalfEven } from "./float8.ts";
 import { ArgumentError, ShapeError, show } from "./errors.ts";
 import { readOptions } from "./options.ts";
 import { normals } from "./random.ts";
@@ -50,7 +51,9 @@ function creationOptions<T extends CreationOptions>(
 /**
  * Builds a tensor from already-float32 values (copied to storage). With `source` (the caller's
  * numbers before conversion, and the public op's name) a finite number that the dtype cannot
- * hold raises instead of becoming ±Infinity, before any storage is allocated. @internal
+ * hold raises instead of becoming ±Infinity, before any storage is allocated. Values for the
+ * quantized storage dtypes are rounded onto their grid, and refused outside it, whatever the
+ * caller (see {@link toQuantGrid}). @internal
  */
 export function fromValues(
   values: Float32Array,
@@ -61,12 +64,46 @@ export function fromValues(
   const dtype = checkDType(opts.dtype ?? "float32");
   const backend = opts.backend ?? defaultTensorBackend();
   if (dtype === "float16") roundToF16(values);
-  if (source) checkInRange(source.op, source.values, values, shape, dtype);
+  if (isQuantDType(dtype)) toQuantGrid(source?.op ?? "tensor", values, shape, dtype);
+  else if (source) checkInRange(source.op, source.values, values, shape, dtype);
   return new Tensor(backend, backend.upload(values, dtype, shape), shape, dtype);
 }
 
 /** The largest finite value of each dtype; larger magnitudes round to ±Infinity. */
-const FINITE_MAX: Record<DType, number> = { float32: 3.4028234663852886e38, float16: 65504 };
+const FINITE_MAX: Record<DType, number> = {
+  float32: 3.4028234663852886e38,
+  float16: 65504,
+  int8: 127,
+  float8e4m3: E4M3_MAX,
+};
+
+/**
+ * Rounds values in place onto a quantized dtype's grid, the rule for creating `int8` and
+ * `float8e4m3` tensors from numbers (these hold quantized data as stored; `la.quantize`
+ * makes them from real data with scales):
+ * - int8: the nearest integer (ties to even); outside [−128, 127], NaN or ±∞ (none of which
+ *   int8 holds) is an {@link ArgumentError}.
+ * - float8e4m3: the nearest E4M3 value (ties to even); a magnitude over 448 or ±∞ (E4M3FN
+ *   has no infinities) is an ArgumentError; NaN stays NaN.
+ */
+function toQuantGrid(op: string, values: Float32Array, shape: Shape, dtype: QuantDType): void {
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i];
+    const bad = dtype === "int8"
+      ? !(x >= -128.5 && x <= 127.5) || roundHalfEven(x) < -128 || roundHalfEven(x) > 127
+      : Math.abs(x) > E4M3_MAX;
+    if (bad) {
+      const range = dtype === "int8"
+        ? "integers in [-128, 127]"
+        : "finite values up to ±448, or NaN";
+      throw new ArgumentError(
+        `${op}: ${x} at index ${fmt(unravel(i, shape))} is outside the range of ${dtype} ` +
+          `(${range}); quantize real data with la.quantize`,
+      );
+    }
+    values[i] = dtype === "int8" ? roundHalfEven(x) : decodeE4M3(encodeE4M3(x));
+  }
+}
 
 function rangeError(op: string, x: number, where: string, dtype: DType): ArgumentError {
   return new ArgumentError(
@@ -228,8 +265,12 @@ function filled(op: string, shape: readonly number[], value: number, options: un
   }
   const s = checkShape(shapeArray(op, shape), op);
   const dtype = checkDType(opts.dtype ?? "float32", op);
-  const stored = dtype === "float16" ? Math.f16round(value) : Math.fround(value);
-  if (Number.isFinite(value) && !Number.isFinite(stored)) throw rangeError(op, value, "", dtype);
+  if (isQuantDType(dtype)) {
+    toQuantGrid(op, Float32Array.of(value), [], dtype); // refuses before allocating
+  } else {
+    const stored = dtype === "float16" ? Math.f16round(value) : Math.fround(value);
+    if (Number.isFinite(value) && !Number.isFinite(stored)) throw rangeError(op, value, "", dtype);
+  }
   return fromValues(new Float32Array(sizeOf(s)).fill(value), s, opts);
 }
 

@@ -6,7 +6,7 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { full, tensor } from "../tensor/creation.ts";
-import type { DType } from "../tensor/dtype.ts";
+import type { ComputeDType as DType } from "../tensor/dtype.ts";
 import { ArgumentError } from "../tensor/errors.ts";
 import { fromNdarray } from "../tensor/ndarray.ts";
 import { describeBackends } from "./_backends.ts";

@@ -15,13 +15,22 @@ import type {
   TensorInfo,
   UnaryOp,
 } from "../backend.ts";
-import type { DType } from "../../tensor/dtype.ts";
+import { type DType, isQuantDType, type QuantDType } from "../../tensor/dtype.ts";
+import { E4M3_VALUES, encodeE4M3 } from "../../tensor/float8.ts";
+import { dequantizeCpu, quantizeCpu } from "./_quantize.ts";
 import type { Shape } from "../../tensor/shape.ts";
 import { ropeCpu } from "./_rope.ts";
 import * as k from "./kernels.ts";
 import { setFallbackTensorBackend } from "../../tensor/default_backend.ts";
 import { cpuAttention, cpuMergeStates } from "./attention.ts";
-import { allocCpu, type CpuArray, CpuData, cpuValues } from "./_storage.ts";
+import {
+  allocCpu,
+  allocCpuQuant,
+  type CpuArray,
+  CpuData,
+  type CpuQuantArray,
+  cpuValues,
+} from "./_storage.ts";
 import { simdScratchBytes } from "./_attention_simd.ts";
 import { workerScratchBytes } from "./_attention_worker.ts";
 
@@ -36,19 +45,29 @@ class CpuBackend implements Backend {
   readonly nativeF16 = true;
   #live = new Set<CpuData>();
 
-  #wrap(values: CpuArray): DataId {
+  #wrap(values: CpuArray | CpuQuantArray): DataId {
     const d = new CpuData(values);
     this.#live.add(d);
     return d;
   }
 
   upload(values: Float32Array, dtype: DType): DataId {
+    if (isQuantDType(dtype)) {
+      // Values arrive on the dtype's grid (creation rounds them): int8 integers, E4M3 values.
+      const q = allocCpuQuant(values.length, dtype);
+      if (dtype === "int8") q.set(values);
+      else for (let i = 0; i < values.length; i++) q[i] = encodeE4M3(values[i]);
+      return this.#wrap(q);
+    }
     const a = allocCpu(values.length, dtype);
     a.set(values);
     return this.#wrap(a);
   }
-  read(id: DataId, _dtype: DType, size: number): Promise<Float32Array> {
+  read(id: DataId, dtype: DType, size: number): Promise<Float32Array> {
     const v = (id as CpuData).values;
+    if (dtype === "float8e4m3") {
+      return Promise.resolve(Float32Array.from(v.subarray(0, size), (c) => E4M3_VALUES[c]));
+    }
     return Promise.resolve(Float32Array.from(v.subarray(0, size)));
   }
   release(id: DataId): void {
@@ -111,6 +130,13 @@ class CpuBackend implements Backend {
     const out = allocCpu(cpuValues(x).length, dtype);
     out.set(cpuValues(x));
     return this.#wrap(out);
+  }
+  quantize(x: TensorInfo, dtype: QuantDType): { data: DataId; scale: DataId } {
+    const r = quantizeCpu(x, dtype);
+    return { data: this.#wrap(r.data), scale: this.#wrap(r.scale) };
+  }
+  dequantize(data: TensorInfo, scale: TensorInfo): DataId {
+    return this.#wrap(dequantizeCpu(data, scale));
   }
   attention(
     q: TensorInfo,

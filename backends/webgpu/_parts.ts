@@ -75,16 +75,15 @@ export function partLayout(
 }
 
 /** The elements of part `[n0, n1)` of `src` (laid out `outer × rows × row`), contiguous. */
-export function cutPart<T extends Float32Array | Float16Array>(
+export function cutPart<T extends Float32Array | Float16Array | Int8Array | Uint8Array>(
   src: T,
   layout: PartLayout,
   n0: number,
   n1: number,
-  make: (n: number) => T,
 ): T {
   const { outer, rows, row } = layout;
   const len = (n1 - n0) * row;
-  const dst = make(outer * len);
+  const dst = new (src.constructor as new (n: number) => T)(outer * len);
   for (let o = 0; o < outer; o++) {
     const from = (o * rows + n0) * row;
     dst.set(src.subarray(from, from + len), o * len);

@@ -14,6 +14,7 @@ import { DisposedTensorError, LeanattnError } from "../../tensor/errors.ts";
 import type { Shape } from "../../tensor/shape.ts";
 import { placePart } from "./_parts.ts";
 import { GpuParts } from "./_runtime_data.ts";
+import { E4M3_VALUES } from "../../tensor/float8.ts";
 import { GpuErrors } from "./_runtime_errors.ts";
 import { GpuStorage } from "./_runtime_storage.ts";
 import { GpuEncoder, MAX_PENDING_DISPATCHES } from "./_runtime_encoder.ts";
@@ -197,7 +198,8 @@ export class GpuRuntime implements GpuContext {
     const d = this.#storage.data(id);
     if (size === 0) return new Float32Array(0);
     const native16 = dtype === "float16" && this.features.f16;
-    const bytes = round4(size * (native16 ? 2 : 4));
+    const per = dtype === "int8" || dtype === "float8e4m3" ? 1 : native16 ? 2 : 4;
+    const bytes = round4(size * per);
     this.flush();
     const staging = this.#storage.create(
       bytes,
@@ -219,6 +221,10 @@ export class GpuRuntime implements GpuContext {
       const raw = staging.getMappedRange();
       const out = native16
         ? Float32Array.from(new Float16Array(raw, 0, size))
+        : dtype === "int8"
+        ? Float32Array.from(new Int8Array(raw, 0, size))
+        : dtype === "float8e4m3"
+        ? Float32Array.from(new Uint8Array(raw, 0, size), (c) => E4M3_VALUES[c])
         : new Float32Array(raw.slice(0, size * 4));
       staging.unmap();
       // GPUs produce NaNs with other payloads (NVIDIA: 0xffffffff); hand out JS's own NaN.

@@ -13,6 +13,7 @@
 import type { DataId, MemoryInfo, StoragePart } from "../backend.ts";
 import type { GpuFeatures } from "./context.ts";
 import { bytesPerElement, type DType } from "../../tensor/dtype.ts";
+import { encodeE4M3 } from "../../tensor/float8.ts";
 import { DisposedTensorError, LeanattnError, LimitError } from "../../tensor/errors.ts";
 import type { Shape } from "../../tensor/shape.ts";
 import { BufferPool, POOL_USAGE, sizeClass } from "./_pool.ts";
@@ -21,6 +22,19 @@ import { GpuData, GpuParts } from "./_runtime_data.ts";
 import type { GpuErrors } from "./_runtime_errors.ts";
 
 const round4 = (n: number) => Math.ceil(n / 4) * 4;
+
+/**
+ * Values (on `dtype`'s grid) as the device stores them: f16 halves where `shader-f16` is
+ * granted, else f32; int8 as bytes and float8e4m3 as its codes, four to a u32 word in
+ * little-endian order (byte `i` of the tensor is bits `8·(i % 4)` of word `i / 4`).
+ */
+function storedArray(values: Float32Array, dtype: DType, f16: boolean): StoredArray {
+  if (dtype === "float16" && f16) return new Float16Array(values);
+  if (dtype === "int8") return Int8Array.from(values);
+  if (dtype === "float8e4m3") return Uint8Array.from(values, encodeE4M3);
+  return values;
+}
+type StoredArray = Float32Array | Float16Array | Int8Array | Uint8Array;
 
 /** The buffers and tensor storage of one device. */
 export class GpuStorage {
@@ -239,11 +253,7 @@ export class GpuStorage {
       if (layout) return this.#uploadParts(values, dtype, layout);
     }
     const d = this.#track(this.#acquire(bytes, false, `upload ${n} ${dtype}`), dtype, n);
-    if (dtype === "float16" && this.features.f16) {
-      this.#write(d.buffer, new Float16Array(values));
-    } else {
-      this.#write(d.buffer, values);
-    }
+    this.#write(d.buffer, storedArray(values, dtype, this.features.f16));
     return d;
   }
 
@@ -261,8 +271,7 @@ export class GpuStorage {
   }
 
   #uploadParts(values: Float32Array, dtype: DType, layout: PartLayout): GpuParts {
-    const half = dtype === "float16" && this.features.f16;
-    const src = half ? new Float16Array(values) : values;
+    const src = storedArray(values, dtype, this.features.f16);
     const per = this.#storageBytes(dtype);
     const parts: GpuData[] = [];
     try {
@@ -274,10 +283,7 @@ export class GpuStorage {
         parts.push(part);
         this.#liveBytes += buffer.size;
         this.#owner.set(buffer, part);
-        const data = half
-          ? cutPart(src as Float16Array, layout, n0, n1, (k) => new Float16Array(k))
-          : cutPart(src as Float32Array, layout, n0, n1, (k) => new Float32Array(k));
-        this.#write(buffer, data);
+        this.#write(buffer, cutPart(src, layout, n0, n1));
       }
     } catch (e) {
       for (const p of parts) this.#releasePart(p);

@@ -20,7 +20,8 @@ import type {
   TensorInfo,
   UnaryOp,
 } from "../backend.ts";
-import type { DType } from "../../tensor/dtype.ts";
+import type { DType, QuantDType } from "../../tensor/dtype.ts";
+import { dequantizeKernel, quantizeKernel } from "./_quantize.ts";
 import type { Shape } from "../../tensor/shape.ts";
 import { ArgumentError, BackendUnavailableError, LimitError, show } from "../../tensor/errors.ts";
 import type { GpuContext, GpuFeatures } from "./context.ts";
@@ -274,6 +275,14 @@ export class WebGpuBackend implements Backend {
   ): DataId {
     this.#whole("rope", x, cos, sin, rows);
     return ropeKernel(this.#rt, x, cos, sin, rows, rotaryDim, interleaved);
+  }
+  quantize(x: TensorInfo, dtype: QuantDType): { data: DataId; scale: DataId } {
+    this.#whole("quantize", x);
+    return quantizeKernel(this.#rt, x, dtype);
+  }
+  dequantize(data: TensorInfo, scale: TensorInfo): DataId {
+    this.#whole("dequantize", data, scale);
+    return dequantizeKernel(this.#rt, data, scale);
   }
   cast(x: TensorInfo, dtype: DType): DataId {
     this.#whole("cast", x);
