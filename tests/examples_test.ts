@@ -26,6 +26,7 @@ const RUNS: [string, string[]][] = [
   ["examples/causal_prefill.ts", ["--sq", "20", "--n", "150"]],
   ["examples/demo.ts", ["--cpu", "--n", "300", "--svg", "SVG"]],
   ["examples/schedule.ts", ["--out", "SVG"]],
+  ["examples/variants.ts", ["--n", "700", "--window", "100"]],
 ];
 
 for (const [script, args] of RUNS) {
