@@ -15,7 +15,7 @@ import { buildCases, caseName, readBytes } from "./_sweep.ts";
 import { median } from "./_ceiling.ts";
 import { maxAbs, maxAbsDiff, type Results, type Row, rowShape } from "./_results.ts";
 import { printTable, writeResults } from "./_report.ts";
-import { wasmReadCeiling, workerRound } from "./_wasm_read.ts";
+import { medianRoundMs, wasmReadCeiling } from "./_wasm_read.ts";
 import { loadOrtCpu, type OrtCpuPeer } from "./peers/ort_cpu.ts";
 
 interface ReadJob {
@@ -96,21 +96,9 @@ export async function cpuReadCeiling(
   let best = { gbs: bytes / (median(one) * 1e6), threads: 1 };
   if (threads > 1) {
     const parts = splitRanges(ranges, threads);
-    const ws = parts.map(() => new Worker(import.meta.url, { type: "module" }));
-    try {
-      const round = () => workerRound(ws, parts.map((ranges) => ({ ranges }) satisfies ReadJob));
-      await round();
-      const ms: number[] = [];
-      for (let i = 0; i < reps; i++) {
-        const t0 = performance.now();
-        await round();
-        ms.push(performance.now() - t0);
-      }
-      const gbs = bytes / (median(ms) * 1e6);
-      if (gbs > best.gbs) best = { gbs, threads: parts.length };
-    } finally {
-      for (const w of ws) w.terminate();
-    }
+    const jobs = parts.map((ranges) => ({ ranges }) satisfies ReadJob);
+    const gbs = bytes / ((await medianRoundMs(import.meta.url, jobs, reps)) * 1e6);
+    if (gbs > best.gbs) best = { gbs, threads: parts.length };
   }
   return best;
 }

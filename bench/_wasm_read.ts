@@ -13,6 +13,8 @@
  * @module
  */
 
+import { median } from "./_ceiling.ts";
+
 /** The body of `sum(p, end)`: adds every i32 lane of [p, end) in 64-byte steps. */
 const BODY = [
   0x01,
@@ -134,7 +136,7 @@ if (IS_WORKER) {
 }
 
 /** Posts `jobs[i]` to Worker `i` and resolves when every Worker has answered. */
-export function workerRound(ws: readonly Worker[], jobs: readonly unknown[]): Promise<void[]> {
+function workerRound(ws: readonly Worker[], jobs: readonly unknown[]): Promise<void[]> {
   return Promise.all(ws.map((w, i) =>
     new Promise<void>((resolve, reject) => {
       w.onmessage = () => resolve();
@@ -147,10 +149,28 @@ export function workerRound(ws: readonly Worker[], jobs: readonly unknown[]): Pr
   ));
 }
 
-/** Median of a sample. */
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+/**
+ * Median milliseconds of `reps` rounds (after one untimed) in which one Worker of `script` a
+ * job runs its job; the Workers are made for the call and ended after it.
+ */
+export async function medianRoundMs(
+  script: string | URL,
+  jobs: readonly unknown[],
+  reps: number,
+): Promise<number> {
+  const ws = jobs.map(() => new Worker(script, { type: "module" }));
+  try {
+    await workerRound(ws, jobs);
+    const ms: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      const t0 = performance.now();
+      await workerRound(ws, jobs);
+      ms.push(performance.now() - t0);
+    }
+    return median(ms);
+  } finally {
+    for (const w of ws) w.terminate();
+  }
 }
 
 /** Best GB/s of one thread and of `threads` Workers reading `bytes` (≤ 1 GiB) `reps` times. */
@@ -181,21 +201,8 @@ export async function wasmReadCeiling(
     for (let s = 0; s < size; s += per) {
       jobs.push({ memory, start: s, end: Math.min(size, s + per), times });
     }
-    const ws = jobs.map(() => new Worker(import.meta.url, { type: "module" }));
-    try {
-      const round = () => workerRound(ws, jobs);
-      await round();
-      const ms: number[] = [];
-      for (let i = 0; i < reps; i++) {
-        const t0 = performance.now();
-        await round();
-        ms.push(performance.now() - t0);
-      }
-      const gbs = (size * times) / (median(ms) * 1e6);
-      if (gbs > best.gbs) best = { gbs, threads: jobs.length };
-    } finally {
-      for (const w of ws) w.terminate();
-    }
+    const gbs = (size * times) / ((await medianRoundMs(import.meta.url, jobs, reps)) * 1e6);
+    if (gbs > best.gbs) best = { gbs, threads: jobs.length };
   }
   return best;
 }
