@@ -6,12 +6,9 @@
  *     deno run -A examples/causal_prefill.ts [--gpu] [--sq 48] [--n 400]
  */
 import * as la from "../mod.ts";
+import { exampleBackend, flag } from "./_args.ts";
 
-function flag(name: string, fallback: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : fallback;
-}
-const backend = Deno.args.includes("--gpu") ? await la.defaultBackend() : la.cpu();
+const backend = await exampleBackend();
 const [B, Hq, Hkv, D] = [2, 4, 2, 32];
 const Sq = Number(flag("sq", "48"));
 const N = Number(flag("n", "400"));

@@ -6,12 +6,9 @@
  *     deno task demo [--cpu] [--n 1000] [--svg schedule.svg]
  */
 import * as la from "../mod.ts";
+import { flag } from "./_args.ts";
 import { progress } from "../testing/progress.ts";
 
-function flag(name: string, fallback: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : fallback;
-}
 const args = {
   cpu: Deno.args.includes("--cpu"),
   n: flag("n", "1000"),

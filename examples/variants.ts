@@ -7,12 +7,9 @@
  *     deno run -A examples/variants.ts [--gpu] [--n 3000] [--window 512]
  */
 import * as la from "../mod.ts";
+import { exampleBackend, flag } from "./_args.ts";
 
-function flag(name: string, fallback: string): string {
-  const i = Deno.args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : fallback;
-}
-const backend = Deno.args.includes("--gpu") ? await la.defaultBackend() : la.cpu();
+const backend = await exampleBackend();
 const [B, Hq, Hkv, D] = [1, 8, 2, 64];
 const N = Number(flag("n", "3000"));
 const W = Number(flag("window", "512"));
