@@ -207,8 +207,8 @@ function variantPartRuns(
   const variant = Object.freeze({ ...common.variant, sinks: false });
   const runs: AttentionRun[] = [];
   for (let c = 0; c < parts.length; c++) {
-    const { n0, n1 } = parts[c];
-    const lens = Array.from(p.kvLens, (len) => Math.max(0, Math.min(len - n0, n1 - n0)));
+    const { n0 } = parts[c];
+    const lens = partLens(p.kvLens, parts[c]);
     const schedule = build(lens, n0);
     // Parts nobody sees add nothing (a window over a long cache sees only the last part:
     // one run, so no merge and no float32 copy of q).
@@ -226,7 +226,7 @@ function variantPartRuns(
   }
   if (runs.length === 0) {
     // No key visible anywhere: one run of the first part gives the identity state.
-    const lens = Array.from(p.kvLens, (len) => Math.max(0, Math.min(len, parts[0].n1)));
+    const lens = partLens(p.kvLens, parts[0]);
     runs.push({
       ...common,
       variant,
@@ -259,8 +259,8 @@ function partRuns(
   const runs: { part: number; lens: number[]; causal: boolean }[] = [];
   const prefill = p.causal && p.Sq > 1;
   for (let c = 0; c < parts.length; c++) {
-    const { n0, n1 } = parts[c];
-    const lens = Array.from(p.kvLens, (len) => Math.max(0, Math.min(len - n0, n1 - n0)));
+    const { n1 } = parts[c];
+    const lens = partLens(p.kvLens, parts[c]);
     // Parts past every sequence's end add nothing; the first always runs so that a batch
     // with no keys at all still yields the identity state.
     if (c > 0 && lens.every((n) => n === 0)) continue;
@@ -287,4 +287,9 @@ function partRuns(
     if (anyBefore) runs.push({ part: c, lens: before, causal: false });
   }
   return runs;
+}
+
+/** Each sequence's valid keys within the part `[n0, n1)` of the key axis. */
+function partLens(kvLens: Int32Array, { n0, n1 }: { n0: number; n1: number }): number[] {
+  return Array.from(kvLens, (len) => Math.max(0, Math.min(len - n0, n1 - n0)));
 }
