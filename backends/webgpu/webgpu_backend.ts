@@ -51,8 +51,8 @@ import {
 
 /** What {@link WebGpuBackend.prepareAttention} keeps in a plan's run. */
 interface PreparedRun {
-  /** The tuning it was planned under (`attentionTuning`, serialised). */
-  readonly tuning: string;
+  /** The tuning it was planned under (`attentionTuning`: frozen, replaced on every set). */
+  readonly tuning: AttentionTuning;
   /** The launch. */
   readonly launch: WebGpuAttentionLaunch;
 }
@@ -147,7 +147,7 @@ export class WebGpuBackend implements Backend {
   set attentionTuning(t: AttentionTuning) {
     this.#tuning = checkTuning(t, this.limits.maxComputeInvocationsPerWorkgroup);
   }
-  #tuning: AttentionTuning = {};
+  #tuning: AttentionTuning = Object.freeze({});
 
   /** Whether {@link WebGpuBackend.readTimings} reports device timestamps (`timestamp-query`). */
   get timestamps(): boolean {
@@ -296,14 +296,14 @@ export class WebGpuBackend implements Backend {
     inputs: AttentionInputs = {},
   ): { out: DataId; lse: DataId } {
     this.#rt.check();
-    const tuning = JSON.stringify(this.attentionTuning);
+    const tuning = this.attentionTuning;
     const run = (qi: TensorInfo, ki: TensorInfo, vi: TensorInfo, r: AttentionRun) => {
       this.#whole("attention (one run per part: see backends/attention_parts.ts)", qi, ki, vi);
       // The launch prepared with the plan, unless the tuning changed since (benchmarks).
       const prepared = r.prepared as PreparedRun | undefined;
       const launch = prepared?.tuning === tuning && prepared.launch.outDtype === qi.dtype
         ? prepared.launch
-        : planWebgpuAttention(this.ctx, qi, ki, kernelRun(plan, r), this.attentionTuning);
+        : planWebgpuAttention(this.ctx, qi, ki, kernelRun(plan, r), tuning);
       return runWebgpuAttention(this.ctx, launch, qi, ki, vi, inputs);
     };
     return plan.parts
@@ -320,7 +320,7 @@ export class WebGpuBackend implements Backend {
     const part = run.part === undefined ? null : plan.parts![run.part];
     const kvShape = part ? [B, Hkv, part.n1 - part.n0, D] : plan.kvShape;
     return {
-      tuning: JSON.stringify(this.attentionTuning),
+      tuning: this.attentionTuning,
       launch: planWebgpuAttention(
         this.ctx,
         { shape: plan.qShape, dtype: plan.runDtype },
