@@ -57,6 +57,7 @@ export type {
   DataId,
   LeanGridProblem,
   MemoryInfo,
+  PagedKVInfo,
   ReduceOp,
   StoragePart,
   TensorBackend,
@@ -125,6 +126,7 @@ export type {
   AttentionPlan,
   AttentionRun,
   AttentionVariant,
+  PagedLayout,
 } from "./schedule/attention_plan.ts";
 export type { RenderOptions } from "./schedule/render_schedule.ts";
 export { JUPYTER_DISPLAY, scheduleDisplay } from "./display.ts";

@@ -48,6 +48,21 @@ export interface AttentionInputs {
   readonly alibiSlopes?: TensorInfo;
   /** Additive bias, float32 or float16, of the plan variant's `bias.shape`. */
   readonly bias?: TensorInfo;
+  /** Paged K/V: present exactly when the plan is paged (`plan.paged`). */
+  readonly pages?: PagedKVInfo;
+}
+
+/**
+ * Paged K/V on a backend (layout: `PagedLayout`): with a paged plan, `attention` reads keys
+ * and values through these, and its `k`, `v` arguments are `kPages[0]`, `vPages[0]`.
+ */
+export interface PagedKVInfo {
+  /** K page buffers in page order, each `[Pc, Hkv, pageSize, D]`, all of one dtype. */
+  readonly kPages: readonly TensorInfo[];
+  /** V page buffers, laid out as `kPages`. */
+  readonly vPages: readonly TensorInfo[];
+  /** The block table `[B, maxBlocks]` on the device ({@link Backend.createIndexTable}). */
+  readonly blockTable: DataId;
 }
 
 /** One timed pass of submitted work (a backend with the profiling capability). */
@@ -114,6 +129,24 @@ export interface Backend extends TensorBackend {
    * packed metadata); the result is kept in `run.prepared` and read back by `attention`.
    */
   prepareAttention?(plan: AttentionPlan, run: AttentionRun): unknown;
+  /**
+   * Optional (paged K/V; present together with `gatherPageRows` and `scatterPageRows`): an
+   * int32 table on the device, read by paged attention (a block table). Freed with
+   * `release`; counted by `memory()`.
+   */
+  createIndexTable?(values: Int32Array): DataId;
+  /**
+   * Optional (paged K/V): a new contiguous tensor `[B, H, n, D]` of the pages' dtype whose
+   * row `(b, h, t)` is row `rows[b · n + t]` of `pages` `[P, H, pageSize, D]` (row `r` is
+   * `pages[⌊r / pageSize⌋, h, r mod pageSize]`), or zeros where `rows[b · n + t] < 0`.
+   */
+  gatherPageRows?(pages: TensorInfo, rows: Int32Array, B: number, n: number): DataId;
+  /**
+   * Optional (paged K/V): writes `src` `[B, H, n, D]` into `pages` in place (no readback):
+   * row `(b, h, t)` goes to row `rows[b · n + t]` of `pages` (as in `gatherPageRows`), and
+   * nowhere where that is negative. `src` and `pages` have one dtype; rows are distinct.
+   */
+  scatterPageRows?(pages: TensorInfo, src: TensorInfo, rows: Int32Array): void;
   /** Optional profiling: whether device timestamps back {@link Backend.readTimings}. */
   readonly timestamps?: boolean;
   /** Optional profiling: time each submitted pass from now on (or stop). */

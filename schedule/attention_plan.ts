@@ -60,6 +60,27 @@ export function isPlainVariant(v: AttentionVariant): boolean {
     v.windowRight === Infinity && v.softcap === 0 && !v.sinks && !v.alibi && !v.bias;
 }
 
+/**
+ * Where paged K/V live (VARIANTS.md, "Paged KV"): token `j` of sequence `b` is row
+ * `j mod pageSize` of page `blockTable[b · maxBlocks + ⌊j / pageSize⌋]` of the pages
+ * `[P, Hkv, pageSize, D]`. Pages may span several device buffers ("page buffers"): page `p`
+ * is page `p − c · pagesPerBuffer` of buffer `c = ⌊p / pagesPerBuffer⌋`; every buffer but the
+ * last holds exactly `pagesPerBuffer` pages. A plan over pages has one run (no K/V parts); a
+ * run's key `j` is the sequence's token `j` (positions as for whole K/V).
+ */
+export interface PagedLayout {
+  /** Tokens per page (≥ 1). */
+  readonly pageSize: number;
+  /** Block-table entries per sequence: the table is int32 `[B, maxBlocks]`. */
+  readonly maxBlocks: number;
+  /** Pages in every page buffer but the last. */
+  readonly pagesPerBuffer: number;
+  /** Page buffers of K (V has as many, laid out alike). */
+  readonly buffers: number;
+  /** Pages in all (`P`). */
+  readonly pages: number;
+}
+
 /** The algorithm a schedule came from (a backend may pick its kernel by it). */
 export type AttentionAlgo = "flash" | "flash-decoding" | "lean";
 
@@ -93,6 +114,8 @@ export interface AttentionRun {
   readonly positionLens: Int32Array;
   /** The K/V part this run reads (index into {@link AttentionPlan.parts}); absent: whole. */
   readonly part?: number;
+  /** Present when K/V are paged: the pages' layout (the plan's {@link AttentionPlan.paged}). */
+  readonly paged?: PagedLayout;
   /**
    * What the backend prepared for this run once, at planning time (kernel choice, packed
    * schedule metadata, launch sizes): opaque here, read only by the backend that made it.
@@ -131,6 +154,11 @@ export interface AttentionPlan {
    * without the sink (`sinks: false`): the sink state is merged once, after the parts.
    */
   readonly variant?: AttentionVariant;
+  /**
+   * Present when K/V are paged (then `kvShape` is `[B, Hkv, maxBlocks · pageSize, D]`,
+   * `parts` is null and there is one run).
+   */
+  readonly paged?: PagedLayout;
   /** Key ranges `[n0, n1)` of the K/V parts, or null when K/V are stored whole. */
   readonly parts: readonly { readonly n0: number; readonly n1: number }[] | null;
   /**
