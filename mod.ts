@@ -108,7 +108,7 @@ export { mergeAttentionStates } from "./attention/merge.ts";
 export type { AttentionState, MergeOptions } from "./attention/merge.ts";
 export { loadAttentionState, saveAttentionState } from "./attention/state_file.ts";
 export type { LoadedAttentionState, LoadStateOptions } from "./attention/state_file.ts";
-export { leanSchedule, splitSchedule } from "./schedule/lean_schedule.ts";
+export { invariantSchedule, leanSchedule, splitSchedule } from "./schedule/lean_schedule.ts";
 export type {
   CorePlan,
   LeanCut,

@@ -13,10 +13,13 @@
  *   lengths.
  * - `splitSchedule` (FlashDecoding): each unit's tiles cut into `numSplits` equal chunks, one
  *   worker each. `numSplits = 1` is plain FlashAttention-2.
+ * - `invariantSchedule` (`batchInvariant: true`, VARIANTS.md): each unit's tiles cut into
+ *   pieces of a fixed `chunkTiles` (positions that depend on nothing but the unit's own
+ *   keys), every piece its own segment, the pieces dealt to workers like stream-K's tiles.
  *
  * @module
  */
-import { ArgumentError, show } from "../tensor/errors.ts";
+import { ArgumentError, LimitError, show } from "../tensor/errors.ts";
 import { checkScheduleSize } from "./_schedule_size.ts";
 
 /** The problem a schedule partitions. */
@@ -101,8 +104,11 @@ export interface LeanCut {
 
 /** A complete partition of the work. */
 export interface LeanSchedule {
-  /** `"lean"` (stream-K) or `"split"` (FlashDecoding / FlashAttention-2). */
-  kind: "lean" | "split";
+  /**
+   * `"lean"` (stream-K), `"split"` (FlashDecoding / FlashAttention-2) or `"invariant"`
+   * (fixed pieces; an executor must run them with arithmetic that depends on nothing else).
+   */
+  kind: "lean" | "split" | "invariant";
   /** The plan it was made from (with defaults filled in; a window is resolved into `units`). */
   plan: CorePlan;
   /** All units, index = `((b · kvHeads) + kvHead) · qBlocks + qBlock`. */
@@ -199,7 +205,7 @@ function units(plan: LeanPlan): { plan: CorePlan; units: LeanUnit[] } {
 
 /** Assigns partial slots: segments of units that more than one segment touches. */
 export function finish(
-  kind: "lean" | "split",
+  kind: LeanSchedule["kind"],
   plan: CorePlan,
   unitList: LeanUnit[],
   workers: LeanSegment[][],
@@ -293,4 +299,50 @@ export function splitSchedule(plan: Omit<LeanPlan, "grid"> & { numSplits: number
     }
   }
   return finish("split", { ...p, grid: workers.length }, list, workers);
+}
+
+/** Most pieces an invariant schedule may hold (each is a segment, and maybe a partial state). */
+const MAX_PIECES = 1 << 22;
+
+/**
+ * The batch-invariant partition (VARIANTS.md, "Batch invariance"): unit u's tiles cut into
+ * pieces `[k·chunkTiles, (k + 1)·chunkTiles)` — where a unit's keys are cut depends on its own
+ * keys only, never on the batch, the other units or `grid` — and every piece its own segment
+ * (a piece is never fused with the next on one worker, which would change its arithmetic).
+ * Pieces are dealt to `grid` workers in unit order, worker w taking pieces `[⌊wP/G⌋,
+ * ⌊(w+1)P/G⌋)`; a unit with several pieces merges them in key order. With a fixed tile size
+ * and per-piece arithmetic, a row's bits do not depend on anything but its own inputs.
+ */
+export function invariantSchedule(plan: LeanPlan & { chunkTiles: number }): LeanSchedule {
+  const grid = checkScheduleSize("invariantSchedule", plan, "grid", plan?.grid, 0);
+  const chunk = positiveInt("chunkTiles", plan.chunkTiles);
+  const { plan: p, units: list } = units(plan);
+  const count = list.reduce((a, u) => a + Math.ceil(u.tiles / chunk), 0);
+  if (count > MAX_PIECES) {
+    throw new LimitError(
+      `invariantSchedule: ${count} pieces of ${chunk} tiles, more than the ${MAX_PIECES} a ` +
+        `schedule may hold (use larger tiles or chunks)`,
+    );
+  }
+  const pieces: LeanSegment[] = [];
+  for (let u = 0; u < list.length; u++) {
+    const tiles = list[u].tiles;
+    for (let t = 0; t < tiles; t += chunk) {
+      const end = Math.min(tiles, t + chunk);
+      pieces.push({
+        unit: u,
+        tileStart: t,
+        tileEnd: end,
+        host: t === 0,
+        finishing: end === tiles,
+        partial: -1,
+      });
+    }
+  }
+  const P = pieces.length;
+  const workers: LeanSegment[][] = [];
+  for (let w = 0; w < grid; w++) {
+    workers.push(pieces.slice(Math.floor((w * P) / grid), Math.floor(((w + 1) * P) / grid)));
+  }
+  return finish("invariant", { ...p, grid }, list, workers);
 }

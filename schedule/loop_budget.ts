@@ -66,6 +66,10 @@ export function withinLoopBudget(s: LeanSchedule, cost: LoopCost): LeanSchedule 
         let end = t + Math.max(0, Math.floor(room / tileCost));
         if (end >= g.tileEnd || room >= cost.perKey * segmentKeys(s, { ...g, tileStart: t })) {
           end = g.tileEnd;
+        } else if (s.kind === "invariant" && used > 0) {
+          // A piece of an invariant schedule is cut only where it alone is over the budget
+          // (at offsets from its own start): start a new worker rather than cut it here.
+          end = t;
         }
         if (end === t) {
           workers.push(cur);

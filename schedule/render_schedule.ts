@@ -85,7 +85,11 @@ export function renderSchedule(schedule: LeanSchedule, options: RenderOptions = 
   const gridH = G * (rowH + gap);
   const title = opts.title ??
     `${
-        s.kind === "lean" ? "LeanAttention (stream-K)" : "split-KV"
+        s.kind === "lean"
+          ? "LeanAttention (stream-K)"
+          : s.kind === "invariant"
+          ? "batch-invariant"
+          : "split-KV"
       } schedule: ${s.units.length} units, ` +
       `${s.totalTiles} tiles of ${s.plan.tileSize} keys, ${G} workers, ${s.cuts.length} cut units`;
   // Text widths are estimated (no font metrics in an SVG string): ~7 px a character.

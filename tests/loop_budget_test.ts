@@ -7,7 +7,14 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
-import { flashAttention, leanAttention, leanSchedule, type Tensor, tensor } from "../mod.ts";
+import {
+  flashAttention,
+  invariantSchedule,
+  leanAttention,
+  leanSchedule,
+  type Tensor,
+  tensor,
+} from "../mod.ts";
 import type { Backend } from "../backends/backend.ts";
 import { type LoopCost, runCost, withinLoopBudget } from "../schedule/loop_budget.ts";
 import type { LeanSchedule } from "../schedule/lean_schedule.ts";
@@ -177,5 +184,36 @@ Deno.test("withinLoopBudget: runs within the budget, same tiles, cut units merge
       },
     ),
     { seed, numRuns: 300 },
+  );
+});
+
+Deno.test("withinLoopBudget: an invariant schedule's pieces are cut only at offsets of their own", () => {
+  const seed = Date.now() % 1e9;
+  console.log(`fast-check seed ${seed}`);
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: 20 }),
+      fc.integer({ min: 1, max: 9 }),
+      fc.integer({ min: 1, max: 32 }),
+      fc.integer({ min: 1, max: 6 }),
+      fc.integer({ min: 0, max: 200 }),
+      (kvLens, grid, tileSize, chunkTiles, extra) => {
+        const p = { kvHeads: 1, tileSize, chunkTiles };
+        const cost: LoopCost = { perSegment: 3, perKey: 1, budget: 3 + tileSize + extra };
+        const cut = (lens: number[], g: number) =>
+          coverage(
+            withinLoopBudget(
+              invariantSchedule({ ...p, batch: lens.length, kvLens: lens, grid: g }),
+              cost,
+            ),
+          );
+        const all = cut(kvLens, grid);
+        // Each sequence alone, with another grid: the same pieces as in the batch.
+        kvLens.forEach((n, b) =>
+          assertEquals(cut([n], 1 + (grid % 4))[0], all[b], `sequence ${b}`)
+        );
+      },
+    ),
+    { seed, numRuns: 200 },
   );
 });

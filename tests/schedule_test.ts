@@ -6,6 +6,7 @@
 import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
 import {
+  invariantSchedule,
   type LeanSchedule,
   leanSchedule,
   type LeanSegment,
@@ -139,6 +140,53 @@ Deno.test("lean schedule: every tile once, contiguous runs, loads within one til
         }
       }
     }),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("invariant schedule: fixed pieces per unit, whatever the batch and grid", () => {
+  fc.assert(
+    fc.property(
+      planArb,
+      fc.integer({ min: 1, max: 9 }),
+      fc.integer({ min: 1, max: 40 }),
+      (d, chunkTiles, grid) => {
+        const p = base(d);
+        const s = invariantSchedule({ ...p, grid, chunkTiles });
+        assertEquals(s.kind, "invariant");
+        checkCommon(s);
+        assertEquals(s.workers.length, grid);
+        // Every segment is one whole piece: it starts at a multiple of chunkTiles and ends at
+        // the next one or at the unit's end — positions of the unit's own keys only.
+        const pieces = s.units.map(() => [] as [number, number][]);
+        for (const run of s.workers) {
+          for (const g of run) {
+            assertEquals(g.tileStart % chunkTiles, 0, "a piece starts at a chunk boundary");
+            assertEquals(
+              g.tileEnd,
+              Math.min(s.units[g.unit].tiles, g.tileStart + chunkTiles),
+              "a piece is one whole chunk",
+            );
+            pieces[g.unit].push([g.tileStart, g.tileEnd]);
+          }
+        }
+        // The same unit alone, in a batch of one with another grid: the same pieces.
+        const u = s.units.findIndex((x) => x.tiles > 0);
+        if (u < 0) return;
+        const unit = s.units[u];
+        const alone = invariantSchedule({
+          batch: 1,
+          kvHeads: 1,
+          qBlocks: 1,
+          tileSize: p.tileSize,
+          kvLens: [unit.keys],
+          grid: 1 + (grid % 3),
+          chunkTiles,
+        });
+        const own = alone.workers.flat().map((g) => [g.tileStart, g.tileEnd]);
+        assertEquals(pieces[u], own, "pieces of a unit alone");
+      },
+    ),
     { numRuns: 300 },
   );
 });
