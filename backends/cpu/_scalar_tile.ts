@@ -70,13 +70,16 @@ export function scalarTileKernel(
   const f16 = buf.k instanceof Float16Array;
   const kCopy = f16 ? new Float16Array(Tn * D) : new Float32Array(Tn * D);
   const vCopy = f16 ? new Float16Array(Tn * D) : new Float32Array(Tn * D);
-  let k: CpuArray = buf.k;
-  let v: CpuArray = buf.v;
-  /** Points `k`, `v` at keys `[t0, t1)`; returns the element of key 0 in them (key j at + jD). */
+  let kNow: CpuArray = buf.k;
+  let vNow: CpuArray = buf.v;
+  /**
+   * Points `kNow`, `vNow` at keys `[t0, t1)`; returns the element of key 0 in them (key j at
+   * `+ j·D`).
+   */
   const keysAt = (kv: KVRows, t0: number, t1: number): number => {
     if (kv.locate(t0, t1) === t1 - t0) {
-      k = kvs.k[kv.buffer];
-      v = kvs.v[kv.buffer];
+      kNow = kvs.k[kv.buffer];
+      vNow = kvs.v[kv.buffer];
       return kv.at - t0 * D;
     }
     for (let j = t0; j < t1;) {
@@ -86,8 +89,8 @@ export function scalarTileKernel(
       vCopy.set(kvs.v[kv.buffer].subarray(at, at + run * D), (j - t0) * D);
       j += run;
     }
-    k = kCopy;
-    v = vCopy;
+    kNow = kCopy;
+    vNow = vCopy;
     return -t0 * D;
   };
   return {
@@ -98,6 +101,8 @@ export function scalarTileKernel(
     tile(rows: PassRows, R: number, kv: KVRows, t0: number, t1: number): void {
       const { end: ends, start: starts, m, l } = rows;
       const kBase = keysAt(kv, t0, t1);
+      const k = kNow; // locals for the loops below
+      const v = vNow;
       for (let a = 0; a < R; a++) {
         const end = Math.min(t1, ends[a]);
         const t0a = Math.max(t0, starts[a]); // a window may start this row's keys later
