@@ -16,8 +16,8 @@ import { flashAttentionPlan } from "../attention/flash.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { DType } from "../tensor/dtype.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { ArgumentError, ShapeError } from "../tensor/errors.ts";
-import { webgpuBackend } from "./_backends.ts";
+import { ArgumentError, LimitError, ShapeError } from "../tensor/errors.ts";
+import { ownWebgpu, webgpuBackend } from "./_backends.ts";
 import { pagedPlan, paginate, rng, uploadPages } from "./_paged.ts";
 
 const info = (t: Tensor): TensorInfo => ({ id: t.id, shape: t.shape, dtype: t.dtype });
@@ -277,6 +277,15 @@ Deno.test({
       k.dispose();
     }
     strictEqual(gpu.memory().liveBytes, before, "no buffer leaked");
+    // WebGPU's default 8 storage buffers a stage: 3 page buffers (12 bindings) do not fit.
+    const small = await ownWebgpu({ defaultLimits: true });
+    const qs = tensor(randomArray(32, 2), { shape: [1, 1, 1, 32], backend: small });
+    const ks = tensor(kd, { shape, backend: small });
+    const hp3 = paginate(kd, kd, shape, [20], 2, { seed: 3, buffers: 3 });
+    const plan = leanAttentionPlan(qs, ks, ks, { kvLens: [20] });
+    throws(() => pagedPlan(small, plan, hp3.layout), LimitError);
+    qs.dispose();
+    ks.dispose();
   },
 });
 
@@ -310,12 +319,17 @@ Deno.test({
     const gpu = await webgpuBackend();
     if (!gpu) return;
     const before = gpu.memory().liveBytes;
-    for (const [dtype, D] of [["float32", 8], ["float16", 5], ["float16", 3]] as const) {
+    const cases = [["float32", 8], ["float16", 5], ["float16", 3], ["int8", 6]] as const;
+    for (const [dtype, D] of cases) {
       await t.step(`${dtype} D=${D}`, async () => {
         const [P, H, PS] = [5, 2, 3];
         const pshape = [P, H, PS, D];
         const round = (x: Float32Array) =>
-          dtype === "float16" ? Float32Array.from(new Float16Array(x)) : x;
+          dtype === "float16"
+            ? Float32Array.from(new Float16Array(x))
+            : dtype === "int8"
+            ? Float32Array.from(x, (y) => Math.round(y * 40))
+            : x;
         const init = round(randomArray(P * H * PS * D, D));
         const pages = tensor(init, { shape: pshape, dtype, backend: gpu });
         const [B, n] = [2, 4];
