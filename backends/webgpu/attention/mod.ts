@@ -22,6 +22,10 @@
  * however little it reads (a dependent dispatch ≈ 2 µs of it), so calls under ≈ 100 MB are far
  * from the streaming limit (17 MB: 12–18 µs).
  *
+ * Paged K/V (`plan.paged`): the same kernels, configured as for contiguous K/V of the plan's
+ * shape, read each key's row through the block table (`_wgsl_paged.ts`), so a paged call gives
+ * the contiguous call's bits; page buffers beyond the first bind after the variant inputs.
+ *
  * A visible NaN or +∞ score makes its row NaN (out and lse), as in the float64 reference:
  * kernels track it with a bit test per score (compilers may assume no NaN, and WGSL `max`
  * may drop one) and carry it in partial states as l = NaN.
