@@ -12,6 +12,7 @@ import type { AttentionGeometry } from "../../schedule/geometry.ts";
 import { SCRATCH_POOL_BYTES, type SimdKernels } from "./_attention_simd.ts";
 import { LimitError } from "../../tensor/errors.ts";
 import { maxOrNaN, rescaleRow } from "./_online_softmax.ts";
+import { probShift } from "./_wasm_pexp.ts";
 import {
   type AttentionBuffers,
   type PassRows,
@@ -113,6 +114,8 @@ export function simdTileKernel(
   const vSrc = f16 ? new Uint16Array(v.buffer, v.byteOffset, v.length) : v as Float32Array;
   const kTile = new Float32Array(mem, L.k, Tn * Dp);
   const vTile = new Float32Array(mem, L.v, Tn * Dp);
+  // pexp's p and sums are scaled by 2^-shift so float32 tile sums cannot overflow.
+  const gain = 2 ** probShift(Tn);
   /**
    * `n` keys of `src` from element `base` → float32 rows of stride Dp at `tile` (float32 is a
    * plain copy, float16 a copy of the bits and one conversion pass).
@@ -151,7 +154,7 @@ export function simdTileKernel(
         C[a] = c;
       }
       K.pexp(L.s, R, Tn, L.cnt, L.mx, L.sum); // p = exp(s − m) in place, Σp per row
-      for (let a = 0; a < R; a++) if (C[a] > 0) l[a] += SUM[a];
+      for (let a = 0; a < R; a++) if (C[a] > 0) l[a] += SUM[a] * gain;
       stage(vSrc, kBase + t0 * D, n, vTile);
       K.pv(L.s, L.v, L.o, L.alpha, L.cnt, R, Dp, Tn);
     },
