@@ -16,7 +16,8 @@ import type { DType } from "../tensor/dtype.ts";
 import { normals, uniformGenerator } from "../tensor/random.ts";
 import { attentionTolerances, referenceAttention } from "../testing/reference.ts";
 import { type Algo, compareIeee, runAlgo } from "./regress/cases.ts";
-import { describeBackends } from "./_backends.ts";
+import { describeBackends, webgpuBackend } from "./_backends.ts";
+import type { AttentionTuning } from "../backends/webgpu/attention/mod.ts";
 
 interface Shape {
   B: number;
@@ -143,6 +144,41 @@ describeBackends(
     });
   },
 );
+
+Deno.test({
+  name: "every WebGPU kernel path (subgroup: fused merge, butterfly, staged tiles; " +
+    "workgroup memory; generic) keeps mixed ±3e38 finite",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const gpu = await webgpuBackend();
+    if (!gpu) return;
+    const c: Shape = { B: 1, Hq: 4, Hkv: 1, Sq: 2, N: 150, D: 32, causal: true, kvLens: [150] };
+    const data = {
+      q: normals(c.Hq * c.Sq * c.D, 51),
+      k: normals(c.N * c.D, 52),
+      v: mixed(c.N * c.D, 3e38, 53),
+    };
+    const tunings: AttentionTuning[] = [
+      { kernel: "sg", fusedMerge: true },
+      { kernel: "sg", fusedMerge: false, bf: false },
+      { kernel: "sg", ws: true },
+      { kernel: "wgm" },
+      { kernel: "generic" },
+    ];
+    const saved = gpu.attentionTuning;
+    try {
+      for (const t of tunings) {
+        gpu.attentionTuning = t;
+        await check(gpu, c, data, "float32", `tuning ${JSON.stringify(t)}`, {
+          sinks: [1, 0, -2, 4],
+        });
+      }
+    } finally {
+      gpu.attentionTuning = saved;
+    }
+  },
+});
 
 describeBackends(
   "a long sequence of near-uniform weights (Σ w in the thousands) with values near 3.4e38",
