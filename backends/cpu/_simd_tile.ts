@@ -103,6 +103,8 @@ export function simdTileKernel(
   const mem = K.memory.buffer;
   const S = new Float32Array(mem, L.s, Rc * Tn);
   const A = new Float64Array(mem, L.alpha, Rc);
+  // pexp's p and sums are scaled by 2^-shift so float32 tile sums cannot overflow.
+  const gain = 2 ** probShift(Tn);
   const C = new Int32Array(mem, L.cnt, Rc);
   const MX = new Float32Array(mem, L.mx, Rc);
   const SUM = new Float32Array(mem, L.sum, Rc);
@@ -114,8 +116,6 @@ export function simdTileKernel(
   const vSrc = f16 ? new Uint16Array(v.buffer, v.byteOffset, v.length) : v as Float32Array;
   const kTile = new Float32Array(mem, L.k, Tn * Dp);
   const vTile = new Float32Array(mem, L.v, Tn * Dp);
-  // pexp's p and sums are scaled by 2^-shift so float32 tile sums cannot overflow.
-  const gain = 2 ** probShift(Tn);
   /**
    * `n` keys of `src` from element `base` → float32 rows of stride Dp at `tile` (float32 is a
    * plain copy, float16 a copy of the bits and one conversion pass).
