@@ -29,8 +29,8 @@
  *   p[r·T + j] · v[j]` (`cnt` int32; `o` and `alpha` float64: the tile's sum is float32 from
  *   zero, the rescale and the fold into the running `o` float64; `sh = probShift(T)`).
  * - `pexp(s, R, T, cnt, mx, sum)`: `s[r·T + j] = exp(s[r·T + j] − mx[r]) · 2^-sh` for
- *   `j < cnt[r]`, `sum[r] = Σ_j` of them (scaled so that no float32 sum of a tile over
- *   finite values overflows, see `probShift`); may read (and rewrites unchanged) up to 12
+ *   `j < cnt[r]` (scaled so that no float32 P·V sum of a tile over finite values overflows,
+ *   see `probShift`), `sum[r] = Σ_j exp(s[r·T + j] − mx[r])` (unscaled); may read (and rewrites unchanged) up to 12
  *   bytes past a row's count, so 16 bytes after `s` must be addressable.
  *
  * @module

@@ -12,7 +12,6 @@ import type { AttentionGeometry } from "../../schedule/geometry.ts";
 import { SCRATCH_POOL_BYTES, type SimdKernels } from "./_attention_simd.ts";
 import { LimitError } from "../../tensor/errors.ts";
 import { maxOrNaN, rescaleRow } from "./_online_softmax.ts";
-import { probShift } from "./_wasm_pexp.ts";
 import {
   type AttentionBuffers,
   type PassRows,
@@ -103,8 +102,6 @@ export function simdTileKernel(
   const mem = K.memory.buffer;
   const S = new Float32Array(mem, L.s, Rc * Tn);
   const A = new Float64Array(mem, L.alpha, Rc);
-  // pexp's p and sums are scaled by 2^-shift so float32 tile sums cannot overflow.
-  const gain = 2 ** probShift(Tn);
   const C = new Int32Array(mem, L.cnt, Rc);
   const MX = new Float32Array(mem, L.mx, Rc);
   const SUM = new Float32Array(mem, L.sum, Rc);
@@ -154,7 +151,7 @@ export function simdTileKernel(
         C[a] = c;
       }
       K.pexp(L.s, R, Tn, L.cnt, L.mx, L.sum); // p = exp(s − m) in place, Σp per row
-      for (let a = 0; a < R; a++) if (C[a] > 0) l[a] += SUM[a] * gain;
+      for (let a = 0; a < R; a++) if (C[a] > 0) l[a] += SUM[a];
       stage(vSrc, kBase + t0 * D, n, vTile);
       K.pv(L.s, L.v, L.o, L.alpha, L.cnt, R, Dp, Tn);
     },
