@@ -15,20 +15,11 @@ import { tensor } from "../tensor/creation.ts";
 import type { DType } from "../tensor/dtype.ts";
 import { normals, uniformGenerator } from "../tensor/random.ts";
 import { attentionTolerances, referenceAttention } from "../testing/reference.ts";
-import { type Algo, compareIeee, runAlgo } from "./regress/cases.ts";
+import { type Algo, compareIeee, type RegressCase, runAlgo } from "./regress/cases.ts";
 import { describeBackends, webgpuBackend } from "./_backends.ts";
 import type { AttentionTuning } from "../backends/webgpu/attention/mod.ts";
 
-interface Shape {
-  B: number;
-  Hq: number;
-  Hkv: number;
-  Sq: number;
-  N: number;
-  D: number;
-  causal?: boolean;
-  kvLens?: number[];
-}
+type Shape = Pick<RegressCase, "B" | "Hq" | "Hkv" | "Sq" | "N" | "D" | "causal" | "kvLens">;
 
 interface Run {
   algo: Algo;
