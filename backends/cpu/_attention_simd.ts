@@ -25,12 +25,13 @@
  * - `cvt16(src, dst, n)`: `n` (a multiple of 8) float16 values at `src` → float32 at `dst`.
  * - `scores(q, k, s, R, n, Dp, T)`: `s[r·T + j] = Σ_d q[r·Dp + d] · k[j·Dp + d]` for rows
  *   `r < R` and keys `j < n`.
- * - `pv(p, v, o, alpha, cnt, R, Dp, T)`: `o[r] = o[r] · alpha[r] + Σ_{j < cnt[r]} p[r·T + j]
- *   · v[j]` (`cnt` int32; `o` and `alpha` float64: the tile's sum is float32 from zero, the
- *   rescale and the fold into the running `o` float64).
- * - `pexp(s, R, T, cnt, mx, sum)`: `s[r·T + j] = exp(s[r·T + j] − mx[r])` for `j < cnt[r]`,
- *   `sum[r] = Σ_j` of them; may read (and rewrites unchanged) up to 12 bytes past a row's
- *   count, so 16 bytes after `s` must be addressable.
+ * - `pv(p, v, o, alpha, cnt, R, Dp, T)`: `o[r] = o[r] · alpha[r] + 2^sh · Σ_{j < cnt[r]}
+ *   p[r·T + j] · v[j]` (`cnt` int32; `o` and `alpha` float64: the tile's sum is float32 from
+ *   zero, the rescale and the fold into the running `o` float64; `sh = probShift(T)`).
+ * - `pexp(s, R, T, cnt, mx, sum)`: `s[r·T + j] = exp(s[r·T + j] − mx[r]) · 2^-sh` for
+ *   `j < cnt[r]` (scaled so that no float32 P·V sum of a tile over finite values overflows,
+ *   see `probShift`), `sum[r] = Σ_j exp(s[r·T + j] − mx[r])` (unscaled); may read (and rewrites unchanged) up to 12
+ *   bytes past a row's count, so 16 bytes after `s` must be addressable.
  *
  * @module
  */
@@ -51,7 +52,7 @@ import { scores } from "./_wasm_scores.ts";
 import { pv } from "./_wasm_pv.ts";
 import { pexp } from "./_wasm_pexp.ts";
 
-export { PEXP_LOW } from "./_wasm_pexp.ts";
+export { PEXP_LOW, probShift } from "./_wasm_pexp.ts";
 
 /** The kernels of one instance and its memory. */
 export interface SimdKernels {

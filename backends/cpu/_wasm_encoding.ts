@@ -36,6 +36,7 @@ export const i32c = (n: number): Code => [0x41, ...sleb(n)];
 export const simd = (op: number): Code => [0xfd, ...uleb(op)];
 export const I32_ADD = [0x6a], I32_SUB = [0x6b], I32_MUL = [0x6c], I32_LT_S = [0x48];
 export const I32_EQZ = [0x45], I32_EQ = [0x46], I32_AND = [0x71];
+export const I32_CLZ = [0x67], I32_SHL = [0x74];
 export const v128Load = (offset = 0): Code => [...simd(0x00), 3, ...uleb(offset)];
 export const v128Store = (offset = 0): Code => [...simd(0x0b), 3, ...uleb(offset)];
 export const load16x4S = (offset = 0): Code => [...simd(0x03), 1, ...uleb(offset)];

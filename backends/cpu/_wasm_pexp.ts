@@ -19,8 +19,10 @@ import {
   get,
   hsumF32,
   I32_ADD,
+  I32_CLZ,
   I32_LT_S,
   I32_MUL,
+  I32_SHL,
   I32_SUB,
   i32c,
   i32Load,
@@ -47,12 +49,45 @@ import {
 export const PEXP_LOW = -87;
 
 /**
+ * `ceil(log2 T)` for a tile of T ≥ 1 keys, the shift of the tile's probabilities: `pexp`
+ * stores `p · 2^-shift` (and Σp unscaled, at most T), so a row's float32 Σ p·v over the tile
+ * in `pv` is at most max |v| — no overflow for any finite V, even at float32's max — and `pv`
+ * multiplies its sums back by `2^shift` in float64. Powers of two: exact unless p · 2^-shift
+ * is subnormal, where it still holds p to 2^(shift − 149), against the row's largest weight
+ * of 1 — far below float32's resolution of any output.
+ */
+export function probShift(T: number): number {
+  return 32 - Math.clz32(T - 1);
+}
+
+/** {@link probShift} in wasm: the i32 `ceil(log2 T)` of the i32 local `T`. */
+const shiftOf = (T: number): Code => [
+  ...i32c(32),
+  ...get(T),
+  ...i32c(1),
+  ...I32_SUB,
+  ...I32_CLZ,
+  ...I32_SUB,
+];
+
+/** An f32x4 of `2^(±shift)` for the tile size in i32 local `T` ({@link probShift}). */
+export const shiftPow2 = (T: number, up: boolean): Code => [
+  ...i32c(127),
+  ...shiftOf(T),
+  ...(up ? I32_ADD : I32_SUB),
+  ...i32c(23),
+  ...I32_SHL,
+  ...I32X4_SPLAT,
+];
+
+/**
  * `p = exp(s − mx[r])` in place for the first `cnt[r]` scores of each row, `sum[r] = Σ p`, all
  * float32. exp: k = nearest(x·log2 e), r = x − k·ln2 (Cody–Waite with Cephes' split, ln2hi =
  * 0.693359375 so k·ln2hi is exact), the Taylor series to r^7 (truncation < 6e-9 relative on
  * |r| ≤ ln2/2, under float32's 6e-8), times 2^k built in the exponent bits; x < −87 (including
- * −∞) gives 0, NaN stays NaN. A row's last 1–3 scores go through one masked vector: the lanes
- * past the count are stored back unchanged and left out of the sum.
+ * −∞) gives 0, NaN stays NaN. p is stored times 2^-shift ({@link probShift}), the sum not.
+ * A row's last 1–3 scores go through one masked vector: the lanes past the count are stored
+ * back unchanged and left out of the sum.
  */
 export function pexp(madd: Madd): Code {
   // params s 0, R 1, T 2, cnt 3, mx 4, sum 5
@@ -63,8 +98,13 @@ export function pexp(madd: Madd): Code {
   const chains = [[16, 17, 18, 19], [20, 21, 22, 23]];
   const [cLog2e, cLn2Hi, cLn2Lo, cLow, cBias, cLanes] = [24, 25, 26, 27, 28, 29];
   const coef = [...Array(8).keys()].map((i) => 30 + i); // 1/i!, i = 0..7
+  const [cShift, cUnshift] = [38, 39];
   let fact = 1;
   const init = [
+    ...shiftPow2(T, false),
+    ...set(cShift),
+    ...shiftPow2(T, true),
+    ...set(cUnshift),
     ...f32x4Const(Math.LOG2E),
     ...set(cLog2e),
     ...f32x4Const(-0.693359375),
@@ -99,6 +139,8 @@ export function pexp(madd: Madd): Code {
       ...I32X4_ADD,
       ...i32c(23),
       ...I32X4_SHL,
+      ...F32X4_MUL,
+      ...get(cShift),
       ...F32X4_MUL,
       ...get(x),
       ...get(cLow),
@@ -140,7 +182,7 @@ export function pexp(madd: Madd): Code {
     ...F32X4_ADD,
     ...set(acc),
   ];
-  return body(4, 26, [
+  return body(4, 28, [
     ...init,
     ...i32c(0),
     ...set(r),
@@ -214,6 +256,11 @@ export function pexp(madd: Madd): Code {
       ...F32X4_ADD,
       ...set(acc),
       0x0b,
+      // the sum of the unscaled p (times 2^shift: exact, and the caller's l needs no shift)
+      ...get(acc),
+      ...get(cUnshift),
+      ...F32X4_MUL,
+      ...set(acc),
       ...get(sum),
       ...get(r),
       ...i32c(4),

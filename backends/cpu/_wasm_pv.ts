@@ -30,14 +30,17 @@ import {
   V_ZERO,
   whileLoop,
 } from "./_wasm_encoding.ts";
+import { shiftPow2 } from "./_wasm_pexp.ts";
 
 export function pv(madd: Madd): Code {
   // params p 0, v 1, o 2, alpha 3, cnt 4, R 5, Dp 6, T 7; p, v float32, o, alpha float64, cnt
-  // int32. A tile's sums start from zero in float32 and are folded into o in float64.
+  // int32. A tile's sums start from zero in float32 and are folded into o in float64; p is
+  // pexp's, times 2^-shift (`probShift`), so the sums are multiplied by `gain` = 2^shift.
   const [p, v, o, alpha, cnt, R, Dp, T] = [0, 1, 2, 3, 4, 5, 6, 7];
   const [r, db, j, c, op, vp, pp, vRow, op1, pp1] = [8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
   const [al, pj, al1, pj1, vv] = [18, 19, 20, 21, 22];
   const acc = [23, 24, 25, 26, 27, 28, 29, 30];
+  const gain = 31;
   const fma = (a: number, b: number, x: number): Code => [
     ...get(a),
     ...get(b),
@@ -56,7 +59,7 @@ export function pv(madd: Madd): Code {
     ]),
     ...set(dst),
   ];
-  /** o[4i..4i+4) at `at` := o · alpha + the tile's float32 sums `a`, in float64. */
+  /** o[4i..4i+4) at `at` := o · alpha + the tile's float32 sums `a` · gain, in float64. */
   const fold = (at: number, alv: number, a: number, i: number): Code =>
     [0, 1].flatMap((half) => [
       ...get(at),
@@ -67,6 +70,8 @@ export function pv(madd: Madd): Code {
       ...get(a),
       ...(half ? [...get(a), ...HIGH_HALF] : []),
       ...PROMOTE_LOW,
+      ...get(gain),
+      ...F64X2_MUL,
       ...F64X2_ADD,
       ...v128Store(32 * i + 16 * half),
     ]);
@@ -149,7 +154,10 @@ export function pv(madd: Madd): Code {
   const cntOf = (
     dr: number,
   ): Code => [...rowAddr(cnt, r, dr, [...i32c(4), ...I32_MUL]), ...i32Load];
-  return body(10, 13, [
+  return body(10, 14, [
+    ...shiftPow2(T, true),
+    ...PROMOTE_LOW,
+    ...set(gain),
     ...get(Dp),
     ...i32c(4),
     ...I32_MUL,

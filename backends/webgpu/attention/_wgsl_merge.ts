@@ -123,7 +123,7 @@ l = lz;
 m = mz;`
       : ""}
 O[row * ${D}u + d] = ${q}(select(select(0.0, o / l, l != 0.0), qnan, bad));
-if (d == 0u) { LSE[row] = select(select(ninf, m + log(l), l != 0.0), qnan, bad); }`;
+if (d == 0u) { LSE[row] = select(select(ninf, m + log(l * pun), l != 0.0), qnan, bad); }`;
   return body.split("\n").map((x) => ind + x).join("\n");
 }
 

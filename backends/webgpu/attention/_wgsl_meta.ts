@@ -34,7 +34,8 @@ export const META = {
   partOOff: 17,
   reduceNx: 18,
   reduceChunks: 19,
-  size: 20,
+  probShift: 20,
+  size: 21,
 } as const;
 
 /** Where worker w's segments begin in the segment list: `meta[META_SEG_OFFS + w]` (W + 1 words). */
@@ -55,6 +56,27 @@ export type Elem = "f32" | "f16";
 /** Bits of f32 −∞, the header's `negInfBits` word (WGSL has no −∞ literal). */
 export const NEG_INF_BITS = 0xff800000;
 
+/**
+ * The shift K of the probabilities the kernels accumulate, for rows of at most `maxKeys` keys
+ * (terms): `p = exp(s − m) · 2^-K` with `2^K ≥ maxKeys`, so a running state's l is at most 1
+ * and every partial sum of its o (Σ p·v, slots and merges alike) at most max |v| — finite
+ * wherever V is, even at float32's max, where unscaled sums reached (keys) · max |v| (+∞
+ * from 6e36 over 256 keys). The merges are linear in the states and need no change; o / l
+ * keeps its bits (powers of two) and the lse reads `l · 2^K`. The cost is one multiply per
+ * probability, nothing per dimension. At the other end a term p·v now underflows below
+ * 2^-126 · 2^K rather than 2^-126: values under 2^-126 · maxKeys, as where o is kept
+ * normalised (weights p / l ≥ 1 / keys).
+ */
+export function probShift(maxKeys: number): number {
+  return 32 - Math.clz32(Math.max(1, maxKeys) - 1);
+}
+
+/** WGSL of `psc` = 2^-K and `pun` = 2^K for the u32 shift K in `shift` ({@link probShift}). */
+export function probScales(shift: string, ind: string): string {
+  return `${ind}let psc = bitcast<f32>((127u - ${shift}) << 23u);
+${ind}let pun = bitcast<f32>((127u + ${shift}) << 23u);`;
+}
+
 /** Shared prologue: reads the problem sizes from meta. */
 export function sizes(): string {
   return `
@@ -72,7 +94,8 @@ export function sizes(): string {
   let R = mt[${META.unitRows}];
   let partOOff = mt[${META.partOOff}];
   // A quiet NaN from a runtime value (a NaN literal is not valid WGSL).
-  let qnan = bitcast<f32>(mt[${META.negInfBits}] | 0x7fc00000u);`;
+  let qnan = bitcast<f32>(mt[${META.negInfBits}] | 0x7fc00000u);
+${probScales(`mt[${META.probShift}]`, "  ")}`;
 }
 
 /**

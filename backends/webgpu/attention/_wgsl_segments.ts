@@ -55,8 +55,8 @@ export function writeOut(D: number, q: Elem, atomicPart = false, sinks = false):
     : `          let inv = select(0.0, 1.0 / Lt, Lt != 0.0);
           let y = select(acc * inv, vec4<f32>(qnan), rbad);`;
   const lse = sinks
-    ? "select(mz + log(lz), qnan, rbad)"
-    : "select(select(ninf, M + log(Lt), Lt != 0.0), qnan, rbad)";
+    ? "select(mz + log(lz * pun), qnan, rbad)"
+    : "select(select(ninf, M + log(Lt * pun), Lt != 0.0), qnan, rbad)";
   return `    if (act) {
       let i = qb * rpb + fr % rpb;
       if (i < Sq) {

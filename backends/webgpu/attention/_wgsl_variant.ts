@@ -209,6 +209,6 @@ export function sinkFold(hq: string, M: string, Lt: string, ind: string): string
     `let zs = SNK[${hq}];`,
     `let mz = max(${M}, zs);`,
     `let az = select(0.0, exp(${M} - mz), ${M} != ninf);`,
-    `let lz = ${Lt} * az + exp(zs - mz);`,
+    `let lz = ${Lt} * az + exp(zs - mz) * psc;`,
   ].map((x) => ind + x);
 }

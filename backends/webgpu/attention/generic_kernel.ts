@@ -110,8 +110,8 @@ export function genericWgsl(c: GenericConfig): string {
           let inv = az / lz;`
     : `          let inv = select(0.0, 1.0 / l, l != 0.0);`;
   const lse = v?.sinks
-    ? "select(mz + log(lz), qnan, bad)"
-    : "select(select(ninf, m + log(l), l != 0.0), qnan, bad)";
+    ? "select(mz + log(lz * pun), qnan, bad)"
+    : "select(select(ninf, m + log(l * pun), l != 0.0), qnan, bad)";
   return `${f16 ? "enable f16;" : ""}
 // attention, generic kernel: ${genericKey(c)}
 ${mainBindings(c.q, c.kv)}${variantBindings(v, 7)}${
@@ -178,7 +178,7 @@ ${score}          bad = bad || poison_score(s);
 ${eachD(D, "            ", (d) => `            o[${d}] *= a;`)}
             m = s;
           }
-          let pj = select(0.0, exp(s - m), s != ninf);
+          let pj = select(0.0, exp(s - m) * psc, s != ninf);
           l += pj;
 ${eachD(D, "          ", (d, du) => `          o[${d}] += pj * vs[kb + ${du}];`)}
         }

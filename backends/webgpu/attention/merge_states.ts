@@ -7,7 +7,7 @@
 import type { DataId, TensorInfo } from "../../backend.ts";
 import type { GpuBinding, GpuContext } from "../context.ts";
 import { LimitError } from "../../../tensor/errors.ts";
-import { NEG_INF_BITS } from "./_wgsl_meta.ts";
+import { NEG_INF_BITS, probShift } from "./_wgsl_meta.ts";
 import { grid2d } from "./_launch_limits.ts";
 import { MERGE_WG, type MergeConfig, mergeKey, mergeWgsl } from "./merge_states_kernel.ts";
 
@@ -89,7 +89,8 @@ export function webgpuMergeStates(
   try {
     lse = ctx.alloc(rows, "float32");
     if (rows === 0) return { out, lse };
-    const meta = ctx.scratchFrom(new Uint32Array([rows, D, nx, NEG_INF_BITS]));
+    const shift = probShift(outs.length);
+    const meta = ctx.scratchFrom(new Uint32Array([rows, D, nx, NEG_INF_BITS, shift]));
     let acc: GPUBuffer | null = null;
     steps.forEach(({ i, take, final }, s) => {
       const bindings: GpuBinding[] = [meta];

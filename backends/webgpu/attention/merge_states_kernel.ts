@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Elem } from "./_wgsl_meta.ts";
+import { type Elem, probScales } from "./_wgsl_meta.ts";
 import { NONFINITE } from "./_wgsl_visibility.ts";
 
 /** Threads per workgroup of the merge-states kernel. */
@@ -30,8 +30,9 @@ export function mergeKey(c: MergeConfig): string {
 
 /**
  * WGSL of one merge-states dispatch: folds the accumulator (if any) and the listed states in
- * order. Bindings: meta (rows, D, nx, −∞ bits), [acc in], (out_i, lse_i)…, then out + lse
- * (final) or acc out. An accumulator holds `m, l` per row then `o` per row, as f32.
+ * order. Bindings: meta (rows, D, nx, −∞ bits, probability shift), [acc in], (out_i,
+ * lse_i)…, then out + lse (final) or acc out. An accumulator holds `m, l` per row then `o`
+ * per row, as f32 (l and o scaled by 2^-shift).
  */
 export function mergeWgsl(c: MergeConfig): string {
   const f16 = c.ins.includes("f16") || (c.final && c.out === "f16");
@@ -77,7 +78,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (x >= rows * Dd) { return; }
   let row = x / Dd;
   let d = x % Dd;
-  // A NaN or +∞ lse makes its row NaN (as IEEE arithmetic does on the CPU).
+  // A NaN or +∞ lse makes its row NaN (as IEEE arithmetic does on the CPU). A state (out,
+  // lse) joins as (m = lse, l = psc, o = out · psc), psc = 2^-K for K = probShift(states):
+  // scaled as in the attention kernels, so the running o stays within max |out|.
+${probScales("mt[4]", "  ")}
   var bad = false;
   var m = ninf;
   var l = 0.0;
@@ -91,13 +95,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${
     c.ins.map((_, i) =>
       `bad = bad || poison_score(L${i}[row]);
-  ${fold(`L${i}[row]`, "1.0", `select(0.0, f32(O${i}[x]), hasD)`)}`
+  ${fold(`L${i}[row]`, "psc", `select(0.0, f32(O${i}[x]) * psc, hasD)`)}`
     ).join("\n")
   }
   ${
     c.final
       ? `if (hasD) { OUT[x] = ${c.out}(select(select(0.0, o / l, l != 0.0), qnan, bad)); }
-  if (d == 0u) { LSE[row] = select(select(ninf, m + log(l), l != 0.0), qnan, bad); }`
+  if (d == 0u) { LSE[row] = select(select(ninf, m + log(l * pun), l != 0.0), qnan, bad); }`
       : `if (hasD) { ACCO[rows * 2u + x] = o; }
   if (d == 0u) { ACCO[row * 2u] = m; ACCO[row * 2u + 1u] = select(l, qnan, bad); }`
   }

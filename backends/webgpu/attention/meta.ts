@@ -7,7 +7,7 @@
  */
 import type { AttentionParams } from "../../backend.ts";
 import type { LeanSchedule } from "../../../schedule/lean_schedule.ts";
-import { META, META_SEG_OFFS, NEG_INF_BITS, SEG_WORDS } from "./_wgsl_meta.ts";
+import { META, META_SEG_OFFS, NEG_INF_BITS, probShift, SEG_WORDS } from "./_wgsl_meta.ts";
 import type { Geometry } from "./_launch_geometry.ts";
 import { type KernelVariant, variantWords } from "./_wgsl_variant.ts";
 
@@ -64,6 +64,9 @@ export function buildMeta(
   meta[META.partOOff] = s.numPartials * g.unitRows * 2;
   meta[META.reduceNx] = nx.reduce;
   meta[META.reduceChunks] = nx.chunks;
+  let longest = 0; // the most keys a row sees (its sink aside: l stays under 2)
+  for (let b = 0; b < g.B; b++) longest = Math.max(longest, params.kvLens[b]);
+  meta[META.probShift] = probShift(longest);
   meta.set(vw, varOff);
   // Items and partial lists; each partial slot's item, first list word and piece count go
   // into its segment's record below.

@@ -318,7 +318,7 @@ ${st}
           (acc, r) => `select(${acc}, mn${r}, vr${j} == ${r}u)`,
           "mn0",
         );
-        p(`      let pe${j} = select(0.0, exp(sv${j} - ${mn}), sv${j} != ninf);`);
+        p(`      let pe${j} = select(0.0, exp(sv${j} - ${mn}) * psc, sv${j} != ninf);`);
       });
       p(`      let slot0 = sgi - lane;`);
       for (const u of us) {
@@ -349,7 +349,7 @@ ${st}
       newMax(rows.map((r) => us.map((u) => `s${u}_${r}`).reduce((a, x) => `max(${a}, ${x})`)));
       for (const r of rows) {
         for (const u of us) {
-          p(`      let p${u}_${r} = select(0.0, exp(s${u}_${r} - mn${r}), s${u}_${r} != ninf);`);
+          p(`      let p${u}_${r} = select(0.0, exp(s${u}_${r} - mn${r}) * psc, s${u}_${r} != ninf);`);
         }
       }
     }

@@ -191,7 +191,7 @@ export function wgmWgsl(c: WgmConfig): string {
     p(`      let mn${r} = max(m${r}, ${cm});`);
     p(`      let al${r} = select(0.0, exp(m${r} - mn${r}), m${r} != ninf);`);
     const ps = [...Array(KPG).keys()].map((jj) => {
-      p(`      let p${r}_${jj} = select(0.0, exp(s${r}_${jj} - mn${r}), s${r}_${jj} != ninf);`);
+      p(`      let p${r}_${jj} = select(0.0, exp(s${r}_${jj} - mn${r}) * psc, s${r}_${jj} != ninf);`);
       return jj;
     });
     p(`      l${r} = l${r} * al${r} + ${ps.map((jj) => `p${r}_${jj}`).join(" + ")};`);
