@@ -50,6 +50,13 @@ export interface AttentionInputs {
   readonly bias?: TensorInfo;
   /** Paged K/V: present exactly when the plan is paged (`plan.paged`). */
   readonly pages?: PagedKVInfo;
+  /**
+   * Quantized K/V (`plan.kvScales` set), whole K/V: float32 scales of K, `[B, Hkv, N]`
+   * ("token") or `[B, Hkv]` ("head"). Paged K/V carry theirs in {@link PagedKVInfo}.
+   */
+  readonly kScale?: TensorInfo;
+  /** Scales of V, as `kScale`. */
+  readonly vScale?: TensorInfo;
 }
 
 /**
@@ -63,6 +70,13 @@ export interface PagedKVInfo {
   readonly vPages: readonly TensorInfo[];
   /** The block table `[B, maxBlocks]` on the device ({@link Backend.createIndexTable}). */
   readonly blockTable: DataId;
+  /**
+   * Quantized pages (`plan.kvScales` is "token"): per page buffer, the float32 scales of its
+   * K rows `[Pc, Hkv, pageSize]` (row r of a page buffer has scale element r).
+   */
+  readonly kScalePages?: readonly TensorInfo[];
+  /** Scales of the V rows, as `kScalePages`. */
+  readonly vScalePages?: readonly TensorInfo[];
 }
 
 /** One timed pass of submitted work (a backend with the profiling capability). */

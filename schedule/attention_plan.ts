@@ -133,8 +133,15 @@ export interface AttentionPlan {
   readonly kvShape: readonly number[];
   /** Storage dtype of q (and of the output). */
   readonly qDtype: DType;
-  /** Storage dtype of k and v. */
+  /** Storage dtype of k and v (`int8`/`float8e4m3`: quantized, see {@link AttentionPlan.kvScales}). */
   readonly kvDtype: DType;
+  /**
+   * Quantized K/V only (VARIANTS.md, "Quantized KV"): where their float32 scales vary —
+   * `"token"`, one per (batch, kv head, key) (int8 from `quantize`; every paged cache), or
+   * `"head"`, one per (batch, kv head) (float8e4m3 from `quantize`). Key j of (b, h) is
+   * `scale · stored value`; the kernels dequantize in registers and accumulate in float32.
+   */
+  readonly kvScales?: "token" | "head";
   /**
    * The dtype of q as the kernel runs read it and of their partial outputs: q's, except
    * where several part runs merge (float16 is storage only: they run on a float32 copy of q
