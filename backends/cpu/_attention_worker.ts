@@ -20,6 +20,7 @@ import type { CpuArray } from "./_storage.ts";
 import { type AttentionBuffers, attentionBuffers, finishCuts, runWorkers } from "./attention.ts";
 import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
 import { simdScratchBytes } from "./_attention_simd.ts";
+import { walkedKvShape } from "./_kv_rows.ts";
 
 interface Job {
   job: number;
@@ -117,7 +118,7 @@ export async function cpuAttentionParallel(
   opts: { threads?: number; inputs?: AttentionInputs } = {},
 ): Promise<{ out: CpuArray; lse: CpuArray }> {
   const s = params.schedule;
-  const g = attentionGeometry(q.shape, k.shape, s);
+  const g = attentionGeometry(q.shape, walkedKvShape(q.shape, k.shape, params.paged), s);
   const buf = attentionBuffers(q, k, v, g, s, opts.inputs, params.variant);
   const threads = Math.max(1, Math.min(opts.threads ?? (navigator.hardwareConcurrency || 1), 64));
   const loads = s.workers.map((run) => run.reduce((a, seg) => a + seg.tileEnd - seg.tileStart, 0));
@@ -130,6 +131,7 @@ export async function cpuAttentionParallel(
     variant: params.variant,
     keyOffset: params.keyOffset,
     positionLens: params.positionLens,
+    paged: params.paged,
   };
   await Promise.all(
     workers(ranges.length).map((worker, i) =>

@@ -14,6 +14,8 @@ import {
   type TileKernel,
   type WalkParams,
 } from "./_segment_walk.ts";
+import { kvArrays, type KVRows } from "./_kv_rows.ts";
+import type { CpuArray } from "./_storage.ts";
 
 /**
  * The score changes of a variant after `s = scale · q·k` (VARIANTS.md, in order: soft-cap,
@@ -54,21 +56,48 @@ export function scalarTileKernel(
   T: number,
   params?: WalkParams,
 ): TileKernel {
-  const { k, v } = buf;
   const { N, D, unitRows } = g;
   const transform = scoreTransform(buf, g, params);
   const off = params?.keyOffset ?? 0;
   const Rc = rowsPerPass(unitRows, D * 16);
   const qs = new Float64Array(Rc * D);
   const o = new Float64Array(Rc * D);
-  const s = new Float64Array(Math.min(T, Math.max(1, N))); // a tile never spans more than N keys
+  const Tn = Math.min(T, Math.max(1, N)); // a tile never spans more than N keys
+  const s = new Float64Array(Tn);
+  const kvs = kvArrays(buf);
+  // A tile's K/V rows, read where they are when they lie one after another (contiguous K/V,
+  // or a tile inside one page), else copied here exactly (a tile across pages).
+  const f16 = buf.k instanceof Float16Array;
+  const kCopy = f16 ? new Float16Array(Tn * D) : new Float32Array(Tn * D);
+  const vCopy = f16 ? new Float16Array(Tn * D) : new Float32Array(Tn * D);
+  let k: CpuArray = buf.k;
+  let v: CpuArray = buf.v;
+  /** Points `k`, `v` at keys `[t0, t1)`; returns the element of key 0 in them (key j at + jD). */
+  const keysAt = (kv: KVRows, t0: number, t1: number): number => {
+    if (kv.locate(t0, t1) === t1 - t0) {
+      k = kvs.k[kv.buffer];
+      v = kvs.v[kv.buffer];
+      return kv.at - t0 * D;
+    }
+    for (let j = t0; j < t1;) {
+      const run = kv.locate(j, t1);
+      const at = kv.at;
+      kCopy.set(kvs.k[kv.buffer].subarray(at, at + run * D), (j - t0) * D);
+      vCopy.set(kvs.v[kv.buffer].subarray(at, at + run * D), (j - t0) * D);
+      j += run;
+    }
+    k = kCopy;
+    v = vCopy;
+    return -t0 * D;
+  };
   return {
     rows: Rc,
     rowStride: D,
     q: qs,
     o,
-    tile(rows: PassRows, R: number, kBase: number, t0: number, t1: number): void {
+    tile(rows: PassRows, R: number, kv: KVRows, t0: number, t1: number): void {
       const { end: ends, start: starts, m, l } = rows;
+      const kBase = keysAt(kv, t0, t1);
       for (let a = 0; a < R; a++) {
         const end = Math.min(t1, ends[a]);
         const t0a = Math.max(t0, starts[a]); // a window may start this row's keys later

@@ -16,12 +16,14 @@ import type { AttentionGeometry } from "../../schedule/geometry.ts";
 import type { CpuArray } from "./_storage.ts";
 import { PLAIN_ATTENTION } from "../../schedule/attention_plan.ts";
 import { foldSink, writeRow } from "./_online_softmax.ts";
+import { type KVRows, kvRows, type KVStorage } from "./_kv_rows.ts";
 
-/** Arrays the executor reads and writes; all plain typed arrays so Workers can share them. */
-export interface AttentionBuffers {
+/**
+ * Arrays the executor reads and writes; all plain typed arrays so Workers can share them.
+ * With paged K/V, `k` and `v` are the first page buffers and `pages` has them all.
+ */
+export interface AttentionBuffers extends KVStorage {
   q: CpuArray;
-  k: CpuArray;
-  v: CpuArray;
   out: CpuArray;
   lse: Float32Array;
   /** Partial states, `numPartials · unitRows · (D + 2)`: per row `m, l, o[0..D)`. */
@@ -40,7 +42,7 @@ export interface AttentionBuffers {
  */
 export type WalkParams =
   & Pick<AttentionParams, "scale" | "causal" | "kvLens" | "schedule">
-  & Partial<Pick<AttentionParams, "variant" | "keyOffset" | "positionLens">>;
+  & Partial<Pick<AttentionParams, "variant" | "keyOffset" | "positionLens" | "paged">>;
 
 /** Stride of one row's state in the partial buffer. */
 export function stateStride(g: AttentionGeometry): number {
@@ -96,10 +98,10 @@ export interface TileKernel {
   /** The pass's unnormalised outputs. */
   readonly o: Float64Array;
   /**
-   * Folds keys `[t0, t1)` of the K/V slice at element `kBase` into rows `[0, R)`; row `a` takes
-   * only its keys in `[rows.start[a], rows.end[a])`, and none if the tile misses them.
+   * Folds keys `[t0, t1)` of the (sequence, kv head) `kv` has selected into rows `[0, R)`; row
+   * `a` takes only its keys in `[rows.start[a], rows.end[a])`, and none if the tile misses them.
    */
-  tile(rows: PassRows, R: number, kBase: number, t0: number, t1: number): void;
+  tile(rows: PassRows, R: number, kv: KVRows, t0: number, t1: number): void;
 }
 
 /** Bytes of per-row scratch one pass over a unit may use. */
@@ -147,12 +149,13 @@ export function walkSegments(
   };
   const { m, l } = rows;
   const stride = stateStride(g);
+  const kv = kvRows(buf, Hkv, N, D, params.paged);
   for (let w = w0; w < w1; w++) {
     for (const seg of schedule.workers[w]) {
       const unit = schedule.units[seg.unit];
       const { b, kvHead, qBlock } = unit;
       const len = kvLens[b];
-      const kBase = (b * Hkv + kvHead) * N * D;
+      kv.select(b, kvHead);
       // Tiles start at the unit's first visible key (a window), not at key 0.
       const keyStart = unit.keyStart + seg.tileStart * T;
       const keyEnd = Math.min(unit.keyStart + seg.tileEnd * T, unit.keyStart + unit.keys, len);
@@ -185,7 +188,7 @@ export function walkSegments(
         }
         ko.fill(0, 0, R * Dp);
         for (let t0 = keyStart; t0 < segEnd; t0 += T) {
-          kernel.tile(rows, R, kBase, t0, Math.min(t0 + T, segEnd));
+          kernel.tile(rows, R, kv, t0, Math.min(t0 + T, segEnd));
         }
         for (let a = 0; a < R; a++) {
           const o = ko.subarray(a * Dp, a * Dp + D);

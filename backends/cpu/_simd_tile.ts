@@ -18,6 +18,8 @@ import {
   rowsPerPass,
   type TileKernel,
 } from "./_segment_walk.ts";
+import { kvArrays, type KVRows } from "./_kv_rows.ts";
+import type { CpuArray } from "./_storage.ts";
 
 /** Byte offsets of one call's scratch in the wasm memory. */
 interface SimdLayout {
@@ -80,7 +82,6 @@ export function simdTileKernel(
   g: AttentionGeometry,
   T: number,
 ): TileKernel {
-  const { k, v } = buf;
   const { N, D, unitRows } = g;
   const Tn = Math.min(T, Math.max(1, N)); // a tile never spans more than N keys
   const Dp = Math.ceil(D / 16) * 16;
@@ -105,24 +106,43 @@ export function simdTileKernel(
   const C = new Int32Array(mem, L.cnt, Rc);
   const MX = new Float32Array(mem, L.mx, Rc);
   const SUM = new Float32Array(mem, L.sum, Rc);
-  const f16 = k instanceof Float16Array;
+  const f16 = buf.k instanceof Float16Array;
   const raw16 = new Uint16Array(mem, L.raw, Tn * Dp);
   // The kernels read whole Dp rows: the padding of q and of the staged rows must be zero.
   if (Dp !== D) new Uint8Array(mem, 0, L.bytes).fill(0);
-  const kSrc = f16 ? new Uint16Array(k.buffer, k.byteOffset, k.length) : k as Float32Array;
-  const vSrc = f16 ? new Uint16Array(v.buffer, v.byteOffset, v.length) : v as Float32Array;
+  // What `stage` copies from, per buffer of `kvArrays` (float16: the bits).
+  const bits = (x: CpuArray) =>
+    f16 ? new Uint16Array(x.buffer, x.byteOffset, x.length) : x as Float32Array;
+  const kSrc = kvArrays(buf).k.map(bits);
+  const vSrc = kvArrays(buf).v.map(bits);
   const kTile = new Float32Array(mem, L.k, Tn * Dp);
   const vTile = new Float32Array(mem, L.v, Tn * Dp);
   /**
-   * `n` keys of `src` from element `base` → float32 rows of stride Dp at `tile` (float32 is a
-   * plain copy, float16 a copy of the bits and one conversion pass).
+   * Keys `[t0, t0 + n)` of `kv`'s selection in `src` → float32 rows of stride Dp at `tile`
+   * (float32 is a plain copy, float16 a copy of the bits and one conversion pass), a run of
+   * consecutive rows (the whole tile, or the part of it in one page) at a time.
    */
-  const stage = (src: Uint16Array | Float32Array, base: number, n: number, tile: Float32Array) => {
+  const stage = (
+    src: readonly (Uint16Array | Float32Array)[],
+    kv: KVRows,
+    t0: number,
+    n: number,
+    tile: Float32Array,
+  ) => {
     const dst = f16 ? raw16 : tile;
-    if (Dp === D) {
-      dst.set(src.subarray(base, base + n * D));
-    } else {
-      for (let j = 0; j < n; j++) dst.set(src.subarray(base + j * D, base + (j + 1) * D), j * Dp);
+    for (let j = t0; j < t0 + n;) {
+      const run = kv.locate(j, t0 + n);
+      const from = src[kv.buffer];
+      const base = kv.at;
+      const to = j - t0;
+      if (Dp === D) {
+        dst.set(from.subarray(base, base + run * D), to * D);
+      } else {
+        for (let i = 0; i < run; i++) {
+          dst.set(from.subarray(base + i * D, base + (i + 1) * D), (to + i) * Dp);
+        }
+      }
+      j += run;
     }
     if (f16) K.cvt16(L.raw, tile.byteOffset, n * Dp);
   };
@@ -131,10 +151,10 @@ export function simdTileKernel(
     rowStride: Dp,
     q: new Float32Array(mem, L.q, Rc * Dp),
     o: new Float64Array(mem, L.o, Rc * Dp),
-    tile(rows: PassRows, R: number, kBase: number, t0: number, t1: number): void {
+    tile(rows: PassRows, R: number, kv: KVRows, t0: number, t1: number): void {
       const { end, m, l } = rows;
       const n = t1 - t0;
-      stage(kSrc, kBase + t0 * D, n, kTile);
+      stage(kSrc, kv, t0, n, kTile);
       K.scores(L.q, L.k, L.s, R, n, Dp, Tn);
       for (let a = 0; a < R; a++) {
         const c = Math.min(t1, end[a]) - t0;
@@ -152,7 +172,7 @@ export function simdTileKernel(
       }
       K.pexp(L.s, R, Tn, L.cnt, L.mx, L.sum); // p = exp(s − m) in place, Σp per row
       for (let a = 0; a < R; a++) if (C[a] > 0) l[a] += SUM[a];
-      stage(vSrc, kBase + t0 * D, n, vTile);
+      stage(vSrc, kv, t0, n, vTile);
       K.pv(L.s, L.v, L.o, L.alpha, L.cnt, R, Dp, Tn);
     },
   };

@@ -15,9 +15,9 @@ export type CpuArray = Float32Array | Float16Array;
 /** Typed array of a quantized storage dtype: int8 values, or float8e4m3 codes. */
 export type CpuQuantArray = Int8Array | Uint8Array;
 
-/** CPU storage of one tensor. */
+/** CPU storage of one tensor, or of an int32 index table (a paged K/V block table). */
 export class CpuData {
-  constructor(readonly values: CpuArray | CpuQuantArray) {}
+  constructor(readonly values: CpuArray | CpuQuantArray | Int32Array) {}
 }
 
 /** New zeroed storage of `n` elements of a quantized dtype (see {@link allocCpu}). */

@@ -25,7 +25,7 @@ import type { AttentionInputs, AttentionParams, TensorInfo } from "../backend.ts
 import { isPlainVariant, PLAIN_ATTENTION } from "../../schedule/attention_plan.ts";
 import type { LeanSchedule } from "../../schedule/lean_schedule.ts";
 import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
-import { allocCpu, type CpuArray, cpuValues } from "./_storage.ts";
+import { allocCpu, type CpuArray, type CpuData, cpuValues } from "./_storage.ts";
 import { simdKernels } from "./_attention_simd.ts";
 import { clearState, foldSink, foldState, rowState, writeRow } from "./_online_softmax.ts";
 import {
@@ -37,6 +37,7 @@ import {
 } from "./_segment_walk.ts";
 import { keysPerTile, simdTileKernel } from "./_simd_tile.ts";
 import { scalarTileKernel } from "./_scalar_tile.ts";
+import { walkedKvShape } from "./_kv_rows.ts";
 
 export type { AttentionBuffers };
 
@@ -116,8 +117,16 @@ export function attentionBuffers(
   variant = PLAIN_ATTENTION,
 ): AttentionBuffers {
   const rows = g.B * g.Hq * g.Sq;
+  const paged = inputs?.pages;
   return {
     ...variantBuffers(variant, inputs),
+    ...paged && {
+      pages: {
+        k: paged.kPages.map((t) => cpuValues(t)),
+        v: paged.vPages.map((t) => cpuValues(t)),
+        blockTable: (paged.blockTable as CpuData).values as Int32Array,
+      },
+    },
     q: cpuValues(q),
     k: cpuValues(k),
     v: cpuValues(v),
@@ -158,7 +167,11 @@ export function cpuAttention(
   params: AttentionParams,
   inputs?: AttentionInputs,
 ): { out: CpuArray; lse: CpuArray } {
-  const g = attentionGeometry(q.shape, k.shape, params.schedule);
+  const g = attentionGeometry(
+    q.shape,
+    walkedKvShape(q.shape, k.shape, params.paged),
+    params.schedule,
+  );
   const buf = attentionBuffers(q, k, v, g, params.schedule, inputs, params.variant);
   runWorkers(buf, g, params, 0, params.schedule.workers.length);
   finishCuts(buf, g, params.schedule);

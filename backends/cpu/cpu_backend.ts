@@ -23,6 +23,7 @@ import { ropeCpu } from "./_rope.ts";
 import * as k from "./kernels.ts";
 import { setFallbackTensorBackend } from "../../tensor/default_backend.ts";
 import { cpuAttention, cpuMergeStates } from "./attention.ts";
+import { gatherPageRows, indexTable, scatterPageRows } from "./_pages.ts";
 import {
   allocCpu,
   allocCpuQuant,
@@ -45,7 +46,7 @@ class CpuBackend implements Backend {
   readonly nativeF16 = true;
   #live = new Set<CpuData>();
 
-  #wrap(values: CpuArray | CpuQuantArray): DataId {
+  #wrap(values: CpuArray | CpuQuantArray | Int32Array): DataId {
     const d = new CpuData(values);
     this.#live.add(d);
     return d;
@@ -80,6 +81,16 @@ class CpuBackend implements Backend {
     // at most SCRATCH_POOL_BYTES each (a call needing more frees its own when done).
     const pooledBytes = simdScratchBytes() + workerScratchBytes();
     return { liveBytes, pooledBytes, liveCount: this.#live.size };
+  }
+
+  createIndexTable(values: Int32Array): DataId {
+    return this.#wrap(indexTable(values));
+  }
+  gatherPageRows(pages: TensorInfo, rows: Int32Array, B: number, n: number): DataId {
+    return this.#wrap(gatherPageRows(pages, rows, B, n));
+  }
+  scatterPageRows(pages: TensorInfo, src: TensorInfo, rows: Int32Array): void {
+    scatterPageRows(pages, src, rows);
   }
 
   unary(op: UnaryOp, x: TensorInfo): DataId {
