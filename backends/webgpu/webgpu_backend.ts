@@ -36,6 +36,7 @@ import {
 } from "./_kernels.ts";
 import { matmulKernel } from "./_matmul.ts";
 import { ropeKernel } from "./_rope.ts";
+import { createIndexTable, gatherPageRows, scatterPageRows } from "./_paged.ts";
 import { readOptions } from "../../tensor/options.ts";
 import { attentionInParts, kernelRun } from "../attention_parts.ts";
 import {
@@ -301,11 +302,15 @@ export class WebGpuBackend implements Backend {
       this.#whole("attention (one run per part: see backends/attention_parts.ts)", qi, ki, vi);
       // The launch prepared with the plan, unless the tuning changed since (benchmarks).
       const prepared = r.prepared as PreparedRun | undefined;
+      // Paged: K/V are the page buffers; the launch is planned for the plan's K/V shape.
+      const kv = plan.paged ? { shape: plan.kvShape, dtype: ki.dtype } : ki;
       const launch = prepared?.tuning === tuning && prepared.launch.outDtype === qi.dtype
         ? prepared.launch
-        : planWebgpuAttention(this.ctx, qi, ki, kernelRun(plan, r), tuning);
+        : planWebgpuAttention(this.ctx, qi, kv, kernelRun(plan, r), tuning);
       return runWebgpuAttention(this.ctx, launch, qi, ki, vi, inputs);
     };
+    const pages = inputs.pages;
+    if (pages) this.#whole("attention (page buffers)", ...pages.kPages, ...pages.vPages);
     return plan.parts
       ? attentionInParts(this, q, k, v, plan, run, inputs)
       : run(q, k, v, plan.runs[0]);
@@ -329,6 +334,19 @@ export class WebGpuBackend implements Backend {
         this.attentionTuning,
       ),
     };
+  }
+  createIndexTable(values: Int32Array): DataId {
+    return createIndexTable((x) => this.#rt.upload(x, "float32"), values);
+  }
+  gatherPageRows(pages: TensorInfo, rows: Int32Array, B: number, n: number): DataId {
+    this.#rt.check();
+    this.#whole("gatherPageRows", pages);
+    return gatherPageRows(this.ctx, pages, rows, B, n);
+  }
+  scatterPageRows(pages: TensorInfo, src: TensorInfo, rows: Int32Array): void {
+    this.#rt.check();
+    this.#whole("scatterPageRows", pages, src);
+    scatterPageRows(this.ctx, pages, src, rows);
   }
   mergeStates(
     outs: readonly TensorInfo[],

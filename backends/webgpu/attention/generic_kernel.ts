@@ -10,10 +10,12 @@ import { LimitError } from "../../../tensor/errors.ts";
 import { type Elem, META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings } from "./_wgsl_segments.ts";
+import { kvLoad, pagedBindings, type PagedKernel, pagedKey, pagedSegment } from "./_wgsl_paged.ts";
 import {
   type KernelVariant,
   sinkFold,
   variantBindings,
+  variantInputs,
   variantKey,
   variantRow,
   variantScore,
@@ -76,6 +78,8 @@ export interface GenericConfig {
   C: number;
   /** Attention variant features (`_wgsl_variant.ts`); absent or null for plain attention. */
   v?: KernelVariant | null;
+  /** Paged K/V (`_wgsl_paged.ts`); absent or null for contiguous K/V. */
+  pg?: PagedKernel | null;
 }
 
 /** Threads (query rows) per workgroup of the generic kernel. */
@@ -83,13 +87,14 @@ export const GENERIC_WG = 64;
 
 /** Pipeline cache key of a generic kernel. */
 export function genericKey(c: GenericConfig): string {
-  return `attn-generic:D${c.D}:kv${c.kv}:q${c.q}:C${c.C}${variantKey(c.v)}`;
+  return `attn-generic:D${c.D}:kv${c.kv}:q${c.q}:C${c.C}${variantKey(c.v)}${pagedKey(c.pg)}`;
 }
 
 /** WGSL of the generic kernel: any D, any rows per unit, no subgroups. */
 export function genericWgsl(c: GenericConfig): string {
   const { D, C } = c;
   const v = c.v ?? null;
+  const pg = c.pg ?? null;
   const f16 = c.kv === "f16" || c.q === "f16" || v?.bias === "f16";
   // Variant pieces (none for plain attention): the row's visible range and score transforms;
   // keys before a window's start are skipped, not masked.
@@ -109,7 +114,9 @@ export function genericWgsl(c: GenericConfig): string {
     : "select(select(ninf, m + log(l), l != 0.0), qnan, bad)";
   return `${f16 ? "enable f16;" : ""}
 // attention, generic kernel: ${genericKey(c)}
-${mainBindings(c.q, c.kv)}${variantBindings(v, 7)}
+${mainBindings(c.q, c.kv)}${variantBindings(v, 7)}${
+    pagedBindings(pg, 7 + variantInputs(v).length, c.kv, D)
+  }
 var<workgroup> ks: array<f32, ${C * D}>;
 var<workgroup> vs: array<f32, ${C * D}>;
 ${VISIBLE}
@@ -125,8 +132,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       : "// q is read from Q: a private copy of a large D compiles slowly"
   }
   var o: array<f32, ${D}>;
-${segmentLoop()}
-    let kvBase = kvRow0 * ${D}u;
+${segmentLoop()}${
+    pg ? pagedSegment(pg, "    ") : `
+    let kvBase = kvRow0 * ${D}u;`
+  }
     for (var r0 = 0u; r0 < R; r0 += ${GENERIC_WG}u) {
       let r = r0 + tid;
       let i = qb * rpb + r % rpb;
@@ -147,9 +156,9 @@ ${
         workgroupBarrier();
         for (var x = tid; x < ${C * D}u; x += ${GENERIC_WG}u) {
           let key = min(c0 + x / ${D}u, k1 - 1u);
-          let src = kvBase + key * ${D}u + x % ${D}u;
-          ks[x] = f32(K[src]);
-          vs[x] = f32(V[src]);
+          let src = ${pg ? `kv_at(pbt, Hkv, h, key)` : `kvBase + key * ${D}u`} + x % ${D}u;
+          ks[x] = f32(${kvLoad(pg, "K", "src")});
+          vs[x] = f32(${kvLoad(pg, "V", "src")});
         }
         workgroupBarrier();
         let cn = select(0u, min(${C}u, e - c0), e > c0);

@@ -15,7 +15,14 @@ import { launchGeometry } from "./_launch_geometry.ts";
 import { checkBinding, grid2d } from "./_launch_limits.ts";
 import { buildMeta } from "./meta.ts";
 import type { AttentionTuning } from "./tuning.ts";
-import { type SgConfig, sgConfig, sgKey } from "./subgroup_config.ts";
+import { type SgConfig, sgConfig, sgKey, sgLoadWidth } from "./subgroup_config.ts";
+import {
+  checkPagedBindings,
+  checkPagedLaunch,
+  pagedBindingCount,
+  pagedKernel,
+} from "./_wgsl_paged.ts";
+import type { PagedLayout } from "../../../schedule/attention_plan.ts";
 import { type WgmConfig, wgmConfig, wgmKey } from "./workgroup_memory_kernel.ts";
 import { checkHeadDim, genericChunk, type GenericConfig, genericKey } from "./generic_kernel.ts";
 import { REDUCE_WG, reduceKey } from "./reduce_kernel.ts";
@@ -64,6 +71,11 @@ export interface WebGpuAttentionLaunch {
   readonly partBytes: number;
   /** Zeroed u32 counters the in-kernel merge binds (0: no in-kernel merge). */
   readonly counters: number;
+  /**
+   * Paged K/V: the layout the main dispatch reads K/V through (it binds the block table and
+   * the other page buffers after the variant inputs), or null for contiguous K/V.
+   */
+  readonly paged: PagedLayout | null;
 }
 
 /**
@@ -95,16 +107,21 @@ export function planWebgpuAttention(
   let sg = W === 0 || want === "generic" || want === "wgm"
     ? null
     : sgConfig(ctx, g, kvT, qT, params.causal, tuning, v);
+  // Paged K/V: the same kernel and configuration as contiguous K/V of this shape (so the
+  // same bits), reading rows through the block table, which binds after the variant inputs.
+  const pg = params.paged ? pagedKernel(params.paged) : null;
+  const paging = pagedBindingCount(pg);
   // The variant's inputs bind after the kernel's own 7 (8 with the in-kernel merge's
   // counters): without room for both, the cut units merge in the reduce pass instead.
   const maxSB = ctx.limits.maxStorageBuffersPerShaderStage;
-  if (sg?.fm && 8 + inputs.length > maxSB) sg = { ...sg, fm: false };
+  if (sg?.fm && 8 + inputs.length + paging > maxSB) sg = { ...sg, fm: false };
   if (7 + inputs.length > maxSB) {
     throw new LimitError(
       `attention: the variant binds ${inputs.join(", ")} besides 7 buffers, the device allows ` +
         `${maxSB} storage buffers per shader stage`,
     );
   }
+  if (pg) checkPagedBindings(ctx, 7 + inputs.length, pg);
   const wgm = W === 0 || sg || want === "generic" ? null : wgmConfig(ctx, g, kvT, qT, v);
   const fused = sg?.fm ?? false;
   let items = fused ? 0 : s.cuts.length;
@@ -117,11 +134,21 @@ export function planWebgpuAttention(
   if (W > 0) {
     let kernel: MainKernel;
     let key: string;
-    if (sg) [kernel, key] = [{ kind: "sg", config: sg }, sgKey(sg)];
-    else if (wgm) [kernel, key] = [{ kind: "wgm", config: wgm }, wgmKey(wgm)];
-    else {
+    if (sg) {
+      const c: SgConfig = pg ? { ...sg, pg } : sg;
+      if (pg) checkPagedLaunch(pg, g.Hkv, D, sgLoadWidth(c));
+      [kernel, key] = [{ kind: "sg", config: c }, sgKey(c)];
+    } else if (wgm) {
+      const c: WgmConfig = pg ? { ...wgm, pg } : wgm;
+      if (pg) checkPagedLaunch(pg, g.Hkv, D, 4);
+      [kernel, key] = [{ kind: "wgm", config: c }, wgmKey(c)];
+    } else {
       const c: GenericConfig = { D, kv: kvT, q: qT, C: genericChunk(ctx, D) };
       if (v) c.v = v;
+      if (pg) {
+        checkPagedLaunch(pg, g.Hkv, D, 1);
+        c.pg = pg;
+      }
       [kernel, key] = [{ kind: "generic", config: c }, genericKey(c)];
     }
     main = { kernel, key, workgroups: mainGrid };
@@ -141,5 +168,6 @@ export function planWebgpuAttention(
     partBytes,
     // One a cut unit, after the empty units' items.
     counters: fused ? items + s.cuts.length + 1 : 0,
+    paged: params.paged ?? null,
   };
 }

@@ -19,6 +19,8 @@ import { sgWgsl } from "./subgroup_kernel.ts";
 import { wgmWgsl } from "./workgroup_memory_kernel.ts";
 import { genericWgsl } from "./generic_kernel.ts";
 import { reduceWgsl } from "./reduce_kernel.ts";
+import { pagedInputs } from "./_paged_inputs.ts";
+import { META } from "./_wgsl_meta.ts";
 
 /** WGSL of a launch's main kernel. */
 function mainWgsl(k: MainKernel): string {
@@ -51,6 +53,9 @@ export function runWebgpuAttention(
     checkBinding(ctx, name, ctx.byteLength(t.id));
     return ctx.buffer(t.id);
   });
+  const m = launch.meta;
+  const kvShape = [m[META.B], m[META.Hkv], m[META.N], m[META.D]];
+  extra.push(...pagedInputs(ctx, launch.paged, kvShape, k, v, inputs));
   const { main, reduce } = launch;
   // Pipelines first: a kernel that fails to build throws here, before anything is allocated.
   const mainPipe = main && ctx.pipeline(main.key, () => mainWgsl(main.kernel), "main");

@@ -16,6 +16,7 @@ import {
   WIDE_KEY_WORK,
 } from "./tuning.ts";
 import { type KernelVariant, variantKey } from "./_wgsl_variant.ts";
+import { type PagedKernel, pagedKey } from "./_wgsl_paged.ts";
 
 /** Configuration of the subgroup (decode) kernel. */
 export interface SgConfig {
@@ -90,13 +91,15 @@ export interface SgConfig {
    * tiles (both off by default).
    */
   v?: KernelVariant | null;
+  /** Paged K/V (`_wgsl_paged.ts`); absent or null for contiguous K/V. */
+  pg?: PagedKernel | null;
 }
 
 /** Pipeline cache key of a subgroup kernel. */
 export function sgKey(c: SgConfig): string {
   return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}:lz${c.lz}:fm${c.fm}${
     variantKey(c.v)
-  }`;
+  }${pagedKey(c.pg)}`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */

@@ -36,8 +36,10 @@ import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
 import { type SgConfig, sgKey, sgLoadWidth } from "./subgroup_config.ts";
+import { kvAt, kvLoad, pagedBindings, pagedSegment } from "./_wgsl_paged.ts";
 import {
   variantBindings,
+  variantInputs,
   variantRow,
   variantScore,
   variantSizes,
@@ -48,6 +50,7 @@ import {
 export function sgWgsl(c: SgConfig): string {
   const { D, R, wg, L, U, nsMax, G } = c;
   const v = c.v ?? null;
+  const pg = c.pg ?? null;
   const KT = c.tile; // keys per staged tile (0: off)
   const RT = R * G; // rows per pass over all row groups
   const E = D / L; // dims per lane
@@ -76,7 +79,7 @@ export function sgWgsl(c: SgConfig): string {
   // prefetching load waits for it and serialises the rotated loop (−13 points on GQA, runs 10
   // and 12).
   const vUse = (x: string, key: string) => `select(${ldT}(), ${x}, ${key} < kend)`;
-  const vLoad = (idx: string, key: string) => vUse(`V[${idx}]`, key);
+  const vLoad = (idx: string, key: string) => vUse(kvLoad(c.pg, "V", idx), key);
   // Row-relative vec4 index of lane-local vec4 j.
   const v4idx = (j: number) => `(${Math.floor(j / V4) * L}u + lane) * ${V4}u + ${j % V4}u`;
   const rows = [...Array(R).keys()];
@@ -134,9 +137,13 @@ export function sgWgsl(c: SgConfig): string {
     // Coalesced: thread tid takes units tid, tid + wg, … of the tile's contiguous rows; past
     // the segment's last key the index clamps (re-read from cache, masked by the scores).
     for (const i of lds) {
-      p(`${indent}let gx${i} = kvRow0 * ${UPR}u + min(${t} * ${UPR}u + tid + ${i * wg}u, klu);`);
-      p(`${indent}sk${i} = K[gx${i}];`);
-      p(`${indent}sv${i} = V[gx${i}];`);
+      const gu = `min(${t} * ${UPR}u + tid + ${i * wg}u, klu)`;
+      if (pg) {
+        p(`${indent}let gu${i} = ${gu};`);
+        p(`${indent}let gx${i} = ${kvAt(pg, `gu${i} / ${UPR}u`, UPR)} + gu${i} % ${UPR}u;`);
+      } else p(`${indent}let gx${i} = kvRow0 * ${UPR}u + ${gu};`);
+      p(`${indent}sk${i} = ${kvLoad(pg, "K", `gx${i}`)};`);
+      p(`${indent}sv${i} = ${kvLoad(pg, "V", `gx${i}`)};`);
     }
   };
   if (KT) {
@@ -154,9 +161,13 @@ export function sgWgsl(c: SgConfig): string {
     // index clamps to the last key, which every lane then reads from cache.
     p(`    let klast = max(kend, 1u) - 1u;`);
     for (const u of us) {
-      p(`    let kr0_${u} = (kvRow0 + min(k0 + ${u * S}u + slot, klast)) * ${UPR}u + lane;`);
-      for (const ch of chs) p(`    var nka${u}_${ch} = K[kr0_${u} + ${ch * L}u];`);
-      for (const ch of chs) p(`    var nva${u}_${ch} = V[kr0_${u} + ${ch * L}u];`);
+      p(`    let kr0_${u} = ${kvAt(pg, `min(k0 + ${u * S}u + slot, klast)`, UPR)} + lane;`);
+      for (const ch of chs) {
+        p(`    var nka${u}_${ch} = ${kvLoad(pg, "K", `kr0_${u} + ${ch * L}u`)};`);
+      }
+      for (const ch of chs) {
+        p(`    var nva${u}_${ch} = ${kvLoad(pg, "V", `kr0_${u} + ${ch * L}u`)};`);
+      }
     }
   }
   for (const r of rows) {
@@ -226,12 +237,14 @@ ${st}
       } else if (c.pf) {
         for (const ch of chs) p(`      let ka${u}_${ch} = nka${u}_${ch};`);
         for (const ch of chs) p(`      let va${u}_${ch} = ${vUse(`nva${u}_${ch}`, `key${u}`)};`);
-        p(`      let kn${u} = (kvRow0 + min(key${u} + ${S * U}u, klast)) * ${UPR}u + lane;`);
-        for (const ch of chs) p(`      nka${u}_${ch} = K[kn${u} + ${ch * L}u];`);
-        for (const ch of chs) p(`      nva${u}_${ch} = V[kn${u} + ${ch * L}u];`);
+        p(`      let kn${u} = ${kvAt(pg, `min(key${u} + ${S * U}u, klast)`, UPR)} + lane;`);
+        for (const ch of chs) p(`      nka${u}_${ch} = ${kvLoad(pg, "K", `kn${u} + ${ch * L}u`)};`);
+        for (const ch of chs) p(`      nva${u}_${ch} = ${kvLoad(pg, "V", `kn${u} + ${ch * L}u`)};`);
       } else {
-        p(`      let kr${u} = (kvRow0 + min(key${u}, kend - 1u)) * ${UPR}u + lane;`);
-        for (const ch of chs) p(`      let ka${u}_${ch} = K[kr${u} + ${ch * L}u];`);
+        p(`      let kr${u} = ${kvAt(pg, `min(key${u}, kend - 1u)`, UPR)} + lane;`);
+        for (const ch of chs) {
+          p(`      let ka${u}_${ch} = ${kvLoad(pg, "K", `kr${u} + ${ch * L}u`)};`);
+        }
         for (const ch of chs) {
           p(`      let va${u}_${ch} = ${vLoad(`kr${u} + ${ch * L}u`, `key${u}`)};`);
         }
@@ -361,11 +374,11 @@ ${st}
     for (const r of rows) p(`      m${r} = mn${r};`);
     if (c.rot) {
       for (const u of us) {
-        p(`      let kn${u} = (kvRow0 + min(base + ${
-          S * U + u * S
-        }u + slot, klast)) * ${UPR}u + lane;`);
-        for (const ch of chs) p(`      nka${u}_${ch} = K[kn${u} + ${ch * L}u];`);
-        for (const ch of chs) p(`      nva${u}_${ch} = V[kn${u} + ${ch * L}u];`);
+        p(`      let kn${u} = ${
+          kvAt(pg, `min(base + ${S * U + u * S}u + slot, klast)`, UPR)
+        } + lane;`);
+        for (const ch of chs) p(`      nka${u}_${ch} = ${kvLoad(pg, "K", `kn${u} + ${ch * L}u`)};`);
+        for (const ch of chs) p(`      nva${u}_${ch} = ${kvLoad(pg, "V", `kn${u} + ${ch * L}u`)};`);
       }
     }
   };
@@ -433,7 +446,9 @@ ${mainBindings(c.q, ldT, c.fm)}${
 @group(0) @binding(7) var<storage, read_write> CNT: array<atomic<u32>>;
 var<workgroup> wlast: u32;`
       : ""
-  }${variantBindings(v, c.fm ? 8 : 7)}
+  }${variantBindings(v, c.fm ? 8 : 7)}${
+    pagedBindings(pg, (c.fm ? 8 : 7) + variantInputs(v).length, ldT, UPR)
+  }
 var<workgroup> wml: array<vec2<f32>, ${(wg / 8) * R}>;
 var<workgroup> wo: array<vec4<f32>, ${nsMax * RT * D4}>;
 var<workgroup> wns: u32;
@@ -465,7 +480,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let act0 = tid < ${RT * D4}u;
   let fr0 = min(tid / ${D4}u, ${RT - 1}u);
   let fj = tid % ${D4}u;
-${segmentLoop()}
+${segmentLoop()}${pagedSegment(pg, "    ")}
     // Rows of the unit in passes of ${RT} (one pass for decode); a later pass re-reads the
     // segment's keys, from cache.
     for (var rc = 0u; rc < R; rc += ${RT}u) {

@@ -11,10 +11,19 @@ import { type Elem, META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { mergeSlots } from "./_wgsl_merge.ts";
+import {
+  kvAt,
+  kvLoad,
+  pagedBindings,
+  type PagedKernel,
+  pagedKey,
+  pagedSegment,
+} from "./_wgsl_paged.ts";
 import type { Geometry } from "./_launch_geometry.ts";
 import {
   type KernelVariant,
   variantBindings,
+  variantInputs,
   variantKey,
   variantRow,
   variantScore,
@@ -38,6 +47,8 @@ export interface WgmConfig {
   grMax: number;
   /** Attention variant features (`_wgsl_variant.ts`); absent or null for plain attention. */
   v?: KernelVariant | null;
+  /** Paged K/V (`_wgsl_paged.ts`); absent or null for contiguous K/V. */
+  pg?: PagedKernel | null;
 }
 
 /** Threads per workgroup of the workgroup-memory decode kernel. */
@@ -45,7 +56,9 @@ export const WGM_WG = 256;
 
 /** Pipeline cache key of a workgroup-memory decode kernel. */
 export function wgmKey(c: WgmConfig): string {
-  return `attn-wgm:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:KT${c.KT}:gr${c.grMax}${variantKey(c.v)}`;
+  return `attn-wgm:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:KT${c.KT}:gr${c.grMax}${variantKey(c.v)}${
+    pagedKey(c.pg)
+  }`;
 }
 
 /** Whether the workgroup-memory decode kernel supports a shape, and with which tile. */
@@ -95,6 +108,7 @@ export function wgmConfig(
 export function wgmWgsl(c: WgmConfig): string {
   const { D, R, KT, grMax } = c;
   const v = c.v ?? null;
+  const pg = c.pg ?? null;
   const WG = WGM_WG;
   const NSL = WG / KT;
   const SL = D / NSL; // dims per slice
@@ -142,11 +156,13 @@ export function wgmWgsl(c: WgmConfig): string {
   p(`    var buf = 0u;`);
   p(`    for (var t0 = k0; t0 < kend; t0 += ${KT}u) {`);
   // Loads first: this thread's K slice and its group's V vectors.
-  p(`      let kq = (kvRow0 + min(t0 + qj, kend - 1u)) * ${D4}u + qsl * ${SL / 4}u;`);
-  for (let x = 0; x < SL / 4; x++) p(`      let ka${x} = ${ld4(`K[kq + ${x}u]`)};`);
+  p(`      let kq = ${kvAt(pg, "min(t0 + qj, kend - 1u)", D4)} + qsl * ${SL / 4}u;`);
+  for (let x = 0; x < SL / 4; x++) p(`      let ka${x} = ${ld4(kvLoad(pg, "K", `kq + ${x}u`))};`);
   for (let jj = 0; jj < KPG; jj++) {
     p(`      let vk${jj} = t0 + g * ${KPG}u + ${jj}u;`);
-    p(`      let va${jj} = ${ld4(`V[(kvRow0 + min(vk${jj}, kend - 1u)) * ${D4}u + d4]`)};`);
+    p(`      let va${jj} = ${
+      ld4(kvLoad(pg, "V", `${kvAt(pg, `min(vk${jj}, kend - 1u)`, D4)} + d4`))
+    };`);
   }
   for (const r of rows) {
     const terms = [...Array(SL / 4).keys()].map((x) =>
@@ -216,7 +232,9 @@ export function wgmWgsl(c: WgmConfig): string {
   }).forEach(p);
   return `${c.q === "f16" || v?.bias === "f16" ? "enable f16;" : ""}
 // attention, workgroup-memory decode kernel: ${wgmKey(c)}
-${mainBindings(c.q, ldT)}${variantBindings(v, 7)}
+${mainBindings(c.q, ldT)}${variantBindings(v, 7)}${
+    pagedBindings(pg, 7 + variantInputs(v).length, ldT, D4)
+  }
 var<workgroup> qs: array<vec4<f32>, ${R * D4}>;
 var<workgroup> pd: array<f32, ${2 * R * KT * NSL}>;
 var<workgroup> gml: array<vec2<f32>, ${G * R}>;
@@ -235,7 +253,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let act = tid < ${R * D4}u;
   let fr = min(tid / ${D4}u, ${R - 1}u);
   let fj = tid % ${D4}u;
-${segmentLoop()}
+${segmentLoop()}${pagedSegment(pg, "    ")}
 ${lines.join("\n")}
 ${writeOut(D, c.q, false, v?.sinks)}
   }

@@ -1,0 +1,152 @@
+/**
+ * WGSL pieces of paged K/V (VARIANTS.md, "Paged KV"; `PagedLayout`): the three main kernels
+ * address key `j` of unit (b, h) through the block table instead of `kvRow0 + j`, and with
+ * several page buffers load through a function that picks the buffer. Only addresses change:
+ * a paged kernel does exactly the contiguous kernel's arithmetic, so with the same
+ * configuration it gives the same bits.
+ *
+ * The page size and the buffer count are compile-time constants of the pipeline (a division
+ * by a constant is a shift or a multiply). With several buffers the buffer index rides in the
+ * top bits of the load index (`x >> 28` the buffer, `x & 0x0fffffff` the index in it), so the
+ * kernels' index arithmetic (`+ lane`, `+ chunk`) is unchanged; a buffer then holds at most
+ * 2²⁸ load units ({@link checkPagedLaunch}). With one buffer the lookup is the only change.
+ *
+ * @module
+ */
+import type { PagedLayout } from "../../../schedule/attention_plan.ts";
+import type { GpuContext } from "../context.ts";
+import { LimitError } from "../../../tensor/errors.ts";
+
+/** What a paged kernel is compiled for (part of its configuration and key). */
+export interface PagedKernel {
+  /** Tokens per page. */
+  readonly ps: number;
+  /** Page buffers (K and V each). */
+  readonly nb: number;
+  /** Pages per buffer (read only with several buffers). */
+  readonly ppb: number;
+}
+
+/** Bits of a load index that address within one page buffer (the rest pick the buffer). */
+const INDEX_BITS = 28; // the mask in `ld<K|V>` is 0x0fffffff
+
+/** The kernel's paged configuration of a layout. */
+export function pagedKernel(layout: PagedLayout): PagedKernel {
+  return {
+    ps: layout.pageSize,
+    nb: layout.buffers,
+    ppb: layout.buffers > 1 ? layout.pagesPerBuffer : 0,
+  };
+}
+
+/** Pipeline key suffix (empty when not paged). */
+export function pagedKey(pg: PagedKernel | null | undefined): string {
+  if (!pg) return "";
+  return `:pg${pg.ps}x${pg.nb}${pg.nb > 1 ? `p${pg.ppb}` : ""}`;
+}
+
+/** Storage bindings a paged kernel adds: the block table and the other buffers' K and V. */
+export function pagedBindingCount(pg: PagedKernel | null | undefined): number {
+  return pg ? 1 + 2 * (pg.nb - 1) : 0;
+}
+
+/**
+ * Throws {@link LimitError} where a paged launch cannot address its page buffers: more than
+ * 2^(32 − 28) buffers, or a buffer of more than 2²⁸ load units of `unitElems` elements.
+ */
+export function checkPagedLaunch(pg: PagedKernel, Hkv: number, D: number, unitElems: number): void {
+  if (pg.nb === 1) return;
+  const maxBuffers = 2 ** (32 - INDEX_BITS);
+  if (pg.nb > maxBuffers) {
+    throw new LimitError(
+      `webgpu attention: paged K/V in ${pg.nb} page buffers, at most ${maxBuffers} are supported`,
+    );
+  }
+  const units = (pg.ppb * Hkv * pg.ps * D) / unitElems;
+  if (units > 2 ** INDEX_BITS) {
+    throw new LimitError(
+      `webgpu attention: a page buffer of ${pg.ppb} pages holds ${units} loads of ${unitElems} ` +
+        `elements, over the ${2 ** INDEX_BITS} a paged kernel addresses in one buffer when ` +
+        `K/V span several (use fewer pages a buffer)`,
+    );
+  }
+}
+
+/**
+ * Throws {@link LimitError} where the kernel's `own` bindings, the variant's and the paged
+ * ones exceed the device's storage buffers per shader stage.
+ */
+export function checkPagedBindings(ctx: GpuContext, own: number, pg: PagedKernel): void {
+  const max = ctx.limits.maxStorageBuffersPerShaderStage;
+  const need = own + pagedBindingCount(pg);
+  if (need > max) {
+    throw new LimitError(
+      `webgpu attention: paged K/V in ${pg.nb} page buffers bind ${need} storage buffers ` +
+        `(the block table and ${pg.nb} K and V buffers besides the kernel's own), the device ` +
+        `allows ${max} (maxStorageBuffersPerShaderStage); use fewer, larger page buffers`,
+    );
+  }
+}
+
+/**
+ * WGSL of the paged bindings from binding `first` on (the block table `BT`, then K1…, V1…)
+ * and of `kv_at(pbt, Hkv, h, key)`: the load index of key `key`'s row of kv head `h` times
+ * `mul` (load units a row), with the buffer in the top bits when there are several.
+ */
+export function pagedBindings(
+  pg: PagedKernel | null | undefined,
+  first: number,
+  ldT: string,
+  mul: number,
+): string {
+  if (!pg) return "";
+  const { ps, nb, ppb } = pg;
+  const out = [`@group(0) @binding(${first}) var<storage, read> BT: array<i32>;`];
+  let i = first + 1;
+  for (const t of ["K", "V"]) {
+    for (let c = 1; c < nb; c++) {
+      out.push(`@group(0) @binding(${i++}) var<storage, read> ${t}${c}: array<${ldT}>;`);
+    }
+  }
+  const row = nb > 1
+    ? `  let c = page / ${ppb}u;
+  return (c << ${INDEX_BITS}u) + (((page - c * ${ppb}u) * Hkv + h) * ${ps}u + key % ${ps}u) * ${mul}u;`
+    : `  return ((page * Hkv + h) * ${ps}u + key % ${ps}u) * ${mul}u;`;
+  out.push(`fn kv_at(pbt: u32, Hkv: u32, h: u32, key: u32) -> u32 {
+  let page = u32(BT[pbt + key / ${ps}u]);
+${row}
+}`);
+  if (nb > 1) {
+    for (const t of ["K", "V"]) {
+      const cases = [...Array(nb - 1).keys()].map((c) =>
+        `    case ${c + 1}u: { return ${t}${c + 1}[i]; }`
+      );
+      out.push(`fn ld${t}(x: u32) -> ${ldT} {
+  let i = x & 0x0fffffffu;
+  switch (x >> ${INDEX_BITS}u) {
+${cases.join("\n")}
+    default: { return ${t}[i]; }
+  }
+}`);
+    }
+  }
+  return "\n" + out.join("\n");
+}
+
+/** WGSL of the per-segment line a paged kernel adds: the sequence's block-table row. */
+export function pagedSegment(pg: PagedKernel | null | undefined, indent: string): string {
+  return pg ? `\n${indent}let pbt = b * (N / ${pg.ps}u);` : "";
+}
+
+/**
+ * WGSL of the load index of key `key`'s row times `mul`: `(kvRow0 + key) * mul` for
+ * contiguous K/V (the kernels' original text), through the block table when paged.
+ */
+export function kvAt(pg: PagedKernel | null | undefined, key: string, mul: number): string {
+  return pg ? `kv_at(pbt, Hkv, h, ${key})` : `(kvRow0 + ${key}) * ${mul}u`;
+}
+
+/** WGSL loading `t` ("K" or "V") at load index `x` (through the buffer picker when several). */
+export function kvLoad(pg: PagedKernel | null | undefined, t: "K" | "V", x: string): string {
+  return pg && pg.nb > 1 ? `ld${t}(${x})` : `${t}[${x}]`;
+}
