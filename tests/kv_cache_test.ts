@@ -9,7 +9,6 @@
 import { ok as assert, strictEqual } from "node:assert/strict";
 import type { Backend } from "../backends/backend.ts";
 import { tensor } from "../tensor/creation.ts";
-import type { Tensor } from "../tensor/tensor.ts";
 import { flashAttention } from "../attention/flash.ts";
 import { leanAttention } from "../attention/lean.ts";
 import { naiveAttention } from "../attention/naive.ts";
