@@ -60,8 +60,7 @@ export function planAttention(
   p: AttentionProblem,
   planner: Planner,
 ): AttentionPlan {
-  // Paged K/V are never in parts: page buffers are each within one binding (pagedKV checks).
-  const parts = p.paged ? null : kvParts(planner.op, p.backend, q, k, v);
+  const parts = kvParts(planner.op, p.backend, q, k, v, p.paged !== undefined);
   const { paged } = p;
   const key = [
     planner.key,
@@ -173,6 +172,7 @@ function kvParts(
   q: Tensor,
   k: Tensor,
   v: Tensor,
+  paged: boolean,
 ): readonly StoragePart[] | null {
   if (!backend.storageParts) return null;
   if (backend.storageParts(info(q))) {
@@ -181,6 +181,8 @@ function kvParts(
         `several buffers; only k and v may be stored in parts (run fewer queries per call)`,
     );
   }
+  // Paged K/V are never in parts: each page buffer is within one binding (pagedKV checks).
+  if (paged) return null;
   const kp = backend.storageParts(info(k));
   const vp = backend.storageParts(info(v));
   if (!kp && !vp) return null;

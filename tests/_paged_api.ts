@@ -8,20 +8,18 @@ import { tensor } from "../tensor/creation.ts";
 import type { ComputeDType } from "../tensor/dtype.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { KVCache } from "../attention/kv_cache.ts";
-import { attentionTolerances, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
+import {
+  attentionTolerances,
+  maxAbsDiff,
+  referenceAttention,
+  type RefInput,
+} from "../testing/reference.ts";
 import { rng } from "./_paged.ts";
 
 export { rng };
 
 /** Sizes of one problem: q `[B, Hq, Sq, D]`, contiguous K/V `[B, Hkv, N, D]`. */
-export interface Dims {
-  B: number;
-  Hq: number;
-  Hkv: number;
-  Sq: number;
-  N: number;
-  D: number;
-}
+export type Dims = Pick<RefInput, "B" | "Hq" | "Hkv" | "Sq" | "N" | "D">;
 
 /** Host q, k, v of seeded normal-ish values, rounded to `dtype`. */
 export interface HostProblem extends Dims {

@@ -336,5 +336,8 @@ Deno.test("WebGPU: a page tensor over one binding is a LimitError; so is a page 
   });
   strictEqual(cache.pagesPerBuffer, 16);
   assert(cache.pages === 100);
+  const qBig = zeros([1, 4, 64, 8], { backend: gpu }); // 8 KiB: q in parts
+  expectError(LimitError, () => leanAttention(qBig, cache), ["q [1, 4, 64, 8]"], "q in parts");
+  qBig.dispose();
   cache.dispose();
 });
