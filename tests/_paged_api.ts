@@ -4,7 +4,7 @@
  */
 import { ok as assert, strictEqual } from "node:assert/strict";
 import type { Backend } from "../backends/backend.ts";
-import { tensor } from "../tensor/creation.ts";
+import { full, tensor } from "../tensor/creation.ts";
 import type { ComputeDType } from "../tensor/dtype.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import type { KVCache } from "../attention/kv_cache.ts";
@@ -132,4 +132,22 @@ export function fillCache(
     k.dispose();
     v.dispose();
   }
+}
+
+/**
+ * Fills every page of an empty cache with NaN through appends to random sequences, then
+ * frees them in random order: afterwards each slot no token was written to holds NaN (an
+ * attention that reads one poisons its row), and the free list is in a shuffled order.
+ */
+export function poison(cache: KVCache, rand: () => number, backend: Backend): void {
+  const { batch: B, kvHeads: Hkv, headDim: D, pageSize } = cache;
+  while (cache.freePages > 0) {
+    const b = Math.floor(rand() * B);
+    const n = Math.min(cache.freePages, 1 + Math.floor(rand() * 3)) * pageSize;
+    const nan = full([B, Hkv, n, D], NaN, { dtype: cache.dtype, backend });
+    cache.append(nan, nan, { lens: Array.from({ length: B }, (_, i) => (i === b ? n : 0)) });
+    nan.dispose();
+  }
+  const order = [...Array(B).keys()].sort(() => rand() - 0.5);
+  for (const b of order) cache.free(b);
 }

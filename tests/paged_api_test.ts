@@ -9,7 +9,12 @@
  *   depends only on the lengths and the knobs (tile, splits, grid), which are the same, and the
  *   kernels read the same values through the block table. (Naive is compared with the
  *   reference only: it gathers K/V to `maxBlocks · pageSize` keys, a different matmul size.)
- * - the variants (window, soft-cap, sinks, ALiBi, bias) go through pages unchanged.
+ * - the variants (window, soft-cap, sinks, ALiBi, bias) go through pages unchanged;
+ * - a fast-check property (seed printed) over random shapes, GQA groups, causal prefill, tile,
+ *   split and grid sizes and page buffers: flash and lean over pages = contiguous, bit for bit.
+ *
+ * The cache cases first fill every page with NaN and free it (`poison`), so slots no append
+ * wrote hold NaN and the pages come off the free list in a shuffled order.
  */
 import { ok as assert } from "node:assert/strict";
 import type { Backend } from "../backends/backend.ts";
@@ -21,7 +26,8 @@ import { flashAttention } from "../attention/flash.ts";
 import { leanAttention } from "../attention/lean.ts";
 import { type KVCache, kvCache } from "../attention/kv_cache.ts";
 import { type PagedKV, pagedKV } from "../attention/paged_kv.ts";
-import { describeBackends } from "./_backends.ts";
+import fc from "npm:fast-check@4.10.2";
+import { describeBackends, numRuns } from "./_backends.ts";
 import { paginate } from "./_paged.ts";
 import {
   checkReference,
@@ -29,6 +35,7 @@ import {
   fillCache,
   type HostProblem,
   hostProblem,
+  poison,
   rng,
   sameBits,
   upload,
@@ -190,6 +197,7 @@ describeBackends(
           pagesPerBuffer: Math.max(1, Math.ceil(pages / 3)),
         });
         try {
+          poison(cache, rand, backend);
           fillCache(cache, p, lens, rand, Math.max(2, 2 * pageSize), backend);
           assert(cache.lens.every((n, b) => n === lens[b]), `lens ${cache.lens} vs ${lens}`);
           await checkAll(
@@ -232,6 +240,7 @@ describeBackends(
     const bias = Float32Array.from({ length: N }, () => rand() - 0.5);
     const biasT = tensor(bias, { shape: [1, 1, 1, N], backend });
     try {
+      poison(cache, rand, backend);
       fillCache(cache, p, lens, rand, 40, backend);
       const sinks = Array.from({ length: dims.Hq }, () => rand());
       const slopes = Array.from({ length: dims.Hq }, () => rand() * 0.1);
@@ -251,5 +260,59 @@ describeBackends(
       biasT.dispose();
       cache.dispose();
     }
+  },
+);
+
+describeBackends(
+  "pagedKV property: random shapes, GQA, causal prefill, knobs; bits = contiguous",
+  async (backend) => {
+    const small = backend.name !== "cpu";
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          seed: fc.integer({ min: 0, max: 2 ** 30 }),
+          pageSize: fc.constantFrom(...PAGE_SIZES),
+          B: fc.integer({ min: 1, max: 4 }),
+          Hkv: fc.integer({ min: 1, max: 3 }),
+          group: fc.integer({ min: 1, max: 3 }),
+          Sq: fc.integer({ min: 1, max: 4 }),
+          N: fc.integer({ min: 1, max: small ? 60 : 400 }),
+          D: fc.constantFrom(4, 8, 16),
+          causal: fc.boolean(),
+          dtype: fc.constantFrom(...DTYPES),
+          buffers: fc.integer({ min: 1, max: 3 }),
+          tile: fc.integer({ min: 1, max: 64 }),
+          splits: fc.integer({ min: 1, max: 4 }),
+          grid: fc.integer({ min: 1, max: 16 }),
+        }),
+        async (c) => {
+          const dims = { B: c.B, Hq: c.Hkv * c.group, Hkv: c.Hkv, Sq: c.Sq, N: c.N, D: c.D };
+          const p = hostProblem(c.seed, dims, c.dtype);
+          const rand = rng(c.seed);
+          const lens = Array.from({ length: c.B }, () => Math.floor(rand() * (c.N + 1)));
+          const { kv, free } = pagedOf(p, lens, c.pageSize, c.seed, c.buffers, backend);
+          const { q, k, v } = upload(p, backend);
+          try {
+            const runs: [AttentionFn, object][] = [
+              [flashAttention, { blockN: c.tile, numSplits: c.splits, causal: c.causal }],
+              [leanAttention, { tileSize: c.tile, grid: c.grid, causal: c.causal }],
+            ];
+            for (const [f, o] of runs) {
+              const paged = f(q, kv, o);
+              const got = await paged.data();
+              const flat = f(q, k, v, { ...o, kvLens: lens });
+              sameBits(got, await flat.data(), `${f.name} ${JSON.stringify(c)}`);
+              checkReference(got, p, lens, `${f.name} ${JSON.stringify(c)}`, { causal: c.causal });
+              paged.dispose();
+              flat.dispose();
+            }
+          } finally {
+            for (const t of [q, k, v]) t.dispose();
+            free();
+          }
+        },
+      ),
+      { numRuns: numRuns(backend, 40), seed: BASE_SEED },
+    );
   },
 );
