@@ -104,6 +104,11 @@ export {
 export type { LeanOptions } from "./attention/lean.ts";
 export { calibratedGrid, calibrateGrid } from "./attention/calibrate_grid.ts";
 export type { CalibrateOptions, Calibration } from "./attention/calibrate_grid.ts";
+// The paged K/V types come from their functions (constructors are internal): types only.
+export { kvCache } from "./attention/kv_cache.ts";
+export type { AppendOptions, KVCache, KVCacheOptions } from "./attention/kv_cache.ts";
+export { pagedKV } from "./attention/paged_kv.ts";
+export type { PagedKV, PagedKVOptions } from "./attention/paged_kv.ts";
 export { mergeAttentionStates } from "./attention/merge.ts";
 export type { AttentionState, MergeOptions } from "./attention/merge.ts";
 export { loadAttentionState, saveAttentionState } from "./attention/state_file.ts";

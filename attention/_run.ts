@@ -24,7 +24,8 @@ export function runPlan(
   const extra = variantInputs(p.variant, backend);
   let r: ReturnType<typeof backend.attention>;
   try {
-    r = backend.attention(info(q), info(k), info(v), plan, extra.inputs);
+    const inputs = p.pages ? { ...extra.inputs, pages: p.pages } : extra.inputs;
+    r = backend.attention(info(q), info(k), info(v), plan, inputs);
   } finally {
     extra.free();
   }

@@ -13,7 +13,8 @@ import {
   show,
 } from "../tensor/errors.ts";
 import { fmt } from "../tensor/shape.ts";
-import { type Backend, computeBackend } from "../backends/backend.ts";
+import { type Backend, computeBackend, type PagedKVInfo } from "../backends/backend.ts";
+import type { PagedLayout } from "../schedule/attention_plan.ts";
 import { MAX_TILE, MAX_WORKERS } from "../schedule/limits.ts";
 import {
   type AttentionWindow,
@@ -22,6 +23,7 @@ import {
   VARIANT_OPTIONS,
   type VariantOptions,
 } from "./_variant.ts";
+import { isPagedSource, PAGED_VIEW, type PagedSource, pagesInfo } from "./_paged_view.ts";
 
 export { MAX_TILE, MAX_WORKERS };
 export type { AttentionWindow, ResolvedVariant, VariantOptions };
@@ -63,6 +65,14 @@ export interface AttentionProblem {
   returnLse: boolean;
   /** The variant (window, soft-cap, sinks, ALiBi, bias) and its tensors. */
   variant: ResolvedVariant;
+  /** The k the kernels get: the call's k, or the first K page buffer of paged K/V. */
+  k: Tensor;
+  /** The v the kernels get, as `k`. */
+  v: Tensor;
+  /** Paged K/V: the pages' layout (N is then `maxBlocks · pageSize`). */
+  paged?: PagedLayout;
+  /** Paged K/V: the page buffers and block table the backend reads. */
+  pages?: PagedKVInfo;
 }
 
 /**
@@ -83,67 +93,47 @@ export function positiveIntOption(
   return v;
 }
 
-/** Validates q `[B,Hq,Sq,D]`, k/v `[B,Hkv,N,D]` and the options; throws named errors. */
+/**
+ * Validates q `[B,Hq,Sq,D]`, k/v `[B,Hkv,N,D]` and the options; throws named errors. With a
+ * paged source in place of k (the `(q, kv, opts)` form) the options come third, the lengths
+ * from the source, and the problem carries the pages (see {@link AttentionProblem.paged}).
+ */
 export function validateAttention<O extends AttentionOptions = AttentionOptions>(
   op: string,
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | PagedSource,
+  v: Tensor | O | undefined,
   options: unknown,
   extra: readonly (keyof O & string)[] = [],
 ): AttentionProblem & { opts: Partial<O> } {
+  if (isPagedSource(k)) return validatePaged<O>(op, q, k, v, options, extra);
   const opts = readOptions<O>(op, options, [...ATTENTION_OPTIONS, ...extra]);
   for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
     live(op, name, t); // a Tensor (not a Proxy of one), not disposed
-    if (t.shape.length !== 4) {
+    if ((t as Tensor).shape.length !== 4) {
       throw new ShapeError(
         `${op}: ${name} must have rank 4 (${
           name === "q" ? "[B, Hq, Sq, D]" : "[B, Hkv, N, D]"
-        }), got ${fmt(t.shape)}`,
+        }), got ${fmt((t as Tensor).shape)}`,
       );
     }
   }
-  if (k.backend !== q.backend || v.backend !== q.backend) {
+  const vt = v as Tensor;
+  if (k.backend !== q.backend || vt.backend !== q.backend) {
     throw new BackendMismatchError(
-      `${op}: q, k, v must be on one backend, got ${q.backend.name}, ${k.backend.name}, ${v.backend.name}`,
+      `${op}: q, k, v must be on one backend, got ${q.backend.name}, ${k.backend.name}, ${vt.backend.name}`,
     );
   }
-  if (k.dtype !== v.dtype) {
-    throw new DTypeError(`${op}: k and v must have one dtype, got ${k.dtype} and ${v.dtype}`);
+  if (k.dtype !== vt.dtype) {
+    throw new DTypeError(`${op}: k and v must have one dtype, got ${k.dtype} and ${vt.dtype}`);
   }
-  if (q.dtype !== k.dtype) {
-    // One rule for every algorithm (naive composes ops, which need equal dtypes): cast first.
-    throw new DTypeError(
-      `${op}: q, k and v must have one dtype, got q ${q.dtype} and k/v ${k.dtype} (use cast)`,
-    );
-  }
-  const [B, Hq, Sq, D] = q.shape;
-  const [Bk, Hkv, N, Dk] = k.shape;
-  const shapes = `q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)}`;
-  if (k.shape.some((d, i) => d !== v.shape[i])) {
+  const shapes = `q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(vt.shape)}`;
+  if (k.shape.some((d, i) => d !== vt.shape[i])) {
     throw new ShapeError(`${op}: k and v must have the same shape, got ${shapes}`);
   }
-  if (Bk !== B) throw new ShapeError(`${op}: batch of q and k/v differ: ${shapes}`);
-  if (Dk !== D) throw new ShapeError(`${op}: head dim D of q and k/v differ: ${shapes}`);
-  if (B < 1 || Hq < 1 || Sq < 1 || D < 1 || Hkv < 1) {
-    throw new ShapeError(`${op}: B, Hq, Hkv, Sq and D must be ≥ 1, got ${shapes}`);
-  }
-  if (Hq % Hkv !== 0) {
-    throw new ShapeError(`${op}: Hq must be a multiple of Hkv (GQA), got Hq=${Hq}, Hkv=${Hkv}`);
-  }
-  let scale = 1 / Math.sqrt(D);
-  if (opts.scale !== undefined) {
-    if (typeof opts.scale !== "number" || !Number.isFinite(opts.scale)) {
-      throw new ArgumentError(`${op}: scale must be a finite number, got ${show(opts.scale)}`);
-    }
-    scale = opts.scale;
-  }
-  if (opts.causal !== undefined && typeof opts.causal !== "boolean") {
-    throw new ArgumentError(`${op}: causal must be a boolean, got ${show(opts.causal)}`);
-  }
-  if (opts.returnLse !== undefined && typeof opts.returnLse !== "boolean") {
-    throw new ArgumentError(`${op}: returnLse must be a boolean, got ${show(opts.returnLse)}`);
-  }
+  const [Bk, Hkv, N, Dk] = k.shape;
+  checkKV(op, q, { Bk, Hkv, Dk, dtype: k.dtype, shapes });
+  const B = q.shape[0];
   const kvLens = new Int32Array(B).fill(N);
   if (opts.kvLens !== undefined) {
     const l = opts.kvLens;
@@ -164,6 +154,104 @@ export function validateAttention<O extends AttentionOptions = AttentionOptions>
       kvLens[b] = n;
     }
   }
+  return { ...resolve(op, q, Hkv, N, kvLens, opts), k, v: vt, opts };
+}
+
+/** The `(q, kv, opts)` form: k, v are the first page buffers, the rest is in `paged`/`pages`. */
+function validatePaged<O extends AttentionOptions>(
+  op: string,
+  q: Tensor,
+  kv: PagedSource,
+  options: unknown,
+  fourth: unknown,
+  extra: readonly (keyof O & string)[],
+): AttentionProblem & { opts: Partial<O> } {
+  if (fourth !== undefined) {
+    throw new ArgumentError(
+      `${op}: with a KVCache or PagedKV the call is (q, kv, opts), got a fourth argument ${
+        show(fourth)
+      }`,
+    );
+  }
+  const opts = readOptions<O>(op, options, [...ATTENTION_OPTIONS, ...extra]);
+  if (opts.kvLens !== undefined) {
+    throw new ArgumentError(
+      `${op}: kvLens comes from the KVCache or PagedKV (its lengths); do not pass it with one`,
+    );
+  }
+  live(op, "q", q);
+  if (q.shape.length !== 4) {
+    throw new ShapeError(`${op}: q must have rank 4 ([B, Hq, Sq, D]), got ${fmt(q.shape)}`);
+  }
+  const view = kv[PAGED_VIEW](op);
+  if (view.backend !== q.backend) {
+    throw new BackendMismatchError(
+      `${op}: q is on ${q.backend.name}, the paged K/V on ${view.backend.name}`,
+    );
+  }
+  const { pageSize, maxBlocks } = view.layout;
+  const N = maxBlocks * pageSize;
+  const shapes = `q ${fmt(q.shape)}, paged K/V of ${view.B} sequences × ${view.Hkv} heads × ` +
+    `D = ${view.D}`;
+  checkKV(op, q, { Bk: view.B, Hkv: view.Hkv, Dk: view.D, dtype: view.dtype, shapes });
+  const p = resolve(op, q, view.Hkv, N, Int32Array.from(view.kvLens), opts);
+  return {
+    ...p,
+    k: view.kPages[0],
+    v: view.vPages[0],
+    paged: view.layout,
+    pages: pagesInfo(view),
+    opts,
+  };
+}
+
+/** q against K/V's batch, heads, head dim and dtype. */
+function checkKV(
+  op: string,
+  q: Tensor,
+  kv: { Bk: number; Hkv: number; Dk: number; dtype: string; shapes: string },
+): void {
+  if (q.dtype !== kv.dtype) {
+    // One rule for every algorithm (naive composes ops, which need equal dtypes): cast first.
+    throw new DTypeError(
+      `${op}: q, k and v must have one dtype, got q ${q.dtype} and k/v ${kv.dtype} (use cast)`,
+    );
+  }
+  const [B, Hq, Sq, D] = q.shape;
+  const { Hkv, shapes } = kv;
+  if (kv.Bk !== B) throw new ShapeError(`${op}: batch of q and k/v differ: ${shapes}`);
+  if (kv.Dk !== D) throw new ShapeError(`${op}: head dim D of q and k/v differ: ${shapes}`);
+  if (B < 1 || Hq < 1 || Sq < 1 || D < 1 || Hkv < 1) {
+    throw new ShapeError(`${op}: B, Hq, Hkv, Sq and D must be ≥ 1, got ${shapes}`);
+  }
+  if (Hq % Hkv !== 0) {
+    throw new ShapeError(`${op}: Hq must be a multiple of Hkv (GQA), got Hq=${Hq}, Hkv=${Hkv}`);
+  }
+}
+
+/** The common options and the variant, resolved. */
+function resolve(
+  op: string,
+  q: Tensor,
+  Hkv: number,
+  N: number,
+  kvLens: Int32Array,
+  opts: Partial<AttentionOptions>,
+): Omit<AttentionProblem, "k" | "v"> {
+  const [B, Hq, Sq, D] = q.shape;
+  let scale = 1 / Math.sqrt(D);
+  if (opts.scale !== undefined) {
+    if (typeof opts.scale !== "number" || !Number.isFinite(opts.scale)) {
+      throw new ArgumentError(`${op}: scale must be a finite number, got ${show(opts.scale)}`);
+    }
+    scale = opts.scale;
+  }
+  if (opts.causal !== undefined && typeof opts.causal !== "boolean") {
+    throw new ArgumentError(`${op}: causal must be a boolean, got ${show(opts.causal)}`);
+  }
+  if (opts.returnLse !== undefined && typeof opts.returnLse !== "boolean") {
+    throw new ArgumentError(`${op}: returnLse must be a boolean, got ${show(opts.returnLse)}`);
+  }
   const backend = computeBackend(op, q.backend);
   const variant = resolveVariant(op, opts, { B, Hq, Sq, N }, backend);
   return {
@@ -179,6 +267,5 @@ export function validateAttention<O extends AttentionOptions = AttentionOptions>
     kvLens,
     returnLse: opts.returnLse ?? false,
     variant,
-    opts,
   };
 }

@@ -24,6 +24,9 @@ import {
 import { runPlan } from "./_run.ts";
 import { planAttention, type Planner } from "./plan.ts";
 import type { AttentionState } from "./merge.ts";
+import type { PagedSource } from "./_paged_view.ts";
+import type { KVCache } from "./kv_cache.ts";
+import type { PagedKV } from "./paged_kv.ts";
 
 /** Options of {@link flashAttention}. */
 export interface FlashOptions extends AttentionOptions {
@@ -79,7 +82,12 @@ function longestVisible(p: AttentionProblem): number {
   return Math.min(longest, l + r + p.Sq);
 }
 
-function plan(q: Tensor, k: Tensor, v: Tensor, options: FlashOptions | undefined) {
+function plan(
+  q: Tensor,
+  k: Tensor | PagedSource,
+  v: Tensor | FlashOptions | undefined,
+  options: FlashOptions | undefined,
+) {
   const p = validateAttention<FlashOptions>(OP, q, k, v, options, ["blockN", "numSplits"]);
   const { opts } = p;
   const blockN = positiveIntOption(OP, "blockN", opts.blockN, MAX_TILE) ?? 64;
@@ -123,7 +131,7 @@ function plan(q: Tensor, k: Tensor, v: Tensor, options: FlashOptions | undefined
       };
     },
   };
-  return { p, plan: planAttention(q, k, v, p, planner) };
+  return { p, plan: planAttention(q, p.k, p.v, p, planner) };
 }
 
 /**
@@ -161,12 +169,30 @@ export function flashAttention(
   v: Tensor,
   opts?: FlashOptions,
 ): Tensor | AttentionState;
+/** flashAttention over a paged KV cache or view: lengths from `kv`, `{ out, lse }`. */
 export function flashAttention(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  opts: FlashOptions = {},
+  kv: KVCache | PagedKV,
+  opts: FlashOptions & { returnLse: true },
+): AttentionState;
+/** flashAttention over a paged KV cache or view (`kvLens` comes from `kv`). */
+export function flashAttention(
+  q: Tensor,
+  kv: KVCache | PagedKV,
+  opts?: FlashOptions & { returnLse?: false },
+): Tensor;
+/** flashAttention over paged K/V with `returnLse` known only at run time. */
+export function flashAttention(
+  q: Tensor,
+  kv: KVCache | PagedKV,
+  opts?: FlashOptions,
+): Tensor | AttentionState;
+export function flashAttention(
+  q: Tensor,
+  k: Tensor | PagedSource,
+  v?: Tensor | FlashOptions,
+  opts?: FlashOptions,
 ): Tensor | AttentionState {
   const { p, plan: made } = plan(q, k, v, opts);
-  return runPlan(q, k, v, p, made);
+  return runPlan(q, p.k, p.v, p, made);
 }

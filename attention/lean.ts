@@ -20,6 +20,9 @@ import { runPlan } from "./_run.ts";
 import { planAttention } from "./plan.ts";
 import { calibratedGrid } from "./_grid_store.ts";
 import type { AttentionState } from "./merge.ts";
+import type { PagedSource } from "./_paged_view.ts";
+import type { KVCache } from "./kv_cache.ts";
+import type { PagedKV } from "./paged_kv.ts";
 
 /** Options of {@link leanAttention}. */
 export interface LeanOptions extends AttentionOptions {
@@ -44,13 +47,18 @@ export function defaultLeanGrid(backend: Backend): number {
   return calibratedGrid(backend) ?? backend.defaultGrid ?? backend.parallelism;
 }
 
-function plan(q: Tensor, k: Tensor, v: Tensor, options: LeanOptions | undefined) {
+function plan(
+  q: Tensor,
+  k: Tensor | PagedSource,
+  v: Tensor | LeanOptions | undefined,
+  options: LeanOptions | undefined,
+) {
   const p = validateAttention<LeanOptions>(OP, q, k, v, options, ["tileSize", "grid"]);
   const { opts } = p;
   const tileSize = positiveIntOption(OP, "tileSize", opts.tileSize, MAX_TILE) ?? 64;
   const given = positiveIntOption(OP, "grid", opts.grid, MAX_WORKERS);
   const base = given === undefined ? defaultLeanGrid(p.backend) : 0;
-  const made = planAttention(q, k, v, p, {
+  const made = planAttention(q, p.k, p.v, p, {
     op: OP,
     key: `lean|${tileSize}|${given ?? `default ${base}`}`,
     resolve: () => {
@@ -61,7 +69,7 @@ function plan(q: Tensor, k: Tensor, v: Tensor, options: LeanOptions | undefined)
         qBlocks: queryBlocksOf(p.Sq),
         tileSize,
       };
-      const grid = given ?? shapeGrid(p.backend, problem, base, p.Sq, p.Hq / p.Hkv, p.D, k.dtype);
+      const grid = given ?? shapeGrid(p.backend, problem, base, p.Sq, p.Hq / p.Hkv, p.D, p.k.dtype);
       return {
         algo: "lean",
         schedule: (lens) => leanSchedule({ ...problem, ...lens, grid }),
@@ -156,12 +164,30 @@ export function leanAttention(
   v: Tensor,
   opts?: LeanOptions,
 ): Tensor | AttentionState;
+/** leanAttention over a paged KV cache or view: lengths from `kv`, `{ out, lse }`. */
 export function leanAttention(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  opts: LeanOptions = {},
+  kv: KVCache | PagedKV,
+  opts: LeanOptions & { returnLse: true },
+): AttentionState;
+/** leanAttention over a paged KV cache or view (`kvLens` comes from `kv`). */
+export function leanAttention(
+  q: Tensor,
+  kv: KVCache | PagedKV,
+  opts?: LeanOptions & { returnLse?: false },
+): Tensor;
+/** leanAttention over paged K/V with `returnLse` known only at run time. */
+export function leanAttention(
+  q: Tensor,
+  kv: KVCache | PagedKV,
+  opts?: LeanOptions,
+): Tensor | AttentionState;
+export function leanAttention(
+  q: Tensor,
+  k: Tensor | PagedSource,
+  v?: Tensor | LeanOptions,
+  opts?: LeanOptions,
 ): Tensor | AttentionState {
   const { p, plan: made } = plan(q, k, v, opts);
-  return runPlan(q, k, v, p, made);
+  return runPlan(q, p.k, p.v, p, made);
 }

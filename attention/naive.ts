@@ -34,6 +34,15 @@ import { where } from "../ops/where.ts";
 import { exp, log, neg, tanh } from "../ops/unary.ts";
 import { type AttentionOptions, type AttentionProblem, validateAttention } from "./_validate.ts";
 import type { AttentionState } from "./merge.ts";
+import {
+  gatherRows,
+  isPagedSource,
+  PAGED_VIEW,
+  pagedBackend,
+  type PagedSource,
+} from "./_paged_view.ts";
+import type { KVCache } from "./kv_cache.ts";
+import type { PagedKV } from "./paged_kv.ts";
 
 /** Options of {@link naiveAttention}. */
 export type NaiveAttentionOptions = AttentionOptions;
@@ -83,11 +92,67 @@ export function naiveAttention(
   v: Tensor,
   opts?: NaiveAttentionOptions,
 ): Tensor | AttentionState;
+/** naiveAttention over a paged KV cache or view: lengths from `kv`, `{ out, lse }`. */
 export function naiveAttention(
+  q: Tensor,
+  kv: KVCache | PagedKV,
+  opts: NaiveAttentionOptions & { returnLse: true },
+): AttentionState;
+/** naiveAttention over a paged KV cache or view (`kvLens` comes from `kv`). */
+export function naiveAttention(
+  q: Tensor,
+  kv: KVCache | PagedKV,
+  opts?: NaiveAttentionOptions & { returnLse?: false },
+): Tensor;
+/** naiveAttention over paged K/V with `returnLse` known only at run time. */
+export function naiveAttention(
+  q: Tensor,
+  kv: KVCache | PagedKV,
+  opts?: NaiveAttentionOptions,
+): Tensor | AttentionState;
+export function naiveAttention(
+  q: Tensor,
+  k: Tensor | PagedSource,
+  v?: Tensor | NaiveAttentionOptions,
+  opts?: NaiveAttentionOptions,
+): Tensor | AttentionState {
+  if (isPagedSource(k)) return naiveOverPages(q, k, v as NaiveAttentionOptions | undefined, opts);
+  return naiveContiguous(q, k, v as Tensor, opts);
+}
+
+/**
+ * Naive attention over pages: the rows the lengths use are gathered into contiguous K/V
+ * `[B, Hkv, maxBlocks · pageSize, D]` (zeros past each length) and attended as usual.
+ */
+function naiveOverPages(
+  q: Tensor,
+  kv: PagedSource,
+  opts: NaiveAttentionOptions | undefined,
+  fourth: unknown,
+): Tensor | AttentionState {
+  const op = "naiveAttention";
+  const p = validateAttention(op, q, kv, opts, fourth);
+  const view = kv[PAGED_VIEW](op);
+  const backend = pagedBackend(op, p.backend);
+  const start = new Int32Array(p.B);
+  const k = gatherRows(backend, view, view.kPages, start, view.kvLens, p.N);
+  try {
+    const v = gatherRows(backend, view, view.vPages, start, view.kvLens, p.N);
+    try {
+      return naiveContiguous(q, k, v, { ...p.opts, kvLens: Array.from(view.kvLens) });
+    } finally {
+      v.dispose();
+    }
+  } finally {
+    k.dispose();
+  }
+}
+
+function naiveContiguous(
   q: Tensor,
   k: Tensor,
   v: Tensor,
-  opts: NaiveAttentionOptions = {},
+  opts: NaiveAttentionOptions | undefined,
 ): Tensor | AttentionState {
   const p = validateAttention("naiveAttention", q, k, v, opts);
   if (q.dtype !== k.dtype) {

@@ -60,7 +60,8 @@ export function planAttention(
   p: AttentionProblem,
   planner: Planner,
 ): AttentionPlan {
-  const parts = kvParts(planner.op, p.backend, q, k, v);
+  const parts = kvParts(planner.op, p.backend, q, k, v, p.paged !== undefined);
+  const { paged } = p;
   const key = [
     planner.key,
     q.shape.join(","),
@@ -71,6 +72,9 @@ export function planAttention(
     p.causal,
     p.kvLens.join(","),
     parts ? parts.map((x) => x.n0).join(",") : "whole",
+    paged
+      ? `paged ${paged.pageSize},${paged.maxBlocks},${paged.pagesPerBuffer},${paged.buffers},${paged.pages}`
+      : "contiguous",
     variantKey(p.variant.variant),
   ].join("|");
   let plans = cache.get(p.backend);
@@ -121,6 +125,7 @@ function makePlan(
       schedule,
       keyOffset: 0,
       positionLens: p.kvLens,
+      ...(p.paged ? { paged: p.paged } : {}),
     }];
   } else if (isPlainVariant(variant)) {
     runs = partRuns(planner.op, p, parts).map((r) => ({
@@ -139,7 +144,7 @@ function makePlan(
   const plan: AttentionPlan = {
     algo,
     qShape: q.shape,
-    kvShape: k.shape,
+    kvShape: p.paged ? [p.B, p.Hkv, p.N, p.D] : k.shape,
     qDtype: q.dtype,
     kvDtype: k.dtype,
     runDtype: runs.length > 1 && q.dtype !== "float32" ? "float32" : q.dtype,
@@ -148,6 +153,7 @@ function makePlan(
     kvLens: p.kvLens,
     schedule,
     variant,
+    ...(p.paged ? { paged: p.paged } : {}),
     parts: parts ? parts.map(({ n0, n1 }) => Object.freeze({ n0, n1 })) : null,
     runs,
   };
@@ -166,6 +172,7 @@ function kvParts(
   q: Tensor,
   k: Tensor,
   v: Tensor,
+  paged: boolean,
 ): readonly StoragePart[] | null {
   if (!backend.storageParts) return null;
   if (backend.storageParts(info(q))) {
@@ -174,6 +181,8 @@ function kvParts(
         `several buffers; only k and v may be stored in parts (run fewer queries per call)`,
     );
   }
+  // Paged K/V are never in parts: each page buffer is within one binding (pagedKV checks).
+  if (paged) return null;
   const kp = backend.storageParts(info(k));
   const vp = backend.storageParts(info(v));
   if (!kp && !vp) return null;

@@ -161,6 +161,12 @@ export interface Backend extends TensorBackend {
    * nowhere where that is negative. `src` and `pages` have one dtype; rows are distinct.
    */
   scatterPageRows?(pages: TensorInfo, src: TensorInfo, rows: Int32Array): void;
+  /**
+   * Optional: the most bytes one tensor is stored in whole (a WebGPU storage binding); a
+   * larger tensor is stored in parts ({@link Backend.storageParts}). A KV cache sizes its page
+   * buffers to fit. Absent: no limit.
+   */
+  readonly partBytes?: number;
   /** Optional profiling: whether device timestamps back {@link Backend.readTimings}. */
   readonly timestamps?: boolean;
   /** Optional profiling: time each submitted pass from now on (or stop). */

@@ -24,6 +24,7 @@ async function denoRun(args: string[], cwd: URL): Promise<string> {
 const RUNS: [string, string[]][] = [
   ["examples/chunked_kv_cache.ts", ["--n", "900", "--chunk", "250"]],
   ["examples/causal_prefill.ts", ["--sq", "20", "--n", "150"]],
+  ["examples/decode_loop.ts", ["--layers", "2", "--prompt", "40", "--steps", "12", "--page", "8"]],
   ["examples/demo.ts", ["--cpu", "--n", "300", "--svg", "SVG"]],
   ["examples/schedule.ts", ["--out", "SVG"]],
   ["examples/variants.ts", ["--n", "700", "--window", "100"]],
