@@ -8,17 +8,22 @@
  *
  * @module
  */
-import type { DataId } from "../backends/backend.ts";
+import type { Backend, DataId } from "../backends/backend.ts";
 import { computeBackend } from "../backends/backend.ts";
 import type { PagedLayout } from "../schedule/attention_plan.ts";
 import { checkDType, type DType, isQuantDType } from "../tensor/dtype.ts";
 import { defaultTensorBackend } from "../tensor/default_backend.ts";
-import { ArgumentError, DisposedTensorError, DTypeError, show } from "../tensor/errors.ts";
+import {
+  ArgumentError,
+  DisposedTensorError,
+  DTypeError,
+  LimitError,
+  show,
+} from "../tensor/errors.ts";
 import { readOptions } from "../tensor/options.ts";
 import { zeros } from "../tensor/creation.ts";
+import { Tensor } from "../tensor/tensor.ts";
 import type { TensorBackend } from "../tensor/storage.ts";
-import type { Tensor } from "../tensor/tensor.ts";
-import { LimitError } from "../tensor/errors.ts";
 import { positiveIntOption } from "./_validate.ts";
 import { PAGED_VIEW, type PagedBackend, pagedBackend, type PagedView } from "./_paged_view.ts";
 import { checkAppend, copyPage, writeTokens } from "./_kv_cache_write.ts";
@@ -125,8 +130,8 @@ export class KVCache {
           this.pageSize,
           this.headDim,
         ];
-        this.#k.push(zeros(shape, { dtype: this.dtype, backend }));
-        this.#v.push(zeros(shape, { dtype: this.dtype, backend }));
+        this.#k.push(pageBuffer(backend, shape, this.dtype));
+        this.#v.push(pageBuffer(backend, shape, this.dtype));
       }
     } catch (e) {
       for (const t of [...this.#k, ...this.#v]) t.dispose();
@@ -369,4 +374,16 @@ export function kvCache(options: KVCacheOptions): KVCache {
   const cap = positiveIntOption(OP, "pagesPerBuffer", o.pagesPerBuffer) ?? Infinity;
   const perBuffer = Math.min(pages, cap, Math.floor(bind / pageBytes));
   return new KVCache(backend, { batch, kvHeads, headDim, pageSize, dtype }, pages, perBuffer);
+}
+
+/**
+ * A page buffer: storage whose values are never read before an append writes them, so no
+ * host array of its size is made where the backend can allocate without one (a multi-GiB
+ * cache on WebGPU); zeros elsewhere.
+ */
+function pageBuffer(backend: Backend, shape: number[], dtype: DType): Tensor {
+  if (backend.allocUninitialized) {
+    return new Tensor(backend, backend.allocUninitialized(shape, dtype), shape, dtype);
+  }
+  return zeros(shape, { dtype, backend });
 }

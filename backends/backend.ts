@@ -162,6 +162,11 @@ export interface Backend extends TensorBackend {
    */
   scatterPageRows?(pages: TensorInfo, src: TensorInfo, rows: Int32Array): void;
   /**
+   * Optional (paged K/V): storage for a tensor of `shape` whose values are not set (a KV
+   * cache's pages, written before they are read), without a host array of its size.
+   */
+  allocUninitialized?(shape: Shape, dtype: DType): DataId;
+  /**
    * Optional: the most bytes one tensor is stored in whole (a WebGPU storage binding); a
    * larger tensor is stored in parts ({@link Backend.storageParts}). A KV cache sizes its page
    * buffers to fit. Absent: no limit.

@@ -201,6 +201,11 @@ export class WebGpuBackend implements Backend {
   upload(values: Float32Array, dtype: DType, shape?: Shape): DataId {
     return this.#rt.upload(values, dtype, shape);
   }
+
+  /** Storage of `shape` (in parts where over one binding) whose values are not set. */
+  allocUninitialized(shape: Shape, dtype: DType): DataId {
+    return this.#rt.allocShaped(shape, dtype);
+  }
   read(id: DataId, dtype: DType, size: number): Promise<Float32Array> {
     return this.#rt.read(id, dtype, size);
   }
