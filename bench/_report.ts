@@ -35,6 +35,7 @@ export function printTable(r: Results): void {
     "%ceil",
     "vs f64",
     "vs flash",
+    "stored",
     "note",
   ]];
   for (const x of r.rows) {
@@ -48,13 +49,14 @@ export function printTable(r: Results): void {
       x.fracCeiling ? (100 * x.fracCeiling).toFixed(0) : "-",
       x.refDiff === undefined ? "" : x.refDiff.toExponential(1),
       x.maxAbsDiff === undefined ? "" : x.maxAbsDiff.toExponential(1),
+      x.storedBytes === undefined ? "" : fmtStored(x.storedBytes),
       x.error
         ? `FAILED: ${x.error}`
         : x.skipped
         ? `skipped: ${x.skipped}`
         : x.absent
         ? `absent: ${x.absent}`
-        : x.note?.includes("flash is wrong")
+        : x.note?.includes("flash is wrong") || x.note?.includes("contiguous lean")
         ? x.note
         : "",
     ]);
@@ -70,4 +72,13 @@ export function printTable(r: Results): void {
 /** Milliseconds for the console: 4 decimals under 1 ms, else 3; `-` for none. */
 export function fmtMs(x: number | null | undefined): string {
   return x === null || x === undefined ? "-" : x < 1 ? x.toFixed(4) : x.toFixed(3);
+}
+
+/** Bytes for the table: GiB, MiB or KiB with three significant digits. */
+export function fmtStored(x: number): string {
+  const [v, u] = x >= 2 ** 30 ? [x / 2 ** 30, "GiB"] : x >= 2 ** 20 ? [x / 2 ** 20, "MiB"] : [
+    x / 2 ** 10,
+    "KiB",
+  ];
+  return `${v.toPrecision(3)} ${u}`;
 }

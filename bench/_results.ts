@@ -47,6 +47,10 @@ export interface Row {
   passes?: number;
   /** Calls in the wall-time loop. */
   wallCalls?: number;
+  /** Paged rows: tokens per page of the KV cache. */
+  pageSize?: number;
+  /** Bytes of K and V held: contiguous tensors (padded to N), or a cache's pages in use. */
+  storedBytes?: number;
   /** The case did not run (why: a device limit, memory). */
   skipped?: string;
   /** The peer is not available here (why). */

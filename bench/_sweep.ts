@@ -29,8 +29,10 @@ export const VARIANT_ALGOS = [
 ] as const;
 /** A variant row's algo. */
 export type VariantAlgo = typeof VARIANT_ALGOS[number];
+/** Lean over a paged KV cache of 16 or 256 tokens a page (`_paged.ts`): by name only. */
+export const PAGED_ALGOS = ["lean-paged16", "lean-paged256"] as const;
 /** Every algorithm a row may carry. */
-export const ALL_ALGOS = [...OWN_ALGOS, ...PEER_ALGOS, ...VARIANT_ALGOS] as const;
+export const ALL_ALGOS = [...OWN_ALGOS, ...PEER_ALGOS, ...VARIANT_ALGOS, ...PAGED_ALGOS] as const;
 
 /** An algorithm of this library. */
 export type OwnAlgo = typeof OWN_ALGOS[number];

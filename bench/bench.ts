@@ -74,83 +74,25 @@ import {
   VARIANT_ALGOS,
   type VariantAlgo,
   variantBytes,
-  type VariantMath,
   variantMath,
   variantOptions,
 } from "./_variants.ts";
 
 const isVariant = (a: string): a is VariantAlgo => (VARIANT_ALGOS as readonly string[]).includes(a);
 import { naiveAttention } from "../attention/naive.ts";
+import { referenceRow, sampleHeads } from "./_reference.ts";
+import {
+  chunkRanges,
+  contiguousBytes,
+  isPaged,
+  type PagedAlgo,
+  pagedRun,
+  pageSizeOf,
+} from "./_paged.ts";
+import type { KVCache } from "../mod.ts";
 
 /** Streaming-read bandwidth assumed for time estimates before the first ceiling (GB/s). */
 const FIRST_GBS = 300;
-
-/** Output rows (b, query head) recomputed in float64 for the check: first, and last (or longest). */
-export function sampleHeads(c: Case): [number, number][] {
-  const last = c.kvLens ? c.kvLens.indexOf(Math.max(...c.kvLens)) : c.B - 1;
-  return last === 0 && c.Hq === 1 ? [[0, 0]] : [[0, 0], [last, c.Hq - 1]];
-}
-
-/**
- * Float64 attention output of query row (b, hq) over K/V given as periodic host blocks:
- * element i of K is `kBase[i % kBase.length]` (likewise V). With `ranges` (K/V stored in
- * parts holding keys `[n0, n1)`, each an `[B, Hkv, n1 − n0, D]` array), element i of each
- * part is `kBase[i % kBase.length]`.
- */
-export function referenceRow(
-  c: Case,
-  b: number,
-  hq: number,
-  q: Float32Array,
-  kBase: Float32Array,
-  vBase: Float32Array,
-  ranges?: readonly (readonly [number, number])[] | null,
-  variant: VariantMath = variantMath(null, c, hq),
-): Float64Array {
-  const { D, N, Hq, Hkv } = c;
-  const hk = Math.floor(hq / (Hq / Hkv));
-  const len = c.kvLens ? c.kvLens[b] : N;
-  const scale = 1 / Math.sqrt(D);
-  const qo = (b * Hq + hq) * D;
-  const out = new Float64Array(D);
-  let m = -Infinity, l = 0;
-  const P = kBase.length;
-  if (P % D !== 0 || vBase.length !== P) {
-    throw new RangeError("referenceRow: D must divide the block");
-  }
-  const parts = ranges ?? [[0, N] as const];
-  let part = 0;
-  const first = Math.max(0, len - 1 - variant.windowLeft); // decode: the row sits at len − 1
-  for (let j = 0; j < len; j++) {
-    while (j >= parts[part][1]) part++;
-    if (j < first) continue;
-    const [n0, n1] = parts[part];
-    const row = (((b * Hkv + hk) * (n1 - n0) + j - n0) * D) % P;
-    let s = 0;
-    for (let d = 0; d < D; d++) s += q[qo + d] * kBase[row + d];
-    s *= scale;
-    if (variant.softcap > 0) s = variant.softcap * Math.tanh(s / variant.softcap);
-    s -= variant.slope * (len - 1 - j);
-    if (s > m) {
-      const a = Math.exp(m - s);
-      l *= a;
-      for (let d = 0; d < D; d++) out[d] *= a;
-      m = s;
-    }
-    const p = Math.exp(s - m);
-    l += p;
-    for (let d = 0; d < D; d++) out[d] += p * vBase[row + d];
-  }
-  if (variant.sink !== null) {
-    // The sink: one more state (m = z, l = 1, o = 0) in the softmax.
-    const m2 = Math.max(m, variant.sink);
-    const a = Math.exp(m - m2);
-    l = l * a + Math.exp(variant.sink - m2);
-    for (let d = 0; d < D; d++) out[d] *= a;
-  }
-  for (let d = 0; d < D; d++) out[d] = l > 0 ? out[d] / l : 0;
-  return out;
-}
 
 function callOf(algo: OwnAlgo | VariantAlgo, q: Tensor, k: Tensor, v: Tensor, c: Case): Call {
   const kvLens = c.kvLens;
@@ -263,8 +205,8 @@ async function main(): Promise<number> {
   };
   const rt = runtimeOf(gpu);
   const cases = buildCases(opts);
-  const own = opts.algos.filter((a): a is OwnAlgo | VariantAlgo =>
-    ["lean", "flash", "flash-decoding", "naive"].includes(a) || isVariant(a)
+  const own = opts.algos.filter((a): a is OwnAlgo | VariantAlgo | PagedAlgo =>
+    ["lean", "flash", "flash-decoding", "naive"].includes(a) || isVariant(a) || isPaged(a)
   );
   const wantOrt = opts.peers && opts.algos.includes("ort-webgpu");
   const torchAlgos = opts.algos.filter((a) => a.startsWith("torch-"));
@@ -326,6 +268,8 @@ async function main(): Promise<number> {
     const parts: string[] = [];
     const rowsBefore = rows.length;
     const made: Tensor[] = [];
+    const caches: KVCache[] = [];
+    let leanData: Float32Array | null = null;
     try {
       const qi = inputs.query(c);
       made.push(qi.t);
@@ -385,13 +329,20 @@ async function main(): Promise<number> {
           at: (b * c.Hq + h) * c.D,
           vals: referenceRow(c, b, h, qi.host, kHost, vHost, ranges, variantMath(algo, c, h)),
         }));
-      const check = (data: Float32Array, algo?: VariantAlgo): Partial<Row> => {
+      // A paged row's K/V were appended in chunks, each tiled from the block's start
+      // (bench/_paged.ts): its reference rows read them as parts of those chunks.
+      const pagedRefs = () =>
+        sampleHeads(c).map(([b, h]) => ({
+          at: (b * c.Hq + h) * c.D,
+          vals: referenceRow(c, b, h, qi.host, kHost, vHost, chunkRanges(c, inputs, gpu.partBytes)),
+        }));
+      const check = (data: Float32Array, algo?: VariantAlgo | PagedAlgo): Partial<Row> => {
         let refDiff = 0;
-        const refs = algo ? variantRefs(algo) : refRows;
-        const flashData = algo ? null : plainFlash;
+        const refs = algo ? (isPaged(algo) ? pagedRefs() : variantRefs(algo)) : refRows;
+        const flashData = algo && !isPaged(algo) ? null : plainFlash;
         // The rounding bound scales with the row's own output (a variant such as ALiBi
         // averages fewer keys: larger outputs than the plain rows').
-        const tol = algo
+        const tol = algo && !isPaged(algo)
           ? tolerance(c.dtype, Math.max(...refs.map((r) => maxAbs(r.vals))))
           : plainTol;
         for (const r of refs) {
@@ -417,11 +368,12 @@ async function main(): Promise<number> {
         return out;
       };
       const finish = (row: Row) => {
-        if (splitNote && !row.skipped && !row.absent) {
+        if (splitNote && !row.skipped && !row.absent && !isPaged(row.algo)) {
           row.note = row.note ? `${row.note}; ${splitNote}` : splitNote;
         }
         if (row.gpuMs !== null) {
           const read = isVariant(row.algo) ? variantBytes(row.algo, c, bytes) : bytes;
+          // Paged rows read the same K/V bytes (the block table is 4 bytes a page).
           row.effGBs = read / (row.gpuMs * 1e6);
           row.ceilingGBs = ceiling!.gbs;
           row.fracCeiling = row.effGBs / ceiling!.gbs;
@@ -461,18 +413,33 @@ async function main(): Promise<number> {
           }
         }
         try {
-          const call = callOf(algo, q, k, v, c);
+          let call: Call;
+          let extra: Partial<Row> = {};
+          let pagedNote = "";
+          if (isPaged(algo)) {
+            const pr = pagedRun(algo, gpu, inputs, c, q);
+            caches.push(pr.cache);
+            call = pr.call;
+            pagedNote = pr.note;
+            extra = { pageSize: pageSizeOf(algo), storedBytes: pr.storedBytes };
+          } else {
+            call = callOf(algo, q, k, v, c);
+            extra = { ...scheduleInfo(algo, q, k, v, c), storedBytes: contiguousBytes(c) };
+          }
           const out = call();
           const data = await out.data();
           out.dispose();
-          timed.push({
-            row: {
-              ...base,
-              ...check(data, isVariant(algo) ? algo : undefined),
-              ...scheduleInfo(algo, q, k, v, c),
-            },
-            call,
-          });
+          if (algo === "lean") leanData = data;
+          const checked = check(data, isVariant(algo) || isPaged(algo) ? algo : undefined);
+          if (isPaged(algo) && leanData) {
+            const same = data.every((x, i) => Object.is(x, leanData![i]));
+            checked.note = `${
+              same
+                ? "bit-identical to contiguous lean"
+                : `differs from contiguous lean by ${maxAbsDiff(data, leanData).toExponential(2)}`
+            }; ${pagedNote}`;
+          }
+          timed.push({ row: { ...base, ...checked, ...extra }, call });
         } catch (e) {
           settle(base, e);
         }
@@ -566,6 +533,7 @@ async function main(): Promise<number> {
       console.log(`${head} | FAILED: ${msg(e)}`);
     } finally {
       for (const t of made) t.dispose();
+      for (const x of caches) x.dispose();
     }
   }
   bar.finish();

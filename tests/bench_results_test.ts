@@ -8,7 +8,7 @@ import { median } from "../bench/_ceiling.ts";
 import { type Results, type Row, validateResults } from "../bench/_results.ts";
 import { renderPlot, speedups } from "../bench/plot.ts";
 import { deviceSlug } from "../bench/_report.ts";
-import { referenceRow, sampleHeads } from "../bench/bench.ts";
+import { referenceRow, sampleHeads } from "../bench/_reference.ts";
 import { referenceAttention } from "../testing/reference.ts";
 import { normals } from "../tensor/random.ts";
 import { assert, assertEquals, assertMatch, assertThrows } from "./_bench.ts";

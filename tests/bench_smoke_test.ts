@@ -67,6 +67,39 @@ Deno.test({
 });
 
 Deno.test({
+  name: "bench --smoke on WebGPU: lean over a paged KV cache checked, timed, bytes it stores",
+  sanitizeResources: false,
+  fn: async () => {
+    if (!(await gpuOrSkip())) return;
+    // With 64 KiB parts the caches' pages span several page buffers, and contiguous K/V are
+    // in parts (the paged rows are then checked against their own chunks).
+    for (const extra of [[], ["--part-bytes", "65536"]]) {
+      const { code, out, res } = await runBench([
+        "--smoke",
+        ...extra,
+        "--algos",
+        "lean,lean-paged16,lean-paged256",
+        "--no-peers",
+      ]);
+      assertEquals(code, 0, out);
+      assertEquals(res.rows.length, 2 * 3);
+      for (const r of res.rows) {
+        assert(r.error === undefined && r.skipped === undefined, `${r.algo}: ${r.error}`);
+        assert(r.gpuMs! > 0 && r.refDiff! <= r.tol!, `${r.algo} timed and checked`);
+        assert(r.storedBytes! > 0, `${r.algo} reports its bytes`);
+        if (r.algo === "lean") continue;
+        assertEquals(r.pageSize, r.algo === "lean-paged16" ? 16 : 256);
+        if (extra.length === 0) assertMatch(r.note ?? "", /bit-identical to contiguous lean/);
+      }
+      // The ragged case (lengths 300 and 77, padded to 300): 16-token pages store less.
+      const ragged = res.rows.filter((r) => r.kvLens);
+      const bytes = (a: string) => ragged.find((r) => r.algo === a)!.storedBytes!;
+      assert(bytes("lean-paged16") < bytes("lean"), `${bytes("lean-paged16")} < ${bytes("lean")}`);
+    }
+  },
+});
+
+Deno.test({
   name: "bench --smoke --part-bytes on WebGPU: split K/V run per part, checked and timed",
   sanitizeResources: false,
   fn: async () => {
