@@ -22,6 +22,7 @@ import {
   validateAttention,
 } from "./_validate.ts";
 import { runPlan } from "./_run.ts";
+import { batchInvariantOption, checkInvariantPlan, invariantScheduleOf } from "./_invariant.ts";
 import { planAttention, type Planner } from "./plan.ts";
 import type { AttentionState } from "./merge.ts";
 import type { PagedSource } from "./_paged_view.ts";
@@ -37,6 +38,13 @@ export interface FlashOptions extends AttentionOptions {
    * `"auto"` uses FlashAttention-2's split-KV heuristic against the backend's parallelism.
    */
   numSplits?: number | "auto";
+  /**
+   * Cut each sequence's keys only at fixed positions (every 2048 keys, in whole blocks), one
+   * worker a piece, merged left to right: a row's bits then depend on nothing but its own
+   * inputs (VARIANTS.md, "Batch invariance"; see `LeanOptions.batchInvariant`). Not with
+   * `numSplits`. Default false.
+   */
+  batchInvariant?: boolean;
 }
 
 const OP = "flashAttention";
@@ -88,10 +96,15 @@ function plan(
   v: Tensor | FlashOptions | undefined,
   options: FlashOptions | undefined,
 ) {
-  const p = validateAttention<FlashOptions>(OP, q, k, v, options, ["blockN", "numSplits"]);
+  const p = validateAttention<FlashOptions>(OP, q, k, v, options, [
+    "blockN",
+    "numSplits",
+    "batchInvariant",
+  ]);
   const { opts } = p;
   const blockN = positiveIntOption(OP, "blockN", opts.blockN, MAX_TILE) ?? 64;
   const qBlocks = queryBlocksOf(p.Sq);
+  if (batchInvariantOption(OP, opts.batchInvariant)) return invariantPlan(q, p, blockN, qBlocks);
   let numSplits: number | "auto";
   if (opts.numSplits === "auto") {
     numSplits = "auto";
@@ -132,6 +145,33 @@ function plan(
     },
   };
   return { p, plan: planAttention(q, p.k, p.v, p, planner) };
+}
+
+/** The batch-invariant plan: fixed pieces of every unit, one worker a piece. */
+function invariantPlan(
+  q: Tensor,
+  p: AttentionProblem & { opts: Partial<FlashOptions> },
+  blockN: number,
+  qBlocks: number,
+) {
+  if (p.opts.numSplits !== undefined) {
+    throw new ArgumentError(
+      `${OP}: batchInvariant fixes where keys are cut, so numSplits cannot be given (got ${
+        JSON.stringify(p.opts.numSplits)
+      })`,
+    );
+  }
+  const problem = { batch: p.B, kvHeads: p.Hkv, qBlocks, tileSize: blockN };
+  const made = planAttention(q, p.k, p.v, p, {
+    op: OP,
+    key: `flash|${blockN}|invariant`,
+    resolve: () => ({
+      algo: "flash-decoding",
+      schedule: (lens) => invariantScheduleOf(problem, lens),
+    }),
+  });
+  checkInvariantPlan(OP, made);
+  return { p, plan: made };
 }
 
 /**

@@ -17,6 +17,7 @@ import { unitRowsOf } from "../schedule/geometry.ts";
 import type { Backend, LeanGridProblem } from "../backends/backend.ts";
 import { type AttentionOptions, positiveIntOption, validateAttention } from "./_validate.ts";
 import { runPlan } from "./_run.ts";
+import { batchInvariantOption, checkInvariantPlan, invariantScheduleOf } from "./_invariant.ts";
 import { planAttention } from "./plan.ts";
 import { calibratedGrid } from "./_grid_store.ts";
 import type { AttentionState } from "./merge.ts";
@@ -35,6 +36,13 @@ export interface LeanOptions extends AttentionOptions {
    * pick one worker a unit for the shape, where that saves the merge pass of cut units).
    */
   grid?: number;
+  /**
+   * Cut each sequence's keys only at fixed positions (every 2048 keys, in whole tiles) and
+   * merge the pieces left to right, with a kernel configuration that ignores the batch: a
+   * row's bits then depend on nothing but its own q, K, V and length — not on the batch, the
+   * other sequences, `grid` or the GPU (VARIANTS.md, "Batch invariance"). Default false.
+   */
+  batchInvariant?: boolean;
 }
 
 const OP = "leanAttention";
@@ -53,14 +61,19 @@ function plan(
   v: Tensor | LeanOptions | undefined,
   options: LeanOptions | undefined,
 ) {
-  const p = validateAttention<LeanOptions>(OP, q, k, v, options, ["tileSize", "grid"]);
+  const p = validateAttention<LeanOptions>(OP, q, k, v, options, [
+    "tileSize",
+    "grid",
+    "batchInvariant",
+  ]);
   const { opts } = p;
   const tileSize = positiveIntOption(OP, "tileSize", opts.tileSize, MAX_TILE) ?? 64;
+  const invariant = batchInvariantOption(OP, opts.batchInvariant);
   const given = positiveIntOption(OP, "grid", opts.grid, MAX_WORKERS);
   const base = given === undefined ? defaultLeanGrid(p.backend) : 0;
   const made = planAttention(q, p.k, p.v, p, {
     op: OP,
-    key: `lean|${tileSize}|${given ?? `default ${base}`}`,
+    key: `lean|${tileSize}|${given ?? `default ${base}`}|${invariant ? "invariant" : ""}`,
     resolve: () => {
       const problem = {
         batch: p.B,
@@ -72,10 +85,14 @@ function plan(
       const grid = given ?? shapeGrid(p.backend, problem, base, p.Sq, p.Hq / p.Hkv, p.D, p.k.dtype);
       return {
         algo: "lean",
-        schedule: (lens) => leanSchedule({ ...problem, ...lens, grid }),
+        schedule: (lens) =>
+          invariant
+            ? invariantScheduleOf(problem, lens, grid)
+            : leanSchedule({ ...problem, ...lens, grid }),
       };
     },
   });
+  if (invariant) checkInvariantPlan(OP, made);
   return { p, plan: made };
 }
 

@@ -26,6 +26,7 @@ export const VARIANT_ALGOS = [
   "lean-softcap50",
   "lean-sinks",
   "lean-alibi",
+  "lean-invariant",
 ] as const;
 /** A variant row's algo. */
 export type VariantAlgo = typeof VARIANT_ALGOS[number];

@@ -1,6 +1,7 @@
 /**
  * The attention variants the benchmark times (`--algos lean-window4096,lean-softcap50,
- * lean-sinks,lean-alibi`): lean with one variant option each, checked against the float64
+ * lean-sinks,lean-alibi,lean-invariant`): lean with one variant option each (the last:
+ * `batchInvariant: true`, plain attention's math), checked against the float64
  * reference row with the same math (VARIANTS.md), and their bytes — a window reads only the
  * keys it sees.
  *
@@ -43,6 +44,8 @@ export function variantOptions(algo: VariantAlgo, c: Case): Record<string, unkno
       return { sinks: sinksOf(c.Hq) };
     case "lean-alibi":
       return { alibiSlopes: slopesOf(c.Hq) };
+    case "lean-invariant":
+      return { batchInvariant: true };
   }
 }
 

@@ -27,3 +27,11 @@ export const BLOCK_M = 64;
 export function queryBlocksOf(Sq: number): number {
   return Math.ceil(Sq / BLOCK_M);
 }
+
+/**
+ * Keys of one piece of a batch-invariant schedule (`batchInvariant: true`): a unit's keys
+ * are cut every `ceil(INVARIANT_CHUNK_KEYS / tileSize)` tiles, whatever else is in the batch.
+ * Long enough that a piece's fixed cost (its state, its merge) is a few per cent of its
+ * reads; short enough that one long sequence still spreads over many workers.
+ */
+export const INVARIANT_CHUNK_KEYS = 2048;

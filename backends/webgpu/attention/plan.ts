@@ -29,6 +29,7 @@ import { REDUCE_WG, reduceKey } from "./reduce_kernel.ts";
 import { kernelVariant, variantInputs } from "./_wgsl_variant.ts";
 import { LimitError } from "../../../tensor/errors.ts";
 import { withinAdapterLoops } from "./_loop_budget.ts";
+import { INVARIANT_CHUNK_KEYS } from "../../../schedule/limits.ts";
 
 /** The main kernel of a launch with its configuration. */
 export type MainKernel =
@@ -91,7 +92,12 @@ export function planWebgpuAttention(
 ): WebGpuAttentionLaunch {
   params = withinAdapterLoops(ctx, q, k, params); // software adapters' loop limit
   const s = params.schedule;
-  const g = launchGeometry(q.shape, k.shape, params);
+  const g0 = launchGeometry(q.shape, k.shape, params);
+  // A batch-invariant schedule's pieces must run with arithmetic the batch cannot change:
+  // the kernel configuration is chosen as for one piece on one worker, whatever the load.
+  const g = s.kind === "invariant"
+    ? { ...g0, workers: 1, keysPerWorker: INVARIANT_CHUNK_KEYS }
+    : g0;
   const { B, Hq, Sq, D } = g;
   checkHeadDim(ctx, D); // the largest D the fallback kernel takes on this device
   const rows = B * Hq * Sq;

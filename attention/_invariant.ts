@@ -1,0 +1,70 @@
+/**
+ * `batchInvariant: true` on flash and lean (VARIANTS.md, "Batch invariance"): the schedule
+ * cuts a unit's keys only every {@link INVARIANT_CHUNK_KEYS} keys (in whole tiles), each
+ * piece its own state, merged left to right (`invariantSchedule`); backends run the pieces
+ * with a kernel configuration chosen without looking at the batch (schedule kind
+ * `"invariant"`). K/V stored in parts are cut where the parts end, which depends on the
+ * whole tensor: refused.
+ *
+ * @module
+ */
+import { ArgumentError, LimitError, show } from "../tensor/errors.ts";
+import { invariantSchedule, type LeanSchedule } from "../schedule/lean_schedule.ts";
+import { INVARIANT_CHUNK_KEYS, MAX_WORKERS } from "../schedule/limits.ts";
+import type { AttentionPlan } from "../schedule/attention_plan.ts";
+import type { ScheduleLens } from "./plan.ts";
+
+/** The option's value: a boolean, false when absent. */
+export function batchInvariantOption(op: string, value: unknown): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== "boolean") {
+    throw new ArgumentError(`${op}: batchInvariant must be a boolean, got ${show(value)}`);
+  }
+  return value;
+}
+
+/** Tiles of one piece for tiles of `tileSize` keys. */
+export function chunkTiles(tileSize: number): number {
+  return Math.max(1, Math.ceil(INVARIANT_CHUNK_KEYS / tileSize));
+}
+
+/** The problem's units, as a schedule builder needs them. */
+export interface InvariantProblem {
+  batch: number;
+  kvHeads: number;
+  qBlocks: number;
+  tileSize: number;
+}
+
+/**
+ * The invariant schedule over `grid` workers, or (no grid: flash) one worker a piece — at
+ * most the pieces of every unit's valid keys, so a window only leaves some workers idle.
+ */
+export function invariantScheduleOf(
+  problem: InvariantProblem,
+  lens: ScheduleLens,
+  grid?: number,
+): LeanSchedule {
+  const chunk = chunkTiles(problem.tileSize);
+  const pieces = lens.kvLens.reduce(
+    (a, n) => a + Math.ceil(Math.ceil(n / problem.tileSize) / chunk),
+    0,
+  ) * problem.kvHeads * problem.qBlocks;
+  return invariantSchedule({
+    ...lens,
+    ...problem,
+    chunkTiles: chunk,
+    grid: grid ?? Math.min(MAX_WORKERS, Math.max(1, pieces)),
+  });
+}
+
+/** Throws where a batch-invariant plan runs over K/V stored in parts. */
+export function checkInvariantPlan(op: string, plan: AttentionPlan): void {
+  if (plan.parts) {
+    throw new LimitError(
+      `${op}: batchInvariant needs K/V within one storage binding, but they are stored in ` +
+        `${plan.parts.length} parts (their cuts depend on the whole tensor); use a kvCache ` +
+        `(pages never cut a sequence) or smaller K/V`,
+    );
+  }
+}
