@@ -36,7 +36,8 @@ import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
 import { type SgConfig, sgKey, sgLoadWidth } from "./subgroup_config.ts";
-import { kvAt, kvLoad, pagedBindings, pagedSegment } from "./_wgsl_paged.ts";
+import { kvAt, kvLoad, pagedBindingCount, pagedBindings, pagedSegment } from "./_wgsl_paged.ts";
+import { dequantWord, quantBindings, scaleOf } from "./_wgsl_quant.ts";
 import {
   variantBindings,
   variantInputs,
@@ -61,8 +62,19 @@ export function sgWgsl(c: SgConfig): string {
   const S = wg / L / G; // key slots per row group
   const UPR = D / W; // load units per K row
   const D4 = D / 4;
-  const ldT = c.kv === "f32" ? "vec4<f32>" : W === 8 ? "vec4<u32>" : "vec2<u32>";
+  const qk = c.qk ?? null;
+  const ldT = qk
+    ? W === 16 ? "vec4<u32>" : W === 8 ? "vec2<u32>" : "u32"
+    : c.kv === "f32"
+    ? "vec4<f32>"
+    : W === 8
+    ? "vec4<u32>"
+    : "vec2<u32>";
   const unpack = (a: string): string[] => {
+    if (qk) {
+      const words = W === 4 ? [a] : ["x", "y", "z", "w"].slice(0, W / 4).map((x) => `${a}.${x}`);
+      return words.map((w) => dequantWord(qk, w));
+    }
     if (c.kv === "f32") return [a];
     if (W === 8) {
       return [
@@ -88,6 +100,26 @@ export function sgWgsl(c: SgConfig): string {
   const chs = [...Array(CH).keys()];
   const lines: string[] = [];
   const p = (s: string) => lines.push(s);
+  // Quantized K/V: the scales of key u's K and V (\`ksc\${u}\`, \`vsc\${u}\`), loaded with its words
+  // (token scales) or once a segment (head scales, \`ksh\`/\`vsh\`).
+  const tok = qk?.sc === "token";
+  const scales = (u: number, key: string, decl: string, pre: string, ind: string) => {
+    if (!qk) return;
+    if (!tok) {
+      if (!pre) p(`${ind}let ksc${u} = ksh;\n${ind}let vsc${u} = vsh;`);
+      return;
+    }
+    p(`${ind}${decl}${pre}ks${pre ? "" : "c"}${u} = ${scaleOf(qk, pg, "K", key)};`);
+    p(`${ind}${decl}${pre}vs${pre ? "" : "c"}${u} = ${scaleOf(qk, pg, "V", key)};`);
+  };
+  // The prefetched scales of key u, used by this batch.
+  const takeScales = (u: number) => {
+    if (tok) p(`      let ksc${u} = nks${u};\n      let vsc${u} = nvs${u};`);
+    else scales(u, "", "", "", "      ");
+  };
+  if (qk && !tok) {
+    p(`    let ksh = ${scaleOf(qk, pg, "K", "")};\n    let vsh = ${scaleOf(qk, pg, "V", "")};`);
+  }
 
   // Per-row setup of one segment.
   for (const r of rows) {
@@ -168,6 +200,7 @@ export function sgWgsl(c: SgConfig): string {
       for (const ch of chs) {
         p(`    var nva${u}_${ch} = ${kvLoad(pg, "V", `kr0_${u} + ${ch * L}u`)};`);
       }
+      if (tok) scales(u, `min(k0 + ${u * S}u + slot, klast)`, "var ", "n", "    ");
     }
   }
   for (const r of rows) {
@@ -234,12 +267,15 @@ ${st}
       } else if (c.rot) {
         for (const ch of chs) p(`      let ka${u}_${ch} = nka${u}_${ch};`);
         for (const ch of chs) p(`      let va${u}_${ch} = ${vUse(`nva${u}_${ch}`, `key${u}`)};`);
+        if (qk) takeScales(u);
       } else if (c.pf) {
         for (const ch of chs) p(`      let ka${u}_${ch} = nka${u}_${ch};`);
         for (const ch of chs) p(`      let va${u}_${ch} = ${vUse(`nva${u}_${ch}`, `key${u}`)};`);
+        if (qk) takeScales(u);
         p(`      let kn${u} = ${kvAt(pg, `min(key${u} + ${S * U}u, klast)`, UPR)} + lane;`);
         for (const ch of chs) p(`      nka${u}_${ch} = ${kvLoad(pg, "K", `kn${u} + ${ch * L}u`)};`);
         for (const ch of chs) p(`      nva${u}_${ch} = ${kvLoad(pg, "V", `kn${u} + ${ch * L}u`)};`);
+        if (tok) scales(u, `min(key${u} + ${S * U}u, klast)`, "", "n", "      ");
       } else {
         p(`      let kr${u} = ${kvAt(pg, `min(key${u}, kend - 1u)`, UPR)} + lane;`);
         for (const ch of chs) {
@@ -248,13 +284,16 @@ ${st}
         for (const ch of chs) {
           p(`      let va${u}_${ch} = ${vLoad(`kr${u} + ${ch * L}u`, `key${u}`)};`);
         }
+        scales(u, `min(key${u}, kend - 1u)`, "let ", "", "      ");
       }
     }
     for (const u of us) {
       const kf = chs.flatMap((ch) => unpack(`ka${u}_${ch}`));
       kf.forEach((x, j) => p(`      let kf${u}_${j} = ${x};`));
       for (const r of rows) {
-        p(`      var s${u}_${r} = ${js.map((j) => `dot(q${r}_${j}, kf${u}_${j})`).join(" + ")};`);
+        const dots = js.map((j) => `dot(q${r}_${j}, kf${u}_${j})`).join(" + ");
+        // Quantized: K's scale once per key, on the lane's partial dot product.
+        p(`      var s${u}_${r} = ${qk ? `ksc${u} * (${dots})` : dots};`);
       }
     }
     const NV = U * R;
@@ -360,14 +399,21 @@ ${st}
     for (const r of rows) {
       p(`      l${r} = l${r} * al${r} + ${us.map((u) => `p${u}_${r}`).join(" + ")};`);
     }
+    // Quantized: V's scale once per key, on the probability that weighs its stored values.
+    const pw = (u: number, r: number) => qk ? `pv${u}_${r}` : `p${u}_${r}`;
+    if (qk) {
+      for (const u of us) {
+        for (const r of rows) p(`      let pv${u}_${r} = p${u}_${r} * vsc${u};`);
+      }
+    }
     for (const r of rows) {
       for (const j of js) {
         const vis = (u: number) =>
           v ? variantVisible(v, `key${u}`, (n) => `${n}${r}`) : `key${u} < e${r}`;
         const term = (u: number) =>
           masked
-            ? `select(vec4<f32>(0.0), p${u}_${r} * vf${u}_${j}, ${vis(u)})`
-            : `p${u}_${r} * vf${u}_${j}`;
+            ? `select(vec4<f32>(0.0), ${pw(u, r)} * vf${u}_${j}, ${vis(u)})`
+            : `${pw(u, r)} * vf${u}_${j}`;
         p(`      o${r}_${j} = o${r}_${j} * al${r} + ${us.map(term).join(" + ")};`);
       }
     }
@@ -379,6 +425,7 @@ ${st}
         } + lane;`);
         for (const ch of chs) p(`      nka${u}_${ch} = ${kvLoad(pg, "K", `kn${u} + ${ch * L}u`)};`);
         for (const ch of chs) p(`      nva${u}_${ch} = ${kvLoad(pg, "V", `kn${u} + ${ch * L}u`)};`);
+        if (tok) scales(u, `min(base + ${S * U + u * S}u + slot, klast)`, "", "n", "      ");
       }
     }
   };
@@ -448,7 +495,7 @@ var<workgroup> wlast: u32;`
       : ""
   }${variantBindings(v, c.fm ? 8 : 7)}${
     pagedBindings(pg, (c.fm ? 8 : 7) + variantInputs(v).length, ldT, UPR)
-  }
+  }${quantBindings(qk, pg, (c.fm ? 8 : 7) + variantInputs(v).length + pagedBindingCount(pg))}
 var<workgroup> wml: array<vec2<f32>, ${(wg / 8) * R}>;
 var<workgroup> wo: array<vec4<f32>, ${nsMax * RT * D4}>;
 var<workgroup> wns: u32;
