@@ -141,3 +141,52 @@ export function byteWord(pg: PagedKernel | null | undefined, x: string): string 
     ? `(((${x}) & 0xf0000000u) | (((${x}) & 0x0fffffffu) >> 2u))`
     : `((${x}) >> 2u)`;
 }
+
+/** The subgroup kernel's load type of `W` quantized bytes (16: a vec4<u32>, 8, 4). */
+export function quantLoadType(W: number): string {
+  return W === 16 ? "vec4<u32>" : W === 8 ? "vec2<u32>" : "u32";
+}
+
+/** WGSL of the vec4<f32> values of load `a` of `W` quantized bytes (not yet scaled). */
+export function quantUnpack(qk: QuantKernel, W: number, a: string): string[] {
+  const words = W === 4 ? [a] : ["x", "y", "z", "w"].slice(0, W / 4).map((x) => `${a}.${x}`);
+  return words.map((w) => dequantWord(qk, w));
+}
+
+/**
+ * Subgroup kernel lines (at `ind`) binding key slot u's scales: `ksc${u}`/`vsc${u}` with no
+ * `pre`, the prefetched `${pre}ks${u}`/`${pre}vs${u}` with one (token scales only: head scales
+ * are read once a segment, {@link headScales}). `decl` is "let ", "var " or "" (assignment).
+ */
+export function keyScales(
+  qk: QuantKernel | null,
+  pg: PagedKernel | null,
+  u: number,
+  key: string,
+  decl: string,
+  pre: string,
+  ind: string,
+): string[] {
+  if (!qk) return [];
+  if (qk.sc === "head") return pre ? [] : [`${ind}let ksc${u} = ksh;`, `${ind}let vsc${u} = vsh;`];
+  const name = (t: string) => `${pre}${t}s${pre ? "" : "c"}${u}`;
+  return [
+    `${ind}${decl}${name("k")} = ${scaleOf(qk, pg, "K", key)};`,
+    `${ind}${decl}${name("v")} = ${scaleOf(qk, pg, "V", key)};`,
+  ];
+}
+
+/** Subgroup kernel lines: key slot u's scales from the prefetched ones (or the head's). */
+export function takenScales(qk: QuantKernel, pg: PagedKernel | null, u: number): string[] {
+  if (qk.sc === "head") return keyScales(qk, pg, u, "", "", "", "      ");
+  return [`      let ksc${u} = nks${u};`, `      let vsc${u} = nvs${u};`];
+}
+
+/** Subgroup kernel lines: the head scales `ksh`, `vsh` of the segment (none for token scales). */
+export function headScales(qk: QuantKernel, pg: PagedKernel | null): string[] {
+  if (qk.sc !== "head") return [];
+  return [
+    `    let ksh = ${scaleOf(qk, pg, "K", "")};`,
+    `    let vsh = ${scaleOf(qk, pg, "V", "")};`,
+  ];
+}

@@ -3,7 +3,8 @@
  * path: one workgroup per worker, segment after segment. `L` lanes share one key, each lane
  * owning `D / L` dims of q, of the running output and of the key/value rows it loads with
  * wide vector reads (8 halves as a `vec4<u32>`, unpacked with `unpack2x16float`, so f16 K/V
- * need no `enable f16`). A subgroup holds `subgroupSize / L` keys at a time and keeps one
+ * need no `enable f16`; quantized int8/float8e4m3 bytes 16, 8 or 4 a load, decoded in registers,
+ * K's scale on each key's dot product and V's on its probability: `_wgsl_quant.ts`). A subgroup holds `subgroupSize / L` keys at a time and keeps one
  * running max per query row shared by the whole subgroup (`subgroupMax` once per batch of `U`
  * keys), so no barrier is needed while the keys stream; K and V loads of a batch are issued
  * before any math. The `U · R` dot products of a slot are finished by a butterfly (each xor
@@ -37,7 +38,14 @@ import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
 import { type SgConfig, sgKey, sgLoadWidth } from "./subgroup_config.ts";
 import { kvAt, kvLoad, pagedBindingCount, pagedBindings, pagedSegment } from "./_wgsl_paged.ts";
-import { dequantWord, quantBindings, scaleOf } from "./_wgsl_quant.ts";
+import {
+  headScales,
+  keyScales,
+  quantBindings,
+  quantLoadType,
+  quantUnpack,
+  takenScales,
+} from "./_wgsl_quant.ts";
 import {
   variantBindings,
   variantInputs,
@@ -63,18 +71,10 @@ export function sgWgsl(c: SgConfig): string {
   const UPR = D / W; // load units per K row
   const D4 = D / 4;
   const qk = c.qk ?? null;
-  const ldT = qk
-    ? W === 16 ? "vec4<u32>" : W === 8 ? "vec2<u32>" : "u32"
-    : c.kv === "f32"
-    ? "vec4<f32>"
-    : W === 8
-    ? "vec4<u32>"
-    : "vec2<u32>";
+  const fT = c.kv === "f32" ? "vec4<f32>" : W === 8 ? "vec4<u32>" : "vec2<u32>";
+  const ldT = qk ? quantLoadType(W) : fT;
   const unpack = (a: string): string[] => {
-    if (qk) {
-      const words = W === 4 ? [a] : ["x", "y", "z", "w"].slice(0, W / 4).map((x) => `${a}.${x}`);
-      return words.map((w) => dequantWord(qk, w));
-    }
+    if (qk) return quantUnpack(qk, W, a);
     if (c.kv === "f32") return [a];
     if (W === 8) {
       return [
@@ -100,26 +100,12 @@ export function sgWgsl(c: SgConfig): string {
   const chs = [...Array(CH).keys()];
   const lines: string[] = [];
   const p = (s: string) => lines.push(s);
-  // Quantized K/V: the scales of key u's K and V (\`ksc\${u}\`, \`vsc\${u}\`), loaded with its words
-  // (token scales) or once a segment (head scales, \`ksh\`/\`vsh\`).
+  // Quantized K/V: each key's scales (`ksc${u}`, `vsc${u}`; `_wgsl_quant.ts`).
   const tok = qk?.sc === "token";
-  const scales = (u: number, key: string, decl: string, pre: string, ind: string) => {
-    if (!qk) return;
-    if (!tok) {
-      if (!pre) p(`${ind}let ksc${u} = ksh;\n${ind}let vsc${u} = vsh;`);
-      return;
-    }
-    p(`${ind}${decl}${pre}ks${pre ? "" : "c"}${u} = ${scaleOf(qk, pg, "K", key)};`);
-    p(`${ind}${decl}${pre}vs${pre ? "" : "c"}${u} = ${scaleOf(qk, pg, "V", key)};`);
-  };
-  // The prefetched scales of key u, used by this batch.
-  const takeScales = (u: number) => {
-    if (tok) p(`      let ksc${u} = nks${u};\n      let vsc${u} = nvs${u};`);
-    else scales(u, "", "", "", "      ");
-  };
-  if (qk && !tok) {
-    p(`    let ksh = ${scaleOf(qk, pg, "K", "")};\n    let vsh = ${scaleOf(qk, pg, "V", "")};`);
-  }
+  const scales = (u: number, key: string, decl: string, pre: string, ind: string) =>
+    keyScales(qk, pg, u, key, decl, pre, ind).forEach(p);
+  const takeScales = (u: number) => takenScales(qk!, pg, u).forEach(p);
+  if (qk) headScales(qk, pg).forEach(p);
 
   // Per-row setup of one segment.
   for (const r of rows) {
