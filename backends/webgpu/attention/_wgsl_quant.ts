@@ -13,7 +13,7 @@
  * @module
  */
 import type { DType } from "../../../tensor/dtype.ts";
-import type { PagedKernel } from "./_wgsl_paged.ts";
+import { bufferPicker, type PagedKernel, rowFunction } from "./_wgsl_paged.ts";
 
 /** What a quantized-K/V kernel is compiled for (part of its configuration and key). */
 export interface QuantKernel {
@@ -83,29 +83,8 @@ export function quantBindings(
 }`);
   }
   if (pg) {
-    const { ps, ppb } = pg;
-    const row = nb > 1
-      ? `  let c = page / ${ppb}u;
-  return (c << 28u) + ((page - c * ${ppb}u) * Hkv + h) * ${ps}u + key % ${ps}u;`
-      : `  return (page * Hkv + h) * ${ps}u + key % ${ps}u;`;
-    out.push(`fn kvs_at(pbt: u32, Hkv: u32, h: u32, key: u32) -> u32 {
-  let page = u32(BT[pbt + key / ${ps}u]);
-${row}
-}`);
-    if (nb > 1) {
-      for (const t of ["KS", "VS"]) {
-        const cases = [...Array(nb - 1).keys()].map((c) =>
-          `    case ${c + 1}u: { return ${t}${c + 1}[i]; }`
-        );
-        out.push(`fn ld${t}(x: u32) -> f32 {
-  let i = x & 0x0fffffffu;
-  switch (x >> 28u) {
-${cases.join("\n")}
-    default: { return ${t}[i]; }
-  }
-}`);
-      }
-    }
+    out.push(rowFunction("kvs_at", pg, 1));
+    if (nb > 1) { for (const t of ["KS", "VS"]) out.push(bufferPicker(t, nb, "f32")); }
   }
   return "\n" + out.join("\n");
 }
