@@ -18,10 +18,10 @@ import { leanAttentionPlan } from "../attention/lean.ts";
 import { flashAttentionPlan } from "../attention/flash.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { ArgumentError, ShapeError } from "../tensor/errors.ts";
+import { ArgumentError, LimitError, ShapeError } from "../tensor/errors.ts";
 import { dequantize, quantize } from "../ops/quantize.ts";
 import { attentionTolerances, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
-import { webgpuBackend } from "./_backends.ts";
+import { ownWebgpu, webgpuBackend } from "./_backends.ts";
 import { pagedPlan, paginate, rng } from "./_paged.ts";
 import { hostQuantize, quantPlan } from "./_quant.ts";
 
@@ -325,5 +325,18 @@ Deno.test({
       for (const t of [q, kf, qt.data, qt.scale, bad]) t.dispose();
     }
     strictEqual(gpu.memory().liveBytes, before, "no buffer leaked");
+    // WebGPU's default 8 storage buffers a stage: the kernels' 7 and two scale buffers do not
+    // fit, a LimitError at planning (not a GPU validation error).
+    const small = await ownWebgpu({ defaultLimits: true });
+    const qs = tensor(randomArray(D, 3), { shape: [1, 1, 1, D], backend: small });
+    const ks = tensor(randomArray(N * D, 4), { shape: [1, 1, N, D], backend: small });
+    try {
+      const plan = leanAttentionPlan(qs, ks, ks, {});
+      throws(() => quantPlan(small, plan, "int8", "token"), LimitError);
+    } finally {
+      qs.dispose();
+      ks.dispose();
+      small.destroy();
+    }
   },
 });
