@@ -24,6 +24,8 @@ import { attentionTolerances, maxAbsDiff, referenceAttention } from "../testing/
 import { ownWebgpu, webgpuBackend } from "./_backends.ts";
 import { pagedPlan, paginate, rng } from "./_paged.ts";
 import { hostQuantize, quantPlan } from "./_quant.ts";
+import { decodeE4M3 } from "../tensor/float8.ts";
+import { dequantWord, quantBindings } from "../backends/webgpu/attention/_wgsl_quant.ts";
 
 const info = (t: Tensor): TensorInfo => ({ id: t.id, shape: t.shape, dtype: t.dtype });
 
@@ -337,6 +339,73 @@ Deno.test({
       qs.dispose();
       ks.dispose();
       small.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu quantized K/V decoders: every int8 and E4M3 code (subnormals, ±0, NaN)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const gpu = await webgpuBackend();
+    if (!gpu) return;
+    const device = gpu.ctx.device;
+    for (const fmt of ["i8", "e4m3"] as const) {
+      // The kernels' decoder over the 64 words holding the codes 0..255 (byte i of word w is
+      // code 4w + i).
+      const code = `${quantBindings({ fmt, sc: "token" }, null, 5)}
+@group(0) @binding(0) var<storage, read> W: array<u32>;
+@group(0) @binding(1) var<storage, read_write> Y: array<vec4<f32>>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  let qnan = bitcast<f32>(0x7fc00000u | W[64]);
+  Y[g.x] = ${dequantWord({ fmt, sc: "token" }, "W[g.x]")};
+}`;
+      const words = new Uint32Array(65);
+      new Uint8Array(words.buffer, 0, 256).set(Array.from({ length: 256 }, (_, c) => c));
+      const wb = device.createBuffer({
+        size: words.byteLength,
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+      });
+      device.queue.writeBuffer(wb, 0, words);
+      const yb = device.createBuffer({
+        size: 1024,
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+      });
+      const rb = device.createBuffer({
+        size: 1024,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+      try {
+        const pipe = device.createComputePipeline({
+          layout: "auto",
+          compute: { module: device.createShaderModule({ code }), entryPoint: "main" },
+        });
+        const bind = device.createBindGroup({
+          layout: pipe.getBindGroupLayout(0),
+          entries: [{ binding: 0, resource: { buffer: wb } }, {
+            binding: 1,
+            resource: { buffer: yb },
+          }],
+        });
+        const enc = device.createCommandEncoder();
+        const pass = enc.beginComputePass();
+        pass.setPipeline(pipe);
+        pass.setBindGroup(0, bind);
+        pass.dispatchWorkgroups(1);
+        pass.end();
+        enc.copyBufferToBuffer(yb, 0, rb, 0, 1024);
+        device.queue.submit([enc.finish()]);
+        await rb.mapAsync(GPUMapMode.READ);
+        const y = new Float32Array(rb.getMappedRange().slice(0));
+        rb.unmap();
+        for (let c = 0; c < 256; c++) {
+          const want = fmt === "i8" ? (c << 24) >> 24 : decodeE4M3(c);
+          assert(Object.is(y[c], want), `${fmt} code ${c}: got ${y[c]}, want ${want}`);
+        }
+      } finally {
+        for (const b of [wb, yb, rb]) b.destroy();
+      }
     }
   },
 });
