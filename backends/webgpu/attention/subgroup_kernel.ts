@@ -3,8 +3,9 @@
  * path: one workgroup per worker, segment after segment. `L` lanes share one key, each lane
  * owning `D / L` dims of q, of the running output and of the key/value rows it loads with
  * wide vector reads (8 halves as a `vec4<u32>`, unpacked with `unpack2x16float`, so f16 K/V
- * need no `enable f16`; quantized int8/float8e4m3 bytes 16, 8 or 4 a load, decoded in registers,
- * K's scale on each key's dot product and V's on its probability: `_wgsl_quant.ts`). A subgroup holds `subgroupSize / L` keys at a time and keeps one
+ * need no `enable f16`; quantized int8/float8e4m3 bytes 16, 8 or 4 a load, decoded in
+ * registers, K's scale on each key's dot product and V's on its probability: `_wgsl_quant.ts`).
+ * A subgroup holds `subgroupSize / L` keys at a time and keeps one
  * running max per query row shared by the whole subgroup (`subgroupMax` once per batch of `U`
  * keys), so no barrier is needed while the keys stream; K and V loads of a batch are issued
  * before any math. The `U · R` dot products of a slot are finished by a butterfly (each xor
