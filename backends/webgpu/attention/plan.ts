@@ -26,10 +26,10 @@ import type { PagedLayout } from "../../../schedule/attention_plan.ts";
 import { type WgmConfig, wgmConfig, wgmKey } from "./workgroup_memory_kernel.ts";
 import { checkHeadDim, genericChunk, type GenericConfig, genericKey } from "./generic_kernel.ts";
 import { REDUCE_WG, reduceKey } from "./reduce_kernel.ts";
+import { quantBindingCount, quantKernel } from "./_wgsl_quant.ts";
 import { kernelVariant, variantInputs } from "./_wgsl_variant.ts";
 import { LimitError } from "../../../tensor/errors.ts";
 import { withinAdapterLoops } from "./_loop_budget.ts";
-import { quantBindingCount, quantKernel } from "./_wgsl_quant.ts";
 
 /** The main kernel of a launch with its configuration. */
 export type MainKernel =
