@@ -308,7 +308,11 @@ export class WebGpuBackend implements Backend {
       // The launch prepared with the plan, unless the tuning changed since (benchmarks).
       const prepared = r.prepared as PreparedRun | undefined;
       // Paged: K/V are the page buffers; the launch is planned for the plan's K/V shape.
-      const kv = plan.paged ? { shape: plan.kvShape, dtype: ki.dtype } : ki;
+      const kv = {
+        shape: plan.paged ? plan.kvShape : ki.shape,
+        dtype: ki.dtype,
+        kvScales: plan.kvScales,
+      };
       const launch = prepared?.tuning === tuning && prepared.launch.outDtype === qi.dtype
         ? prepared.launch
         : planWebgpuAttention(this.ctx, qi, kv, kernelRun(plan, r), tuning);
@@ -316,6 +320,18 @@ export class WebGpuBackend implements Backend {
     };
     const pages = inputs.pages;
     if (pages) this.#whole("attention (page buffers)", ...pages.kPages, ...pages.vPages);
+    const scales = [
+      inputs.kScale,
+      inputs.vScale,
+      ...pages?.kScalePages ?? [],
+      ...pages?.vScalePages ?? [],
+    ];
+    this.#whole("attention (K/V scales)", ...scales.filter((t) => t !== undefined));
+    if (plan.parts && plan.kvScales) {
+      throw new LimitError(
+        "attention: quantized K/V stored in several buffers (parts) are not supported on WebGPU",
+      );
+    }
     return plan.parts
       ? attentionInParts(this, q, k, v, plan, run, inputs)
       : run(q, k, v, plan.runs[0]);
@@ -334,7 +350,7 @@ export class WebGpuBackend implements Backend {
       launch: planWebgpuAttention(
         this.ctx,
         { shape: plan.qShape, dtype: plan.runDtype },
-        { shape: kvShape, dtype: plan.kvDtype },
+        { shape: kvShape, dtype: plan.kvDtype, kvScales: plan.kvScales },
         kernelRun(plan, run),
         this.attentionTuning,
       ),

@@ -100,7 +100,7 @@ export function pagedBindings(
   mul: number,
 ): string {
   if (!pg) return "";
-  const { ps, nb, ppb } = pg;
+  const nb = pg.nb;
   const out = [`@group(0) @binding(${first}) var<storage, read> BT: array<i32>;`];
   let i = first + 1;
   for (const t of ["K", "V"]) {
@@ -108,29 +108,46 @@ export function pagedBindings(
       out.push(`@group(0) @binding(${i++}) var<storage, read> ${t}${c}: array<${ldT}>;`);
     }
   }
+  out.push(rowFunction("kv_at", pg, mul));
+  if (nb > 1) { for (const t of ["K", "V"]) out.push(bufferPicker(t, nb, ldT)); }
+  return "\n" + out.join("\n");
+}
+
+/**
+ * WGSL of function `name(pbt, Hkv, h, key)`: the index of key `key`'s row of kv head `h` in
+ * its page buffer times `mul`, with the buffer in the top bits when there are several.
+ */
+export function rowFunction(name: string, pg: PagedKernel, mul: number): string {
+  const { ps, nb, ppb } = pg;
+  // A multiplier of 1 is left out (the scales' index); the rows' text is unchanged.
+  const times = (x: string) => mul === 1 ? x : `(${x}) * ${mul}u`;
   const row = nb > 1
     ? `  let c = page / ${ppb}u;
-  return (c << ${INDEX_BITS}u) + (((page - c * ${ppb}u) * Hkv + h) * ${ps}u + key % ${ps}u) * ${mul}u;`
-    : `  return ((page * Hkv + h) * ${ps}u + key % ${ps}u) * ${mul}u;`;
-  out.push(`fn kv_at(pbt: u32, Hkv: u32, h: u32, key: u32) -> u32 {
+  return (c << ${INDEX_BITS}u) + ${
+      times(`((page - c * ${ppb}u) * Hkv + h) * ${ps}u + key % ${ps}u`)
+    };`
+    : `  return ${times(`(page * Hkv + h) * ${ps}u + key % ${ps}u`)};`;
+  return `fn ${name}(pbt: u32, Hkv: u32, h: u32, key: u32) -> u32 {
   let page = u32(BT[pbt + key / ${ps}u]);
 ${row}
-}`);
-  if (nb > 1) {
-    for (const t of ["K", "V"]) {
-      const cases = [...Array(nb - 1).keys()].map((c) =>
-        `    case ${c + 1}u: { return ${t}${c + 1}[i]; }`
-      );
-      out.push(`fn ld${t}(x: u32) -> ${ldT} {
+}`;
+}
+
+/**
+ * WGSL of `ld${t}(x)`: element `x & 0x0fffffff` of buffer `t` + `x >> 28` (`t`, `t1`, … of
+ * element type `elT`).
+ */
+export function bufferPicker(t: string, nb: number, elT: string): string {
+  const cases = [...Array(nb - 1).keys()].map((c) =>
+    `    case ${c + 1}u: { return ${t}${c + 1}[i]; }`
+  );
+  return `fn ld${t}(x: u32) -> ${elT} {
   let i = x & 0x0fffffffu;
   switch (x >> ${INDEX_BITS}u) {
 ${cases.join("\n")}
     default: { return ${t}[i]; }
   }
-}`);
-    }
-  }
-  return "\n" + out.join("\n");
+}`;
 }
 
 /** WGSL of the per-segment line a paged kernel adds: the sequence's block-table row. */

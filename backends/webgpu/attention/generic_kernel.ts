@@ -10,7 +10,22 @@ import { LimitError } from "../../../tensor/errors.ts";
 import { type Elem, META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings } from "./_wgsl_segments.ts";
-import { kvLoad, pagedBindings, type PagedKernel, pagedKey, pagedSegment } from "./_wgsl_paged.ts";
+import {
+  kvLoad,
+  pagedBindingCount,
+  pagedBindings,
+  type PagedKernel,
+  pagedKey,
+  pagedSegment,
+} from "./_wgsl_paged.ts";
+import {
+  byteWord,
+  dequantWord,
+  quantBindings,
+  type QuantKernel,
+  quantKey,
+  scaleOf,
+} from "./_wgsl_quant.ts";
 import {
   type KernelVariant,
   sinkFold,
@@ -80,6 +95,8 @@ export interface GenericConfig {
   v?: KernelVariant | null;
   /** Paged K/V (`_wgsl_paged.ts`); absent or null for contiguous K/V. */
   pg?: PagedKernel | null;
+  /** Quantized K/V (`_wgsl_quant.ts`; `kv` is then "f32"); absent or null for float K/V. */
+  qk?: QuantKernel | null;
 }
 
 /** Threads (query rows) per workgroup of the generic kernel. */
@@ -87,7 +104,9 @@ export const GENERIC_WG = 64;
 
 /** Pipeline cache key of a generic kernel. */
 export function genericKey(c: GenericConfig): string {
-  return `attn-generic:D${c.D}:kv${c.kv}:q${c.q}:C${c.C}${variantKey(c.v)}${pagedKey(c.pg)}`;
+  return `attn-generic:D${c.D}:kv${c.qk?.fmt ?? c.kv}:q${c.q}:C${c.C}${variantKey(c.v)}${
+    pagedKey(c.pg)
+  }${quantKey(c.qk)}`;
 }
 
 /** WGSL of the generic kernel: any D, any rows per unit, no subgroups. */
@@ -95,6 +114,15 @@ export function genericWgsl(c: GenericConfig): string {
   const { D, C } = c;
   const v = c.v ?? null;
   const pg = c.pg ?? null;
+  const qk = c.qk ?? null;
+  // Quantized: K/V bind as u32 words, each staged value is its byte decoded times its scale.
+  const kvT = qk ? "u32" : c.kv;
+  const stage = (t: "K" | "V") =>
+    qk
+      ? `${scaleOf(qk, pg, t, "key")} * ${
+        dequantWord(qk, kvLoad(pg, t, byteWord(pg, "src")))
+      }[src & 3u]`
+      : `f32(${kvLoad(pg, t, "src")})`;
   const f16 = c.kv === "f16" || c.q === "f16" || v?.bias === "f16";
   // Variant pieces (none for plain attention): the row's visible range and score transforms;
   // keys before a window's start are skipped, not masked.
@@ -114,9 +142,9 @@ export function genericWgsl(c: GenericConfig): string {
     : "select(select(ninf, m + log(l * pun), l != 0.0), qnan, bad)";
   return `${f16 ? "enable f16;" : ""}
 // attention, generic kernel: ${genericKey(c)}
-${mainBindings(c.q, c.kv)}${variantBindings(v, 7)}${
-    pagedBindings(pg, 7 + variantInputs(v).length, c.kv, D)
-  }
+${mainBindings(c.q, kvT)}${variantBindings(v, 7)}${
+    pagedBindings(pg, 7 + variantInputs(v).length, kvT, D)
+  }${quantBindings(qk, pg, 7 + variantInputs(v).length + pagedBindingCount(pg))}
 var<workgroup> ks: array<f32, ${C * D}>;
 var<workgroup> vs: array<f32, ${C * D}>;
 ${VISIBLE}
@@ -157,8 +185,8 @@ ${
         for (var x = tid; x < ${C * D}u; x += ${GENERIC_WG}u) {
           let key = min(c0 + x / ${D}u, k1 - 1u);
           let src = ${pg ? `kv_at(pbt, Hkv, h, key)` : `kvBase + key * ${D}u`} + x % ${D}u;
-          ks[x] = f32(${kvLoad(pg, "K", "src")});
-          vs[x] = f32(${kvLoad(pg, "V", "src")});
+          ks[x] = ${stage("K")};
+          vs[x] = ${stage("V")};
         }
         workgroupBarrier();
         let cn = select(0u, min(${C}u, e - c0), e > c0);

@@ -26,6 +26,7 @@ import type { PagedLayout } from "../../../schedule/attention_plan.ts";
 import { type WgmConfig, wgmConfig, wgmKey } from "./workgroup_memory_kernel.ts";
 import { checkHeadDim, genericChunk, type GenericConfig, genericKey } from "./generic_kernel.ts";
 import { REDUCE_WG, reduceKey } from "./reduce_kernel.ts";
+import { quantBindingCount, quantKernel } from "./_wgsl_quant.ts";
 import { kernelVariant, variantInputs } from "./_wgsl_variant.ts";
 import { LimitError } from "../../../tensor/errors.ts";
 import { withinAdapterLoops } from "./_loop_budget.ts";
@@ -73,6 +74,11 @@ export interface WebGpuAttentionLaunch {
   /** Zeroed u32 counters the in-kernel merge binds (0: no in-kernel merge). */
   readonly counters: number;
   /**
+   * Quantized K/V: the scale granularity the main dispatch reads (it binds the K then the V
+   * scales, per page buffer when paged, after the paged bindings), or null for float K/V.
+   */
+  readonly kvScales: "token" | "head" | null;
+  /**
    * Paged K/V: the layout the main dispatch reads K/V through (it binds the block table and
    * the other page buffers after the variant inputs), or null for contiguous K/V.
    */
@@ -80,13 +86,14 @@ export interface WebGpuAttentionLaunch {
 }
 
 /**
- * Plans an attention call with q and K/V of these shapes and dtypes, with explicit kernel
- * knobs where given. Throws {@link LimitError} where the device cannot run it.
+ * Plans an attention call with q and K/V of these shapes and dtypes (int8/float8e4m3 K/V with
+ * `kvScales`, `AttentionPlan.kvScales`), with explicit kernel knobs where given. Throws
+ * {@link LimitError} where the device cannot run it.
  */
 export function planWebgpuAttention(
   ctx: GpuContext,
   q: Pick<TensorInfo, "shape" | "dtype">,
-  k: Pick<TensorInfo, "shape" | "dtype">,
+  k: Pick<TensorInfo, "shape" | "dtype"> & { readonly kvScales?: "token" | "head" },
   params: AttentionParams,
   tuning: AttentionTuning = {},
 ): WebGpuAttentionLaunch {
@@ -110,13 +117,18 @@ export function planWebgpuAttention(
   const bias = params.variant.bias;
   const v = kernelVariant(params, bias ? ctx.wgslType(bias.dtype) : null);
   const inputs = variantInputs(v);
+  const qk = quantKernel(k.dtype, k.kvScales);
   let sg = W === 0 || want === "generic" || want === "wgm"
     ? null
-    : sgConfig(ctx, g, kvT, qT, params.causal, tuning, v);
+    : sgConfig(ctx, g, kvT, qT, params.causal, tuning, v, qk);
   // Paged K/V: the same kernel and configuration as contiguous K/V of this shape (so the
   // same bits), reading rows through the block table, which binds after the variant inputs.
   const pg = params.paged ? pagedKernel(params.paged) : null;
-  const paging = pagedBindingCount(pg);
+  if (pg && qk?.sc === "head") {
+    throw new LimitError("attention: paged quantized K/V carry one scale a token, not a head");
+  }
+  // Quantized K/V: the scales bind last (after the paged bindings).
+  const paging = pagedBindingCount(pg) + quantBindingCount(qk, pg);
   // The variant's inputs bind after the kernel's own 7 (8 with the in-kernel merge's
   // counters): without room for both, the cut units merge in the reduce pass instead.
   const maxSB = ctx.limits.maxStorageBuffersPerShaderStage;
@@ -127,8 +139,15 @@ export function planWebgpuAttention(
         `${maxSB} storage buffers per shader stage`,
     );
   }
-  if (pg) checkPagedBindings(ctx, 7 + inputs.length, pg);
-  const wgm = W === 0 || sg || want === "generic" ? null : wgmConfig(ctx, g, kvT, qT, v);
+  if (pg) checkPagedBindings(ctx, 7 + inputs.length + quantBindingCount(qk, pg), pg);
+  else if (qk && 9 + inputs.length > maxSB) {
+    throw new LimitError(
+      `attention: quantized K/V bind their K and V scales besides ${7 + inputs.length} ` +
+        `buffers, the device allows ${maxSB} storage buffers per shader stage`,
+    );
+  }
+  // The workgroup-memory kernel stages float K/V only: quantized K/V take another kernel.
+  const wgm = W === 0 || sg || qk || want === "generic" ? null : wgmConfig(ctx, g, kvT, qT, v);
   const fused = sg?.fm ?? false;
   let items = fused ? 0 : s.cuts.length;
   for (const u of s.units) if (u.tiles === 0) items++;
@@ -151,6 +170,7 @@ export function planWebgpuAttention(
     } else {
       const c: GenericConfig = { D, kv: kvT, q: qT, C: genericChunk(ctx, D) };
       if (v) c.v = v;
+      if (qk) c.qk = qk;
       if (pg) {
         checkPagedLaunch(pg, g.Hkv, D, 1);
         c.pg = pg;
@@ -174,6 +194,7 @@ export function planWebgpuAttention(
     partBytes,
     // One a cut unit, after the empty units' items.
     counters: fused ? items + s.cuts.length + 1 : 0,
+    kvScales: qk?.sc ?? null,
     paged: params.paged ?? null,
   };
 }

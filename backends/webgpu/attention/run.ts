@@ -20,6 +20,7 @@ import { wgmWgsl } from "./workgroup_memory_kernel.ts";
 import { genericWgsl } from "./generic_kernel.ts";
 import { reduceWgsl } from "./reduce_kernel.ts";
 import { pagedInputs } from "./_paged_inputs.ts";
+import { quantInputs } from "./_quant_inputs.ts";
 import { META } from "./_wgsl_meta.ts";
 
 /** WGSL of a launch's main kernel. */
@@ -56,6 +57,7 @@ export function runWebgpuAttention(
   const m = launch.meta;
   const kvShape = [m[META.B], m[META.Hkv], m[META.N], m[META.D]];
   extra.push(...pagedInputs(ctx, launch.paged, kvShape, k, v, inputs));
+  extra.push(...quantInputs(ctx, launch.kvScales, launch.paged, kvShape, inputs));
   const { main, reduce } = launch;
   // Pipelines first: a kernel that fails to build throws here, before anything is allocated.
   const mainPipe = main && ctx.pipeline(main.key, () => mainWgsl(main.kernel), "main");

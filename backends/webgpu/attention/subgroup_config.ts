@@ -17,6 +17,7 @@ import {
 } from "./tuning.ts";
 import { type KernelVariant, variantKey } from "./_wgsl_variant.ts";
 import { type PagedKernel, pagedKey } from "./_wgsl_paged.ts";
+import { type QuantKernel, quantKey } from "./_wgsl_quant.ts";
 
 /** Configuration of the subgroup (decode) kernel. */
 export interface SgConfig {
@@ -93,18 +94,27 @@ export interface SgConfig {
   v?: KernelVariant | null;
   /** Paged K/V (`_wgsl_paged.ts`); absent or null for contiguous K/V. */
   pg?: PagedKernel | null;
+  /**
+   * Quantized K/V (`_wgsl_quant.ts`; `kv` is then "f32", the dequantized values' type): bytes
+   * loaded 16, 8 or 4 to a vector (`sgLoadWidth`); no staged tiles. Absent or null for float.
+   */
+  qk?: QuantKernel | null;
 }
 
 /** Pipeline cache key of a subgroup kernel. */
 export function sgKey(c: SgConfig): string {
-  return `attn-sg:D${c.D}:R${c.R}:kv${c.kv}:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}:lz${c.lz}:fm${c.fm}${
+  return `attn-sg:D${c.D}:R${c.R}:kv${
+    c.qk?.fmt ?? c.kv
+  }:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}:lz${c.lz}:fm${c.fm}${
     variantKey(c.v)
-  }${pagedKey(c.pg)}`;
+  }${pagedKey(c.pg)}${quantKey(c.qk)}`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */
-export function sgLoadWidth(c: Pick<SgConfig, "D" | "L" | "kv">): number {
+export function sgLoadWidth(c: Pick<SgConfig, "D" | "L" | "kv" | "qk">): number {
   const E = c.D / c.L;
+  // Quantized bytes: 16 a vec4<u32> where a lane's row share allows, else 8 or 4.
+  if (c.qk) return E % 16 === 0 ? 16 : E % 8 === 0 ? 8 : 4;
   if (c.kv === "f32") return 4;
   return E % 8 === 0 ? 8 : 4;
 }
@@ -134,6 +144,7 @@ export function sgConfig(
   causal: boolean,
   explicit: AttentionTuning,
   v: KernelVariant | null = null,
+  qk: QuantKernel | null = null,
 ): SgConfig | null {
   const tuning: AttentionTuning = { ...(g.unitRows >= 4 ? MULTI_ROW_DEFAULTS : {}) };
   // Knobs given as undefined keep the default.
@@ -174,7 +185,7 @@ export function sgConfig(
     while (L < minSg && (R * g.D) / L > 32) L *= 2;
     const [lo, hi] = WIDE_KEY_WORK;
     if (
-      R === 4 && L === 16 && minSg >= 32 && g.D % 128 === 0 && g.keysPerWorker >= lo &&
+      !qk && R === 4 && L === 16 && minSg >= 32 && g.D % 128 === 0 && g.keysPerWorker >= lo &&
       g.keysPerWorker <= hi && g.workers > computeUnits(ctx) && g.workers <= 2 * computeUnits(ctx)
     ) L = 32;
   }
@@ -194,14 +205,14 @@ export function sgConfig(
   // Keys per slot per iteration: as many as keep the K/V registers of a batch ≤ 64 per lane
   // (more bytes in flight), at most 8; at most 4 for units of four rows when a worker has few
   // keys (SHORT_GQA_KEYS), where the shorter batch saves more latency than it loses.
-  const loadRegs = kv === "f16" ? E : 2 * E;
+  const loadRegs = qk ? E / 2 : kv === "f16" ? E : 2 * E;
   const uMax = R === 4 && g.keysPerWorker <= SHORT_GQA_KEYS ? 4 : 8;
   let U = tuning.U ?? Math.max(1, Math.min(uMax, Math.floor(64 / loadRegs)));
   // Staged tiles: at most 32 KB of K + V (half of it in flight as registers, 32 a thread
   // for 256 threads); the math reads them from workgroup memory in batches of U keys a slot,
   // at most 32 registers of K/V a lane (the loads are short now).
   let tile = 0;
-  if (tuning.ws && !v) {
+  if (tuning.ws && !v && !qk) {
     const S = wg / L / G;
     const keyBytes = 2 * g.D * (kv === "f16" ? 2 : 4);
     const nsWs = Math.min(nsMax, 4);
@@ -232,5 +243,6 @@ export function sgConfig(
   const fm = (tuning.fusedMerge ?? true) && g.cuts > 0;
   const c: SgConfig = { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile, tm, lz, fm };
   if (v) c.v = v;
+  if (qk) c.qk = qk;
   return c;
 }

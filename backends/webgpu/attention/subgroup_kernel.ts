@@ -3,7 +3,9 @@
  * path: one workgroup per worker, segment after segment. `L` lanes share one key, each lane
  * owning `D / L` dims of q, of the running output and of the key/value rows it loads with
  * wide vector reads (8 halves as a `vec4<u32>`, unpacked with `unpack2x16float`, so f16 K/V
- * need no `enable f16`). A subgroup holds `subgroupSize / L` keys at a time and keeps one
+ * need no `enable f16`; quantized int8/float8e4m3 bytes 16, 8 or 4 a load, decoded in
+ * registers, K's scale on each key's dot product and V's on its probability: `_wgsl_quant.ts`).
+ * A subgroup holds `subgroupSize / L` keys at a time and keeps one
  * running max per query row shared by the whole subgroup (`subgroupMax` once per batch of `U`
  * keys), so no barrier is needed while the keys stream; K and V loads of a batch are issued
  * before any math. The `U · R` dot products of a slot are finished by a butterfly (each xor
@@ -36,7 +38,15 @@ import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
 import { type SgConfig, sgKey, sgLoadWidth } from "./subgroup_config.ts";
-import { kvAt, kvLoad, pagedBindings, pagedSegment } from "./_wgsl_paged.ts";
+import { kvAt, kvLoad, pagedBindingCount, pagedBindings, pagedSegment } from "./_wgsl_paged.ts";
+import {
+  headScales,
+  keyScales,
+  quantBindings,
+  quantLoadType,
+  quantUnpack,
+  takenScales,
+} from "./_wgsl_quant.ts";
 import {
   variantBindings,
   variantInputs,
@@ -61,8 +71,11 @@ export function sgWgsl(c: SgConfig): string {
   const S = wg / L / G; // key slots per row group
   const UPR = D / W; // load units per K row
   const D4 = D / 4;
-  const ldT = c.kv === "f32" ? "vec4<f32>" : W === 8 ? "vec4<u32>" : "vec2<u32>";
+  const qk = c.qk ?? null;
+  const fT = c.kv === "f32" ? "vec4<f32>" : W === 8 ? "vec4<u32>" : "vec2<u32>";
+  const ldT = qk ? quantLoadType(W) : fT;
   const unpack = (a: string): string[] => {
+    if (qk) return quantUnpack(qk, W, a);
     if (c.kv === "f32") return [a];
     if (W === 8) {
       return [
@@ -88,6 +101,12 @@ export function sgWgsl(c: SgConfig): string {
   const chs = [...Array(CH).keys()];
   const lines: string[] = [];
   const p = (s: string) => lines.push(s);
+  // Quantized K/V: each key's scales (`ksc${u}`, `vsc${u}`; `_wgsl_quant.ts`).
+  const tok = qk?.sc === "token";
+  const scales = (u: number, key: string, decl: string, pre: string, ind: string) =>
+    keyScales(qk, pg, u, key, decl, pre, ind).forEach(p);
+  const takeScales = (u: number) => takenScales(qk!, pg, u).forEach(p);
+  if (qk) headScales(qk, pg).forEach(p);
 
   // Per-row setup of one segment.
   for (const r of rows) {
@@ -168,6 +187,7 @@ export function sgWgsl(c: SgConfig): string {
       for (const ch of chs) {
         p(`    var nva${u}_${ch} = ${kvLoad(pg, "V", `kr0_${u} + ${ch * L}u`)};`);
       }
+      if (tok) scales(u, `min(k0 + ${u * S}u + slot, klast)`, "var ", "n", "    ");
     }
   }
   for (const r of rows) {
@@ -234,12 +254,15 @@ ${st}
       } else if (c.rot) {
         for (const ch of chs) p(`      let ka${u}_${ch} = nka${u}_${ch};`);
         for (const ch of chs) p(`      let va${u}_${ch} = ${vUse(`nva${u}_${ch}`, `key${u}`)};`);
+        if (qk) takeScales(u);
       } else if (c.pf) {
         for (const ch of chs) p(`      let ka${u}_${ch} = nka${u}_${ch};`);
         for (const ch of chs) p(`      let va${u}_${ch} = ${vUse(`nva${u}_${ch}`, `key${u}`)};`);
+        if (qk) takeScales(u);
         p(`      let kn${u} = ${kvAt(pg, `min(key${u} + ${S * U}u, klast)`, UPR)} + lane;`);
         for (const ch of chs) p(`      nka${u}_${ch} = ${kvLoad(pg, "K", `kn${u} + ${ch * L}u`)};`);
         for (const ch of chs) p(`      nva${u}_${ch} = ${kvLoad(pg, "V", `kn${u} + ${ch * L}u`)};`);
+        if (tok) scales(u, `min(key${u} + ${S * U}u, klast)`, "", "n", "      ");
       } else {
         p(`      let kr${u} = ${kvAt(pg, `min(key${u}, kend - 1u)`, UPR)} + lane;`);
         for (const ch of chs) {
@@ -248,13 +271,16 @@ ${st}
         for (const ch of chs) {
           p(`      let va${u}_${ch} = ${vLoad(`kr${u} + ${ch * L}u`, `key${u}`)};`);
         }
+        scales(u, `min(key${u}, kend - 1u)`, "let ", "", "      ");
       }
     }
     for (const u of us) {
       const kf = chs.flatMap((ch) => unpack(`ka${u}_${ch}`));
       kf.forEach((x, j) => p(`      let kf${u}_${j} = ${x};`));
       for (const r of rows) {
-        p(`      var s${u}_${r} = ${js.map((j) => `dot(q${r}_${j}, kf${u}_${j})`).join(" + ")};`);
+        const dots = js.map((j) => `dot(q${r}_${j}, kf${u}_${j})`).join(" + ");
+        // Quantized: K's scale once per key, on the lane's partial dot product.
+        p(`      var s${u}_${r} = ${qk ? `ksc${u} * (${dots})` : dots};`);
       }
     }
     const NV = U * R;
@@ -360,14 +386,21 @@ ${st}
     for (const r of rows) {
       p(`      l${r} = l${r} * al${r} + ${us.map((u) => `p${u}_${r}`).join(" + ")};`);
     }
+    // Quantized: V's scale once per key, on the probability that weighs its stored values.
+    const pw = (u: number, r: number) => qk ? `pv${u}_${r}` : `p${u}_${r}`;
+    if (qk) {
+      for (const u of us) {
+        for (const r of rows) p(`      let pv${u}_${r} = p${u}_${r} * vsc${u};`);
+      }
+    }
     for (const r of rows) {
       for (const j of js) {
         const vis = (u: number) =>
           v ? variantVisible(v, `key${u}`, (n) => `${n}${r}`) : `key${u} < e${r}`;
         const term = (u: number) =>
           masked
-            ? `select(vec4<f32>(0.0), p${u}_${r} * vf${u}_${j}, ${vis(u)})`
-            : `p${u}_${r} * vf${u}_${j}`;
+            ? `select(vec4<f32>(0.0), ${pw(u, r)} * vf${u}_${j}, ${vis(u)})`
+            : `${pw(u, r)} * vf${u}_${j}`;
         p(`      o${r}_${j} = o${r}_${j} * al${r} + ${us.map(term).join(" + ")};`);
       }
     }
@@ -379,6 +412,7 @@ ${st}
         } + lane;`);
         for (const ch of chs) p(`      nka${u}_${ch} = ${kvLoad(pg, "K", `kn${u} + ${ch * L}u`)};`);
         for (const ch of chs) p(`      nva${u}_${ch} = ${kvLoad(pg, "V", `kn${u} + ${ch * L}u`)};`);
+        if (tok) scales(u, `min(base + ${S * U + u * S}u + slot, klast)`, "", "n", "      ");
       }
     }
   };
@@ -448,7 +482,7 @@ var<workgroup> wlast: u32;`
       : ""
   }${variantBindings(v, c.fm ? 8 : 7)}${
     pagedBindings(pg, (c.fm ? 8 : 7) + variantInputs(v).length, ldT, UPR)
-  }
+  }${quantBindings(qk, pg, (c.fm ? 8 : 7) + variantInputs(v).length + pagedBindingCount(pg))}
 var<workgroup> wml: array<vec2<f32>, ${(wg / 8) * R}>;
 var<workgroup> wo: array<vec4<f32>, ${nsMax * RT * D4}>;
 var<workgroup> wns: u32;

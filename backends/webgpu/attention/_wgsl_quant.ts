@@ -1,0 +1,171 @@
+/**
+ * WGSL pieces of quantized K/V (VARIANTS.md, "Quantized KV"; `AttentionPlan.kvScales`): int8
+ * or float8e4m3 bytes packed four to a u32 word (as `la.quantize` stores them), dequantized in
+ * registers, with one float32 scale per (b, kv head, key) ("token") or per (b, kv head)
+ * ("head"). The kernels apply the scales once per key, not per dimension: K's multiplies the
+ * dot product q·k of the stored values, V's the probability that weighs the stored values.
+ *
+ * The scales bind after the kernel's other inputs (variant inputs, paged bindings): `KS` and
+ * `VS` for whole K/V; for paged K/V one scale buffer per page buffer (`KS`, `KS1`…, `VS`,
+ * `VS1`…), each `[Pc, Hkv, pageSize]`, addressed like the rows (`kvs_at`, the row index with
+ * the buffer in the top bits when there are several).
+ *
+ * @module
+ */
+import type { DType } from "../../../tensor/dtype.ts";
+import { bufferPicker, type PagedKernel, rowFunction } from "./_wgsl_paged.ts";
+
+/** What a quantized-K/V kernel is compiled for (part of its configuration and key). */
+export interface QuantKernel {
+  /** Storage format of K and V. */
+  readonly fmt: "i8" | "e4m3";
+  /** Scale granularity. */
+  readonly sc: "token" | "head";
+}
+
+/** The kernel's quantized configuration of a K/V dtype and scale granularity (null: float). */
+export function quantKernel(
+  dtype: DType,
+  scales: "token" | "head" | undefined,
+): QuantKernel | null {
+  if (dtype !== "int8" && dtype !== "float8e4m3") return null;
+  return { fmt: dtype === "int8" ? "i8" : "e4m3", sc: scales ?? "token" };
+}
+
+/** Pipeline key suffix (empty when not quantized). */
+export function quantKey(qk: QuantKernel | null | undefined): string {
+  return qk ? `:sc${qk.sc}` : "";
+}
+
+/** Storage bindings quantized K/V add: the K and V scales of every (page) buffer. */
+export function quantBindingCount(
+  qk: QuantKernel | null | undefined,
+  pg: PagedKernel | null | undefined,
+): number {
+  return qk ? 2 * (pg ? pg.nb : 1) : 0;
+}
+
+/**
+ * WGSL of the scale bindings from binding `first` on, of the decoders (`dq_<fmt>(w)`: the
+ * four values of a u32 word as vec4<f32>, byte i in component i) and, for paged K/V, of
+ * `kvs_at(pbt, Hkv, h, key)` (the scale index of a key: its row, buffer in the top bits).
+ */
+export function quantBindings(
+  qk: QuantKernel | null | undefined,
+  pg: PagedKernel | null | undefined,
+  first: number,
+): string {
+  if (!qk) return "";
+  const nb = pg ? pg.nb : 1;
+  const out: string[] = [];
+  let i = first;
+  for (const t of ["KS", "VS"]) {
+    for (let c = 0; c < nb; c++) {
+      out.push(
+        `@group(0) @binding(${i++}) var<storage, read> ${t}${c ? c : ""}: array<f32>;`,
+      );
+    }
+  }
+  if (qk.fmt === "i8") {
+    // WGSL's packed-4x8 builtin (in wgpu's naga of Deno 2.9.6, no `requires` needed).
+    out.push(`fn dq_i8(w: u32) -> vec4<f32> { return vec4<f32>(unpack4xI8(w)); }`);
+  } else {
+    // E4M3 → f32 on the bits: a normal code's exponent and mantissa shift into place and the
+    // exponent bias moves from 7 to 127 (+120 · 2²³); subnormals (exponent 0) are m · 2⁻⁹,
+    // computed apart (a f32 subnormal could be flushed); 0x7f is NaN (`nanw`: a runtime NaN).
+    out.push(`fn dq_e4m3(w: u32, nanw: f32) -> vec4<f32> {
+  let x = vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u);
+  let a = x & vec4<u32>(0x7fu);
+  let nrm = bitcast<vec4<f32>>((a << vec4<u32>(20u)) + vec4<u32>(0x3c000000u));
+  var mag = select(nrm, vec4<f32>(a) * 0.001953125, a < vec4<u32>(8u));
+  mag = select(mag, vec4<f32>(nanw), a == vec4<u32>(0x7fu));
+  return bitcast<vec4<f32>>(bitcast<vec4<u32>>(mag) | ((x & vec4<u32>(0x80u)) << vec4<u32>(24u)));
+}`);
+  }
+  if (pg) {
+    out.push(rowFunction("kvs_at", pg, 1));
+    if (nb > 1) { for (const t of ["KS", "VS"]) out.push(bufferPicker(t, nb, "f32")); }
+  }
+  return "\n" + out.join("\n");
+}
+
+/** WGSL of the four values of u32 word `w` (not yet scaled). */
+export function dequantWord(qk: QuantKernel, w: string): string {
+  return qk.fmt === "i8" ? `dq_i8(${w})` : `dq_e4m3(${w}, qnan)`;
+}
+
+/**
+ * WGSL of the scale of `t` ("K" or "V") for key `key` of the segment's unit (b, h): its
+ * token's, or the head's (then `key` is unused).
+ */
+export function scaleOf(
+  qk: QuantKernel,
+  pg: PagedKernel | null | undefined,
+  t: "K" | "V",
+  key: string,
+): string {
+  const buf = `${t}S`;
+  if (qk.sc === "head") return `${buf}[b * Hkv + h]`;
+  if (!pg) return `${buf}[kvRow0 + ${key}]`;
+  const idx = `kvs_at(pbt, Hkv, h, ${key})`;
+  return pg.nb > 1 ? `ld${buf}(${idx})` : `${buf}[${idx}]`;
+}
+
+/**
+ * WGSL of u32 word `x >> 2` of a byte index `x` that may carry a page buffer in its top bits
+ * (those stay where they are).
+ */
+export function byteWord(pg: PagedKernel | null | undefined, x: string): string {
+  return pg && pg.nb > 1
+    ? `(((${x}) & 0xf0000000u) | (((${x}) & 0x0fffffffu) >> 2u))`
+    : `((${x}) >> 2u)`;
+}
+
+/** The subgroup kernel's load type of `W` quantized bytes (16: a vec4<u32>, 8, 4). */
+export function quantLoadType(W: number): string {
+  return W === 16 ? "vec4<u32>" : W === 8 ? "vec2<u32>" : "u32";
+}
+
+/** WGSL of the vec4<f32> values of load `a` of `W` quantized bytes (not yet scaled). */
+export function quantUnpack(qk: QuantKernel, W: number, a: string): string[] {
+  const words = W === 4 ? [a] : ["x", "y", "z", "w"].slice(0, W / 4).map((x) => `${a}.${x}`);
+  return words.map((w) => dequantWord(qk, w));
+}
+
+/**
+ * Subgroup kernel lines (at `ind`) binding key slot u's scales: `ksc${u}`/`vsc${u}` with no
+ * `pre`, the prefetched `${pre}ks${u}`/`${pre}vs${u}` with one (token scales only: head scales
+ * are read once a segment, {@link headScales}). `decl` is "let ", "var " or "" (assignment).
+ */
+export function keyScales(
+  qk: QuantKernel | null,
+  pg: PagedKernel | null,
+  u: number,
+  key: string,
+  decl: string,
+  pre: string,
+  ind: string,
+): string[] {
+  if (!qk) return [];
+  if (qk.sc === "head") return pre ? [] : [`${ind}let ksc${u} = ksh;`, `${ind}let vsc${u} = vsh;`];
+  const name = (t: string) => `${pre}${t}s${pre ? "" : "c"}${u}`;
+  return [
+    `${ind}${decl}${name("k")} = ${scaleOf(qk, pg, "K", key)};`,
+    `${ind}${decl}${name("v")} = ${scaleOf(qk, pg, "V", key)};`,
+  ];
+}
+
+/** Subgroup kernel lines: key slot u's scales from the prefetched ones (or the head's). */
+export function takenScales(qk: QuantKernel, pg: PagedKernel | null, u: number): string[] {
+  if (qk.sc === "head") return keyScales(qk, pg, u, "", "", "", "      ");
+  return [`      let ksc${u} = nks${u};`, `      let vsc${u} = nvs${u};`];
+}
+
+/** Subgroup kernel lines: the head scales `ksh`, `vsh` of the segment (none for token scales). */
+export function headScales(qk: QuantKernel, pg: PagedKernel | null): string[] {
+  if (qk.sc !== "head") return [];
+  return [
+    `    let ksh = ${scaleOf(qk, pg, "K", "")};`,
+    `    let vsh = ${scaleOf(qk, pg, "V", "")};`,
+  ];
+}
