@@ -137,17 +137,34 @@ function naiveOverPages(
   const view = kv[PAGED_VIEW](op);
   const backend = pagedBackend(op, p.backend);
   const start = new Int32Array(p.B);
-  const k = gatherRows(backend, view, view.kPages, start, view.kvLens, p.N);
+  const kvOpts = { ...p.opts, kvLens: Array.from(view.kvLens) };
+  // Quantized pages come back dequantized (float32): a float16 q then runs as float32.
+  const quant = view.kScalePages !== undefined;
+  const k = gatherRows(backend, view, view.kPages, start, view.kvLens, p.N, view.kScalePages);
   try {
-    const v = gatherRows(backend, view, view.vPages, start, view.kvLens, p.N);
+    const v = gatherRows(backend, view, view.vPages, start, view.kvLens, p.N, view.vScalePages);
     try {
-      return naiveContiguous(q, k, v, { ...p.opts, kvLens: Array.from(view.kvLens) });
+      if (!quant || q.dtype === "float32") return naiveContiguous(q, k, v, kvOpts);
+      const q32 = cast(q, "float32");
+      try {
+        return toF16(naiveContiguous(q32, k, v, kvOpts));
+      } finally {
+        q32.dispose();
+      }
     } finally {
       v.dispose();
     }
   } finally {
     k.dispose();
   }
+}
+
+/** A float32 result as float16 output (lse stays float32), the float32 out disposed. */
+function toF16(r: Tensor | AttentionState): Tensor | AttentionState {
+  const o = r instanceof Tensor ? r : r.out;
+  const o16 = cast(o, "float16");
+  o.dispose();
+  return r instanceof Tensor ? o16 : { out: o16, lse: r.lse };
 }
 
 function naiveContiguous(
