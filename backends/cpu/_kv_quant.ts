@@ -9,7 +9,6 @@
  */
 import type { AttentionInputs } from "../backend.ts";
 import { E4M3_VALUES } from "../../tensor/float8.ts";
-import type { KVRows } from "./_kv_rows.ts";
 import { type CpuQuantArray, cpuValues } from "./_storage.ts";
 
 /** The scales of quantized K/V, per buffer of `kvArrays` (one, or the page buffers). */
@@ -53,7 +52,7 @@ export function kvQuant(
 }
 
 /**
- * Writes `run` consecutive rows that `kv.locate` just found in `src` (its `buffer`, `at`) as
+ * Writes `run` consecutive rows from element `at` of `src` (as `KVRows.locate` found them) as
  * float32 rows `stride` apart from `dst[to]`. A row's scale: element `at / D` of the buffer's
  * scales (row r of K/V or of a page buffer has scale r), or per head `(b · Hkv + h)` =
  * `at / (N · D)` of contiguous `[B, Hkv, N, D]` storage.
@@ -62,7 +61,7 @@ export function dequantRows(
   q: KVQuant,
   src: CpuQuantArray,
   scales: Float32Array,
-  kv: KVRows,
+  at: number,
   run: number,
   N: number,
   D: number,
@@ -70,7 +69,6 @@ export function dequantRows(
   to: number,
   stride: number,
 ): void {
-  const at = kv.at;
   const row0 = at / D;
   for (let i = 0; i < run; i++) {
     const s = scales[q.perHead ? Math.floor(row0 / N) : row0 + i];

@@ -92,8 +92,8 @@ export function scalarTileKernel(
       const to = (j - t0) * D;
       if (quant) {
         const [k8, v8] = [kvs.k[c], kvs.v[c]] as CpuQuantArray[];
-        dequantRows(quant, k8, quant.k[c], kv, run, N, D, kCopy as Float32Array, to, D);
-        dequantRows(quant, v8, quant.v[c], kv, run, N, D, vCopy as Float32Array, to, D);
+        dequantRows(quant, k8, quant.k[c], at, run, N, D, kCopy as Float32Array, to, D);
+        dequantRows(quant, v8, quant.v[c], at, run, N, D, vCopy as Float32Array, to, D);
       } else {
         kCopy.set(kvs.k[c].subarray(at, at + run * D) as CpuArray, to);
         vCopy.set(kvs.v[c].subarray(at, at + run * D) as CpuArray, to);

@@ -141,7 +141,7 @@ export function simdTileKernel(
       const to = j - t0;
       if (quant) {
         const q8 = src[kv.buffer] as CpuQuantArray;
-        dequantRows(quant, q8, scales![kv.buffer], kv, run, N, D, tile, to * Dp, Dp);
+        dequantRows(quant, q8, scales![kv.buffer], base, run, N, D, tile, to * Dp, Dp);
       } else if (Dp === D) {
         dst.set(from.subarray(base, base + run * D), to * D);
       } else {
