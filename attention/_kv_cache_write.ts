@@ -16,6 +16,8 @@ import {
 import { fmt } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { live } from "../ops/_util.ts";
+import { type DType, isQuantDType, type QuantDType } from "../tensor/dtype.ts";
+import { scaleShape } from "../tensor/quant_format.ts";
 import { bufferOf, bufferRows, infoOf, type PagedBackend } from "./_paged_view.ts";
 
 /** What an append is checked against. */
@@ -40,6 +42,8 @@ export function checkAppend(
 ): { S: number; take: Int32Array } {
   const kt = live(op, "k", k);
   const vt = live(op, "v", v);
+  // A quantized cache takes float32 or float16 tokens and quantizes them as they come.
+  const quant = isQuantDType(cache.dtype as DType);
   const { batch: B, kvHeads: Hkv, headDim: D } = cache;
   for (const [name, t] of [["k", kt], ["v", vt]] as const) {
     const s = t.shape;
@@ -53,7 +57,7 @@ export function checkAppend(
         `${op}: ${name} is on ${t.backend.name}, the cache on ${backend.name}`,
       );
     }
-    if (t.dtype !== cache.dtype) {
+    if (!quant && t.dtype !== cache.dtype) { // (live() took only float32, float16)
       throw new DTypeError(
         `${op}: ${name} is ${t.dtype} but the cache stores ${cache.dtype} (use cast())`,
       );
@@ -127,5 +131,32 @@ export function copyPage(
     backend.scatterPageRows(infoOf(pages[ct]), infoOf(rows), dst);
   } finally {
     rows.dispose();
+  }
+}
+
+/**
+ * Quantizes appended tokens x `[B, Hkv, S, D]` on the device with one scale per (token, kv
+ * head) for both formats — a cache cannot know the maxima of tokens still to come, so even
+ * float8e4m3 scales are per token here (`quantize`'s are per head). The backend's quantize
+ * primitive sees x as `[B, Hkv·S, 1, D]`: every block is then one token's row. Returns the
+ * data `[B, Hkv, S, D]` and the scales as `[B, Hkv, S, 1]` rows for `scatterPageRows` (D = 1);
+ * the caller disposes both.
+ */
+export function quantizeTokens(
+  backend: PagedBackend,
+  x: Tensor,
+  dtype: QuantDType,
+): { data: Tensor; scale: Tensor } {
+  const [B, H, S, D] = x.shape;
+  const rows = [B, H * S, 1, D];
+  const r = backend.quantize({ id: x.id, shape: rows, dtype: x.dtype }, dtype);
+  const scale = new Tensor(backend, r.scale, scaleShape(dtype, rows), "float32");
+  try {
+    return {
+      data: new Tensor(backend, r.data, x.shape, dtype),
+      scale: scale.reshape([B, H, S, 1]),
+    };
+  } finally {
+    scale.dispose(); // the reshape keeps the storage
   }
 }

@@ -7,10 +7,12 @@
  */
 import type { Backend, DataId, PagedKVInfo, TensorInfo } from "../backends/backend.ts";
 import type { PagedLayout } from "../schedule/attention_plan.ts";
-import type { DType } from "../tensor/dtype.ts";
+import type { DType, QuantDType } from "../tensor/dtype.ts";
 import { ArgumentError } from "../tensor/errors.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { add } from "../ops/binary.ts";
+import { dequantize } from "../ops/quantize.ts";
+import { scaleShape } from "../tensor/quant_format.ts";
 
 /** The method by which a paged K/V source hands attention its current view. */
 export const PAGED_VIEW: unique symbol = Symbol("leanattn.pagedView");
@@ -28,6 +30,10 @@ export interface PagedView {
   readonly kPages: readonly Tensor[];
   /** V page buffers, laid out as `kPages`. */
   readonly vPages: readonly Tensor[];
+  /** Quantized pages: per page buffer, float32 scales of its rows `[Pc, Hkv, pageSize, 1]`. */
+  readonly kScalePages?: readonly Tensor[];
+  /** Scales of the V rows, as `kScalePages`. */
+  readonly vScalePages?: readonly Tensor[];
   readonly layout: PagedLayout;
   /** The block table `[B, maxBlocks]` on the device. */
   readonly blockTable: DataId;
@@ -52,10 +58,16 @@ export const infoOf = (t: Tensor): TensorInfo => ({ id: t.id, shape: t.shape, dt
 
 /** The backend's paged K/V description of a view (`AttentionInputs.pages`). */
 export function pagesInfo(view: PagedView): PagedKVInfo {
+  // Scale pages go to the backend as `[Pc, Hkv, pageSize]` (row r has scale element r).
+  const scales = (t: Tensor): TensorInfo => ({ ...infoOf(t), shape: t.shape.slice(0, 3) });
   return {
     kPages: view.kPages.map(infoOf),
     vPages: view.vPages.map(infoOf),
     blockTable: view.blockTable,
+    ...view.kScalePages && view.vScalePages && {
+      kScalePages: view.kScalePages.map(scales),
+      vScalePages: view.vScalePages.map(scales),
+    },
   };
 }
 
@@ -119,6 +131,7 @@ export function bufferRows(
  * Gathers sequence tokens `[start[b], start[b] + count[b])` of `pages` into a contiguous
  * `[B, Hkv, n, D]` tensor (zeros past `count[b]`). With several page buffers each gives its
  * own rows and zeros elsewhere, and the pieces are added: `x + 0 = x` keeps every value.
+ * Quantized pages (`scalePages` given, one scale per row) come back dequantized, float32.
  */
 export function gatherRows(
   backend: PagedBackend,
@@ -127,6 +140,7 @@ export function gatherRows(
   start: ArrayLike<number>,
   count: ArrayLike<number>,
   n: number,
+  scalePages?: readonly Tensor[],
 ): Tensor {
   const B = start.length;
   const shape = [B, view.Hkv, n, view.D];
@@ -136,7 +150,16 @@ export function gatherRows(
     if (!rows[c] && (acc || c < rows.length - 1)) continue;
     const r = rows[c] ?? new Int32Array(B * n).fill(-1);
     const id = backend.gatherPageRows(infoOf(pages[c]), r, B, n);
-    const piece = new Tensor(backend, id, shape, view.dtype);
+    let piece = new Tensor(backend, id, shape, view.dtype);
+    if (scalePages) {
+      const sid = backend.gatherPageRows(infoOf(scalePages[c]), r, B, n);
+      const scale = new Tensor(backend, sid, [B, view.Hkv, n, 1], "float32");
+      try {
+        piece = dequantizeRows(piece, scale);
+      } finally {
+        scale.dispose();
+      }
+    }
     if (!acc) {
       acc = piece;
       continue;
@@ -147,4 +170,27 @@ export function gatherRows(
     acc = sum;
   }
   return acc!;
+}
+
+/**
+ * float32 `scale · data` of quantized rows `[B, H, n, D]` with one scale a row (`[B, H, n, 1]`;
+ * rows of zeros have scale 0): `dequantize` over `[B, H·n, 1, D]`, where each block is one row
+ * in either format. Disposes `data`.
+ */
+function dequantizeRows(data: Tensor, scale: Tensor): Tensor {
+  const [B, H, n, D] = data.shape;
+  const rows = [B, H * n, 1, D];
+  const dtype = data.dtype as QuantDType;
+  const d = data.reshape(rows);
+  const s = scale.reshape(scaleShape(dtype, rows));
+  try {
+    const out = dequantize({ dtype, data: d, scale: s });
+    try {
+      return out.reshape([B, H, n, D]);
+    } finally {
+      out.dispose();
+    }
+  } finally {
+    for (const t of [d, s, data]) t.dispose();
+  }
 }

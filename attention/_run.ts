@@ -24,7 +24,10 @@ export function runPlan(
   const extra = variantInputs(p.variant, backend);
   let r: ReturnType<typeof backend.attention>;
   try {
-    const inputs = p.pages ? { ...extra.inputs, pages: p.pages } : extra.inputs;
+    const scales = p.kScale && p.vScale && { kScale: info(p.kScale), vScale: info(p.vScale) };
+    const inputs = p.pages || scales
+      ? { ...extra.inputs, ...p.pages && { pages: p.pages }, ...scales }
+      : extra.inputs;
     r = backend.attention(info(q), info(k), info(v), plan, inputs);
   } finally {
     extra.free();

@@ -4,7 +4,7 @@
  */
 import type { Tensor } from "../tensor/tensor.ts";
 import { readOptions } from "../tensor/options.ts";
-import { live } from "../ops/_util.ts";
+import { live, liveStorage } from "../ops/_util.ts";
 import {
   ArgumentError,
   BackendMismatchError,
@@ -24,6 +24,9 @@ import {
   type VariantOptions,
 } from "./_variant.ts";
 import { isPagedSource, PAGED_VIEW, type PagedSource, pagesInfo } from "./_paged_view.ts";
+import type { QuantizedTensor } from "../ops/quantize.ts";
+import { type DType, isQuantDType } from "../tensor/dtype.ts";
+import { quantizedKV } from "./_quant_kv.ts";
 
 export { MAX_TILE, MAX_WORKERS };
 export type { AttentionWindow, ResolvedVariant, VariantOptions };
@@ -73,6 +76,12 @@ export interface AttentionProblem {
   paged?: PagedLayout;
   /** Paged K/V: the page buffers and block table the backend reads. */
   pages?: PagedKVInfo;
+  /** Quantized K/V: where the scales vary (`AttentionPlan.kvScales`). */
+  kvScales?: "token" | "head";
+  /** Quantized whole K/V: the scales of k (`AttentionInputs.kScale`). */
+  kScale?: Tensor;
+  /** Quantized whole K/V: the scales of v. */
+  vScale?: Tensor;
 }
 
 /**
@@ -101,15 +110,21 @@ export function positiveIntOption(
 export function validateAttention<O extends AttentionOptions = AttentionOptions>(
   op: string,
   q: Tensor,
-  k: Tensor | PagedSource,
-  v: Tensor | O | undefined,
+  kIn: Tensor | QuantizedTensor | PagedSource,
+  vIn: Tensor | QuantizedTensor | O | undefined,
   options: unknown,
   extra: readonly (keyof O & string)[] = [],
 ): AttentionProblem & { opts: Partial<O> } {
-  if (isPagedSource(k)) return validatePaged<O>(op, q, k, v, options, extra);
+  if (isPagedSource(kIn)) return validatePaged<O>(op, q, kIn, vIn, options, extra);
   const opts = readOptions<O>(op, options, [...ATTENTION_OPTIONS, ...extra]);
+  // Quantized K/V: the checks below see their data; the scales travel beside them.
+  const quant = quantizedKV(op, kIn, vIn);
+  const k = quant ? quant.k : kIn as Tensor;
+  const v = quant ? quant.v : vIn;
   for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
-    live(op, name, t); // a Tensor (not a Proxy of one), not disposed
+    // A Tensor (not a Proxy of one), not disposed; quantized data is stored, not computed on.
+    if (quant && name !== "q") liveStorage(op, name, t);
+    else live(op, name, t);
     if ((t as Tensor).shape.length !== 4) {
       throw new ShapeError(
         `${op}: ${name} must have rank 4 (${
@@ -119,7 +134,10 @@ export function validateAttention<O extends AttentionOptions = AttentionOptions>
     }
   }
   const vt = v as Tensor;
-  if (k.backend !== q.backend || vt.backend !== q.backend) {
+  if (
+    k.backend !== q.backend || vt.backend !== q.backend ||
+    (quant && quant.kScale.backend !== q.backend)
+  ) {
     throw new BackendMismatchError(
       `${op}: q, k, v must be on one backend, got ${q.backend.name}, ${k.backend.name}, ${vt.backend.name}`,
     );
@@ -154,7 +172,8 @@ export function validateAttention<O extends AttentionOptions = AttentionOptions>
       kvLens[b] = n;
     }
   }
-  return { ...resolve(op, q, Hkv, N, kvLens, opts), k, v: vt, opts };
+  const scales = quant && { kvScales: quant.kvScales, kScale: quant.kScale, vScale: quant.vScale };
+  return { ...resolve(op, q, Hkv, N, kvLens, opts), k, v: vt, ...scales, opts };
 }
 
 /** The `(q, kv, opts)` form: k, v are the first page buffers, the rest is in `paged`/`pages`. */
@@ -201,6 +220,7 @@ function validatePaged<O extends AttentionOptions>(
     v: view.vPages[0],
     paged: view.layout,
     pages: pagesInfo(view),
+    ...isQuantDType(view.dtype) && { kvScales: "token" as const },
     opts,
   };
 }
@@ -211,7 +231,14 @@ function checkKV(
   q: Tensor,
   kv: { Bk: number; Hkv: number; Dk: number; dtype: string; shapes: string },
 ): void {
-  if (q.dtype !== kv.dtype) {
+  if (isQuantDType(kv.dtype as DType)) {
+    // Quantized K/V go with a float32 or float16 q (they dequantize to float32).
+    if (isQuantDType(q.dtype)) {
+      throw new DTypeError(
+        `${op}: q must be float32 or float16 with ${kv.dtype} k/v, got q ${q.dtype}`,
+      );
+    }
+  } else if (q.dtype !== kv.dtype) {
     // One rule for every algorithm (naive composes ops, which need equal dtypes): cast first.
     throw new DTypeError(
       `${op}: q, k and v must have one dtype, got q ${q.dtype} and k/v ${kv.dtype} (use cast)`,

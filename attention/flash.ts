@@ -10,6 +10,7 @@
  * @module
  */
 import type { Tensor } from "../tensor/tensor.ts";
+import type { QuantizedTensor } from "../ops/quantize.ts";
 import { ArgumentError } from "../tensor/errors.ts";
 import { type LeanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
@@ -52,8 +53,8 @@ const OP = "flashAttention";
 /** The schedule `flashAttention` would run for this problem (for inspection and tests). */
 export function flashSchedule(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts: FlashOptions = {},
 ): LeanSchedule {
   return flashAttentionPlan(q, k, v, opts).schedule;
@@ -65,8 +66,8 @@ export function flashSchedule(
  */
 export function flashAttentionPlan(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts: FlashOptions = {},
 ): AttentionPlan {
   return plan(q, k, v, opts).plan;
@@ -92,8 +93,8 @@ function longestVisible(p: AttentionProblem): number {
 
 function plan(
   q: Tensor,
-  k: Tensor | PagedSource,
-  v: Tensor | FlashOptions | undefined,
+  k: Tensor | PagedSource | QuantizedTensor,
+  v: Tensor | QuantizedTensor | FlashOptions | undefined,
   options: FlashOptions | undefined,
 ) {
   const p = validateAttention<FlashOptions>(OP, q, k, v, options, [
@@ -191,22 +192,22 @@ function invariantPlan(
  */
 export function flashAttention(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts: FlashOptions & { returnLse: true },
 ): AttentionState;
 /** flashAttention returning only the output `[B, Hq, Sq, D]`. */
 export function flashAttention(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts?: FlashOptions & { returnLse?: false },
 ): Tensor;
 /** flashAttention with `returnLse` known only at run time. */
 export function flashAttention(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts?: FlashOptions,
 ): Tensor | AttentionState;
 /** flashAttention over a paged KV cache or view: lengths from `kv`, `{ out, lse }`. */
@@ -229,8 +230,8 @@ export function flashAttention(
 ): Tensor | AttentionState;
 export function flashAttention(
   q: Tensor,
-  k: Tensor | PagedSource,
-  v?: Tensor | FlashOptions,
+  k: Tensor | PagedSource | QuantizedTensor,
+  v?: Tensor | QuantizedTensor | FlashOptions,
   opts?: FlashOptions,
 ): Tensor | AttentionState {
   const { p, plan: made } = plan(q, k, v, opts);

@@ -11,22 +11,16 @@
 import type { Backend, DataId } from "../backends/backend.ts";
 import { computeBackend } from "../backends/backend.ts";
 import type { PagedLayout } from "../schedule/attention_plan.ts";
-import { checkDType, type DType, isQuantDType } from "../tensor/dtype.ts";
+import { checkDType, type DType, isQuantDType, type QuantDType } from "../tensor/dtype.ts";
 import { defaultTensorBackend } from "../tensor/default_backend.ts";
-import {
-  ArgumentError,
-  DisposedTensorError,
-  DTypeError,
-  LimitError,
-  show,
-} from "../tensor/errors.ts";
+import { ArgumentError, DisposedTensorError, LimitError, show } from "../tensor/errors.ts";
 import { readOptions } from "../tensor/options.ts";
 import { zeros } from "../tensor/creation.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import type { TensorBackend } from "../tensor/storage.ts";
 import { positiveIntOption } from "./_validate.ts";
 import { PAGED_VIEW, type PagedBackend, pagedBackend, type PagedView } from "./_paged_view.ts";
-import { checkAppend, copyPage, writeTokens } from "./_kv_cache_write.ts";
+import { checkAppend, copyPage, quantizeTokens, writeTokens } from "./_kv_cache_write.ts";
 
 /** Options of {@link kvCache}. */
 export interface KVCacheOptions {
@@ -40,7 +34,12 @@ export interface KVCacheOptions {
   pageSize?: number;
   /** Tokens the cache holds over all sequences (rounded up to whole pages). */
   capacity: number;
-  /** Storage dtype (default float32). Quantized caches are not yet supported. */
+  /**
+   * Storage dtype (default float32). `"int8"` or `"float8e4m3"`: appended float32/float16
+   * tokens are quantized on the device with one float32 scale per (token, kv head) for both
+   * formats (a cache cannot know the maxima of tokens to come, so unlike `quantize`'s
+   * per-head float8e4m3 scales these are per token), kept in scale pages beside the pages.
+   */
   dtype?: DType;
   /** Where the pages live (default: the default backend). */
   backend?: TensorBackend;
@@ -88,6 +87,9 @@ export class KVCache {
   readonly #backend: PagedBackend;
   #k: Tensor[];
   #v: Tensor[];
+  /** Quantized cache: float32 scale pages `[Pc, Hkv, pageSize, 1]` beside #k and #v. */
+  #ks: Tensor[] = [];
+  #vs: Tensor[] = [];
   readonly #lens: Int32Array;
   /** Page ids of each sequence, in token order. */
   readonly #blocks: number[][];
@@ -132,9 +134,14 @@ export class KVCache {
         ];
         this.#k.push(pageBuffer(backend, shape, this.dtype));
         this.#v.push(pageBuffer(backend, shape, this.dtype));
+        if (isQuantDType(this.dtype)) {
+          const rows = [shape[0], shape[1], shape[2], 1];
+          this.#ks.push(pageBuffer(backend, rows, "float32"));
+          this.#vs.push(pageBuffer(backend, rows, "float32"));
+        }
       }
     } catch (e) {
-      for (const t of [...this.#k, ...this.#v]) t.dispose();
+      for (const t of this.#buffers()) t.dispose();
       throw e;
     }
   }
@@ -160,7 +167,8 @@ export class KVCache {
   }
 
   /**
-   * Appends tokens: k, v `[B, Hkv, S, D]` of the cache's dtype and backend; sequence b takes
+   * Appends tokens: k, v `[B, Hkv, S, D]` of the cache's dtype (a quantized cache: float32 or
+   * float16, quantized here on the device) and backend; sequence b takes
    * the first `lens[b]` (default S). Writes into free pages on the device; nothing already
    * stored moves. Throws `LimitError` naming the capacity when the free pages do not suffice,
    * and leaves the cache unchanged on any error.
@@ -192,12 +200,40 @@ export class KVCache {
           `the cache with a larger capacity. The cache is unchanged`,
       );
     }
+    // Quantized: the tokens are quantized first, so a failure there leaves the cache as it was.
+    const kq = isQuantDType(this.dtype) ? quantizeTokens(this.#backend, k, this.dtype) : null;
+    let vq;
+    try {
+      vq = kq && quantizeTokens(this.#backend, v, this.dtype as QuantDType);
+    } catch (e) {
+      kq?.data.dispose();
+      kq?.scale.dispose();
+      throw e;
+    }
+    try {
+      this.#write(k, v, kq, vq ?? null, take, shared, S);
+    } finally {
+      for (const t of [kq?.data, kq?.scale, vq?.data, vq?.scale]) t?.dispose();
+    }
+  }
+
+  /** The device writes of an append (after its checks): copy on write, new pages, tokens. */
+  #write(
+    k: Tensor,
+    v: Tensor,
+    kq: { data: Tensor; scale: Tensor } | null,
+    vq: { data: Tensor; scale: Tensor } | null,
+    take: Int32Array,
+    shared: number[],
+    S: number,
+  ): void {
     for (const b of shared) {
       const old = this.#blocks[b].at(-1)!;
       const page = this.#take();
       const n = this.#lens[b] % this.pageSize;
-      copyPage(this.#backend, this.#layoutNow(), this.#k, old, page, n);
-      copyPage(this.#backend, this.#layoutNow(), this.#v, old, page, n);
+      for (const pages of [this.#k, this.#v, this.#ks, this.#vs]) {
+        if (pages.length > 0) copyPage(this.#backend, this.#layoutNow(), pages, old, page, n);
+      }
       this.#refs[old]--;
       this.#blocks[b][this.#blocks[b].length - 1] = page;
     }
@@ -208,8 +244,14 @@ export class KVCache {
     }
     const [table, maxBlocks] = this.#table();
     const layout = { ...this.#layoutNow(), maxBlocks };
-    writeTokens(this.#backend, layout, table, this.#k, k, start, take, S);
-    writeTokens(this.#backend, layout, table, this.#v, v, start, take, S);
+    const write = (pages: Tensor[], src: Tensor) =>
+      writeTokens(this.#backend, layout, table, pages, src, start, take, S);
+    write(this.#k, kq ? kq.data : k);
+    write(this.#v, vq ? vq.data : v);
+    if (kq && vq) {
+      write(this.#ks, kq.scale);
+      write(this.#vs, vq.scale);
+    }
     for (let b = 0; b < this.batch; b++) this.#lens[b] += take[b];
     this.#changed();
   }
@@ -250,9 +292,11 @@ export class KVCache {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    for (const t of [...this.#k, ...this.#v]) t.dispose();
+    for (const t of this.#buffers()) t.dispose();
     this.#k = [];
     this.#v = [];
+    this.#ks = [];
+    this.#vs = [];
     this.#changed();
   }
 
@@ -266,6 +310,7 @@ export class KVCache {
       backend: this.#backend,
       kPages: this.#k,
       vPages: this.#v,
+      ...this.#ks.length > 0 && { kScalePages: this.#ks, vScalePages: this.#vs },
       layout: Object.freeze({ ...this.#layoutNow(), maxBlocks }),
       blockTable: this.#device,
       table,
@@ -276,6 +321,11 @@ export class KVCache {
       dtype: this.dtype,
     };
     return this.#view;
+  }
+
+  /** Every page buffer: data, and a quantized cache's scales. */
+  #buffers(): Tensor[] {
+    return [...this.#k, ...this.#v, ...this.#ks, ...this.#vs];
   }
 
   #live(op: string): void {
@@ -353,17 +403,13 @@ export function kvCache(options: KVCacheOptions): KVCache {
   const capacity = dim("capacity");
   const pageSize = positiveIntOption(OP, "pageSize", o.pageSize, 2 ** 20) ?? 16;
   const dtype = checkDType(o.dtype ?? "float32", `${OP}: dtype`);
-  if (isQuantDType(dtype)) {
-    throw new DTypeError(
-      `${OP}: dtype ${dtype}: a quantized KV cache needs attention over quantized K/V ` +
-        `(issue #17), which is not available yet; use float32 or float16`,
-    );
-  }
   const backend = pagedBackend(OP, computeBackend(OP, o.backend ?? defaultTensorBackend()));
   const pages = Math.ceil(capacity / pageSize);
   // A float16 tensor is stored as halves only where the backend has them natively.
-  const elem = dtype === "float16" && backend.nativeF16 ? 2 : 4;
-  const pageBytes = kvHeads * pageSize * headDim * elem;
+  const elem = isQuantDType(dtype) ? 1 : dtype === "float16" && backend.nativeF16 ? 2 : 4;
+  // A quantized page has a float32 scale page beside it; both must fit a binding.
+  const scaleBytes = isQuantDType(dtype) ? kvHeads * pageSize * 4 : 0;
+  const pageBytes = Math.max(kvHeads * pageSize * headDim * elem, scaleBytes);
   const bind = backend.partBytes ?? Infinity;
   if (pageBytes > bind) {
     throw new LimitError(

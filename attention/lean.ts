@@ -10,6 +10,7 @@
  * @module
  */
 import type { Tensor } from "../tensor/tensor.ts";
+import type { QuantizedTensor } from "../ops/quantize.ts";
 import { type LeanSchedule, leanSchedule } from "../schedule/lean_schedule.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
 import { MAX_TILE, MAX_WORKERS, queryBlocksOf } from "../schedule/limits.ts";
@@ -57,8 +58,8 @@ export function defaultLeanGrid(backend: Backend): number {
 
 function plan(
   q: Tensor,
-  k: Tensor | PagedSource,
-  v: Tensor | LeanOptions | undefined,
+  k: Tensor | PagedSource | QuantizedTensor,
+  v: Tensor | QuantizedTensor | LeanOptions | undefined,
   options: LeanOptions | undefined,
 ) {
   const p = validateAttention<LeanOptions>(OP, q, k, v, options, [
@@ -115,8 +116,8 @@ function shapeGrid(
 /** The schedule `leanAttention` would run for this problem (for inspection and tests). */
 export function leanAttentionSchedule(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts: LeanOptions = {},
 ): LeanSchedule {
   return leanAttentionPlan(q, k, v, opts).schedule;
@@ -139,8 +140,8 @@ export function leanAttentionSchedule(
  */
 export function leanAttentionPlan(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts: LeanOptions = {},
 ): AttentionPlan {
   return plan(q, k, v, opts).plan;
@@ -163,22 +164,22 @@ export function leanAttentionPlan(
  */
 export function leanAttention(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts: LeanOptions & { returnLse: true },
 ): AttentionState;
 /** leanAttention returning only the output `[B, Hq, Sq, D]`. */
 export function leanAttention(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts?: LeanOptions & { returnLse?: false },
 ): Tensor;
 /** leanAttention with `returnLse` known only at run time. */
 export function leanAttention(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts?: LeanOptions,
 ): Tensor | AttentionState;
 /** leanAttention over a paged KV cache or view: lengths from `kv`, `{ out, lse }`. */
@@ -201,8 +202,8 @@ export function leanAttention(
 ): Tensor | AttentionState;
 export function leanAttention(
   q: Tensor,
-  k: Tensor | PagedSource,
-  v?: Tensor | LeanOptions,
+  k: Tensor | PagedSource | QuantizedTensor,
+  v?: Tensor | QuantizedTensor | LeanOptions,
   opts?: LeanOptions,
 ): Tensor | AttentionState {
   const { p, plan: made } = plan(q, k, v, opts);

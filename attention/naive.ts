@@ -27,6 +27,8 @@ import { fmt } from "../tensor/shape.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { add, div, maximum, mul, sub } from "../ops/binary.ts";
 import { cast } from "../ops/cast.ts";
+import { dequantize, type QuantizedTensor } from "../ops/quantize.ts";
+import type { QuantDType } from "../tensor/dtype.ts";
 import { matmul } from "../ops/matmul.ts";
 import { max, sum } from "../ops/reduce.ts";
 import { softmax } from "../ops/softmax.ts";
@@ -74,22 +76,22 @@ const LOWEST_F32 = -3.4028234663852886e38;
  */
 export function naiveAttention(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts?: NaiveAttentionOptions & { returnLse?: false },
 ): Tensor;
 /** With `returnLse: true`: `{ out, lse }`. */
 export function naiveAttention(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts: NaiveAttentionOptions & { returnLse: true },
 ): AttentionState;
 /** Either form, decided at run time by `opts.returnLse`. */
 export function naiveAttention(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts?: NaiveAttentionOptions,
 ): Tensor | AttentionState;
 /** naiveAttention over a paged KV cache or view: lengths from `kv`, `{ out, lse }`. */
@@ -112,12 +114,12 @@ export function naiveAttention(
 ): Tensor | AttentionState;
 export function naiveAttention(
   q: Tensor,
-  k: Tensor | PagedSource,
-  v?: Tensor | NaiveAttentionOptions,
+  k: Tensor | PagedSource | QuantizedTensor,
+  v?: Tensor | QuantizedTensor | NaiveAttentionOptions,
   opts?: NaiveAttentionOptions,
 ): Tensor | AttentionState {
   if (isPagedSource(k)) return naiveOverPages(q, k, v as NaiveAttentionOptions | undefined, opts);
-  return naiveContiguous(q, k, v as Tensor, opts);
+  return naiveContiguous(q, k, v as Tensor | QuantizedTensor, opts);
 }
 
 /**
@@ -135,11 +137,20 @@ function naiveOverPages(
   const view = kv[PAGED_VIEW](op);
   const backend = pagedBackend(op, p.backend);
   const start = new Int32Array(p.B);
-  const k = gatherRows(backend, view, view.kPages, start, view.kvLens, p.N);
+  const kvOpts = { ...p.opts, kvLens: Array.from(view.kvLens) };
+  // Quantized pages come back dequantized (float32): a float16 q then runs as float32.
+  const quant = view.kScalePages !== undefined;
+  const k = gatherRows(backend, view, view.kPages, start, view.kvLens, p.N, view.kScalePages);
   try {
-    const v = gatherRows(backend, view, view.vPages, start, view.kvLens, p.N);
+    const v = gatherRows(backend, view, view.vPages, start, view.kvLens, p.N, view.vScalePages);
     try {
-      return naiveContiguous(q, k, v, { ...p.opts, kvLens: Array.from(view.kvLens) });
+      if (!quant || q.dtype === "float32") return naiveContiguous(q, k, v, kvOpts);
+      const q32 = cast(q, "float32");
+      try {
+        return toF16(naiveContiguous(q32, k, v, kvOpts));
+      } finally {
+        q32.dispose();
+      }
     } finally {
       v.dispose();
     }
@@ -148,18 +159,26 @@ function naiveOverPages(
   }
 }
 
+/** A float32 result as float16 output (lse stays float32), the float32 out disposed. */
+function toF16(r: Tensor | AttentionState): Tensor | AttentionState {
+  const o = r instanceof Tensor ? r : r.out;
+  const o16 = cast(o, "float16");
+  o.dispose();
+  return r instanceof Tensor ? o16 : { out: o16, lse: r.lse };
+}
+
 function naiveContiguous(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   opts: NaiveAttentionOptions | undefined,
 ): Tensor | AttentionState {
   const p = validateAttention("naiveAttention", q, k, v, opts);
-  if (q.dtype !== k.dtype) {
+  if (!p.kvScales && q.dtype !== p.k.dtype) {
     throw new DTypeError(
       `naiveAttention: q, k, v must have one dtype, got q ${q.dtype} ${
         fmt(q.shape)
-      }, k/v ${k.dtype} ${fmt(k.shape)} (use cast())`,
+      }, k/v ${p.k.dtype} ${fmt(p.k.shape)} (use cast())`,
     );
   }
   const { B, Hq, Hkv, Sq, N, D } = p;
@@ -172,8 +191,15 @@ function naiveContiguous(
   try {
     const f16 = q.dtype === "float16";
     const q32 = f16 ? keep(cast(q, "float32")) : q;
-    const k32 = f16 ? keep(cast(k, "float32")) : k;
-    const v32 = f16 ? keep(cast(v, "float32")) : v;
+    // Quantized K/V: attention over their float32 dequantized values.
+    const kv32 = (t: Tensor, scale: Tensor | undefined) =>
+      scale
+        ? keep(dequantize({ dtype: t.dtype as QuantDType, data: t, scale }))
+        : f16
+        ? keep(cast(t, "float32"))
+        : t;
+    const k32 = kv32(p.k, p.kScale);
+    const v32 = kv32(p.v, p.vScale);
 
     // q is scaled before the product, as the fused kernels do: scale·(q·k) could overflow
     // float32 where (scale·q)·k does not.
@@ -223,7 +249,7 @@ function naiveContiguous(
     const lse = lse4.reshape([B, Hq, Sq]);
     return { out, lse };
   } finally {
-    for (const t of temps) if (t !== q && t !== k && t !== v) t.dispose();
+    for (const t of temps) if (t !== q && t !== p.k && t !== p.v) t.dispose();
   }
 }
 

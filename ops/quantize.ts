@@ -1,6 +1,6 @@
 /**
  * Quantized storage of K/V: `quantize` and `dequantize` (formats and math in VARIANTS.md,
- * "Quantized KV"). Attention over quantized K/V is not implemented yet: dequantize first.
+ * "Quantized KV"). The attention ops take quantized K/V as they are.
  *
  * @module
  */
@@ -105,37 +105,54 @@ export function quantize(x: Tensor, options: QuantizeOptions): QuantizedTensor {
  */
 export function dequantize(qt: QuantizedTensor): Tensor {
   const op = "dequantize";
+  const { data, scale } = checkQuantized(op, "qt", qt);
+  const b = backendOf(op, data);
+  return new Tensor(data.backend, b.dequantize(data, scale), data.shape, "float32");
+}
+
+/**
+ * `qt` (named `name` in messages) checked as {@link dequantize} documents: its dtype, live
+ * data `[B, H, N, D]` of that dtype and float32 scales of the format's shape on one backend.
+ */
+export function checkQuantized(
+  op: string,
+  name: string,
+  qt: QuantizedTensor,
+): { dtype: QuantDType; data: Tensor; scale: Tensor } {
   if (qt === null || typeof qt !== "object") {
     throw new ArgumentError(
-      `${op}: expected { dtype, data, scale } from quantize, got ${show(qt)}`,
+      `${op}: expected ${name} = { dtype, data, scale } from quantize, got ${show(qt)}`,
     );
   }
-  const dtype = quantDType(op, qt.dtype, "qt.dtype");
-  const data = liveStorage(op, "qt.data", qt.data);
-  const scale = live(op, "qt.scale", qt.scale);
+  const dtype = quantDType(op, qt.dtype, `${name}.dtype`);
+  const data = liveStorage(op, `${name}.data`, qt.data);
+  const scale = live(op, `${name}.scale`, qt.scale);
   if (data.dtype !== dtype) {
-    throw new DTypeError(`${op}: qt.data must be ${dtype} (qt.dtype), got ${data.dtype}`);
+    throw new DTypeError(
+      `${op}: ${name}.data must be ${dtype} (${name}.dtype), got ${data.dtype}`,
+    );
   }
   if (scale.dtype !== "float32") {
-    throw new DTypeError(`${op}: qt.scale must be float32, got ${scale.dtype}`);
+    throw new DTypeError(`${op}: ${name}.scale must be float32, got ${scale.dtype}`);
   }
   if (data.rank !== 4) {
-    throw new ShapeError(`${op}: qt.data must be [B, H, N, D] (rank 4), got ${fmt(data.shape)}`);
+    throw new ShapeError(
+      `${op}: ${name}.data must be [B, H, N, D] (rank 4), got ${fmt(data.shape)}`,
+    );
   }
   const want = scaleShape(dtype, data.shape);
   if (fmt(scale.shape) !== fmt(want)) {
     throw new ShapeError(
-      `${op}: qt.scale of ${dtype} data ${fmt(data.shape)} must be ${fmt(want)}, got ${
+      `${op}: ${name}.scale of ${dtype} data ${fmt(data.shape)} must be ${fmt(want)}, got ${
         fmt(scale.shape)
       }`,
     );
   }
   if (data.backend !== scale.backend) {
     throw new BackendMismatchError(
-      `${op}: qt.data and qt.scale must be on one backend, got ${data.backend.name} and ` +
-        `${scale.backend.name}`,
+      `${op}: ${name}.data and ${name}.scale must be on one backend, got ${data.backend.name} ` +
+        `and ${scale.backend.name}`,
     );
   }
-  const b = backendOf(op, data);
-  return new Tensor(data.backend, b.dequantize(data, scale), data.shape, "float32");
+  return { dtype, data, scale };
 }

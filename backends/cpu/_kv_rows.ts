@@ -9,18 +9,24 @@
  * @module
  */
 import type { PagedLayout } from "../../schedule/attention_plan.ts";
-import type { CpuArray } from "./_storage.ts";
+import type { CpuArray, CpuQuantArray } from "./_storage.ts";
+import type { KVQuant } from "./_kv_quant.ts";
+
+/** Storage of K or V rows: float32, float16, or quantized (with {@link KVStorage.quant}). */
+export type KVArray = CpuArray | CpuQuantArray;
 
 /** The K/V storage of one call: the whole K/V, or the page buffers and their block table. */
 export interface KVStorage {
-  k: CpuArray;
-  v: CpuArray;
+  k: KVArray;
+  v: KVArray;
   /** Paged K/V: the page buffers in page order and the block table `[B, maxBlocks]`. */
-  pages?: { k: CpuArray[]; v: CpuArray[]; blockTable: Int32Array };
+  pages?: { k: KVArray[]; v: KVArray[]; blockTable: Int32Array };
+  /** Quantized K/V: the scales, per buffer of {@link kvArrays}. */
+  quant?: KVQuant;
 }
 
 /** The K and V arrays a {@link KVRows}'s `buffer` indexes (one, or the page buffers). */
-export function kvArrays(s: KVStorage): { k: readonly CpuArray[]; v: readonly CpuArray[] } {
+export function kvArrays(s: KVStorage): { k: readonly KVArray[]; v: readonly KVArray[] } {
   return s.pages ? { k: s.pages.k, v: s.pages.v } : { k: [s.k], v: [s.v] };
 }
 

@@ -15,7 +15,8 @@ import {
   type WalkParams,
 } from "./_segment_walk.ts";
 import { kvArrays, type KVRows } from "./_kv_rows.ts";
-import type { CpuArray } from "./_storage.ts";
+import type { CpuArray, CpuQuantArray } from "./_storage.ts";
+import { dequantRows } from "./_kv_quant.ts";
 
 /**
  * The score changes of a variant after `s = scale · q·k` (VARIANTS.md, in order: soft-cap,
@@ -67,26 +68,36 @@ export function scalarTileKernel(
   const kvs = kvArrays(buf);
   // A tile's K/V rows, read where they are when they lie one after another (contiguous K/V,
   // or a tile inside one page), else copied here exactly (a tile across pages).
+  // Quantized rows are always copied here, dequantized (`_kv_quant.ts`).
+  const quant = buf.quant;
   const f16 = buf.k instanceof Float16Array;
   const kCopy = f16 ? new Float16Array(Tn * D) : new Float32Array(Tn * D);
   const vCopy = f16 ? new Float16Array(Tn * D) : new Float32Array(Tn * D);
-  let kNow: CpuArray = buf.k;
-  let vNow: CpuArray = buf.v;
+  let kNow: CpuArray = kCopy;
+  let vNow: CpuArray = vCopy;
   /**
    * Points `kNow`, `vNow` at keys `[t0, t1)`; returns the element of key 0 in them (key j at
    * `+ j·D`).
    */
   const keysAt = (kv: KVRows, t0: number, t1: number): number => {
-    if (kv.locate(t0, t1) === t1 - t0) {
-      kNow = kvs.k[kv.buffer];
-      vNow = kvs.v[kv.buffer];
+    if (!quant && kv.locate(t0, t1) === t1 - t0) {
+      kNow = kvs.k[kv.buffer] as CpuArray;
+      vNow = kvs.v[kv.buffer] as CpuArray;
       return kv.at - t0 * D;
     }
     for (let j = t0; j < t1;) {
       const run = kv.locate(j, t1);
       const at = kv.at;
-      kCopy.set(kvs.k[kv.buffer].subarray(at, at + run * D), (j - t0) * D);
-      vCopy.set(kvs.v[kv.buffer].subarray(at, at + run * D), (j - t0) * D);
+      const c = kv.buffer;
+      const to = (j - t0) * D;
+      if (quant) {
+        const [k8, v8] = [kvs.k[c], kvs.v[c]] as CpuQuantArray[];
+        dequantRows(quant, k8, quant.k[c], at, run, N, D, kCopy as Float32Array, to, D);
+        dequantRows(quant, v8, quant.v[c], at, run, N, D, vCopy as Float32Array, to, D);
+      } else {
+        kCopy.set(kvs.k[c].subarray(at, at + run * D) as CpuArray, to);
+        vCopy.set(kvs.v[c].subarray(at, at + run * D) as CpuArray, to);
+      }
       j += run;
     }
     kNow = kCopy;

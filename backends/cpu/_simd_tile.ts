@@ -18,8 +18,9 @@ import {
   rowsPerPass,
   type TileKernel,
 } from "./_segment_walk.ts";
-import { kvArrays, type KVRows } from "./_kv_rows.ts";
-import type { CpuArray } from "./_storage.ts";
+import { type KVArray, kvArrays, type KVRows } from "./_kv_rows.ts";
+import { dequantRows } from "./_kv_quant.ts";
+import type { CpuQuantArray } from "./_storage.ts";
 
 /** Byte offsets of one call's scratch in the wasm memory. */
 interface SimdLayout {
@@ -107,23 +108,26 @@ export function simdTileKernel(
   const MX = new Float32Array(mem, L.mx, Rc);
   const SUM = new Float32Array(mem, L.sum, Rc);
   const f16 = buf.k instanceof Float16Array;
+  const quant = buf.quant;
   const raw16 = new Uint16Array(mem, L.raw, Tn * Dp);
   // The kernels read whole Dp rows: the padding of q and of the staged rows must be zero.
   if (Dp !== D) new Uint8Array(mem, 0, L.bytes).fill(0);
   // What `stage` copies from, per buffer of `kvArrays` (float16: the bits).
-  const bits = (x: CpuArray) =>
-    f16 ? new Uint16Array(x.buffer, x.byteOffset, x.length) : x as Float32Array;
+  const bits = (x: KVArray) =>
+    f16 ? new Uint16Array(x.buffer, x.byteOffset, x.length) : x as Float32Array | CpuQuantArray;
   const kSrc = kvArrays(buf).k.map(bits);
   const vSrc = kvArrays(buf).v.map(bits);
   const kTile = new Float32Array(mem, L.k, Tn * Dp);
   const vTile = new Float32Array(mem, L.v, Tn * Dp);
   /**
    * Keys `[t0, t0 + n)` of `kv`'s selection in `src` → float32 rows of stride Dp at `tile`
-   * (float32 is a plain copy, float16 a copy of the bits and one conversion pass), a run of
-   * consecutive rows (the whole tile, or the part of it in one page) at a time.
+   * (float32 is a plain copy, float16 a copy of the bits and one conversion pass, quantized
+   * rows `scale · value` with `scales`), a run of consecutive rows (the whole tile, or the
+   * part of it in one page) at a time.
    */
   const stage = (
-    src: readonly (Uint16Array | Float32Array)[],
+    src: readonly (Uint16Array | Float32Array | CpuQuantArray)[],
+    scales: readonly Float32Array[] | undefined,
     kv: KVRows,
     t0: number,
     n: number,
@@ -132,10 +136,13 @@ export function simdTileKernel(
     const dst = f16 ? raw16 : tile;
     for (let j = t0; j < t0 + n;) {
       const run = kv.locate(j, t0 + n);
-      const from = src[kv.buffer];
+      const from = src[kv.buffer] as Uint16Array | Float32Array;
       const base = kv.at;
       const to = j - t0;
-      if (Dp === D) {
+      if (quant) {
+        const q8 = src[kv.buffer] as CpuQuantArray;
+        dequantRows(quant, q8, scales![kv.buffer], base, run, N, D, tile, to * Dp, Dp);
+      } else if (Dp === D) {
         dst.set(from.subarray(base, base + run * D), to * D);
       } else {
         for (let i = 0; i < run; i++) {
@@ -154,7 +161,7 @@ export function simdTileKernel(
     tile(rows: PassRows, R: number, kv: KVRows, t0: number, t1: number): void {
       const { end, m, l } = rows;
       const n = t1 - t0;
-      stage(kSrc, kv, t0, n, kTile);
+      stage(kSrc, quant?.k, kv, t0, n, kTile);
       K.scores(L.q, L.k, L.s, R, n, Dp, Tn);
       for (let a = 0; a < R; a++) {
         const c = Math.min(t1, end[a]) - t0;
@@ -172,7 +179,7 @@ export function simdTileKernel(
       }
       K.pexp(L.s, R, Tn, L.cnt, L.mx, L.sum); // p = exp(s − m) in place, Σp per row
       for (let a = 0; a < R; a++) if (C[a] > 0) l[a] += SUM[a];
-      stage(vSrc, kv, t0, n, vTile);
+      stage(vSrc, quant?.v, kv, t0, n, vTile);
       K.pv(L.s, L.v, L.o, L.alpha, L.cnt, R, Dp, Tn);
     },
   };

@@ -38,6 +38,7 @@ import {
 import { keysPerTile, simdTileKernel } from "./_simd_tile.ts";
 import { scalarTileKernel } from "./_scalar_tile.ts";
 import { walkedKvShape } from "./_kv_rows.ts";
+import { kvQuant } from "./_kv_quant.ts";
 
 export type { AttentionBuffers };
 
@@ -118,6 +119,7 @@ export function attentionBuffers(
 ): AttentionBuffers {
   const rows = g.B * g.Hq * g.Sq;
   const paged = inputs?.pages;
+  const quant = kvQuant(k.dtype, inputs);
   return {
     ...variantBuffers(variant, inputs),
     ...paged && {
@@ -127,6 +129,7 @@ export function attentionBuffers(
         blockTable: (paged.blockTable as CpuData).values as Int32Array,
       },
     },
+    ...quant && { quant },
     q: cpuValues(q),
     k: cpuValues(k),
     v: cpuValues(v),
