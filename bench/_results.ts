@@ -47,6 +47,8 @@ export interface Row {
   passes?: number;
   /** Calls in the wall-time loop. */
   wallCalls?: number;
+  /** Quantized rows: max |out − float64 over the unquantized inputs| on the checked rows. */
+  quantErr?: number;
   /** Paged rows: tokens per page of the KV cache. */
   pageSize?: number;
   /** Bytes of K and V held: contiguous tensors (padded to N), or a cache's pages in use. */

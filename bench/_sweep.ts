@@ -32,8 +32,16 @@ export const VARIANT_ALGOS = [
 export type VariantAlgo = typeof VARIANT_ALGOS[number];
 /** Lean over a paged KV cache of 16 or 256 tokens a page (`_paged.ts`): by name only. */
 export const PAGED_ALGOS = ["lean-paged16", "lean-paged256"] as const;
+/** Lean over K/V quantized to int8 or float8e4m3 (`_quant.ts`): by name only. */
+export const QUANT_ALGOS = ["lean-int8", "lean-float8e4m3"] as const;
 /** Every algorithm a row may carry. */
-export const ALL_ALGOS = [...OWN_ALGOS, ...PEER_ALGOS, ...VARIANT_ALGOS, ...PAGED_ALGOS] as const;
+export const ALL_ALGOS = [
+  ...OWN_ALGOS,
+  ...PEER_ALGOS,
+  ...VARIANT_ALGOS,
+  ...PAGED_ALGOS,
+  ...QUANT_ALGOS,
+] as const;
 
 /** An algorithm of this library. */
 export type OwnAlgo = typeof OWN_ALGOS[number];

@@ -68,18 +68,8 @@ import { loadOrtPeer, type OrtPeer } from "./peers/ort_webgpu.ts";
 import { runTorchPeer, type TorchCase } from "./_torch.ts";
 import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { flashAttention, flashSchedule } from "../attention/flash.ts";
-import { leanAttention, leanAttentionSchedule, type LeanOptions } from "../attention/lean.ts";
-import {
-  VARIANT_ALGOS,
-  type VariantAlgo,
-  variantBytes,
-  variantMath,
-  variantOptions,
-} from "./_variants.ts";
-
-const isVariant = (a: string): a is VariantAlgo => (VARIANT_ALGOS as readonly string[]).includes(a);
-import { naiveAttention } from "../attention/naive.ts";
+import { type VariantAlgo, variantBytes, variantMath } from "./_variants.ts";
+import { callOf, isVariant, scheduleInfo, tolerance, wallCallsFor, wallTime } from "./_calls.ts";
 import { referenceRow, sampleHeads } from "./_reference.ts";
 import {
   chunkRanges,
@@ -90,73 +80,17 @@ import {
   pageSizeOf,
 } from "./_paged.ts";
 import type { KVCache } from "../mod.ts";
+import {
+  isQuant,
+  type QuantAlgo,
+  quantReadBytes,
+  quantRun,
+  quantStoredBytes,
+  quantTolerance,
+} from "./_quant.ts";
 
 /** Streaming-read bandwidth assumed for time estimates before the first ceiling (GB/s). */
 const FIRST_GBS = 300;
-
-function callOf(algo: OwnAlgo | VariantAlgo, q: Tensor, k: Tensor, v: Tensor, c: Case): Call {
-  const kvLens = c.kvLens;
-  if (isVariant(algo)) {
-    const opts = { kvLens, ...variantOptions(algo, c) } as LeanOptions & { returnLse?: false };
-    return (qq = q) => leanAttention(qq, k, v, opts);
-  }
-  switch (algo) {
-    case "flash":
-      return (qq = q) => flashAttention(qq, k, v, { numSplits: 1, kvLens });
-    case "flash-decoding":
-      return (qq = q) => flashAttention(qq, k, v, { numSplits: "auto", kvLens });
-    case "lean":
-      return (qq = q) => leanAttention(qq, k, v, { kvLens });
-    case "naive":
-      return (qq = q) => naiveAttention(qq, k, v, { kvLens });
-  }
-}
-
-/** Workers (and cut units) of the schedule an algorithm runs, for reading the timings. */
-function scheduleInfo(
-  algo: OwnAlgo | VariantAlgo,
-  q: Tensor,
-  k: Tensor,
-  v: Tensor,
-  c: Case,
-): Partial<Row> {
-  if (algo === "naive") return {};
-  const kvLens = c.kvLens;
-  const s = isVariant(algo)
-    ? leanAttentionSchedule(q, k, v, { kvLens, ...variantOptions(algo, c) } as LeanOptions)
-    : algo === "lean"
-    ? leanAttentionSchedule(q, k, v, { kvLens })
-    : flashSchedule(q, k, v, { kvLens, numSplits: algo === "flash" ? 1 : "auto" });
-  return { workers: s.workers.length, cutUnits: s.cuts.length };
-}
-
-/** Wall time per call of a loop of `calls` with one readback at the end. */
-async function wallTime(call: Call, calls: number): Promise<number> {
-  await call().data();
-  const t0 = performance.now();
-  let last: Tensor | null = null;
-  for (let i = 0; i < calls; i++) {
-    last?.dispose();
-    last = call();
-  }
-  await last!.data();
-  const ms = (performance.now() - t0) / calls;
-  last!.dispose();
-  return ms;
-}
-
-/** Calls in the wall loop: enough to hide the ~10 ms readback latency, within a time budget. */
-function wallCallsFor(gpuMs: number | null, smoke: boolean): number {
-  if (smoke) return 3;
-  const ms = gpuMs ?? 1;
-  if (ms > 5) return Math.max(5, Math.ceil(160 / ms));
-  return Math.max(20, Math.min(200, Math.ceil(80 / Math.max(ms, 0.01))));
-}
-
-/** Tolerance of the check against flash: output rounding of the dtype, relative to max|ref|. */
-export function tolerance(dtype: Case["dtype"], refMax: number): number {
-  return (dtype === "float16" ? 1e-2 : 1e-4) * Math.max(refMax, 1e-3);
-}
 
 function msg(e: unknown): string {
   return e instanceof Error ? e.message.split("\n")[0] : String(e);
@@ -205,8 +139,9 @@ async function main(): Promise<number> {
   };
   const rt = runtimeOf(gpu);
   const cases = buildCases(opts);
-  const own = opts.algos.filter((a): a is OwnAlgo | VariantAlgo | PagedAlgo =>
-    ["lean", "flash", "flash-decoding", "naive"].includes(a) || isVariant(a) || isPaged(a)
+  const own = opts.algos.filter((a): a is OwnAlgo | VariantAlgo | PagedAlgo | QuantAlgo =>
+    ["lean", "flash", "flash-decoding", "naive"].includes(a) || isVariant(a) || isPaged(a) ||
+    isQuant(a)
   );
   const wantOrt = opts.peers && opts.algos.includes("ort-webgpu");
   const torchAlgos = opts.algos.filter((a) => a.startsWith("torch-"));
@@ -269,6 +204,7 @@ async function main(): Promise<number> {
     const rowsBefore = rows.length;
     const made: Tensor[] = [];
     const caches: KVCache[] = [];
+    const cleanups: (() => void)[] = [];
     let leanData: Float32Array | null = null;
     try {
       const qi = inputs.query(c);
@@ -314,6 +250,14 @@ async function main(): Promise<number> {
         at: (b * c.Hq + h) * c.D,
         vals: referenceRow(c, b, h, qi.host, kHost, vHost, ranges),
       }));
+      // The largest |q|₁ of the checked rows (the quantized rows' score error scales with it).
+      const qL1 = Math.max(
+        ...sampleHeads(c).map(([b, h]) => {
+          let a = 0;
+          for (let d = 0; d < c.D; d++) a += Math.abs(qi.host[(b * c.Hq + h) * c.D + d]);
+          return a;
+        }),
+      );
       const plainTol = tolerance(c.dtype, Math.max(...refRows.map((r) => maxAbs(r.vals))));
       let plainFlash: Float32Array | null = null;
       try {
@@ -336,13 +280,20 @@ async function main(): Promise<number> {
           at: (b * c.Hq + h) * c.D,
           vals: referenceRow(c, b, h, qi.host, kHost, vHost, chunkRanges(c, inputs, gpu.partBytes)),
         }));
-      const check = (data: Float32Array, algo?: VariantAlgo | PagedAlgo): Partial<Row> => {
+      const check = (
+        data: Float32Array,
+        algo?: VariantAlgo | PagedAlgo | QuantAlgo,
+      ): Partial<Row> => {
         let refDiff = 0;
-        const refs = algo ? (isPaged(algo) ? pagedRefs() : variantRefs(algo)) : refRows;
+        const quant = algo !== undefined && isQuant(algo);
+        const refs = !algo || quant ? refRows : isPaged(algo) ? pagedRefs() : variantRefs(algo);
         const flashData = algo && !isPaged(algo) ? null : plainFlash;
         // The rounding bound scales with the row's own output (a variant such as ALiBi
-        // averages fewer keys: larger outputs than the plain rows').
-        const tol = algo && !isPaged(algo)
+        // averages fewer keys: larger outputs than the plain rows'); a quantized row's is the
+        // format's rounding of K and V (bench/_quant.ts).
+        const tol = quant
+          ? quantTolerance(algo, maxAbs(vHost), maxAbs(kHost), qL1, c.D)
+          : algo && !isPaged(algo)
           ? tolerance(c.dtype, Math.max(...refs.map((r) => maxAbs(r.vals))))
           : plainTol;
         for (const r of refs) {
@@ -351,7 +302,7 @@ async function main(): Promise<number> {
             if (!(e <= refDiff)) refDiff = Number.isNaN(e) ? Infinity : e;
           }
         }
-        const out: Partial<Row> = { refDiff, tol };
+        const out: Partial<Row> = quant ? { refDiff, tol, quantErr: refDiff } : { refDiff, tol };
         if (flashData) out.maxAbsDiff = maxAbsDiff(data, flashData);
         const vsFlash = out.maxAbsDiff === undefined
           ? ""
@@ -372,7 +323,11 @@ async function main(): Promise<number> {
           row.note = row.note ? `${row.note}; ${splitNote}` : splitNote;
         }
         if (row.gpuMs !== null) {
-          const read = isVariant(row.algo) ? variantBytes(row.algo, c, bytes) : bytes;
+          const read = isVariant(row.algo)
+            ? variantBytes(row.algo, c, bytes)
+            : isQuant(row.algo)
+            ? quantReadBytes(row.algo, c)
+            : bytes;
           // Paged rows read the same K/V bytes (the block table is 4 bytes a page).
           row.effGBs = read / (row.gpuMs * 1e6);
           row.ceilingGBs = ceiling!.gbs;
@@ -422,6 +377,11 @@ async function main(): Promise<number> {
             call = pr.call;
             pagedNote = pr.note;
             extra = { pageSize: pageSizeOf(algo), storedBytes: pr.storedBytes };
+          } else if (isQuant(algo)) {
+            const qr = quantRun(algo, q, k, v, c);
+            cleanups.push(qr.dispose);
+            call = qr.call;
+            extra = { storedBytes: quantStoredBytes(algo, c) };
           } else {
             call = callOf(algo, q, k, v, c);
             extra = { ...scheduleInfo(algo, q, k, v, c), storedBytes: contiguousBytes(c) };
@@ -430,7 +390,10 @@ async function main(): Promise<number> {
           const data = await out.data();
           out.dispose();
           if (algo === "lean") leanData = data;
-          const checked = check(data, isVariant(algo) || isPaged(algo) ? algo : undefined);
+          const checked = check(
+            data,
+            isVariant(algo) || isPaged(algo) || isQuant(algo) ? algo : undefined,
+          );
           if (isPaged(algo) && leanData) {
             const same = data.every((x, i) => Object.is(x, leanData![i]));
             checked.note = `${
@@ -534,6 +497,7 @@ async function main(): Promise<number> {
     } finally {
       for (const t of made) t.dispose();
       for (const x of caches) x.dispose();
+      for (const f of cleanups) f();
     }
   }
   bar.finish();
