@@ -6,27 +6,13 @@
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
 import { kvCache, leanAttention, randn, type Tensor } from "../../mod.ts";
 import { allocStorage, tileInto } from "../_inputs.ts";
-import { heatGpu } from "../_heater.ts";
+import { medianCallMs } from "./_gpu_time.ts";
 
 const gpu = await webgpu();
 console.log(gpu.description);
 const [Hq, Hkv, D] = [32, 8, 128];
 
-async function time(f: () => Tensor, reps: number): Promise<number> {
-  await f().data(); // warm: pipelines
-  await heatGpu(gpu.ctx.device, 100, 1024);
-  gpu.setProfiling(true);
-  const outs: Tensor[] = [];
-  for (let i = 0; i < reps; i++) outs.push(f());
-  const t = await gpu.readTimings();
-  gpu.setProfiling(false);
-  for (const o of outs) o.dispose();
-  const per = t.length / reps;
-  const all: number[] = [];
-  for (let i = 0; i < reps; i++) all.push(t[i * per + per - 1].endNs! - t[i * per].startNs!);
-  all.sort((a, b) => a - b);
-  return all[Math.floor(reps / 2)] / 1e6;
-}
+const time = (f: () => Tensor, reps: number) => medianCallMs(gpu, f, reps);
 
 const block = randn([1 << 21], { seed: 1, dtype: "float16", backend: gpu });
 // `--small`: tiny sizes, to try the probe on a software adapter.
