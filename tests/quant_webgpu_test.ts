@@ -226,7 +226,9 @@ const CASES: Case[] = [
   },
   {
     name: "flash causal prefill int8/token (subgroup, tail mask)",
-    shape: [1, 2, 1, 5, 37, 32],
+    // D 64: at D 32 a 32-lane adapter (NVIDIA) has no subgroup configuration for int8 rows of
+    // 4 bytes a lane and plans the generic kernel.
+    shape: [1, 2, 1, 5, 37, 64],
     fmt: "int8",
     sc: "token",
     algo: "flash",
