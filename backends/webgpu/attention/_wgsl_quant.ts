@@ -70,16 +70,20 @@ export function quantBindings(
     // WGSL's packed-4x8 builtin (in wgpu's naga of Deno 2.9.6, no `requires` needed).
     out.push(`fn dq_i8(w: u32) -> vec4<f32> { return vec4<f32>(unpack4xI8(w)); }`);
   } else {
-    // E4M3 → f32 on the bits: a normal code's exponent and mantissa shift into place and the
-    // exponent bias moves from 7 to 127 (+120 · 2²³); subnormals (exponent 0) are m · 2⁻⁹,
-    // computed apart (a f32 subnormal could be flushed); 0x7f is NaN (`nanw`: a runtime NaN).
+    // E4M3 → f32 through float16: a code's 7 magnitude bits placed at f16 bits 7–13 and its
+    // sign at bit 15 make the f16 of the value times 2⁻⁸ (exponent bias 7 against f16's 15;
+    // E4M3's subnormals land on f16's), so bytes 0,1 and 2,3 become two f16 pairs, unpacked by
+    // the hardware and scaled by 2⁸ once. 0x7f (NaN) would read 480: selected apart, found
+    // for all four bytes at once (a byte's 7 bits plus one carry into its bit 7 only at 0x7f).
+    // Half the ALU work of decoding each value on its f32 bits (bench/NOTES.md).
     out.push(`fn dq_e4m3(w: u32, nanw: f32) -> vec4<f32> {
-  let x = vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u);
-  let a = x & vec4<u32>(0x7fu);
-  let nrm = bitcast<vec4<f32>>((a << vec4<u32>(20u)) + vec4<u32>(0x3c000000u));
-  var mag = select(nrm, vec4<f32>(a) * 0.001953125, a < vec4<u32>(8u));
-  mag = select(mag, vec4<f32>(nanw), a == vec4<u32>(0x7fu));
-  return bitcast<vec4<f32>>(bitcast<vec4<u32>>(mag) | ((x & vec4<u32>(0x80u)) << vec4<u32>(24u)));
+  let p = vec2<u32>(w, w >> 16u);
+  let h = ((p & vec2<u32>(0x7fu)) << vec2<u32>(7u)) | ((p & vec2<u32>(0x80u)) << vec2<u32>(8u)) |
+    ((p & vec2<u32>(0x7f00u)) << vec2<u32>(15u)) | ((p & vec2<u32>(0x8000u)) << vec2<u32>(16u));
+  let v = vec4<f32>(unpack2x16float(h.x), unpack2x16float(h.y)) * 256.0;
+  let n = ((w & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u;
+  let isnan = (vec4<u32>(n) & vec4<u32>(0x80u, 0x8000u, 0x800000u, 0x80000000u)) != vec4<u32>(0u);
+  return select(v, vec4<f32>(nanw), isnan);
 }`);
   }
   if (pg) {
