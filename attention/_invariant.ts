@@ -1,7 +1,7 @@
 /**
  * `batchInvariant: true` on flash and lean (VARIANTS.md, "Batch invariance"): the schedule
- * cuts a unit's keys only every {@link INVARIANT_CHUNK_KEYS} keys (in whole tiles), each
- * piece its own state, merged left to right (`invariantSchedule`); backends run the pieces
+ * cuts a unit's keys only every `invariantChunkKeys(keys)` keys of its own length (2048 to
+ * 16384, in whole tiles), each piece its own state, merged left to right (`invariantSchedule`); backends run the pieces
  * with a kernel configuration chosen without looking at the batch (schedule kind
  * `"invariant"`). K/V stored in parts are cut where the parts end, which depends on the
  * whole tensor: refused.
@@ -10,7 +10,7 @@
  */
 import { ArgumentError, LimitError, show } from "../tensor/errors.ts";
 import { invariantSchedule, type LeanSchedule } from "../schedule/lean_schedule.ts";
-import { INVARIANT_CHUNK_KEYS, MAX_WORKERS } from "../schedule/limits.ts";
+import { invariantChunkKeys, MAX_WORKERS } from "../schedule/limits.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
 import type { ScheduleLens } from "./plan.ts";
 
@@ -23,9 +23,9 @@ export function batchInvariantOption(op: string, value: unknown): boolean {
   return value;
 }
 
-/** Tiles of one piece for tiles of `tileSize` keys. */
-export function chunkTiles(tileSize: number): number {
-  return Math.max(1, Math.ceil(INVARIANT_CHUNK_KEYS / tileSize));
+/** Tiles of a piece of a unit with `keys` keys, for tiles of `tileSize` keys. */
+export function chunkTiles(tileSize: number, keys: number): number {
+  return Math.max(1, Math.ceil(invariantChunkKeys(keys) / tileSize));
 }
 
 /** The problem's units, as a schedule builder needs them. */
@@ -45,11 +45,10 @@ export function invariantScheduleOf(
   lens: ScheduleLens,
   grid?: number,
 ): LeanSchedule {
-  const chunk = chunkTiles(problem.tileSize);
-  const pieces = lens.kvLens.reduce(
-    (a, n) => a + Math.ceil(Math.ceil(n / problem.tileSize) / chunk),
-    0,
-  ) * problem.kvHeads * problem.qBlocks;
+  const T = problem.tileSize;
+  const chunk = (keys: number) => chunkTiles(T, keys);
+  const pieces = lens.kvLens.reduce((a, n) => a + Math.ceil(Math.ceil(n / T) / chunk(n)), 0) *
+    problem.kvHeads * problem.qBlocks;
   return invariantSchedule({
     ...lens,
     ...problem,

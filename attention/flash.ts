@@ -40,8 +40,8 @@ export interface FlashOptions extends AttentionOptions {
    */
   numSplits?: number | "auto";
   /**
-   * Cut each sequence's keys only at fixed positions (every 2048 keys, in whole blocks), one
-   * worker a piece, merged left to right: a row's bits then depend on nothing but its own
+   * Cut each sequence's keys only at fixed positions (as `LeanOptions.batchInvariant`, in
+   * whole blocks), one worker a piece, merged left to right: a row's bits then depend on nothing but its own
    * inputs (VARIANTS.md, "Batch invariance"; see `LeanOptions.batchInvariant`). Not with
    * `numSplits`. Default false.
    */

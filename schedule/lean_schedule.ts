@@ -306,29 +306,37 @@ const MAX_PIECES = 1 << 22;
 
 /**
  * The batch-invariant partition (VARIANTS.md, "Batch invariance"): unit u's tiles cut into
- * pieces `[k·chunkTiles, (k + 1)·chunkTiles)` — where a unit's keys are cut depends on its own
- * keys only, never on the batch, the other units or `grid` — and every piece its own segment
+ * pieces `[k·c, (k + 1)·c)` with c = `chunkTiles`, or `chunkTiles(keys)` of the unit's own
+ * keys — where a unit's keys are cut depends on its own keys only, never on the batch, the
+ * other units or `grid` — and every piece its own segment
  * (a piece is never fused with the next on one worker, which would change its arithmetic).
  * Pieces are dealt to `grid` workers in unit order, worker w taking pieces `[⌊wP/G⌋,
  * ⌊(w+1)P/G⌋)`; a unit with several pieces merges them in key order. With a fixed tile size
  * and per-piece arithmetic, a row's bits do not depend on anything but its own inputs.
  */
-export function invariantSchedule(plan: LeanPlan & { chunkTiles: number }): LeanSchedule {
+export function invariantSchedule(
+  plan: LeanPlan & { chunkTiles: number | ((unitKeys: number) => number) },
+): LeanSchedule {
   const grid = checkScheduleSize("invariantSchedule", plan, "grid", plan?.grid, 0);
-  const chunk = positiveInt("chunkTiles", plan.chunkTiles);
+  const given = plan.chunkTiles;
+  if (typeof given !== "function") positiveInt("chunkTiles", given);
   const { plan: p, units: list } = units(plan);
-  const count = list.reduce((a, u) => a + Math.ceil(u.tiles / chunk), 0);
+  // A unit's chunk: fixed, or a function of the unit's own keys only.
+  const chunks = list.map((u) =>
+    typeof given === "function" ? positiveInt("chunkTiles(keys)", given(u.keys)) : given
+  );
+  const count = list.reduce((a, u, i) => a + Math.ceil(u.tiles / chunks[i]), 0);
   if (count > MAX_PIECES) {
     throw new LimitError(
-      `invariantSchedule: ${count} pieces of ${chunk} tiles, more than the ${MAX_PIECES} a ` +
+      `invariantSchedule: ${count} pieces, more than the ${MAX_PIECES} a ` +
         `schedule may hold (use larger tiles or chunks)`,
     );
   }
   const pieces: LeanSegment[] = [];
   for (let u = 0; u < list.length; u++) {
     const tiles = list[u].tiles;
-    for (let t = 0; t < tiles; t += chunk) {
-      const end = Math.min(tiles, t + chunk);
+    for (let t = 0; t < tiles; t += chunks[u]) {
+      const end = Math.min(tiles, t + chunks[u]);
       pieces.push({
         unit: u,
         tileStart: t,

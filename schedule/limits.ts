@@ -29,9 +29,23 @@ export function queryBlocksOf(Sq: number): number {
 }
 
 /**
- * Keys of one piece of a batch-invariant schedule (`batchInvariant: true`): a unit's keys
- * are cut every `ceil(INVARIANT_CHUNK_KEYS / tileSize)` tiles, whatever else is in the batch.
- * Long enough that a piece's fixed cost (its state, its merge) is a few per cent of its
- * reads; short enough that one long sequence still spreads over many workers.
+ * Keys of the shortest piece of a batch-invariant schedule (`batchInvariant: true`); a unit
+ * is cut into pieces of {@link invariantChunkKeys} keys (in whole tiles), whatever else is in
+ * the batch.
  */
 export const INVARIANT_CHUNK_KEYS = 2048;
+/** Keys of the longest piece of a batch-invariant schedule. */
+export const INVARIANT_MAX_CHUNK_KEYS = 16384;
+
+/**
+ * Keys a piece of a unit with `keys` keys holds under `batchInvariant`: the shortest piece,
+ * doubled while the unit would be cut into more than 32 pieces (up to the longest). It reads
+ * nothing but the unit's own length, so it is the same in every batch; pieces long enough that
+ * a piece's fixed cost (its state, its merge) is small, and a long sequence still spread over
+ * many workers (H100 probe: bench/NOTES.md, "Session 2026-12-06 (3)").
+ */
+export function invariantChunkKeys(keys: number): number {
+  let c = INVARIANT_CHUNK_KEYS;
+  while (c < INVARIANT_MAX_CHUNK_KEYS && 32 * c < keys) c *= 2;
+  return c;
+}

@@ -152,3 +152,15 @@ describeBackends(
     );
   },
 );
+
+Deno.test("batchInvariant: a long sequence (longer pieces) keeps its bits in any batch [cpu]", async () => {
+  const { cpu } = await import("../backends/cpu/cpu_backend.ts");
+  const backend = cpu();
+  // 100k keys: pieces of 4096 keys (invariantChunkKeys), 25 of them, merged left to right.
+  const N = 100_000;
+  const long = draw(N, N, 5), short = draw(3000, N, 6);
+  const run = runner(backend, "lean", N, "float32");
+  const alone = (await run([long], { batchInvariant: true, grid: 3 }))[0];
+  const inBatch = (await run([short, long, short], { batchInvariant: true, grid: 17 }))[1];
+  assert(sameBits(alone.out, inBatch.out) && sameBits(alone.lse, inBatch.lse));
+});

@@ -150,8 +150,12 @@ Deno.test("invariant schedule: fixed pieces per unit, whatever the batch and gri
       planArb,
       fc.integer({ min: 1, max: 9 }),
       fc.integer({ min: 1, max: 40 }),
-      (d, chunkTiles, grid) => {
+      fc.boolean(),
+      (d, fixed, grid, byKeys) => {
         const p = base(d);
+        // A fixed chunk, or one that is a function of the unit's own keys.
+        const chunkOf = (keys: number) => byKeys ? 1 + ((keys >> 4) % fixed) : fixed;
+        const chunkTiles = byKeys ? chunkOf : fixed;
         const s = invariantSchedule({ ...p, grid, chunkTiles });
         assertEquals(s.kind, "invariant");
         checkCommon(s);
@@ -161,10 +165,11 @@ Deno.test("invariant schedule: fixed pieces per unit, whatever the batch and gri
         const pieces = s.units.map(() => [] as [number, number][]);
         for (const run of s.workers) {
           for (const g of run) {
-            assertEquals(g.tileStart % chunkTiles, 0, "a piece starts at a chunk boundary");
+            const c = chunkOf(s.units[g.unit].keys);
+            assertEquals(g.tileStart % c, 0, "a piece starts at a chunk boundary");
             assertEquals(
               g.tileEnd,
-              Math.min(s.units[g.unit].tiles, g.tileStart + chunkTiles),
+              Math.min(s.units[g.unit].tiles, g.tileStart + c),
               "a piece is one whole chunk",
             );
             pieces[g.unit].push([g.tileStart, g.tileEnd]);

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { INVARIANT_CHUNK_KEYS } from "../../../schedule/limits.ts";
+import { INVARIANT_MAX_CHUNK_KEYS } from "../../../schedule/limits.ts";
 import type { AttentionParams } from "../../backend.ts";
 import type { LeanSchedule } from "../../../schedule/lean_schedule.ts";
 import { META, META_SEG_OFFS, NEG_INF_BITS, probShift, SEG_WORDS } from "./_wgsl_meta.ts";
@@ -67,10 +67,10 @@ export function buildMeta(
   meta[META.reduceChunks] = nx.chunks;
   let longest = 0; // the most keys a row sees (its sink aside: l stays under 2)
   for (let b = 0; b < g.B; b++) longest = Math.max(longest, params.kvLens[b]);
-  // A batch-invariant schedule's pieces hold at most a chunk of keys: the same shift for
-  // every batch (the shift decides which tiny probabilities flush to zero).
+  // A batch-invariant schedule's pieces hold at most the longest chunk of keys: the same
+  // shift for every batch (the shift decides which tiny probabilities flush to zero).
   const T = s.plan.tileSize;
-  if (s.kind === "invariant") longest = T * Math.ceil(INVARIANT_CHUNK_KEYS / T);
+  if (s.kind === "invariant") longest = T * Math.ceil(INVARIANT_MAX_CHUNK_KEYS / T);
   meta[META.probShift] = probShift(longest);
   meta.set(vw, varOff);
   // Items and partial lists; each partial slot's item, first list word and piece count go
