@@ -67,14 +67,10 @@ export function quantBindings(
     }
   }
   if (qk.fmt === "i8") {
-    // Each byte c, its sign bit flipped (c ^ 0x80 = b + 128 for the signed value b), as the
-    // low mantissa bits of a float above 2²³: the float is 2²³ + 128 + b exactly, and one
-    // subtraction leaves b — bit operations and a float add instead of four integer-to-float
-    // conversions (bench/NOTES.md, "Session 2026-12-06 (3)").
-    out.push(`fn dq_i8(w: u32) -> vec4<f32> {
-  let x = ((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu)) ^ vec4<u32>(0x80u);
-  return bitcast<vec4<f32>>(x | vec4<u32>(0x4b000000u)) - vec4<f32>(8388736.0);
-}`);
+    // WGSL's packed-4x8 builtin (in wgpu's naga of Deno 2.9.6, no `requires` needed). A
+    // decode on float bits (byte ^ 0x80 in the mantissa above 2²³, one subtraction) was no
+    // faster on an H100 (bench/NOTES.md, "Session 2026-12-06 (3)").
+    out.push(`fn dq_i8(w: u32) -> vec4<f32> { return vec4<f32>(unpack4xI8(w)); }`);
   } else {
     // E4M3 → f32 through float16: a code's 7 magnitude bits placed at f16 bits 7–13 and its
     // sign at bit 15 make the f16 of the value times 2⁻⁸ (exponent bias 7 against f16's 15;
