@@ -138,15 +138,18 @@ ${row}
  * element type `elT`).
  */
 export function bufferPicker(t: string, nb: number, elT: string): string {
-  const cases = [...Array(nb - 1).keys()].map((c) =>
-    `    case ${c + 1}u: { return ${t}${c + 1}[i]; }`
-  );
+  // A binary tree of two-way choices, not a switch: on an H100 a switch over 4 or 8 buffers
+  // cost paged lean 10 and 24 % against 2 (bench/NOTES.md, "Session 2026-12-06 (3)").
+  const name = (c: number) => (c === 0 ? t : `${t}${c}`);
+  const pick = (lo: number, hi: number, ind: string): string => {
+    if (hi - lo === 1) return `${ind}return ${name(lo)}[i];`;
+    const mid = (lo + hi) >> 1;
+    return `${ind}if (c < ${mid}u) {\n${pick(lo, mid, ind + "  ")}\n${ind}}\n${pick(mid, hi, ind)}`;
+  };
   return `fn ld${t}(x: u32) -> ${elT} {
   let i = x & 0x0fffffffu;
-  switch (x >> ${INDEX_BITS}u) {
-${cases.join("\n")}
-    default: { return ${t}[i]; }
-  }
+  let c = x >> ${INDEX_BITS}u;
+${pick(0, nb, "  ")}
 }`;
 }
 
