@@ -167,6 +167,41 @@ export function kvAt(pg: PagedKernel | null | undefined, key: string, mul: numbe
 }
 
 /** WGSL loading `t` ("K" or "V") at load index `x` (through the buffer picker when several). */
+/**
+ * WGSL lines (at `ind`) of loads that share one base index `x` (a key's K and V rows): `dst =
+ * T[x + off]` each; with several page buffers one choice of buffer for all of them (the tree
+ * of {@link bufferPicker} once, every load of the key in each leaf), not one per load.
+ * `tag` makes the lines' own names unique.
+ */
+export function keyLoads(
+  pg: PagedKernel | null | undefined,
+  x: string,
+  loads: readonly { dst: string; t: "K" | "V"; off: string }[],
+  ind: string,
+  tag: string,
+): string[] {
+  if (!pg || pg.nb === 1) return loads.map((l) => `${ind}${l.dst} = ${l.t}[${x} + ${l.off}];`);
+  const out = [
+    `${ind}let pc${tag} = (${x}) >> ${INDEX_BITS}u;`,
+    `${ind}let pi${tag} = (${x}) & 0x0fffffffu;`,
+  ];
+  const name = (t: string, c: number) => (c === 0 ? t : `${t}${c}`);
+  const pick = (lo: number, hi: number, at: string) => {
+    if (hi - lo === 1) {
+      for (const l of loads) out.push(`${at}${l.dst} = ${name(l.t, lo)}[pi${tag} + ${l.off}];`);
+      return;
+    }
+    const mid = (lo + hi) >> 1;
+    out.push(`${at}if (pc${tag} < ${mid}u) {`);
+    pick(lo, mid, at + "  ");
+    out.push(`${at}} else {`);
+    pick(mid, hi, at + "  ");
+    out.push(`${at}}`);
+  };
+  pick(0, pg.nb, ind);
+  return out;
+}
+
 export function kvLoad(pg: PagedKernel | null | undefined, t: "K" | "V", x: string): string {
   return pg && pg.nb > 1 ? `ld${t}(${x})` : `${t}[${x}]`;
 }

@@ -38,7 +38,14 @@ import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
 import { type SgConfig, sgKey, sgLoadWidth } from "./subgroup_config.ts";
-import { kvAt, kvLoad, pagedBindingCount, pagedBindings, pagedSegment } from "./_wgsl_paged.ts";
+import {
+  keyLoads,
+  kvAt,
+  kvLoad,
+  pagedBindingCount,
+  pagedBindings,
+  pagedSegment,
+} from "./_wgsl_paged.ts";
 import {
   headScales,
   keyScales,
@@ -244,6 +251,18 @@ ${st}
       p(`      let al${r} = select(0.0, exp(m${r} - mn${r}), m${r} != ninf);`);
     }
   };
+  // The next batch's K and V words of key slot u (index `kn${u}`): with several page buffers
+  // one choice of buffer for all of them.
+  const nextLoads = (u: number) =>
+    keyLoads(
+      pg,
+      `kn${u}`,
+      (["K", "V"] as const).flatMap((t) =>
+        chs.map((ch) => ({ dst: `n${t.toLowerCase()}a${u}_${ch}`, t, off: `${ch * L}u` }))
+      ),
+      "      ",
+      `${u}`,
+    ).forEach(p);
   const body = (masked: boolean) => {
     for (const u of us) {
       p(`      let key${u} = base + ${u * S}u + slot;`);
@@ -260,8 +279,7 @@ ${st}
         for (const ch of chs) p(`      let va${u}_${ch} = ${vUse(`nva${u}_${ch}`, `key${u}`)};`);
         if (qk) takeScales(u);
         p(`      let kn${u} = ${kvAt(pg, `min(key${u} + ${S * U}u, klast)`, UPR)} + lane;`);
-        for (const ch of chs) p(`      nka${u}_${ch} = ${kvLoad(pg, "K", `kn${u} + ${ch * L}u`)};`);
-        for (const ch of chs) p(`      nva${u}_${ch} = ${kvLoad(pg, "V", `kn${u} + ${ch * L}u`)};`);
+        nextLoads(u);
         if (tok) scales(u, `min(key${u} + ${S * U}u, klast)`, "", "n", "      ");
       } else {
         p(`      let kr${u} = ${kvAt(pg, `min(key${u}, kend - 1u)`, UPR)} + lane;`);
@@ -410,8 +428,7 @@ ${st}
         p(`      let kn${u} = ${
           kvAt(pg, `min(base + ${S * U + u * S}u + slot, klast)`, UPR)
         } + lane;`);
-        for (const ch of chs) p(`      nka${u}_${ch} = ${kvLoad(pg, "K", `kn${u} + ${ch * L}u`)};`);
-        for (const ch of chs) p(`      nva${u}_${ch} = ${kvLoad(pg, "V", `kn${u} + ${ch * L}u`)};`);
+        nextLoads(u);
         if (tok) scales(u, `min(base + ${S * U + u * S}u + slot, klast)`, "", "n", "      ");
       }
     }
