@@ -4,11 +4,20 @@
  * no token full of NaN (a kernel that reads one poisons its row), and turn a contiguous plan
  * into the equivalent paged plan (same schedule, so the same bits).
  */
-import type { Backend, DataId, PagedKVInfo } from "../backends/backend.ts";
+import type { Backend, DataId, PagedKVInfo, TensorInfo } from "../backends/backend.ts";
 import type { AttentionPlan, AttentionRun, PagedLayout } from "../schedule/attention_plan.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { DType } from "../tensor/dtype.ts";
+
+/** Uniform-sum values in [−3, 3) (roughly normal), seeded. */
+export function randomArray(n: number, seed: number): Float32Array {
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => (r() + r() + r() - 1.5) * 2);
+}
+
+/** The backend-level description of a tensor. */
+export const infoOf = (t: Tensor): TensorInfo => ({ id: t.id, shape: t.shape, dtype: t.dtype });
 
 /** Host pages: page buffers' values, the block table and the layout. */
 export interface HostPages {

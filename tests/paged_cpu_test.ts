@@ -8,12 +8,11 @@
 import { deepStrictEqual, ok as assert, strictEqual } from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
-import type { Backend, TensorInfo } from "../backends/backend.ts";
+import type { Backend } from "../backends/backend.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { DType } from "../tensor/dtype.ts";
 import { E4M3_VALUES } from "../tensor/float8.ts";
-import type { Tensor } from "../tensor/tensor.ts";
-import { pagedPlan, paginate, rng, uploadPages } from "./_paged.ts";
+import { infoOf, pagedPlan, paginate, rng, uploadPages } from "./_paged.ts";
 import { flashAttentionPlan } from "../attention/flash.ts";
 import { leanAttentionPlan } from "../attention/lean.ts";
 import type { AttentionInputs } from "../backends/backend.ts";
@@ -22,7 +21,7 @@ import { closeAttentionWorkers, cpuAttentionParallel } from "../backends/cpu/_at
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
 
 const backend: Backend = cpu();
-const info = (t: Tensor): TensorInfo => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+const info = infoOf;
 
 /** Bitwise equality of two float arrays (NaN equals NaN, −0 differs from +0). */
 function sameBits(got: ArrayLike<number>, want: ArrayLike<number>, what: string): void {

@@ -7,7 +7,7 @@
  * float16 rows of an odd head dim (rows sharing u32 words). No buffer may leak.
  */
 import { deepStrictEqual, ok as assert, strictEqual, throws } from "node:assert/strict";
-import type { AttentionInputs, TensorInfo } from "../backends/backend.ts";
+import type { AttentionInputs } from "../backends/backend.ts";
 import type { AttentionTuning } from "../backends/webgpu/attention/tuning.ts";
 import type { WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
@@ -18,14 +18,9 @@ import type { DType } from "../tensor/dtype.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { ArgumentError, LimitError, ShapeError } from "../tensor/errors.ts";
 import { ownWebgpu, webgpuBackend } from "./_backends.ts";
-import { pagedPlan, paginate, rng, uploadPages } from "./_paged.ts";
+import { infoOf, pagedPlan, paginate, randomArray, uploadPages } from "./_paged.ts";
 
-const info = (t: Tensor): TensorInfo => ({ id: t.id, shape: t.shape, dtype: t.dtype });
-
-function randomArray(n: number, seed: number): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => (r() + r() + r() - 1.5) * 2);
-}
+const info = infoOf;
 
 interface Case {
   name: string;

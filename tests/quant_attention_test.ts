@@ -8,7 +8,7 @@
  * nothing leaks.
  */
 import { ok as assert } from "node:assert/strict";
-import type { Backend, TensorInfo } from "../backends/backend.ts";
+import type { Backend } from "../backends/backend.ts";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
 import { disableSimdKernelsForTesting } from "../backends/cpu/_attention_simd.ts";
 import { closeAttentionWorkers, cpuAttentionParallel } from "../backends/cpu/_attention_worker.ts";
@@ -21,6 +21,7 @@ import { tensor } from "../tensor/creation.ts";
 import type { ComputeDType, QuantDType } from "../tensor/dtype.ts";
 import { DTypeError, ShapeError } from "../tensor/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import { infoOf } from "./_paged.ts";
 import { attentionTolerances, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
 import { describeBackends } from "./_backends.ts";
 import { expectError } from "./_assert.ts";
@@ -38,7 +39,7 @@ const ALGOS: [string, (q: Tensor, k: KV, v: KV, o: object) => Tensor | Attention
 type KV = Tensor | QuantizedTensor;
 
 const state = (r: Tensor | AttentionState) => r as AttentionState;
-const info = (t: Tensor): TensorInfo => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+const info = infoOf;
 
 async function check(backend: Backend, dims: Dims, qDtype: ComputeDType, seed: number) {
   const p = hostProblem(seed, dims, qDtype);

@@ -22,17 +22,12 @@ import { ArgumentError, LimitError, ShapeError } from "../tensor/errors.ts";
 import { dequantize, quantize } from "../ops/quantize.ts";
 import { attentionTolerances, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
 import { ownWebgpu, webgpuBackend } from "./_backends.ts";
-import { pagedPlan, paginate, rng } from "./_paged.ts";
+import { infoOf, pagedPlan, paginate, randomArray } from "./_paged.ts";
 import { hostQuantize, quantPlan } from "./_quant.ts";
 import { decodeE4M3 } from "../tensor/float8.ts";
 import { dequantWord, quantBindings } from "../backends/webgpu/attention/_wgsl_quant.ts";
 
-const info = (t: Tensor): TensorInfo => ({ id: t.id, shape: t.shape, dtype: t.dtype });
-
-function randomArray(n: number, seed: number): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => (r() + r() + r() - 1.5) * 2);
-}
+const info = infoOf;
 
 interface Case {
   name: string;
