@@ -10,7 +10,7 @@
  */
 import { ArgumentError, LimitError, show } from "../tensor/errors.ts";
 import { invariantSchedule, type LeanSchedule } from "../schedule/lean_schedule.ts";
-import { invariantChunkKeys, MAX_WORKERS } from "../schedule/limits.ts";
+import { invariantChunkKeys } from "../schedule/limits.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
 import type { ScheduleLens } from "./plan.ts";
 
@@ -36,24 +36,18 @@ export interface InvariantProblem {
   tileSize: number;
 }
 
-/**
- * The invariant schedule over `grid` workers, or (no grid: flash) one worker a piece — at
- * most the pieces of every unit's valid keys, so a window only leaves some workers idle.
- */
+/** The invariant schedule over `grid` workers, or (no grid: flash) one worker a piece. */
 export function invariantScheduleOf(
   problem: InvariantProblem,
   lens: ScheduleLens,
   grid?: number,
 ): LeanSchedule {
   const T = problem.tileSize;
-  const chunk = (keys: number) => chunkTiles(T, keys);
-  const pieces = lens.kvLens.reduce((a, n) => a + Math.ceil(Math.ceil(n / T) / chunk(n)), 0) *
-    problem.kvHeads * problem.qBlocks;
   return invariantSchedule({
     ...lens,
     ...problem,
-    chunkTiles: chunk,
-    grid: grid ?? Math.min(MAX_WORKERS, Math.max(1, pieces)),
+    chunkTiles: (keys: number) => chunkTiles(T, keys),
+    ...(grid === undefined ? {} : { grid }),
   });
 }
 

@@ -21,6 +21,7 @@
  */
 import { ArgumentError, LimitError, show } from "../tensor/errors.ts";
 import { checkScheduleSize } from "./_schedule_size.ts";
+import { MAX_WORKERS } from "./limits.ts";
 
 /** The problem a schedule partitions. */
 export interface LeanPlan {
@@ -311,16 +312,20 @@ const MAX_PIECES = 1 << 22;
  * other units or `grid` — and every piece its own segment
  * (a piece is never fused with the next on one worker, which would change its arithmetic).
  * Pieces are dealt to `grid` workers in unit order, worker w taking pieces `[⌊wP/G⌋,
- * ⌊(w+1)P/G⌋)`; a unit with several pieces merges them in key order. With a fixed tile size
+ * ⌊(w+1)P/G⌋)` (no `grid`: one worker a piece); a unit with several pieces merges them in key order. With a fixed tile size
  * and per-piece arithmetic, a row's bits do not depend on anything but its own inputs.
  */
 export function invariantSchedule(
-  plan: LeanPlan & { chunkTiles: number | ((unitKeys: number) => number) },
+  plan: Omit<LeanPlan, "grid"> & {
+    chunkTiles: number | ((unitKeys: number) => number);
+    grid?: number;
+  },
 ): LeanSchedule {
-  const grid = checkScheduleSize("invariantSchedule", plan, "grid", plan?.grid, 0);
+  const op = "invariantSchedule";
+  const given0 = checkScheduleSize(op, plan, "grid", plan?.grid ?? 1, 0);
   const given = plan.chunkTiles;
   if (typeof given !== "function") positiveInt("chunkTiles", given);
-  const { plan: p, units: list } = units(plan);
+  const { plan: p, units: list } = units({ ...plan, grid: given0 });
   // A unit's chunk: fixed, or a function of the unit's own keys only.
   const chunks = list.map((u) =>
     typeof given === "function" ? positiveInt("chunkTiles(keys)", given(u.keys)) : given
@@ -348,6 +353,11 @@ export function invariantSchedule(
     }
   }
   const P = pieces.length;
+  // No grid: one worker a piece (flash's way).
+  const grid = plan.grid ?? Math.max(1, P);
+  if (grid > MAX_WORKERS) {
+    throw new LimitError(`${op}: ${P} pieces, one worker each, more than ${MAX_WORKERS} workers`);
+  }
   const workers: LeanSegment[][] = [];
   for (let w = 0; w < grid; w++) {
     workers.push(pieces.slice(Math.floor((w * P) / grid), Math.floor(((w + 1) * P) / grid)));

@@ -175,6 +175,12 @@ Deno.test("invariant schedule: fixed pieces per unit, whatever the batch and gri
             pieces[g.unit].push([g.tileStart, g.tileEnd]);
           }
         }
+        // No grid: one worker a piece, the same pieces.
+        const each = invariantSchedule({ ...p, chunkTiles });
+        checkCommon(each);
+        const n = pieces.reduce((a, x) => a + x.length, 0);
+        assertEquals(each.workers.length, Math.max(1, n));
+        assert(each.workers.every((w) => w.length === (n === 0 ? 0 : 1)), "one piece a worker");
         // The same unit alone, in a batch of one with another grid: the same pieces.
         const u = s.units.findIndex((x) => x.tiles > 0);
         if (u < 0) return;
