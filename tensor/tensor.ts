@@ -126,6 +126,14 @@ export class Tensor {
       throw new ArgumentError(`reshape: shape must be an array of sizes, got ${show(shape)}`);
     }
     const dims = [...shape];
+    // Sizes are numbers before any arithmetic on them (a BigInt would throw a raw TypeError).
+    const at = dims.findIndex((d) => typeof d !== "number");
+    if (at >= 0) {
+      throw new ArgumentError(
+        `reshape: shape must be an array of numbers (one may be -1); entry ${at} is a ` +
+          `${typeof dims[at]} (${show(dims[at])})`,
+      );
+    }
     const free = dims.indexOf(-1);
     if (free >= 0 && dims.lastIndexOf(-1) === free) {
       const rest = sizeOf(dims.filter((_, i) => i !== free));

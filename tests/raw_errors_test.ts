@@ -10,7 +10,7 @@ import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { full, randn, zeros } from "../tensor/creation.ts";
 import { add, mul } from "../ops/binary.ts";
 import { matmul } from "../ops/matmul.ts";
-import { DeviceLostError, LimitError } from "../tensor/errors.ts";
+import { ArgumentError, DeviceLostError, LimitError } from "../tensor/errors.ts";
 import { MAX_ELEMENTS } from "../tensor/shape.ts";
 import { exp } from "../ops/unary.ts";
 import { describeBackends } from "./_backends.ts";
@@ -37,6 +37,13 @@ describeBackends("sizes over MAX_ELEMENTS are LimitErrors before allocating", (b
   expectError(LimitError, () => mul(c, d), ["mul", "8589934592"], "mul to 2^33");
   expectError(LimitError, () => matmul(e, f), ["matmul"], "matmul batch 2^32");
   expectError(LimitError, () => a.reshape([2 ** 40]), ["reshape"], "reshape");
+  // Found by garbage_test (seed 1247884453): a BigInt size reached the size arithmetic.
+  expectError(
+    ArgumentError,
+    () => a.reshape([-1, 10n] as unknown as number[]),
+    ["reshape", "bigint"],
+    "reshape with a BigInt size",
+  );
   // The refusals allocated nothing.
   assertEquals(backend.memory(), mid);
   for (const t of [a, b, c, d, e, f]) t.dispose();
