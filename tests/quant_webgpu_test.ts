@@ -25,7 +25,11 @@ import { ownWebgpu, webgpuBackend } from "./_backends.ts";
 import { infoOf, pagedPlan, paginate, randomArray } from "./_paged.ts";
 import { hostQuantize, quantPlan } from "./_quant.ts";
 import { decodeE4M3 } from "../tensor/float8.ts";
-import { dequantWord, quantBindings } from "../backends/webgpu/attention/_wgsl_quant.ts";
+import {
+  decodeScale,
+  dequantWord,
+  quantBindings,
+} from "../backends/webgpu/attention/_wgsl_quant.ts";
 
 const info = infoOf;
 
@@ -348,17 +352,16 @@ Deno.test({
     const gpu = await webgpuBackend();
     if (!gpu) return;
     const device = gpu.ctx.device;
-    for (const fmt of ["i8", "e4m3"] as const) {
+    for (const [fmt, viaHalf] of [["i8", false], ["i8", true], ["e4m3", false]] as const) {
       // The kernels' decoder over the 64 words holding the codes 0..255 (byte i of word w is
       // code 4w + i).
       const code = `${quantBindings({ fmt, sc: "token" }, null, 5)}
 @group(0) @binding(0) var<storage, read> W: array<u32>;
 @group(0) @binding(1) var<storage, read_write> Y: array<vec4<f32>>;
 @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-  let qnan = bitcast<f32>(0x7fc00000u | W[64]);
-  Y[g.x] = ${dequantWord({ fmt, sc: "token" }, "W[g.x]")};
+  Y[g.x] = ${dequantWord({ fmt, sc: "token" }, "W[g.x]", viaHalf)};
 }`;
-      const words = new Uint32Array(65);
+      const words = new Uint32Array(64);
       new Uint8Array(words.buffer, 0, 256).set(Array.from({ length: 256 }, (_, c) => c));
       const wb = device.createBuffer({
         size: words.byteLength,
@@ -397,8 +400,13 @@ Deno.test({
         const y = new Float32Array(rb.getMappedRange().slice(0));
         rb.unmap();
         for (let c = 0; c < 256; c++) {
-          const want = fmt === "i8" ? (c << 24) >> 24 : decodeE4M3(c);
-          assert(Object.is(y[c], want), `${fmt} code ${c}: got ${y[c]}, want ${want}`);
+          // The decoders' values are the codes' over decodeScale (the scales carry it).
+          const want = (fmt === "i8" ? (c << 24) >> 24 : decodeE4M3(c)) /
+            decodeScale({ fmt, sc: "token" });
+          assert(
+            Object.is(y[c], want),
+            `${fmt}${viaHalf ? " via float16" : ""} code ${c}: got ${y[c]}, want ${want}`,
+          );
         }
       } finally {
         for (const b of [wb, yb, rb]) b.destroy();

@@ -7,6 +7,7 @@
  *
  *     deno run -A bench/probes/ablate.ts [--json FILE] [--n 65536] [--unchained] [--check]
  *         [--variants def,lz0,cvt+shf,…] [--shapes "B,Hq,Hkv,N;…"] [--def-only]
+ *         [--kv int8|float8e4m3]
  *
  * `--unchained` gives every call the original q (in the chain an ablated call's output,
  * garbage, would be the next call's q); bench/NOTES.md's tables use it. Unchained calls do not
@@ -14,7 +15,7 @@
  * the reuse of pooled buffers: they may overlap. Use it for WGSL ablations and compare within
  * a run; knob and grid variants give right results and are timed best chained (the default).
  *
- * `--check` compares each variant without WGSL ablations (knobs and grids only, which must not
+ * `--check` compares each variant without WGSL ablations (knobs, grids and `i8h`, which must not
  * change the result beyond rounding) with flash attention on the same inputs and prints the
  * largest difference; a variant off by more than 1e-2 fails the run.
  *
@@ -31,6 +32,13 @@
  * subgroups, `ws` stages K/V tiles in workgroup memory; `pf` / `pf0` turn prefetching the next
  * batch on / off.
  *
+ * `--kv int8|float8e4m3` quantizes K and V (`la.quantize`: int8 with token scales, e4m3 with
+ * head scales) and times lean over them; two more ablations apply there: `dq` the decode of
+ * a packed word to four floats by one integer op each (no conversion), `sc` every scale read
+ * in the key loop by the constant 1 (no load, no address); and `i8h`, not an ablation: int8
+ * decoded through float16 (the byte ^ 0x80 as the low bits of 1024.0 in a half, unpacked in
+ * pairs, 1152 subtracted; exact) instead of `unpack4xI8` and four conversions.
+ *
  * @module
  */
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
@@ -39,9 +47,21 @@ import { leanAttention, leanAttentionSchedule } from "../../attention/lean.ts";
 import { flashAttention } from "../../attention/flash.ts";
 import { type Call, decodeInputs, gpuTimesInterleaved } from "../_timing.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
+import { quantize, type QuantizedTensor } from "../../ops/quantize.ts";
 
-type Ablation = "cvt" | "shf" | "max" | "exp" | "qk1" | "pv1" | "lz0";
-const ABLATIONS: readonly string[] = ["cvt", "shf", "max", "exp", "qk1", "pv1", "lz0"];
+type Ablation = "cvt" | "shf" | "max" | "exp" | "qk1" | "pv1" | "lz0" | "dq" | "sc" | "i8h";
+const ABLATIONS: readonly string[] = [
+  "cvt",
+  "shf",
+  "max",
+  "exp",
+  "qk1",
+  "pv1",
+  "lz0",
+  "dq",
+  "sc",
+  "i8h",
+];
 
 /** One variant of the command line: its WGSL ablations, kernel knobs and lean grid. */
 interface Variant {
@@ -76,6 +96,9 @@ export function ablate(code: string, abl: readonly Ablation[]): string {
   for (let i = a; i < b; i++) {
     let l = lines[i];
     if (abl.includes("cvt")) l = l.replaceAll("unpack2x16float(", "fk_unpack(");
+    if (abl.includes("dq")) l = l.replace(/\bdq_(i8|e4m3)\(([^(),]+)(, qnan)?\)/g, "fk_dq($2)");
+    if (abl.includes("i8h")) l = l.replaceAll("dq_i8(", "dq_i8h(");
+    if (abl.includes("sc")) l = l.replace(/\b[KV]S\d*\[[^\]]+\]/g, "1.0");
     if (abl.includes("shf")) l = l.replace(/subgroupShuffle(Xor)?\(/g, "fk_sh(");
     if (abl.includes("max")) l = l.replaceAll("subgroupMax(", "fk_id(");
     if (abl.includes("exp")) l = l.replace(/\bexp\(/g, "fk_id(");
@@ -96,6 +119,10 @@ export function ablate(code: string, abl: readonly Ablation[]): string {
 fn fk_unpack(w: u32) -> vec2<f32> { return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u)); }
 fn fk_sh(x: f32, i: u32) -> f32 { return x; }
 fn fk_id(x: f32) -> f32 { return x; }
+fn fk_dq(w: u32) -> vec4<f32> {
+  let b = (w & 0x007fffffu) | 0x3f800000u;
+  return vec4<f32>(bitcast<f32>(b), bitcast<f32>(b ^ 0x100u), bitcast<f32>(b ^ 0x200u), bitcast<f32>(b ^ 0x300u));
+}
 `;
 }
 
@@ -105,8 +132,8 @@ fn fk_id(x: f32) -> f32 { return x; }
  */
 async function check(
   q: Tensor,
-  k: Tensor,
-  v: Tensor,
+  k: Tensor | QuantizedTensor,
+  v: Tensor | QuantizedTensor,
   variants: readonly Variant[],
   calls: readonly Call[],
 ): Promise<void> {
@@ -115,7 +142,7 @@ async function check(
   ref.dispose();
   const cells: string[] = [];
   for (let i = 0; i < variants.length; i++) {
-    if (variants[i].abl.length) continue;
+    if (variants[i].abl.some((a) => a !== "i8h")) continue; // i8h is exact
     const out = calls[i](q);
     const got = await out.data();
     out.dispose();
@@ -173,7 +200,20 @@ if (import.meta.main) {
   const variants = specs.map(parseVariant);
   const out: Record<string, unknown>[] = [];
   for (const [B, Hq, Hkv, n] of shapes) {
-    const { q, k, v, bytes } = decodeInputs(gpu, [B, Hq, Hkv, n]);
+    const inputs = decodeInputs(gpu, [B, Hq, Hkv, n]);
+    const { q } = inputs;
+    let k: Tensor | QuantizedTensor = inputs.k, v: Tensor | QuantizedTensor = inputs.v;
+    let bytes = inputs.bytes;
+    // `--kv int8|float8e4m3`: quantized K and V (data and scales counted in the bytes).
+    const kvi = Deno.args.indexOf("--kv");
+    if (kvi >= 0) {
+      const dtype = Deno.args[kvi + 1] as "int8" | "float8e4m3";
+      k = quantize(inputs.k, { dtype });
+      v = quantize(inputs.v, { dtype });
+      inputs.k.dispose();
+      inputs.v.dispose();
+      bytes = 2 * (B * Hkv * n * 128 + k.scale.size * 4);
+    }
     // `--unchained`: every call reads the original q (an ablated call's output is garbage,
     // possibly NaN, and would be the next call's q in the chain).
     const unchained = Deno.args.includes("--unchained");
@@ -207,7 +247,12 @@ if (import.meta.main) {
     for (const vr of variants) console.log(`  ${vr.name}: ${kernels.get(vr.name)}`);
     if (Deno.args.includes("--check")) await check(q, k, v, variants, calls);
     kernels.clear();
-    for (const t of [q, k, v] as Tensor[]) t.dispose();
+    for (const t of [q, k, v]) {
+      if ("scale" in t) {
+        t.data.dispose();
+        t.scale.dispose();
+      } else t.dispose();
+    }
   }
   const i = Deno.args.indexOf("--json");
   if (i >= 0) await Deno.writeTextFile(Deno.args[i + 1], JSON.stringify(out, null, 1));

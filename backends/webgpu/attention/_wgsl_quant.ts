@@ -71,21 +71,32 @@ export function quantBindings(
     // decode on float bits (byte ^ 0x80 in the mantissa above 2²³, one subtraction) was no
     // faster on an H100 (bench/NOTES.md, "Session 2026-12-06 (3)").
     out.push(`fn dq_i8(w: u32) -> vec4<f32> { return vec4<f32>(unpack4xI8(w)); }`);
+    // The same values through float16 (exact): byte ^ 0x80 as the low bits of a half of
+    // 1024 (1152 + byte), bytes 0, 2 and 1, 3 unpacked in pairs, 1152 subtracted. No
+    // integer-to-float conversion: 3.5 % faster on multi-head decode (one row a unit), 3–6 %
+    // slower with four rows a unit on an H100 (bench/NOTES.md, "Session 2026-12-06 (4)").
+    out.push(`fn dq_i8h(w: u32) -> vec4<f32> {
+  let a = unpack2x16float(((w & 0x00ff00ffu) ^ 0x00800080u) | 0x64006400u) - vec2<f32>(1152.0);
+  let b = unpack2x16float((((w >> 8u) & 0x00ff00ffu) ^ 0x00800080u) | 0x64006400u) -
+    vec2<f32>(1152.0);
+  return vec4<f32>(a.x, b.x, a.y, b.y);
+}`);
   } else {
-    // E4M3 → f32 through float16: a code's 7 magnitude bits placed at f16 bits 7–13 and its
-    // sign at bit 15 make the f16 of the value times 2⁻⁸ (exponent bias 7 against f16's 15;
-    // E4M3's subnormals land on f16's), so bytes 0,1 and 2,3 become two f16 pairs, unpacked by
-    // the hardware and scaled by 2⁸ once. 0x7f (NaN) would read 480: selected apart, found
-    // for all four bytes at once (a byte's 7 bits plus one carry into its bit 7 only at 0x7f).
-    // Half the ALU work of decoding each value on its f32 bits (bench/NOTES.md).
-    out.push(`fn dq_e4m3(w: u32, nanw: f32) -> vec4<f32> {
-  let p = vec2<u32>(w, w >> 16u);
-  let h = ((p & vec2<u32>(0x7fu)) << vec2<u32>(7u)) | ((p & vec2<u32>(0x80u)) << vec2<u32>(8u)) |
-    ((p & vec2<u32>(0x7f00u)) << vec2<u32>(15u)) | ((p & vec2<u32>(0x8000u)) << vec2<u32>(16u));
-  let v = vec4<f32>(unpack2x16float(h.x), unpack2x16float(h.y)) * 256.0;
-  let n = ((w & 0x7f7f7f7fu) + 0x01010101u) & 0x80808080u;
-  let isnan = (vec4<u32>(n) & vec4<u32>(0x80u, 0x8000u, 0x800000u, 0x80000000u)) != vec4<u32>(0u);
-  return select(v, vec4<f32>(nanw), isnan);
+    // E4M3 → f32 through float16, times 2⁻⁸ (DECODE_SCALE undoes it on the scales): a
+    // code's 7 magnitude bits placed at f16 bits 7–13 and its sign at bit 15 make the f16 of
+    // the value times 2⁻⁸ (exponent bias 7 against f16's 15; E4M3's subnormals land on f16's).
+    // Bytes 0, 2 and 1, 3 are two f16 pairs, unpacked by the hardware. The NaN code (magnitude
+    // 0x7f) also sets bit 14 (its magnitude plus one carries into bit 7), making f16 exponent 31
+    // with a nonzero mantissa: a NaN, with no select. Half the ALU work of the previous decode
+    // (bytes 0,1 and 2,3, ×2⁸ per value, NaN found by a mask and selected; bench/NOTES.md).
+    out.push(`fn e4m3_pair(x: u32) -> u32 {
+  let m = x & 0x007f007fu;
+  return ((m | ((m + 0x00010001u) & 0x00800080u)) << 7u) | ((x << 8u) & 0x80008000u);
+}
+fn dq_e4m3(w: u32) -> vec4<f32> {
+  let a = unpack2x16float(e4m3_pair(w & 0x00ff00ffu));
+  let b = unpack2x16float(e4m3_pair((w >> 8u) & 0x00ff00ffu));
+  return vec4<f32>(a.x, b.x, a.y, b.y);
 }`);
   }
   if (pg) {
@@ -95,9 +106,21 @@ export function quantBindings(
   return "\n" + out.join("\n");
 }
 
-/** WGSL of the four values of u32 word `w` (not yet scaled). */
-export function dequantWord(qk: QuantKernel, w: string): string {
-  return qk.fmt === "i8" ? `dq_i8(${w})` : `dq_e4m3(${w}, qnan)`;
+/**
+ * What the decoders' values are multiplied by to give the stored values: the scales' reads
+ * ({@link scaleOf}) carry it, so a value costs no multiply of its own. A power of two, so the
+ * products are exact either way.
+ */
+export function decodeScale(qk: QuantKernel): number {
+  return qk.fmt === "i8" ? 1 : 256;
+}
+
+/**
+ * WGSL of the four values of u32 word `w`, divided by {@link decodeScale} (not yet scaled);
+ * int8 `viaHalf` through float16 (`dq_i8h`, the same values).
+ */
+export function dequantWord(qk: QuantKernel, w: string, viaHalf = false): string {
+  return qk.fmt === "i8" ? `dq_i8${viaHalf ? "h" : ""}(${w})` : `dq_e4m3(${w})`;
 }
 
 /**
@@ -111,10 +134,12 @@ export function scaleOf(
   key: string,
 ): string {
   const buf = `${t}S`;
-  if (qk.sc === "head") return `${buf}[b * Hkv + h]`;
-  if (!pg) return `${buf}[kvRow0 + ${key}]`;
+  const ds = decodeScale(qk);
+  const times = (x: string) => ds === 1 ? x : `(${ds.toFixed(1)} * ${x})`;
+  if (qk.sc === "head") return times(`${buf}[b * Hkv + h]`);
+  if (!pg) return times(`${buf}[kvRow0 + ${key}]`);
   const idx = `kvs_at(pbt, Hkv, h, ${key})`;
-  return pg.nb > 1 ? `ld${buf}(${idx})` : `${buf}[${idx}]`;
+  return times(pg.nb > 1 ? `ld${buf}(${idx})` : `${buf}[${idx}]`);
 }
 
 /**
@@ -132,10 +157,13 @@ export function quantLoadType(W: number): string {
   return W === 16 ? "vec4<u32>" : W === 8 ? "vec2<u32>" : "u32";
 }
 
-/** WGSL of the vec4<f32> values of load `a` of `W` quantized bytes (not yet scaled). */
-export function quantUnpack(qk: QuantKernel, W: number, a: string): string[] {
+/**
+ * WGSL of the vec4<f32> values of load `a` of `W` quantized bytes (not yet scaled; int8
+ * `viaHalf` through float16, see {@link dequantWord}).
+ */
+export function quantUnpack(qk: QuantKernel, W: number, a: string, viaHalf = false): string[] {
   const words = W === 4 ? [a] : ["x", "y", "z", "w"].slice(0, W / 4).map((x) => `${a}.${x}`);
-  return words.map((w) => dequantWord(qk, w));
+  return words.map((w) => dequantWord(qk, w, viaHalf));
 }
 
 /**

@@ -82,7 +82,8 @@ export function sgWgsl(c: SgConfig): string {
   const fT = c.kv === "f32" ? "vec4<f32>" : W === 8 ? "vec4<u32>" : "vec2<u32>";
   const ldT = qk ? quantLoadType(W) : fT;
   const unpack = (a: string): string[] => {
-    if (qk) return quantUnpack(qk, W, a);
+    // int8 through float16 for one-row units (faster there, slower for four rows).
+    if (qk) return quantUnpack(qk, W, a, R === 1);
     if (c.kv === "f32") return [a];
     if (W === 8) {
       return [
