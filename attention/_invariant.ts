@@ -1,6 +1,6 @@
 /**
  * `batchInvariant: true` on flash and lean (VARIANTS.md, "Batch invariance"): the schedule
- * cuts a unit's keys only every `invariantChunkKeys(keys)` keys of its own length (2048 to
+ * cuts a unit's keys only every `invariantChunkKeys(keys)` keys of its own length (1024 to
  * 16384, in whole tiles), each piece its own state, merged left to right (`invariantSchedule`); backends run the pieces
  * with a kernel configuration chosen without looking at the batch (schedule kind
  * `"invariant"`). K/V stored in parts are cut where the parts end, which depends on the

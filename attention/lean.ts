@@ -38,8 +38,8 @@ export interface LeanOptions extends AttentionOptions {
    */
   grid?: number;
   /**
-   * Cut each sequence's keys only at fixed positions (pieces of 2048 keys, doubled up to
-   * 16384 while a sequence would have more than 32; in whole tiles) and merge the pieces left
+   * Cut each sequence's keys only at fixed positions (pieces of 1024 keys, doubled up to
+   * 16384 while a sequence would have more than 16; in whole tiles) and merge the pieces left
    * to right, with a kernel configuration that ignores the batch: a row's bits then depend on
    * nothing but its own q, K, V and length — not on the batch, the other sequences, `grid` or
    * the GPU (VARIANTS.md, "Batch invariance"). K/V stored in parts across GPU buffers are a

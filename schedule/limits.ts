@@ -33,19 +33,25 @@ export function queryBlocksOf(Sq: number): number {
  * is cut into pieces of {@link invariantChunkKeys} keys (in whole tiles), whatever else is in
  * the batch.
  */
-export const INVARIANT_CHUNK_KEYS = 2048;
+export const INVARIANT_CHUNK_KEYS = 1024;
 /** Keys of the longest piece of a batch-invariant schedule. */
 export const INVARIANT_MAX_CHUNK_KEYS = 16384;
 
+/** Pieces a batch-invariant unit is cut into at most, until pieces reach the longest. */
+export const INVARIANT_PIECES = 16;
+
 /**
  * Keys a piece of a unit with `keys` keys holds under `batchInvariant`: the shortest piece,
- * doubled while the unit would be cut into more than 32 pieces (up to the longest). It reads
- * nothing but the unit's own length, so it is the same in every batch; pieces long enough that
- * a piece's fixed cost (its state, its merge) is small, and a long sequence still spread over
- * many workers (H100 probe: bench/NOTES.md, "Session 2026-12-06 (3)").
+ * doubled while the unit would be cut into more than {@link INVARIANT_PIECES} pieces (up to
+ * the longest). It reads nothing but the unit's own length, so it is the same in every batch.
+ * Sixteen pieces spread one sequence of 8 kv heads over 128 workers (a GQA decode at B = 1);
+ * pieces of at least 1024 keys keep a piece's fixed cost (its state, its fence, its merge)
+ * small where a worker streams many of them (large batches). Chosen on an H100 among shortest
+ * pieces of 256, 512, 1024 and 2048 keys and 16 or 32 pieces (bench/NOTES.md, "Session
+ * 2026-12-06 (4)").
  */
 export function invariantChunkKeys(keys: number): number {
   let c = INVARIANT_CHUNK_KEYS;
-  while (c < INVARIANT_MAX_CHUNK_KEYS && 32 * c < keys) c *= 2;
+  while (c < INVARIANT_MAX_CHUNK_KEYS && INVARIANT_PIECES * c < keys) c *= 2;
   return c;
 }

@@ -156,7 +156,7 @@ describeBackends(
 Deno.test("batchInvariant: a long sequence (longer pieces) keeps its bits in any batch [cpu]", async () => {
   const { cpu } = await import("../backends/cpu/cpu_backend.ts");
   const backend = cpu();
-  // 100k keys: pieces of 4096 keys (invariantChunkKeys), 25 of them, merged left to right.
+  // 100k keys: pieces of 8192 keys (invariantChunkKeys), 13 of them, merged left to right.
   const N = 100_000;
   const long = draw(N, N, 5), short = draw(3000, N, 6);
   const run = runner(backend, "lean", N, "float32");

@@ -1,10 +1,11 @@
-// The cost of batchInvariant by piece length (f16, D 128, decode): pieces are
-// ceil(2048 / tileSize) tiles, so tileSize 64 gives 2048-key pieces (the default), 4096 and
-// 8192 one-tile pieces of that many keys. GPU time per call (median, timestamp queries)
-// against plain lean.
-//     deno run -A --lock=deno.lock bench/probes/invariant_chunk.ts [--small]
+// The cost of batchInvariant (f16, D 128, decode): GPU time per call (median, timestamp
+// queries) of lean with `batchInvariant: true` against plain lean, at the shapes of the
+// benchmark's headline and its paged/invariant table, with the piece length the library's rule
+// gives (`invariantChunkKeys`) printed beside it. Run it from two checkouts to compare rules.
+//     deno run -A --lock=deno.lock bench/probes/invariant_chunk.ts [--small] [--n 4096,16384]
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
 import { leanAttention, randn, type Tensor } from "../../mod.ts";
+import { invariantChunkKeys } from "../../schedule/limits.ts";
 import { allocStorage, tileInto } from "../_inputs.ts";
 import { medianCallMs } from "./_gpu_time.ts";
 
@@ -15,29 +16,42 @@ const D = 128;
 
 const time = (f: () => Tensor, reps: number) => medianCallMs(gpu, f, reps);
 
-const block = randn([1 << 21], { seed: 1, dtype: "float16", backend: gpu });
-const shapes = small
-  ? [[1, 32, 8, 8192]]
-  : [[1, 32, 8, 16384], [1, 32, 8, 65536], [1, 32, 8, 262144], [4, 32, 8, 65536], [
-    16,
-    32,
-    8,
-    16384,
-  ], [1, 32, 32, 65536]];
-for (const [B, Hq, Hkv, N] of shapes) {
+const blockK = randn([1 << 21], { seed: 1, dtype: "float16", backend: gpu });
+const blockV = randn([1 << 21], { seed: 3, dtype: "float16", backend: gpu });
+const shapes = small ? [[1, 32, 8, 8192]] : [
+  [1, 32, 8, 4096],
+  [1, 32, 8, 16384],
+  [1, 32, 8, 65536],
+  [1, 32, 8, 262144],
+  [1, 32, 8, 524288],
+  [4, 32, 8, 4096],
+  [4, 32, 8, 16384],
+  [4, 32, 8, 65536],
+  [16, 32, 8, 4096],
+  [16, 32, 8, 16384],
+  [1, 32, 32, 4096],
+  [1, 32, 32, 16384],
+  [1, 32, 32, 65536],
+  [4, 32, 32, 4096],
+  [4, 32, 32, 65536],
+  [16, 32, 32, 4096],
+];
+// `--n a,b`: only the shapes of these lengths.
+const ni = Deno.args.indexOf("--n");
+const only = ni >= 0 ? Deno.args[ni + 1].split(",").map(Number) : null;
+for (const [B, Hq, Hkv, N] of shapes.filter((s) => !only || only.includes(s[3]))) {
   const q = randn([B, Hq, 1, D], { seed: 2, dtype: "float16", backend: gpu });
   const k = allocStorage(gpu, [B, Hkv, N, D], "float16");
-  tileInto(gpu, block, k);
-  const base = await time(() => leanAttention(q, k, k), 30);
-  const parts = [`(${B},${Hq},${Hkv}) N=${N}: lean ${base.toFixed(4)} ms`];
-  for (const tileSize of [64, 4096, 8192]) {
-    const t = await time(() => leanAttention(q, k, k, { batchInvariant: true, tileSize }), 30);
-    parts.push(
-      `inv/${Math.max(2048, tileSize)} ${t.toFixed(4)} (+${(100 * (t / base - 1)).toFixed(1)} %)`,
-    );
-  }
-  console.log(parts.join(" | "));
-  k.dispose();
-  q.dispose();
+  const v = allocStorage(gpu, [B, Hkv, N, D], "float16");
+  tileInto(gpu, blockK, k);
+  tileInto(gpu, blockV, v);
+  const base = await time(() => leanAttention(q, k, v), 30);
+  const inv = await time(() => leanAttention(q, k, v, { batchInvariant: true }), 30);
+  console.log(
+    `(${B},${Hq},${Hkv}) N=${N}: lean ${base.toFixed(4)} ms | invariant (pieces of ${
+      invariantChunkKeys(N)
+    }) ${inv.toFixed(4)} ms (${inv >= base ? "+" : ""}${(100 * (inv / base - 1)).toFixed(1)} %)`,
+  );
+  for (const t of [q, k, v]) t.dispose();
 }
 gpu.destroy();

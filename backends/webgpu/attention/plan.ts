@@ -30,7 +30,9 @@ import { quantBindingCount, quantKernel } from "./_wgsl_quant.ts";
 import { kernelVariant, variantInputs } from "./_wgsl_variant.ts";
 import { LimitError } from "../../../tensor/errors.ts";
 import { withinAdapterLoops } from "./_loop_budget.ts";
-import { INVARIANT_CHUNK_KEYS } from "../../../schedule/limits.ts";
+
+/** Keys a worker is taken to stream when a batch-invariant launch picks its configuration. */
+const INVARIANT_CONFIG_KEYS = 2048;
 
 /** The main kernel of a launch with its configuration. */
 export type MainKernel =
@@ -101,9 +103,10 @@ export function planWebgpuAttention(
   const s = params.schedule;
   const g0 = launchGeometry(q.shape, k.shape, params);
   // A batch-invariant schedule's pieces must run with arithmetic the batch cannot change:
-  // the kernel configuration is chosen as for one piece on one worker, whatever the load.
+  // the kernel configuration is chosen as for one worker of a fixed length, whatever the load
+  // (a long worker's: a worker streams several pieces in a row).
   const g = s.kind === "invariant"
-    ? { ...g0, workers: 1, keysPerWorker: INVARIANT_CHUNK_KEYS }
+    ? { ...g0, workers: 1, keysPerWorker: INVARIANT_CONFIG_KEYS }
     : g0;
   const { B, Hq, Sq, D } = g;
   checkHeadDim(ctx, D); // the largest D the fallback kernel takes on this device
