@@ -282,12 +282,11 @@ export class WebGpuBackend implements Backend {
     this.#whole("rope", x, cos, sin, rows);
     return ropeKernel(this.#rt, x, cos, sin, rows, rotaryDim, interleaved);
   }
+  /** Takes x in parts too: the data is then stored in parts where over one binding. */
   quantize(x: TensorInfo, dtype: QuantDType): { data: DataId; scale: DataId } {
-    this.#whole("quantize", x);
     return quantizeKernel(this.#rt, x, dtype);
   }
   dequantize(data: TensorInfo, scale: TensorInfo): DataId {
-    this.#whole("dequantize", data, scale);
     return dequantizeKernel(this.#rt, data, scale);
   }
   cast(x: TensorInfo, dtype: DType): DataId {
