@@ -39,6 +39,7 @@ import { ropeKernel } from "./_rope.ts";
 import { createIndexTable, gatherPageRows, scatterPageRows } from "./_paged.ts";
 import { readOptions } from "../../tensor/options.ts";
 import { attentionInParts, kernelRun } from "../attention_parts.ts";
+import { partScaleInputs } from "./attention/_quant_inputs.ts";
 import {
   type AttentionTuning,
   checkTuning,
@@ -302,6 +303,8 @@ export class WebGpuBackend implements Backend {
   ): { out: DataId; lse: DataId } {
     this.#rt.check();
     const tuning = this.attentionTuning;
+    // Quantized K/V in parts: each part's run binds its part of the token scales.
+    const runInputs = partScaleInputs((t) => this.storageParts(t), plan, inputs);
     const run = (qi: TensorInfo, ki: TensorInfo, vi: TensorInfo, r: AttentionRun) => {
       this.#whole("attention (one run per part: see backends/attention_parts.ts)", qi, ki, vi);
       // The launch prepared with the plan, unless the tuning changed since (benchmarks).
@@ -315,22 +318,16 @@ export class WebGpuBackend implements Backend {
       const launch = prepared?.tuning === tuning && prepared.launch.outDtype === qi.dtype
         ? prepared.launch
         : planWebgpuAttention(this.ctx, qi, kv, kernelRun(plan, r), tuning);
-      return runWebgpuAttention(this.ctx, launch, qi, ki, vi, inputs);
+      return runWebgpuAttention(this.ctx, launch, qi, ki, vi, runInputs(r.part));
     };
     const pages = inputs.pages;
     if (pages) this.#whole("attention (page buffers)", ...pages.kPages, ...pages.vPages);
     const scales = [
-      inputs.kScale,
-      inputs.vScale,
+      ...plan.parts ? [] : [inputs.kScale, inputs.vScale],
       ...pages?.kScalePages ?? [],
       ...pages?.vScalePages ?? [],
     ];
     this.#whole("attention (K/V scales)", ...scales.filter((t) => t !== undefined));
-    if (plan.parts && plan.kvScales) {
-      throw new LimitError(
-        "attention: quantized K/V stored in several buffers (parts) are not supported on WebGPU",
-      );
-    }
     return plan.parts
       ? attentionInParts(this, q, k, v, plan, run, inputs)
       : run(q, k, v, plan.runs[0]);
