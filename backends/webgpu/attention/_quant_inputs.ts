@@ -100,7 +100,13 @@ export function partScaleInputs(
   }
   const slices = [["kScale", kScale], ["vScale", vScale]].map(([name, t]) => {
     const s = t as TensorInfo;
-    const got = storageParts({ ...s, shape: [...s.shape, 1] });
+    let got: readonly StoragePart[] | null | undefined;
+    try {
+      got = storageParts({ ...s, shape: [...s.shape, 1] });
+    } catch (e) {
+      if (!(e instanceof LimitError)) throw e;
+      got = undefined; // in parts along another axis (an upload of [B, Hkv, N])
+    }
     const same = got && got.length === parts.length &&
       got.every((p, c) => p.n0 === parts[c].n0 && p.n1 === parts[c].n1);
     if (!same) {
@@ -108,11 +114,15 @@ export function partScaleInputs(
         `attention: K/V are stored in ${parts.length} parts along N (over one buffer binding), ` +
           `so their token scales must be stored in the same parts, as la.quantize stores them; ` +
           `${name} [${s.shape.join(", ")}] is ${
-            got ? `cut at keys [${got.map((p) => p.n0).join(", ")}]` : "stored whole"
+            got === undefined
+              ? "stored in parts along Hkv"
+              : got
+              ? `cut at keys [${got.map((p) => p.n0).join(", ")}]`
+              : "stored whole"
           }`,
       );
     }
-    return got.map((p): TensorInfo => ({
+    return got!.map((p): TensorInfo => ({
       id: p.id,
       shape: [s.shape[0], s.shape[1], p.n1 - p.n0],
       dtype: s.dtype,
