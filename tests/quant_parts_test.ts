@@ -42,6 +42,29 @@ const freeQ = (...qs: QuantizedTensor[]) => {
   }
 };
 
+/** A test on a WebGPU device of its own that stores tensors over `partBytes` in parts. */
+function partsTest(
+  name: string,
+  partBytes: number,
+  fn: (gpu: WebGpuBackend, whole: WebGpuBackend) => Promise<void>,
+): void {
+  Deno.test({
+    name,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const whole = await webgpuBackend();
+      if (!whole) return;
+      const gpu = await ownWebgpu({ partBytes });
+      try {
+        await fn(gpu, whole);
+      } finally {
+        gpu.destroy();
+      }
+    },
+  });
+}
+
 Deno.test({
   name: "quantize/dequantize of x in parts: the bits of the whole tensor's, data cut by its size",
   sanitizeResources: false,
@@ -111,73 +134,61 @@ const ALGOS: [string, (q: Tensor, k: QuantizedTensor, v: QuantizedTensor, o: obj
     ["lean", (q, k, v, o) => leanAttention(q, k, v, { tileSize: 16, grid: 5, ...o })],
   ];
 
-Deno.test({
-  name: "flash and lean over quantized K/V in parts equal the float64 reference over dequantize",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const whole = await webgpuBackend();
-    if (!whole) return;
-    // K/V [2, 2, 600, 8]: int8 data 19 200 B over 4096 B → parts of 128 keys (float32 x: more).
-    const gpu = await ownWebgpu({ partBytes: 4096 });
+// K/V [2, 2, 600, 8]: int8 data 19 200 B over 4096 B → parts of 128 keys (float32 x: more).
+partsTest(
+  "flash and lean over quantized K/V in parts equal the float64 reference over dequantize",
+  4096,
+  async (gpu) => {
     const dims = { B: 2, Hq: 4, Hkv: 2, Sq: 1, N: 600, D: 8 };
-    try {
-      for (const qDtype of ["float32", "float16"] as const) {
-        for (const Sq of [1, 3]) {
-          const p = hostProblem(Sq * 7 + (qDtype === "float16" ? 1 : 0), { ...dims, Sq }, qDtype);
-          const { B, Hq, Hkv, N, D } = p;
-          const q = tensor(p.q, { shape: [B, Hq, Sq, D], dtype: qDtype, backend: gpu });
-          const k = tensor(p.k, { shape: [B, Hkv, N, D], dtype: qDtype, backend: gpu });
-          const v = tensor(p.v, { shape: [B, Hkv, N, D], dtype: qDtype, backend: gpu });
-          try {
-            for (const dtype of FORMATS) {
-              const kq = quantize(k, { dtype }), vq = quantize(v, { dtype });
-              const kd = dequantize(kq), vd = dequantize(vq);
-              const k64 = await kd.data(), v64 = await vd.data();
-              kd.dispose();
-              vd.dispose();
-              try {
-                assert(cuts(gpu, kq.data) !== null, "quantized K in parts");
-                // Ragged: the second sequence ends inside a part; causal prefill keeps its last
-                // Sq − 1 keys off a part boundary.
-                for (const causal of [false, true]) {
-                  const kvLens = [600, 333];
-                  const ref = referenceAttention({ ...p, k: k64, v: v64, kvLens, causal });
-                  const tol = attentionTolerances(ref, N, qDtype);
-                  for (const [name, f] of ALGOS) {
-                    const r = f(q, kq, vq, { kvLens, causal, returnLse: true }) as AttentionState;
-                    const at = `${name} ${dtype} q ${qDtype} Sq ${Sq} causal ${causal}`;
-                    const eo = maxAbsDiff(await r.out.data(), ref.out);
-                    const el = maxAbsDiff(await r.lse.data(), ref.lse);
-                    r.out.dispose();
-                    r.lse.dispose();
-                    assert(eo <= tol.out, `${at}: out error ${eo} > ${tol.out}`);
-                    assert(el <= tol.lse, `${at}: lse error ${el} > ${tol.lse}`);
-                  }
+    for (const qDtype of ["float32", "float16"] as const) {
+      for (const Sq of [1, 3]) {
+        const p = hostProblem(Sq * 7 + (qDtype === "float16" ? 1 : 0), { ...dims, Sq }, qDtype);
+        const { B, Hq, Hkv, N, D } = p;
+        const q = tensor(p.q, { shape: [B, Hq, Sq, D], dtype: qDtype, backend: gpu });
+        const k = tensor(p.k, { shape: [B, Hkv, N, D], dtype: qDtype, backend: gpu });
+        const v = tensor(p.v, { shape: [B, Hkv, N, D], dtype: qDtype, backend: gpu });
+        try {
+          for (const dtype of FORMATS) {
+            const kq = quantize(k, { dtype }), vq = quantize(v, { dtype });
+            const kd = dequantize(kq), vd = dequantize(vq);
+            const k64 = await kd.data(), v64 = await vd.data();
+            kd.dispose();
+            vd.dispose();
+            try {
+              assert(cuts(gpu, kq.data) !== null, "quantized K in parts");
+              // Ragged: the second sequence ends inside a part; causal prefill keeps its last
+              // Sq − 1 keys off a part boundary.
+              for (const causal of [false, true]) {
+                const kvLens = [600, 333];
+                const ref = referenceAttention({ ...p, k: k64, v: v64, kvLens, causal });
+                const tol = attentionTolerances(ref, N, qDtype);
+                for (const [name, f] of ALGOS) {
+                  const r = f(q, kq, vq, { kvLens, causal, returnLse: true }) as AttentionState;
+                  const at = `${name} ${dtype} q ${qDtype} Sq ${Sq} causal ${causal}`;
+                  const eo = maxAbsDiff(await r.out.data(), ref.out);
+                  const el = maxAbsDiff(await r.lse.data(), ref.lse);
+                  r.out.dispose();
+                  r.lse.dispose();
+                  assert(eo <= tol.out, `${at}: out error ${eo} > ${tol.out}`);
+                  assert(el <= tol.lse, `${at}: lse error ${el} > ${tol.lse}`);
                 }
-              } finally {
-                freeQ(kq, vq);
               }
+            } finally {
+              freeQ(kq, vq);
             }
-          } finally {
-            for (const t of [q, k, v]) t.dispose();
           }
+        } finally {
+          for (const t of [q, k, v]) t.dispose();
         }
       }
-    } finally {
-      gpu.destroy();
     }
   },
-});
+);
 
-Deno.test({
-  name: "lean over quantized K/V in parts whose keys all lie in the first part: whole-call bits",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const whole = await webgpuBackend();
-    if (!whole) return;
-    const gpu = await ownWebgpu({ partBytes: 4096 });
+partsTest(
+  "lean over quantized K/V in parts whose keys all lie in the first part: whole-call bits",
+  4096,
+  async (gpu, whole) => {
     const p = hostProblem(91, { B: 2, Hq: 4, Hkv: 2, Sq: 1, N: 600, D: 8 }, "float32");
     const { B, Hq, Hkv, N, D } = p;
     const make = (b: WebGpuBackend) => ({
@@ -205,19 +216,15 @@ Deno.test({
       }
     } finally {
       for (const t of [a.q, a.k, a.v, w.q, w.k, w.v]) t.dispose();
-      gpu.destroy();
     }
   },
-});
+);
 
-Deno.test({
-  name: "quantized K/V in parts: bad input is a named error",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    if (!(await webgpuBackend())) return;
-    // int8 data 9600 B in parts, its scales 4800 B whole when made by hand.
-    const gpu = await ownWebgpu({ partBytes: 8192 });
+// int8 data 9600 B in parts, its scales 4800 B whole when made by hand.
+partsTest(
+  "quantized K/V in parts: bad input is a named error",
+  8192,
+  async (gpu) => {
     const [B, Hq, Hkv, N, D] = [1, 2, 2, 600, 8];
     const q = tensor(randomArray(B * Hq * D, 1), { shape: [B, Hq, 1, D], backend: gpu });
     const k = tensor(randomArray(B * Hkv * N * D, 2), { shape: [B, Hkv, N, D], backend: gpu });
@@ -241,7 +248,6 @@ Deno.test({
     } finally {
       for (const t of [q, k, scale]) t.dispose();
       freeQ(kq);
-      gpu.destroy();
     }
   },
-});
+);
