@@ -6,6 +6,9 @@
  * against the float64 result on the unquantized inputs is reported (`quantErr`), and checked
  * against a bound of the format's rounding (a sanity bound: the exact check — attention over
  * quantized K/V equals attention over their dequantized values — is tests/quant_*_test.ts).
+ * K/V stored in parts (over one binding: the 512k headline shapes) are quantized part by part
+ * and their data is stored in parts where it is still over one binding, so these rows run
+ * for every case that runs (the memory rule counts their copies: `_memory.ts`).
  *
  * @module
  */

@@ -8,6 +8,7 @@
  * @module
  */
 import { partLayout } from "../backends/webgpu/internal.ts";
+import { caseMemory, MEMORY_HEADROOM } from "./_memory.ts";
 
 /** Algorithms of this library. */
 export const OWN_ALGOS = ["lean", "flash", "flash-decoding", "naive"] as const;
@@ -403,7 +404,7 @@ export function readBytes(c: Case): number {
 export interface MemoryLimits {
   maxBufferSize: number;
   maxStorageBufferBindingSize: number;
-  /** Bytes the run may hold at once (K, V and scratch); default: unlimited. */
+  /** The GPU's memory, of which a case may hold {@link MEMORY_HEADROOM}; default: unlimited. */
   budget?: number;
   /** The backend's split size (`webgpu({ partBytes })`); default: the binding limit. */
   partBytes?: number;
@@ -440,10 +441,15 @@ export function kvSplit(c: Case, lim: MemoryLimits): [number, number][] | null {
 /**
  * Why `c` cannot run with these limits, or null when it can. K/V over one binding run
  * stored across buffers (cut along N); what cannot run is one key position (`B·Hkv·D`
- * elements, the smallest part) over a binding, or K+V over the memory budget.
+ * elements, the smallest part) over a binding, or, with a memory budget (the GPU's memory),
+ * more than {@link MEMORY_HEADROOM} of it held at once by the case with rows `algos`: K, V
+ * and every row's copies (`_memory.ts`).
  */
-export function skipReason(c: Case, lim: MemoryLimits): string | null {
-  const kv = kvBytes(c);
+export function skipReason(
+  c: Case,
+  lim: MemoryLimits,
+  algos: readonly string[] = [],
+): string | null {
   const mb = fmtBytes;
   const slab = c.B * c.Hkv * c.D * bytesOf(c.dtype);
   const { bytes, name } = splitLimit(lim);
@@ -452,10 +458,14 @@ export function skipReason(c: Case, lim: MemoryLimits): string | null {
       mb(slab)
     }) exceeds ${name} ${mb(bytes)}: no split along N fits`;
   }
-  if (lim.budget !== undefined && 2 * kv > lim.budget) {
-    return `K+V ${mb(2 * kv)} exceed the memory budget ${mb(lim.budget)}`;
-  }
-  return null;
+  if (lim.budget === undefined) return null;
+  const need = caseMemory(c, algos, lim);
+  const cap = Math.floor(MEMORY_HEADROOM * lim.budget);
+  if (need.total <= cap) return null;
+  const items = need.items.map(([what, b]) => `${what} ${(b / 2 ** 30).toFixed(2)}`);
+  return `needs ${mb(need.total)} at once (GiB: ${items.join(", ")}), over ${
+    100 * MEMORY_HEADROOM
+  } % of the memory budget ${mb(lim.budget)}`;
 }
 
 /**

@@ -4,7 +4,8 @@
  *
  * Per case (dtype, D, B, Hq, Hkv, N or ragged kvLens), the headline (B=1, N=512k) first:
  *  1. skip (listed, with the reason) what cannot run: one key position of K/V over a binding,
- *     K/V over the GPU's memory (the allocation fails: out of memory), or a case expected to
+ *     more than 90 % of a known GPU's memory held at once by K, V and every row's copies
+ *     (`_memory.ts`; else the allocation fails: out of memory), or a case expected to
  *     end after the time budget. K/V over one binding (`maxStorageBufferBindingSize`, e.g.
  *     4 GiB K at B=1, N=512k in float16 on an H200) are stored across buffers cut along N,
  *     and flash and lean run per part and merge (naive and ORT take one buffer: skipped);
@@ -66,6 +67,7 @@ import { heatGpu } from "./_heater.ts";
 import { type Call, gpuTimesInterleaved, HEAT_MS } from "./_timing.ts";
 import { loadOrtPeer, type OrtPeer } from "./peers/ort_webgpu.ts";
 import { runTorchPeer, type TorchCase } from "./_torch.ts";
+import { deviceMemoryOf } from "./_memory.ts";
 import { webgpu, type WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { type VariantAlgo, variantBytes, variantMath } from "./_variants.ts";
@@ -136,6 +138,7 @@ async function main(): Promise<number> {
     maxBufferSize: lim.maxBufferSize,
     maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
     partBytes: gpu.partBytes,
+    budget: deviceMemoryOf(gpu.description),
   };
   const rt = runtimeOf(gpu);
   const cases = buildCases(opts);
@@ -194,7 +197,7 @@ async function main(): Promise<number> {
         `expected to take ~${expect.toFixed(1)} s`
       : oom && 2 * kvBytes(c) >= oom.bytes
       ? `K+V ${fmtBytes(2 * kvBytes(c))} ≥ those of ${oom.case}, which did not fit in GPU memory`
-      : skipReason(c, memLim);
+      : skipReason(c, memLim, opts.peers ? opts.algos : own);
     if (skip) {
       skipAll(skip);
       continue;

@@ -17,6 +17,7 @@ import {
   repsFor,
   skipReason,
 } from "../bench/_sweep.ts";
+import { allocatedBytes, caseMemory, deviceMemoryOf, MEMORY_HEADROOM } from "../bench/_memory.ts";
 import { assert, assertEquals, assertMatch, assertThrows } from "./_bench.ts";
 
 const K = 1024;
@@ -112,6 +113,47 @@ Deno.test("skip rules: K/V over one binding run split; only what cannot be split
   // Ragged rows count only the valid keys as bytes read.
   const r = { ...c, B: 2, N: 100, kvLens: [100, 30] };
   assertEquals(readBytes(r), 2 * 130 * 32 * 128 * 2);
+});
+
+Deno.test("memory rule: a case runs only if all it holds at once fits 90 % of the GPU", () => {
+  const lim = { maxBufferSize: 4 * 2 ** 30, maxStorageBufferBindingSize: 2 ** 31 - 4 };
+  const h100 = { ...lim, budget: deviceMemoryOf("NVIDIA H100 80GB HBM3")! };
+  const h200 = { ...lim, budget: deviceMemoryOf("NVIDIA H200")! };
+  assertEquals(h100.budget, 81559 * 2 ** 20);
+  assertEquals(deviceMemoryOf("llvmpipe (LLVM 15.0.6, 256 bits)"), undefined);
+  // The case that lost the H100: (16, 32, 8) at 1M, float16, 64 GiB of K+V.
+  const big = { dtype: "float16" as const, D: 128, B: 16, Hq: 32, Hkv: 8, N: 1024 * K };
+  assertEquals(2 * kvBytes(big), 64 * 2 ** 30);
+  // Plain rows fit (64 GiB + the pool's 1 GiB + outputs < 90 % of 79.6 GiB) ...
+  assertEquals(skipReason(big, h100, ["lean", "flash", "flash-decoding"]), null);
+  // ... the paged rows' caches (64 GiB each, filled from two 2 GiB chunks) or the int8 copies
+  // (32 GiB of data, 1 GiB of token scales) do not.
+  const paged = skipReason(big, h100, ["lean", "lean-paged16", "lean-paged256"])!;
+  assertMatch(paged, /lean-paged16 cache 68\.00.*lean-paged256 cache 68\.00.*memory budget/);
+  assertMatch(skipReason(big, h100, ["lean", "lean-int8"])!, /lean-int8 quantized K and V 33\.00/);
+  assertEquals(skipReason(big, h200, ["lean", "lean-int8"]), null);
+  // The headline case with every quantized row fits an H100 easily.
+  const head = { ...big, B: 1, Hq: 32, Hkv: 32, N: 512 * K };
+  assertEquals(skipReason(head, h100, ["lean", "flash", "lean-int8", "lean-float8e4m3"]), null);
+  // The rule is the sum against the headroom, whatever the items.
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 16 }),
+      fc.integer({ min: 1, max: 2048 * K }),
+      fc.subarray(["lean", "naive", "lean-int8", "lean-float8e4m3", "lean-paged16", "ort-webgpu"]),
+      (B, N, algos) => {
+        const c = { dtype: "float16" as const, D: 128, B, Hq: 32, Hkv: 8, N };
+        const need = caseMemory(c, algos, h100);
+        assertEquals(need.total, need.items.reduce((a, [, b]) => a + b, 0));
+        assert(need.total >= 2 * kvBytes(c), "K and V are counted");
+        const fits = need.total <= Math.floor(MEMORY_HEADROOM * h100.budget);
+        assertEquals(skipReason(c, h100, algos) === null, fits);
+      },
+    ),
+    { seed: 0x5eed, verbose: 1 },
+  );
+  // Buffers as the pool rounds them: the 4 GiB K in 3 parts of ≈1.33 GiB take 1.5 GiB each.
+  assertEquals(allocatedBytes([1, 32, 512 * K, 128], 2, lim), 3 * 1.5 * 2 ** 30);
 });
 
 Deno.test("time budget: fewer samples for long calls; the default sweep's headline fits", () => {

@@ -12,7 +12,7 @@ import type { GpuBinding, GpuContext, GpuFeatures } from "./context.ts";
 import type { DType } from "../../tensor/dtype.ts";
 import { DisposedTensorError, LeanattnError } from "../../tensor/errors.ts";
 import type { Shape } from "../../tensor/shape.ts";
-import { placePart } from "./_parts.ts";
+import { type PartLayout, placePart } from "./_parts.ts";
 import { GpuParts } from "./_runtime_data.ts";
 import { E4M3_VALUES } from "../../tensor/float8.ts";
 import { GpuErrors } from "./_runtime_errors.ts";
@@ -110,6 +110,11 @@ export class GpuRuntime implements GpuContext {
    */
   allocShaped(shape: Shape, dtype: DType): DataId {
     return this.#storage.allocShaped(shape, dtype);
+  }
+
+  /** Storage in the parts of `layout` that the GPU will fill; contents unspecified. */
+  allocParts(layout: PartLayout, dtype: DType): DataId {
+    return this.#storage.allocParts(layout, dtype);
   }
 
   scratch(bytes: number): GPUBuffer {

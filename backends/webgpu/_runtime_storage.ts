@@ -194,6 +194,17 @@ export class GpuStorage {
       ? partLayout(shape, per, this.partBytes, this.#partLimitName())
       : null;
     if (!layout) return this.alloc(n, dtype);
+    return this.allocParts(layout, dtype);
+  }
+
+  /**
+   * Storage in the parts of `layout` that the GPU will fill (e.g. per-row scales cut where
+   * their data tensor is cut); contents unspecified.
+   */
+  allocParts(layout: PartLayout, dtype: DType): DataId {
+    this.#errors.check();
+    const n = layout.outer * layout.rows * layout.row;
+    const per = this.#storageBytes(dtype);
     const parts: GpuData[] = [];
     try {
       for (const [n0, n1] of layout.ranges) {

@@ -39,6 +39,7 @@ import { ropeKernel } from "./_rope.ts";
 import { createIndexTable, gatherPageRows, scatterPageRows } from "./_paged.ts";
 import { readOptions } from "../../tensor/options.ts";
 import { attentionInParts, kernelRun } from "../attention_parts.ts";
+import { partScaleInputs } from "./attention/_quant_inputs.ts";
 import {
   type AttentionTuning,
   checkTuning,
@@ -282,12 +283,11 @@ export class WebGpuBackend implements Backend {
     this.#whole("rope", x, cos, sin, rows);
     return ropeKernel(this.#rt, x, cos, sin, rows, rotaryDim, interleaved);
   }
+  /** Takes x in parts too: the data is then stored in parts where over one binding. */
   quantize(x: TensorInfo, dtype: QuantDType): { data: DataId; scale: DataId } {
-    this.#whole("quantize", x);
     return quantizeKernel(this.#rt, x, dtype);
   }
   dequantize(data: TensorInfo, scale: TensorInfo): DataId {
-    this.#whole("dequantize", data, scale);
     return dequantizeKernel(this.#rt, data, scale);
   }
   cast(x: TensorInfo, dtype: DType): DataId {
@@ -303,6 +303,8 @@ export class WebGpuBackend implements Backend {
   ): { out: DataId; lse: DataId } {
     this.#rt.check();
     const tuning = this.attentionTuning;
+    // Quantized K/V in parts: each part's run binds its part of the token scales.
+    const runInputs = partScaleInputs((t) => this.storageParts(t), plan, inputs);
     const run = (qi: TensorInfo, ki: TensorInfo, vi: TensorInfo, r: AttentionRun) => {
       this.#whole("attention (one run per part: see backends/attention_parts.ts)", qi, ki, vi);
       // The launch prepared with the plan, unless the tuning changed since (benchmarks).
@@ -316,22 +318,16 @@ export class WebGpuBackend implements Backend {
       const launch = prepared?.tuning === tuning && prepared.launch.outDtype === qi.dtype
         ? prepared.launch
         : planWebgpuAttention(this.ctx, qi, kv, kernelRun(plan, r), tuning);
-      return runWebgpuAttention(this.ctx, launch, qi, ki, vi, inputs);
+      return runWebgpuAttention(this.ctx, launch, qi, ki, vi, runInputs(r.part));
     };
     const pages = inputs.pages;
     if (pages) this.#whole("attention (page buffers)", ...pages.kPages, ...pages.vPages);
     const scales = [
-      inputs.kScale,
-      inputs.vScale,
+      ...plan.parts ? [] : [inputs.kScale, inputs.vScale],
       ...pages?.kScalePages ?? [],
       ...pages?.vScalePages ?? [],
     ];
     this.#whole("attention (K/V scales)", ...scales.filter((t) => t !== undefined));
-    if (plan.parts && plan.kvScales) {
-      throw new LimitError(
-        "attention: quantized K/V stored in several buffers (parts) are not supported on WebGPU",
-      );
-    }
     return plan.parts
       ? attentionInParts(this, q, k, v, plan, run, inputs)
       : run(q, k, v, plan.runs[0]);

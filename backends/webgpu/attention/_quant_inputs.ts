@@ -2,13 +2,14 @@
  * The scale buffers a launch over quantized K/V binds last (`_wgsl_quant.ts`): K's then V's,
  * one each for whole K/V, one per page buffer each for paged K/V — checked against the plan
  * before anything is recorded, so a wrong argument is a named error, never a GPU validation
- * error.
+ * error. K/V stored in parts run one launch per part, each binding its part of the token
+ * scales ({@link partScaleInputs}).
  *
  * @module
  */
-import type { AttentionInputs, TensorInfo } from "../../backend.ts";
-import type { PagedLayout } from "../../../schedule/attention_plan.ts";
-import { ArgumentError, DTypeError, ShapeError } from "../../../tensor/errors.ts";
+import type { AttentionInputs, StoragePart, TensorInfo } from "../../backend.ts";
+import type { AttentionPlan, PagedLayout } from "../../../schedule/attention_plan.ts";
+import { ArgumentError, DTypeError, LimitError, ShapeError } from "../../../tensor/errors.ts";
 import type { GpuContext } from "../context.ts";
 import { checkBinding } from "./_launch_limits.ts";
 
@@ -78,4 +79,55 @@ export function quantInputs(
     });
   }
   return out;
+}
+
+/**
+ * The inputs of the run over part `c` of K/V stored in parts (`plan.parts`): "token" scales
+ * `[B, Hkv, N]` bound part by part, which needs them stored cut where the data is (as
+ * `la.quantize` stores them: part c `[B, Hkv, n1 − n0]`); "head" scales `[B, Hkv]` whole for
+ * every part. Without parts or token scales, `inputs` for every run. Throws
+ * {@link LimitError} for token scales stored otherwise (a scale tensor the caller made).
+ */
+export function partScaleInputs(
+  storageParts: (t: TensorInfo) => readonly StoragePart[] | null,
+  plan: AttentionPlan,
+  inputs: AttentionInputs,
+): (c: number | undefined) => AttentionInputs {
+  const parts = plan.parts;
+  const { kScale, vScale } = inputs;
+  if (!parts || plan.kvScales !== "token" || !kScale || !vScale || kScale.shape.length !== 3) {
+    return () => inputs;
+  }
+  const slices = [["kScale", kScale], ["vScale", vScale]].map(([name, t]) => {
+    const s = t as TensorInfo;
+    let got: readonly StoragePart[] | null | undefined;
+    try {
+      got = storageParts({ ...s, shape: [...s.shape, 1] });
+    } catch (e) {
+      if (!(e instanceof LimitError)) throw e;
+      got = undefined; // in parts along another axis (an upload of [B, Hkv, N])
+    }
+    const same = got && got.length === parts.length &&
+      got.every((p, c) => p.n0 === parts[c].n0 && p.n1 === parts[c].n1);
+    if (!same) {
+      throw new LimitError(
+        `attention: K/V are stored in ${parts.length} parts along N (over one buffer binding), ` +
+          `so their token scales must be stored in the same parts, as la.quantize stores them; ` +
+          `${name} [${s.shape.join(", ")}] is ${
+            got === undefined
+              ? "stored in parts along Hkv"
+              : got
+              ? `cut at keys [${got.map((p) => p.n0).join(", ")}]`
+              : "stored whole"
+          }`,
+      );
+    }
+    return got!.map((p): TensorInfo => ({
+      id: p.id,
+      shape: [s.shape[0], s.shape[1], p.n1 - p.n0],
+      dtype: s.dtype,
+    }));
+  });
+  return (c) =>
+    c === undefined ? inputs : { ...inputs, kScale: slices[0][c], vScale: slices[1][c] };
 }
