@@ -1,7 +1,7 @@
 /**
  * The WebGPU attention kernel's in-kernel merge of cut units (lean and flash-decoding
- * schedules): the same bits as the separate reduce pass, with and without prefetching, and
- * the float64 reference.
+ * schedules): the same bits as the separate reduce pass, with and without prefetching, with
+ * the merge deferred to a worker's end, and the float64 reference.
  */
 import { plainRun } from "../schedule/attention_plan.ts";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
@@ -82,9 +82,10 @@ Deno.test({
       });
       const rows = c.B * c.Hq * c.Sq;
       type Run = { out: Float32Array; lse: Float32Array; keys: string[] };
-      const run = async (fusedMerge: boolean, pf?: boolean): Promise<Run> => {
+      const run = async (fusedMerge: boolean, pf?: boolean, deferMerge?: boolean): Promise<Run> => {
         keys.length = 0;
-        const r = webgpuAttention(ctx, q, k, v, params, { kernel: "sg", fusedMerge, pf });
+        const tuning = { kernel: "sg" as const, fusedMerge, pf, deferMerge };
+        const r = webgpuAttention(ctx, q, k, v, params, tuning);
         const out = await b.read(r.out, "float32", rows * c.D);
         const lse = await b.read(r.lse, "float32", rows);
         b.release(r.out);
@@ -96,6 +97,8 @@ Deno.test({
       // Prefetching the next batch (the default for long GQA runs) changes when keys load,
       // not the arithmetic: the same bits.
       const prefetched = await run(true, true);
+      // Publishing a worker's partial states once at its end: the same fold, the same bits.
+      const deferred = await run(true, undefined, true);
       // Where the subgroup kernel applies (not for every shape on every device: lanes a key
       // follow the subgroup size), cut units merge in it; else the reduce pass merges them.
       const empty = c.kvLens.includes(0);
@@ -104,6 +107,7 @@ Deno.test({
         assert(fused.keys[0].includes(":fmtrue"), `case ${ci}: ${fused.keys}`);
         assertEquals(fused.keys.length, empty ? 2 : 1, `case ${ci}: ${fused.keys}`);
         assert(twoPass.keys[0].includes(":fmfalse"), `case ${ci}: ${twoPass.keys}`);
+        assert(deferred.keys[0].includes(":dm"), `case ${ci}: ${deferred.keys}`);
       } else assertEquals(fused.keys, twoPass.keys);
       assertEquals(twoPass.keys.length, 2, `case ${ci}: ${twoPass.keys}`);
       const same = (x: Float32Array, y: Float32Array) =>
@@ -112,6 +116,8 @@ Deno.test({
       assert(same(fused.lse, twoPass.lse), `case ${ci}: lse differ from the reduce pass`);
       assert(same(fused.out, prefetched.out), `case ${ci}: prefetching changed the outputs`);
       assert(same(fused.lse, prefetched.lse), `case ${ci}: prefetching changed the lse`);
+      assert(same(fused.out, deferred.out), `case ${ci}: deferring the merge changed the outputs`);
+      assert(same(fused.lse, deferred.lse), `case ${ci}: deferring the merge changed the lse`);
       const ref = referenceAttention({ q: qd, k: kd, v: vd, ...c, causal });
       const tol = 8 * EPS32 * Math.max(1, Math.log2(c.N)) * 4;
       for (let i = 0; i < rows * c.D; i++) {

@@ -2,7 +2,7 @@
 // queries) of lean with `batchInvariant: true` against plain lean, at the shapes of the
 // benchmark's headline and its paged/invariant table, with the piece length the library's rule
 // gives (`invariantChunkKeys`) printed beside it. Run it from two checkouts to compare rules.
-//     deno run -A --lock=deno.lock bench/probes/invariant_chunk.ts [--small] [--n 4096,16384]
+//     deno run -A --lock=deno.lock bench/probes/invariant_chunk.ts [--small] [--n 4096,16384] [--ab]
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
 import { leanAttention, randn, type Tensor } from "../../mod.ts";
 import { invariantChunkKeys } from "../../schedule/limits.ts";
@@ -47,10 +47,29 @@ for (const [B, Hq, Hkv, N] of shapes.filter((s) => !only || only.includes(s[3]))
   tileInto(gpu, blockV, v);
   const base = await time(() => leanAttention(q, k, v), 30);
   const inv = await time(() => leanAttention(q, k, v, { batchInvariant: true }), 30);
+  // `--ab`: also with each piece's state published and counted at the piece's end (the
+  // in-kernel merge not deferred) and merged by the reduce pass (no fence or count at all).
+  let more = "";
+  if (Deno.args.includes("--ab")) {
+    for (
+      const [name, tuning] of [["not deferred", { deferMerge: false }], ["reduce pass", {
+        fusedMerge: false,
+      }]] as const
+    ) {
+      gpu.attentionTuning = tuning;
+      const t = await time(() => leanAttention(q, k, v, { batchInvariant: true }), 30);
+      gpu.attentionTuning = {};
+      more += ` | ${name} ${t.toFixed(4)} ms (${t >= base ? "+" : ""}${
+        (100 * (t / base - 1)).toFixed(1)
+      } %)`;
+    }
+  }
   console.log(
     `(${B},${Hq},${Hkv}) N=${N}: lean ${base.toFixed(4)} ms | invariant (pieces of ${
       invariantChunkKeys(N)
-    }) ${inv.toFixed(4)} ms (${inv >= base ? "+" : ""}${(100 * (inv / base - 1)).toFixed(1)} %)`,
+    }) ${inv.toFixed(4)} ms (${inv >= base ? "+" : ""}${
+      (100 * (inv / base - 1)).toFixed(1)
+    } %)${more}`,
   );
   for (const t of [q, k, v]) t.dispose();
 }

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Elem } from "./_wgsl_meta.ts";
+import { type Elem, META, SEG_WORDS } from "./_wgsl_meta.ts";
 import { partLoad } from "./_wgsl_segments.ts";
 import { sinkFold } from "./_wgsl_variant.ts";
 
@@ -138,9 +138,8 @@ const FUSED_UNROLL = 8;
  * last of the unit's pieces, acquire (a second barrier) and finish the unit as the reduce
  * kernel would.
  */
-export function fusedMerge(D: number, q: Elem, wg: number, sinks = false): string {
-  return `    if (part != 0xffffffffu) {
-      storageBarrier();
+export function fusedMerge(D: number, q: Elem, wg: number, sinks = false, fence = true): string {
+  return `    if (part != 0xffffffffu) {${fence ? "\n      storageBarrier();" : ""}
       let itm = mt[sb + 5u];
       let first = mt[sb + 6u];
       let count = mt[sb + 7u];
@@ -158,5 +157,25 @@ ${finishCut(D, q, FUSED_UNROLL, "            ", true, sinks)}
         }
       }
     }
+`;
+}
+
+/**
+ * The in-kernel merge deferred to the end of a worker (`SgConfig.dm`): after its last
+ * segment the workgroup publishes all the partial states it wrote with one device-scope
+ * barrier, then counts each cut segment on its unit's counter in order and finishes the units
+ * it completes — one fence a worker instead of one a cut segment (a batch-invariant worker
+ * streams many short pieces). The same fold in the same order: the same bits.
+ */
+export function deferredMerge(D: number, q: Elem, wg: number, sinks = false): string {
+  return `  storageBarrier();
+  for (var si = segA; si < segB; si++) {
+    let sb = mt[${META.segsOff}] + si * ${SEG_WORDS}u;
+    let unit = mt[sb];
+    let part = mt[sb + 3u];
+    let qb = unit % qBlocks;
+    let h = (unit / qBlocks) % Hkv;
+    let b = unit / qBlocks / Hkv;
+${fusedMerge(D, q, wg, sinks, false)}  }
 `;
 }

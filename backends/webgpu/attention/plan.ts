@@ -121,9 +121,20 @@ export function planWebgpuAttention(
   const v = kernelVariant(params, bias ? ctx.wgslType(bias.dtype) : null);
   const inputs = variantInputs(v);
   const qk = quantKernel(k.dtype, k.kvScales);
-  let sg = W === 0 || want === "generic" || want === "wgm"
-    ? null
-    : sgConfig(ctx, g, kvT, qT, params.causal, tuning, v, qk);
+  let sg = W === 0 || want === "generic" || want === "wgm" ? null : sgConfig(
+    ctx,
+    g,
+    kvT,
+    qT,
+    params.causal,
+    {
+      // A batch-invariant worker streams many short pieces: one fence a worker, not a piece.
+      ...(s.kind === "invariant" ? { deferMerge: true } : {}),
+      ...tuning,
+    },
+    v,
+    qk,
+  );
   // Paged K/V: the same kernel and configuration as contiguous K/V of this shape (so the
   // same bits), reading rows through the block table, which binds after the variant inputs.
   const pg = params.paged ? pagedKernel(params.paged) : null;

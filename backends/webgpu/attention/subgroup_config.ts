@@ -87,6 +87,12 @@ export interface SgConfig {
    */
   fm: boolean;
   /**
+   * With `fm`: publish and count a worker's partial states once, after its last segment,
+   * instead of after each (one device-scope fence a worker; `_wgsl_merge.ts`,
+   * `deferredMerge`). The same bits. Absent: false.
+   */
+  dm?: boolean;
+  /**
    * Attention variant features (window, soft-cap, sinks, ALiBi, bias; `_wgsl_variant.ts`),
    * absent or null for plain attention. Variant kernels run without row groups and staged
    * tiles (both off by default).
@@ -106,8 +112,8 @@ export function sgKey(c: SgConfig): string {
   return `attn-sg:D${c.D}:R${c.R}:kv${
     c.qk?.fmt ?? c.kv
   }:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}:lz${c.lz}:fm${c.fm}${
-    variantKey(c.v)
-  }${pagedKey(c.pg)}${quantKey(c.qk)}`;
+    c.fm && c.dm ? ":dm" : ""
+  }${variantKey(c.v)}${pagedKey(c.pg)}${quantKey(c.qk)}`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */
@@ -242,6 +248,7 @@ export function sgConfig(
   const lz = tuning.lazyMax ?? R > 1;
   const fm = (tuning.fusedMerge ?? true) && g.cuts > 0;
   const c: SgConfig = { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile, tm, lz, fm };
+  if (fm && tuning.deferMerge) c.dm = true;
   if (v) c.v = v;
   if (qk) c.qk = qk;
   return c;

@@ -36,7 +36,7 @@
 import { META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
-import { fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
+import { deferredMerge, fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
 import { type SgConfig, sgKey, sgLoadWidth } from "./subgroup_config.ts";
 import {
   keyLoads,
@@ -541,7 +541,7 @@ ${segmentLoop()}${pagedSegment(pg, "    ")}
 ${lines.join("\n")}
 ${writeOut(D, c.q, c.fm, v?.sinks)}
     }
-${c.fm ? fusedMerge(D, c.q, wg, v?.sinks) : ""}  }
-}
+${c.fm && !c.dm ? fusedMerge(D, c.q, wg, v?.sinks) : ""}  }
+${c.fm && c.dm ? deferredMerge(D, c.q, wg, v?.sinks) : ""}}
 `;
 }

@@ -66,6 +66,12 @@ export interface AttentionTuning {
    * instead of two. Same results bit for bit as the reduce pass.
    */
   fusedMerge?: boolean;
+  /**
+   * With the in-kernel merge: a worker publishes and counts its partial states once, after
+   * its last segment, not after each (default: on for batch-invariant schedules, whose
+   * workers stream many short pieces; off otherwise). Same results bit for bit.
+   */
+  deferMerge?: boolean;
 }
 
 /**
@@ -100,7 +106,16 @@ const NUMERIC: Record<"wg" | "L" | "U" | "rs", { min: number; max: number; pow2:
   rs: { min: 1, max: 8, pow2: true },
 };
 
-const FLAGS = ["pf", "bf", "rot", "ws", "tailMask", "lazyMax", "fusedMerge"] as const;
+const FLAGS = [
+  "pf",
+  "bf",
+  "rot",
+  "ws",
+  "tailMask",
+  "lazyMax",
+  "fusedMerge",
+  "deferMerge",
+] as const;
 
 /**
  * A validated copy of a tuning (frozen, so a later change to the object given cannot bypass
