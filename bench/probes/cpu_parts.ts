@@ -4,13 +4,14 @@
  * (`cpuAttentionParallel`), the same schedule in this thread (`cpuAttention`), and ONNX
  * Runtime native when it loads — and prints the schedule's size (workers, segments, cuts).
  *
- * Run: `deno run -A --lock=deno.lock bench/probes/cpu_parts.ts [B,Hq,Hkv,N] [reps=9] [runs=workers,inThread,ort] [threads] [grid]`.
+ * Run: `deno run -A --lock=deno.lock bench/probes/cpu_parts.ts [B,Hq,Hkv,N] [reps=9]
+ * [runs=workers,inThread,ort] [threads] [grid] [tileSize]` (an empty argument keeps the
+ * default). ORT's pool spins after a call, so with ORT in the set each call waits 30 ms first.
  *
  * @module
  */
 import { cpu } from "../../backends/cpu/cpu_backend.ts";
-import { cpuAttentionParallel } from "../../backends/cpu/internal.ts";
-import { closeAttentionWorkers } from "../../backends/cpu/internal.ts";
+import { closeAttentionWorkers, cpuAttentionParallel } from "../../backends/cpu/internal.ts";
 import { cpuAttention } from "../../backends/cpu/attention.ts";
 import { randn } from "../../tensor/creation.ts";
 import { leanAttentionSchedule } from "../../attention/lean.ts";
@@ -22,12 +23,16 @@ const reps = Number(Deno.args[1] ?? 9);
 const only = (Deno.args[2] ?? "workers,inThread,ort").split(",");
 const threads = Deno.args[3] ? Number(Deno.args[3]) : undefined;
 const grid = Deno.args[4] ? Number(Deno.args[4]) : undefined;
+const tileSize = Deno.args[5] ? Number(Deno.args[5]) : undefined;
 const D = 128;
 const be = cpu();
 const q = randn([B, Hq, 1, D], { seed: 3, backend: be });
 const k = randn([B, Hkv, N, D], { seed: 4, backend: be });
 const v = randn([B, Hkv, N, D], { seed: 5, backend: be });
-const schedule = leanAttentionSchedule(q, k, v, grid ? { grid } : {});
+const schedule = leanAttentionSchedule(q, k, v, {
+  ...grid && { grid },
+  ...tileSize && { tileSize },
+});
 const segs = schedule.workers.reduce((a, w) => a + w.length, 0);
 console.log(
   `(${B},${Hq},${Hkv}) N=${N}: ${schedule.workers.length} workers, ${segs} segments, ` +
