@@ -1,6 +1,7 @@
 /**
  * `deno task bench --cpu`: flash and lean on the CPU backend, each schedule's workers spread
- * over Web Workers on every core (`cpuAttentionParallel`), against an in-process read ceiling:
+ * over every core, the calling thread and one Web Worker a further core
+ * (`cpuAttentionParallel`), against an in-process read ceiling:
  * the same number of bytes of K and V summed as 32-bit integers by as many Workers, reading the
  * very SharedArrayBuffers the attention reads. Times are wall clock (there is no GPU clock):
  * the JSON keeps them in `wallMs` and leaves `gpuMs` null.

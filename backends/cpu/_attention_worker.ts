@@ -1,13 +1,19 @@
 /**
- * Multi-core CPU attention: the same schedule's workers spread over Web Workers that share
- * the inputs, outputs and partial slots through SharedArrayBuffer (CPU storage already lives
- * there, so nothing is copied but the schedule).
+ * Multi-core CPU attention: the same schedule's workers spread over this thread and Web
+ * Workers that share the inputs, outputs and partial slots through SharedArrayBuffer (CPU
+ * storage already lives there, so nothing is copied but a small job description).
  *
  * Each thread runs a contiguous range of schedule workers, chosen so the threads get nearly
  * equal tile counts; schedule workers write disjoint memory, so the bits are the same as the
- * in-thread executor's. The cut units are finished on the calling thread, in the fixed order,
- * after every thread is done. Ops stay synchronous and keep using the in-thread loop; this
- * async entry point is for benchmarks and batch scripts.
+ * in-thread executor's. The calling thread runs the first range itself while the Workers run
+ * the others (it would only wait otherwise, and one Worker fewer is one wake-up fewer), then
+ * finishes the cut units in the fixed order once every thread is done. Ops stay synchronous
+ * and keep using the in-thread loop; this async entry point is for benchmarks and batch
+ * scripts.
+ *
+ * A call's fixed cost is on the calling thread, one Worker after another, so it is kept
+ * small: a Worker gets a schedule (plans cache theirs, so calls repeat them) only the first
+ * time, and afterwards its number; each Worker has one message handler for all its jobs.
  *
  * This file is both the API (imported on the main thread) and the worker's script (when it
  * runs as a Worker it answers messages instead).
@@ -17,6 +23,7 @@
 import type { AttentionInputs, AttentionParams, TensorInfo } from "../backend.ts";
 import type { WalkParams } from "./_segment_walk.ts";
 import type { CpuArray } from "./_storage.ts";
+import type { LeanSchedule } from "../../schedule/lean_schedule.ts";
 import { type AttentionBuffers, attentionBuffers, finishCuts, runWorkers } from "./attention.ts";
 import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
 import { simdScratchBytes } from "./_attention_simd.ts";
@@ -26,7 +33,12 @@ interface Job {
   job: number;
   buf: AttentionBuffers;
   g: AttentionGeometry;
-  params: WalkParams;
+  params: Omit<WalkParams, "schedule">;
+  /** The schedule's number; the schedule itself the first time this Worker gets it. */
+  scheduleId: number;
+  schedule?: LeanSchedule;
+  /** Forget the schedules kept so far (the calling thread keeps the count bounded). */
+  forget?: boolean;
   w0: number;
   w1: number;
 }
@@ -36,16 +48,24 @@ type Reply =
   | { job: number; ok: true; scratch: number }
   | { job: number; ok: false; error: string; scratch: number };
 
+/** Schedules a Worker keeps by number; past this many it is told to forget them all. */
+const KEPT_SCHEDULES = 64;
+
 // deno-lint-ignore no-explicit-any
 const scope = globalThis as any;
 const inWorker = typeof scope.WorkerGlobalScope !== "undefined" &&
   scope instanceof scope.WorkerGlobalScope;
 
 if (inWorker) {
+  const schedules = new Map<number, LeanSchedule>();
   scope.onmessage = (e: MessageEvent<Job>) => {
-    const { job, buf, g, params, w0, w1 } = e.data;
+    const { job, buf, g, params, scheduleId, w0, w1 } = e.data;
     try {
-      runWorkers(buf, g, params, w0, w1);
+      if (e.data.forget) schedules.clear();
+      if (e.data.schedule) schedules.set(scheduleId, e.data.schedule);
+      const schedule = schedules.get(scheduleId);
+      if (!schedule) throw new Error(`schedule ${scheduleId} was never sent (a bug)`);
+      runWorkers(buf, g, { ...params, schedule }, w0, w1);
       scope.postMessage({ job, ok: true, scratch: simdScratchBytes() } satisfies Reply);
     } catch (err) {
       const scratch = simdScratchBytes();
@@ -54,10 +74,18 @@ if (inWorker) {
   };
 }
 
-let pool: Worker[] = [];
+/** A started Worker, its jobs in flight and the schedule numbers it has been sent. */
+interface PoolWorker {
+  worker: Worker;
+  pending: Map<number, { resolve: () => void; reject: (e: Error) => void }>;
+  sent: Set<number>;
+  scratch: number;
+}
+
+let pool: PoolWorker[] = [];
 let nextJob = 0;
-/** Scratch each worker thread last said it keeps. */
-const kept = new Map<Worker, number>();
+let nextSchedule = 0;
+const scheduleIds = new WeakMap<LeanSchedule, number>();
 
 /**
  * Attention scratch the worker threads keep between calls (each at most
@@ -65,22 +93,67 @@ const kept = new Map<Worker, number>();
  */
 export function workerScratchBytes(): number {
   let n = 0;
-  for (const b of kept.values()) n += b;
+  for (const p of pool) n += p.scratch;
   return n;
 }
 
-function workers(n: number): Worker[] {
-  while (pool.length < n) {
-    pool.push(new Worker(new URL(import.meta.url), { type: "module" }));
-  }
+function startWorker(): PoolWorker {
+  const p: PoolWorker = {
+    worker: new Worker(new URL(import.meta.url), { type: "module" }),
+    pending: new Map(),
+    sent: new Set(),
+    scratch: 0,
+  };
+  p.worker.onmessage = (e: MessageEvent<Reply>) => {
+    const r = e.data;
+    const waiter = p.pending.get(r.job);
+    p.scratch = r.scratch;
+    if (!waiter) return;
+    p.pending.delete(r.job);
+    if (r.ok) waiter.resolve();
+    else waiter.reject(new Error(`attention worker failed: ${r.error}`));
+  };
+  p.worker.onerror = (e: ErrorEvent) => {
+    e.preventDefault();
+    // The Worker's state is unknown now: fail its jobs and start a fresh one next time.
+    for (const w of p.pending.values()) {
+      w.reject(new Error(`attention worker failed: ${e.message}`));
+    }
+    p.pending.clear();
+    p.worker.terminate();
+    pool = pool.filter((x) => x !== p);
+  };
+  return p;
+}
+
+function workers(n: number): PoolWorker[] {
+  while (pool.length < n) pool.push(startWorker());
   return pool.slice(0, n);
 }
 
 /** Stops the worker threads (they are started again on the next call). */
 export function closeAttentionWorkers(): void {
-  for (const w of pool) w.terminate();
+  for (const p of pool) p.worker.terminate();
   pool = [];
-  kept.clear();
+}
+
+/** Posts one range to `p`; resolves when it is done. */
+function post(
+  p: PoolWorker,
+  base: Omit<Job, "job" | "schedule" | "forget" | "w0" | "w1">,
+  schedule: LeanSchedule,
+  [w0, w1]: [number, number],
+): Promise<void> {
+  const job = nextJob++;
+  const first = !p.sent.has(base.scheduleId);
+  const forget = first && p.sent.size >= KEPT_SCHEDULES;
+  if (forget) p.sent.clear();
+  if (first) p.sent.add(base.scheduleId);
+  return new Promise<void>((resolve, reject) => {
+    p.pending.set(job, { resolve, reject });
+    const msg: Job = { ...base, job, w0, w1, ...first && { schedule }, ...forget && { forget } };
+    p.worker.postMessage(msg);
+  });
 }
 
 /** Splits schedule workers `[0, G)` into `t` contiguous ranges of nearly equal tile counts. */
@@ -100,9 +173,10 @@ export function balancedRanges(loads: readonly number[], t: number): [number, nu
 }
 
 /**
- * Attention executing `params.schedule` across `threads` Web Workers (default: the logical
- * core count). Same inputs and results as the backend's `attention` kernel, bit for bit
- * (`opts.inputs`: a variant's tensors, as `Backend.attention` takes them).
+ * Attention executing `params.schedule` across `threads` threads, this one and `threads − 1`
+ * Web Workers (default: the logical core count). Same inputs and results as the backend's
+ * `attention` kernel, bit for bit (`opts.inputs`: a variant's tensors, as `Backend.attention`
+ * takes them).
  *
  * @example
  * ```ts ignore
@@ -123,41 +197,31 @@ export async function cpuAttentionParallel(
   const threads = Math.max(1, Math.min(opts.threads ?? (navigator.hardwareConcurrency || 1), 64));
   const loads = s.workers.map((run) => run.reduce((a, seg) => a + seg.tileEnd - seg.tileStart, 0));
   const ranges = balancedRanges(loads, threads).filter(([a, b]) => b > a);
-  const jobParams = {
+  const walk = {
     scale: params.scale,
     causal: params.causal,
     kvLens: params.kvLens,
-    schedule: s,
     variant: params.variant,
     keyOffset: params.keyOffset,
     positionLens: params.positionLens,
     paged: params.paged,
   };
-  await Promise.all(
-    workers(ranges.length).map((worker, i) =>
-      new Promise<void>((resolve, reject) => {
-        const job = nextJob++;
-        const onMessage = (e: MessageEvent<Reply>) => {
-          if (e.data.job !== job) return;
-          worker.removeEventListener("message", onMessage);
-          worker.removeEventListener("error", onError);
-          kept.set(worker, e.data.scratch);
-          if (e.data.ok) resolve();
-          else reject(new Error(`attention worker failed: ${e.data.error}`));
-        };
-        const onError = (e: ErrorEvent) => {
-          e.preventDefault();
-          worker.removeEventListener("message", onMessage);
-          worker.removeEventListener("error", onError);
-          reject(new Error(`attention worker failed: ${e.message}`));
-        };
-        worker.addEventListener("message", onMessage);
-        worker.addEventListener("error", onError);
-        const [w0, w1] = ranges[i];
-        worker.postMessage({ job, buf, g, params: jobParams, w0, w1 } satisfies Job);
-      })
-    ),
+  let scheduleId = scheduleIds.get(s);
+  if (scheduleId === undefined) scheduleIds.set(s, scheduleId = nextSchedule++);
+  const base = { buf, g, params: walk, scheduleId };
+  const done = workers(Math.max(0, ranges.length - 1)).map((p, i) =>
+    post(p, base, s, ranges[i + 1])
   );
+  // Every Worker's promise is awaited, also when this thread's range throws.
+  const settled = Promise.allSettled(done);
+  let failure: unknown = null;
+  try {
+    if (ranges.length > 0) runWorkers(buf, g, { ...walk, schedule: s }, ...ranges[0]);
+  } catch (e) {
+    failure = e;
+  }
+  for (const r of await settled) if (r.status === "rejected") failure ??= r.reason;
+  if (failure !== null) throw failure;
   finishCuts(buf, g, s);
   return { out: buf.out, lse: buf.lse };
 }

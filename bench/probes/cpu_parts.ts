@@ -1,0 +1,89 @@
+/**
+ * Where a CPU attention call's time goes (issue #20 item 4): for one decode shape, times
+ * interleaved in one process on the same inputs — the Web Worker call
+ * (`cpuAttentionParallel`), the same schedule in this thread (`cpuAttention`), and ONNX
+ * Runtime native when it loads — and prints the schedule's size (workers, segments, cuts).
+ *
+ * Run: `deno run -A --lock=deno.lock bench/probes/cpu_parts.ts [B,Hq,Hkv,N] [reps=9]
+ * [runs=workers,inThread,ort] [threads] [grid] [tileSize]` (an empty argument keeps the
+ * default). ORT's pool spins after a call, so with ORT in the set each call waits 30 ms first.
+ *
+ * @module
+ */
+import { cpu } from "../../backends/cpu/cpu_backend.ts";
+import { closeAttentionWorkers, cpuAttentionParallel } from "../../backends/cpu/internal.ts";
+import { cpuAttention } from "../../backends/cpu/attention.ts";
+import { randn } from "../../tensor/creation.ts";
+import { leanAttentionSchedule } from "../../attention/lean.ts";
+import { plainRun } from "../../schedule/attention_plan.ts";
+import { loadOrtCpu } from "../peers/ort_cpu.ts";
+
+const [B, Hq, Hkv, N] = (Deno.args[0] ?? "1,32,8,16384").split(",").map(Number);
+const reps = Number(Deno.args[1] ?? 9);
+const only = (Deno.args[2] ?? "workers,inThread,ort").split(",");
+const threads = Deno.args[3] ? Number(Deno.args[3]) : undefined;
+const grid = Deno.args[4] ? Number(Deno.args[4]) : undefined;
+const tileSize = Deno.args[5] ? Number(Deno.args[5]) : undefined;
+const D = 128;
+const be = cpu();
+const q = randn([B, Hq, 1, D], { seed: 3, backend: be });
+const k = randn([B, Hkv, N, D], { seed: 4, backend: be });
+const v = randn([B, Hkv, N, D], { seed: 5, backend: be });
+const schedule = leanAttentionSchedule(q, k, v, {
+  ...grid && { grid },
+  ...tileSize && { tileSize },
+});
+const segs = schedule.workers.reduce((a, w) => a + w.length, 0);
+console.log(
+  `(${B},${Hq},${Hkv}) N=${N}: ${schedule.workers.length} workers, ${segs} segments, ` +
+    `${schedule.cuts.length} cuts, ${schedule.numPartials} partials, tile ${schedule.plan.tileSize}`,
+);
+const params = plainRun({
+  algo: "lean",
+  scale: 1 / Math.sqrt(D),
+  causal: false,
+  kvLens: new Int32Array(B).fill(N),
+  schedule,
+});
+const info = (t: typeof q) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+const runs: Record<string, () => Promise<unknown>> = {
+  workers: () => cpuAttentionParallel(info(q), info(k), info(v), params, { threads }),
+  inThread: () => Promise.resolve(cpuAttention(info(q), info(k), info(v), params)),
+};
+const ort = await loadOrtCpu();
+if ("prepare" in ort && only.includes("ort")) {
+  runs.ort = await ort.prepare({
+    B,
+    Hq,
+    Hkv,
+    N,
+    D,
+    dtype: "float32",
+    q: await q.data(),
+    k: await k.data(),
+    v: await v.data(),
+  });
+}
+for (const name of Object.keys(runs)) if (!only.includes(name)) delete runs[name];
+const times: Record<string, number[]> = {};
+for (let i = -2; i < reps; i++) {
+  for (const [name, run] of Object.entries(runs)) {
+    // ORT's pool spins for a while after a run, on every core: let it stop before the next.
+    if (runs.ort) await new Promise((r) => setTimeout(r, 30));
+    const t0 = performance.now();
+    await run();
+    if (i >= 0) (times[name] ??= []).push(performance.now() - t0);
+  }
+}
+const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+const bytes = 2 * B * Hkv * N * D * 4;
+for (const [name, ts] of Object.entries(times)) {
+  const m = med(ts);
+  console.log(
+    `${name.padEnd(9)} median ${m.toFixed(2)} ms  min ${Math.min(...ts).toFixed(2)} ms  ${
+      (bytes / m / 1e6).toFixed(1)
+    } GB/s`,
+  );
+}
+if (times.ort) console.log(`workers / ort = ${(med(times.workers) / med(times.ort)).toFixed(2)}`);
+closeAttentionWorkers();

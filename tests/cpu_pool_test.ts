@@ -1,0 +1,52 @@
+/**
+ * The CPU worker pool (`backends/cpu/_attention_worker.ts`) across calls: a Worker is sent a
+ * schedule once and afterwards only its number, forgets its schedules past a bound, and the
+ * calling thread runs one range itself. Every call must still give the in-thread executor's
+ * bits, whichever of those paths it took.
+ */
+import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { cpu } from "../backends/cpu/cpu_backend.ts";
+import { cpuAttention } from "../backends/cpu/attention.ts";
+import { closeAttentionWorkers, cpuAttentionParallel } from "../backends/cpu/_attention_worker.ts";
+import { leanAttentionSchedule } from "../attention/lean.ts";
+import { plainRun } from "../schedule/attention_plan.ts";
+import { randn } from "../tensor/creation.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+
+Deno.test({
+  name: "cpu worker pool: repeated, new and forgotten schedules give the in-thread bits",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const backend = cpu();
+    const seed = Date.now() % 1_000_000;
+    console.log(`  seed ${seed}`);
+    const q = randn([2, 4, 3, 16], { seed, backend });
+    const k = randn([2, 2, 300, 16], { seed: seed + 1, backend });
+    const v = randn([2, 2, 300, 16], { seed: seed + 2, backend });
+    const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+    // 70 grids: more schedules than a Worker keeps (64), then the first ones again.
+    const grids = [...Array.from({ length: 70 }, (_, i) => i + 1), 1, 2, 3, 1];
+    try {
+      for (const grid of grids) {
+        const schedule = leanAttentionSchedule(q, k, v, { grid, tileSize: 16 });
+        const params = plainRun({
+          algo: "lean",
+          scale: 0.25,
+          causal: grid % 2 === 0,
+          kvLens: Int32Array.from([300, 171]),
+          schedule,
+        });
+        const serial = cpuAttention(info(q), info(k), info(v), params);
+        for (const threads of [1, 3]) {
+          const par = await cpuAttentionParallel(info(q), info(k), info(v), params, { threads });
+          assertEquals(par.out, serial.out, `grid ${grid}, ${threads} threads: out`);
+          assertEquals(par.lse, serial.lse, `grid ${grid}, ${threads} threads: lse`);
+        }
+      }
+    } finally {
+      closeAttentionWorkers();
+      for (const t of [q, k, v]) t.dispose();
+    }
+  },
+});
