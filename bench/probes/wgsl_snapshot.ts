@@ -172,4 +172,33 @@ lines.push(
     [...new Uint8Array(vTotal)].map((b) => b.toString(16).padStart(2, "0")).join("")
   }`,
 );
+// Paged, quantized and deferred-merge subgroup kernels (#16, #17, #20): their own total, so
+// the lines above stay comparable with older snapshots.
+const extraFrom = all.length;
+const PAGED = [null, { ps: 16, nb: 1, ppb: 0 }, { ps: 3, nb: 3, ppb: 7 }];
+const QUANT = [null, { fmt: "i8", sc: "token" }, { fmt: "i8", sc: "head" }, {
+  fmt: "e4m3",
+  sc: "token",
+}] as const;
+for (const pg of PAGED) {
+  for (const qk of QUANT) {
+    for (const [D, R, L] of [[128, 1, 8], [128, 4, 16], [64, 4, 8], [32, 1, 8]]) {
+      for (const k of [{}, { pf: true, lz: true, fm: true }, { rot: true, fm: true, dm: true }]) {
+        const c: SgConfig = { ...SG_FIXED, D, R, L, U: 2, kv: qk ? "f32" : "f16", q: "f16", ...k };
+        if (pg) c.pg = pg;
+        if (qk) c.qk = qk;
+        await record("sg+pq", sgKey(c), () => sgWgsl(c));
+      }
+    }
+  }
+}
+const xTotal = await crypto.subtle.digest(
+  "SHA-256",
+  new TextEncoder().encode(all.slice(extraFrom).join("\n")),
+);
+lines.push(
+  `total-paged-quant ${all.length - extraFrom} ${
+    [...new Uint8Array(xTotal)].map((b) => b.toString(16).padStart(2, "0")).join("")
+  }`,
+);
 console.log(lines.join("\n"));

@@ -10,11 +10,11 @@
  * keys), so no barrier is needed while the keys stream; K and V loads of a batch are issued
  * before any math. The `U · R` dot products of a slot are finished by a butterfly (each xor
  * step halves the values a lane carries), so a lane ends with whole scores and one exp each;
- * the probabilities are broadcast back with `subgroupShuffle`. At the end of a segment the
- * slots of a subgroup are summed by shuffles (same max, so plain sums), and the subgroups are
- * merged through workgroup memory in a fixed order (deterministic). Units with more rows than
- * fit in registers (prefill, large GQA groups) are covered in passes of R rows, each pass
- * streaming the segment's keys again. Two options, off by default (10–35 points slower on an
+ * the probabilities are broadcast back with `subgroupShuffle` (`_wgsl_probabilities.ts`). At
+ * the end of a segment the slots of a subgroup are summed by shuffles (same max, so plain
+ * sums), and the subgroups are merged through workgroup memory in a fixed order
+ * (deterministic). Units with more rows than fit in registers (prefill, large GQA groups)
+ * are covered in passes of R rows, each pass streaming the segment's keys again. Two options, off by default (10–35 points slower on an
  * H200; bench/NOTES.md, run 4): row groups `G` put a unit's rows on different subgroups that
  * stream the same keys, and staged tiles load the next tile of K/V coalesced into registers
  * while the subgroups compute on the current one from workgroup memory. Non-finite values
@@ -37,6 +37,7 @@ import { META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { deferredMerge, fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
+import { probabilityLines } from "./_wgsl_probabilities.ts";
 import { type SgConfig, sgKey, sgLoadWidth } from "./subgroup_config.ts";
 import {
   keyLoads,
@@ -58,7 +59,6 @@ import {
   variantBindings,
   variantInputs,
   variantRow,
-  variantScore,
   variantSizes,
   variantVisible,
 } from "./_wgsl_variant.ts";
@@ -235,23 +235,6 @@ ${st}
   // row's causal end or a clamped re-read past the segment: p = 0 there, but 0 · ∞ = NaN, so
   // those P·V terms are selected away. The hot loop stays branch-free (a branch inside it
   // measured up to 25 % slower on GQA, run 8).
-  // The new running max of each row from the lane's candidate (its scores' max) and the
-  // rescale factor of the old state. With `lz`, one vote first: the shuffle chains of
-  // `subgroupMax` run only when some lane's candidate exceeds a running max.
-  const newMax = (cms: string[]) => {
-    cms.forEach((cm, r) => p(`      let cm${r} = ${cm};`));
-    if (c.lz) {
-      for (const r of rows) p(`      var mn${r} = m${r};`);
-      p(`      if (subgroupAny(${rows.map((r) => `cm${r} > m${r}`).join(" || ")})) {`);
-      for (const r of rows) p(`        mn${r} = max(m${r}, subgroupMax(cm${r}));`);
-      p(`      }`);
-    } else {
-      for (const r of rows) p(`      let mn${r} = max(m${r}, subgroupMax(cm${r}));`);
-    }
-    for (const r of rows) {
-      p(`      let al${r} = select(0.0, exp(m${r} - mn${r}), m${r} != ninf);`);
-    }
-  };
   // The next batch's K and V words of key slot u (index `kn${u}`): with several page buffers
   // one choice of buffer for all of them.
   const nextLoads = (u: number) =>
@@ -302,102 +285,7 @@ ${st}
         p(`      var s${u}_${r} = ${qk ? `ksc${u} * (${dots})` : dots};`);
       }
     }
-    const NV = U * R;
-    if (c.bf) {
-      // Butterfly: the U·R partial dot products of a slot are reduced together, each xor step
-      // halving the values a lane carries, so a lane ends with whole scores for NV/L of them
-      // (or one, shared by L/NV lanes) — NV − 1 shuffles instead of NV·log2 L, and one exp per
-      // value instead of one per lane.
-      let cur = us.flatMap((u) => rows.map((r) => `s${u}_${r}`));
-      const halves: { off: number; half: number }[] = [];
-      let step = 0;
-      for (let off = L / 2; off >= 1; off /= 2, step++) {
-        if (cur.length === 1) {
-          p(`      ${cur[0]} += subgroupShuffleXor(${cur[0]}, ${off}u);`);
-          continue;
-        }
-        const half = cur.length / 2;
-        p(`      let up${step} = (lane & ${off}u) != 0u;`);
-        const next: string[] = [];
-        for (let i = 0; i < half; i++) {
-          const nm = `b${step}_${i}`;
-          p(
-            `      var ${nm} = select(${cur[i]}, ${
-              cur[i + half]
-            }, up${step}) + subgroupShuffleXor(select(${cur[i + half]}, ${
-              cur[i]
-            }, up${step}), ${off}u);`,
-          );
-          next.push(nm);
-        }
-        halves.push({ off: step, half });
-        cur = next;
-      }
-      const cf = cur.length; // values per lane
-      const idxBase = halves.map((h) => `select(0u, ${h.half}u, up${h.off})`).join(" + ") || "0u";
-      p(`      let vb = ${idxBase};`);
-      cur.forEach((x, j) => {
-        p(`      let vi${j} = vb + ${j}u;`);
-        p(`      let vr${j} = vi${j} % ${R}u;`);
-        p(`      let vk${j} = base + (vi${j} / ${R}u) * ${S}u + slot;`);
-        if (v) {
-          const row = (n: string) =>
-            rows.slice(1).reduce((acc, r) => `select(${acc}, ${n}${r}, vr${j} == ${r}u)`, `${n}0`);
-          const sc = variantScore(v, x, `vk${j}`, row);
-          p(`      let sv${j} = select(ninf, ${sc}, ${variantVisible(v, `vk${j}`, row)});`);
-        } else {
-          const e = rows.slice(1).reduce(
-            (acc, r) => `select(${acc}, e${r}, vr${j} == ${r}u)`,
-            "e0",
-          );
-          p(`      let sv${j} = select(ninf, ${x}, vk${j} < ${e});`);
-        }
-        p(`      bad |= select(0u, 1u << vr${j}, poison_score(sv${j}));`);
-      });
-      newMax(rows.map((r) => {
-        const cand = cur.map((_, j) => `select(ninf, sv${j}, vr${j} == ${r}u)`);
-        return cand.reduce((acc, x) => `max(${acc}, ${x})`);
-      }));
-      cur.forEach((_, j) => {
-        const mn = rows.slice(1).reduce(
-          (acc, r) => `select(${acc}, mn${r}, vr${j} == ${r}u)`,
-          "mn0",
-        );
-        p(`      let pe${j} = select(0.0, exp(sv${j} - ${mn}) * psc, sv${j} != ninf);`);
-      });
-      p(`      let slot0 = sgi - lane;`);
-      for (const u of us) {
-        for (const r of rows) {
-          const v = u * R + r;
-          const holder = cf > 1 ? Math.floor(v / cf) : v * (L / NV);
-          p(`      let p${u}_${r} = subgroupShuffle(pe${v % cf}, slot0 + ${holder}u);`);
-        }
-      }
-    } else {
-      for (let off = 1; off < L; off *= 2) {
-        for (const u of us) {
-          for (const r of rows) p(`      s${u}_${r} += subgroupShuffleXor(s${u}_${r}, ${off}u);`);
-        }
-      }
-      for (const u of us) {
-        for (const r of rows) {
-          if (v) {
-            const row = (n: string) => `${n}${r}`;
-            const sc = variantScore(v, `s${u}_${r}`, `key${u}`, row);
-            p(`      s${u}_${r} = select(ninf, ${sc}, ${variantVisible(v, `key${u}`, row)});`);
-          } else {
-            p(`      s${u}_${r} = select(ninf, s${u}_${r}, key${u} < e${r});`);
-          }
-          p(`      bad |= select(0u, ${1 << r}u, poison_score(s${u}_${r}));`);
-        }
-      }
-      newMax(rows.map((r) => us.map((u) => `s${u}_${r}`).reduce((a, x) => `max(${a}, ${x})`)));
-      for (const r of rows) {
-        for (const u of us) {
-          p(`      let p${u}_${r} = select(0.0, exp(s${u}_${r} - mn${r}) * psc, s${u}_${r} != ninf);`);
-        }
-      }
-    }
+    probabilityLines({ R, U, L, S, bf: c.bf, lz: c.lz, v }).forEach(p);
     for (const u of us) {
       const vf = chs.flatMap((ch) => unpack(`va${u}_${ch}`));
       vf.forEach((x, j) => p(`      let vf${u}_${j} = ${x};`));
