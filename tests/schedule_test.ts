@@ -13,6 +13,12 @@ import {
   splitSchedule,
 } from "../schedule/lean_schedule.ts";
 import { numSplitsHeuristic } from "../schedule/split_heuristic.ts";
+import {
+  INVARIANT_CHUNK_KEYS,
+  INVARIANT_MAX_CHUNK_KEYS,
+  INVARIANT_PIECES,
+  invariantChunkKeys,
+} from "../schedule/limits.ts";
 import { renderSchedule } from "../schedule/render_schedule.ts";
 import { ArgumentError, LimitError } from "../tensor/errors.ts";
 
@@ -142,6 +148,33 @@ Deno.test("lean schedule: every tile once, contiguous runs, loads within one til
     }),
     { numRuns: 300 },
   );
+});
+
+Deno.test("invariantChunkKeys: the shortest power-of-two piece that cuts a sequence into at most 16", () => {
+  const lo = INVARIANT_CHUNK_KEYS, hi = INVARIANT_MAX_CHUNK_KEYS;
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 1 << 24 }),
+      fc.integer({ min: 1, max: 1 << 24 }),
+      (a, b) => {
+        const c = invariantChunkKeys(a);
+        assert((c & (c - 1)) === 0 && c >= lo && c <= hi, `${a}: ${c}`);
+        // At most INVARIANT_PIECES pieces unless the pieces are the longest; the shortest such.
+        assert(c === hi || Math.ceil(a / c) <= INVARIANT_PIECES, `${a}: ${c}`);
+        assert(c === lo || Math.ceil(a / (c / 2)) > INVARIANT_PIECES, `${a}: ${c}`);
+        // Longer sequences never get shorter pieces.
+        if (a <= b) assert(c <= invariantChunkKeys(b), `${a} ≤ ${b}`);
+      },
+    ),
+    { numRuns: 500 },
+  );
+  assertEquals([4096, 16384, 65536, 100_000, 1 << 20].map(invariantChunkKeys), [
+    1024,
+    1024,
+    4096,
+    8192,
+    16384,
+  ]);
 });
 
 Deno.test("invariant schedule: fixed pieces per unit, whatever the batch and grid", () => {

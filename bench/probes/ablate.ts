@@ -49,19 +49,8 @@ import { type Call, decodeInputs, gpuTimesInterleaved } from "../_timing.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { quantize, type QuantizedTensor } from "../../ops/quantize.ts";
 
-type Ablation = "cvt" | "shf" | "max" | "exp" | "qk1" | "pv1" | "lz0" | "dq" | "sc" | "i8h";
-const ABLATIONS: readonly string[] = [
-  "cvt",
-  "shf",
-  "max",
-  "exp",
-  "qk1",
-  "pv1",
-  "lz0",
-  "dq",
-  "sc",
-  "i8h",
-];
+const ABLATIONS = ["cvt", "shf", "max", "exp", "qk1", "pv1", "lz0", "dq", "sc", "i8h"] as const;
+type Ablation = typeof ABLATIONS[number];
 
 /** One variant of the command line: its WGSL ablations, kernel knobs and lean grid. */
 interface Variant {
@@ -76,7 +65,7 @@ function parseVariant(spec: string): Variant {
   const v: Variant = { name: spec, abl: [], tuning: {} };
   for (const x of spec === "def" ? [] : spec.split("+")) {
     const m = /^(g|wg|L|U|rs)(\d+)$/.exec(x);
-    if (ABLATIONS.includes(x)) v.abl.push(x as Ablation);
+    if ((ABLATIONS as readonly string[]).includes(x)) v.abl.push(x as Ablation);
     else if (x === "fm0") v.tuning.fusedMerge = false;
     else if (x === "pf" || x === "pf0") v.tuning.pf = x === "pf";
     else if (m?.[1] === "g") v.grid = Number(m[2]);
