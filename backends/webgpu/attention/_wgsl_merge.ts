@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Elem, META, SEG_WORDS } from "./_wgsl_meta.ts";
+import { type Elem, segmentFields } from "./_wgsl_meta.ts";
 import { partLoad } from "./_wgsl_segments.ts";
 import { sinkFold } from "./_wgsl_variant.ts";
 
@@ -170,12 +170,7 @@ ${finishCut(D, q, FUSED_UNROLL, "            ", true, sinks)}
 export function deferredMerge(D: number, q: Elem, wg: number, sinks = false): string {
   return `  storageBarrier();
   for (var si = segA; si < segB; si++) {
-    let sb = mt[${META.segsOff}] + si * ${SEG_WORDS}u;
-    let unit = mt[sb];
-    let part = mt[sb + 3u];
-    let qb = unit % qBlocks;
-    let h = (unit / qBlocks) % Hkv;
-    let b = unit / qBlocks / Hkv;
+${segmentFields()}
 ${fusedMerge(D, q, wg, sinks, false)}  }
 `;
 }

@@ -107,7 +107,12 @@ export function segmentLoop(): string {
   return `  let segA = mt[${META_SEG_OFFS}u + w];
   let segB = mt[${META_SEG_OFFS}u + w + 1u];
   for (var si = segA; si < segB; si++) {
-    let sb = mt[${META.segsOff}] + si * ${SEG_WORDS}u;
+${segmentFields()}`;
+}
+
+/** The fields of segment `si` (see {@link segmentLoop}), one `let` each, indented 4. */
+export function segmentFields(): string {
+  return `    let sb = mt[${META.segsOff}] + si * ${SEG_WORDS}u;
     let unit = mt[sb];
     let k0 = mt[sb + 1u];
     let k1 = mt[sb + 2u];
