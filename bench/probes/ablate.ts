@@ -98,8 +98,8 @@ export function ablate(code: string, abl: readonly Ablation[]): string {
     }
     if (abl.includes("pv1")) {
       l = l.replace(
-        /^(\s*)o([1-9]\d*)_(\d+) = o\2_\3 \* al\2 \+ (p\d+_\2 \* vf\d+_\3).*;$/,
-        "$1o$2_$3 = o$2_$3 * al$2 + $4;",
+        /^(\s*)o([1-9]\d*)_(\d+) = o\2_\3( \* al\2)? \+ (p\d+_\2 \* vf\d+_\3).*;$/,
+        "$1o$2_$3 = o$2_$3$4 + $5;",
       );
     }
     lines[i] = l;

@@ -37,7 +37,13 @@ import { META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { deferredMerge, fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
-import { probabilityLines } from "./_wgsl_probabilities.ts";
+import {
+  held,
+  heldDenominators,
+  heldLanes,
+  heldMode,
+  probabilityLines,
+} from "./_wgsl_probabilities.ts";
 import { type SgConfig, sgKey, sgLoadWidth } from "./subgroup_config.ts";
 import {
   keyLoads,
@@ -111,10 +117,22 @@ export function sgWgsl(c: SgConfig): string {
   const p = (s: string) => lines.push(s);
   // Quantized K/V: each key's scales (`ksc${u}`, `vsc${u}`; `_wgsl_quant.ts`).
   const tok = qk?.sc === "token";
+  // Held mode (`_wgsl_probabilities.ts`: multi-row units over K/V with head scales): a lane
+  // keeps the denominators of the (key, row) pairs it holds after the butterfly and applies
+  // the head scales to those alone (`hks${h}`, `hvs${h}`).
+  const hm = heldMode(c.bf, c.lz, qk?.sc === "head");
   const scales = (u: number, key: string, decl: string, pre: string, ind: string) =>
     keyScales(qk, pg, u, key, decl, pre, ind).forEach(p);
   const takeScales = (u: number) => takenScales(qk!, pg, u).forEach(p);
+  const heldScales = () => {
+    if (!hm) return;
+    for (let h = 0; h < held(R, U, L).nh; h++) {
+      p(`      let hks${h} = ksh;`);
+      p(`      let hvs${h} = vsh;`);
+    }
+  };
   if (qk) headScales(qk, pg).forEach(p);
+  if (hm) heldLanes(R, U, L).forEach(p);
 
   // Per-row setup of one segment.
   for (const r of rows) {
@@ -209,6 +227,8 @@ export function sgWgsl(c: SgConfig): string {
     p(`    var m${r} = ninf;`);
     p(`    var l${r} = 0.0;`);
   }
+  // The softmax denominators of the (key, row) pairs a lane holds after the butterfly.
+  if (hm) { for (let j = 0; j < held(R, U, L).cf; j++) p(`    var lh${j} = 0.0;`); }
   // Rows (bits) with a visible NaN/+∞ score seen by this lane; OR-ed over the subgroup once
   // per segment.
   p(`    var bad = 0u;`);
@@ -276,26 +296,31 @@ ${st}
         scales(u, `min(key${u}, kend - 1u)`, "let ", "", "      ");
       }
     }
+    heldScales();
     for (const u of us) {
       const kf = chs.flatMap((ch) => unpack(`ka${u}_${ch}`));
       kf.forEach((x, j) => p(`      let kf${u}_${j} = ${x};`));
       for (const r of rows) {
         const dots = js.map((j) => `dot(q${r}_${j}, kf${u}_${j})`).join(" + ");
         // Quantized: K's scale once per key, on the lane's partial dot product.
-        p(`      var s${u}_${r} = ${qk ? `ksc${u} * (${dots})` : dots};`);
+        p(`      var s${u}_${r} = ${qk && !hm ? `ksc${u} * (${dots})` : dots};`);
       }
     }
-    probabilityLines({ R, U, L, S, bf: c.bf, lz: c.lz, v }).forEach(p);
+    const rescale = (r: number) => js.map((j) => `      o${r}_${j} *= al${r};`);
+    probabilityLines({ R, U, L, S, bf: c.bf, lz: c.lz, v, held: hm, rescale }).forEach(p);
     for (const u of us) {
       const vf = chs.flatMap((ch) => unpack(`va${u}_${ch}`));
       vf.forEach((x, j) => p(`      let vf${u}_${j} = ${x};`));
     }
-    for (const r of rows) {
-      p(`      l${r} = l${r} * al${r} + ${us.map((u) => `p${u}_${r}`).join(" + ")};`);
+    if (!hm) {
+      for (const r of rows) {
+        p(`      l${r} = l${r} * al${r} + ${us.map((u) => `p${u}_${r}`).join(" + ")};`);
+      }
     }
-    // Quantized: V's scale once per key, on the probability that weighs its stored values.
-    const pw = (u: number, r: number) => qk ? `pv${u}_${r}` : `p${u}_${r}`;
-    if (qk) {
+    // Quantized: V's scale once per key, on the probability that weighs its stored values
+    // (held head scales: on the held probabilities before their broadcast).
+    const pw = (u: number, r: number) => qk && !hm ? `pv${u}_${r}` : `p${u}_${r}`;
+    if (qk && !hm) {
       for (const u of us) {
         for (const r of rows) p(`      let pv${u}_${r} = p${u}_${r} * vsc${u};`);
       }
@@ -308,7 +333,8 @@ ${st}
           masked
             ? `select(vec4<f32>(0.0), ${pw(u, r)} * vf${u}_${j}, ${vis(u)})`
             : `${pw(u, r)} * vf${u}_${j}`;
-        p(`      o${r}_${j} = o${r}_${j} * al${r} + ${us.map(term).join(" + ")};`);
+        const old = hm ? `o${r}_${j}` : `o${r}_${j} * al${r}`;
+        p(`      o${r}_${j} = ${old} + ${us.map(term).join(" + ")};`);
       }
     }
     for (const r of rows) p(`      m${r} = mn${r};`);
@@ -342,10 +368,12 @@ ${st}
   } else loop(`var base = ${start}; base < ${stop}`, false);
   if (KT) p(`    }`);
   p(`    let badw = subgroupOr(bad);`);
+  // Held mode: the denominators are the held ones summed over the subgroup.
+  if (hm) heldDenominators(R, U, L).forEach(p);
   // Sum the slots of a subgroup (they share the max).
   p(`    for (var off = ${L}u; off < sgs; off <<= 1u) {`);
   for (const r of rows) {
-    p(`      l${r} += subgroupShuffleXor(l${r}, off);`);
+    if (!hm) p(`      l${r} += subgroupShuffleXor(l${r}, off);`);
     for (const j of js) p(`      o${r}_${j} += subgroupShuffleXor(o${r}_${j}, off);`);
   }
   p(`    }`);
