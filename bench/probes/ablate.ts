@@ -29,8 +29,10 @@
  * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default;
  * `wg<n>`, `L<n>`, `U<n>` set those kernel knobs (`AttentionTuning`: threads a workgroup,
  * lanes a key, keys a slot per iteration), `rs<n>` splits a unit's rows over n row groups of
- * subgroups, `ws` stages K/V tiles in workgroup memory; `pf` / `pf0` turn prefetching the next
- * batch on / off.
+ * subgroups, `ws` stages K/V tiles in workgroup memory; `lz` / `nolz` turn the vote before the
+ * running max on / off (`AttentionTuning.lazyMax`; with the butterfly over K/V with head
+ * scales it also turns held mode on / off); `pf` / `pf0` turn prefetching the next batch on /
+ * off.
  *
  * `--kv int8|float8e4m3` quantizes K and V (`la.quantize`: int8 with token scales, e4m3 with
  * head scales) and times lean over them; two more ablations apply there: `dq` the decode of
@@ -68,6 +70,7 @@ function parseVariant(spec: string): Variant {
     if ((ABLATIONS as readonly string[]).includes(x)) v.abl.push(x as Ablation);
     else if (x === "fm0") v.tuning.fusedMerge = false;
     else if (x === "pf" || x === "pf0") v.tuning.pf = x === "pf";
+    else if (x === "lz" || x === "nolz") v.tuning.lazyMax = x === "lz";
     else if (m?.[1] === "g") v.grid = Number(m[2]);
     else if (x === "ws") v.tuning.ws = true;
     else if (m) v.tuning[m[1] as "wg" | "L" | "U" | "rs"] = Number(m[2]);
