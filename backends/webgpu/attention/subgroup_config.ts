@@ -245,7 +245,9 @@ export function sgConfig(
   // batch (bench/NOTES.md, runs 8–9), so it is on only where rows can end apart.
   // A right window, like causal, ends the rows of a unit at different keys.
   const tm = tuning.tailMask ?? (tile > 0 || ((causal || (v?.wr ?? false)) && g.Sq > 1));
-  const lz = tuning.lazyMax ?? R > 1;
+  // One-row units over K/V with head scales take it too (and so held mode,
+  // `_wgsl_probabilities.ts`): float8e4m3 multi-head decode 1–2 % faster on an H100.
+  const lz = tuning.lazyMax ?? (R > 1 || qk?.sc === "head");
   const fm = (tuning.fusedMerge ?? true) && g.cuts > 0;
   const c: SgConfig = { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile, tm, lz, fm };
   if (fm && tuning.deferMerge) c.dm = true;

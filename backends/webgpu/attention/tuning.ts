@@ -56,8 +56,9 @@ export interface AttentionTuning {
   tailMask?: boolean;
   /**
    * Vote before the running max in the subgroup kernel (default: on for units of two or more
-   * rows): the shuffle reduction of a batch's max runs only when some lane's score exceeds
-   * the row's running max. Same results bit for bit.
+   * rows and over K/V with head scales): the shuffle reduction of a batch's max runs only when
+   * some lane's score exceeds the row's running max. Same results bit for bit, except over K/V
+   * with head scales, where it also selects held mode (equal within rounding).
    */
   lazyMax?: boolean;
   /**
