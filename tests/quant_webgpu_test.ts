@@ -5,7 +5,9 @@
  * flash-decoding, float32 and float16 q, GQA, ragged lengths, causal prefill, a variant,
  * paged K/V, the subgroup kernel (16-, 8- and 4-byte loads: D 128 with one and with four rows
  * a unit, D 64, D 32; where an adapter has no subgroups these cases run the generic kernel)
- * and the generic kernel (D 24, 64). Wrong scale
+ * and the generic kernel (D 24, 64), and the subgroup kernel's held mode with head scales
+ * (copies of a score on several lanes, row groups, one-row units; long enough that a later
+ * batch raises a row's max, so the held denominators' rescale is exercised). Wrong scale
  * inputs are named errors; no buffer may leak.
  */
 import { ok as assert, strictEqual, throws } from "node:assert/strict";
@@ -204,6 +206,43 @@ const CASES: Case[] = [
     fmt: "int8",
     sc: "head",
     algo: "flash-decoding",
+    kernel: "sg",
+  },
+  // Held mode (multi-row units, head scales: each lane keeps the denominators and applies
+  // the scales of the scores it holds after the butterfly, _wgsl_probabilities.ts).
+  {
+    name: "lean e4m3/head GQA 4 ragged, held mode, one key a slot (copies of each score)",
+    shape: [2, 8, 2, 1, 70, 64],
+    kvLens: [70, 23],
+    fmt: "float8e4m3",
+    sc: "head",
+    tuning: { U: 1 },
+    kernel: "sg",
+  },
+  {
+    name: "lean int8/head GQA 4, held mode over two row groups",
+    shape: [1, 8, 2, 1, 900, 64],
+    fmt: "int8",
+    sc: "head",
+    tuning: { rs: 2 },
+    kernel: "sg",
+  },
+  {
+    name: "flash e4m3/head one-row units, held mode, two keys a slot",
+    shape: [2, 2, 2, 1, 600, 64],
+    kvLens: [12, 600],
+    fmt: "float8e4m3",
+    sc: "head",
+    algo: "flash",
+    tuning: { U: 2 },
+    kernel: "sg",
+  },
+  {
+    name: "lean int8/head GQA sinks + softcap + window, held mode",
+    shape: [1, 4, 1, 1, 700, 32],
+    fmt: "int8",
+    sc: "head",
+    variant: true,
     kernel: "sg",
   },
   {
