@@ -34,6 +34,10 @@
  * scales it also turns held mode on / off); `pf` / `pf0` turn prefetching the next batch on /
  * off.
  *
+ * `l1` (any K/V): every K/V and scale load of the key loop reads the first 1024 words of its
+ * buffer instead (one AND more, the same loads; they hit L1/L2, so the kernel's time without
+ * the DRAM stream: what its instructions and latencies alone cost).
+ *
  * `--kv int8|float8e4m3` quantizes K and V (`la.quantize`: int8 with token scales, e4m3 with
  * head scales) and times lean over them; two more ablations apply there: `dq` the decode of
  * a packed word to four floats by one integer op each (no conversion), `sc` every scale read
@@ -51,7 +55,19 @@ import { type Call, decodeInputs, gpuTimesInterleaved } from "../_timing.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { quantize, type QuantizedTensor } from "../../ops/quantize.ts";
 
-const ABLATIONS = ["cvt", "shf", "max", "exp", "qk1", "pv1", "lz0", "dq", "sc", "i8h"] as const;
+const ABLATIONS = [
+  "cvt",
+  "shf",
+  "max",
+  "exp",
+  "qk1",
+  "pv1",
+  "lz0",
+  "dq",
+  "sc",
+  "i8h",
+  "l1",
+] as const;
 type Ablation = typeof ABLATIONS[number];
 
 /** One variant of the command line: its WGSL ablations, kernel knobs and lean grid. */
@@ -91,6 +107,9 @@ export function ablate(code: string, abl: readonly Ablation[]): string {
     if (abl.includes("dq")) l = l.replace(/\bdq_(i8|e4m3)\(([^(),]+)(, qnan)?\)/g, "fk_dq($2)");
     if (abl.includes("i8h")) l = l.replaceAll("dq_i8(", "dq_i8h(");
     if (abl.includes("sc")) l = l.replace(/\b[KV]S\d*\[[^\]]+\]/g, "1.0");
+    // Every K/V (and scale) load of the loop from the first 1024 words of its buffer: the
+    // same instructions (one AND more), no DRAM stream (the words stay in L1/L2).
+    if (abl.includes("l1")) l = l.replace(/\b([KV]S?\d*)\[([^\[\]]+)\]/g, "$1[($2) & 1023u]");
     if (abl.includes("shf")) l = l.replace(/subgroupShuffle(Xor)?\(/g, "fk_sh(");
     if (abl.includes("max")) l = l.replaceAll("subgroupMax(", "fk_id(");
     if (abl.includes("exp")) l = l.replace(/\bexp\(/g, "fk_id(");
