@@ -23,6 +23,11 @@ export interface KVStorage {
   pages?: { k: KVArray[]; v: KVArray[]; blockTable: Int32Array };
   /** Quantized K/V: the scales, per buffer of {@link kvArrays}. */
   quant?: KVQuant;
+  /**
+   * The shared WebAssembly memories behind the buffers of {@link kvArrays}, where storage
+   * made them (`wasmMemoryOf`): tiles are copied out of those with `memory.copy`.
+   */
+  memories?: { k: (WebAssembly.Memory | undefined)[]; v: (WebAssembly.Memory | undefined)[] };
 }
 
 /** The K and V arrays a {@link KVRows}'s `buffer` indexes (one, or the page buffers). */

@@ -21,6 +21,7 @@ import {
 import { type KVArray, kvArrays, type KVRows } from "./_kv_rows.ts";
 import { dequantRows } from "./_kv_quant.ts";
 import type { CpuQuantArray } from "./_storage.ts";
+import { type MemoryCopy, memoryCopy } from "./_wasm_copy.ts";
 
 /** Byte offsets of one call's scratch in the wasm memory. */
 interface SimdLayout {
@@ -117,6 +118,12 @@ export function simdTileKernel(
     f16 ? new Uint16Array(x.buffer, x.byteOffset, x.length) : x as Float32Array | CpuQuantArray;
   const kSrc = kvArrays(buf).k.map(bits);
   const vSrc = kvArrays(buf).v.map(bits);
+  // Float K/V in shared WebAssembly memory: copied with memory.copy (`_wasm_copy.ts`).
+  const copiers = (mems: (WebAssembly.Memory | undefined)[] | undefined, n: number) =>
+    Array.from({ length: n }, (_, i) => mems?.[i] ? memoryCopy(K.memory, mems[i]!) : null);
+  const kCopy = copiers(quant ? undefined : buf.memories?.k, kSrc.length);
+  const vCopy = copiers(quant ? undefined : buf.memories?.v, vSrc.length);
+  const bpe = f16 ? 2 : 4;
   const kTile = new Float32Array(mem, L.k, Tn * Dp);
   const vTile = new Float32Array(mem, L.v, Tn * Dp);
   /**
@@ -127,6 +134,7 @@ export function simdTileKernel(
    */
   const stage = (
     src: readonly (Uint16Array | Float32Array | CpuQuantArray)[],
+    copy: readonly (MemoryCopy | null)[],
     scales: readonly Float32Array[] | undefined,
     kv: KVRows,
     t0: number,
@@ -139,9 +147,18 @@ export function simdTileKernel(
       const from = src[kv.buffer] as Uint16Array | Float32Array;
       const base = kv.at;
       const to = j - t0;
+      const mc = copy[kv.buffer];
       if (quant) {
         const q8 = src[kv.buffer] as CpuQuantArray;
         dequantRows(quant, q8, scales![kv.buffer], base, run, N, D, tile, to * Dp, Dp);
+      } else if (mc) {
+        const at = from.byteOffset + base * bpe;
+        if (Dp === D) mc(dst.byteOffset + to * D * bpe, at, run * D * bpe);
+        else {
+          for (let i = 0; i < run; i++) {
+            mc(dst.byteOffset + (to + i) * Dp * bpe, at + i * D * bpe, D * bpe);
+          }
+        }
       } else if (Dp === D) {
         dst.set(from.subarray(base, base + run * D), to * D);
       } else {
@@ -161,7 +178,7 @@ export function simdTileKernel(
     tile(rows: PassRows, R: number, kv: KVRows, t0: number, t1: number): void {
       const { end, m, l } = rows;
       const n = t1 - t0;
-      stage(kSrc, quant?.k, kv, t0, n, kTile);
+      stage(kSrc, kCopy, quant?.k, kv, t0, n, kTile);
       K.scores(L.q, L.k, L.s, R, n, Dp, Tn);
       for (let a = 0; a < R; a++) {
         const c = Math.min(t1, end[a]) - t0;
@@ -179,7 +196,7 @@ export function simdTileKernel(
       }
       K.pexp(L.s, R, Tn, L.cnt, L.mx, L.sum); // p = exp(s − m) in place, Σp per row
       for (let a = 0; a < R; a++) if (C[a] > 0) l[a] += SUM[a];
-      stage(vSrc, quant?.v, kv, t0, n, vTile);
+      stage(vSrc, vCopy, quant?.v, kv, t0, n, vTile);
       K.pv(L.s, L.v, L.o, L.alpha, L.cnt, R, Dp, Tn);
     },
   };

@@ -45,6 +45,51 @@ export function cpuQuantValues(x: TensorInfo | DataId): CpuQuantArray {
 }
 
 /**
+ * Storage of at least this many bytes lives in a shared WebAssembly memory of its own (whose
+ * buffer is a SharedArrayBuffer like any other), so the attention kernels can copy from it
+ * with `memory.copy` (`_wasm_copy.ts`) instead of the slower copy out of a SharedArrayBuffer.
+ */
+export const WASM_BACKED_MIN_BYTES = 1 << 20;
+
+/** Largest WebAssembly memory, in 64 KiB pages (4 GiB − 64 KiB: 32-bit addresses). */
+const WASM_MAX_PAGES = 65535;
+
+const wasmBacked = new WeakMap<ArrayBufferLike, WebAssembly.Memory>();
+let wasmBacking = true;
+let wasmMinBytes = WASM_BACKED_MIN_BYTES;
+
+/**
+ * Turns storage in WebAssembly memory on or off for later allocations, from `minBytes` on (on
+ * from {@link WASM_BACKED_MIN_BYTES} by default; for tests and probes comparing the two
+ * copies, which give the same bits).
+ */
+export function setWasmBacking(on: boolean, minBytes = WASM_BACKED_MIN_BYTES): void {
+  wasmBacking = on;
+  wasmMinBytes = minBytes;
+}
+
+/** The shared WebAssembly memory behind `a`'s buffer, if {@link allocCpu} made it one. */
+export function wasmMemoryOf(a: ArrayBufferView): WebAssembly.Memory | undefined {
+  return wasmBacked.get(a.buffer);
+}
+
+/** A SharedArrayBuffer of `bytes` (≥ 1), in a shared WebAssembly memory where large enough. */
+function sharedBytes(bytes: number): SharedArrayBuffer {
+  const pages = Math.ceil(bytes / 65536);
+  if (wasmBacking && bytes >= wasmMinBytes && pages <= WASM_MAX_PAGES) {
+    try {
+      const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+      const buffer = memory.buffer as SharedArrayBuffer;
+      wasmBacked.set(buffer, memory);
+      return buffer;
+    } catch {
+      // No WebAssembly memory to be had (address space): a plain SharedArrayBuffer.
+    }
+  }
+  return new SharedArrayBuffer(bytes);
+}
+
+/**
  * New zeroed storage of `n` elements; throws {@link LimitError} where the JavaScript engine
  * cannot allocate it (over its array limits, or out of memory).
  */
@@ -56,8 +101,8 @@ export function allocCpu(n: number, dtype: DType): CpuArray {
     dtype,
     () =>
       dtype === "float16"
-        ? new Float16Array(new SharedArrayBuffer(Math.max(2, n * 2)), 0, n)
-        : new Float32Array(new SharedArrayBuffer(Math.max(4, n * 4)), 0, n),
+        ? new Float16Array(sharedBytes(Math.max(2, n * 2)), 0, n)
+        : new Float32Array(sharedBytes(Math.max(4, n * 4)), 0, n),
   );
 }
 

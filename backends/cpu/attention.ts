@@ -25,7 +25,7 @@ import type { AttentionInputs, AttentionParams, TensorInfo } from "../backend.ts
 import { isPlainVariant, PLAIN_ATTENTION } from "../../schedule/attention_plan.ts";
 import type { LeanSchedule } from "../../schedule/lean_schedule.ts";
 import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
-import { allocCpu, type CpuArray, type CpuData, cpuValues } from "./_storage.ts";
+import { allocCpu, type CpuArray, type CpuData, cpuValues, wasmMemoryOf } from "./_storage.ts";
 import { simdKernels } from "./_attention_simd.ts";
 import { clearState, foldSink, foldState, rowState, writeRow } from "./_online_softmax.ts";
 import {
@@ -37,7 +37,7 @@ import {
 } from "./_segment_walk.ts";
 import { keysPerTile, simdTileKernel } from "./_simd_tile.ts";
 import { scalarTileKernel } from "./_scalar_tile.ts";
-import { walkedKvShape } from "./_kv_rows.ts";
+import { kvArrays, walkedKvShape } from "./_kv_rows.ts";
 import { kvQuant } from "./_kv_quant.ts";
 
 export type { AttentionBuffers };
@@ -120,7 +120,7 @@ export function attentionBuffers(
   const rows = g.B * g.Hq * g.Sq;
   const paged = inputs?.pages;
   const quant = kvQuant(k.dtype, inputs);
-  return {
+  const buf: AttentionBuffers = {
     ...variantBuffers(variant, inputs),
     ...paged && {
       pages: {
@@ -139,6 +139,11 @@ export function attentionBuffers(
       new SharedArrayBuffer(Math.max(8, schedule.numPartials * g.unitRows * (g.D + 2) * 8)),
     ),
   };
+  const arrays = kvArrays(buf);
+  if (!quant && [...arrays.k, ...arrays.v].some((x) => wasmMemoryOf(x))) {
+    buf.memories = { k: arrays.k.map(wasmMemoryOf), v: arrays.v.map(wasmMemoryOf) };
+  }
+  return buf;
 }
 
 /** The variant's inputs as the walk reads them (only those the run's variant uses). */

@@ -7,13 +7,17 @@
  * Run: `deno run -A --lock=deno.lock bench/probes/cpu_parts.ts [B,Hq,Hkv,N] [reps=9]
  * [runs=workers,inThread,ort] [threads] [grid] [tileSize]` (an empty argument keeps the
  * default). ORT's pool spins after a call, so with ORT in the set each call waits 30 ms first.
+ * `workersSab` and `inThreadSab` run the same calls on copies of K and V in plain
+ * SharedArrayBuffers instead of shared WebAssembly memory (`setWasmBacking`: the tiles are then
+ * copied with `TypedArray.prototype.set`, not `memory.copy`).
  *
  * @module
  */
 import { cpu } from "../../backends/cpu/cpu_backend.ts";
 import { closeAttentionWorkers, cpuAttentionParallel } from "../../backends/cpu/internal.ts";
 import { cpuAttention } from "../../backends/cpu/attention.ts";
-import { randn } from "../../tensor/creation.ts";
+import { setWasmBacking } from "../../backends/cpu/_storage.ts";
+import { randn, tensor } from "../../tensor/creation.ts";
 import { leanAttentionSchedule } from "../../attention/lean.ts";
 import { plainRun } from "../../schedule/attention_plan.ts";
 import { loadOrtCpu } from "../peers/ort_cpu.ts";
@@ -29,6 +33,10 @@ const be = cpu();
 const q = randn([B, Hq, 1, D], { seed: 3, backend: be });
 const k = randn([B, Hkv, N, D], { seed: 4, backend: be });
 const v = randn([B, Hkv, N, D], { seed: 5, backend: be });
+setWasmBacking(false);
+const kSab = tensor(await k.data(), { shape: k.shape, backend: be });
+const vSab = tensor(await v.data(), { shape: v.shape, backend: be });
+setWasmBacking(true);
 const schedule = leanAttentionSchedule(q, k, v, {
   ...grid && { grid },
   ...tileSize && { tileSize },
@@ -49,6 +57,8 @@ const info = (t: typeof q) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
 const runs: Record<string, () => Promise<unknown>> = {
   workers: () => cpuAttentionParallel(info(q), info(k), info(v), params, { threads }),
   inThread: () => Promise.resolve(cpuAttention(info(q), info(k), info(v), params)),
+  workersSab: () => cpuAttentionParallel(info(q), info(kSab), info(vSab), params, { threads }),
+  inThreadSab: () => Promise.resolve(cpuAttention(info(q), info(kSab), info(vSab), params)),
 };
 const ort = await loadOrtCpu();
 if ("prepare" in ort && only.includes("ort")) {
@@ -80,7 +90,7 @@ const bytes = 2 * B * Hkv * N * D * 4;
 for (const [name, ts] of Object.entries(times)) {
   const m = med(ts);
   console.log(
-    `${name.padEnd(9)} median ${m.toFixed(2)} ms  min ${Math.min(...ts).toFixed(2)} ms  ${
+    `${name.padEnd(11)} median ${m.toFixed(2)} ms  min ${Math.min(...ts).toFixed(2)} ms  ${
       (bytes / m / 1e6).toFixed(1)
     } GB/s`,
   );

@@ -1,0 +1,96 @@
+/**
+ * CPU storage in shared WebAssembly memory (`backends/cpu/_storage.ts`): float tensors from
+ * `WASM_BACKED_MIN_BYTES` on live in a shared `WebAssembly.Memory` of their own, whose tiles
+ * the attention kernels copy with `memory.copy` (`_wasm_copy.ts`) instead of
+ * `TypedArray.prototype.set`. Only the copy differs: attention over such K/V must give the
+ * bits of the same K/V in plain SharedArrayBuffers, in this thread and on the worker pool.
+ */
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { cpu } from "../backends/cpu/cpu_backend.ts";
+import { cpuAttention } from "../backends/cpu/attention.ts";
+import { closeAttentionWorkers, cpuAttentionParallel } from "../backends/cpu/_attention_worker.ts";
+import {
+  allocCpu,
+  cpuValues,
+  setWasmBacking,
+  WASM_BACKED_MIN_BYTES,
+  wasmMemoryOf,
+} from "../backends/cpu/_storage.ts";
+import { leanAttentionSchedule } from "../attention/lean.ts";
+import { plainRun } from "../schedule/attention_plan.ts";
+import { randn, tensor } from "../tensor/creation.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+
+Deno.test("cpu storage: from 1 MiB on in shared WebAssembly memory, unless turned off", () => {
+  const big = allocCpu(WASM_BACKED_MIN_BYTES / 4, "float32");
+  const mem = wasmMemoryOf(big);
+  assert(mem !== undefined, "1 MiB of float32: a WebAssembly memory");
+  assert(mem.buffer.byteLength >= big.byteLength && big.byteOffset === 0, "the array is its start");
+  assert(big.every((x) => x === 0), "zeroed");
+  assert(wasmMemoryOf(allocCpu(WASM_BACKED_MIN_BYTES / 4 - 1, "float32")) === undefined);
+  assert(wasmMemoryOf(allocCpu(WASM_BACKED_MIN_BYTES / 2, "float16")) !== undefined);
+  try {
+    setWasmBacking(false);
+    assert(wasmMemoryOf(allocCpu(WASM_BACKED_MIN_BYTES, "float32")) === undefined, "off");
+  } finally {
+    setWasmBacking(true);
+  }
+});
+
+Deno.test({
+  name: "cpu attention over K/V in WebAssembly memory gives the SharedArrayBuffer bits",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const backend = cpu();
+    const seed = Date.now() % 1_000_000;
+    let rnd = seed;
+    const next = (n: number) => (rnd = (rnd * 1103515245 + 12345) % 2147483648) % n;
+    const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+    const made: Tensor[] = [];
+    try {
+      for (let c = 0; c < 8; c++) {
+        const dtype = c % 2 === 0 ? "float32" : "float16";
+        const D = [40, 64, 24, 128][c % 4]; // 40, 24: rows copied one by one (D ≠ 16·k)
+        const Hkv = 1 + next(2), group = 1 + next(3), B = 1 + next(2), Sq = 1 + next(3);
+        const N = 200 + next(700);
+        const where = `seed ${seed} case ${c}: ${dtype} B ${B} Hkv ${Hkv} group ${group} ` +
+          `Sq ${Sq} N ${N} D ${D}`;
+        const q = randn([B, Hkv * group, Sq, D], { seed: seed + c, dtype, backend });
+        // Wasm-backed from 4 KiB on, so every K/V of these shapes is; then plain copies.
+        setWasmBacking(true, 4096);
+        const k = randn([B, Hkv, N, D], { seed: seed + c + 1, dtype, backend });
+        const v = randn([B, Hkv, N, D], { seed: seed + c + 2, dtype, backend });
+        setWasmBacking(false);
+        const kp = tensor(await k.data(), { shape: k.shape, dtype, backend });
+        const vp = tensor(await v.data(), { shape: v.shape, dtype, backend });
+        setWasmBacking(true);
+        made.push(q, k, v, kp, vp);
+        assert(wasmMemoryOf(cpuValues(info(k))) && !wasmMemoryOf(cpuValues(info(kp))), where);
+        const schedule = leanAttentionSchedule(q, k, v, {
+          grid: 1 + next(6),
+          tileSize: [16, 32, 64][next(3)],
+        });
+        const kvLens = Int32Array.from({ length: B }, (_, b) => b === 1 ? 1 + next(N) : N);
+        const params = plainRun({
+          algo: "lean",
+          scale: 1 / Math.sqrt(D),
+          causal: Sq > 1,
+          kvLens,
+          schedule,
+        });
+        const want = cpuAttention(info(q), info(kp), info(vp), params);
+        const got = cpuAttention(info(q), info(k), info(v), params);
+        assertEquals(got.out, want.out, `${where}: out`);
+        assertEquals(got.lse, want.lse, `${where}: lse`);
+        const par = await cpuAttentionParallel(info(q), info(k), info(v), params, { threads: 3 });
+        assertEquals(par.out, want.out, `${where}: out, worker pool`);
+        assertEquals(par.lse, want.lse, `${where}: lse, worker pool`);
+      }
+    } finally {
+      setWasmBacking(true);
+      closeAttentionWorkers();
+      for (const t of made) t.dispose();
+    }
+  },
+});
