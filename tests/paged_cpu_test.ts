@@ -17,6 +17,7 @@ import { flashAttentionPlan } from "../attention/flash.ts";
 import { leanAttentionPlan } from "../attention/lean.ts";
 import type { AttentionInputs } from "../backends/backend.ts";
 import { disableSimdKernelsForTesting } from "../backends/cpu/_attention_simd.ts";
+import { setWasmBacking } from "../backends/cpu/_storage.ts";
 import { closeAttentionWorkers, cpuAttentionParallel } from "../backends/cpu/_attention_worker.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
 
@@ -145,6 +146,8 @@ const pagedCase = fc.record({
   split: fc.integer({ min: 1, max: 7 }),
   scalar: fc.boolean(), // the plain-JS tile (no WebAssembly) instead of the SIMD one
   pool: fc.boolean(), // also through the worker pool
+  // The page buffers in shared WebAssembly memory (tiles staged by memory.copy) from 1 KiB on.
+  wasmPages: fc.boolean(),
   seed: fc.integer({ min: 0, max: 1_000_000 }),
 });
 
@@ -179,7 +182,13 @@ async function checkPaged(c: PagedCase, variant?: VariantOf): Promise<void> {
     spare: c.spare,
     buffers: c.buffers,
   });
-  const up = uploadPages(backend, hp, k.shape, dtype);
+  if (c.wasmPages) setWasmBacking(true, 1024);
+  let up;
+  try {
+    up = uploadPages(backend, hp, k.shape, dtype);
+  } finally {
+    setWasmBacking(true);
+  }
   const vr = variant?.(Hq, N);
   const opts = { ...vr?.opts, kvLens, causal: c.causal };
   const what = JSON.stringify({ ...c, kvLens, variant: Object.keys(vr?.opts ?? {}) });
@@ -258,6 +267,7 @@ const VARIANT_CASE: PagedCase = {
   split: 5,
   scalar: false,
   pool: true,
+  wasmPages: true,
   seed: 7,
 };
 
