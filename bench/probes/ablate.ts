@@ -195,18 +195,15 @@ if (import.meta.main) {
   const only = Deno.args.includes("--def-only");
   // \`--variants def,lz0,…\`: these only.
   const vi = Deno.args.indexOf("--variants");
+  // By default each of the key loop's six stand-ins (the first ABLATIONS), then combinations.
+  const loopAblations = ABLATIONS.slice(0, 6);
   const specs = vi >= 0 ? Deno.args[vi + 1].split(",") : only ? ["def"] : [
     "def",
-    "cvt",
-    "shf",
-    "max",
-    "exp",
-    "qk1",
-    "pv1",
+    ...loopAblations,
     "qk1+pv1",
     "shf+max",
     "cvt+shf+max+exp",
-    "cvt+shf+max+exp+qk1+pv1",
+    loopAblations.join("+"),
   ];
   const variants = specs.map(parseVariant);
   const out: Record<string, unknown>[] = [];
