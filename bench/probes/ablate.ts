@@ -34,6 +34,10 @@
  * scales it also turns held mode on / off); `pf` / `pf0` turn prefetching the next batch on /
  * off.
  *
+ * `dp4` (int8): q·k by `dot4I8Packed` on K's stored words, q packed to int8 once a segment (no
+ * K decode, a quarter of the q·k instructions; the results are wrong, q is not quantized
+ * properly): what an opt-in mode with q in int8 would cost at most.
+ *
  * `l1` (any K/V): every K/V and scale load of the key loop reads the first 1024 words of its
  * buffer instead (one AND more, the same loads; they hit L1/L2, so the kernel's time without
  * the DRAM stream: what its instructions and latencies alone cost).
@@ -67,6 +71,7 @@ const ABLATIONS = [
   "sc",
   "i8h",
   "l1",
+  "dp4",
 ] as const;
 type Ablation = typeof ABLATIONS[number];
 
@@ -101,8 +106,20 @@ export function ablate(code: string, abl: readonly Ablation[]): string {
   const a = lines.findIndex((l) => /^\s*(for \(var base = |var base = )/.test(l));
   const b = lines.findIndex((l) => l.includes("let badw = subgroupOr(bad);"));
   if (a < 0 || b < a) throw new Error("ablate: key loop not found");
+  let packed = 0;
   for (let i = a; i < b; i++) {
     let l = lines[i];
+    // q·k in packed int8 dot products: K's words straight into dot4I8Packed with q packed
+    // once a segment (results wrong: q is not scaled to int8 properly; timing only).
+    if (abl.includes("dp4")) {
+      const was = l;
+      l = l.replace(/let kf(\d+)_(\d+) = dq_i8h?\(([^()]+)\);/, "let kf$1_$2 = $3;");
+      if (l !== was) packed++;
+      // The lane's partial sums in int32, converted once.
+      l = l.replace(/\bdot\(q(\d+)_(\d+), kf(\d+)_(\d+)\)/g, "dot4I8Packed(qp$1_$2, kf$3_$4)")
+        .replace(/= (ksc\d+) \* \((dot4I8Packed.*)\);$/, "= $1 * f32($2);")
+        .replace(/= (dot4I8Packed.*);$/, "= f32($1);");
+    }
     if (abl.includes("cvt")) l = l.replaceAll("unpack2x16float(", "fk_unpack(");
     if (abl.includes("dq")) l = l.replace(/\bdq_(i8|e4m3)\(([^(),]+)(, qnan)?\)/g, "fk_dq($2)");
     if (abl.includes("i8h")) l = l.replaceAll("dq_i8(", "dq_i8h(");
@@ -125,6 +142,17 @@ export function ablate(code: string, abl: readonly Ablation[]): string {
       );
     }
     lines[i] = l;
+  }
+  if (abl.includes("dp4")) {
+    if (!packed) throw new Error("ablate: dp4 needs int8 K (--kv int8)");
+    const qs = lines.slice(0, a).flatMap((l) => [...l.matchAll(/let q(\d+)_(\d+) = /g)]);
+    lines.splice(
+      a,
+      0,
+      ...qs.map(([, r, j]) =>
+        `    let qp${r}_${j} = pack4xI8(vec4<i32>(clamp(q${r}_${j} * 32.0, vec4<f32>(-127.0), vec4<f32>(127.0))));`
+      ),
+    );
   }
   return lines.join("\n") + `
 fn fk_unpack(w: u32) -> vec2<f32> { return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u)); }
