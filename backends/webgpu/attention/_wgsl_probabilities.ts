@@ -76,8 +76,7 @@ export function heldDenominators(R: number, U: number, L: number): string[] {
   for (let r = 0; r < R; r++) {
     const sum = [...Array(h.cf).keys()].map((j) => `select(0.0, lh${j}, vr${j} == ${r}u)`)
       .join(" + ");
-    const own = h.dup > 1 ? ` * select(0.0, 1.0, lane % ${h.dup}u == 0u)` : "";
-    lines.push(`    l${r} = (${sum})${own};`);
+    lines.push(`    l${r} = ${h.dup > 1 ? `select(0.0, ${sum}, lane % ${h.dup}u == 0u)` : sum};`);
   }
   lines.push(`    for (var off = 1u; off < sgs; off <<= 1u) {`);
   for (let r = 0; r < R; r++) lines.push(`      l${r} += subgroupShuffleXor(l${r}, off);`);
@@ -86,11 +85,12 @@ export function heldDenominators(R: number, U: number, L: number): string[] {
 }
 
 /**
- * Whether a kernel runs in held mode: the butterfly and the vote before the max (multi-row
- * units) over quantized K/V with head scales. Measured on an H100 (bench/NOTES.md, session
- * 2026-12-06 (5)): float8e4m3 grouped-query decode 5–9 % faster; float16 and one-row units
- * unchanged or up to 2 % slower, int8 with token scales 10–12 % slower, so they keep every
- * lane's denominator and rescale every batch.
+ * Whether a kernel runs in held mode: the butterfly and the vote before the max over
+ * quantized K/V with head scales (the vote is on there by default, one-row units included).
+ * Measured on an H100 (bench/NOTES.md, session 2026-12-06 (5)): float8e4m3 grouped-query
+ * decode 5–9 % faster, multi-head 1–2 %; for float16 K/V held mode was −2…+3 % and for int8
+ * with token scales 10–12 % slower, so those keep every lane's denominator and rescale every
+ * batch.
  */
 export function heldMode(bf: boolean, lz: boolean, headScales: boolean): boolean {
   return bf && lz && headScales;
