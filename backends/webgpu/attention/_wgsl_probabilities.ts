@@ -48,6 +48,11 @@ export function held(R: number, U: number, L: number): Held {
   return { cf, dup: Math.max(1, L / NV), nh: Math.max(1, cf / R), halves };
 }
 
+/** WGSL of a lane's first held value index from the `up${s}` flags of the halving steps. */
+function firstHeld(h: Held): string {
+  return h.halves.map((x) => `select(0u, ${x.half}u, up${x.step})`).join(" + ") || "0u";
+}
+
 /**
  * Lane-constant lines (segment indentation) of the butterfly: which half a lane keeps at each
  * step (`up${s}`), its first held value (`vb`), held value j's index `vi${j}` and row `vr${j}`,
@@ -56,8 +61,7 @@ export function held(R: number, U: number, L: number): Held {
 export function heldLanes(R: number, U: number, L: number): string[] {
   const h = held(R, U, L);
   const lines = h.halves.map((x) => `    let up${x.step} = (lane & ${x.off}u) != 0u;`);
-  const vb = h.halves.map((x) => `select(0u, ${x.half}u, up${x.step})`).join(" + ") || "0u";
-  lines.push(`    let vb = ${vb};`);
+  lines.push(`    let vb = ${firstHeld(h)};`);
   for (let j = 0; j < h.cf; j++) {
     lines.push(`    let vi${j} = vb + ${j}u;`, `    let vr${j} = vi${j} % ${R}u;`);
   }
@@ -158,7 +162,6 @@ export function probabilityLines(a: {
     // value instead of one per lane. In held mode the lane-constant parts are `heldLanes`.
     const h = held(R, U, L);
     let cur = us.flatMap((u) => rows.map((r) => `s${u}_${r}`));
-    const halves: { step: number; half: number }[] = [];
     for (let off = L / 2, step = 0; off >= 1; off /= 2, step++) {
       if (cur.length === 1) {
         p(`      ${cur[0]} += subgroupShuffleXor(${cur[0]}, ${off}u);`);
@@ -166,7 +169,6 @@ export function probabilityLines(a: {
       }
       const half = cur.length / 2;
       if (!hm) p(`      let up${step} = (lane & ${off}u) != 0u;`);
-      halves.push({ step, half });
       const next: string[] = [];
       for (let i = 0; i < half; i++) {
         const nm = `b${step}_${i}`;
@@ -184,8 +186,7 @@ export function probabilityLines(a: {
     const key = (j: number) => Math.floor(j / R);
     const quant = hm;
     if (!hm) {
-      const vb = halves.map((x) => `select(0u, ${x.half}u, up${x.step})`).join(" + ") || "0u";
-      p(`      let vb = ${vb};`);
+      p(`      let vb = ${firstHeld(h)};`);
     }
     // The row-r value of a list by the lane's row of held value j.
     const byRow = (n: string, j: number) =>

@@ -121,12 +121,13 @@ export function sgWgsl(c: SgConfig): string {
   // keeps the denominators of the (key, row) pairs it holds after the butterfly and applies
   // the head scales to those alone (`hks${h}`, `hvs${h}`).
   const hm = heldMode(c.bf, c.lz, qk?.sc === "head");
+  const hl = held(R, U, L);
   const scales = (u: number, key: string, decl: string, pre: string, ind: string) =>
     keyScales(qk, pg, u, key, decl, pre, ind).forEach(p);
   const takeScales = (u: number) => takenScales(qk!, pg, u).forEach(p);
   const heldScales = () => {
     if (!hm) return;
-    for (let h = 0; h < held(R, U, L).nh; h++) {
+    for (let h = 0; h < hl.nh; h++) {
       p(`      let hks${h} = ksh;`);
       p(`      let hvs${h} = vsh;`);
     }
@@ -228,7 +229,7 @@ export function sgWgsl(c: SgConfig): string {
     p(`    var l${r} = 0.0;`);
   }
   // The softmax denominators of the (key, row) pairs a lane holds after the butterfly.
-  if (hm) { for (let j = 0; j < held(R, U, L).cf; j++) p(`    var lh${j} = 0.0;`); }
+  if (hm) { for (let j = 0; j < hl.cf; j++) p(`    var lh${j} = 0.0;`); }
   // Rows (bits) with a visible NaN/+∞ score seen by this lane; OR-ed over the subgroup once
   // per segment.
   p(`    var bad = 0u;`);
