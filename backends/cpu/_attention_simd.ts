@@ -46,6 +46,7 @@ import {
   RELAXED_MADD,
   section,
   uleb,
+  wasmModule,
 } from "./_wasm_encoding.ts";
 import { cvt16 } from "./_wasm_cvt16.ts";
 import { scores } from "./_wasm_scores.ts";
@@ -100,21 +101,13 @@ export function simdModuleBytes(fma: boolean): Uint8Array<ArrayBuffer> {
     ...fns.flatMap(([n], i) => [...name(n), 0x00, i]),
   ];
   const code = [...uleb(fns.length), ...fns.flatMap(([, c]) => c)];
-  return new Uint8Array([
-    0x00,
-    0x61,
-    0x73,
-    0x6d,
-    1,
-    0,
-    0,
-    0,
-    ...section(1, type),
-    ...section(3, funcs),
-    ...section(5, memory),
-    ...section(7, exports),
-    ...section(10, code),
-  ]);
+  return wasmModule(
+    section(1, type),
+    section(3, funcs),
+    section(5, memory),
+    section(7, exports),
+    section(10, code),
+  );
 }
 
 let cached: SimdKernels | null | undefined;

@@ -6,45 +6,22 @@
  *
  * @module
  */
-import { get, name, section, uleb } from "./_wasm_encoding.ts";
+import { get, memoryImport, name, section, uleb, wasmModule } from "./_wasm_encoding.ts";
 
 /** Copies `bytes` bytes from byte `from` of the source memory to byte `to` of the target. */
 export type MemoryCopy = (to: number, from: number, bytes: number) => void;
 
 /** The module: imports the target (memory 0, unshared) and the source (memory 1, shared). */
-function copyModuleBytes(): Uint8Array {
-  const memImport = (field: string, limits: number[]) => [
-    ...name("m"),
-    ...name(field),
-    0x02,
-    ...limits,
-  ];
-  const types = section(1, [1, 0x60, 3, 0x7f, 0x7f, 0x7f, 0]);
-  const imports = section(2, [
-    2,
-    ...memImport("to", [0x00, ...uleb(0)]),
-    ...memImport("from", [0x03, ...uleb(0), ...uleb(65536)]),
-  ]);
-  const funcs = section(3, [1, 0]);
-  const exports = section(7, [1, ...name("copy"), 0x00, 0]);
+function copyModuleBytes(): Uint8Array<ArrayBuffer> {
   // memory.copy 0 1 (0xfc 10 dst src): (to, from, bytes).
   const code = [0, ...get(0), ...get(1), ...get(2), 0xfc, ...uleb(10), 0, 1, 0x0b];
-  const codes = section(10, [1, ...uleb(code.length), ...code]);
-  return new Uint8Array([
-    0,
-    0x61,
-    0x73,
-    0x6d,
-    1,
-    0,
-    0,
-    0,
-    ...types,
-    ...imports,
-    ...funcs,
-    ...exports,
-    ...codes,
-  ]);
+  return wasmModule(
+    section(1, [1, 0x60, 3, 0x7f, 0x7f, 0x7f, 0]),
+    section(2, [2, ...memoryImport("m", "to", false), ...memoryImport("m", "from", true)]),
+    section(3, [1, 0]),
+    section(7, [1, ...name("copy"), 0x00, 0]),
+    section(10, [1, ...uleb(code.length), ...code]),
+  );
 }
 
 let module: WebAssembly.Module | null | undefined;
@@ -57,7 +34,7 @@ const copiers = new WeakMap<WebAssembly.Memory, WeakMap<WebAssembly.Memory, Memo
 export function memoryCopy(to: WebAssembly.Memory, from: WebAssembly.Memory): MemoryCopy | null {
   if (module === undefined) {
     try {
-      module = new WebAssembly.Module(copyModuleBytes() as BufferSource);
+      module = new WebAssembly.Module(copyModuleBytes());
     } catch {
       module = null;
     }

@@ -160,6 +160,20 @@ export const hsumF32 = (v: number): Code => [
   ...F32_ADD,
 ];
 
+/**
+ * An import entry of a memory `mod.field`: unshared with no bounds (any memory matches), or
+ * shared with WebAssembly's largest maximum (65536 pages).
+ */
+export function memoryImport(mod: string, field: string, shared: boolean): Code {
+  const limits = shared ? [0x03, ...uleb(0), ...uleb(65536)] : [0x00, ...uleb(0)];
+  return [...name(mod), ...name(field), 0x02, ...limits];
+}
+
+/** A module's bytes: the magic number and version 1, then the sections in order. */
+export function wasmModule(...sections: Code[]): Uint8Array<ArrayBuffer> {
+  return new Uint8Array([0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0, ...sections.flat()]);
+}
+
 export function section(id: number, content: Code): Code {
   return [id, ...uleb(content.length), ...content];
 }

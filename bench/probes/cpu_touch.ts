@@ -11,7 +11,6 @@
  *
  * @module
  */
-const STRIDE = Number(Deno.args[1] ?? 64);
 import {
   addTo,
   body,
@@ -20,20 +19,24 @@ import {
   get,
   I32_AND,
   I32_LT_S,
+  I32_MUL,
   i32c,
+  memoryImport,
   name,
   section,
   set,
-  uleb,
   v128Load,
   v128Store,
+  wasmModule,
   whileLoop,
 } from "../../backends/cpu/_wasm_encoding.ts";
+import { memoryCopy } from "../../backends/cpu/_wasm_copy.ts";
+
+const STRIDE = Number(Deno.args[1] ?? 64);
 const I32_XOR = [0x73];
 // memory 0: scratch (imported, unshared); memory 1: src (imported, shared).
 // fn compute(iters, tp, tlines, unused): v128 mul-add chain over scratch[0..32K) for `iters`
 // steps; every fourth step, while tlines > 0, one i32 of memory 1 at tp, then tp += STRIDE.
-// fn copy(to, from, bytes): memory.copy 0 1.
 const [iters, tp, tl] = [0, 1, 2]; // param 3 unused
 const [i, acc, a2] = [4, 5, 6]; // local 7 unused
 const [v0, v1, v2, v3] = [8, 9, 10, 11];
@@ -52,7 +55,7 @@ const computeBody = body(
         // addr = (i*16) & 32767
         ...get(i),
         ...i32c(16),
-        ...[0x6c],
+        ...I32_MUL,
         ...i32c(32767),
         ...I32_AND,
         ...set(a2),
@@ -110,43 +113,20 @@ const computeBody = body(
     0, // i32.store
   ].flat(),
 );
-const cb = [0, ...get(0), ...get(1), ...get(2), 0xfc, ...uleb(10), 0, 1, 0x0b];
-const copyBody = [...uleb(cb.length), ...cb];
-const bytes = new Uint8Array([
-  0,
-  0x61,
-  0x73,
-  0x6d,
-  1,
-  0,
-  0,
-  0,
-  ...section(1, [2, 0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 0, 0x60, 3, 0x7f, 0x7f, 0x7f, 0]),
-  ...section(2, [
-    2,
-    ...name("m"),
-    ...name("s"),
-    0x02,
-    0x00,
-    ...uleb(1),
-    ...name("m"),
-    ...name("src"),
-    0x02,
-    0x03,
-    ...uleb(1),
-    ...uleb(65536),
-  ]),
-  ...section(3, [2, 0, 1]),
-  ...section(7, [2, ...name("compute"), 0, 0, ...name("copy"), 0, 1]),
-  ...section(10, [2, ...computeBody, ...copyBody]),
-]);
+const bytes = wasmModule(
+  section(1, [1, 0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 0]),
+  section(2, [2, ...memoryImport("m", "s", false), ...memoryImport("m", "src", true)]),
+  section(3, [1, 0]),
+  section(7, [1, ...name("compute"), 0, 0]),
+  section(10, [1, ...computeBody]),
+);
 const N = 256 << 20;
 const src = new WebAssembly.Memory({ initial: N / 65536, maximum: N / 65536, shared: true });
 new Uint8Array(src.buffer).fill(1);
 const s = new WebAssembly.Memory({ initial: 8 });
 const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), { m: { s, src } });
 const compute = inst.exports.compute as (a: number, b: number, c: number, d: number) => void;
-const copy = inst.exports.copy as (a: number, b: number, c: number) => void;
+const copy = memoryCopy(s, src)!; // the executor's staging copy (backends/cpu/_wasm_copy.ts)
 const TILE = 64 * 1024; // K+V of a tile
 const ITERS = Number(Deno.args[0] ?? 4000);
 const t = (label: string, touch: boolean) => {
