@@ -118,11 +118,12 @@ export function simdTileKernel(
     f16 ? new Uint16Array(x.buffer, x.byteOffset, x.length) : x as Float32Array | CpuQuantArray;
   const kSrc = kvArrays(buf).k.map(bits);
   const vSrc = kvArrays(buf).v.map(bits);
-  // Float K/V in shared WebAssembly memory: copied with memory.copy (`_wasm_copy.ts`).
-  const copiers = (mems: (WebAssembly.Memory | undefined)[] | undefined, n: number) =>
-    Array.from({ length: n }, (_, i) => mems?.[i] ? memoryCopy(K.memory, mems[i]!) : null);
-  const kCopy = copiers(quant ? undefined : buf.memories?.k, kSrc.length);
-  const vCopy = copiers(quant ? undefined : buf.memories?.v, vSrc.length);
+  // Float K/V in shared WebAssembly memory (`buf.memories`, never set for quantized K/V):
+  // copied with memory.copy (`_wasm_copy.ts`).
+  const copiers = (mems?: (WebAssembly.Memory | undefined)[]) =>
+    mems?.map((m) => m ? memoryCopy(K.memory, m) : null) ?? [];
+  const kCopy = copiers(buf.memories?.k);
+  const vCopy = copiers(buf.memories?.v);
   const bpe = f16 ? 2 : 4;
   const kTile = new Float32Array(mem, L.k, Tn * Dp);
   const vTile = new Float32Array(mem, L.v, Tn * Dp);
