@@ -184,6 +184,10 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
     }
     if (ortCpu && "prepare" in ortCpu) {
       rows.push(await ortRow(ortCpu, c, q, k, v, ref, bytes, ceiling.gbs, opts, parts));
+      // ORT's thread pool spins on every core for a while after a run: without this pause the
+      // next case's read ceiling was measured against it (61 GB/s where 182 was measured
+      // before ORT ran, bench/NOTES.md "Session 2026-12-06 (6)").
+      await new Promise((r) => setTimeout(r, ORT_SETTLE_MS));
     } else if (ortCpu) {
       rows.push({
         algo: "ort-cpu",
@@ -225,6 +229,9 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
 }
 
 type Tensor = import("../tensor/tensor.ts").Tensor;
+
+/** How long the bench waits after ORT's rows for ORT's spinning threads to stop. */
+const ORT_SETTLE_MS = 200;
 
 /** Median wall time of `opts.reps` calls after `opts.warmup`, as a row's timing fields. */
 async function timeRuns(

@@ -48,6 +48,9 @@ Deno.test({
     const next = (n: number) => (rnd = (rnd * 1103515245 + 12345) % 2147483648) % n;
     const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
     const made: Tensor[] = [];
+    // The previous case again, after another case's memories: Workers got its memories
+    // before and now get only their numbers (`_worker_memories.ts`).
+    let again: (() => Promise<void>) | null = null;
     try {
       for (let c = 0; c < 8; c++) {
         const dtype = c % 2 === 0 ? "float32" : "float16";
@@ -86,6 +89,11 @@ Deno.test({
         const par = await cpuAttentionParallel(info(q), info(k), info(v), params, { threads: 3 });
         assertEquals(par.out, want.out, `${where}: out, worker pool`);
         assertEquals(par.lse, want.lse, `${where}: lse, worker pool`);
+        await again?.();
+        again = async () => {
+          const r = await cpuAttentionParallel(info(q), info(k), info(v), params, { threads: 3 });
+          assertEquals(r.out, want.out, `${where}: out, worker pool, again`);
+        };
       }
     } finally {
       setWasmBacking(true);

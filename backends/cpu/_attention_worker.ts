@@ -28,10 +28,19 @@ import { type AttentionBuffers, attentionBuffers, finishCuts, runWorkers } from 
 import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
 import { simdScratchBytes } from "./_attention_simd.ts";
 import { walkedKvShape } from "./_kv_rows.ts";
+import {
+  dropHolder,
+  type MemoryShipment,
+  onMemoryCollected,
+  ReceivedMemories,
+  shipMemories,
+} from "./_worker_memories.ts";
 
 interface Job {
   job: number;
+  /** The buffers without their WebAssembly memories, which travel as `memories`. */
   buf: AttentionBuffers;
+  memories?: MemoryShipment;
   g: AttentionGeometry;
   params: Omit<WalkParams, "schedule">;
   /** The schedule's number; the schedule itself the first time this Worker gets it. */
@@ -43,10 +52,18 @@ interface Job {
   w1: number;
 }
 
-/** A reply also says how much attention scratch the thread keeps (see `memory()`). */
+/** Sent when a memory this Worker was given is collected on the calling thread. */
+interface Forget {
+  forgetMemory: number;
+}
+
+/**
+ * A reply also says how much attention scratch the thread keeps (see `memory()`) and how
+ * many WebAssembly memories it holds.
+ */
 type Reply =
-  | { job: number; ok: true; scratch: number }
-  | { job: number; ok: false; error: string; scratch: number };
+  & { job: number; scratch: number; memories: number }
+  & ({ ok: true } | { ok: false; error: string });
 
 /** Schedules a Worker keeps by number; past this many it is told to forget them all. */
 const KEPT_SCHEDULES = 64;
@@ -58,18 +75,22 @@ const inWorker = typeof scope.WorkerGlobalScope !== "undefined" &&
 
 if (inWorker) {
   const schedules = new Map<number, LeanSchedule>();
-  scope.onmessage = (e: MessageEvent<Job>) => {
+  const memories = new ReceivedMemories();
+  scope.onmessage = (e: MessageEvent<Job | Forget>) => {
+    if ("forgetMemory" in e.data) return memories.forget(e.data.forgetMemory);
     const { job, buf, g, params, scheduleId, w0, w1 } = e.data;
     try {
+      if (e.data.memories) buf.memories = memories.unpack(e.data.memories);
       if (e.data.forget) schedules.clear();
       if (e.data.schedule) schedules.set(scheduleId, e.data.schedule);
       const schedule = schedules.get(scheduleId);
       if (!schedule) throw new Error(`schedule ${scheduleId} was never sent (a bug)`);
       runWorkers(buf, g, { ...params, schedule }, w0, w1);
-      scope.postMessage({ job, ok: true, scratch: simdScratchBytes() } satisfies Reply);
+      const held = { scratch: simdScratchBytes(), memories: memories.size };
+      scope.postMessage({ job, ok: true, ...held } satisfies Reply);
     } catch (err) {
-      const scratch = simdScratchBytes();
-      scope.postMessage({ job, ok: false, error: String(err), scratch } satisfies Reply);
+      const held = { scratch: simdScratchBytes(), memories: memories.size };
+      scope.postMessage({ job, ok: false, error: String(err), ...held } satisfies Reply);
     }
   };
 }
@@ -79,13 +100,23 @@ interface PoolWorker {
   worker: Worker;
   pending: Map<number, { resolve: () => void; reject: (e: Error) => void }>;
   sent: Set<number>;
+  /** Numbers of the WebAssembly memories it has been sent (`_worker_memories.ts`). */
+  memories: Set<number>;
   scratch: number;
+  /** How many memories the Worker said it holds, in its last reply. */
+  heldMemories: number;
 }
 
 let pool: PoolWorker[] = [];
 let nextJob = 0;
 let nextSchedule = 0;
 const scheduleIds = new WeakMap<LeanSchedule, number>();
+
+onMemoryCollected((id, held) => {
+  held.delete(id);
+  const p = pool.find((x) => x.memories === held);
+  p?.worker.postMessage({ forgetMemory: id } satisfies Forget);
+});
 
 /**
  * Attention scratch the worker threads keep between calls (each at most
@@ -97,17 +128,30 @@ export function workerScratchBytes(): number {
   return n;
 }
 
+/**
+ * The WebAssembly memories (K/V storage) the worker threads hold, as they last reported: the
+ * ones they were sent and not yet told to forget (for tests).
+ */
+export function workerHeldMemories(): number {
+  let n = 0;
+  for (const p of pool) n += p.heldMemories;
+  return n;
+}
+
 function startWorker(): PoolWorker {
   const p: PoolWorker = {
     worker: new Worker(new URL(import.meta.url), { type: "module" }),
     pending: new Map(),
     sent: new Set(),
+    memories: new Set(),
     scratch: 0,
+    heldMemories: 0,
   };
   p.worker.onmessage = (e: MessageEvent<Reply>) => {
     const r = e.data;
     const waiter = p.pending.get(r.job);
     p.scratch = r.scratch;
+    p.heldMemories = r.memories;
     if (!waiter) return;
     p.pending.delete(r.job);
     if (r.ok) waiter.resolve();
@@ -121,6 +165,7 @@ function startWorker(): PoolWorker {
     }
     p.pending.clear();
     p.worker.terminate();
+    dropHolder(p.memories);
     pool = pool.filter((x) => x !== p);
   };
   return p;
@@ -133,16 +178,20 @@ function workers(n: number): PoolWorker[] {
 
 /** Stops the worker threads (they are started again on the next call). */
 export function closeAttentionWorkers(): void {
-  for (const p of pool) p.worker.terminate();
+  for (const p of pool) {
+    p.worker.terminate();
+    dropHolder(p.memories);
+  }
   pool = [];
 }
 
 /** Posts one range to `p`; resolves when it is done. */
 function post(
   p: PoolWorker,
-  base: Omit<Job, "job" | "schedule" | "forget" | "w0" | "w1">,
+  base: Omit<Job, "job" | "schedule" | "forget" | "memories" | "w0" | "w1">,
   schedule: LeanSchedule,
   [w0, w1]: [number, number],
+  kvMemories: AttentionBuffers["memories"],
 ): Promise<void> {
   const job = nextJob++;
   const first = !p.sent.has(base.scheduleId);
@@ -152,6 +201,7 @@ function post(
   return new Promise<void>((resolve, reject) => {
     p.pending.set(job, { resolve, reject });
     const msg: Job = { ...base, job, w0, w1, ...first && { schedule }, ...forget && { forget } };
+    if (kvMemories) msg.memories = shipMemories(kvMemories, p.memories);
     p.worker.postMessage(msg);
   });
 }
@@ -208,9 +258,11 @@ export async function cpuAttentionParallel(
   };
   let scheduleId = scheduleIds.get(s);
   if (scheduleId === undefined) scheduleIds.set(s, scheduleId = nextSchedule++);
-  const base = { buf, g, params: walk, scheduleId };
+  // The memories go by number (`_worker_memories.ts`), not as objects in every job.
+  const { memories, ...posted } = buf;
+  const base = { buf: posted, g, params: walk, scheduleId };
   const done = workers(Math.max(0, ranges.length - 1)).map((p, i) =>
-    post(p, base, s, ranges[i + 1])
+    post(p, base, s, ranges[i + 1], memories)
   );
   // Every Worker's promise is awaited, also when this thread's range throws.
   const settled = Promise.allSettled(done);

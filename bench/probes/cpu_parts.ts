@@ -6,7 +6,7 @@
  *
  * Run: `deno run -A --lock=deno.lock bench/probes/cpu_parts.ts [B,Hq,Hkv,N] [reps=9]
  * [runs=workers,inThread,ort] [threads] [grid] [tileSize]` (an empty argument keeps the
- * default). ORT's pool spins after a call, so with ORT in the set each call waits 30 ms first.
+ * default). ORT's pool spins after a call, so with ORT in the set each call waits 100 ms first.
  * `workersSab` and `inThreadSab` run the same calls on copies of K and V in plain
  * SharedArrayBuffers instead of shared WebAssembly memory (`setWasmBacking`: the tiles are then
  * copied with `TypedArray.prototype.set`, not `memory.copy`).
@@ -79,7 +79,7 @@ const times: Record<string, number[]> = {};
 for (let i = -2; i < reps; i++) {
   for (const [name, run] of Object.entries(runs)) {
     // ORT's pool spins for a while after a run, on every core: let it stop before the next.
-    if (runs.ort) await new Promise((r) => setTimeout(r, 30));
+    if (runs.ort) await new Promise((r) => setTimeout(r, 100));
     const t0 = performance.now();
     await run();
     if (i >= 0) (times[name] ??= []).push(performance.now() - t0);
@@ -95,5 +95,7 @@ for (const [name, ts] of Object.entries(times)) {
     } GB/s`,
   );
 }
-if (times.ort) console.log(`workers / ort = ${(med(times.workers) / med(times.ort)).toFixed(2)}`);
+if (times.ort && times.workers) {
+  console.log(`workers / ort = ${(med(times.workers) / med(times.ort)).toFixed(2)}`);
+}
 closeAttentionWorkers();
