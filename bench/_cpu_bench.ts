@@ -155,6 +155,9 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
     ceilingBest = Math.max(ceilingBest, ceiling.gbs);
     const parts: string[] = [];
     let ref: Float32Array | null = null;
+    // Each algorithm's call checked once, then all timed together, round by round.
+    const timed: { row: Row; run: () => Promise<unknown> }[] = [];
+    const first = rows.length;
     for (const algo of own) {
       const row: Row = { algo, ...rowShape(c), gpuMs: null, wallMs: null, effGBs: null };
       try {
@@ -171,24 +174,19 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
           row.error = `wrong result: max abs diff vs flash ${d.toExponential(2)}`;
           failures++;
         }
-        const t = await timeRuns(run, opts, bytes, ceiling.gbs);
-        Object.assign(row, t);
         row.note = mode;
-        parts.push(`${algo} ${t.wallMs.toFixed(2)} ms ${(100 * t.fracCeiling).toFixed(0)}%`);
+        timed.push({ row, run });
       } catch (e) {
         failures++;
         row.error = e instanceof Error ? e.message.split("\n")[0] : String(e);
-        parts.push(`${algo} FAILED (${row.error})`);
       }
       rows.push(row);
     }
-    if (ortCpu && "prepare" in ortCpu) {
-      rows.push(await ortRow(ortCpu, c, q, k, v, ref, bytes, ceiling.gbs, opts, parts));
-      // ORT's thread pool spins on every core for a while after a run: without this pause the
-      // next case's read ceiling was measured against it (61 GB/s where 182 was measured
-      // before ORT ran, bench/NOTES.md "Session 2026-12-06 (6)").
-      await new Promise((r) => setTimeout(r, ORT_SETTLE_MS));
-    } else if (ortCpu) {
+    const ort = ortCpu && "prepare" in ortCpu ? await ortRow(ortCpu, c, q, k, v, ref) : null;
+    if (ort) {
+      rows.push(ort.row);
+      if (ort.run) timed.push({ row: ort.row, run: ort.run });
+    } else if (ortCpu && "absent" in ortCpu) {
       rows.push({
         algo: "ort-cpu",
         ...rowShape(c),
@@ -198,6 +196,25 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
         absent: ortCpu.absent,
       });
     }
+    // ORT's thread pool spins on every core for a while after a run, slowing whatever runs
+    // next (lean at (1,32,8) 16k: 16.8 ms beside it, 6.1 without; a read ceiling of 61 GB/s
+    // right after it where 182 was measured before it; bench/NOTES.md "Session 2026-12-06
+    // (6)"): with ORT in the set every timed call, and the next case, waits for it to stop.
+    const settleMs = ort ? ORT_SETTLE_MS : 0;
+    const ms = await timeInterleaved(timed.map((t) => t.run), opts, settleMs);
+    for (const [i, { row }] of timed.entries()) {
+      Object.assign(row, timing(ms[i], bytes, ceiling.gbs));
+    }
+    for (const row of rows.slice(first)) {
+      parts.push(
+        row.wallMs !== null
+          ? `${row.algo} ${row.wallMs.toFixed(2)} ms ${(100 * row.fracCeiling!).toFixed(0)}%`
+          : row.error
+          ? `${row.algo} FAILED (${row.error})`
+          : `${row.algo} absent`,
+      );
+    }
+    if (settleMs > 0) await new Promise((r) => setTimeout(r, settleMs));
     q.dispose();
     k.dispose();
     v.dispose();
@@ -233,28 +250,45 @@ type Tensor = import("../tensor/tensor.ts").Tensor;
 /** How long the bench waits after ORT's rows for ORT's spinning threads to stop. */
 const ORT_SETTLE_MS = 200;
 
-/** Median wall time of `opts.reps` calls after `opts.warmup`, as a row's timing fields. */
-async function timeRuns(
-  run: () => Promise<unknown>,
+/**
+ * Wall times of `opts.reps` calls of each of `runs`, taken in rounds (one call of each run a
+ * round, in order) after `opts.warmup` such rounds, so that a drift of the host's speed
+ * meets every run alike; with `settleMs`, each call first waits that long.
+ */
+async function timeInterleaved(
+  runs: (() => Promise<unknown>)[],
   opts: BenchOptions,
-  bytes: number,
-  ceilingGBs: number,
-): Promise<
-  { wallMs: number; wallCalls: number; effGBs: number; ceilingGBs: number; fracCeiling: number }
-> {
-  for (let i = 0; i < opts.warmup; i++) await run();
-  const ms: number[] = [];
-  for (let i = 0; i < opts.reps; i++) {
-    const s = performance.now();
-    await run();
-    ms.push(performance.now() - s);
+  settleMs: number,
+): Promise<number[][]> {
+  const ms = runs.map((): number[] => []);
+  for (let i = -opts.warmup; i < opts.reps; i++) {
+    for (const [j, run] of runs.entries()) {
+      if (settleMs > 0) await new Promise((r) => setTimeout(r, settleMs));
+      const s = performance.now();
+      await run();
+      if (i >= 0) ms[j].push(performance.now() - s);
+    }
   }
-  const wallMs = median(ms);
-  const effGBs = bytes / (wallMs * 1e6);
-  return { wallMs, wallCalls: opts.reps, effGBs, ceilingGBs, fracCeiling: effGBs / ceilingGBs };
+  return ms;
 }
 
-/** The ONNX Runtime native CPU row of a case: same inputs, checked against flash's output. */
+/** A row's timing fields from its call times. */
+function timing(ms: number[], bytes: number, ceilingGBs: number): {
+  wallMs: number;
+  wallCalls: number;
+  effGBs: number;
+  ceilingGBs: number;
+  fracCeiling: number;
+} {
+  const wallMs = median(ms);
+  const effGBs = bytes / (wallMs * 1e6);
+  return { wallMs, wallCalls: ms.length, effGBs, ceilingGBs, fracCeiling: effGBs / ceilingGBs };
+}
+
+/**
+ * The ONNX Runtime native CPU row of a case, checked against flash's output, and its call
+ * (none where ORT cannot run the case).
+ */
 async function ortRow(
   peer: OrtCpuPeer,
   c: Case,
@@ -262,11 +296,7 @@ async function ortRow(
   k: Tensor,
   v: Tensor,
   ref: Float32Array | null,
-  bytes: number,
-  ceilingGBs: number,
-  opts: BenchOptions,
-  parts: string[],
-): Promise<Row> {
+): Promise<{ row: Row; run?: () => Promise<Float32Array> }> {
   const row: Row = { algo: "ort-cpu", ...rowShape(c), gpuMs: null, wallMs: null, effGBs: null };
   try {
     const host = async (t: Tensor) => {
@@ -287,17 +317,14 @@ async function ortRow(
         row.error = `wrong result: max abs diff vs flash ${row.maxAbsDiff.toExponential(2)}`;
       }
     }
-    const t = await timeRuns(run, opts, bytes, ceilingGBs);
-    Object.assign(row, t);
     row.note = `onnxruntime-node ${peer.version}, FusedMatMul(transB) → Softmax → MatMul`;
-    parts.push(`ort-cpu ${t.wallMs.toFixed(2)} ms ${(100 * t.fracCeiling).toFixed(0)}%`);
+    return { row, run };
   } catch (e) {
     row.absent = `onnxruntime-node cannot run this case: ${
       e instanceof Error ? e.message.split("\n")[0] : String(e)
     }`;
-    parts.push("ort-cpu absent");
+    return { row };
   }
-  return row;
 }
 /** The CPU backend's multi-core attention (no public or internal entry exports it yet). */
 type Parallel = typeof import("../backends/cpu/internal.ts");
