@@ -1,7 +1,8 @@
 /**
  * The CPU worker pool (`backends/cpu/_attention_worker.ts`) across calls: a Worker is sent a
  * schedule once and afterwards only its number, forgets its schedules past a bound, and the
- * calling thread runs one range itself. Every call must still give the in-thread executor's
+ * calling thread runs one range itself (or, split `claimed`, takes workers from the shared
+ * counter like the Workers). Every call must still give the in-thread executor's
  * bits, whichever of those paths it took.
  */
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
@@ -39,9 +40,15 @@ Deno.test({
         });
         const serial = cpuAttention(info(q), info(k), info(v), params);
         for (const threads of [1, 3]) {
-          const par = await cpuAttentionParallel(info(q), info(k), info(v), params, { threads });
-          assertEquals(par.out, serial.out, `grid ${grid}, ${threads} threads: out`);
-          assertEquals(par.lse, serial.lse, `grid ${grid}, ${threads} threads: lse`);
+          for (const split of ["claimed", "ranges"] as const) {
+            const par = await cpuAttentionParallel(info(q), info(k), info(v), params, {
+              threads,
+              split,
+            });
+            const where = `grid ${grid}, ${threads} threads, ${split}`;
+            assertEquals(par.out, serial.out, `${where}: out`);
+            assertEquals(par.lse, serial.lse, `${where}: lse`);
+          }
         }
       }
     } finally {

@@ -6,6 +6,7 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert/strict";
 import { ReceivedMemories, shipMemories } from "../backends/cpu/_worker_memories.ts";
+import { assertGcScript } from "./_gc_script.ts";
 
 const mem = () => new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
 
@@ -30,16 +31,5 @@ Deno.test("worker memories: sent once per Worker, numbers unpack to the memories
 });
 
 Deno.test("worker memories: Workers forget memories collected on the calling thread", async () => {
-  const script = new URL("./_gc_worker_memories.ts", import.meta.url).pathname;
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--v8-flags=--expose-gc", script],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const out = new TextDecoder().decode(r.stdout).trim();
-  const err = new TextDecoder().decode(r.stderr);
-  assert(r.code === 0, `exit ${r.code}: ${out}\n${err}`);
-  const result = JSON.parse(out.split("\n").at(-1)!) as { ok: boolean; error?: string };
-  assert(result.ok, result.error);
+  await assertGcScript(new URL("./_gc_worker_memories.ts", import.meta.url));
 });

@@ -21,6 +21,7 @@ import { randn, tensor } from "../tensor/creation.ts";
 import type { DType } from "../tensor/dtype.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { describeBackends } from "./_backends.ts";
+import { assertGcScript } from "./_gc_script.ts";
 
 /** Bytes a backend stores per element of `dtype`. */
 function storageBytes(backend: Backend, dtype: DType): number {
@@ -130,16 +131,5 @@ describeBackends("a 10,000-op loop with disposal keeps memory bounded", async (b
 
 describeBackends("tensors dropped without dispose() are reclaimed", async (backend) => {
   // In a process of its own with gc() exposed: deterministic (see tests/_gc_reclaim.ts).
-  const script = new URL("./_gc_reclaim.ts", import.meta.url).pathname;
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--v8-flags=--expose-gc", script, backend.name],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const out = new TextDecoder().decode(r.stdout).trim();
-  const err = new TextDecoder().decode(r.stderr);
-  assert(r.code === 0, `exit ${r.code}: ${out}\n${err}`);
-  const result = JSON.parse(out.split("\n").at(-1)!) as { ok: boolean; error?: string };
-  assert(result.ok, result.error);
+  await assertGcScript(new URL("./_gc_reclaim.ts", import.meta.url), [backend.name]);
 });

@@ -24,7 +24,13 @@ import type { AttentionInputs, AttentionParams, TensorInfo } from "../backend.ts
 import type { WalkParams } from "./_segment_walk.ts";
 import type { CpuArray } from "./_storage.ts";
 import type { LeanSchedule } from "../../schedule/lean_schedule.ts";
-import { type AttentionBuffers, attentionBuffers, finishCuts, runWorkers } from "./attention.ts";
+import {
+  type AttentionBuffers,
+  attentionBuffers,
+  finishCuts,
+  runClaimed,
+  runWorkers,
+} from "./attention.ts";
 import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
 import { simdScratchBytes } from "./_attention_simd.ts";
 import { walkedKvShape } from "./_kv_rows.ts";
@@ -48,8 +54,11 @@ interface Job {
   schedule?: LeanSchedule;
   /** Forget the schedules kept so far (the calling thread keeps the count bounded). */
   forget?: boolean;
+  /** Schedule workers `[w0, w1)`, or, with `counter`, the ones claimed from it. */
   w0: number;
   w1: number;
+  /** The call's claim counter (shared; `Atomics.add` hands out the next worker). */
+  counter?: Int32Array;
 }
 
 /** Sent when a memory this Worker was given is collected on the calling thread. */
@@ -85,7 +94,9 @@ if (inWorker) {
       if (e.data.schedule) schedules.set(scheduleId, e.data.schedule);
       const schedule = schedules.get(scheduleId);
       if (!schedule) throw new Error(`schedule ${scheduleId} was never sent (a bug)`);
-      runWorkers(buf, g, { ...params, schedule }, w0, w1);
+      const counter = e.data.counter;
+      if (counter) runClaimed(buf, g, { ...params, schedule }, () => Atomics.add(counter, 0, 1));
+      else runWorkers(buf, g, { ...params, schedule }, w0, w1);
       const held = { scratch: simdScratchBytes(), memories: memories.size };
       scope.postMessage({ job, ok: true, ...held } satisfies Reply);
     } catch (err) {
@@ -192,6 +203,7 @@ function post(
   schedule: LeanSchedule,
   [w0, w1]: [number, number],
   kvMemories: AttentionBuffers["memories"],
+  counter?: Int32Array,
 ): Promise<void> {
   const job = nextJob++;
   const first = !p.sent.has(base.scheduleId);
@@ -202,6 +214,7 @@ function post(
     p.pending.set(job, { resolve, reject });
     const msg: Job = { ...base, job, w0, w1, ...first && { schedule }, ...forget && { forget } };
     if (kvMemories) msg.memories = shipMemories(kvMemories, p.memories);
+    if (counter) msg.counter = counter;
     p.worker.postMessage(msg);
   });
 }
@@ -223,6 +236,14 @@ export function balancedRanges(loads: readonly number[], t: number): [number, nu
 }
 
 /**
+ * How a call's schedule workers are spread over its threads: `claimed` (the default), each
+ * thread takes the next unclaimed worker from a shared counter until none is left, so a
+ * thread the host delays takes fewer; `ranges`, contiguous ranges of nearly equal tile counts
+ * fixed before the call. Both give the same bits (workers write disjoint memory).
+ */
+export type WorkerSplit = "claimed" | "ranges";
+
+/**
  * Attention executing `params.schedule` across `threads` threads, this one and `threads − 1`
  * Web Workers (default: the logical core count). Same inputs and results as the backend's
  * `attention` kernel, bit for bit (`opts.inputs`: a variant's tensors, as `Backend.attention`
@@ -239,14 +260,22 @@ export async function cpuAttentionParallel(
   k: TensorInfo,
   v: TensorInfo,
   params: AttentionParams,
-  opts: { threads?: number; inputs?: AttentionInputs } = {},
+  opts: { threads?: number; inputs?: AttentionInputs; split?: WorkerSplit } = {},
 ): Promise<{ out: CpuArray; lse: CpuArray }> {
   const s = params.schedule;
   const g = attentionGeometry(q.shape, walkedKvShape(q.shape, k.shape, params.paged), s);
   const buf = attentionBuffers(q, k, v, g, s, opts.inputs, params.variant);
   const threads = Math.max(1, Math.min(opts.threads ?? (navigator.hardwareConcurrency || 1), 64));
+  const G = s.workers.length;
+  const claimed = (opts.split ?? "claimed") === "claimed";
   const loads = s.workers.map((run) => run.reduce((a, seg) => a + seg.tileEnd - seg.tileStart, 0));
-  const ranges = balancedRanges(loads, threads).filter(([a, b]) => b > a);
+  const ranges: [number, number][] = claimed
+    ? Array.from({ length: Math.min(threads, G) }, () => [0, 0])
+    : balancedRanges(loads, threads).filter(([a, b]) => b > a);
+  // The claim counter in a 64-byte buffer: a cache line of its own. (With a 4-byte buffer
+  // the whole test suite's process aborted at exit, twice in two runs, with glibc's
+  // "corrupted size vs. prev_size in fastbins"; with 64 bytes it did not, in three runs.)
+  const counter = claimed ? new Int32Array(new SharedArrayBuffer(64)) : undefined;
   const walk = {
     scale: params.scale,
     causal: params.causal,
@@ -262,13 +291,15 @@ export async function cpuAttentionParallel(
   const { memories, ...posted } = buf;
   const base = { buf: posted, g, params: walk, scheduleId };
   const done = workers(Math.max(0, ranges.length - 1)).map((p, i) =>
-    post(p, base, s, ranges[i + 1], memories)
+    post(p, base, s, ranges[i + 1], memories, counter)
   );
   // Every Worker's promise is awaited, also when this thread's range throws.
   const settled = Promise.allSettled(done);
   let failure: unknown = null;
   try {
-    if (ranges.length > 0) runWorkers(buf, g, { ...walk, schedule: s }, ...ranges[0]);
+    const here = { ...walk, schedule: s };
+    if (counter) runClaimed(buf, g, here, () => Atomics.add(counter, 0, 1));
+    else if (ranges.length > 0) runWorkers(buf, g, here, ...ranges[0]);
   } catch (e) {
     failure = e;
   }

@@ -31,6 +31,7 @@ import { clearState, foldSink, foldState, rowState, writeRow } from "./_online_s
 import {
   type AttentionBuffers,
   stateStride,
+  type TileKernel,
   unitRow,
   type WalkParams,
   walkSegments,
@@ -54,13 +55,33 @@ export function runWorkers(
   w0: number,
   w1: number,
 ): void {
+  walkSegments(tileKernel(buf, g, params), buf, g, params, w0, w1);
+}
+
+/**
+ * Runs schedule workers one at a time as `claim()` hands them out (their numbers, until one
+ * past the last), with one tile kernel: threads that claim from one shared counter balance
+ * themselves, and the bits are those of any other split (workers touch disjoint memory).
+ */
+export function runClaimed(
+  buf: AttentionBuffers,
+  g: AttentionGeometry,
+  params: WalkParams,
+  claim: () => number,
+): void {
+  const kernel = tileKernel(buf, g, params);
+  const G = params.schedule.workers.length;
+  for (let w = claim(); w < G; w = claim()) walkSegments(kernel, buf, g, params, w, w + 1);
+}
+
+/** The tile kernel of a call: the SIMD one for plain attention, else the plain-JS one. */
+function tileKernel(buf: AttentionBuffers, g: AttentionGeometry, params: WalkParams): TileKernel {
   const T = keysPerTile(params.schedule.plan.tileSize, params.kvLens); // scratch: keys visited
   // The SIMD tile computes textbook scores only: variants (and the window's row starts) run
   // on the plain-JS tile, which implements every score change.
   const plain = isPlainVariant(params.variant ?? PLAIN_ATTENTION);
   const simd = plain ? simdKernels() : null;
-  const kernel = simd ? simdTileKernel(simd, buf, g, T) : scalarTileKernel(buf, g, T, params);
-  walkSegments(kernel, buf, g, params, w0, w1);
+  return simd ? simdTileKernel(simd, buf, g, T) : scalarTileKernel(buf, g, T, params);
 }
 
 /**

@@ -9,7 +9,8 @@
  * default). ORT's pool spins after a call, so with ORT in the set each call waits 100 ms first.
  * `workersSab` and `inThreadSab` run the same calls on copies of K and V in plain
  * SharedArrayBuffers instead of shared WebAssembly memory (`setWasmBacking`: the tiles are then
- * copied with `TypedArray.prototype.set`, not `memory.copy`).
+ * copied with `TypedArray.prototype.set`, not `memory.copy`). `workersRanges` splits the
+ * schedule's workers over the threads in fixed ranges instead of claiming them from a counter.
  *
  * @module
  */
@@ -58,6 +59,8 @@ const runs: Record<string, () => Promise<unknown>> = {
   workers: () => cpuAttentionParallel(info(q), info(k), info(v), params, { threads }),
   inThread: () => Promise.resolve(cpuAttention(info(q), info(k), info(v), params)),
   workersSab: () => cpuAttentionParallel(info(q), info(kSab), info(vSab), params, { threads }),
+  workersRanges: () =>
+    cpuAttentionParallel(info(q), info(k), info(v), params, { threads, split: "ranges" }),
   inThreadSab: () => Promise.resolve(cpuAttention(info(q), info(kSab), info(vSab), params)),
 };
 const ort = await loadOrtCpu();
