@@ -54,7 +54,8 @@ Deno.test({
     try {
       for (let c = 0; c < 8; c++) {
         const dtype = c % 2 === 0 ? "float32" : "float16";
-        const D = [40, 64, 24, 128][c % 4]; // 40, 24: rows copied one by one (D ≠ 16·k)
+        // 40, 24: rows copied one by one (D ≠ 16·k); 64, 128: whole tiles, both dtypes.
+        const D = [40, 64, 24, 128][(c >> 1) % 4];
         const Hkv = 1 + next(2), group = 1 + next(3), B = 1 + next(2), Sq = 1 + next(3);
         const N = 200 + next(700);
         const where = `seed ${seed} case ${c}: ${dtype} B ${B} Hkv ${Hkv} group ${group} ` +
