@@ -266,11 +266,12 @@ export async function cpuAttentionParallel(
   const g = attentionGeometry(q.shape, walkedKvShape(q.shape, k.shape, params.paged), s);
   const buf = attentionBuffers(q, k, v, g, s, opts.inputs, params.variant);
   const threads = Math.max(1, Math.min(opts.threads ?? (navigator.hardwareConcurrency || 1), 64));
-  const G = s.workers.length;
   const claimed = (opts.split ?? "claimed") === "claimed";
   const loads = s.workers.map((run) => run.reduce((a, seg) => a + seg.tileEnd - seg.tileStart, 0));
+  // Claimed: a thread for each schedule worker with segments, at most `threads`.
+  const busy = s.workers.reduce((a, run) => a + (run.length > 0 ? 1 : 0), 0);
   const ranges: [number, number][] = claimed
-    ? Array.from({ length: Math.min(threads, G) }, () => [0, 0])
+    ? Array.from({ length: Math.min(threads, Math.max(1, busy)) }, () => [0, 0])
     : balancedRanges(loads, threads).filter(([a, b]) => b > a);
   // The claim counter in a 64-byte buffer: a cache line of its own. (With a 4-byte buffer
   // the whole test suite's process aborted at exit, twice in two runs, with glibc's
