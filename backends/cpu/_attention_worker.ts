@@ -35,7 +35,6 @@ import { type AttentionGeometry, attentionGeometry } from "../../schedule/geomet
 import { simdScratchBytes } from "./_attention_simd.ts";
 import { walkedKvShape } from "./_kv_rows.ts";
 import {
-  dropHolder,
   type MemoryShipment,
   onMemoryCollected,
   ReceivedMemories,
@@ -54,11 +53,11 @@ interface Job {
   schedule?: LeanSchedule;
   /** Forget the schedules kept so far (the calling thread keeps the count bounded). */
   forget?: boolean;
-  /** Schedule workers `[w0, w1)`, or, with `counter`, the ones claimed from it. */
-  w0: number;
-  w1: number;
-  /** The call's claim counter (shared; `Atomics.add` hands out the next worker). */
-  counter?: Int32Array;
+  /**
+   * Schedule workers `[w0, w1)`, or the call's claim counter (shared; `Atomics.add` hands out
+   * the next worker).
+   */
+  work: [number, number] | Int32Array;
 }
 
 /** Sent when a memory this Worker was given is collected on the calling thread. */
@@ -87,16 +86,16 @@ if (inWorker) {
   const memories = new ReceivedMemories();
   scope.onmessage = (e: MessageEvent<Job | Forget>) => {
     if ("forgetMemory" in e.data) return memories.forget(e.data.forgetMemory);
-    const { job, buf, g, params, scheduleId, w0, w1 } = e.data;
+    const { job, buf, g, params, scheduleId, work } = e.data;
     try {
       if (e.data.memories) buf.memories = memories.unpack(e.data.memories);
       if (e.data.forget) schedules.clear();
       if (e.data.schedule) schedules.set(scheduleId, e.data.schedule);
       const schedule = schedules.get(scheduleId);
       if (!schedule) throw new Error(`schedule ${scheduleId} was never sent (a bug)`);
-      const counter = e.data.counter;
-      if (counter) runClaimed(buf, g, { ...params, schedule }, () => Atomics.add(counter, 0, 1));
-      else runWorkers(buf, g, { ...params, schedule }, w0, w1);
+      if (work instanceof Int32Array) {
+        runClaimed(buf, g, { ...params, schedule }, () => Atomics.add(work, 0, 1));
+      } else runWorkers(buf, g, { ...params, schedule }, ...work);
       const held = { scratch: simdScratchBytes(), memories: memories.size };
       scope.postMessage({ job, ok: true, ...held } satisfies Reply);
     } catch (err) {
@@ -123,10 +122,10 @@ let nextJob = 0;
 let nextSchedule = 0;
 const scheduleIds = new WeakMap<LeanSchedule, number>();
 
-onMemoryCollected((id, held) => {
-  held.delete(id);
-  const p = pool.find((x) => x.memories === held);
-  p?.worker.postMessage({ forgetMemory: id } satisfies Forget);
+onMemoryCollected((id) => {
+  for (const p of pool) {
+    if (p.memories.delete(id)) p.worker.postMessage({ forgetMemory: id } satisfies Forget);
+  }
 });
 
 /**
@@ -176,7 +175,6 @@ function startWorker(): PoolWorker {
     }
     p.pending.clear();
     p.worker.terminate();
-    dropHolder(p.memories);
     pool = pool.filter((x) => x !== p);
   };
   return p;
@@ -189,21 +187,17 @@ function workers(n: number): PoolWorker[] {
 
 /** Stops the worker threads (they are started again on the next call). */
 export function closeAttentionWorkers(): void {
-  for (const p of pool) {
-    p.worker.terminate();
-    dropHolder(p.memories);
-  }
+  for (const p of pool) p.worker.terminate();
   pool = [];
 }
 
 /** Posts one range to `p`; resolves when it is done. */
 function post(
   p: PoolWorker,
-  base: Omit<Job, "job" | "schedule" | "forget" | "memories" | "w0" | "w1">,
+  base: Omit<Job, "job" | "schedule" | "forget" | "memories" | "work">,
   schedule: LeanSchedule,
-  [w0, w1]: [number, number],
+  work: Job["work"],
   kvMemories: AttentionBuffers["memories"],
-  counter?: Int32Array,
 ): Promise<void> {
   const job = nextJob++;
   const first = !p.sent.has(base.scheduleId);
@@ -212,9 +206,8 @@ function post(
   if (first) p.sent.add(base.scheduleId);
   return new Promise<void>((resolve, reject) => {
     p.pending.set(job, { resolve, reject });
-    const msg: Job = { ...base, job, w0, w1, ...first && { schedule }, ...forget && { forget } };
+    const msg: Job = { ...base, job, work, ...first && { schedule }, ...forget && { forget } };
     if (kvMemories) msg.memories = shipMemories(kvMemories, p.memories);
-    if (counter) msg.counter = counter;
     p.worker.postMessage(msg);
   });
 }
@@ -266,17 +259,19 @@ export async function cpuAttentionParallel(
   const g = attentionGeometry(q.shape, walkedKvShape(q.shape, k.shape, params.paged), s);
   const buf = attentionBuffers(q, k, v, g, s, opts.inputs, params.variant);
   const threads = Math.max(1, Math.min(opts.threads ?? (navigator.hardwareConcurrency || 1), 64));
-  const claimed = (opts.split ?? "claimed") === "claimed";
-  const loads = s.workers.map((run) => run.reduce((a, seg) => a + seg.tileEnd - seg.tileStart, 0));
-  // Claimed: a thread for each schedule worker with segments, at most `threads`.
-  const busy = s.workers.reduce((a, run) => a + (run.length > 0 ? 1 : 0), 0);
-  const ranges: [number, number][] = claimed
-    ? Array.from({ length: Math.min(threads, Math.max(1, busy)) }, () => [0, 0])
-    : balancedRanges(loads, threads).filter(([a, b]) => b > a);
-  // The claim counter in a 64-byte buffer: a cache line of its own. (With a 4-byte buffer
-  // the whole test suite's process aborted at exit, twice in two runs, with glibc's
-  // "corrupted size vs. prev_size in fastbins"; with 64 bytes it did not, in three runs.)
-  const counter = claimed ? new Int32Array(new SharedArrayBuffer(64)) : undefined;
+  // Claimed: a thread for each schedule worker with segments, at most `threads`, all taking
+  // workers from one counter (in a 64-byte buffer: a cache line of its own; with a 4-byte
+  // buffer the whole test suite's process aborted at exit, twice in two runs, with glibc's
+  // "corrupted size vs. prev_size in fastbins"; with 64 bytes it did not, bench/NOTES.md).
+  const work: Job["work"][] = [];
+  if ((opts.split ?? "claimed") === "claimed") {
+    const busy = s.workers.reduce((a, run) => a + (run.length > 0 ? 1 : 0), 0);
+    const counter = new Int32Array(new SharedArrayBuffer(64));
+    for (let i = 0; i < Math.min(threads, Math.max(1, busy)); i++) work.push(counter);
+  } else {
+    const loads = s.workers.map((run) => run.reduce((a, x) => a + x.tileEnd - x.tileStart, 0));
+    work.push(...balancedRanges(loads, threads).filter(([a, b]) => b > a));
+  }
   const walk = {
     scale: params.scale,
     causal: params.causal,
@@ -291,16 +286,17 @@ export async function cpuAttentionParallel(
   // The memories go by number (`_worker_memories.ts`), not as objects in every job.
   const { memories, ...posted } = buf;
   const base = { buf: posted, g, params: walk, scheduleId };
-  const done = workers(Math.max(0, ranges.length - 1)).map((p, i) =>
-    post(p, base, s, ranges[i + 1], memories, counter)
+  const done = workers(Math.max(0, work.length - 1)).map((p, i) =>
+    post(p, base, s, work[i + 1], memories)
   );
   // Every Worker's promise is awaited, also when this thread's range throws.
   const settled = Promise.allSettled(done);
   let failure: unknown = null;
   try {
     const here = { ...walk, schedule: s };
-    if (counter) runClaimed(buf, g, here, () => Atomics.add(counter, 0, 1));
-    else if (ranges.length > 0) runWorkers(buf, g, here, ...ranges[0]);
+    const mine = work[0];
+    if (mine instanceof Int32Array) runClaimed(buf, g, here, () => Atomics.add(mine, 0, 1));
+    else if (mine) runWorkers(buf, g, here, ...mine);
   } catch (e) {
     failure = e;
   }

@@ -32,20 +32,14 @@ export interface MemoryShipment {
 
 let nextId = 0;
 const ids = new WeakMap<WebAssembly.Memory, number>();
-/** Per memory number, the Workers' sets of numbers that hold it (to tell them to forget it). */
-const holders = new Map<number, Set<Set<number>>>();
-let forget: (id: number, held: Set<number>) => void = () => {};
-const collected = new FinalizationRegistry<number>((id) => {
-  for (const held of holders.get(id) ?? []) forget(id, held);
-  holders.delete(id);
-});
+let forget: (id: number) => void = () => {};
+const collected = new FinalizationRegistry<number>((id) => forget(id));
 
 /**
- * Sets what happens when a memory sent to Workers is collected on this thread: `tell(id,
- * held)` for each Worker's set of sent numbers that contains it (the caller posts the forget
- * message and deletes `id` from `held`).
+ * Sets what happens when a numbered memory is collected on this thread: `tell(id)` (the pool
+ * tells the Workers that were sent it to forget it).
  */
-export function onMemoryCollected(tell: (id: number, held: Set<number>) => void): void {
+export function onMemoryCollected(tell: (id: number) => void): void {
   forget = tell;
 }
 
@@ -69,9 +63,6 @@ export function shipMemories(memories: Memories, held: Set<number>): MemoryShipm
     const id = idOf(m);
     if (!held.has(id)) {
       held.add(id);
-      let sets = holders.get(id);
-      if (!sets) holders.set(id, sets = new Set());
-      sets.add(held);
       fresh.push([id, m]);
     }
     return id;
@@ -81,12 +72,6 @@ export function shipMemories(memories: Memories, held: Set<number>): MemoryShipm
   };
   if (fresh.length > 0) shipment.fresh = fresh;
   return shipment;
-}
-
-/** Forgets a Worker's set of sent numbers (the Worker was terminated). */
-export function dropHolder(held: Set<number>): void {
-  for (const id of held) holders.get(id)?.delete(held);
-  held.clear();
 }
 
 /** A Worker's memories by number, as received. */
