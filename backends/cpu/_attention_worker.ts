@@ -13,7 +13,10 @@
  *
  * A call's fixed cost is on the calling thread, one Worker after another, so it is kept
  * small: a Worker gets a schedule (plans cache theirs, so calls repeat them) only the first
- * time, and afterwards its number; each Worker has one message handler for all its jobs.
+ * time, and afterwards its number; each Worker has one message handler for all its jobs; and
+ * the Workers count their jobs done on a shared counter that the calling thread awaits with
+ * `Atomics.waitAsync` (one wake-up a call instead of a reply message a Worker; a Worker
+ * sends a message only when its job failed).
  *
  * This file is both the API (imported on the main thread) and the worker's script (when it
  * runs as a Worker it answers messages instead).
@@ -42,7 +45,6 @@ import {
 } from "./_worker_memories.ts";
 
 interface Job {
-  job: number;
   /** The buffers without their WebAssembly memories, which travel as `memories`. */
   buf: AttentionBuffers;
   memories?: MemoryShipment;
@@ -53,25 +55,42 @@ interface Job {
   schedule?: LeanSchedule;
   /** Forget the schedules kept so far (the calling thread keeps the count bounded). */
   forget?: boolean;
-  /**
-   * Schedule workers `[w0, w1)`, or the call's claim counter (shared; `Atomics.add` hands out
-   * the next worker).
-   */
-  work: [number, number] | Int32Array;
+  /** Schedule workers `[w0, w1)`, or null: claim them from the call's counter (`CLAIM`). */
+  work: [number, number] | null;
+  /** The call's shared words (`CLAIM`, `DONE`, `FAILED`, `LOST`). */
+  sync: Int32Array;
 }
+
+/**
+ * A call's shared words, in one 64-byte buffer (a cache line of its own; with the claim
+ * counter in a 4-byte buffer the whole test suite's process aborted at exit, twice in two
+ * runs, with glibc's "corrupted size vs. prev_size in fastbins"; with 64 bytes it did not,
+ * bench/NOTES.md): `Atomics.add` on `CLAIM` hands out the next schedule worker; each Worker
+ * adds one to `DONE` when its job ends, and also to `FAILED` when it failed (its error
+ * follows as a message); the calling thread adds to `LOST` for a Worker that died.
+ */
+const CLAIM = 0, DONE = 8, FAILED = 9, LOST = 10;
+
+/** The first message a Worker gets: where it reports what it holds (`Status`). */
+interface Init {
+  status: Float64Array;
+}
+
+/**
+ * What a Worker holds, written by it after each job and forget: attention scratch bytes (see
+ * `memory()`) and WebAssembly memories.
+ */
+const SCRATCH = 0, MEMORIES = 1;
 
 /** Sent when a memory this Worker was given is collected on the calling thread. */
 interface Forget {
   forgetMemory: number;
 }
 
-/**
- * A reply also says how much attention scratch the thread keeps (see `memory()`) and how
- * many WebAssembly memories it holds.
- */
-type Reply =
-  & { job: number; scratch: number; memories: number }
-  & ({ ok: true } | { ok: false; error: string });
+/** The only message a Worker sends: why its job failed. */
+interface Failure {
+  error: string;
+}
 
 /** Schedules a Worker keeps by number; past this many it is told to forget them all. */
 const KEPT_SCHEDULES = 64;
@@ -84,41 +103,54 @@ const inWorker = typeof scope.WorkerGlobalScope !== "undefined" &&
 if (inWorker) {
   const schedules = new Map<number, LeanSchedule>();
   const memories = new ReceivedMemories();
-  scope.onmessage = (e: MessageEvent<Job | Forget>) => {
-    if ("forgetMemory" in e.data) return memories.forget(e.data.forgetMemory);
-    const { job, buf, g, params, scheduleId, work } = e.data;
+  let status: Float64Array = new Float64Array(2);
+  const report = () => {
+    status[SCRATCH] = simdScratchBytes();
+    status[MEMORIES] = memories.size;
+  };
+  scope.onmessage = (e: MessageEvent<Job | Forget | Init>) => {
+    const d = e.data;
+    if ("status" in d) return void (status = d.status);
+    if ("forgetMemory" in d) return memories.forget(d.forgetMemory), report();
+    const { buf, g, params, scheduleId, work, sync } = d;
     try {
-      if (e.data.memories) buf.memories = memories.unpack(e.data.memories);
-      if (e.data.forget) schedules.clear();
-      if (e.data.schedule) schedules.set(scheduleId, e.data.schedule);
+      if (d.memories) buf.memories = memories.unpack(d.memories);
+      if (d.forget) schedules.clear();
+      if (d.schedule) schedules.set(scheduleId, d.schedule);
       const schedule = schedules.get(scheduleId);
       if (!schedule) throw new Error(`schedule ${scheduleId} was never sent (a bug)`);
-      if (work instanceof Int32Array) {
-        runClaimed(buf, g, { ...params, schedule }, () => Atomics.add(work, 0, 1));
-      } else runWorkers(buf, g, { ...params, schedule }, ...work);
-      const held = { scratch: simdScratchBytes(), memories: memories.size };
-      scope.postMessage({ job, ok: true, ...held } satisfies Reply);
+      if (work) runWorkers(buf, g, { ...params, schedule }, ...work);
+      else runClaimed(buf, g, { ...params, schedule }, () => Atomics.add(sync, CLAIM, 1));
     } catch (err) {
-      const held = { scratch: simdScratchBytes(), memories: memories.size };
-      scope.postMessage({ job, ok: false, error: String(err), ...held } satisfies Reply);
+      // The message first: the calling thread, seeing FAILED, waits for it.
+      scope.postMessage({ error: String(err) } satisfies Failure);
+      Atomics.add(sync, FAILED, 1);
+    } finally {
+      report();
+      Atomics.add(sync, DONE, 1);
+      Atomics.notify(sync, DONE);
     }
   };
 }
 
-/** A started Worker, its jobs in flight and the schedule numbers it has been sent. */
+/** The call a Worker is in: its shared words and where its failure goes. */
+interface InCall {
+  sync: Int32Array;
+  fail: (e: Error) => void;
+}
+
+/** A started Worker, the call it is in and the schedule numbers it has been sent. */
 interface PoolWorker {
   worker: Worker;
-  pending: Map<number, { resolve: () => void; reject: (e: Error) => void }>;
+  call: InCall | null;
   sent: Set<number>;
   /** Numbers of the WebAssembly memories it has been sent (`_worker_memories.ts`). */
   memories: Set<number>;
-  scratch: number;
-  /** How many memories the Worker said it holds, in its last reply. */
-  heldMemories: number;
+  /** What it holds (`SCRATCH`, `MEMORIES`), written by the Worker. */
+  status: Float64Array;
 }
 
 let pool: PoolWorker[] = [];
-let nextJob = 0;
 let nextSchedule = 0;
 const scheduleIds = new WeakMap<LeanSchedule, number>();
 
@@ -134,7 +166,7 @@ onMemoryCollected((id) => {
  */
 export function workerScratchBytes(): number {
   let n = 0;
-  for (const p of pool) n += p.scratch;
+  for (const p of pool) n += p.status[SCRATCH];
   return n;
 }
 
@@ -144,36 +176,31 @@ export function workerScratchBytes(): number {
  */
 export function workerHeldMemories(): number {
   let n = 0;
-  for (const p of pool) n += p.heldMemories;
+  for (const p of pool) n += p.status[MEMORIES];
   return n;
 }
 
 function startWorker(): PoolWorker {
   const p: PoolWorker = {
     worker: new Worker(new URL(import.meta.url), { type: "module" }),
-    pending: new Map(),
+    call: null,
     sent: new Set(),
     memories: new Set(),
-    scratch: 0,
-    heldMemories: 0,
+    status: new Float64Array(new SharedArrayBuffer(16)),
   };
-  p.worker.onmessage = (e: MessageEvent<Reply>) => {
-    const r = e.data;
-    const waiter = p.pending.get(r.job);
-    p.scratch = r.scratch;
-    p.heldMemories = r.memories;
-    if (!waiter) return;
-    p.pending.delete(r.job);
-    if (r.ok) waiter.resolve();
-    else waiter.reject(new Error(`attention worker failed: ${r.error}`));
+  p.worker.postMessage({ status: p.status } satisfies Init);
+  p.worker.onmessage = (e: MessageEvent<Failure>) => {
+    p.call?.fail(new Error(`attention worker failed: ${e.data.error}`));
   };
   p.worker.onerror = (e: ErrorEvent) => {
     e.preventDefault();
-    // The Worker's state is unknown now: fail its jobs and start a fresh one next time.
-    for (const w of p.pending.values()) {
-      w.reject(new Error(`attention worker failed: ${e.message}`));
+    // The Worker's state is unknown now: fail its call, count it out of it, and start a
+    // fresh one next time.
+    if (p.call) {
+      p.call.fail(new Error(`attention worker failed: ${e.message}`));
+      Atomics.add(p.call.sync, LOST, 1);
+      Atomics.notify(p.call.sync, DONE);
     }
-    p.pending.clear();
     p.worker.terminate();
     pool = pool.filter((x) => x !== p);
   };
@@ -191,25 +218,34 @@ export function closeAttentionWorkers(): void {
   pool = [];
 }
 
-/** Posts one range to `p`; resolves when it is done. */
+/** Posts one job to `p` (the schedule only the first time `p` gets its number). */
 function post(
   p: PoolWorker,
-  base: Omit<Job, "job" | "schedule" | "forget" | "memories" | "work">,
+  base: Omit<Job, "schedule" | "forget" | "memories" | "work">,
   schedule: LeanSchedule,
   work: Job["work"],
   kvMemories: AttentionBuffers["memories"],
-): Promise<void> {
-  const job = nextJob++;
+): void {
   const first = !p.sent.has(base.scheduleId);
   const forget = first && p.sent.size >= KEPT_SCHEDULES;
   if (forget) p.sent.clear();
   if (first) p.sent.add(base.scheduleId);
-  return new Promise<void>((resolve, reject) => {
-    p.pending.set(job, { resolve, reject });
-    const msg: Job = { ...base, job, work, ...first && { schedule }, ...forget && { forget } };
-    if (kvMemories) msg.memories = shipMemories(kvMemories, p.memories);
-    p.worker.postMessage(msg);
-  });
+  const msg: Job = { ...base, work, ...first && { schedule }, ...forget && { forget } };
+  if (kvMemories) msg.memories = shipMemories(kvMemories, p.memories);
+  p.worker.postMessage(msg);
+}
+
+/**
+ * Resolves once `n` jobs of the call have ended (`DONE`) or their Workers died (`LOST`): one
+ * wake-up of this thread for the whole call, not a message a Worker.
+ */
+async function allEnded(sync: Int32Array, n: number): Promise<void> {
+  for (;;) {
+    const done = Atomics.load(sync, DONE);
+    if (done + Atomics.load(sync, LOST) >= n) return;
+    const w = Atomics.waitAsync(sync, DONE, done);
+    if (w.async) await w.value;
+  }
 }
 
 /** Splits schedule workers `[0, G)` into `t` contiguous ranges of nearly equal tile counts. */
@@ -260,14 +296,12 @@ export async function cpuAttentionParallel(
   const buf = attentionBuffers(q, k, v, g, s, opts.inputs, params.variant);
   const threads = Math.max(1, Math.min(opts.threads ?? (navigator.hardwareConcurrency || 1), 64));
   // Claimed: a thread for each schedule worker with segments, at most `threads`, all taking
-  // workers from one counter (in a 64-byte buffer: a cache line of its own; with a 4-byte
-  // buffer the whole test suite's process aborted at exit, twice in two runs, with glibc's
-  // "corrupted size vs. prev_size in fastbins"; with 64 bytes it did not, bench/NOTES.md).
+  // workers from the call's counter.
+  const sync = new Int32Array(new SharedArrayBuffer(64));
   const work: Job["work"][] = [];
   if ((opts.split ?? "claimed") === "claimed") {
     const busy = s.workers.reduce((a, run) => a + (run.length > 0 ? 1 : 0), 0);
-    const counter = new Int32Array(new SharedArrayBuffer(64));
-    for (let i = 0; i < Math.min(threads, Math.max(1, busy)); i++) work.push(counter);
+    for (let i = 0; i < Math.min(threads, Math.max(1, busy)); i++) work.push(null);
   } else {
     const loads = s.workers.map((run) => run.reduce((a, x) => a + x.tileEnd - x.tileStart, 0));
     work.push(...balancedRanges(loads, threads).filter(([a, b]) => b > a));
@@ -285,22 +319,31 @@ export async function cpuAttentionParallel(
   if (scheduleId === undefined) scheduleIds.set(s, scheduleId = nextSchedule++);
   // The memories go by number (`_worker_memories.ts`), not as objects in every job.
   const { memories, ...posted } = buf;
-  const base = { buf: posted, g, params: walk, scheduleId };
-  const done = workers(Math.max(0, work.length - 1)).map((p, i) =>
-    post(p, base, s, work[i + 1], memories)
-  );
-  // Every Worker's promise is awaited, also when this thread's range throws.
-  const settled = Promise.allSettled(done);
+  const base = { buf: posted, g, params: walk, scheduleId, sync };
+  const errors: Error[] = [];
+  let failed!: () => void;
+  const failedMessage = new Promise<void>((r) => failed = r);
+  const call: InCall = { sync, fail: (e) => (errors.push(e), failed()) };
+  const helpers = workers(Math.max(0, work.length - 1));
+  helpers.forEach((p, i) => {
+    p.call = call;
+    post(p, base, s, work[i + 1], memories);
+  });
   let failure: unknown = null;
   try {
     const here = { ...walk, schedule: s };
     const mine = work[0];
-    if (mine instanceof Int32Array) runClaimed(buf, g, here, () => Atomics.add(mine, 0, 1));
-    else if (mine) runWorkers(buf, g, here, ...mine);
+    if (mine) runWorkers(buf, g, here, ...mine);
+    else if (mine === null) runClaimed(buf, g, here, () => Atomics.add(sync, CLAIM, 1));
   } catch (e) {
     failure = e;
   }
-  for (const r of await settled) if (r.status === "rejected") failure ??= r.reason;
+  // Every Worker's job has ended before this returns, also when this thread's part threw.
+  await allEnded(sync, helpers.length);
+  // A Worker that failed posted its error before counting its job: wait for the message.
+  if (Atomics.load(sync, FAILED) > 0) await failedMessage;
+  for (const p of helpers) if (p.call === call) p.call = null;
+  failure ??= errors[0] ?? null;
   if (failure !== null) throw failure;
   finishCuts(buf, g, s);
   return { out: buf.out, lse: buf.lse };

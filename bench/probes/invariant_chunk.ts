@@ -3,8 +3,11 @@
 // benchmark's headline and its paged/invariant table, with the piece length the library's rule
 // gives (`invariantChunkKeys`) printed beside it. Run it from two checkouts to compare rules.
 //     deno run -A --lock=deno.lock bench/probes/invariant_chunk.ts [--small] [--n 4096,16384] [--ab]
+//       [--grids 2x,P]
+// `--grids`: also the invariant call with other grids (the grid does not change its bits): `<k>x`
+// k times lean's default grid, `P` one worker a piece, a number that many workers.
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
-import { leanAttention, randn, type Tensor } from "../../mod.ts";
+import { leanAttention, leanAttentionSchedule, randn, type Tensor } from "../../mod.ts";
 import { invariantChunkKeys } from "../../schedule/limits.ts";
 import { allocStorage, tileInto } from "../_inputs.ts";
 import { medianCallMs } from "./_gpu_time.ts";
@@ -47,6 +50,20 @@ for (const [B, Hq, Hkv, N] of shapes.filter((s) => !only || only.includes(s[3]))
   tileInto(gpu, blockV, v);
   const base = await time(() => leanAttention(q, k, v), 30);
   const inv = await time(() => leanAttention(q, k, v, { batchInvariant: true }), 30);
+  const grids = Deno.args.indexOf("--grids");
+  let gridsMore = "";
+  if (grids >= 0) {
+    const lean = leanAttentionSchedule(q, k, v).workers.length;
+    const pieces = B * Hkv * Math.ceil(N / invariantChunkKeys(N));
+    for (const g of Deno.args[grids + 1].split(",")) {
+      const grid = g === "P" ? pieces : g.endsWith("x") ? lean * Number(g.slice(0, -1)) : Number(g);
+      const t = await time(() => leanAttention(q, k, v, { batchInvariant: true, grid }), 30);
+      gridsMore += ` | grid ${grid} (${g}) ${t.toFixed(4)} ms (${t >= base ? "+" : ""}${
+        (100 * (t / base - 1)).toFixed(1)
+      } %)`;
+    }
+    gridsMore = ` | lean grid ${lean}, ${pieces} pieces` + gridsMore;
+  }
   // `--ab`: also with each piece's state published and counted at the piece's end (the
   // in-kernel merge not deferred) and merged by the reduce pass (no fence or count at all).
   let more = "";
@@ -69,7 +86,7 @@ for (const [B, Hq, Hkv, N] of shapes.filter((s) => !only || only.includes(s[3]))
       invariantChunkKeys(N)
     }) ${inv.toFixed(4)} ms (${inv >= base ? "+" : ""}${
       (100 * (inv / base - 1)).toFixed(1)
-    } %)${more}`,
+    } %)${more}${gridsMore}`,
   );
   for (const t of [q, k, v]) t.dispose();
 }
