@@ -5,7 +5,8 @@
 //     deno run -A --lock=deno.lock bench/probes/invariant_chunk.ts [--small] [--n 4096,16384] [--ab]
 //       [--grids 2x,P]
 // `--grids`: also the invariant call with other grids (the grid does not change its bits): `<k>x`
-// k times lean's default grid, `P` one worker a piece, a number that many workers.
+// k times lean's default grid, `P` one worker a piece, a number that many workers. `--tune
+// '{"wg":128}'`: the invariant calls (not lean's) with these kernel knobs (`AttentionTuning`).
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
 import { leanAttention, leanAttentionSchedule, randn, type Tensor } from "../../mod.ts";
 import { invariantChunkKeys } from "../../schedule/limits.ts";
@@ -42,13 +43,20 @@ const shapes = small ? [[1, 32, 8, 8192]] : [
 // `--n a,b`: only the shapes of these lengths.
 const ni = Deno.args.indexOf("--n");
 const only = ni >= 0 ? Deno.args[ni + 1].split(",").map(Number) : null;
-for (const [B, Hq, Hkv, N] of shapes.filter((s) => !only || only.includes(s[3]))) {
+// `--hkv 8`: only the shapes with that many kv heads.
+const hi = Deno.args.indexOf("--hkv");
+const hkv = hi >= 0 ? Number(Deno.args[hi + 1]) : null;
+const picked = shapes.filter((s) => (!only || only.includes(s[3])) && (!hkv || s[2] === hkv));
+for (const [B, Hq, Hkv, N] of picked) {
   const q = randn([B, Hq, 1, D], { seed: 2, dtype: "float16", backend: gpu });
   const k = allocStorage(gpu, [B, Hkv, N, D], "float16");
   const v = allocStorage(gpu, [B, Hkv, N, D], "float16");
   tileInto(gpu, blockK, k);
   tileInto(gpu, blockV, v);
   const base = await time(() => leanAttention(q, k, v), 30);
+  const ti = Deno.args.indexOf("--tune");
+  const tune = ti >= 0 ? JSON.parse(Deno.args[ti + 1]) : {};
+  gpu.attentionTuning = tune;
   const inv = await time(() => leanAttention(q, k, v, { batchInvariant: true }), 30);
   const grids = Deno.args.indexOf("--grids");
   let gridsMore = "";
@@ -64,6 +72,7 @@ for (const [B, Hq, Hkv, N] of shapes.filter((s) => !only || only.includes(s[3]))
     }
     gridsMore = ` | lean grid ${lean}, ${pieces} pieces` + gridsMore;
   }
+  gpu.attentionTuning = {};
   // `--ab`: also with each piece's state published and counted at the piece's end (the
   // in-kernel merge not deferred) and merged by the reduce pass (no fence or count at all).
   let more = "";
