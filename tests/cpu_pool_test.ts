@@ -8,7 +8,11 @@
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
 import { cpuAttention } from "../backends/cpu/attention.ts";
-import { closeAttentionWorkers, cpuAttentionParallel } from "../backends/cpu/_attention_worker.ts";
+import {
+  closeAttentionWorkers,
+  cpuAttentionParallel,
+  poolTesting,
+} from "../backends/cpu/_attention_worker.ts";
 import { leanAttentionSchedule } from "../attention/lean.ts";
 import { plainRun } from "../schedule/attention_plan.ts";
 import { randn } from "../tensor/creation.ts";
@@ -52,6 +56,58 @@ Deno.test({
         }
       }
     } finally {
+      closeAttentionWorkers();
+      for (const t of [q, k, v]) t.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cpu worker pool: a Worker's failure rejects the call after every job ended; the pool recovers",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const backend = cpu();
+    const seed = Date.now() % 1_000_000;
+    console.log(`  seed ${seed}`);
+    const q = randn([2, 4, 1, 16], { seed, backend });
+    const k = randn([2, 2, 200, 16], { seed: seed + 1, backend });
+    const v = randn([2, 2, 200, 16], { seed: seed + 2, backend });
+    const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+    const schedule = leanAttentionSchedule(q, k, v, { grid: 8, tileSize: 16 });
+    const params = plainRun({
+      algo: "lean",
+      scale: 0.25,
+      causal: false,
+      kvLens: Int32Array.from([200, 77]),
+      schedule,
+    });
+    const serial = cpuAttention(info(q), info(k), info(v), params);
+    try {
+      for (const split of ["claimed", "ranges"] as const) {
+        poolTesting.failJobs = true;
+        let error: unknown = null;
+        try {
+          await cpuAttentionParallel(info(q), info(k), info(v), params, { threads: 3, split });
+        } catch (e) {
+          error = e;
+        } finally {
+          poolTesting.failJobs = false;
+        }
+        if (!String(error).includes("attention worker failed: Error: failure injected")) {
+          throw new Error(`${split}: expected the Workers' failure, got ${error}`);
+        }
+        // The same Workers run the next call, and it gives the in-thread bits.
+        const par = await cpuAttentionParallel(info(q), info(k), info(v), params, {
+          threads: 3,
+          split,
+        });
+        assertEquals(par.out, serial.out, `${split}: out after a failure`);
+        assertEquals(par.lse, serial.lse, `${split}: lse after a failure`);
+      }
+    } finally {
+      poolTesting.failJobs = false;
       closeAttentionWorkers();
       for (const t of [q, k, v]) t.dispose();
     }

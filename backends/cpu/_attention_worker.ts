@@ -59,7 +59,12 @@ interface Job {
   work: [number, number] | null;
   /** The call's shared words (`CLAIM`, `DONE`, `FAILED`, `LOST`). */
   sync: Int32Array;
+  /** Fail this job before it starts (tests: {@link poolTesting}). */
+  fail?: true;
 }
+
+/** For tests: `failJobs` makes every Worker's job of the next calls throw before it runs. */
+export const poolTesting = { failJobs: false };
 
 /**
  * A call's shared words, in one 64-byte buffer (a cache line of its own; with the claim
@@ -119,6 +124,7 @@ if (inWorker) {
       if (d.schedule) schedules.set(scheduleId, d.schedule);
       const schedule = schedules.get(scheduleId);
       if (!schedule) throw new Error(`schedule ${scheduleId} was never sent (a bug)`);
+      if (d.fail) throw new Error("failure injected by poolTesting");
       if (work) runWorkers(buf, g, { ...params, schedule }, ...work);
       else runClaimed(buf, g, { ...params, schedule }, () => Atomics.add(sync, CLAIM, 1));
     } catch (err) {
@@ -231,6 +237,7 @@ function post(
   if (forget) p.sent.clear();
   if (first) p.sent.add(base.scheduleId);
   const msg: Job = { ...base, work, ...first && { schedule }, ...forget && { forget } };
+  if (poolTesting.failJobs) msg.fail = true;
   if (kvMemories) msg.memories = shipMemories(kvMemories, p.memories);
   p.worker.postMessage(msg);
 }
@@ -321,9 +328,8 @@ export async function cpuAttentionParallel(
   const { memories, ...posted } = buf;
   const base = { buf: posted, g, params: walk, scheduleId, sync };
   const errors: Error[] = [];
-  let failed!: () => void;
-  const failedMessage = new Promise<void>((r) => failed = r);
-  const call: InCall = { sync, fail: (e) => (errors.push(e), failed()) };
+  let arrived: (() => void) | null = null;
+  const call: InCall = { sync, fail: (e) => (errors.push(e), arrived?.()) };
   const helpers = workers(Math.max(0, work.length - 1));
   helpers.forEach((p, i) => {
     p.call = call;
@@ -340,8 +346,10 @@ export async function cpuAttentionParallel(
   }
   // Every Worker's job has ended before this returns, also when this thread's part threw.
   await allEnded(sync, helpers.length);
-  // A Worker that failed posted its error before counting its job: wait for the message.
-  if (Atomics.load(sync, FAILED) > 0) await failedMessage;
+  // A Worker that failed posted its error before counting its job: wait for every such
+  // message, so none arrives during a later call.
+  const failed = Atomics.load(sync, FAILED);
+  while (errors.length < failed) await new Promise<void>((r) => arrived = r);
   for (const p of helpers) if (p.call === call) p.call = null;
   failure ??= errors[0] ?? null;
   if (failure !== null) throw failure;
