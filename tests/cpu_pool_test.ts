@@ -18,30 +18,36 @@ import { plainRun } from "../schedule/attention_plan.ts";
 import { randn } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 
+const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+
+/** Seeded random q `[2, 4, Sq, 16]` and K, V `[2, 2, N, 16]` (the seed printed). */
+function problem(Sq: number, N: number) {
+  const backend = cpu();
+  const seed = Date.now() % 1_000_000;
+  console.log(`  seed ${seed}`);
+  const q = randn([2, 4, Sq, 16], { seed, backend });
+  const k = randn([2, 2, N, 16], { seed: seed + 1, backend });
+  const v = randn([2, 2, N, 16], { seed: seed + 2, backend });
+  return { q, k, v, dispose: () => [q, k, v].forEach((t) => t.dispose()) };
+}
+
+/** Lean's plan of `grid` workers (tiles of 16 keys) over sequences of `lens` keys. */
+function leanParams(q: Tensor, k: Tensor, v: Tensor, grid: number, lens: number[], causal = false) {
+  const schedule = leanAttentionSchedule(q, k, v, { grid, tileSize: 16 });
+  return plainRun({ algo: "lean", scale: 0.25, causal, kvLens: Int32Array.from(lens), schedule });
+}
+
 Deno.test({
   name: "cpu worker pool: repeated, new and forgotten schedules give the in-thread bits",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const backend = cpu();
-    const seed = Date.now() % 1_000_000;
-    console.log(`  seed ${seed}`);
-    const q = randn([2, 4, 3, 16], { seed, backend });
-    const k = randn([2, 2, 300, 16], { seed: seed + 1, backend });
-    const v = randn([2, 2, 300, 16], { seed: seed + 2, backend });
-    const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+    const { q, k, v, dispose } = problem(3, 300);
     // 70 grids: more schedules than a Worker keeps (64), then the first ones again.
     const grids = [...Array.from({ length: 70 }, (_, i) => i + 1), 1, 2, 3, 1];
     try {
       for (const grid of grids) {
-        const schedule = leanAttentionSchedule(q, k, v, { grid, tileSize: 16 });
-        const params = plainRun({
-          algo: "lean",
-          scale: 0.25,
-          causal: grid % 2 === 0,
-          kvLens: Int32Array.from([300, 171]),
-          schedule,
-        });
+        const params = leanParams(q, k, v, grid, [300, 171], grid % 2 === 0);
         const serial = cpuAttention(info(q), info(k), info(v), params);
         for (const threads of [1, 3]) {
           for (const split of ["claimed", "ranges"] as const) {
@@ -57,7 +63,7 @@ Deno.test({
       }
     } finally {
       closeAttentionWorkers();
-      for (const t of [q, k, v]) t.dispose();
+      dispose();
     }
   },
 });
@@ -68,21 +74,8 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const backend = cpu();
-    const seed = Date.now() % 1_000_000;
-    console.log(`  seed ${seed}`);
-    const q = randn([2, 4, 1, 16], { seed, backend });
-    const k = randn([2, 2, 200, 16], { seed: seed + 1, backend });
-    const v = randn([2, 2, 200, 16], { seed: seed + 2, backend });
-    const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
-    const schedule = leanAttentionSchedule(q, k, v, { grid: 8, tileSize: 16 });
-    const params = plainRun({
-      algo: "lean",
-      scale: 0.25,
-      causal: false,
-      kvLens: Int32Array.from([200, 77]),
-      schedule,
-    });
+    const { q, k, v, dispose } = problem(1, 200);
+    const params = leanParams(q, k, v, 8, [200, 77]);
     const serial = cpuAttention(info(q), info(k), info(v), params);
     try {
       for (const split of ["claimed", "ranges"] as const) {
@@ -109,7 +102,7 @@ Deno.test({
     } finally {
       poolTesting.failJobs = false;
       closeAttentionWorkers();
-      for (const t of [q, k, v]) t.dispose();
+      dispose();
     }
   },
 });

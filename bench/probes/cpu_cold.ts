@@ -11,46 +11,18 @@
  *
  * @module
  */
-import { cpu } from "../../backends/cpu/cpu_backend.ts";
 import { closeAttentionWorkers, cpuAttentionParallel } from "../../backends/cpu/internal.ts";
-import { randn } from "../../tensor/creation.ts";
-import { leanAttentionSchedule } from "../../attention/lean.ts";
-import { plainRun } from "../../schedule/attention_plan.ts";
-import { loadOrtCpu } from "../peers/ort_cpu.ts";
+import { decodeCase, ortCall } from "./_cpu_case.ts";
 
 const [B, Hq, Hkv, N] = (Deno.args[0] ?? "1,32,8,16384").split(",").map(Number);
 const reps = Number(Deno.args[1] ?? 9);
-const D = 128;
-const be = cpu();
-const q = randn([B, Hq, 1, D], { seed: 3, backend: be });
-const k = randn([B, Hkv, N, D], { seed: 4, backend: be });
-const v = randn([B, Hkv, N, D], { seed: 5, backend: be });
-const schedule = leanAttentionSchedule(q, k, v);
-const params = plainRun({
-  algo: "lean",
-  scale: 1 / Math.sqrt(D),
-  causal: false,
-  kvLens: new Int32Array(B).fill(N),
-  schedule,
-});
-const info = (t: typeof q) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+const { q, k, v, params, info } = decodeCase(B, Hq, Hkv, N);
 const runs: Record<string, () => Promise<unknown>> = {
   lean: () => cpuAttentionParallel(info(q), info(k), info(v), params),
 };
-const ort = await loadOrtCpu();
-if ("prepare" in ort) {
-  runs.ort = await ort.prepare({
-    B,
-    Hq,
-    Hkv,
-    N,
-    D,
-    dtype: "float32",
-    q: await q.data(),
-    k: await k.data(),
-    v: await v.data(),
-  });
-} else console.log(`ORT not loaded: ${ort.absent}`);
+const ort = await ortCall(q, k, v);
+if (typeof ort === "function") runs.ort = ort;
+else console.log(`ORT not loaded: ${ort.absent}`);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const junk = new Uint8Array(512 << 20);
 const conditions: Record<string, () => Promise<void>> = {
@@ -68,7 +40,7 @@ const conditions: Record<string, () => Promise<void>> = {
   },
 };
 const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-const bytes = 2 * B * Hkv * N * D * 4;
+const bytes = 2 * k.size * 4;
 console.log(`(${B},${Hq},${Hkv}) N=${N} float32, ${navigator.hardwareConcurrency} cores`);
 for (const [cond, before] of Object.entries(conditions)) {
   const line: string[] = [];

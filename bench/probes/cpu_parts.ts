@@ -14,14 +14,11 @@
  *
  * @module
  */
-import { cpu } from "../../backends/cpu/cpu_backend.ts";
 import { closeAttentionWorkers, cpuAttentionParallel } from "../../backends/cpu/internal.ts";
 import { cpuAttention } from "../../backends/cpu/attention.ts";
 import { setWasmBacking } from "../../backends/cpu/_storage.ts";
-import { randn, tensor } from "../../tensor/creation.ts";
-import { leanAttentionSchedule } from "../../attention/lean.ts";
-import { plainRun } from "../../schedule/attention_plan.ts";
-import { loadOrtCpu } from "../peers/ort_cpu.ts";
+import { tensor } from "../../tensor/creation.ts";
+import { decodeCase, ortCall } from "./_cpu_case.ts";
 
 const [B, Hq, Hkv, N] = (Deno.args[0] ?? "1,32,8,16384").split(",").map(Number);
 const reps = Number(Deno.args[1] ?? 9);
@@ -29,32 +26,19 @@ const only = (Deno.args[2] ?? "workers,inThread,ort").split(",");
 const threads = Deno.args[3] ? Number(Deno.args[3]) : undefined;
 const grid = Deno.args[4] ? Number(Deno.args[4]) : undefined;
 const tileSize = Deno.args[5] ? Number(Deno.args[5]) : undefined;
-const D = 128;
-const be = cpu();
-const q = randn([B, Hq, 1, D], { seed: 3, backend: be });
-const k = randn([B, Hkv, N, D], { seed: 4, backend: be });
-const v = randn([B, Hkv, N, D], { seed: 5, backend: be });
+const { backend: be, q, k, v, schedule, params, info } = decodeCase(B, Hq, Hkv, N, {
+  ...grid && { grid },
+  ...tileSize && { tileSize },
+});
 setWasmBacking(false);
 const kSab = tensor(await k.data(), { shape: k.shape, backend: be });
 const vSab = tensor(await v.data(), { shape: v.shape, backend: be });
 setWasmBacking(true);
-const schedule = leanAttentionSchedule(q, k, v, {
-  ...grid && { grid },
-  ...tileSize && { tileSize },
-});
 const segs = schedule.workers.reduce((a, w) => a + w.length, 0);
 console.log(
   `(${B},${Hq},${Hkv}) N=${N}: ${schedule.workers.length} workers, ${segs} segments, ` +
     `${schedule.cuts.length} cuts, ${schedule.numPartials} partials, tile ${schedule.plan.tileSize}`,
 );
-const params = plainRun({
-  algo: "lean",
-  scale: 1 / Math.sqrt(D),
-  causal: false,
-  kvLens: new Int32Array(B).fill(N),
-  schedule,
-});
-const info = (t: typeof q) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
 const runs: Record<string, () => Promise<unknown>> = {
   workers: () => cpuAttentionParallel(info(q), info(k), info(v), params, { threads }),
   inThread: () => Promise.resolve(cpuAttention(info(q), info(k), info(v), params)),
@@ -63,19 +47,9 @@ const runs: Record<string, () => Promise<unknown>> = {
     cpuAttentionParallel(info(q), info(k), info(v), params, { threads, split: "ranges" }),
   inThreadSab: () => Promise.resolve(cpuAttention(info(q), info(kSab), info(vSab), params)),
 };
-const ort = await loadOrtCpu();
-if ("prepare" in ort && only.includes("ort")) {
-  runs.ort = await ort.prepare({
-    B,
-    Hq,
-    Hkv,
-    N,
-    D,
-    dtype: "float32",
-    q: await q.data(),
-    k: await k.data(),
-    v: await v.data(),
-  });
+if (only.includes("ort")) {
+  const ort = await ortCall(q, k, v);
+  if (typeof ort === "function") runs.ort = ort;
 }
 for (const name of Object.keys(runs)) if (!only.includes(name)) delete runs[name];
 const times: Record<string, number[]> = {};
@@ -89,7 +63,7 @@ for (let i = -2; i < reps; i++) {
   }
 }
 const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-const bytes = 2 * B * Hkv * N * D * 4;
+const bytes = 2 * k.size * 4;
 for (const [name, ts] of Object.entries(times)) {
   const m = med(ts);
   console.log(

@@ -6,11 +6,12 @@
 //   lean (256,32,8) 1k, grid 128  16 whole units of 1024 keys a worker: segment restarts, no merge
 //   flash (256,32,8) 1k          one workgroup a unit
 // (the per-segment cost is (time − lean 16k) / 16 on one worker's timeline).
-//     deno run -A --lock=deno.lock bench/probes/segment_cost.ts [--small] [--tune JSON]
+//     deno run -A --lock=deno.lock bench/probes/segment_cost.ts [--small] [--tune JSON] [--abl l1|nobar]
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
 import { flashAttention, leanAttention, randn, type Tensor } from "../../mod.ts";
 import { allocStorage, tileInto } from "../_inputs.ts";
 import { medianCallMs } from "./_gpu_time.ts";
+import { ablate } from "./ablate.ts";
 
 const gpu = await webgpu();
 console.log(gpu.description);
@@ -29,6 +30,28 @@ const time = (f: () => Tensor) => medianCallMs(gpu, f, 30);
 // `--tune '{"U":4}'`: kernel knobs (`AttentionTuning`) for every call.
 const ti = Deno.args.indexOf("--tune");
 if (ti >= 0) gpu.attentionTuning = JSON.parse(Deno.args[ti + 1]);
+// `--abl l1` / `--abl nobar` (timing only, wrong results): the key loop's K/V loads from the
+// first 1024 words of their buffers (ablate.ts's `l1`: no DRAM round trip for a segment's first
+// batch either), or every workgroup barrier after the key loop removed (the end-of-segment
+// merge without its waits).
+const ai = Deno.args.indexOf("--abl");
+const abl = ai >= 0 ? Deno.args[ai + 1] : "";
+if (abl) {
+  const ctx = gpu.ctx;
+  const orig = ctx.pipeline.bind(ctx);
+  const edit = (code: string) => {
+    if (abl === "l1") return ablate(code, ["l1"]);
+    if (abl !== "nobar") throw new Error(`segment_cost: unknown --abl ${abl}`);
+    const lines = code.split("\n");
+    const b = lines.findIndex((l) => l.includes("let badw = subgroupOr(bad);"));
+    if (b < 0) throw new Error("segment_cost: key loop end not found");
+    return lines.map((l, i) => i > b && l.trim() === "workgroupBarrier();" ? "" : l).join("\n");
+  };
+  ctx.pipeline = (key, wgsl, entryPoint) =>
+    key.startsWith("attn-sg")
+      ? orig(`${key}:abl-${abl}`, () => edit(wgsl()), entryPoint)
+      : orig(key, wgsl, entryPoint);
+}
 // `--small`: 16× fewer keys (a smoke run on a software adapter).
 const s = Deno.args.includes("--small") ? 16 : 1;
 const [q1, k1, v1] = inputs(16, 16384 / s);
