@@ -49,6 +49,19 @@ async function load(): Promise<Backend[]> {
   return list;
 }
 
+/**
+ * Collects what earlier tests dropped without disposing and lets the finalizers release it,
+ * so the live counts a test takes next move only with its own tensors (a finalizer runs
+ * between tasks, so one that fires during a test's await would otherwise change the count
+ * under it). Needs `gc()`: `deno task test` runs with `--expose-gc`; without it, nothing.
+ */
+export async function settleGarbage(): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) return;
+  gc();
+  await new Promise((r) => setTimeout(r, 0));
+}
+
 /** CPU, then WebGPU when present. */
 export function backends(): Promise<Backend[]> {
   return cached ??= load();
@@ -75,6 +88,7 @@ export function describeBackends(name: string, body: (b: Backend) => Promise<voi
           console.warn(`  (no ${which} backend: skipped)`);
           return;
         }
+        await settleGarbage();
         await body(b);
         void t;
       },

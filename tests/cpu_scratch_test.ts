@@ -13,7 +13,7 @@ import { tensor, zeros } from "../tensor/creation.ts";
 import { normals } from "../tensor/random.ts";
 import { SCRATCH_POOL_BYTES } from "../backends/cpu/_attention_simd.ts";
 import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
-import { describeBackends } from "./_backends.ts";
+import { describeBackends, settleGarbage } from "./_backends.ts";
 
 describeBackends("a tile size far over the keys visited: right, and small scratch", async (b) => {
   const [B, H, N, D] = [3, 2, 700, 8];
@@ -50,6 +50,7 @@ Deno.test({
   fn: async () => {
     const { cpu } = await import("../backends/cpu/cpu_backend.ts");
     const backend = cpu();
+    await settleGarbage();
     const start = backend.memory();
     // K/V of 1 GiB each, never written: the pages stay untouched (zeros).
     const N = 2 ** 25;

@@ -33,7 +33,7 @@ import { normals } from "../tensor/random.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
 import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
-import { ownWebgpu, webgpuBackend } from "./_backends.ts";
+import { ownWebgpu, settleGarbage, webgpuBackend } from "./_backends.ts";
 import { expectError } from "./_assert.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -166,6 +166,7 @@ Deno.test({
       { ...base, Sq: 70, causal: true, kvLens: [700, 3, 0], dtype: "float16", seed: 50 },
       { ...base, Sq: 70, causal: false, kvLens: [650, 300, 700], dtype: "float32", seed: 60 },
     ];
+    await settleGarbage();
     const held = b.memory();
     for (const c of cases) {
       const x = await inputs(b, c);
@@ -249,6 +250,7 @@ Deno.test({
     if (!(await webgpuBackend())) return;
     const b = await smallParts();
     for (const dtype of ["float32", "float16"] as const) {
+      await settleGarbage();
       const before = b.memory();
       const values = normals(3 * 2 * 700 * 16, 7);
       const t = tensor(values, { shape: [3, 2, 700, 16], dtype, backend: b });

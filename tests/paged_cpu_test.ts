@@ -20,6 +20,7 @@ import { disableSimdKernelsForTesting } from "../backends/cpu/_attention_simd.ts
 import { setWasmBacking } from "../backends/cpu/_storage.ts";
 import { closeAttentionWorkers, cpuAttentionParallel } from "../backends/cpu/_attention_worker.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
+import { settleGarbage } from "./_backends.ts";
 
 const backend: Backend = cpu();
 const info = infoOf;
@@ -45,6 +46,7 @@ function valuesOf(dtype: DType, n: number, seed: number): Float32Array {
 const DTYPES: DType[] = ["float32", "float16", "int8", "float8e4m3"];
 
 Deno.test("cpu paged: createIndexTable copies the table, counts it in memory(), release frees it", async () => {
+  await settleGarbage();
   const before = backend.memory();
   const src = Int32Array.of(3, -1, 7, 0, 2);
   const id = backend.createIndexTable!(src);
@@ -238,6 +240,7 @@ async function checkPaged(c: PagedCase, variant?: VariantOf): Promise<void> {
 Deno.test("cpu paged attention equals the contiguous call bit for bit (both tile kernels, worker pool)", async () => {
   const seed = Date.now() % 1_000_000;
   console.log(`  fast-check seed ${seed}`);
+  await settleGarbage();
   const before = backend.memory();
   try {
     await fc.assert(fc.asyncProperty(pagedCase, (c) => checkPaged(c)), { seed, numRuns: 200 });
@@ -272,6 +275,7 @@ const VARIANT_CASE: PagedCase = {
 };
 
 Deno.test("cpu paged attention equals the contiguous call bit for bit with each variant", async () => {
+  await settleGarbage();
   const before = backend.memory();
   const t = (x: number[], shape?: number[]) => tensor(x, { shape, backend });
   const variants: [string, VariantOf][] = [

@@ -11,7 +11,7 @@ import { sum } from "../ops/reduce.ts";
 import { tensor } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { normals } from "../tensor/random.ts";
-import { webgpuBackend } from "./_backends.ts";
+import { settleGarbage, webgpuBackend } from "./_backends.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -38,6 +38,7 @@ Deno.test({
     const x = tensor(normals(300, 11), { shape: [3, 100], backend: b });
     const y = tensor(normals(100, 12), { shape: [100], backend: b });
     await x.data(); // settle uploads so the baseline is quiet
+    await settleGarbage();
     const before = b.memory();
     const stats0 = b.poolStats();
     let acc = tensor(new Float32Array(300), { shape: [3, 100], backend: b });

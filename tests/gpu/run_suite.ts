@@ -39,7 +39,13 @@ const bad: string[] = [];
 for (const g of groups) {
   const t0 = performance.now();
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["test", "-A", "--lock=deno.lock", ...(g[0] === "--doc" ? g : g)],
+    args: [
+      "test",
+      "-A",
+      "--lock=deno.lock",
+      "--v8-flags=--expose-gc",
+      ...(g[0] === "--doc" ? g : g),
+    ],
     cwd: root,
     stdout: "piped",
     stderr: "piped",
