@@ -47,6 +47,13 @@ const only = ni >= 0 ? Deno.args[ni + 1].split(",").map(Number) : null;
 const hi = Deno.args.indexOf("--hkv");
 const hkv = hi >= 0 ? Number(Deno.args[hi + 1]) : null;
 const picked = shapes.filter((s) => (!only || only.includes(s[3])) && (!hkv || s[2] === hkv));
+const ti = Deno.args.indexOf("--tune");
+const tune = ti >= 0 ? JSON.parse(Deno.args[ti + 1]) : {};
+const gi = Deno.args.indexOf("--grids");
+const grids = gi >= 0 ? Deno.args[gi + 1].split(",") : [];
+/** `t` against `base`, as a signed percentage. */
+const pct = (t: number, base: number) =>
+  `${t >= base ? "+" : ""}${(100 * (t / base - 1)).toFixed(1)} %`;
 for (const [B, Hq, Hkv, N] of picked) {
   const q = randn([B, Hq, 1, D], { seed: 2, dtype: "float16", backend: gpu });
   const k = allocStorage(gpu, [B, Hkv, N, D], "float16");
@@ -54,21 +61,16 @@ for (const [B, Hq, Hkv, N] of picked) {
   tileInto(gpu, blockK, k);
   tileInto(gpu, blockV, v);
   const base = await time(() => leanAttention(q, k, v), 30);
-  const ti = Deno.args.indexOf("--tune");
-  const tune = ti >= 0 ? JSON.parse(Deno.args[ti + 1]) : {};
   gpu.attentionTuning = tune;
   const inv = await time(() => leanAttention(q, k, v, { batchInvariant: true }), 30);
-  const grids = Deno.args.indexOf("--grids");
   let gridsMore = "";
-  if (grids >= 0) {
+  if (grids.length > 0) {
     const lean = leanAttentionSchedule(q, k, v).workers.length;
     const pieces = B * Hkv * Math.ceil(N / invariantChunkKeys(N));
-    for (const g of Deno.args[grids + 1].split(",")) {
+    for (const g of grids) {
       const grid = g === "P" ? pieces : g.endsWith("x") ? lean * Number(g.slice(0, -1)) : Number(g);
       const t = await time(() => leanAttention(q, k, v, { batchInvariant: true, grid }), 30);
-      gridsMore += ` | grid ${grid} (${g}) ${t.toFixed(4)} ms (${t >= base ? "+" : ""}${
-        (100 * (t / base - 1)).toFixed(1)
-      } %)`;
+      gridsMore += ` | grid ${grid} (${g}) ${t.toFixed(4)} ms (${pct(t, base)})`;
     }
     gridsMore = ` | lean grid ${lean}, ${pieces} pieces` + gridsMore;
   }
@@ -85,17 +87,13 @@ for (const [B, Hq, Hkv, N] of picked) {
       gpu.attentionTuning = tuning;
       const t = await time(() => leanAttention(q, k, v, { batchInvariant: true }), 30);
       gpu.attentionTuning = {};
-      more += ` | ${name} ${t.toFixed(4)} ms (${t >= base ? "+" : ""}${
-        (100 * (t / base - 1)).toFixed(1)
-      } %)`;
+      more += ` | ${name} ${t.toFixed(4)} ms (${pct(t, base)})`;
     }
   }
   console.log(
     `(${B},${Hq},${Hkv}) N=${N}: lean ${base.toFixed(4)} ms | invariant (pieces of ${
       invariantChunkKeys(N)
-    }) ${inv.toFixed(4)} ms (${inv >= base ? "+" : ""}${
-      (100 * (inv / base - 1)).toFixed(1)
-    } %)${more}${gridsMore}`,
+    }) ${inv.toFixed(4)} ms (${pct(inv, base)})${more}${gridsMore}`,
   );
   for (const t of [q, k, v]) t.dispose();
 }
