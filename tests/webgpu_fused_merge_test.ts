@@ -1,7 +1,8 @@
 /**
  * The WebGPU attention kernel's in-kernel merge of cut units (lean and flash-decoding
  * schedules): the same bits as the separate reduce pass, with and without prefetching, with
- * the merge deferred to a worker's end, and the float64 reference.
+ * the merge deferred to a worker's end, with one, two or three end-of-segment barriers, with
+ * the next segment's loads issued early, and the float64 reference.
  */
 import { plainRun } from "../schedule/attention_plan.ts";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
@@ -53,6 +54,7 @@ Deno.test({
     // The pipelines each call asks for (the subgroup kernel's key says whether it merges).
     const { ctx, keys } = recordPipelines(b.ctx);
     let sgCases = 0;
+    let earlyCases = 0;
     for (const [ci, c] of cases.entries()) {
       const causal = c.Sq > 1;
       const qBlocks = c.Sq > 1 ? 2 : 1;
@@ -82,9 +84,14 @@ Deno.test({
       });
       const rows = c.B * c.Hq * c.Sq;
       type Run = { out: Float32Array; lse: Float32Array; keys: string[] };
-      const run = async (fusedMerge: boolean, pf?: boolean, deferMerge?: boolean): Promise<Run> => {
+      const run = async (
+        fusedMerge: boolean,
+        pf?: boolean,
+        deferMerge?: boolean,
+        more: { mergeBarriers?: 1 | 2 | 3; wg?: number; earlyLoads?: boolean } = {},
+      ): Promise<Run> => {
         keys.length = 0;
-        const tuning = { kernel: "sg" as const, fusedMerge, pf, deferMerge };
+        const tuning = { kernel: "sg" as const, fusedMerge, pf, deferMerge, ...more };
         const r = webgpuAttention(ctx, q, k, v, params, tuning);
         const out = await b.read(r.out, "float32", rows * c.D);
         const lse = await b.read(r.lse, "float32", rows);
@@ -99,6 +106,28 @@ Deno.test({
       const prefetched = await run(true, true);
       // Publishing a worker's partial states once at its end: the same fold, the same bits.
       const deferred = await run(true, undefined, true);
+      // The end-of-segment merge with three barriers, two (the default) or one (with two
+      // alternating copies of its arrays): the same arithmetic in the same order, the same
+      // bits. Its one-round path needs at most 8 subgroups a workgroup: 64 threads where
+      // subgroups have 8 lanes (lavapipe), the default 256 where they have 32.
+      const fewer = [
+        await run(true, undefined, undefined, { mergeBarriers: 3 }),
+        await run(true, true, true, { mergeBarriers: 1 }),
+      ];
+      // The next segment's first batch and q loaded before this segment's merge (where it
+      // applies: prefetch or the rotated loop, one pass of rows): the same loads, the same bits.
+      const early = [
+        await run(true, true, undefined, { earlyLoads: true }),
+        await run(true, true, true, { earlyLoads: true, mergeBarriers: 1 }),
+        await run(false, undefined, undefined, { earlyLoads: true, mergeBarriers: 3 }),
+        await run(true, false, undefined, { earlyLoads: true }),
+      ];
+      const small = [1, 2, 3].map((n) => ({ mergeBarriers: n as 1 | 2 | 3, wg: 64 }));
+      const [small2, ...smallOther] = [
+        await run(true, undefined, undefined, small[1]),
+        await run(true, undefined, undefined, small[2]),
+        await run(true, true, true, small[0]),
+      ];
       // Where the subgroup kernel applies (not for every shape on every device: lanes a key
       // follow the subgroup size), cut units merge in it; else the reduce pass merges them.
       const empty = c.kvLens.includes(0);
@@ -108,6 +137,9 @@ Deno.test({
         assertEquals(fused.keys.length, empty ? 2 : 1, `case ${ci}: ${fused.keys}`);
         assert(twoPass.keys[0].includes(":fmfalse"), `case ${ci}: ${twoPass.keys}`);
         assert(deferred.keys[0].includes(":dm"), `case ${ci}: ${deferred.keys}`);
+        assert(!fewer[0].keys[0].includes(":mb"), `case ${ci}: ${fewer[0].keys}`);
+        assert(fused.keys[0].includes(":mb2"), `case ${ci}: ${fused.keys}`);
+        assert(fewer[1].keys[0].includes(":mb1"), `case ${ci}: ${fewer[1].keys}`);
       } else assertEquals(fused.keys, twoPass.keys);
       assertEquals(twoPass.keys.length, 2, `case ${ci}: ${twoPass.keys}`);
       const same = (x: Float32Array, y: Float32Array) =>
@@ -118,6 +150,19 @@ Deno.test({
       assert(same(fused.lse, prefetched.lse), `case ${ci}: prefetching changed the lse`);
       assert(same(fused.out, deferred.out), `case ${ci}: deferring the merge changed the outputs`);
       assert(same(fused.lse, deferred.lse), `case ${ci}: deferring the merge changed the lse`);
+      for (const e of early) {
+        if (e.keys[0].includes(":ep")) earlyCases++;
+        assert(same(fused.out, e.out), `case ${ci}: early loads changed the outputs (${e.keys})`);
+        assert(same(fused.lse, e.lse), `case ${ci}: early loads changed the lse (${e.keys})`);
+      }
+      for (const [i, f] of fewer.entries()) {
+        const n = 3 - 2 * i;
+        assert(same(fused.out, f.out), `case ${ci}: ${n} merge barriers changed the outputs`);
+        assert(same(fused.lse, f.lse), `case ${ci}: ${n} merge barriers changed the lse`);
+        const g = smallOther[i];
+        assert(same(small2.out, g.out), `case ${ci}: wg 64, ${n} barriers changed the outputs`);
+        assert(same(small2.lse, g.lse), `case ${ci}: wg 64, ${n} barriers changed the lse`);
+      }
       const ref = referenceAttention({ q: qd, k: kd, v: vd, ...c, causal });
       const tol = 8 * EPS32 * Math.max(1, Math.log2(c.N)) * 4;
       for (let i = 0; i < rows * c.D; i++) {
@@ -139,6 +184,9 @@ Deno.test({
       }
       for (const t of [q, k, v]) b.release(t.id);
     }
-    if (b.features.subgroups) assert(sgCases >= 4, `${sgCases} cases ran the subgroup kernel`);
+    if (b.features.subgroups) {
+      assert(sgCases >= 4, `${sgCases} cases ran the subgroup kernel`);
+      assert(earlyCases >= 6, `${earlyCases} runs had early loads`);
+    }
   },
 });

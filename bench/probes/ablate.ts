@@ -27,12 +27,12 @@
  * max, the kernel before the vote), `fm0` cut units merged by the reduce pass instead of in
  * the kernel (`AttentionTuning.fusedMerge` off: two dispatches a call; results right). A token
  * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default;
- * `wg<n>`, `L<n>`, `U<n>` set those kernel knobs (`AttentionTuning`: threads a workgroup,
- * lanes a key, keys a slot per iteration), `rs<n>` splits a unit's rows over n row groups of
+ * `wg<n>`, `L<n>`, `U<n>`, `mb<n>` set those kernel knobs (`AttentionTuning`: threads a
+ * workgroup, lanes a key, keys a slot per iteration, barriers of the end-of-segment merge), `rs<n>` splits a unit's rows over n row groups of
  * subgroups, `ws` stages K/V tiles in workgroup memory; `lz` / `nolz` turn the vote before the
  * running max on / off (`AttentionTuning.lazyMax`; with the butterfly over K/V with head
  * scales it also turns held mode on / off); `pf` / `pf0` turn prefetching the next batch on /
- * off.
+ * off; `ep` loads the next segment's first batch and q before the merge (`earlyLoads`).
  *
  * `dp4` (int8): q·k by `dot4I8Packed` on K's stored words, q packed to int8 once a segment (no
  * K decode, a quarter of the q·k instructions; the results are wrong, q is not quantized
@@ -87,13 +87,15 @@ interface Variant {
 function parseVariant(spec: string): Variant {
   const v: Variant = { name: spec, abl: [], tuning: {} };
   for (const x of spec === "def" ? [] : spec.split("+")) {
-    const m = /^(g|wg|L|U|rs)(\d+)$/.exec(x);
+    const m = /^(g|wg|L|U|rs|mb)(\d+)$/.exec(x);
     if ((ABLATIONS as readonly string[]).includes(x)) v.abl.push(x as Ablation);
     else if (x === "fm0") v.tuning.fusedMerge = false;
     else if (x === "pf" || x === "pf0") v.tuning.pf = x === "pf";
     else if (x === "lz" || x === "nolz") v.tuning.lazyMax = x === "lz";
     else if (m?.[1] === "g") v.grid = Number(m[2]);
     else if (x === "ws") v.tuning.ws = true;
+    else if (x === "ep") v.tuning.earlyLoads = true;
+    else if (m?.[1] === "mb") v.tuning.mergeBarriers = Number(m[2]) as 1 | 2 | 3;
     else if (m) v.tuning[m[1] as "wg" | "L" | "U" | "rs"] = Number(m[2]);
     else throw new Error(`_ablate: unknown variant token "${x}" in "${spec}"`);
   }

@@ -30,36 +30,79 @@ export function mergeSlots(a: {
   stores: readonly string[];
   /** vec4s of a row of `wo` (D / 4). */
   d4: number;
+  /**
+   * The caller has written `ml` but not yet waited for it (no barrier since): a merge in one
+   * round (`rounds` = 1, uniform) then writes its slots' outputs before the one barrier that
+   * publishes both, instead of a barrier for `ml` and another for the outputs. The same
+   * arithmetic in the same order: the same bits.
+   */
+  mlPending?: boolean;
+  /**
+   * With `mlPending`: leave out the barrier after the one-round merge's reads. Only where the
+   * next writes of `ml` and `wo` go elsewhere (the caller alternates two copies, `mlBase` and
+   * `woBase`), so no workgroup overwrites what another still reads.
+   */
+  noTrailing?: boolean;
+  /** Index offsets of the copy of `ml` and of `wo` in use (WGSL expressions ending in " + "). */
+  mlBase?: string;
+  woBase?: string;
 }): string[] {
   const { ml, count, rows, row, perRound: K } = a;
-  return [
+  const mb = a.mlBase ?? "";
+  const ob = a.woBase ?? "";
+  const totals = (ind: string) =>
+    [
+      `if (act) {`,
+      `  for (var s = 0u; s < ${count}; s++) { M = max(M, ${ml}[${mb}s * ${rows}u + ${row}].x); }`,
+      `  for (var s = 0u; s < ${count}; s++) {`,
+      `    let ml = ${ml}[${mb}s * ${rows}u + ${row}];`,
+      `    rbad = rbad || is_nan(ml.y);`,
+      `    Lt += select(0.0, exp(ml.x - M), ml.x != ninf) * ml.y;`,
+      `  }`,
+      `}`,
+    ].map((x) => ind + x);
+  const writes = (ind: string) =>
+    [`if (${a.writer}) {`, `  let sl = ${a.slot};`, ...a.stores.map((x) => `  ${x}`), `}`]
+      .map((x) => ind + x);
+  const fold = (ind: string) =>
+    [
+      `if (act) {`,
+      `  let cnt = min(${K}u, ${count} - rd * ${K}u);`,
+      `  for (var s = 0u; s < cnt; s++) {`,
+      `    let mS = ${ml}[${mb}(rd * ${K}u + s) * ${rows}u + ${row}].x;`,
+      `    let wgt = select(0.0, exp(mS - M), mS != ninf);`,
+      `    acc += wgt * wo[${ob}(s * ${rows}u + ${row}) * ${a.d4}u + fj];`,
+      `  }`,
+      `}`,
+    ].map((x) => ind + x);
+  const rounds = [
+    ...(a.mlPending ? [`      workgroupBarrier();`] : []),
+    ...totals("      "),
+    `      for (var rd = 0u; rd < ${a.rounds}; rd++) {`,
+    ...writes("        "),
+    `        workgroupBarrier();`,
+    ...fold("        "),
+    `        workgroupBarrier();`,
+    `      }`,
+  ];
+  const state = [
     `    var M = ninf;`,
     `    var Lt = 0.0;`,
     `    var acc = vec4<f32>(0.0);`,
     `    var rbad = false;`,
-    `    if (act) {`,
-    `      for (var s = 0u; s < ${count}; s++) { M = max(M, ${ml}[s * ${rows}u + ${row}].x); }`,
-    `      for (var s = 0u; s < ${count}; s++) {`,
-    `        let ml = ${ml}[s * ${rows}u + ${row}];`,
-    `        rbad = rbad || is_nan(ml.y);`,
-    `        Lt += select(0.0, exp(ml.x - M), ml.x != ninf) * ml.y;`,
-    `      }`,
-    `    }`,
-    `    for (var rd = 0u; rd < ${a.rounds}; rd++) {`,
-    `      if (${a.writer}) {`,
-    `        let sl = ${a.slot};`,
-    ...a.stores.map((x) => `        ${x}`),
-    `      }`,
+  ];
+  if (!a.mlPending) return [...state, ...rounds.map((x) => x.slice(2))];
+  return [
+    ...state,
+    `    if (${a.rounds} == 1u) {`,
+    `      let rd = 0u;`,
+    ...writes("      "),
     `      workgroupBarrier();`,
-    `      if (act) {`,
-    `        let cnt = min(${K}u, ${count} - rd * ${K}u);`,
-    `        for (var s = 0u; s < cnt; s++) {`,
-    `          let mS = ${ml}[(rd * ${K}u + s) * ${rows}u + ${row}].x;`,
-    `          let wgt = select(0.0, exp(mS - M), mS != ninf);`,
-    `          acc += wgt * wo[(s * ${rows}u + ${row}) * ${a.d4}u + fj];`,
-    `        }`,
-    `      }`,
-    `      workgroupBarrier();`,
+    ...totals("      "),
+    ...fold("      "),
+    ...(a.noTrailing ? [] : [`      workgroupBarrier();`]),
+    `    } else {`,
+    ...rounds,
     `    }`,
   ];
 }

@@ -174,7 +174,8 @@ export function planWebgpuAttention(
     let kernel: MainKernel;
     let key: string;
     if (sg) {
-      const c: SgConfig = pg ? { ...sg, pg } : sg;
+      // Paged rows are addressed through the segment's block table: no early loads there.
+      const c: SgConfig = pg ? { ...sg, pg, ep: false } : sg;
       if (pg) checkPagedLaunch(pg, g.Hkv, D, sgLoadWidth(c));
       [kernel, key] = [{ kind: "sg", config: c }, sgKey(c)];
     } else if (wgm) {

@@ -73,6 +73,17 @@ export interface AttentionTuning {
    * workers stream many short pieces; off otherwise). Same results bit for bit.
    */
   deferMerge?: boolean;
+  /**
+   * Workgroup barriers of the subgroup kernel's end-of-segment merge (1, 2 or 3; default 2):
+   * see `SgConfig.mb`. Same results bit for bit.
+   */
+  mergeBarriers?: 1 | 2 | 3;
+  /**
+   * Early loads in the subgroup kernel (default off): the next segment's first K/V batch and
+   * q are loaded before the current segment's merge (`SgConfig.ep`; where it applies). Same
+   * results bit for bit.
+   */
+  earlyLoads?: boolean;
 }
 
 /**
@@ -100,11 +111,15 @@ export const WIDE_KEY_WORK: readonly [number, number] = [256, 4096];
 export const SHORT_GQA_KEYS = 1024;
 
 /** The range of each numeric knob: an integer in `[min, max]`, a power of two where `pow2`. */
-const NUMERIC: Record<"wg" | "L" | "U" | "rs", { min: number; max: number; pow2: boolean }> = {
+const NUMERIC: Record<
+  "wg" | "L" | "U" | "rs" | "mergeBarriers",
+  { min: number; max: number; pow2: boolean }
+> = {
   wg: { min: 32, max: 1024, pow2: true },
   L: { min: 4, max: 32, pow2: true },
   U: { min: 1, max: 16, pow2: false },
   rs: { min: 1, max: 8, pow2: true },
+  mergeBarriers: { min: 1, max: 3, pow2: false },
 };
 
 const FLAGS = [
@@ -116,6 +131,7 @@ const FLAGS = [
   "lazyMax",
   "fusedMerge",
   "deferMerge",
+  "earlyLoads",
 ] as const;
 
 /**
