@@ -32,7 +32,7 @@
  * subgroups, `ws` stages K/V tiles in workgroup memory; `lz` / `nolz` turn the vote before the
  * running max on / off (`AttentionTuning.lazyMax`; with the butterfly over K/V with head
  * scales it also turns held mode on / off); `pf` / `pf0` turn prefetching the next batch on /
- * off; `ep` loads the next segment's first batch and q before the merge (`earlyLoads`).
+ * off.
  *
  * `dp4` (int8): q·k by `dot4I8Packed` on K's stored words, q packed to int8 once a segment (no
  * K decode, a quarter of the q·k instructions; the results are wrong, q is not quantized
@@ -94,7 +94,6 @@ function parseVariant(spec: string): Variant {
     else if (x === "lz" || x === "nolz") v.tuning.lazyMax = x === "lz";
     else if (m?.[1] === "g") v.grid = Number(m[2]);
     else if (x === "ws") v.tuning.ws = true;
-    else if (x === "ep") v.tuning.earlyLoads = true;
     else if (m?.[1] === "mb") v.tuning.mergeBarriers = Number(m[2]) as 1 | 2 | 3;
     else if (m) v.tuning[m[1] as "wg" | "L" | "U" | "rs"] = Number(m[2]);
     else throw new Error(`_ablate: unknown variant token "${x}" in "${spec}"`);

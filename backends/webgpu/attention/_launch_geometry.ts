@@ -16,8 +16,6 @@ export interface Geometry extends AttentionGeometry {
   workers: number;
   /** Units the schedule cuts into pieces (merged in the kernel or by the reduce pass). */
   cuts: number;
-  /** The most segments one worker streams (0 without workers). */
-  segmentsPerWorker: number;
 }
 
 /** The launch geometry of a call with q of `qShape` and K/V of `kShape`. */
@@ -28,9 +26,7 @@ export function launchGeometry(qShape: Shape, kShape: Shape, params: AttentionPa
     keysPerWorker: 0,
     workers: s.workers.length,
     cuts: s.cuts.length,
-    segmentsPerWorker: 0,
   };
-  for (const w of s.workers) g.segmentsPerWorker = Math.max(g.segmentsPerWorker, w.length);
   if (s.workers.length > 0) {
     // The keys the units cover (a window's units cover only what their rows can see).
     let keys = 0;

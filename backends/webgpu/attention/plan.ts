@@ -174,8 +174,7 @@ export function planWebgpuAttention(
     let kernel: MainKernel;
     let key: string;
     if (sg) {
-      // Paged rows are addressed through the segment's block table: no early loads there.
-      const c: SgConfig = pg ? { ...sg, pg, ep: false } : sg;
+      const c: SgConfig = pg ? { ...sg, pg } : sg;
       if (pg) checkPagedLaunch(pg, g.Hkv, D, sgLoadWidth(c));
       [kernel, key] = [{ kind: "sg", config: c }, sgKey(c)];
     } else if (wgm) {

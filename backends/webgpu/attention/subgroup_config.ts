@@ -19,12 +19,6 @@ import { type KernelVariant, variantKey } from "./_wgsl_variant.ts";
 import { type PagedKernel, pagedKey } from "./_wgsl_paged.ts";
 import { type QuantKernel, quantKey } from "./_wgsl_quant.ts";
 
-/**
- * Early loads (`SgConfig.ep`) by default where a worker streams several segments. Off until
- * measured on an NVIDIA GPU in their final form (bench/NOTES.md, session (8)).
- */
-const EARLY_LOADS_DEFAULT = false;
-
 /** Configuration of the subgroup (decode) kernel. */
 export interface SgConfig {
   /** Head dim (multiple of 32). */
@@ -108,18 +102,10 @@ export interface SgConfig {
    * Workgroup barriers of the end-of-segment merge of the subgroups' states: 3 (absent), 2
    * (one round: the states' (m, l) and outputs published by one barrier) or 1 (and no barrier
    * after the merge's reads: two copies of the merge's workgroup arrays, alternating). The
-   * same bits. Default 2: a segment boundary 0.25 µs cheaper on an H100, nothing slower
-   * (bench/NOTES.md, session (8)).
+   * same bits. Default: 2 for units of two or more rows, 3 for one row (bench/NOTES.md,
+   * session (8)).
    */
   mb?: 1 | 2 | 3;
-  /**
-   * Early loads: the next segment's first batch of K/V and its q are loaded before this
-   * segment's end-of-segment merge (the first segment's before the segment loop), into
-   * registers the segments share, so their latency overlaps the merge. Only where every unit
-   * takes one pass of rows, with \`pf\` or \`rot\`, contiguous float K/V, no variant, no row
-   * groups, no staged tiles. Absent: false. The same bits.
-   */
-  ep?: boolean;
   /** Paged K/V (`_wgsl_paged.ts`); absent or null for contiguous K/V. */
   pg?: PagedKernel | null;
   /**
@@ -135,9 +121,7 @@ export function sgKey(c: SgConfig): string {
     c.qk?.fmt ?? c.kv
   }:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}:lz${c.lz}:fm${c.fm}${
     c.fm && c.dm ? ":dm" : ""
-  }${c.mb && c.mb !== 3 ? `:mb${c.mb}` : ""}${c.ep ? ":ep" : ""}${variantKey(c.v)}${
-    pagedKey(c.pg)
-  }${quantKey(c.qk)}`;
+  }${c.mb && c.mb !== 3 ? `:mb${c.mb}` : ""}${variantKey(c.v)}${pagedKey(c.pg)}${quantKey(c.qk)}`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */
@@ -228,7 +212,9 @@ export function sgConfig(
   if (R * E > 64) return null;
   if ((RT * g.D) / 4 > wg) return null;
   // Two copies of the merge's arrays with one barrier (`mb` 1).
-  const mb = tuning.mergeBarriers ?? 2;
+  // Two barriers for multi-row units (GQA: a segment boundary 0.25 µs cheaper on an H100);
+  // one-row units keep three ((1,32,32) 16k ran 5 % slower with two; bench/NOTES.md, session 8).
+  const mb = tuning.mergeBarriers ?? (R > 1 ? 2 : 3);
   const copies = mb === 1 ? 2 : 1;
   const mlBytes = copies * (wg / 8) * R * 8 + 16;
   const stateBytes = copies * RT * g.D * 4;
@@ -279,14 +265,6 @@ export function sgConfig(
   const c: SgConfig = { D: g.D, R, kv, q, wg, L, U, nsMax, pf, bf, rot, G, tile, tm, lz, fm };
   if (fm && tuning.deferMerge) c.dm = true;
   if (mb !== 3) c.mb = mb;
-  // Early loads where a worker streams several segments (nothing to overlap otherwise), every
-  // unit is one pass (\`RT\` covers its rows) and nothing else addresses keys per segment
-  // (pages, variants, scales).
-  if (
-    (tuning.earlyLoads ?? (EARLY_LOADS_DEFAULT && g.segmentsPerWorker >= 2)) && (pf || rot) &&
-    RT >= g.unitRows &&
-    G === 1 && !tile && !v && !qk
-  ) c.ep = true;
   if (v) c.v = v;
   if (qk) c.qk = qk;
   return c;

@@ -33,7 +33,7 @@
  *
  * @module
  */
-import { META, META_SEG_OFFS, segmentFields, segmentLoop, sizes } from "./_wgsl_meta.ts";
+import { META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { VISIBLE } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { deferredMerge, fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
@@ -135,27 +135,18 @@ export function sgWgsl(c: SgConfig): string {
   if (qk) headScales(qk, pg).forEach(p);
   if (hm) heldLanes(R, U, L).forEach(p);
 
-  // Early loads (\`SgConfig.ep\`): the next segment's first batch and q are loaded into
-  // function-scope registers before this segment's merge (and the first segment's before the
-  // segment loop), so their latency overlaps the merge instead of following it.
-  const ep = !!c.ep;
-  // Per-row setup of one segment (at \`ind\`).
-  const rowSetup = (ind: string) => {
-    for (const r of rows) {
-      p(`${ind}let rr${r} = rc + ${G > 1 ? `rgrp * ${R}u + ` : ""}${r}u;`);
-      p(`${ind}let i${r} = qb * rpb + rr${r} % rpb;`);
-      p(`${ind}let ok${r} = rr${r} < R && i${r} < Sq;`);
-      p(
-        `${ind}let qrow${r} = select(0u, (b * Hq + h * group + rr${r} / rpb) * Sq + i${r}, ok${r});`,
-      );
-      if (v) {
-        variantRow(v, `${r}`, `i${r}`, `ok${r}`, `h * group + rr${r} / rpb`, ind).forEach(p);
-      } else {
-        p(`${ind}let e${r} = select(0u, min(k1, visible(len, Sq, i${r}, causal)), ok${r});`);
-      }
+  // Per-row setup of one segment.
+  for (const r of rows) {
+    p(`    let rr${r} = rc + ${G > 1 ? `rgrp * ${R}u + ` : ""}${r}u;`);
+    p(`    let i${r} = qb * rpb + rr${r} % rpb;`);
+    p(`    let ok${r} = rr${r} < R && i${r} < Sq;`);
+    p(`    let qrow${r} = select(0u, (b * Hq + h * group + rr${r} / rpb) * Sq + i${r}, ok${r});`);
+    if (v) {
+      variantRow(v, `${r}`, `i${r}`, `ok${r}`, `h * group + rr${r} / rpb`, "    ").forEach(p);
+    } else {
+      p(`    let e${r} = select(0u, min(k1, visible(len, Sq, i${r}, causal)), ok${r});`);
     }
-  };
-  rowSetup("    ");
+  }
   if (G > 1) {
     // The key loop holds subgroup operations, so its bound must be uniform over the
     // workgroup: the last key any row of the pass sees (rows beyond their own end mask).
@@ -209,59 +200,31 @@ export function sgWgsl(c: SgConfig): string {
     }
     stage("k0", "    ");
   }
-  // The first batch is loaded before q, so its latency overlaps q's. With \`pf\` each batch
-  // then loads the next before its math (two batches of registers); with \`rot\` after it
-  // (the loop rotated: same registers, only the segment start gains). Past the end the
-  // index clamps to the last key, which every lane then reads from cache. \`decl\`: "var "
-  // declares the registers here, "" assigns the function-scope ones (early loads).
-  const firstLoads = (ind: string, decl: string) => {
-    p(`${ind}let klast = max(kend, 1u) - 1u;`);
-    for (const u of us) {
-      p(`${ind}let kr0_${u} = ${kvAt(pg, `min(k0 + ${u * S}u + slot, klast)`, UPR)} + lane;`);
-      for (const ch of chs) {
-        p(`${ind}${decl}nka${u}_${ch} = ${kvLoad(pg, "K", `kr0_${u} + ${ch * L}u`)};`);
-      }
-      for (const ch of chs) {
-        p(`${ind}${decl}nva${u}_${ch} = ${kvLoad(pg, "V", `kr0_${u} + ${ch * L}u`)};`);
-      }
-      if (tok) scales(u, `min(k0 + ${u * S}u + slot, klast)`, decl, "n", ind);
-    }
-  };
-  const qLoads = (ind: string, decl: string) => {
-    for (const r of rows) {
-      for (const j of js) {
-        const base = `qrow${r} * ${D}u + (${v4idx(j)}) * 4u`;
-        p(
-          `${ind}${decl}q${r}_${j} = scale * vec4<f32>(f32(Q[${base}]), f32(Q[${base} + 1u]), f32(Q[${base} + 2u]), f32(Q[${base} + 3u]));`,
-        );
-      }
-    }
-  };
-  // The early block: segment \`next\`'s fields, rows and loads, in a scope of its own.
-  const earlyLoads = (next: string, ind: string) => {
-    const body = [
-      `${ind}{`,
-      `${ind}  let si = ${next};`,
-      ...segmentFields().split("\n").map((x) => ind + x.slice(2)),
-      `${ind}  let rc = 0u;`,
-    ];
-    body.forEach(p);
-    rowSetup(`${ind}  `);
-    p(`${ind}  let kend = max(${rows.map((r) => `e${r}`).join(", max(")}, 0u${")".repeat(R)};`);
-    firstLoads(`${ind}  `, "");
-    qLoads(`${ind}  `, "");
-    p(`${ind}}`);
-  };
-  if (ep) {
-    // Bound where the loop expects them; the registers were loaded before the segment loop
-    // or the previous segment's merge.
+  if (c.pf || c.rot) {
+    // The first batch is loaded before q, so its latency overlaps q's. With \`pf\` each batch
+    // then loads the next before its math (two batches of registers); with \`rot\` after it
+    // (the loop rotated: same registers, only the segment start gains). Past the end the
+    // index clamps to the last key, which every lane then reads from cache.
     p(`    let klast = max(kend, 1u) - 1u;`);
-  } else {
-    if (c.pf || c.rot) firstLoads("    ", "var ");
-    qLoads("    ", "let ");
+    for (const u of us) {
+      p(`    let kr0_${u} = ${kvAt(pg, `min(k0 + ${u * S}u + slot, klast)`, UPR)} + lane;`);
+      for (const ch of chs) {
+        p(`    var nka${u}_${ch} = ${kvLoad(pg, "K", `kr0_${u} + ${ch * L}u`)};`);
+      }
+      for (const ch of chs) {
+        p(`    var nva${u}_${ch} = ${kvLoad(pg, "V", `kr0_${u} + ${ch * L}u`)};`);
+      }
+      if (tok) scales(u, `min(k0 + ${u * S}u + slot, klast)`, "var ", "n", "    ");
+    }
   }
   for (const r of rows) {
-    for (const j of js) p(`    var o${r}_${j} = vec4<f32>(0.0);`);
+    for (const j of js) {
+      const base = `qrow${r} * ${D}u + (${v4idx(j)}) * 4u`;
+      p(
+        `    let q${r}_${j} = scale * vec4<f32>(f32(Q[${base}]), f32(Q[${base} + 1u]), f32(Q[${base} + 2u]), f32(Q[${base} + 3u]));`,
+      );
+      p(`    var o${r}_${j} = vec4<f32>(0.0);`);
+    }
     p(`    var m${r} = ninf;`);
     p(`    var l${r} = 0.0;`);
   }
@@ -406,13 +369,6 @@ ${st}
   } else loop(`var base = ${start}; base < ${stop}`, false);
   if (KT) p(`    }`);
   p(`    let badw = subgroupOr(bad);`);
-  if (ep) {
-    // Unconditional (the last segment reloads its own first batch and q, from cache): with
-    // the block under \`if (si + 1u < segB)\` the H100 gave NaN rows, even where no worker had a
-    // second segment (bench/NOTES.md, session (8)); without a branch around them it does not.
-    p(`    let sn = min(si + 1u, segB - 1u);`);
-    earlyLoads("sn", "    ");
-  }
   // Held mode: the denominators are the held ones summed over the subgroup.
   if (hm) heldDenominators(R, U, L).forEach(p);
   // Sum the slots of a subgroup (they share the max).
@@ -464,22 +420,6 @@ ${st}
   }).forEach(p);
   if (mb === 1) p(`    wpar ^= 1u;`);
 
-  // With early loads: the registers the segments share, and the first segment's loads.
-  const earlyDecls = () => {
-    const decls = [
-      ...us.flatMap((u) => chs.flatMap((ch) => [`nka${u}_${ch}`, `nva${u}_${ch}`])).map((x) =>
-        `  var ${x}: ${ldT};`
-      ),
-      ...rows.flatMap((r) => js.map((j) => `  var q${r}_${j}: vec4<f32>;`)),
-    ];
-    const at = lines.length;
-    // The worker's first segment (for a worker without any, the last segment of the
-    // schedule: loads nobody uses, no branch; see the block after the key loop).
-    p(`  let segAll = mt[${META_SEG_OFFS}u + mt[${META.numWorkers}]];`);
-    p(`  let segA0 = min(mt[${META_SEG_OFFS}u + w], max(segAll, 1u) - 1u);`);
-    earlyLoads("segA0", "  ");
-    return [...decls, ...lines.splice(at)].join("\n") + "\n";
-  };
   const f16 = c.kv === "f16" || c.q === "f16";
   return `${c.q === "f16" || v?.bias === "f16" ? "enable f16;" : ""}
 // attention, subgroup kernel: ${sgKey(c)}${f16 ? " (f16 K/V unpacked from u32)" : ""}
@@ -523,13 +463,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let act0 = tid < ${RT * D4}u;
   let fr0 = min(tid / ${D4}u, ${RT - 1}u);
   let fj = tid % ${D4}u;
-${mb === 1 ? "  var wpar = 0u;\n" : ""}${ep ? earlyDecls() : ""}${segmentLoop()}${
-    pagedSegment(pg, "    ")
-  }
-    // Rows of the unit in passes of ${RT} (one pass for decode${
-    ep ? ", and always with early loads" : ""
-  }); a later pass re-reads the segment's keys, from cache.
-    ${ep ? "{ let rc = 0u;" : `for (var rc = 0u; rc < R; rc += ${RT}u) {`}
+${mb === 1 ? "  var wpar = 0u;\n" : ""}${segmentLoop()}${pagedSegment(pg, "    ")}
+    // Rows of the unit in passes of ${RT} (one pass for decode); a later pass re-reads the
+    // segment's keys, from cache.
+    for (var rc = 0u; rc < R; rc += ${RT}u) {
     let fr = rc + fr0;
     let act = act0 && fr < R;
 ${lines.join("\n")}

@@ -74,16 +74,11 @@ export interface AttentionTuning {
    */
   deferMerge?: boolean;
   /**
-   * Workgroup barriers of the subgroup kernel's end-of-segment merge (1, 2 or 3; default 2):
+   * Workgroup barriers of the subgroup kernel's end-of-segment merge (1, 2 or 3; default 2
+   * for units of two or more rows, 3 for one row):
    * see `SgConfig.mb`. Same results bit for bit.
    */
   mergeBarriers?: 1 | 2 | 3;
-  /**
-   * Early loads in the subgroup kernel (default off): the next segment's first K/V batch and
-   * q are loaded before the current segment's merge (`SgConfig.ep`; where it applies). Same
-   * results bit for bit.
-   */
-  earlyLoads?: boolean;
 }
 
 /**
@@ -131,7 +126,6 @@ const FLAGS = [
   "lazyMax",
   "fusedMerge",
   "deferMerge",
-  "earlyLoads",
 ] as const;
 
 /**
