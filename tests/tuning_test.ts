@@ -25,6 +25,8 @@ Deno.test({
       [{ L: 3 }, ["L", "power of two"]],
       [{ wg: 100 }, ["wg", "power of two"]],
       [{ rs: 16 }, ["rs", "1 to 8"]],
+      [{ mergeBarriers: 0 }, ["mergeBarriers", "1 to 3", "0"]],
+      [{ mergeBarriers: 4 }, ["mergeBarriers", "1 to 3", "4"]],
       [{ pf: 1 }, ["pf", "boolean"]],
       [{ kernel: "fast" }, ["kernel", "fast"]],
       [{ Ux: 1 }, ["unknown knob", "Ux"]],

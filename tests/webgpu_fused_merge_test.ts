@@ -107,8 +107,8 @@ Deno.test({
       const deferred = await run(true, undefined, true);
       // The end-of-segment merge with three barriers, two (the default for multi-row units)
       // or one (with two alternating copies of its arrays): the same arithmetic in the same
-      // order, the same bits. Its one-round path needs at most 8 subgroups a workgroup: 64 threads where
-      // subgroups have 8 lanes (lavapipe), the default 256 where they have 32.
+      // order, the same bits. Its one-round path needs at most 8 subgroups a workgroup: 64
+      // threads where subgroups have 8 lanes (lavapipe), the default 256 where they have 32.
       const fewer = [
         await run(true, undefined, undefined, { mergeBarriers: 3 }),
         await run(true, undefined, undefined, { mergeBarriers: 2 }),

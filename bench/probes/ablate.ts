@@ -28,11 +28,11 @@
  * the kernel (`AttentionTuning.fusedMerge` off: two dispatches a call; results right). A token
  * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default;
  * `wg<n>`, `L<n>`, `U<n>`, `mb<n>` set those kernel knobs (`AttentionTuning`: threads a
- * workgroup, lanes a key, keys a slot per iteration, barriers of the end-of-segment merge), `rs<n>` splits a unit's rows over n row groups of
- * subgroups, `ws` stages K/V tiles in workgroup memory; `lz` / `nolz` turn the vote before the
- * running max on / off (`AttentionTuning.lazyMax`; with the butterfly over K/V with head
- * scales it also turns held mode on / off); `pf` / `pf0` turn prefetching the next batch on /
- * off.
+ * workgroup, lanes a key, keys a slot per iteration, barriers of the end-of-segment merge),
+ * `rs<n>` splits a unit's rows over n row groups of subgroups, `ws` stages K/V tiles in
+ * workgroup memory; `lz` / `nolz` turn the vote before the running max on / off
+ * (`AttentionTuning.lazyMax`; with the butterfly over K/V with head scales it also turns held
+ * mode on / off); `pf` / `pf0` turn prefetching the next batch on / off.
  *
  * `dp4` (int8): q·k by `dot4I8Packed` on K's stored words, q packed to int8 once a segment (no
  * K decode, a quarter of the q·k instructions; the results are wrong, q is not quantized

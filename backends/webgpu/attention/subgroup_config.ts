@@ -211,9 +211,9 @@ export function sgConfig(
   // Registers: q and the running output, E floats each per row.
   if (R * E > 64) return null;
   if ((RT * g.D) / 4 > wg) return null;
-  // Two copies of the merge's arrays with one barrier (`mb` 1).
-  // Two barriers for multi-row units (GQA: a segment boundary 0.25 µs cheaper on an H100);
-  // one-row units keep three ((1,32,32) 16k ran 5 % slower with two; bench/NOTES.md, session 8).
+  // The merge's barriers: two for multi-row units (GQA: a segment boundary 0.25 µs cheaper on
+  // an H100), three for one-row units ((1,32,32) 16k ran 5 % slower with two; bench/NOTES.md,
+  // session 8). With one, the merge's arrays are held twice.
   const mb = tuning.mergeBarriers ?? (R > 1 ? 2 : 3);
   const copies = mb === 1 ? 2 : 1;
   const mlBytes = copies * (wg / 8) * R * 8 + 16;

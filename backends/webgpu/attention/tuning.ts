@@ -75,8 +75,8 @@ export interface AttentionTuning {
   deferMerge?: boolean;
   /**
    * Workgroup barriers of the subgroup kernel's end-of-segment merge (1, 2 or 3; default 2
-   * for units of two or more rows, 3 for one row):
-   * see `SgConfig.mb`. Same results bit for bit.
+   * for units of two or more rows, 3 for one row; see `SgConfig.mb`). Same results bit for
+   * bit.
    */
   mergeBarriers?: 1 | 2 | 3;
 }
