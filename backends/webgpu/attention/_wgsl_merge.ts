@@ -75,15 +75,16 @@ export function mergeSlots(a: {
       `  }`,
       `}`,
     ].map((x) => ind + x);
-  const rounds = [
-    ...(a.mlPending ? [`      workgroupBarrier();`] : []),
-    ...totals("      "),
-    `      for (var rd = 0u; rd < ${a.rounds}; rd++) {`,
-    ...writes("        "),
-    `        workgroupBarrier();`,
-    ...fold("        "),
-    `        workgroupBarrier();`,
-    `      }`,
+  // The merge in rounds (at `ind`), after a barrier when `ml` is not yet published.
+  const rounds = (ind: string) => [
+    ...(a.mlPending ? [`${ind}workgroupBarrier();`] : []),
+    ...totals(ind),
+    `${ind}for (var rd = 0u; rd < ${a.rounds}; rd++) {`,
+    ...writes(`${ind}  `),
+    `${ind}  workgroupBarrier();`,
+    ...fold(`${ind}  `),
+    `${ind}  workgroupBarrier();`,
+    `${ind}}`,
   ];
   const state = [
     `    var M = ninf;`,
@@ -91,7 +92,7 @@ export function mergeSlots(a: {
     `    var acc = vec4<f32>(0.0);`,
     `    var rbad = false;`,
   ];
-  if (!a.mlPending) return [...state, ...rounds.map((x) => x.slice(2))];
+  if (!a.mlPending) return [...state, ...rounds("    ")];
   return [
     ...state,
     `    if (${a.rounds} == 1u) {`,
@@ -102,7 +103,7 @@ export function mergeSlots(a: {
     ...fold("      "),
     ...(a.noTrailing ? [] : [`      workgroupBarrier();`]),
     `    } else {`,
-    ...rounds,
+    ...rounds("      "),
     `    }`,
   ];
 }
