@@ -58,6 +58,7 @@ import { flashAttention } from "../../attention/flash.ts";
 import { type Call, decodeInputs, gpuTimesInterleaved } from "../_timing.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { quantize, type QuantizedTensor } from "../../ops/quantize.ts";
+import { editSubgroupKernels } from "./_sg_edit.ts";
 
 const ABLATIONS = [
   "cvt",
@@ -202,17 +203,15 @@ async function check(
 if (import.meta.main) {
   const gpu = await webgpu();
   console.log(`adapter: ${gpu.description}`);
-  const ctx = gpu.ctx;
-  const orig = ctx.pipeline.bind(ctx);
   let current: readonly Ablation[] = [];
   // The attention kernel each variant ran (its pipeline key: the knobs as the code set them).
   let lastKey = "";
-  ctx.pipeline = (key, wgsl, entryPoint) => {
-    if (key.startsWith("attn-")) lastKey = key;
-    return key.startsWith("attn-sg") && current.length
-      ? orig(`${key}:abl-${current.join("+")}`, () => ablate(wgsl(), current), entryPoint)
-      : orig(key, wgsl, entryPoint);
-  };
+  editSubgroupKernels(
+    gpu.ctx,
+    () =>
+      current.length ? { tag: `abl-${current.join("+")}`, edit: (w) => ablate(w, current) } : null,
+    (key) => lastKey = key,
+  );
   const kernels = new Map<string, string>();
   const ni = Deno.args.indexOf("--n");
   const N = ni >= 0 ? Number(Deno.args[ni + 1]) : 65536;

@@ -15,6 +15,7 @@
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
 import { META, META_SEG_OFFS } from "../../backends/webgpu/attention/_wgsl_meta.ts";
 import { leanAttention, randn, type Tensor } from "../../mod.ts";
+import { editSubgroupKernels, type KernelEdit } from "./_sg_edit.ts";
 
 const gpu = await webgpu();
 console.log(gpu.description);
@@ -68,14 +69,8 @@ const variants: [string, boolean, boolean, boolean][] = [
   ["q", false, true, false],
   ["kv+q,if", true, true, true],
 ];
-let edit: ((code: string) => string) | null = null;
-let tag = "";
-const ctx = gpu.ctx;
-const orig = ctx.pipeline.bind(ctx);
-ctx.pipeline = (key, wgsl, entryPoint) =>
-  edit && key.startsWith("attn-sg")
-    ? orig(`${key}:repro-${tag}`, () => edit!(wgsl()), entryPoint)
-    : orig(key, wgsl, entryPoint);
+let edit: KernelEdit | null = null;
+editSubgroupKernels(gpu.ctx, () => edit);
 gpu.attentionTuning = { pf: true };
 
 const s = Deno.args.includes("--small") ? 8 : 1;
@@ -99,8 +94,7 @@ for (const [ci, c] of cases.entries()) {
   const ref = await run();
   console.log(`case ${ci}: (${c.B},${c.Hq},${c.Hkv}) N ${c.N} D ${c.D} ${c.dtype}, grid 128`);
   for (const [name, kv, qq, guard] of variants) {
-    edit = (code) => hoist(code, kv, qq, guard);
-    tag = name;
+    edit = { tag: `repro-${name}`, edit: (code) => hoist(code, kv, qq, guard) };
     const out = await run();
     edit = null;
     let n = 0;

@@ -12,6 +12,7 @@ import { flashAttention, leanAttention, randn, type Tensor } from "../../mod.ts"
 import { allocStorage, tileInto } from "../_inputs.ts";
 import { medianCallMs } from "./_gpu_time.ts";
 import { ablate } from "./ablate.ts";
+import { editSubgroupKernels } from "./_sg_edit.ts";
 
 const gpu = await webgpu();
 console.log(gpu.description);
@@ -37,8 +38,6 @@ if (ti >= 0) gpu.attentionTuning = JSON.parse(Deno.args[ti + 1]);
 const ai = Deno.args.indexOf("--abl");
 const abl = ai >= 0 ? Deno.args[ai + 1] : "";
 if (abl) {
-  const ctx = gpu.ctx;
-  const orig = ctx.pipeline.bind(ctx);
   const edit = (code: string) => {
     if (abl === "l1") return ablate(code, ["l1"]);
     if (abl !== "nobar") throw new Error(`segment_cost: unknown --abl ${abl}`);
@@ -47,10 +46,7 @@ if (abl) {
     if (b < 0) throw new Error("segment_cost: key loop end not found");
     return lines.map((l, i) => i > b && l.trim() === "workgroupBarrier();" ? "" : l).join("\n");
   };
-  ctx.pipeline = (key, wgsl, entryPoint) =>
-    key.startsWith("attn-sg")
-      ? orig(`${key}:abl-${abl}`, () => edit(wgsl()), entryPoint)
-      : orig(key, wgsl, entryPoint);
+  editSubgroupKernels(gpu.ctx, () => ({ tag: `abl-${abl}`, edit }));
 }
 // `--small`: 16× fewer keys (a smoke run on a software adapter).
 const s = Deno.args.includes("--small") ? 16 : 1;

@@ -44,7 +44,7 @@ for (const g of groups) {
       "-A",
       "--lock=deno.lock",
       "--v8-flags=--expose-gc",
-      ...(g[0] === "--doc" ? g : g),
+      ...g,
     ],
     cwd: root,
     stdout: "piped",
