@@ -48,14 +48,14 @@ export function mergeSlots(a: {
   woBase?: string;
 }): string[] {
   const { ml, count, rows, row, perRound: K } = a;
-  const mb = a.mlBase ?? "";
-  const ob = a.woBase ?? "";
+  const mlOff = a.mlBase ?? "";
+  const woOff = a.woBase ?? "";
   const totals = (ind: string) =>
     [
       `if (act) {`,
-      `  for (var s = 0u; s < ${count}; s++) { M = max(M, ${ml}[${mb}s * ${rows}u + ${row}].x); }`,
+      `  for (var s = 0u; s < ${count}; s++) { M = max(M, ${ml}[${mlOff}s * ${rows}u + ${row}].x); }`,
       `  for (var s = 0u; s < ${count}; s++) {`,
-      `    let ml = ${ml}[${mb}s * ${rows}u + ${row}];`,
+      `    let ml = ${ml}[${mlOff}s * ${rows}u + ${row}];`,
       `    rbad = rbad || is_nan(ml.y);`,
       `    Lt += select(0.0, exp(ml.x - M), ml.x != ninf) * ml.y;`,
       `  }`,
@@ -69,9 +69,9 @@ export function mergeSlots(a: {
       `if (act) {`,
       `  let cnt = min(${K}u, ${count} - rd * ${K}u);`,
       `  for (var s = 0u; s < cnt; s++) {`,
-      `    let mS = ${ml}[${mb}(rd * ${K}u + s) * ${rows}u + ${row}].x;`,
+      `    let mS = ${ml}[${mlOff}(rd * ${K}u + s) * ${rows}u + ${row}].x;`,
       `    let wgt = select(0.0, exp(mS - M), mS != ninf);`,
-      `    acc += wgt * wo[${ob}(s * ${rows}u + ${row}) * ${a.d4}u + fj];`,
+      `    acc += wgt * wo[${woOff}(s * ${rows}u + ${row}) * ${a.d4}u + fj];`,
       `  }`,
       `}`,
     ].map((x) => ind + x);
