@@ -5,14 +5,25 @@
  * adapter and devices, and destroying the devices when a file ends did not give them back):
  * a process a file does. Software adapters have no such limit; CI runs `deno task test`.
  *
- *   source .gpu/setup.sh && CI=true deno run -A tests/gpu/run_suite.ts [--filter WORD]
+ *   source .gpu/setup.sh && CI=true deno run -A tests/gpu/run_suite.ts [--filter WORD] [--shard I/N]
  *
+ * `--shard I/N` (1 ≤ I ≤ N) runs every N-th group from the I-th (the doc tests are group 1): on an
+ * H100 the whole suite takes more than one 10-minute device call (bench/NOTES.md, session 9).
  * Prints one line a file and, last, `tests: N passed, M failed`; exits 1 on any failure.
  *
  * @module
  */
 const root = new URL("../../", import.meta.url);
-const filter = Deno.args.includes("--filter") ? Deno.args[Deno.args.indexOf("--filter") + 1] : "";
+const arg = (name: string) =>
+  Deno.args.includes(name) ? Deno.args[Deno.args.indexOf(name) + 1] : undefined;
+const filter = arg("--filter") ?? "";
+const shardArg = arg("--shard") ?? "1/1";
+const shard = /^(\d+)\/(\d+)$/.exec(shardArg);
+const [si, sn] = shard ? [Number(shard[1]), Number(shard[2])] : [0, 0];
+if (!(si >= 1 && si <= sn)) {
+  console.error(`run_suite: --shard expects I/N with 1 ≤ I ≤ N, got ${shardArg}`);
+  Deno.exit(2);
+}
 const files: string[] = [];
 for await (const e of Deno.readDir(new URL("tests/", root))) {
   if (e.isFile && e.name.endsWith("_test.ts") && e.name.includes(filter)) {
@@ -33,7 +44,7 @@ const groups = [
     "backends/",
   ],
   ...files.map((f) => [f]),
-];
+].filter((_, i) => i % sn === si - 1);
 let passed = 0, failed = 0;
 const bad: string[] = [];
 for (const g of groups) {
