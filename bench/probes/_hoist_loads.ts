@@ -6,7 +6,7 @@ import { META, META_SEG_OFFS } from "../../backends/webgpu/attention/_wgsl_meta.
 // The moved loads read the same addresses and compute the same values, so the bits must be the
 // unmodified kernel's; only the place of the loads differs.
 
-export type Form = "" | "init" | "bar" | "arr" | "fin" | "np" | "next";
+export type Form = "" | "init" | "bar" | "arr" | "fin" | "np" | "opq" | "next";
 
 /** The kernel with its first-batch loads (`kv`) and/or q loads hoisted before the segments. */
 export function hoist(
@@ -16,7 +16,9 @@ export function hoist(
   guard: boolean,
   form: Form = "",
 ): string {
-  if (form === "fin" || form === "np") return hoist(baseEdit(form)(code), kv, q, guard);
+  if (form === "fin" || form === "np" || form === "opq") {
+    return hoist(baseEdit(form)(code), kv, q, guard);
+  }
   if (form === "next" && (q || !kv)) throw new Error("hoist_loads: next is for K/V alone");
   const lines = code.split("\n");
   const at = (re: RegExp, from = 0) => {
@@ -84,10 +86,13 @@ export function hoist(
 /** The kernel with −∞ (read from the metadata) replaced by −3e38, still a runtime value. */
 /**
  * The edit a form makes to both the kernel and its reference: `fin` −∞ as −3e38 (`finite`),
- * `np` no NaN/+∞ detection (`noPoison`); none for the other forms.
+ * `np` no NaN/+∞ detection (`noPoison`), `opq` the detection's constants read at run time
+ * (`opaquePoison`); none for the other forms.
  */
 export function baseEdit(form: Form): (code: string) => string {
-  return form === "fin" ? finite : form === "np" ? noPoison : (code) => code;
+  if (form === "fin") return finite;
+  if (form === "np") return noPoison;
+  return form === "opq" ? opaquePoison : (code) => code;
 }
 
 /** The kernel with its NaN/+∞ tests (`poison_score`, `is_nan`) always false. */
@@ -102,6 +107,27 @@ export function noPoison(code: string): string {
       "fn is_nan(x: f32) -> bool { return false; }",
     );
   if ((out.match(/return false; \}/g) ?? []).length !== 2) {
+    throw new Error("hoist_loads: poison_score/is_nan not found in the kernel");
+  }
+  return out;
+}
+
+/**
+ * The kernel with the NaN/+∞ bit tests' constants taken from the metadata's −∞ word (mt[11],
+ * 0xff800000) at run time, so the compiler cannot recognise the tests as float class checks.
+ */
+export function opaquePoison(code: string): string {
+  const out = code
+    .replace(
+      /fn poison_score\(x: f32\) -> bool \{[^}]*\}/,
+      "fn poison_score(x: f32) -> bool {\n  let b = bitcast<u32>(x);\n" +
+        "  return (b & 0x7fffffffu) >= (mt[11] & 0x7fffffffu) && b != mt[11];\n}",
+    )
+    .replace(
+      /fn is_nan\(x: f32\) -> bool \{[^}]*\}/,
+      "fn is_nan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > (mt[11] & 0x7fffffffu); }",
+    );
+  if ((out.match(/mt\[11\] & 0x7fffffffu\)/g) ?? []).length !== 2) {
     throw new Error("hoist_loads: poison_score/is_nan not found in the kernel");
   }
   return out;

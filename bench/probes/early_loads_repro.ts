@@ -24,6 +24,8 @@
 //              kernel and its reference (is the compiler's handling of ∞ involved?)
 //   q,np       only q, with the NaN/+∞ tests (poison_score, is_nan) false in both this kernel and
 //              its reference (are the NaN rows the poison path's, or the arithmetic's?)
+//   q,opq      only q, with the NaN/+∞ tests' constants read from the metadata at run time in
+//              both this kernel and its reference (session 9's next step, not yet run on a GPU)
 // Each line: elements that differ, NaN among them, the largest |difference| elsewhere.
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
 import { leanAttention, randn, type Tensor } from "../../mod.ts";
@@ -48,6 +50,7 @@ const variants: [string, boolean, boolean, boolean, Form][] = [
   ["q,arr", false, true, false, "arr"],
   ["q,fin", false, true, false, "fin"],
   ["q,np", false, true, false, "np"],
+  ["q,opq", false, true, false, "opq"],
   ["kv,next", true, false, false, "next"],
 ];
 let edit: KernelEdit | null = null;
@@ -74,7 +77,7 @@ for (const [ci, c] of cases.entries()) {
   console.log(`case ${ci}: (${c.B},${c.Hq},${c.Hkv}) N ${c.N} D ${c.D} ${c.dtype}`);
   for (const grid of [128, 20, 7]) {
     const refs = new Map<Form, Float32Array>();
-    for (const f of ["", "fin", "np"] as const) {
+    for (const f of ["", "fin", "np", "opq"] as const) {
       edit = f ? { tag: `repro-ref-${f}`, edit: baseEdit(f) } : null;
       refs.set(f, await run(grid));
     }
@@ -84,7 +87,7 @@ for (const [ci, c] of cases.entries()) {
       edit = { tag: `repro-${name}`, edit: (code) => hoist(code, kv, qq, guard, form) };
       const out = await run(grid);
       edit = null;
-      const ref = refs.get(form === "fin" || form === "np" ? form : "")!;
+      const ref = refs.get(refs.has(form) ? form : "")!;
       let n = 0, nan = 0, big = 0;
       const rowsBad = new Set<number>();
       for (let i = 0; i < out.length; i++) {
