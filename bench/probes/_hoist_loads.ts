@@ -83,7 +83,6 @@ export function hoist(
   return form === "arr" ? toArrays(out.join("\n"), decls, kT) : out.join("\n");
 }
 
-/** The kernel with −∞ (read from the metadata) replaced by −3e38, still a runtime value. */
 /**
  * The edit a form makes to both the kernel and its reference: `fin` −∞ as −3e38 (`finite`),
  * `np` no NaN/+∞ detection (`noPoison`), `opq` the detection's constants read at run time
@@ -133,6 +132,7 @@ export function opaquePoison(code: string): string {
   return out;
 }
 
+/** The kernel with −∞ (read from the metadata) replaced by −3e38, still a runtime value. */
 export function finite(code: string): string {
   const from = "let ninf = bitcast<f32>(mt[11]);";
   if (!code.includes(from)) throw new Error("hoist_loads: no `let ninf` in the kernel");

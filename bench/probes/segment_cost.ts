@@ -36,9 +36,9 @@ if (ti >= 0) gpu.attentionTuning = JSON.parse(Deno.args[ti + 1]);
 // `--abl l1` / `--abl nobar` (timing only, wrong results): the key loop's K/V loads from the
 // first 1024 words of their buffers (ablate.ts's `l1`: no DRAM round trip for a segment's first
 // batch either), or every workgroup barrier after the key loop removed (the end-of-segment
-// merge without its waits). `--abl epkv` (same bits: each call's output is compared with the
-// unedited kernel's and the differing elements printed): the next segment's first K/V batch
-// loaded before the merge (_hoist_loads.ts, form `next`).
+// merge without its waits). `--abl epkv`: the next segment's first K/V batch loaded before the
+// merge (_hoist_loads.ts, form `next`). It should keep the bits, so each call's output is compared
+// with the unedited kernel's (on the H100 they differed: bench/NOTES.md, session 9).
 const ai = Deno.args.indexOf("--abl");
 const abl = ai >= 0 ? Deno.args[ai + 1] : "";
 let editOn = true;
