@@ -112,21 +112,22 @@ export function noPoison(code: string): string {
 }
 
 /**
- * The kernel with the NaN/+∞ bit tests' constants taken from the metadata's −∞ word (mt[11],
- * 0xff800000) at run time, so the compiler cannot recognise the tests as float class checks.
+ * The kernel with the NaN/+∞ bit tests' constants taken from the metadata's −∞ word
+ * (`META.negInfBits`, 0xff800000) at run time, so the compiler cannot recognise the tests as float class checks.
  */
 export function opaquePoison(code: string): string {
+  const ni = `mt[${META.negInfBits}]`;
   const out = code
     .replace(
       /fn poison_score\(x: f32\) -> bool \{[^}]*\}/,
       "fn poison_score(x: f32) -> bool {\n  let b = bitcast<u32>(x);\n" +
-        "  return (b & 0x7fffffffu) >= (mt[11] & 0x7fffffffu) && b != mt[11];\n}",
+        `  return (b & 0x7fffffffu) >= (${ni} & 0x7fffffffu) && b != ${ni};\n}`,
     )
     .replace(
       /fn is_nan\(x: f32\) -> bool \{[^}]*\}/,
-      "fn is_nan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > (mt[11] & 0x7fffffffu); }",
+      `fn is_nan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > (${ni} & 0x7fffffffu); }`,
     );
-  if ((out.match(/mt\[11\] & 0x7fffffffu\)/g) ?? []).length !== 2) {
+  if (out.split(`(${ni} & 0x7fffffffu)`).length !== 3) {
     throw new Error("hoist_loads: poison_score/is_nan not found in the kernel");
   }
   return out;
@@ -134,9 +135,9 @@ export function opaquePoison(code: string): string {
 
 /** The kernel with −∞ (read from the metadata) replaced by −3e38, still a runtime value. */
 export function finite(code: string): string {
-  const from = "let ninf = bitcast<f32>(mt[11]);";
+  const from = `let ninf = bitcast<f32>(mt[${META.negInfBits}]);`;
   if (!code.includes(from)) throw new Error("hoist_loads: no `let ninf` in the kernel");
-  return code.replace(from, "let ninf = select(-3.0e38, 0.0, mt[11] == 0u);");
+  return code.replace(from, `let ninf = select(-3.0e38, 0.0, mt[${META.negInfBits}] == 0u);`);
 }
 
 /** The hoisted registers (`decls`) as elements of two arrays, hk (K/V) and hq (q). */

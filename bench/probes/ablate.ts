@@ -15,7 +15,7 @@
  * the reuse of pooled buffers: they may overlap. Use it for WGSL ablations and compare within
  * a run; knob and grid variants give right results and are timed best chained (the default).
  *
- * `--check` compares each variant without WGSL ablations (knobs, grids and `i8h`, which must not
+ * `--check` compares each variant without WGSL ablations (knobs, grids, `i8h` and `opq`, which must not
  * change the result beyond rounding) with flash attention on the same inputs and prints the
  * largest difference; a variant off by more than 1e-2 fails the run.
  *
@@ -38,6 +38,9 @@
  * K decode, a quarter of the q·k instructions; the results are wrong, q is not quantized
  * properly): what an opt-in mode with q in int8 would cost at most.
  *
+ * `opq` (not an ablation: same results): the NaN/+∞ bit tests with their constants read from the
+ * metadata at run time (`_hoist_loads.ts`), what that form of the tests would cost.
+ *
  * `l1` (any K/V): every K/V and scale load of the key loop reads the first 1024 words of its
  * buffer instead (one AND more, the same loads; they hit L1/L2, so the kernel's time without
  * the DRAM stream: what its instructions and latencies alone cost).
@@ -59,6 +62,7 @@ import { type Call, decodeInputs, gpuTimesInterleaved } from "../_timing.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { quantize, type QuantizedTensor } from "../../ops/quantize.ts";
 import { editSubgroupKernels } from "./_sg_edit.ts";
+import { opaquePoison } from "./_hoist_loads.ts";
 
 const ABLATIONS = [
   "cvt",
@@ -73,6 +77,7 @@ const ABLATIONS = [
   "i8h",
   "l1",
   "dp4",
+  "opq",
 ] as const;
 type Ablation = typeof ABLATIONS[number];
 
@@ -104,7 +109,7 @@ function parseVariant(spec: string): Variant {
 
 /** The subgroup kernel's WGSL with the given parts of its key loop replaced. */
 export function ablate(code: string, abl: readonly Ablation[]): string {
-  const lines = code.split("\n");
+  const lines = (abl.includes("opq") ? opaquePoison(code) : code).split("\n");
   const a = lines.findIndex((l) => /^\s*(for \(var base = |var base = )/.test(l));
   const b = lines.findIndex((l) => l.includes("let badw = subgroupOr(bad);"));
   if (a < 0 || b < a) throw new Error("ablate: key loop not found");
@@ -183,7 +188,7 @@ async function check(
   ref.dispose();
   const cells: string[] = [];
   for (let i = 0; i < variants.length; i++) {
-    if (variants[i].abl.some((a) => a !== "i8h")) continue; // i8h is exact
+    if (variants[i].abl.some((a) => a !== "i8h" && a !== "opq")) continue; // both keep results
     const out = calls[i](q);
     const got = await out.data();
     out.dispose();
