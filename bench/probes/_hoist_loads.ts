@@ -16,11 +16,9 @@ export function hoist(
   guard: boolean,
   form: Form = "",
 ): string {
-  if (form === "fin" || form === "np" || form === "opq") {
-    return hoist(baseEdit(form)(code), kv, q, guard);
-  }
   if (form === "next" && (q || !kv)) throw new Error("hoist_loads: next is for K/V alone");
-  const lines = code.split("\n");
+  const base = baseEdit(form)(code);
+  const lines = base.split("\n");
   const at = (re: RegExp, from = 0) => {
     const i = lines.findIndex((l, j) => j >= from && re.test(l));
     if (i < 0) throw new Error(`hoist_loads: no line ${re} in the kernel`);
@@ -36,7 +34,7 @@ export function hoist(
   const moved = lines.map((l, i) => i > klast && ((kv && isKv(l)) || (q && isQ(l))));
   const hoisted = lines.filter((_, i) => moved[i]);
   if (!hoisted.length) throw new Error("hoist_loads: nothing to hoist (prefetch off?)");
-  const kT = /var<storage, read> K: array<([^>]+>)>;/.exec(code)?.[1];
+  const kT = /var<storage, read> K: array<([^>]+>)>;/.exec(base)?.[1];
   if (!kT) throw new Error("hoist_loads: K's element type not found");
   const decls = hoisted.flatMap((l) => {
     const m = /^ {4}(?:var|let) (n[kv]a\d+_\d+|q\d+_\d+) = /.exec(l);
@@ -94,43 +92,34 @@ export function baseEdit(form: Form): (code: string) => string {
   return form === "opq" ? opaquePoison : (code) => code;
 }
 
-/** The kernel with its NaN/+∞ tests (`poison_score`, `is_nan`) always false. */
-export function noPoison(code: string): string {
-  const out = code
-    .replace(
-      /fn poison_score\(x: f32\) -> bool \{[^}]*\}/,
-      "fn poison_score(x: f32) -> bool { return false; }",
-    )
-    .replace(
-      /fn is_nan\(x: f32\) -> bool \{[^}]*\}/,
-      "fn is_nan(x: f32) -> bool { return false; }",
-    );
-  if ((out.match(/return false; \}/g) ?? []).length !== 2) {
-    throw new Error("hoist_loads: poison_score/is_nan not found in the kernel");
+/** The kernel with the bodies of its NaN/+∞ tests (`poison_score`, `is_nan`) replaced. */
+function withNanTests(code: string, poisonBody: string, isNanBody: string): string {
+  let out = code;
+  for (const [name, body] of [["poison_score", poisonBody], ["is_nan", isNanBody]]) {
+    const re = new RegExp(`fn ${name}\\(x: f32\\) -> bool \\{[^}]*\\}`);
+    if (!re.test(out)) throw new Error(`hoist_loads: no ${name} in the kernel`);
+    out = out.replace(re, `fn ${name}(x: f32) -> bool {\n${body}\n}`);
   }
   return out;
 }
 
+/** The kernel with its NaN/+∞ tests always false. */
+export function noPoison(code: string): string {
+  return withNanTests(code, "  return false;", "  return false;");
+}
+
 /**
  * The kernel with the NaN/+∞ bit tests' constants taken from the metadata's −∞ word
- * (`META.negInfBits`, 0xff800000) at run time, so the compiler cannot recognise the tests as float class checks.
+ * (`META.negInfBits`, 0xff800000) at run time, so the compiler cannot recognise the tests as
+ * float class checks.
  */
 export function opaquePoison(code: string): string {
   const ni = `mt[${META.negInfBits}]`;
-  const out = code
-    .replace(
-      /fn poison_score\(x: f32\) -> bool \{[^}]*\}/,
-      "fn poison_score(x: f32) -> bool {\n  let b = bitcast<u32>(x);\n" +
-        `  return (b & 0x7fffffffu) >= (${ni} & 0x7fffffffu) && b != ${ni};\n}`,
-    )
-    .replace(
-      /fn is_nan\(x: f32\) -> bool \{[^}]*\}/,
-      `fn is_nan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > (${ni} & 0x7fffffffu); }`,
-    );
-  if (out.split(`(${ni} & 0x7fffffffu)`).length !== 3) {
-    throw new Error("hoist_loads: poison_score/is_nan not found in the kernel");
-  }
-  return out;
+  return withNanTests(
+    code,
+    `  let b = bitcast<u32>(x);\n  return (b & 0x7fffffffu) >= (${ni} & 0x7fffffffu) && b != ${ni};`,
+    `  return (bitcast<u32>(x) & 0x7fffffffu) > (${ni} & 0x7fffffffu);`,
+  );
 }
 
 /** The kernel with −∞ (read from the metadata) replaced by −3e38, still a runtime value. */

@@ -15,9 +15,9 @@
  * the reuse of pooled buffers: they may overlap. Use it for WGSL ablations and compare within
  * a run; knob and grid variants give right results and are timed best chained (the default).
  *
- * `--check` compares each variant without WGSL ablations (knobs, grids, `i8h` and `opq`, which must not
- * change the result beyond rounding) with flash attention on the same inputs and prints the
- * largest difference; a variant off by more than 1e-2 fails the run.
+ * `--check` compares each variant without WGSL ablations (knobs, grids, `i8h` and `opq`, which
+ * must not change the result beyond rounding) with flash attention on the same inputs and prints
+ * the largest difference; a variant off by more than 1e-2 fails the run.
  *
  * Ablations (`+` combines): `cvt` f16 → f32 unpacking by two integer ops (no conversion), `shf`
  * every `subgroupShuffle`/`…Xor` of the loop (butterfly, probability broadcast) by the lane's
