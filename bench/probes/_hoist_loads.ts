@@ -2,11 +2,11 @@ import { META, META_SEG_OFFS } from "../../backends/webgpu/attention/_wgsl_meta.
 
 // WGSL edits of the library's subgroup kernel (prefetch on) that move its first K/V batch and/or
 // q loads out of the segment: before the segment loop, and (form `next`) for the next segment
-// after the key loop. Used by early_loads_repro.ts (bits) and segment_cost.ts (`--abl epkv`).
+// after the key loop (`next+opq`: that, with the NaN tests of form `opq`). Used by early_loads_repro.ts (bits) and segment_cost.ts (`--abl epkv`).
 // The moved loads read the same addresses and compute the same values, so the bits must be the
 // unmodified kernel's; only the place of the loads differs.
 
-export type Form = "" | "init" | "bar" | "arr" | "fin" | "np" | "opq" | "next";
+export type Form = "" | "init" | "bar" | "arr" | "fin" | "np" | "opq" | "next" | "next+opq";
 
 /** The kernel with its first-batch loads (`kv`) and/or q loads hoisted before the segments. */
 export function hoist(
@@ -16,7 +16,8 @@ export function hoist(
   guard: boolean,
   form: Form = "",
 ): string {
-  if (form === "next" && (q || !kv)) throw new Error("hoist_loads: next is for K/V alone");
+  const next = form === "next" || form === "next+opq";
+  if (next && (q || !kv)) throw new Error("hoist_loads: next is for K/V alone");
   const base = baseEdit(form)(code);
   const lines = base.split("\n");
   const at = (re: RegExp, from = 0) => {
@@ -57,7 +58,7 @@ export function hoist(
     "  }",
     ...(form === "bar" ? ["  workgroupBarrier();"] : []),
   ];
-  if (form === "next") {
+  if (next) {
     const keys = at(/^ {4}for \(var base = k0; /, klast);
     const end = at(/^ {4}\}$/, keys);
     const sub = (l: string) => "  " + l.replace(/\bsi\b/g, "sn");
@@ -83,13 +84,13 @@ export function hoist(
 
 /**
  * The edit a form makes to both the kernel and its reference: `fin` −∞ as −3e38 (`finite`),
- * `np` no NaN/+∞ detection (`noPoison`), `opq` the detection's constants read at run time
- * (`opaquePoison`); none for the other forms.
+ * `np` no NaN/+∞ detection (`noPoison`), `opq` and `next+opq` the detection's constants read at
+ * run time (`opaquePoison`); none for the other forms.
  */
 export function baseEdit(form: Form): (code: string) => string {
   if (form === "fin") return finite;
   if (form === "np") return noPoison;
-  return form === "opq" ? opaquePoison : (code) => code;
+  return form === "opq" || form === "next+opq" ? opaquePoison : (code) => code;
 }
 
 /** The kernel with the bodies of its NaN/+∞ tests (`poison_score`, `is_nan`) replaced. */
@@ -106,6 +107,15 @@ function withNanTests(code: string, poisonBody: string, isNanBody: string): stri
 /** The kernel with its NaN/+∞ tests always false. */
 export function noPoison(code: string): string {
   return withNanTests(code, "  return false;", "  return false;");
+}
+
+/** The kernel with the NaN/+∞ bit tests' constants as literals (the form before session 10). */
+export function literalPoison(code: string): string {
+  return withNanTests(
+    code,
+    "  let b = bitcast<u32>(x);\n  return (b & 0x7fffffffu) >= 0x7f800000u && b != 0xff800000u;",
+    "  return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;",
+  );
 }
 
 /**

@@ -8,6 +8,7 @@
 // outputs differ from the unmodified kernel and the first rows that do; exits 1 when any does.
 // `--small`: 8× fewer keys; `--one`: the first case only.
 //     deno run -A --lock=deno.lock bench/probes/early_loads_repro.ts [--small] [--one]
+//       [--variants "a;b"]
 // Variants (WGSL edits of the generated kernel, timing-neutral):
 //   kv+q     first batch and q before the loop (the library's second form without its in-loop block)
 //   kv       only the first batch
@@ -26,6 +27,8 @@
 //              its reference (are the NaN rows the poison path's, or the arithmetic's?)
 //   q,opq      only q, with the NaN/+∞ tests' constants read from the metadata at run time in
 //              both this kernel and its reference (session 9's next step, not yet run on a GPU)
+//   kv,next,opq  kv,next with the tests of q,opq (if opq fixes q alone, does it fix this?)
+// `--variants "kv+q;q,opq;…"`: only the named variants.
 // Each line: elements that differ, NaN among them, the largest |difference| elsewhere.
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
 import { leanAttention, randn, type Tensor } from "../../mod.ts";
@@ -52,7 +55,14 @@ const variants: [string, boolean, boolean, boolean, Form][] = [
   ["q,np", false, true, false, "np"],
   ["q,opq", false, true, false, "opq"],
   ["kv,next", true, false, false, "next"],
+  ["kv,next,opq", true, false, false, "next+opq"],
 ];
+// `--variants "a;b"`: only those (names as above; they hold commas).
+const vi = Deno.args.indexOf("--variants");
+const only = vi >= 0 ? Deno.args[vi + 1].split(";") : null;
+for (const n of only ?? []) {
+  if (!variants.some((v) => v[0] === n)) throw new Error(`early_loads_repro: no variant ${n}`);
+}
 let edit: KernelEdit | null = null;
 editSubgroupKernels(gpu.ctx, () => edit);
 gpu.attentionTuning = { pf: true };
@@ -83,11 +93,12 @@ for (const [ci, c] of cases.entries()) {
     }
     // Below 128 workers a worker has several segments: only `next` keeps the bits there.
     for (const [name, kv, qq, guard, form] of variants) {
-      if (grid !== 128 && form !== "next") continue;
+      if (only && !only.includes(name)) continue;
+      if (grid !== 128 && !form.startsWith("next")) continue;
       edit = { tag: `repro-${name}`, edit: (code) => hoist(code, kv, qq, guard, form) };
       const out = await run(grid);
       edit = null;
-      const ref = refs.get(refs.has(form) ? form : "")!;
+      const ref = refs.get(form === "next+opq" ? "opq" : refs.has(form) ? form : "")!;
       let n = 0, nan = 0, big = 0;
       const rowsBad = new Set<number>();
       for (let i = 0; i < out.length; i++) {

@@ -7,7 +7,7 @@
 //   flash (256,32,8) 1k          one workgroup a unit
 // (the per-segment cost is (time − lean 16k) / 16 on one worker's timeline).
 //     deno run -A --lock=deno.lock bench/probes/segment_cost.ts [--small] [--tune JSON]
-//       [--abl l1|nobar|epkv]
+//       [--abl l1|nobar|epkv|epkvopq]
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
 import { flashAttention, leanAttention, randn, type Tensor } from "../../mod.ts";
 import { allocStorage, tileInto } from "../_inputs.ts";
@@ -39,6 +39,7 @@ if (ti >= 0) gpu.attentionTuning = JSON.parse(Deno.args[ti + 1]);
 // merge without its waits). `--abl epkv`: the next segment's first K/V batch loaded before the
 // merge (_hoist_loads.ts, form `next`). It should keep the bits, so each call's output is compared
 // with the unedited kernel's (on the H100 they differed: bench/NOTES.md, session 9).
+// `--abl epkvopq`: the same with the NaN tests' constants read at run time (form `next+opq`).
 const ai = Deno.args.indexOf("--abl");
 const abl = ai >= 0 ? Deno.args[ai + 1] : "";
 let editOn = true;
@@ -46,6 +47,7 @@ if (abl) {
   const edit = (code: string) => {
     if (abl === "l1") return ablate(code, ["l1"]);
     if (abl === "epkv") return hoist(code, true, false, false, "next");
+    if (abl === "epkvopq") return hoist(code, true, false, false, "next+opq");
     if (abl !== "nobar") throw new Error(`segment_cost: unknown --abl ${abl}`);
     const lines = code.split("\n");
     const b = lines.findIndex((l) => l.includes("let badw = subgroupOr(bad);"));
@@ -56,7 +58,7 @@ if (abl) {
 }
 /** For `--abl epkv`: how many of `f`'s outputs differ between the edited and unedited kernel. */
 const differ = async (f: () => Tensor): Promise<string> => {
-  if (abl !== "epkv") return "";
+  if (!abl.startsWith("epkv")) return "";
   const out: Float32Array[] = [];
   for (const on of [false, true]) {
     editOn = on;
