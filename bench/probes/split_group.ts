@@ -9,6 +9,8 @@
 //   paged     lean on the same K/V as pages (B, 32, 8): the baseline of the emulation
 //   split     lean on (2B, 16, 8) over shared pages, default grid
 //   split gN  the same at grid N
+//   split, own pages  (2B, 16, 8) with each sequence its own pages (twice the bytes from DRAM):
+//             how much of `split` the shared reads save
 // The chain hands each call the previous output, reshaped where the row layout differs (the same
 // elements), so the values differ from a real split; only the time counts here.
 //     deno run -A --lock=deno.lock bench/probes/split_group.ts [--small] [--shapes "B,N;…"]
@@ -49,8 +51,9 @@ for (const [B, N] of shapes) {
   // values than k and v: only the time counts).
   const nb = N / ps;
   const P = B * nb;
-  const kp = filled([P, Hkv, ps, D], blockV);
-  const vp = filled([P, Hkv, ps, D], blockK);
+  // Twice the pages: the second half serves `split, own pages` (odd sequences).
+  const kp = filled([2 * P, Hkv, ps, D], blockV);
+  const vp = filled([2 * P, Hkv, ps, D], blockK);
   const rows = (b: number) => [...Array(nb).keys()].map((t) => b * nb + t);
   const base = pagedKV({
     kPages: kp,
@@ -64,19 +67,32 @@ for (const [B, N] of shapes) {
     blockTable: [...Array(2 * B).keys()].map((s) => rows(s >> 1)),
     kvLens: Array(2 * B).fill(N),
   });
+  const own = pagedKV({
+    kPages: kp,
+    vPages: vp,
+    blockTable: [...Array(2 * B).keys()].map((s) => rows((s >> 1) + (s & 1) * B)),
+    kvLens: Array(2 * B).fill(N),
+  });
   const q2 = q.reshape([2 * B, 16, 1, D]);
-  const split = (grid?: number): Call => (qIn = q) => {
-    const o = leanAttention(qIn.reshape([2 * B, 16, 1, D]), shared, grid ? { grid } : {});
+  const split = (grid?: number, kv = shared): Call => (qIn = q) => {
+    const o = leanAttention(qIn.reshape([2 * B, 16, 1, D]), kv, grid ? { grid } : {});
     const r = o.reshape([B, 32, 1, D]);
     o.dispose();
     return r;
   };
-  const names = ["dense", "paged", "split", ...grids.map((g) => `split g${g}`)];
+  const names = [
+    "dense",
+    "paged",
+    "split",
+    ...grids.map((g) => `split g${g}`),
+    "split, own pages",
+  ];
   const calls: Call[] = [
     (qIn = q) => leanAttention(qIn, k, v),
     (qIn = q) => leanAttention(qIn, base),
     split(),
     ...grids.map((g) => split(g)),
+    split(undefined, own),
   ];
   const times = await gpuTimesInterleaved(gpu, calls, 20, 3);
   const bytes = 2 * B * Hkv * N * D * 2;
@@ -95,6 +111,7 @@ for (const [B, N] of shapes) {
   for (const t of [q, q2, k, v, kp, vp]) t.dispose();
   base.dispose();
   shared.dispose();
+  own.dispose();
 }
 blockK.dispose();
 blockV.dispose();
