@@ -35,7 +35,7 @@ interface Data {
   q: Float32Array;
   k: Float32Array;
   v: Float32Array;
-  ref: { out: Float64Array; lse: Float64Array };
+  ref: { out: Float64Array; lse: Float64Array; mag: number };
 }
 
 /** Uniform values in [−2, 2) from a 32-bit LCG (randn of float16 is slow on the CPU). */
@@ -82,7 +82,7 @@ async function check(
   const ref = d.ref;
   // float32 sums over N keys, plus half an ulp of a float16 output.
   const grow = Math.max(1, Math.log2(N) / 4);
-  let tolOut = 1e-5 * Math.max(1e-3, maxAbs(ref.out)) * grow;
+  let tolOut = 1e-5 * Math.max(1e-3, maxAbs(ref.out), ref.mag) * grow;
   if (dtype === "float16") tolOut += 2 * 2 ** -11 * maxAbs(ref.out);
   const tolLse = 1e-5 * Math.max(1, maxAbs(ref.lse)) * grow;
   const eo = maxAbsDiff(out, ref.out);

@@ -15,7 +15,7 @@
  * the reuse of pooled buffers: they may overlap. Use it for WGSL ablations and compare within
  * a run; knob and grid variants give right results and are timed best chained (the default).
  *
- * `--check` compares each variant without WGSL ablations (knobs, grids, `i8h`, `opq`, `lit`, which
+ * `--check` compares each variant without WGSL ablations (knobs, grids, `i8h` and `opq`, which
  * must not change the result beyond rounding) with flash attention on the same inputs and prints
  * the largest difference; a variant off by more than 1e-2 fails the run.
  *
@@ -39,8 +39,8 @@
  * properly): what an opt-in mode with q in int8 would cost at most.
  *
  * `opq` (not an ablation: same results): the NaN/+∞ bit tests with their constants read from the
- * metadata at run time (`_hoist_loads.ts`; the library's form since session 10, so now the same
- * kernel as `def`); `lit` the same tests with literal constants (the form before session 10).
+ * metadata at run time (`_hoist_loads.ts`), what that form of the tests would cost (0.3–1.8 %
+ * faster on multi-head decode on an H100; bench/NOTES.md, session 10).
  *
  * `l1` (any K/V): every K/V and scale load of the key loop reads the first 1024 words of its
  * buffer instead (one AND more, the same loads; they hit L1/L2, so the kernel's time without
@@ -63,7 +63,7 @@ import { type Call, decodeInputs, gpuTimesInterleaved } from "../_timing.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { quantize, type QuantizedTensor } from "../../ops/quantize.ts";
 import { editSubgroupKernels } from "./_sg_edit.ts";
-import { literalPoison, opaquePoison } from "./_hoist_loads.ts";
+import { opaquePoison } from "./_hoist_loads.ts";
 
 const ABLATIONS = [
   "cvt",
@@ -79,11 +79,10 @@ const ABLATIONS = [
   "l1",
   "dp4",
   "opq",
-  "lit",
 ] as const;
 type Ablation = typeof ABLATIONS[number];
 /** Tokens that keep the results (checked against flash by `--check`). */
-const KEEP_RESULTS: readonly Ablation[] = ["i8h", "opq", "lit"];
+const KEEP_RESULTS: readonly Ablation[] = ["i8h", "opq"];
 
 /** One variant of the command line: its WGSL ablations, kernel knobs and lean grid. */
 interface Variant {
@@ -113,8 +112,7 @@ function parseVariant(spec: string): Variant {
 
 /** The subgroup kernel's WGSL with the given parts of its key loop replaced. */
 export function ablate(code: string, abl: readonly Ablation[]): string {
-  const tests = abl.includes("opq") ? opaquePoison : abl.includes("lit") ? literalPoison : null;
-  const lines = (tests ? tests(code) : code).split("\n");
+  const lines = (abl.includes("opq") ? opaquePoison(code) : code).split("\n");
   const a = lines.findIndex((l) => /^\s*(for \(var base = |var base = )/.test(l));
   const b = lines.findIndex((l) => l.includes("let badw = subgroupOr(bad);"));
   if (a < 0 || b < a) throw new Error("ablate: key loop not found");

@@ -26,8 +26,8 @@
 //   q,np       only q, with the NaN/+∞ tests (poison_score, is_nan) false in both this kernel and
 //              its reference (are the NaN rows the poison path's, or the arithmetic's?)
 //   q,opq      only q, with the NaN/+∞ tests' constants read from the metadata at run time in
-//              both this kernel and its reference (session 9's next step, not yet run on a GPU)
-//   kv,next,opq  kv,next with the tests of q,opq (if opq fixes q alone, does it fix this?)
+//              both this kernel and its reference (H100, session 10: still NaN in every output)
+//   kv,next,opq  kv,next with the tests of q,opq (H100, session 10: the same NaN counts)
 // `--variants "kv+q;q,opq;…"`: only the named variants.
 // Each line: elements that differ, NaN among them, the largest |difference| elsewhere.
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
