@@ -2,7 +2,8 @@ import { META, META_SEG_OFFS } from "../../backends/webgpu/attention/_wgsl_meta.
 
 // WGSL edits of the library's subgroup kernel (prefetch on) that move its first K/V batch and/or
 // q loads out of the segment: before the segment loop, and (form `next`) for the next segment
-// after the key loop (`next+opq`: that, with the NaN tests of form `opq`). Used by early_loads_repro.ts (bits) and segment_cost.ts (`--abl epkv`).
+// after the key loop (`next+opq`: that, with the NaN tests of form `opq`). Used by
+// early_loads_repro.ts (bits) and segment_cost.ts (`--abl epkv`, `--abl epkvopq`).
 // The moved loads read the same addresses and compute the same values, so the bits must be the
 // unmodified kernel's; only the place of the loads differs.
 

@@ -73,7 +73,6 @@ for (const [B, N] of shapes) {
     blockTable: [...Array(2 * B).keys()].map((s) => rows((s >> 1) + (s & 1) * B)),
     kvLens: Array(2 * B).fill(N),
   });
-  const q2 = q.reshape([2 * B, 16, 1, D]);
   const split = (grid?: number, kv = shared): Call => (qIn = q) => {
     const o = leanAttention(qIn.reshape([2 * B, 16, 1, D]), kv, grid ? { grid } : {});
     const r = o.reshape([B, 32, 1, D]);
@@ -108,7 +107,7 @@ for (const [B, N] of shapes) {
       cells.join(" | ")
     }`,
   );
-  for (const t of [q, q2, k, v, kp, vp]) t.dispose();
+  for (const t of [q, k, v, kp, vp]) t.dispose();
   base.dispose();
   shared.dispose();
   own.dispose();
