@@ -18,7 +18,7 @@ import {
 import type { Backend } from "../backends/backend.ts";
 import { type LoopCost, runCost, withinLoopBudget } from "../schedule/loop_budget.ts";
 import type { LeanSchedule } from "../schedule/lean_schedule.ts";
-import { maxAbs, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
+import { attentionTolerances, maxAbsDiff, referenceAttention } from "../testing/reference.ts";
 import { describeBackends } from "./_backends.ts";
 
 interface Shape {
@@ -81,10 +81,7 @@ async function check(
   const [out, lse] = [await r.out.data(), await r.lse.data()];
   const ref = d.ref;
   // float32 sums over N keys, plus half an ulp of a float16 output.
-  const grow = Math.max(1, Math.log2(N) / 4);
-  let tolOut = 1e-5 * Math.max(1e-3, maxAbs(ref.out), ref.mag) * grow;
-  if (dtype === "float16") tolOut += 2 * 2 ** -11 * maxAbs(ref.out);
-  const tolLse = 1e-5 * Math.max(1, maxAbs(ref.lse)) * grow;
+  const { out: tolOut, lse: tolLse } = attentionTolerances(ref, N, dtype);
   const eo = maxAbsDiff(out, ref.out);
   const el = maxAbsDiff(lse, ref.lse);
   for (const t of [q, k, v, r.out, r.lse]) t.dispose();

@@ -89,9 +89,16 @@ export function hoist(
  * run time (`opaquePoison`); none for the other forms.
  */
 export function baseEdit(form: Form): (code: string) => string {
-  if (form === "fin") return finite;
-  if (form === "np") return noPoison;
-  return form === "opq" || form === "next+opq" ? opaquePoison : (code) => code;
+  const b = baseForm(form);
+  if (b === "fin") return finite;
+  if (b === "np") return noPoison;
+  return b === "opq" ? opaquePoison : (code) => code;
+}
+
+/** The form whose base edit `form` makes (its reference kernel's form). */
+export function baseForm(form: Form): "" | "fin" | "np" | "opq" {
+  if (form === "next+opq") return "opq";
+  return form === "fin" || form === "np" || form === "opq" ? form : "";
 }
 
 /** The kernel with the bodies of its NaN/+∞ tests (`poison_score`, `is_nan`) replaced. */

@@ -33,7 +33,7 @@
 import { webgpu } from "../../backends/webgpu/webgpu_backend.ts";
 import { leanAttention, randn, type Tensor } from "../../mod.ts";
 import { editSubgroupKernels, type KernelEdit } from "./_sg_edit.ts";
-import { baseEdit, type Form, hoist } from "./_hoist_loads.ts";
+import { baseEdit, baseForm, type Form, hoist } from "./_hoist_loads.ts";
 
 const gpu = await webgpu();
 console.log(gpu.description);
@@ -98,7 +98,7 @@ for (const [ci, c] of cases.entries()) {
       edit = { tag: `repro-${name}`, edit: (code) => hoist(code, kv, qq, guard, form) };
       const out = await run(grid);
       edit = null;
-      const ref = refs.get(form === "next+opq" ? "opq" : refs.has(form) ? form : "")!;
+      const ref = refs.get(baseForm(form))!;
       let n = 0, nan = 0, big = 0;
       const rowsBad = new Set<number>();
       for (let i = 0; i < out.length; i++) {
