@@ -117,6 +117,15 @@ export function noPoison(code: string): string {
   return withNanTests(code, "  return false;", "  return false;");
 }
 
+/** The kernel with the NaN/+∞ bit tests' constants as literals (the form before session 10). */
+export function literalPoison(code: string): string {
+  return withNanTests(
+    code,
+    "  let b = bitcast<u32>(x);\n  return (b & 0x7fffffffu) >= 0x7f800000u && b != 0xff800000u;",
+    "  return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;",
+  );
+}
+
 /**
  * The kernel with the NaN/+∞ bit tests' constants taken from the metadata's −∞ word
  * (`META.negInfBits`, 0xff800000) at run time, so the compiler cannot recognise the tests as

@@ -15,7 +15,7 @@
  * the reuse of pooled buffers: they may overlap. Use it for WGSL ablations and compare within
  * a run; knob and grid variants give right results and are timed best chained (the default).
  *
- * `--check` compares each variant without WGSL ablations (knobs, grids, `i8h` and `opq`, which
+ * `--check` compares each variant without WGSL ablations (knobs, grids, `i8h`, `opq`, `lit`, which
  * must not change the result beyond rounding) with flash attention on the same inputs and prints
  * the largest difference; a variant off by more than 1e-2 fails the run.
  *
@@ -26,7 +26,8 @@
  * > 0 by one term, `lz0` the vote before the running max defeated (every batch reduces its
  * max, the kernel before the vote), `fm0` cut units merged by the reduce pass instead of in
  * the kernel (`AttentionTuning.fusedMerge` off: two dispatches a call; results right). A token
- * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default;
+ * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default,
+ * `inv` with `batchInvariant: true` (combinable with a grid);
  * `wg<n>`, `L<n>`, `U<n>`, `mb<n>` set those kernel knobs (`AttentionTuning`: threads a
  * workgroup, lanes a key, keys a slot per iteration, barriers of the end-of-segment merge),
  * `rs<n>` splits a unit's rows over n row groups of subgroups, `ws` stages K/V tiles in
@@ -39,8 +40,13 @@
  * properly): what an opt-in mode with q in int8 would cost at most.
  *
  * `opq` (not an ablation: same results): the NaN/+∞ bit tests with their constants read from the
- * metadata at run time (`_hoist_loads.ts`), what that form of the tests would cost (0.3–1.8 %
- * faster on multi-head decode on an H100; bench/NOTES.md, session 10).
+ * metadata at run time (`_hoist_loads.ts`; the library's form since session 10, so now the same
+ * kernel as `def`); `lit` the same tests with literal constants (the form before session 10).
+ *
+ * `fs1k`, `fs256`, `fg1k`, `fg256` (not ablations: results right within rounding): each segment's
+ * key loop cut into pieces of 1024 or 256 keys whose states are folded in registers, per slot
+ * (`fs`) or per subgroup after the slots' shuffle sum (`fg`) (`_fold_pieces.ts`): what a piece
+ * boundary would cost a batch-invariant kernel that does not end a segment at each piece.
  *
  * `l1` (any K/V): every K/V and scale load of the key loop reads the first 1024 words of its
  * buffer instead (one AND more, the same loads; they hit L1/L2, so the kernel's time without
@@ -63,7 +69,8 @@ import { type Call, decodeInputs, gpuTimesInterleaved } from "../_timing.ts";
 import type { Tensor } from "../../tensor/tensor.ts";
 import { quantize, type QuantizedTensor } from "../../ops/quantize.ts";
 import { editSubgroupKernels } from "./_sg_edit.ts";
-import { opaquePoison } from "./_hoist_loads.ts";
+import { literalPoison, opaquePoison } from "./_hoist_loads.ts";
+import { foldPieces } from "./_fold_pieces.ts";
 
 const ABLATIONS = [
   "cvt",
@@ -79,10 +86,15 @@ const ABLATIONS = [
   "l1",
   "dp4",
   "opq",
+  "lit",
+  "fs1k",
+  "fs256",
+  "fg1k",
+  "fg256",
 ] as const;
 type Ablation = typeof ABLATIONS[number];
 /** Tokens that keep the results (checked against flash by `--check`). */
-const KEEP_RESULTS: readonly Ablation[] = ["i8h", "opq"];
+const KEEP_RESULTS: readonly Ablation[] = ["i8h", "opq", "lit", "fs1k", "fs256", "fg1k", "fg256"];
 
 /** One variant of the command line: its WGSL ablations, kernel knobs and lean grid. */
 interface Variant {
@@ -90,6 +102,8 @@ interface Variant {
   abl: Ablation[];
   tuning: AttentionTuning;
   grid?: number;
+  /** `inv`: lean with `batchInvariant: true`. */
+  inv?: boolean;
 }
 
 /** A variant from its `+`-joined tokens (`def` = none); an unknown token is an error. */
@@ -99,6 +113,7 @@ function parseVariant(spec: string): Variant {
     const m = /^(g|wg|L|U|rs|mb)(\d+)$/.exec(x);
     if ((ABLATIONS as readonly string[]).includes(x)) v.abl.push(x as Ablation);
     else if (x === "fm0") v.tuning.fusedMerge = false;
+    else if (x === "inv") v.inv = true;
     else if (x === "pf" || x === "pf0") v.tuning.pf = x === "pf";
     else if (x === "lz" || x === "nolz") v.tuning.lazyMax = x === "lz";
     else if (m?.[1] === "g") v.grid = Number(m[2]);
@@ -112,7 +127,12 @@ function parseVariant(spec: string): Variant {
 
 /** The subgroup kernel's WGSL with the given parts of its key loop replaced. */
 export function ablate(code: string, abl: readonly Ablation[]): string {
-  const lines = (abl.includes("opq") ? opaquePoison(code) : code).split("\n");
+  const tests = abl.includes("opq") ? opaquePoison : abl.includes("lit") ? literalPoison : null;
+  const fold = abl.find((x) => /^f[sg]/.test(x));
+  const folded = fold
+    ? foldPieces(code, fold.endsWith("1k") ? 1024 : 256, fold.startsWith("fg"))
+    : code;
+  const lines = (tests ? tests(folded) : folded).split("\n");
   const a = lines.findIndex((l) => /^\s*(for \(var base = |var base = )/.test(l));
   const b = lines.findIndex((l) => l.includes("let badw = subgroupOr(bad);"));
   if (a < 0 || b < a) throw new Error("ablate: key loop not found");
@@ -265,7 +285,10 @@ if (import.meta.main) {
       current = vr.abl;
       gpu.attentionTuning = vr.tuning;
       try {
-        const out = leanAttention(unchained ? q : qq, k, v, vr.grid ? { grid: vr.grid } : {});
+        const out = leanAttention(unchained ? q : qq, k, v, {
+          ...(vr.grid ? { grid: vr.grid } : {}),
+          ...(vr.inv ? { batchInvariant: true } : {}),
+        });
         if (!kernels.has(vr.name)) kernels.set(vr.name, lastKey);
         return out;
       } finally {

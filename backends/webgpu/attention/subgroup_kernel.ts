@@ -34,7 +34,7 @@
  * @module
  */
 import { META, segmentLoop, sizes } from "./_wgsl_meta.ts";
-import { VISIBLE } from "./_wgsl_visibility.ts";
+import { visibleFrom } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { deferredMerge, fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
 import {
@@ -441,7 +441,7 @@ ${
 var<workgroup> Vt: array<${ldT}, ${KT * UPR}>;`
       : ""
   }
-${VISIBLE}
+${visibleFrom(`mt[${META.negInfBits}]`)}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) tid: u32, @builtin(subgroup_size) sgs: u32,
