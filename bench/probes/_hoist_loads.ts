@@ -117,7 +117,7 @@ export function noPoison(code: string): string {
   return withNanTests(code, "  return false;", "  return false;");
 }
 
-/** The kernel with the NaN/+∞ bit tests' constants as literals (the form before session 10). */
+/** The kernel with the NaN/+∞ bit tests' constants as literals (the form before session 11). */
 export function literalPoison(code: string): string {
   return withNanTests(
     code,

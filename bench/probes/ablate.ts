@@ -27,7 +27,8 @@
  * max, the kernel before the vote), `fm0` cut units merged by the reduce pass instead of in
  * the kernel (`AttentionTuning.fusedMerge` off: two dispatches a call; results right). A token
  * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default,
- * `inv` with `batchInvariant: true` (combinable with a grid);
+ * `inv` with `batchInvariant: true` (combinable with a grid; `inv+sf`: in the subgroup-fold
+ * order, `AttentionTuning.foldOrder` on);
  * `wg<n>`, `L<n>`, `U<n>`, `mb<n>` set those kernel knobs (`AttentionTuning`: threads a
  * workgroup, lanes a key, keys a slot per iteration, barriers of the end-of-segment merge),
  * `rs<n>` splits a unit's rows over n row groups of subgroups, `ws` stages K/V tiles in
@@ -40,8 +41,8 @@
  * properly): what an opt-in mode with q in int8 would cost at most.
  *
  * `opq` (not an ablation: same results): the NaN/+∞ bit tests with their constants read from the
- * metadata at run time (`_hoist_loads.ts`; the library's form since session 10, so now the same
- * kernel as `def`); `lit` the same tests with literal constants (the form before session 10).
+ * metadata at run time (`_hoist_loads.ts`; the library's form since session 11, so now the same
+ * kernel as `def`); `lit` the same tests with literal constants (the form before session 11).
  *
  * `fs1k`, `fs256`, `fg1k`, `fg256` (not ablations: results right within rounding): each segment's
  * key loop cut into pieces of 1024 or 256 keys whose states are folded in registers, per slot
@@ -114,6 +115,7 @@ function parseVariant(spec: string): Variant {
     if ((ABLATIONS as readonly string[]).includes(x)) v.abl.push(x as Ablation);
     else if (x === "fm0") v.tuning.fusedMerge = false;
     else if (x === "inv") v.inv = true;
+    else if (x === "sf") v.tuning.foldOrder = true;
     else if (x === "pf" || x === "pf0") v.tuning.pf = x === "pf";
     else if (x === "lz" || x === "nolz") v.tuning.lazyMax = x === "lz";
     else if (m?.[1] === "g") v.grid = Number(m[2]);

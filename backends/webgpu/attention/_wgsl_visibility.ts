@@ -25,7 +25,7 @@ fn is_nan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u
  * expression of −∞'s bits (0xff800000) that the compiler cannot see through (the subgroup
  * kernel passes the metadata word `mt[META.negInfBits]`). The same tests; on an H100 the
  * subgroup kernel ran multi-head decode 0.3–1.8 % faster with them and GQA decode alike
- * (bench/NOTES.md, session 10).
+ * (bench/NOTES.md, sessions 10 and 11; verified there in session 11).
  */
 export function nonFiniteFrom(negInf: string): string {
   const mag = `(${negInf} & 0x7fffffffu)`;

@@ -7,10 +7,11 @@
  */
 import { INVARIANT_MAX_CHUNK_KEYS } from "../../../schedule/limits.ts";
 import type { AttentionParams } from "../../backend.ts";
-import type { LeanSchedule } from "../../../schedule/lean_schedule.ts";
+import type { LeanSchedule, LeanSegment } from "../../../schedule/lean_schedule.ts";
 import { META, META_SEG_OFFS, NEG_INF_BITS, probShift, SEG_WORDS } from "./_wgsl_meta.ts";
 import type { Geometry } from "./_launch_geometry.ts";
 import { type KernelVariant, variantWords } from "./_wgsl_variant.ts";
+import type { FoldRun, FoldRuns } from "./_fold_runs.ts";
 
 const NO_PARTIAL = 0xffffffff;
 
@@ -18,20 +19,26 @@ function f32Bits(x: number): number {
   return new Uint32Array(new Float32Array([x]).buffer)[0];
 }
 
-/** Flattens the schedule (and the reduce items) into one u32 array. */
+/**
+ * Flattens the schedule (and the reduce items) into one u32 array. With `fold` (a kernel in
+ * the subgroup-fold order, `_fold_runs.ts`) each record is a run of pieces and the partial
+ * states are publication slots of `fold.subgroups` states a row each.
+ */
 export function buildMeta(
   g: Geometry,
   params: AttentionParams,
   nx: { reduce: number; chunks: number },
   fused: boolean,
   variant: KernelVariant | null = null,
+  fold: { subgroups: number; runs: FoldRuns } | null = null,
 ): Uint32Array {
   const s: LeanSchedule = params.schedule;
   const W = s.workers.length;
-  let nsegs = 0;
-  for (const run of s.workers) nsegs += run.length;
   const empty: number[] = [];
   for (let u = 0; u < s.units.length; u++) if (s.units[u].tiles === 0) empty.push(u);
+  const runs = fold?.runs ?? null;
+  let nsegs = 0;
+  for (const run of runs?.workers ?? s.workers) nsegs += run.length;
   const items = s.cuts.length + empty.length;
   let slots = 0;
   for (const c of s.cuts) slots += c.partials.length;
@@ -62,7 +69,9 @@ export function buildMeta(
   // item, so the reduce pass then takes only the empty ones).
   meta[META.numItems] = fused ? empty.length : items;
   meta[META.itemsOff] = itemsOff;
-  meta[META.partOOff] = s.numPartials * g.unitRows * 2;
+  meta[META.partOOff] = runs
+    ? runs.slots * fold!.subgroups * g.unitRows * 2
+    : s.numPartials * g.unitRows * 2;
   meta[META.reduceNx] = nx.reduce;
   meta[META.reduceChunks] = nx.chunks;
   let longest = 0; // the most keys a row sees (its sink aside: l stays under 2)
@@ -93,20 +102,31 @@ export function buildMeta(
   }
   const perUnit = g.Hkv * s.plan.qBlocks;
   let seg = 0;
+  // Keys of tiles [t0, t1) of unit u: tile t covers keys from keyStart + t·T (a window skips
+  // the keys before), the end clamped to the sequence length.
+  const keys = (u: number, t0: number, t1: number, len: number) => {
+    const x = s.units[u];
+    return [x.keyStart + t0 * T, Math.min(x.keyStart + Math.min(t1 * T, x.keys), len)];
+  };
+  const records: readonly (readonly (LeanSegment | FoldRun)[])[] = runs?.workers ?? s.workers;
   for (let w = 0; w < W; w++) {
     meta[META_SEG_OFFS + w] = seg;
-    for (const sg of s.workers[w]) {
+    for (const r of records[w]) {
       const o = segsOff + SEG_WORDS * seg++;
-      const len = params.kvLens[Math.floor(sg.unit / perUnit)];
-      // Tile t of a unit covers keys from keyStart + t·T (a window skips the keys before).
-      const u = s.units[sg.unit];
-      meta[o] = sg.unit;
-      meta[o + 1] = u.keyStart + sg.tileStart * T;
-      meta[o + 2] = Math.min(u.keyStart + Math.min(sg.tileEnd * T, u.keys), len);
-      meta[o + 3] = sg.partial < 0 ? NO_PARTIAL : sg.partial;
+      const len = params.kvLens[Math.floor(r.unit / perUnit)];
+      meta[o] = r.unit;
+      [meta[o + 1], meta[o + 2]] = keys(r.unit, r.tileStart, r.tileEnd, len);
       meta[o + 4] = len;
-      const cut = slotCut.get(sg.partial);
-      if (cut) [meta[o + 5], meta[o + 6], meta[o + 7]] = cut;
+      if ("pieceTiles" in r) {
+        // A run of pieces (the subgroup-fold order).
+        meta[o + 3] = r.slot < 0 ? NO_PARTIAL : r.slot;
+        if (r.slot >= 0) [meta[o + 5], meta[o + 6], meta[o + 7]] = [r.counter, r.first, r.count];
+        meta[o + 8] = (r.pieceTiles * T) | (r.host ? 0x80000000 : 0);
+      } else {
+        meta[o + 3] = r.partial < 0 ? NO_PARTIAL : r.partial;
+        const cut = slotCut.get(r.partial);
+        if (cut) [meta[o + 5], meta[o + 6], meta[o + 7]] = cut;
+      }
     }
   }
   meta[META_SEG_OFFS + W] = seg;

@@ -15,7 +15,10 @@ import { launchGeometry } from "./_launch_geometry.ts";
 import { checkBinding, grid2d } from "./_launch_limits.ts";
 import { buildMeta } from "./meta.ts";
 import type { AttentionTuning } from "./tuning.ts";
-import { type SgConfig, sgConfig, sgKey, sgLoadWidth } from "./subgroup_config.ts";
+import { type SgConfig, sgConfig, sgKey, sgLoadWidth, subgroupMinSize } from "./subgroup_config.ts";
+import { type FoldRuns, foldRuns } from "./_fold_runs.ts";
+import { heldMode } from "./_wgsl_probabilities.ts";
+import { INVARIANT_CHUNK_KEYS } from "../../../schedule/limits.ts";
 import {
   checkPagedBindings,
   checkPagedLaunch,
@@ -113,7 +116,7 @@ export function planWebgpuAttention(
   const rows = B * Hq * Sq;
   const qT = ctx.wgslType(q.dtype);
   const kvT = ctx.wgslType(k.dtype);
-  const partBytes = Math.max(16, s.numPartials * g.unitRows * (D + 2) * 4);
+  let partBytes = Math.max(16, s.numPartials * g.unitRows * (D + 2) * 4);
   checkBinding(ctx, "the partial states", partBytes);
   const W = s.workers.length;
   const want = tuning.kernel;
@@ -147,6 +150,18 @@ export function planWebgpuAttention(
   // counters): without room for both, the cut units merge in the reduce pass instead.
   const maxSB = ctx.limits.maxStorageBuffersPerShaderStage;
   if (sg?.fm && 8 + inputs.length + paging > maxSB) sg = { ...sg, fm: false };
+  // Batch-invariant decode of multi-row units, where asked: the subgroup-fold order.
+  let fold: { subgroups: number; runs: FoldRuns } | null = null;
+  const foldWanted = tuning.foldOrder ?? false; // opt-in (tuning.ts)
+  if (sg && foldWanted && foldOrder(sg, s, g.unitRows, v?.wl ?? false, qk?.sc === "head")) {
+    const subgroups = sg.wg / (subgroupMinSize(ctx) ?? 4);
+    // The counters: the empty units' items first (the reduce pass), then the cut units'.
+    const empties = s.units.reduce((a, u) => a + (u.tiles === 0 ? 1 : 0), 0);
+    fold = { subgroups, runs: foldRuns(s, empties) };
+    sg = { ...sg, dm: false, sf: subgroups };
+    partBytes = Math.max(16, fold.runs.slots * subgroups * g.unitRows * (D + 2) * 4);
+    checkBinding(ctx, "the partial states", partBytes);
+  }
   if (7 + inputs.length > maxSB) {
     throw new LimitError(
       `attention: the variant binds ${inputs.join(", ")} besides 7 buffers, the device allows ` +
@@ -204,11 +219,31 @@ export function planWebgpuAttention(
       ? { D, q: qT, sinks, key: reduceKey(D, qT, sinks), workgroups: reduceGrid }
       : null,
     inputs,
-    meta: buildMeta(g, params, nx, fused, v),
+    meta: buildMeta(g, params, nx, fused, v, fold),
     partBytes,
     // One a cut unit, after the empty units' items.
     counters: fused ? items + s.cuts.length + 1 : 0,
     kvScales: qk?.sc ?? null,
     paged: params.paged ?? null,
   };
+}
+
+/**
+ * Whether a batch-invariant launch runs in the subgroup-fold order: units of two or more rows
+ * in one pass, the in-kernel merge, the plain decode key loop (no row groups, staged tiles,
+ * tail mask, window or held mode), and pieces of whole key batches. All of it is fixed by the
+ * shapes, dtypes and options, never by the batch (bench/NOTES.md, session (11)).
+ */
+function foldOrder(
+  c: SgConfig,
+  s: { kind: string; plan: { tileSize: number } },
+  unitRows: number,
+  window: boolean,
+  headScales: boolean,
+): boolean {
+  const T = s.plan.tileSize;
+  const batch = (c.wg / c.L / c.G) * c.U; // keys a loop iteration of the kernel takes
+  return s.kind === "invariant" && c.fm && c.G === 1 && c.tile === 0 && !c.tm && !window &&
+    !heldMode(c.bf, c.lz, headScales) && unitRows >= 2 && unitRows <= c.R &&
+    INVARIANT_CHUNK_KEYS % T === 0 && INVARIANT_CHUNK_KEYS % batch === 0;
 }

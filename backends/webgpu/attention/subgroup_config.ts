@@ -106,6 +106,13 @@ export interface SgConfig {
    * session (8)).
    */
   mb?: 1 | 2 | 3;
+  /**
+   * The subgroup-fold order of batch-invariant launches (`_wgsl_fold.ts`): absent or 0 for the
+   * piece-by-piece order; else the subgroups a publication slot has room for (workgroup size /
+   * the adapter's smallest subgroup size). Needs `fm` without `dm`, G = 1, no staged tiles, no
+   * tail mask, no window and no held mode; the meta then holds runs (`_fold_runs.ts`).
+   */
+  sf?: number;
   /** Paged K/V (`_wgsl_paged.ts`); absent or null for contiguous K/V. */
   pg?: PagedKernel | null;
   /**
@@ -121,7 +128,9 @@ export function sgKey(c: SgConfig): string {
     c.qk?.fmt ?? c.kv
   }:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}:lz${c.lz}:fm${c.fm}${
     c.fm && c.dm ? ":dm" : ""
-  }${c.mb && c.mb !== 3 ? `:mb${c.mb}` : ""}${variantKey(c.v)}${pagedKey(c.pg)}${quantKey(c.qk)}`;
+  }${c.mb && c.mb !== 3 ? `:mb${c.mb}` : ""}${c.sf ? `:sf${c.sf}` : ""}${variantKey(c.v)}${
+    pagedKey(c.pg)
+  }${quantKey(c.qk)}`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */
@@ -134,7 +143,7 @@ export function sgLoadWidth(c: Pick<SgConfig, "D" | "L" | "kv" | "qk">): number 
 }
 
 /** Smallest subgroup size the adapter reports, when it reports one. */
-function subgroupMinSize(ctx: GpuContext): number | undefined {
+export function subgroupMinSize(ctx: GpuContext): number | undefined {
   const info = (ctx.device as unknown as { adapterInfo?: { subgroupMinSize?: number } })
     .adapterInfo;
   const n = info?.subgroupMinSize;

@@ -37,6 +37,7 @@ import { META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { visibleFrom } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { deferredMerge, fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
+import { foldDecls, type FoldShape, pieceEnd, runEnd } from "./_wgsl_fold.ts";
 import {
   held,
   heldDenominators,
@@ -134,6 +135,11 @@ export function sgWgsl(c: SgConfig): string {
   };
   if (qk) headScales(qk, pg).forEach(p);
   if (hm) heldLanes(R, U, L).forEach(p);
+  // The subgroup-fold order (batch-invariant runs of pieces, `_wgsl_fold.ts`).
+  const sf: FoldShape | null = c.sf ? { rows: R, nv4: NV4, L, D, nsg: c.sf, v4idx } : null;
+  if (sf && (KT || c.tm || v?.wl || hm || G > 1 || !c.fm || c.dm)) {
+    throw new Error("sgWgsl: the subgroup-fold order needs the plain decode key loop");
+  }
 
   // Per-row setup of one segment.
   for (const r of rows) {
@@ -233,6 +239,7 @@ export function sgWgsl(c: SgConfig): string {
   // Rows (bits) with a visible NaN/+∞ score seen by this lane; OR-ed over the subgroup once
   // per segment.
   p(`    var bad = 0u;`);
+  if (sf) foldDecls(sf).forEach(p);
   if (KT) {
     p(`    for (var t0 = k0; t0 < kend; t0 += ${KT}u) {`);
     p(`    workgroupBarrier();`);
@@ -357,7 +364,14 @@ ${st}
     body(masked);
     p(`    }`);
   };
-  if (v?.wl || c.tm) {
+  if (sf) {
+    p(`    for (var pb = k0; pb < kend; pb += pk) {`);
+    p(`    let pe = min(pb + pk, kend);`);
+    loop(`var base = pb; base < pe`, false);
+    pieceEnd(sf).forEach(p);
+    p(`    }`);
+    runEnd(sf).forEach(p);
+  } else if (v?.wl || c.tm) {
     p(`    var base = ${start};`);
     // Batches holding keys before some row's window start: masked like the tail (the V of
     // a hidden key may be ±∞ or NaN; 0 · ∞ = NaN).
@@ -470,9 +484,11 @@ ${mb === 1 ? "  var wpar = 0u;\n" : ""}${segmentLoop()}${pagedSegment(pg, "    "
     let fr = rc + fr0;
     let act = act0 && fr < R;
 ${lines.join("\n")}
-${writeOut(D, c.q, c.fm, v?.sinks)}
+${sf ? "    let part = 0xffffffffu;\n" : ""}${writeOut(D, c.q, c.fm, v?.sinks)}${
+    sf ? "    }\n" : ""
+  }
     }
-${c.fm && !c.dm ? fusedMerge(D, c.q, wg, v?.sinks) : ""}  }
+${c.fm && !c.dm && !sf ? fusedMerge(D, c.q, wg, v?.sinks) : ""}  }
 ${c.fm && c.dm ? deferredMerge(D, c.q, wg, v?.sinks) : ""}}
 `;
 }

@@ -79,6 +79,14 @@ export interface AttentionTuning {
    * bit.
    */
   mergeBarriers?: 1 | 2 | 3;
+  /**
+   * Batch-invariant launches of units of two or more rows in the subgroup-fold order, where it
+   * applies (`plan.ts`, `_fold_runs.ts`): a worker's consecutive pieces of a unit folded per
+   * subgroup without ending a segment at each (other bits; batch-invariant as well). Default
+   * off: one segment a piece, merged piece by piece. Opt-in until its kernel has run its tests
+   * and its timing on an NVIDIA GPU (tested on lavapipe only; bench/NOTES.md, session (11)).
+   */
+  foldOrder?: boolean;
 }
 
 /**
@@ -126,6 +134,7 @@ const FLAGS = [
   "lazyMax",
   "fusedMerge",
   "deferMerge",
+  "foldOrder",
 ] as const;
 
 /**
