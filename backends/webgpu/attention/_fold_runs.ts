@@ -40,11 +40,12 @@ export interface FoldRuns {
 }
 
 /**
- * The runs of an invariant schedule; a cut unit's counter is `counterBase` plus its index
- * among the cut units (in unit order).
+ * The runs of an invariant schedule. A cut unit's counter is its index among the cut units (in
+ * unit order) after one counter a unit without keys (those are the reduce pass's items, first).
  */
-export function foldRuns(s: LeanSchedule, counterBase: number): FoldRuns {
+export function foldRuns(s: LeanSchedule): FoldRuns {
   if (s.kind !== "invariant") throw new Error("foldRuns: needs a batch-invariant schedule");
+  const counterBase = s.units.reduce((a, u) => a + (u.tiles === 0 ? 1 : 0), 0);
   const pieceTiles = new Map<number, number>();
   const workers: FoldRun[][] = s.workers.map((segs) => {
     const runs: FoldRun[] = [];
@@ -74,7 +75,9 @@ export function foldRuns(s: LeanSchedule, counterBase: number): FoldRuns {
   for (const runs of workers) {
     for (const r of runs) {
       r.pieceTiles = pieceTiles.get(r.unit)!;
-      byUnit.set(r.unit, [...(byUnit.get(r.unit) ?? []), r]);
+      const list = byUnit.get(r.unit);
+      if (list) list.push(r);
+      else byUnit.set(r.unit, [r]);
     }
   }
   let slots = 0;

@@ -154,10 +154,9 @@ export function planWebgpuAttention(
   let fold: { subgroups: number; runs: FoldRuns } | null = null;
   const foldWanted = tuning.foldOrder ?? false; // opt-in (tuning.ts)
   if (sg && foldWanted && foldOrder(sg, s, g.unitRows, v?.wl ?? false, qk?.sc === "head")) {
+    // Room for every subgroup of the smallest size (4, the least WebGPU allows, if unsaid).
     const subgroups = sg.wg / (subgroupMinSize(ctx) ?? 4);
-    // The counters: the empty units' items first (the reduce pass), then the cut units'.
-    const empties = s.units.reduce((a, u) => a + (u.tiles === 0 ? 1 : 0), 0);
-    fold = { subgroups, runs: foldRuns(s, empties) };
+    fold = { subgroups, runs: foldRuns(s) };
     sg = { ...sg, dm: false, sf: subgroups };
     partBytes = Math.max(16, fold.runs.slots * subgroups * g.unitRows * (D + 2) * 4);
     checkBinding(ctx, "the partial states", partBytes);

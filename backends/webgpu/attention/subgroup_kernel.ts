@@ -31,6 +31,9 @@
  * not invalidate — on an H200 a flash-decoding row now and then merged a stale `(m, l)` line
  * (bench/_determinism.ts; bench/NOTES.md, session 5).
  *
+ * Batch-invariant launches may run in the subgroup-fold order instead (`SgConfig.sf`,
+ * `_wgsl_fold.ts`): a segment is a run of pieces, folded per subgroup as it streams.
+ *
  * @module
  */
 import { META, segmentLoop, sizes } from "./_wgsl_meta.ts";
