@@ -33,8 +33,8 @@ export interface FoldShape {
   v4idx: (j: number) => string;
 }
 
-const rs = (f: FoldShape) => [...Array(f.rows).keys()];
-const js = (f: FoldShape) => [...Array(f.nv4).keys()];
+const rs = (f: Pick<FoldShape, "rows">) => [...Array(f.rows).keys()];
+const js = (f: Pick<FoldShape, "nv4">) => [...Array(f.nv4).keys()];
 
 /** The run's piece keys and start flag, the fold's registers and the next slot to publish. */
 export function foldDecls(f: FoldShape): string[] {
@@ -103,11 +103,19 @@ function publish(f: FoldShape, x: "" | "p", slot: string, ind: string): string[]
   return [...out, `${ind}  }`, `${ind}}`];
 }
 
-/** The slots of each subgroup summed (they share the max), as at a segment's end. */
-function slotSums(f: FoldShape, ind: string): string[] {
+/**
+ * The slots of each subgroup summed (they share the max) by shuffles: at a segment's end and,
+ * in the fold order, at a piece's. `sumL` false: the denominators are summed elsewhere (the
+ * kernel's held mode).
+ */
+export function slotSums(
+  f: Pick<FoldShape, "rows" | "nv4" | "L">,
+  ind: string,
+  sumL = true,
+): string[] {
   const out = [`${ind}for (var off = ${f.L}u; off < sgs; off <<= 1u) {`];
   for (const r of rs(f)) {
-    out.push(`${ind}  l${r} += subgroupShuffleXor(l${r}, off);`);
+    if (sumL) out.push(`${ind}  l${r} += subgroupShuffleXor(l${r}, off);`);
     for (const j of js(f)) out.push(`${ind}  o${r}_${j} += subgroupShuffleXor(o${r}_${j}, off);`);
   }
   return [...out, `${ind}}`];

@@ -40,7 +40,7 @@ import { META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { visibleFrom } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { deferredMerge, fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
-import { foldDecls, type FoldShape, pieceEnd, runEnd } from "./_wgsl_fold.ts";
+import { foldDecls, type FoldShape, pieceEnd, runEnd, slotSums } from "./_wgsl_fold.ts";
 import {
   held,
   heldDenominators,
@@ -389,12 +389,7 @@ ${st}
   // Held mode: the denominators are the held ones summed over the subgroup.
   if (hm) heldDenominators(R, U, L).forEach(p);
   // Sum the slots of a subgroup (they share the max).
-  p(`    for (var off = ${L}u; off < sgs; off <<= 1u) {`);
-  for (const r of rows) {
-    if (!hm) p(`      l${r} += subgroupShuffleXor(l${r}, off);`);
-    for (const j of js) p(`      o${r}_${j} += subgroupShuffleXor(o${r}_${j}, off);`);
-  }
-  p(`    }`);
+  slotSums({ rows: R, nv4: NV4, L }, "    ", !hm).forEach(p);
   // The merge's barriers (`SgConfig.mb`): 3 (a barrier for the slots' (m, l), one for their
   // outputs, one after the reads), 2 (one round: (m, l) and outputs published together) or 1
   // (and two copies of `wml`/`wo`, alternating, so the next merge's writes cannot meet this
