@@ -1,7 +1,7 @@
 /**
  * `batchInvariant: true` on flash and lean (VARIANTS.md, "Batch invariance"): the schedule
- * cuts a unit's keys only every `invariantChunkKeys(keys)` keys of its own length (1024 to
- * 16384, in whole tiles), each piece its own state, merged left to right (`invariantSchedule`); backends run the pieces
+ * cuts a unit's keys only every `invariantChunkKeys(keys, shortest)` keys of its own length
+ * (the backend's shortest piece for the shape, 1024 unless it says, to 16384, in whole tiles), each piece its own state, merged left to right (`invariantSchedule`); backends run the pieces
  * with a kernel configuration chosen without looking at the batch (schedule kind
  * `"invariant"`). K/V stored in parts are cut where the parts end, which depends on the
  * whole tensor: refused.
@@ -10,7 +10,12 @@
  */
 import { ArgumentError, LimitError, show } from "../tensor/errors.ts";
 import { invariantSchedule, type LeanSchedule } from "../schedule/lean_schedule.ts";
-import { invariantChunkKeys } from "../schedule/limits.ts";
+import {
+  checkShortestPiece,
+  INVARIANT_CHUNK_KEYS,
+  invariantChunkKeys,
+} from "../schedule/limits.ts";
+import type { Backend } from "../backends/backend.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
 import type { ScheduleLens } from "./plan.ts";
 
@@ -23,9 +28,19 @@ export function batchInvariantOption(op: string, value: unknown): boolean {
   return value;
 }
 
+/**
+ * Keys of the shortest piece on `backend` for units of `unitRows` query rows: the backend's
+ * `invariantPieceKeys`, else {@link INVARIANT_CHUNK_KEYS}. Neither reads the batch, so the
+ * pieces stay the same whatever else is in it.
+ */
+export function shortestPieceOf(backend: Backend, unitRows: number): number {
+  const c = backend.invariantPieceKeys?.(unitRows) ?? INVARIANT_CHUNK_KEYS;
+  return checkShortestPiece("batchInvariant: the backend's invariantPieceKeys", c);
+}
+
 /** Tiles of a piece of a unit with `keys` keys, for tiles of `tileSize` keys. */
-export function chunkTiles(tileSize: number, keys: number): number {
-  return Math.max(1, Math.ceil(invariantChunkKeys(keys) / tileSize));
+export function chunkTiles(tileSize: number, keys: number, shortest?: number): number {
+  return Math.max(1, Math.ceil(invariantChunkKeys(keys, shortest) / tileSize));
 }
 
 /** The problem's units, as a schedule builder needs them. */
@@ -34,6 +49,8 @@ export interface InvariantProblem {
   kvHeads: number;
   qBlocks: number;
   tileSize: number;
+  /** Keys of the shortest piece (`shortestPieceOf`; default {@link INVARIANT_CHUNK_KEYS}). */
+  shortestPiece?: number;
 }
 
 /** The invariant schedule over `grid` workers, or (no grid: flash) one worker a piece. */
@@ -46,7 +63,7 @@ export function invariantScheduleOf(
   return invariantSchedule({
     ...lens,
     ...problem,
-    chunkTiles: (keys: number) => chunkTiles(T, keys),
+    chunkTiles: (keys: number) => chunkTiles(T, keys, problem.shortestPiece),
     ...(grid === undefined ? {} : { grid }),
   });
 }

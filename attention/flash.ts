@@ -23,8 +23,14 @@ import {
   validateAttention,
 } from "./_validate.ts";
 import { runPlan } from "./_run.ts";
-import { batchInvariantOption, checkInvariantPlan, invariantScheduleOf } from "./_invariant.ts";
+import {
+  batchInvariantOption,
+  checkInvariantPlan,
+  invariantScheduleOf,
+  shortestPieceOf,
+} from "./_invariant.ts";
 import { planAttention, type Planner } from "./plan.ts";
+import { unitRowsOf } from "../schedule/geometry.ts";
 import type { AttentionState } from "./merge.ts";
 import type { PagedSource } from "./_paged_view.ts";
 import type { KVCache } from "./kv_cache.ts";
@@ -162,10 +168,11 @@ function invariantPlan(
       })`,
     );
   }
-  const problem = { batch: p.B, kvHeads: p.Hkv, qBlocks, tileSize: blockN };
+  const shortestPiece = shortestPieceOf(p.backend, unitRowsOf(p.Sq, p.Hq / p.Hkv, qBlocks));
+  const problem = { batch: p.B, kvHeads: p.Hkv, qBlocks, tileSize: blockN, shortestPiece };
   const made = planAttention(q, p.k, p.v, p, {
     op: OP,
-    key: `flash|${blockN}|invariant`,
+    key: `flash|${blockN}|invariant ${shortestPiece}`,
     resolve: () => ({
       algo: "flash-decoding",
       schedule: (lens) => invariantScheduleOf(problem, lens),

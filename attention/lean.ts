@@ -18,7 +18,12 @@ import { unitRowsOf } from "../schedule/geometry.ts";
 import type { Backend, LeanGridProblem } from "../backends/backend.ts";
 import { type AttentionOptions, positiveIntOption, validateAttention } from "./_validate.ts";
 import { runPlan } from "./_run.ts";
-import { batchInvariantOption, checkInvariantPlan, invariantScheduleOf } from "./_invariant.ts";
+import {
+  batchInvariantOption,
+  checkInvariantPlan,
+  invariantScheduleOf,
+  shortestPieceOf,
+} from "./_invariant.ts";
 import { planAttention } from "./plan.ts";
 import { calibratedGrid } from "./_grid_store.ts";
 import type { AttentionState } from "./merge.ts";
@@ -74,16 +79,23 @@ function plan(
   const invariant = batchInvariantOption(OP, opts.batchInvariant);
   const given = positiveIntOption(OP, "grid", opts.grid, MAX_WORKERS);
   const base = given === undefined ? defaultLeanGrid(p.backend) : 0;
+  const qBlocks = queryBlocksOf(p.Sq);
+  const shortest = invariant
+    ? shortestPieceOf(p.backend, unitRowsOf(p.Sq, p.Hq / p.Hkv, qBlocks))
+    : 0;
   const made = planAttention(q, p.k, p.v, p, {
     op: OP,
-    key: `lean|${tileSize}|${given ?? `default ${base}`}|${invariant ? "invariant" : ""}`,
+    key: `lean|${tileSize}|${given ?? `default ${base}`}|${
+      invariant ? `invariant ${shortest}` : ""
+    }`,
     resolve: () => {
       const problem = {
         batch: p.B,
         kvHeads: p.Hkv,
         kvLens: Array.from(p.kvLens),
-        qBlocks: queryBlocksOf(p.Sq),
+        qBlocks,
         tileSize,
+        shortestPiece: shortest,
       };
       const grid = given ?? shapeGrid(p.backend, problem, base, p.Sq, p.Hq / p.Hkv, p.D, p.k.dtype);
       return {

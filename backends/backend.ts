@@ -139,6 +139,12 @@ export interface Backend extends TensorBackend {
    */
   leanGrid?(problem: LeanGridProblem, base: number): number;
   /**
+   * Optional: keys of the shortest piece of a batch-invariant schedule for units of
+   * `unitRows` query rows (a power of two up to 16384; default 1024, `INVARIANT_CHUNK_KEYS`).
+   * It may depend on the backend's kernels and the problem's fixed shape, never on the batch.
+   */
+  invariantPieceKeys?(unitRows: number): number;
+  /**
    * Optional: prepares one run of an attention plan once, at planning time (kernel choice,
    * packed metadata); the result is kept in `run.prepared` and read back by `attention`.
    */

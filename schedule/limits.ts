@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { ArgumentError, show } from "../tensor/errors.ts";
 
 /**
  * Most workers a schedule may have (`grid`, or units × `numSplits`): a schedule holds a run
@@ -41,17 +42,30 @@ export const INVARIANT_MAX_CHUNK_KEYS = 16384;
 export const INVARIANT_PIECES = 16;
 
 /**
- * Keys a piece of a unit with `keys` keys holds under `batchInvariant`: the shortest piece,
- * doubled while the unit would be cut into more than {@link INVARIANT_PIECES} pieces (up to
- * the longest). It reads nothing but the unit's own length, so it is the same in every batch.
+ * Keys a piece of a unit with `keys` keys holds under `batchInvariant`: the shortest piece
+ * (`shortest`: a backend may choose it for the problem's fixed shape, `Backend.invariantPieceKeys`;
+ * a power of two up to the longest), doubled while the unit would be cut into more than
+ * {@link INVARIANT_PIECES} pieces (up to the longest). It reads nothing but the unit's own length, so it is the same in every batch.
  * Sixteen pieces spread one sequence of 8 kv heads over 128 workers (a GQA decode at B = 1);
  * pieces of at least 1024 keys keep a piece's fixed cost (its state, its fence, its merge)
  * small where a worker streams many of them (large batches). Chosen on an H100 among shortest
  * pieces of 256, 512, 1024 and 2048 keys and 16 or 32 pieces (bench/NOTES.md, "Session
  * 2026-12-06 (4)").
  */
-export function invariantChunkKeys(keys: number): number {
-  let c = INVARIANT_CHUNK_KEYS;
+export function invariantChunkKeys(keys: number, shortest = INVARIANT_CHUNK_KEYS): number {
+  let c = checkShortestPiece("invariantChunkKeys", shortest);
   while (c < INVARIANT_MAX_CHUNK_KEYS && INVARIANT_PIECES * c < keys) c *= 2;
+  return c;
+}
+
+/** `shortest` if it is a power of two up to the longest piece; else an `ArgumentError`. */
+export function checkShortestPiece(where: string, shortest: unknown): number {
+  const c = shortest as number;
+  if (!Number.isSafeInteger(c) || c < 1 || c > INVARIANT_MAX_CHUNK_KEYS || (c & (c - 1)) !== 0) {
+    throw new ArgumentError(
+      `${where}: the shortest piece must be a power of two up to ${INVARIANT_MAX_CHUNK_KEYS} ` +
+        `keys, got ${show(shortest)}`,
+    );
+  }
   return c;
 }

@@ -102,14 +102,19 @@ const sameBits = (a: Float32Array, b: Float32Array) => a.every((x, i) => Object.
 
 /**
  * Runs `f` with WebGPU's batch-invariant order of multi-row units chosen
- * (`AttentionTuning.foldOrder`: the subgroup-fold order, or piece by piece); other backends
- * have one order.
+ * (`AttentionTuning.foldOrder`: the subgroup-fold order, or piece by piece) and, where given,
+ * its shortest piece (`AttentionTuning.invariantPiece`); other backends have one order.
  */
-async function withFoldOrder<T>(backend: Backend, fold: boolean, f: () => Promise<T>) {
+async function withFoldOrder<T>(
+  backend: Backend,
+  fold: boolean,
+  f: () => Promise<T>,
+  piece?: number,
+) {
   if (!("attentionTuning" in backend)) return await f();
   const b = backend as Backend & { attentionTuning: Record<string, unknown> };
   const was = b.attentionTuning;
-  b.attentionTuning = { ...was, foldOrder: fold };
+  b.attentionTuning = { ...was, foldOrder: fold, invariantPiece: piece };
   try {
     return await f();
   } finally {
@@ -132,7 +137,8 @@ describeBackends(
         fc.integer({ min: 1, max: 40 }),
         fc.constantFrom(...SHAPES),
         fc.boolean(),
-        (lens, algo, dtype, s0, grid, shape, fold) =>
+        fc.constantFrom(undefined, 256),
+        (lens, algo, dtype, s0, grid, shape, fold, piece) =>
           withFoldOrder(backend, fold, async () => {
             const { Hq, Hkv, D } = shape;
             const N = Math.max(1, ...lens);
@@ -156,8 +162,8 @@ describeBackends(
               ) {
                 assert(
                   sameBits(base[b].out, got.out) && sameBits(base[b].lse, got.lse),
-                  `${algo} ${dtype} ${Hq}/${Hkv} heads D ${D}${
-                    fold ? " foldOrder" : ""
+                  `${algo} ${dtype} ${Hq}/${Hkv} heads D ${D}${fold ? " foldOrder" : ""}${
+                    piece ? ` piece ${piece}` : ""
                   } lens [${lens}] grid ${grid}: sequence ${b} ${what} differs by ` +
                     `${maxAbsDiff(base[b].out, got.out)} (seed ${seed})`,
                 );
@@ -181,8 +187,8 @@ describeBackends(
               const [eo, el] = [maxAbsDiff(base[b].out, ref.out), maxAbsDiff(base[b].lse, ref.lse)];
               assert(
                 eo <= tol.out && el <= tol.lse,
-                `${algo} ${dtype} ${Hq}/${Hkv} heads D ${D}${
-                  fold ? " foldOrder" : ""
+                `${algo} ${dtype} ${Hq}/${Hkv} heads D ${D}${fold ? " foldOrder" : ""}${
+                  piece ? ` piece ${piece}` : ""
                 } lens [${lens}] grid ${grid}: sequence ${b} off the reference by ` +
                   `${eo} (out, bound ${tol.out}), ${el} (lse, bound ${tol.lse}) (seed ${seed})`,
               );
@@ -195,7 +201,7 @@ describeBackends(
                 if (!sameBits(a[b].out, c[b + 1].out)) changedWithout++;
               });
             }
-          }),
+          }, piece),
       ),
       { seed, numRuns: numRuns(backend, 24) },
     );

@@ -151,30 +151,44 @@ Deno.test("lean schedule: every tile once, contiguous runs, loads within one til
 });
 
 Deno.test("invariantChunkKeys: the shortest power-of-two piece that cuts a sequence into at most 16", () => {
-  const lo = INVARIANT_CHUNK_KEYS, hi = INVARIANT_MAX_CHUNK_KEYS;
+  const hi = INVARIANT_MAX_CHUNK_KEYS;
   fc.assert(
     fc.property(
       fc.integer({ min: 1, max: 1 << 24 }),
       fc.integer({ min: 1, max: 1 << 24 }),
-      (a, b) => {
-        const c = invariantChunkKeys(a);
+      fc.constantFrom(undefined, 64, 256, 1024, 4096, hi),
+      (a, b, shortest) => {
+        const lo = shortest ?? INVARIANT_CHUNK_KEYS;
+        const c = invariantChunkKeys(a, shortest);
         assert((c & (c - 1)) === 0 && c >= lo && c <= hi, `${a}: ${c}`);
         // At most INVARIANT_PIECES pieces unless the pieces are the longest; the shortest such.
         assert(c === hi || Math.ceil(a / c) <= INVARIANT_PIECES, `${a}: ${c}`);
         assert(c === lo || Math.ceil(a / (c / 2)) > INVARIANT_PIECES, `${a}: ${c}`);
         // Longer sequences never get shorter pieces.
-        if (a <= b) assert(c <= invariantChunkKeys(b), `${a} ≤ ${b}`);
+        if (a <= b) assert(c <= invariantChunkKeys(b, shortest), `${a} ≤ ${b}`);
       },
     ),
     { numRuns: 500 },
   );
-  assertEquals([4096, 16384, 65536, 100_000, 1 << 20].map(invariantChunkKeys), [
+  assertEquals([4096, 16384, 65536, 100_000, 1 << 20].map((n) => invariantChunkKeys(n)), [
     1024,
     1024,
     4096,
     8192,
     16384,
   ]);
+  assertEquals([1000, 4096, 8192, 16384].map((n) => invariantChunkKeys(n, 256)), [
+    256,
+    256,
+    512,
+    1024,
+  ]);
+  for (const bad of [0, -256, 96, 1.5, NaN, 2 * hi]) {
+    throws(
+      () => invariantChunkKeys(4096, bad),
+      (e) => e instanceof ArgumentError && /shortest piece/.test(e.message),
+    );
+  }
 });
 
 Deno.test("invariant schedule: fixed pieces per unit, whatever the batch and grid", () => {

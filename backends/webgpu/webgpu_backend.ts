@@ -44,6 +44,7 @@ import {
   type AttentionTuning,
   checkTuning,
   defaultGrid as attentionGrid,
+  invariantPieceFor,
   leanGridFor,
   planWebgpuAttention,
   runWebgpuAttention,
@@ -172,6 +173,11 @@ export class WebGpuBackend implements Backend {
   /** The lean grid for one problem: `base`, or one worker a unit where that is faster. */
   leanGrid(problem: LeanGridProblem, base: number): number {
     return leanGridFor(this.ctx, problem, base);
+  }
+
+  /** The shortest piece of a batch-invariant schedule (`invariantPieceFor`, tuning.ts). */
+  invariantPieceKeys(unitRows: number): number {
+    return invariantPieceFor(this.#tuning, unitRows);
   }
 
   /** The device. */

@@ -32,7 +32,7 @@
  *
  * @module
  */
-export { type AttentionTuning, checkTuning } from "./tuning.ts";
+export { type AttentionTuning, checkTuning, invariantPieceFor } from "./tuning.ts";
 export { computeUnits, defaultGrid, leanGridFor } from "./cost_model.ts";
 export {
   type MainKernel,

@@ -14,11 +14,10 @@ import type { Elem } from "./_wgsl_meta.ts";
 import { launchGeometry } from "./_launch_geometry.ts";
 import { checkBinding, grid2d } from "./_launch_limits.ts";
 import { buildMeta } from "./meta.ts";
-import type { AttentionTuning } from "./tuning.ts";
+import { type AttentionTuning, invariantPieceFor } from "./tuning.ts";
 import { type SgConfig, sgConfig, sgKey, sgLoadWidth, subgroupMinSize } from "./subgroup_config.ts";
 import { type FoldRuns, foldRuns } from "./_fold_runs.ts";
 import { heldMode } from "./_wgsl_probabilities.ts";
-import { INVARIANT_CHUNK_KEYS } from "../../../schedule/limits.ts";
 import {
   checkPagedBindings,
   checkPagedLaunch,
@@ -153,7 +152,8 @@ export function planWebgpuAttention(
   // Batch-invariant decode of multi-row units, where asked: the subgroup-fold order.
   let fold: { subgroups: number; runs: FoldRuns } | null = null;
   const foldWanted = tuning.foldOrder ?? false; // opt-in (tuning.ts)
-  if (sg && foldWanted && foldOrder(sg, s, g.unitRows, v?.wl ?? false, qk?.sc === "head")) {
+  const piece = invariantPieceFor(tuning, g.unitRows);
+  if (sg && foldWanted && foldOrder(sg, s, g.unitRows, piece, v?.wl ?? false, qk?.sc === "head")) {
     // Room for every subgroup of the smallest size (4, the least WebGPU allows, if unsaid).
     const subgroups = sg.wg / (subgroupMinSize(ctx) ?? 4);
     fold = { subgroups, runs: foldRuns(s) };
@@ -237,6 +237,7 @@ function foldOrder(
   c: SgConfig,
   s: { kind: string; plan: { tileSize: number } },
   unitRows: number,
+  shortestPiece: number,
   window: boolean,
   headScales: boolean,
 ): boolean {
@@ -244,5 +245,5 @@ function foldOrder(
   const batch = (c.wg / c.L / c.G) * c.U; // keys a loop iteration of the kernel takes
   return s.kind === "invariant" && c.fm && c.G === 1 && c.tile === 0 && !c.tm && !window &&
     !heldMode(c.bf, c.lz, headScales) && unitRows >= 2 && unitRows <= c.R &&
-    INVARIANT_CHUNK_KEYS % T === 0 && INVARIANT_CHUNK_KEYS % batch === 0;
+    shortestPiece % T === 0 && shortestPiece % batch === 0;
 }

@@ -5,6 +5,7 @@
  * @module
  */
 import { ArgumentError, show } from "../../../tensor/errors.ts";
+import { INVARIANT_CHUNK_KEYS, INVARIANT_MAX_CHUNK_KEYS } from "../../../schedule/limits.ts";
 
 /** Knobs of the attention kernels (for benchmarks; defaults are picked per device). */
 export interface AttentionTuning {
@@ -87,6 +88,20 @@ export interface AttentionTuning {
    * and its timing on an NVIDIA GPU (tested on lavapipe only; bench/NOTES.md, session (11)).
    */
   foldOrder?: boolean;
+  /**
+   * Keys of the shortest piece of a batch-invariant schedule (a power of two, 64 to 16384;
+   * default {@link invariantPieceFor}'s). Other pieces, so other bits (batch-invariant as
+   * well).
+   */
+  invariantPiece?: number;
+}
+
+/**
+ * Keys of the shortest piece of a batch-invariant schedule on WebGPU for units of `unitRows`
+ * rows: the tuning's `invariantPiece`, else {@link INVARIANT_CHUNK_KEYS}.
+ */
+export function invariantPieceFor(t: AttentionTuning, _unitRows: number): number {
+  return t.invariantPiece ?? INVARIANT_CHUNK_KEYS;
 }
 
 /**
@@ -115,9 +130,10 @@ export const SHORT_GQA_KEYS = 1024;
 
 /** The range of each numeric knob: an integer in `[min, max]`, a power of two where `pow2`. */
 const NUMERIC: Record<
-  "wg" | "L" | "U" | "rs" | "mergeBarriers",
+  "wg" | "L" | "U" | "rs" | "mergeBarriers" | "invariantPiece",
   { min: number; max: number; pow2: boolean }
 > = {
+  invariantPiece: { min: 64, max: INVARIANT_MAX_CHUNK_KEYS, pow2: true },
   wg: { min: 32, max: 1024, pow2: true },
   L: { min: 4, max: 32, pow2: true },
   U: { min: 1, max: 16, pow2: false },
