@@ -114,6 +114,7 @@ export type { AttentionState, MergeOptions } from "./attention/merge.ts";
 export { loadAttentionState, saveAttentionState } from "./attention/state_file.ts";
 export type { LoadedAttentionState, LoadStateOptions } from "./attention/state_file.ts";
 export { invariantSchedule, leanSchedule, splitSchedule } from "./schedule/lean_schedule.ts";
+export type { PieceRule } from "./schedule/limits.ts";
 export type {
   CorePlan,
   LeanCut,

@@ -1,7 +1,8 @@
 /**
  * `batchInvariant: true` on flash and lean (VARIANTS.md, "Batch invariance"): the schedule
- * cuts a unit's keys only every `invariantChunkKeys(keys, shortest)` keys of its own length
- * (the backend's shortest piece for the shape, 1024 unless it says, to 16384, in whole tiles), each piece its own state, merged left to right (`invariantSchedule`); backends run the pieces
+ * cuts a unit's keys only every `invariantChunkKeys(keys, rule)` keys of its own length (the
+ * backend's rule for the shape; by default 1024 keys doubled while more than 16 pieces, up to
+ * 16384; in whole tiles), each piece its own state, merged left to right (`invariantSchedule`); backends run the pieces
  * with a kernel configuration chosen without looking at the batch (schedule kind
  * `"invariant"`). K/V stored in parts are cut where the parts end, which depends on the
  * whole tensor: refused.
@@ -11,9 +12,10 @@
 import { ArgumentError, LimitError, show } from "../tensor/errors.ts";
 import { invariantSchedule, type LeanSchedule } from "../schedule/lean_schedule.ts";
 import {
-  checkShortestPiece,
-  INVARIANT_CHUNK_KEYS,
+  checkPieceRule,
+  DEFAULT_PIECE_RULE,
   invariantChunkKeys,
+  type PieceRule,
 } from "../schedule/limits.ts";
 import type { Backend } from "../backends/backend.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
@@ -29,18 +31,18 @@ export function batchInvariantOption(op: string, value: unknown): boolean {
 }
 
 /**
- * Keys of the shortest piece on `backend` for units of `unitRows` query rows: the backend's
- * `invariantPieceKeys`, else {@link INVARIANT_CHUNK_KEYS}. Neither reads the batch, so the
- * pieces stay the same whatever else is in it.
+ * How `backend` cuts units of `unitRows` query rows: its `invariantPieces`, else
+ * {@link DEFAULT_PIECE_RULE}. Neither reads the batch, so the pieces stay the same whatever
+ * else is in it.
  */
-export function shortestPieceOf(backend: Backend, unitRows: number): number {
-  const c = backend.invariantPieceKeys?.(unitRows) ?? INVARIANT_CHUNK_KEYS;
-  return checkShortestPiece("batchInvariant: the backend's invariantPieceKeys", c);
+export function pieceRuleOf(backend: Backend, unitRows: number): PieceRule {
+  const r = backend.invariantPieces?.(unitRows) ?? DEFAULT_PIECE_RULE;
+  return checkPieceRule("batchInvariant: the backend's invariantPieces", r);
 }
 
 /** Tiles of a piece of a unit with `keys` keys, for tiles of `tileSize` keys. */
-export function chunkTiles(tileSize: number, keys: number, shortest?: number): number {
-  return Math.max(1, Math.ceil(invariantChunkKeys(keys, shortest) / tileSize));
+export function chunkTiles(tileSize: number, keys: number, rule?: PieceRule): number {
+  return Math.max(1, Math.ceil(invariantChunkKeys(keys, rule) / tileSize));
 }
 
 /** The problem's units, as a schedule builder needs them. */
@@ -49,8 +51,8 @@ export interface InvariantProblem {
   kvHeads: number;
   qBlocks: number;
   tileSize: number;
-  /** Keys of the shortest piece (`shortestPieceOf`; default {@link INVARIANT_CHUNK_KEYS}). */
-  shortestPiece?: number;
+  /** How units are cut (`pieceRuleOf`; default {@link DEFAULT_PIECE_RULE}). */
+  pieces?: PieceRule;
 }
 
 /** The invariant schedule over `grid` workers, or (no grid: flash) one worker a piece. */
@@ -63,7 +65,7 @@ export function invariantScheduleOf(
   return invariantSchedule({
     ...lens,
     ...problem,
-    chunkTiles: (keys: number) => chunkTiles(T, keys, problem.shortestPiece),
+    chunkTiles: (keys: number) => chunkTiles(T, keys, problem.pieces),
     ...(grid === undefined ? {} : { grid }),
   });
 }

@@ -27,7 +27,7 @@ import {
   batchInvariantOption,
   checkInvariantPlan,
   invariantScheduleOf,
-  shortestPieceOf,
+  pieceRuleOf,
 } from "./_invariant.ts";
 import { planAttention, type Planner } from "./plan.ts";
 import { unitRowsOf } from "../schedule/geometry.ts";
@@ -168,11 +168,11 @@ function invariantPlan(
       })`,
     );
   }
-  const shortestPiece = shortestPieceOf(p.backend, unitRowsOf(p.Sq, p.Hq / p.Hkv, qBlocks));
-  const problem = { batch: p.B, kvHeads: p.Hkv, qBlocks, tileSize: blockN, shortestPiece };
+  const pieces = pieceRuleOf(p.backend, unitRowsOf(p.Sq, p.Hq / p.Hkv, qBlocks));
+  const problem = { batch: p.B, kvHeads: p.Hkv, qBlocks, tileSize: blockN, pieces };
   const made = planAttention(q, p.k, p.v, p, {
     op: OP,
-    key: `flash|${blockN}|invariant ${shortestPiece}`,
+    key: `flash|${blockN}|invariant ${pieces.shortest}/${pieces.most}`,
     resolve: () => ({
       algo: "flash-decoding",
       schedule: (lens) => invariantScheduleOf(problem, lens),

@@ -22,7 +22,7 @@ import {
   batchInvariantOption,
   checkInvariantPlan,
   invariantScheduleOf,
-  shortestPieceOf,
+  pieceRuleOf,
 } from "./_invariant.ts";
 import { planAttention } from "./plan.ts";
 import { calibratedGrid } from "./_grid_store.ts";
@@ -80,13 +80,11 @@ function plan(
   const given = positiveIntOption(OP, "grid", opts.grid, MAX_WORKERS);
   const base = given === undefined ? defaultLeanGrid(p.backend) : 0;
   const qBlocks = queryBlocksOf(p.Sq);
-  const shortest = invariant
-    ? shortestPieceOf(p.backend, unitRowsOf(p.Sq, p.Hq / p.Hkv, qBlocks))
-    : 0;
+  const pieces = invariant ? pieceRuleOf(p.backend, unitRowsOf(p.Sq, p.Hq / p.Hkv, qBlocks)) : null;
   const made = planAttention(q, p.k, p.v, p, {
     op: OP,
     key: `lean|${tileSize}|${given ?? `default ${base}`}|${
-      invariant ? `invariant ${shortest}` : ""
+      pieces ? `invariant ${pieces.shortest}/${pieces.most}` : ""
     }`,
     resolve: () => {
       const problem = {
@@ -95,7 +93,7 @@ function plan(
         kvLens: Array.from(p.kvLens),
         qBlocks,
         tileSize,
-        shortestPiece: shortest,
+        ...(pieces ? { pieces } : {}),
       };
       const grid = given ?? shapeGrid(p.backend, problem, base, p.Sq, p.Hq / p.Hkv, p.D, p.k.dtype);
       return {

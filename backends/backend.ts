@@ -8,6 +8,7 @@
 import type { DType, QuantDType } from "../tensor/dtype.ts";
 import type { Shape } from "../tensor/shape.ts";
 import type { LeanPlan } from "../schedule/lean_schedule.ts";
+import type { PieceRule } from "../schedule/limits.ts";
 import type { AttentionPlan, AttentionRun } from "../schedule/attention_plan.ts";
 import type { DataId, MemoryInfo, TensorBackend } from "../tensor/storage.ts";
 import { ArgumentError } from "../tensor/errors.ts";
@@ -139,11 +140,11 @@ export interface Backend extends TensorBackend {
    */
   leanGrid?(problem: LeanGridProblem, base: number): number;
   /**
-   * Optional: keys of the shortest piece of a batch-invariant schedule for units of
-   * `unitRows` query rows (a power of two up to 16384; default 1024, `INVARIANT_CHUNK_KEYS`).
+   * Optional: how a batch-invariant schedule cuts units of `unitRows` query rows (the
+   * shortest piece and the most pieces a unit; default `DEFAULT_PIECE_RULE`: 1024 keys, 16).
    * It may depend on the backend's kernels and the problem's fixed shape, never on the batch.
    */
-  invariantPieceKeys?(unitRows: number): number;
+  invariantPieces?(unitRows: number): PieceRule;
   /**
    * Optional: prepares one run of an attention plan once, at planning time (kernel choice,
    * packed metadata); the result is kept in `run.prepared` and read back by `attention`.

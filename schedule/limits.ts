@@ -30,42 +30,67 @@ export function queryBlocksOf(Sq: number): number {
 }
 
 /**
- * Keys of the shortest piece of a batch-invariant schedule (`batchInvariant: true`); a unit
- * is cut into pieces of {@link invariantChunkKeys} keys (in whole tiles), whatever else is in
- * the batch.
+ * Keys of the shortest piece of a batch-invariant schedule (`batchInvariant: true`) unless a
+ * backend chooses another ({@link PieceRule}); a unit is cut into pieces of
+ * {@link invariantChunkKeys} keys (in whole tiles), whatever else is in the batch.
  */
 export const INVARIANT_CHUNK_KEYS = 1024;
 /** Keys of the longest piece of a batch-invariant schedule. */
 export const INVARIANT_MAX_CHUNK_KEYS = 16384;
 
-/** Pieces a batch-invariant unit is cut into at most, until pieces reach the longest. */
+/** Pieces a batch-invariant unit is cut into at most (unless a backend chooses another), until pieces reach the longest. */
 export const INVARIANT_PIECES = 16;
 
 /**
- * Keys a piece of a unit with `keys` keys holds under `batchInvariant`: the shortest piece
- * (`shortest`: a backend may choose it for the problem's fixed shape, `Backend.invariantPieceKeys`;
- * a power of two up to the longest), doubled while the unit would be cut into more than
- * {@link INVARIANT_PIECES} pieces (up to the longest). It reads nothing but the unit's own length, so it is the same in every batch.
- * Sixteen pieces spread one sequence of 8 kv heads over 128 workers (a GQA decode at B = 1);
- * pieces of at least 1024 keys keep a piece's fixed cost (its state, its fence, its merge)
- * small where a worker streams many of them (large batches). Chosen on an H100 among shortest
- * pieces of 256, 512, 1024 and 2048 keys and 16 or 32 pieces (bench/NOTES.md, "Session
- * 2026-12-06 (4)").
+ * How a backend cuts a batch-invariant unit: pieces of `shortest` keys (a power of two up to
+ * {@link INVARIANT_MAX_CHUNK_KEYS}), doubled while a unit would have more than `most` pieces
+ * (an integer in 1..1024). A function of the backend's kernels and the problem's fixed shape,
+ * never of the batch (`Backend.invariantPieces`).
  */
-export function invariantChunkKeys(keys: number, shortest = INVARIANT_CHUNK_KEYS): number {
-  let c = checkShortestPiece("invariantChunkKeys", shortest);
-  while (c < INVARIANT_MAX_CHUNK_KEYS && INVARIANT_PIECES * c < keys) c *= 2;
+export interface PieceRule {
+  /** Keys of the shortest piece: a power of two up to {@link INVARIANT_MAX_CHUNK_KEYS}. */
+  shortest: number;
+  /** The most pieces a unit is cut into before its pieces double: 1 to 1024. */
+  most: number;
+}
+
+/** The rule unless a backend says: 1024 keys, at most 16 pieces. */
+export const DEFAULT_PIECE_RULE: Readonly<PieceRule> = Object.freeze({
+  shortest: INVARIANT_CHUNK_KEYS,
+  most: INVARIANT_PIECES,
+});
+
+/**
+ * Keys a piece of a unit with `keys` keys holds under `batchInvariant`: the rule's shortest
+ * piece, doubled while the unit would be cut into more than `rule.most` pieces (up to the
+ * longest). It reads nothing but the unit's own length, so it is the same in every batch. By
+ * default sixteen pieces spread one sequence of 8 kv heads over 128 workers (a GQA decode at
+ * B = 1); pieces of at least 1024 keys keep a piece's fixed cost (its state, its fence, its
+ * merge) small where a worker streams many of them (large batches). Chosen on an H100 among
+ * shortest pieces of 256, 512, 1024 and 2048 keys and 16 or 32 pieces (bench/NOTES.md,
+ * "Session 2026-12-06 (4)").
+ */
+export function invariantChunkKeys(keys: number, rule: PieceRule = DEFAULT_PIECE_RULE): number {
+  const { shortest, most } = checkPieceRule("invariantChunkKeys", rule);
+  let c = shortest;
+  while (c < INVARIANT_MAX_CHUNK_KEYS && most * c < keys) c *= 2;
   return c;
 }
 
-/** `shortest` if it is a power of two up to the longest piece; else an `ArgumentError`. */
-export function checkShortestPiece(where: string, shortest: unknown): number {
-  const c = shortest as number;
+/** `rule` if its shortest piece and piece count are in range; else an `ArgumentError`. */
+export function checkPieceRule(where: string, rule: unknown): PieceRule {
+  const r = rule as Partial<PieceRule> | null;
+  const c = r?.shortest as number, m = r?.most as number;
   if (!Number.isSafeInteger(c) || c < 1 || c > INVARIANT_MAX_CHUNK_KEYS || (c & (c - 1)) !== 0) {
     throw new ArgumentError(
       `${where}: the shortest piece must be a power of two up to ${INVARIANT_MAX_CHUNK_KEYS} ` +
-        `keys, got ${show(shortest)}`,
+        `keys, got ${show(r?.shortest)}`,
     );
   }
-  return c;
+  if (!Number.isSafeInteger(m) || m < 1 || m > 1024) {
+    throw new ArgumentError(
+      `${where}: the most pieces a unit must be an integer in 1..1024, got ${show(r?.most)}`,
+    );
+  }
+  return { shortest: c, most: m };
 }

@@ -103,18 +103,20 @@ const sameBits = (a: Float32Array, b: Float32Array) => a.every((x, i) => Object.
 /**
  * Runs `f` with WebGPU's batch-invariant order of multi-row units chosen
  * (`AttentionTuning.foldOrder`: the subgroup-fold order, or piece by piece) and, where given,
- * its shortest piece (`AttentionTuning.invariantPiece`); other backends have one order.
+ * its piece rule (`AttentionTuning.invariantPiece`, `invariantPieces`); other backends have
+ * one order and one rule.
  */
 async function withFoldOrder<T>(
   backend: Backend,
   fold: boolean,
   f: () => Promise<T>,
-  piece?: number,
+  pieces?: readonly [number, number],
 ) {
   if (!("attentionTuning" in backend)) return await f();
   const b = backend as Backend & { attentionTuning: Record<string, unknown> };
   const was = b.attentionTuning;
-  b.attentionTuning = { ...was, foldOrder: fold, invariantPiece: piece };
+  const [invariantPiece, invariantPieces] = pieces ?? [];
+  b.attentionTuning = { ...was, foldOrder: fold, invariantPiece, invariantPieces };
   try {
     return await f();
   } finally {
@@ -137,7 +139,7 @@ describeBackends(
         fc.integer({ min: 1, max: 40 }),
         fc.constantFrom(...SHAPES),
         fc.boolean(),
-        fc.constantFrom(undefined, 256),
+        fc.constantFrom(undefined, [256, 16] as const, [128, 32] as const),
         (lens, algo, dtype, s0, grid, shape, fold, piece) =>
           withFoldOrder(backend, fold, async () => {
             const { Hq, Hkv, D } = shape;

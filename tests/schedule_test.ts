@@ -157,15 +157,18 @@ Deno.test("invariantChunkKeys: the shortest power-of-two piece that cuts a seque
       fc.integer({ min: 1, max: 1 << 24 }),
       fc.integer({ min: 1, max: 1 << 24 }),
       fc.constantFrom(undefined, 64, 256, 1024, 4096, hi),
-      (a, b, shortest) => {
+      fc.constantFrom(1, 8, 16, 32, 1024),
+      (a, b, shortest, most) => {
+        const rule = shortest === undefined ? undefined : { shortest, most };
         const lo = shortest ?? INVARIANT_CHUNK_KEYS;
-        const c = invariantChunkKeys(a, shortest);
+        const P = rule ? most : INVARIANT_PIECES;
+        const c = invariantChunkKeys(a, rule);
         assert((c & (c - 1)) === 0 && c >= lo && c <= hi, `${a}: ${c}`);
         // At most INVARIANT_PIECES pieces unless the pieces are the longest; the shortest such.
-        assert(c === hi || Math.ceil(a / c) <= INVARIANT_PIECES, `${a}: ${c}`);
-        assert(c === lo || Math.ceil(a / (c / 2)) > INVARIANT_PIECES, `${a}: ${c}`);
+        assert(c === hi || Math.ceil(a / c) <= P, `${a}: ${c}`);
+        assert(c === lo || Math.ceil(a / (c / 2)) > P, `${a}: ${c}`);
         // Longer sequences never get shorter pieces.
-        if (a <= b) assert(c <= invariantChunkKeys(b, shortest), `${a} ≤ ${b}`);
+        if (a <= b) assert(c <= invariantChunkKeys(b, rule), `${a} ≤ ${b}`);
       },
     ),
     { numRuns: 500 },
@@ -177,16 +180,34 @@ Deno.test("invariantChunkKeys: the shortest power-of-two piece that cuts a seque
     8192,
     16384,
   ]);
-  assertEquals([1000, 4096, 8192, 16384].map((n) => invariantChunkKeys(n, 256)), [
+  const r256 = { shortest: 256, most: 16 };
+  assertEquals([1000, 4096, 8192, 16384].map((n) => invariantChunkKeys(n, r256)), [
     256,
     256,
     512,
     1024,
   ]);
-  for (const bad of [0, -256, 96, 1.5, NaN, 2 * hi]) {
+  assertEquals([4096, 8192].map((n) => invariantChunkKeys(n, { shortest: 128, most: 32 })), [
+    128,
+    256,
+  ]);
+  for (
+    const bad of [
+      { shortest: 0, most: 16 },
+      { shortest: -256, most: 16 },
+      { shortest: 96, most: 16 },
+      { shortest: 1.5, most: 16 },
+      { shortest: NaN, most: 16 },
+      { shortest: 2 * hi, most: 16 },
+      { shortest: 256, most: 0 },
+      { shortest: 256, most: 2.5 },
+      { shortest: 256, most: 2000 },
+      null,
+    ]
+  ) {
     throws(
-      () => invariantChunkKeys(4096, bad),
-      (e) => e instanceof ArgumentError && /shortest piece/.test(e.message),
+      () => invariantChunkKeys(4096, bad as never),
+      (e) => e instanceof ArgumentError && /shortest piece|most pieces/.test(e.message),
     );
   }
 });

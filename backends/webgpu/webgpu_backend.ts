@@ -38,6 +38,7 @@ import { matmulKernel } from "./_matmul.ts";
 import { ropeKernel } from "./_rope.ts";
 import { createIndexTable, gatherPageRows, scatterPageRows } from "./_paged.ts";
 import { readOptions } from "../../tensor/options.ts";
+import type { PieceRule } from "../../schedule/limits.ts";
 import { attentionInParts, kernelRun } from "../attention_parts.ts";
 import { partScaleInputs } from "./attention/_quant_inputs.ts";
 import {
@@ -175,8 +176,8 @@ export class WebGpuBackend implements Backend {
     return leanGridFor(this.ctx, problem, base);
   }
 
-  /** The shortest piece of a batch-invariant schedule (`invariantPieceFor`, tuning.ts). */
-  invariantPieceKeys(unitRows: number): number {
+  /** How a batch-invariant schedule cuts units (`invariantPieceFor`, tuning.ts). */
+  invariantPieces(unitRows: number): PieceRule {
     return invariantPieceFor(this.#tuning, unitRows);
   }
 

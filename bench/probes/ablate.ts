@@ -29,7 +29,7 @@
  * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default,
  * `inv` with `batchInvariant: true` (combinable with a grid; `inv+sf`: in the subgroup-fold
  * order, `AttentionTuning.foldOrder` on; `inv+pc256`: the shortest piece 256 keys,
- * `AttentionTuning.invariantPiece`);
+ * `AttentionTuning.invariantPiece`; `pn32`: at most 32 pieces a unit, `invariantPieces`);
  * `wg<n>`, `L<n>`, `U<n>`, `mb<n>` set those kernel knobs (`AttentionTuning`: threads a
  * workgroup, lanes a key, keys a slot per iteration, barriers of the end-of-segment merge),
  * `rs<n>` splits a unit's rows over n row groups of subgroups, `ws` stages K/V tiles in
@@ -112,7 +112,7 @@ interface Variant {
 function parseVariant(spec: string): Variant {
   const v: Variant = { name: spec, abl: [], tuning: {} };
   for (const x of spec === "def" ? [] : spec.split("+")) {
-    const m = /^(g|wg|L|U|rs|mb|pc)(\d+)$/.exec(x);
+    const m = /^(g|wg|L|U|rs|mb|pc|pn)(\d+)$/.exec(x);
     if ((ABLATIONS as readonly string[]).includes(x)) v.abl.push(x as Ablation);
     else if (x === "fm0") v.tuning.fusedMerge = false;
     else if (x === "inv") v.inv = true;
@@ -123,6 +123,7 @@ function parseVariant(spec: string): Variant {
     else if (x === "ws") v.tuning.ws = true;
     else if (m?.[1] === "mb") v.tuning.mergeBarriers = Number(m[2]) as 1 | 2 | 3;
     else if (m?.[1] === "pc") v.tuning.invariantPiece = Number(m[2]);
+    else if (m?.[1] === "pn") v.tuning.invariantPieces = Number(m[2]);
     else if (m) v.tuning[m[1] as "wg" | "L" | "U" | "rs"] = Number(m[2]);
     else throw new Error(`_ablate: unknown variant token "${x}" in "${spec}"`);
   }

@@ -5,7 +5,11 @@
  * @module
  */
 import { ArgumentError, show } from "../../../tensor/errors.ts";
-import { INVARIANT_CHUNK_KEYS, INVARIANT_MAX_CHUNK_KEYS } from "../../../schedule/limits.ts";
+import {
+  DEFAULT_PIECE_RULE,
+  INVARIANT_MAX_CHUNK_KEYS,
+  type PieceRule,
+} from "../../../schedule/limits.ts";
 
 /** Knobs of the attention kernels (for benchmarks; defaults are picked per device). */
 export interface AttentionTuning {
@@ -94,14 +98,22 @@ export interface AttentionTuning {
    * well).
    */
   invariantPiece?: number;
+  /**
+   * The most pieces a batch-invariant unit is cut into before its pieces double (1 to 1024;
+   * default {@link invariantPieceFor}'s). Other pieces, so other bits (batch-invariant as well).
+   */
+  invariantPieces?: number;
 }
 
 /**
- * Keys of the shortest piece of a batch-invariant schedule on WebGPU for units of `unitRows`
- * rows: the tuning's `invariantPiece`, else {@link INVARIANT_CHUNK_KEYS}.
+ * How a batch-invariant schedule on WebGPU cuts units of `unitRows` rows: the tuning's
+ * `invariantPiece` and `invariantPieces`, else {@link DEFAULT_PIECE_RULE}'s.
  */
-export function invariantPieceFor(t: AttentionTuning, _unitRows: number): number {
-  return t.invariantPiece ?? INVARIANT_CHUNK_KEYS;
+export function invariantPieceFor(t: AttentionTuning, _unitRows: number): PieceRule {
+  return {
+    shortest: t.invariantPiece ?? DEFAULT_PIECE_RULE.shortest,
+    most: t.invariantPieces ?? DEFAULT_PIECE_RULE.most,
+  };
 }
 
 /**
@@ -130,10 +142,11 @@ export const SHORT_GQA_KEYS = 1024;
 
 /** The range of each numeric knob: an integer in `[min, max]`, a power of two where `pow2`. */
 const NUMERIC: Record<
-  "wg" | "L" | "U" | "rs" | "mergeBarriers" | "invariantPiece",
+  "wg" | "L" | "U" | "rs" | "mergeBarriers" | "invariantPiece" | "invariantPieces",
   { min: number; max: number; pow2: boolean }
 > = {
   invariantPiece: { min: 64, max: INVARIANT_MAX_CHUNK_KEYS, pow2: true },
+  invariantPieces: { min: 1, max: 1024, pow2: false },
   wg: { min: 32, max: 1024, pow2: true },
   L: { min: 4, max: 32, pow2: true },
   U: { min: 1, max: 16, pow2: false },
