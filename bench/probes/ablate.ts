@@ -50,6 +50,9 @@
  * (`fs`) or per subgroup after the slots' shuffle sum (`fg`) (`_fold_pieces.ts`): what a piece
  * boundary would cost a batch-invariant kernel that does not end a segment at each piece.
  *
+ * `nomg`, `nopub`, `onep` (with `inv+sf`; results wrong): the fold order's merger folds
+ * nothing, its subgroup states are not published, a run is not cut into pieces.
+ *
  * `l1` (any K/V): every K/V and scale load of the key loop reads the first 1024 words of its
  * buffer instead (one AND more, the same loads; they hit L1/L2, so the kernel's time without
  * the DRAM stream: what its instructions and latencies alone cost).
@@ -93,6 +96,9 @@ const ABLATIONS = [
   "fs256",
   "fg1k",
   "fg256",
+  "nomg",
+  "nopub",
+  "onep",
 ] as const;
 type Ablation = typeof ABLATIONS[number];
 /** Tokens that keep the results (checked against flash by `--check`). */
@@ -130,6 +136,24 @@ function parseVariant(spec: string): Variant {
   return v;
 }
 
+/**
+ * The fold order's parts removed (`inv+sf` only; results wrong): `nomg` the merger folds no
+ * publication, `nopub` no subgroup state is published, `onep` a run is one piece (its key
+ * loop not cut; the counts no longer match, so cut units are not written).
+ */
+function foldAblations(code: string, abl: readonly Ablation[]): string {
+  const edit = (x: Ablation, from: RegExp, to: string) => {
+    if (!abl.includes(x)) return;
+    const was = code;
+    code = code.replace(from, to);
+    if (code === was) throw new Error(`ablate: ${x} needs the fold order (inv+sf)`);
+  };
+  edit("nomg", /for \(var pj = 0u; pj < count; pj\+\+\)/, "for (var pj = 0u; pj < 0u; pj++)");
+  edit("nopub", /(let bw = subgroupOr\(bad\);\s*if \(sgi < \d+u)\)/g, "$1 && false)");
+  edit("onep", /let pk = pw & 0x7fffffffu;/, "let pk = 0x7fffffffu;");
+  return code;
+}
+
 /** The subgroup kernel's WGSL with the given parts of its key loop replaced. */
 export function ablate(code: string, abl: readonly Ablation[]): string {
   const tests = abl.includes("opq") ? opaquePoison : abl.includes("lit") ? literalPoison : null;
@@ -137,7 +161,7 @@ export function ablate(code: string, abl: readonly Ablation[]): string {
   const folded = fold
     ? foldPieces(code, fold.endsWith("1k") ? 1024 : 256, fold.startsWith("fg"))
     : code;
-  const lines = (tests ? tests(folded) : folded).split("\n");
+  const lines = foldAblations(tests ? tests(folded) : folded, abl).split("\n");
   const a = lines.findIndex((l) => /^\s*(for \(var base = |var base = )/.test(l));
   const b = lines.findIndex((l) => l.includes("let badw = subgroupOr(bad);"));
   if (a < 0 || b < a) throw new Error("ablate: key loop not found");
