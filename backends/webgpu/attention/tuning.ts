@@ -88,8 +88,9 @@ export interface AttentionTuning {
    * Batch-invariant launches of units of two or more rows in the subgroup-fold order, where it
    * applies (`plan.ts`, `_fold_runs.ts`): a worker's consecutive pieces of a unit folded per
    * subgroup without ending a segment at each (other bits; batch-invariant as well). Default
-   * off: one segment a piece, merged piece by piece. Opt-in until its kernel has run its tests
-   * and its timing on an NVIDIA GPU (tested on lavapipe only; bench/NOTES.md, session (11)).
+   * off: one segment a piece, merged piece by piece. Tested on lavapipe and an H100; on the
+   * H100 it beats piece by piece only where no unit is cut across workers ((16,32,8)) and
+   * loses 15–50 points where units are cut (B ≤ 4; bench/NOTES.md, session (12)).
    */
   foldOrder?: boolean;
   /**
