@@ -8,6 +8,6 @@ source .gpu/setup.sh > $OUT/run.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1
 date -u > $OUT/date.txt
 A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check --variants def,inv,inv+sf,inv+sf+onep,inv+sf+nomg,inv+sf+nopub,inv+sf+nomg+nopub --shapes"
-timeout 110 $A "16,32,8,16384;4,32,8,16384" > $OUT/parts1.txt 2>&1; echo "parts1 rc=$?"
-timeout 90 $A "1,32,8,4096;16,32,8,4096;4,32,8,4096" > $OUT/parts2.txt 2>&1; echo "parts2 rc=$?"
+timeout 100 $A "16,32,8,16384;4,32,8,16384" > $OUT/parts1.txt 2>&1; echo "parts1 rc=$?"
+timeout 60 $A "1,32,8,4096" > $OUT/parts2.txt 2>&1; echo "parts2 rc=$?"
 head -1 $OUT/parts1.txt; grep -hE "µs:|max|rror" $OUT/parts1.txt $OUT/parts2.txt | cut -c1-330
