@@ -38,7 +38,10 @@ export const INVARIANT_CHUNK_KEYS = 1024;
 /** Keys of the longest piece of a batch-invariant schedule. */
 export const INVARIANT_MAX_CHUNK_KEYS = 16384;
 
-/** Pieces a batch-invariant unit is cut into at most (unless a backend chooses another), until pieces reach the longest. */
+/**
+ * Pieces a batch-invariant unit is cut into at most (unless a backend chooses another), until
+ * pieces reach the longest.
+ */
 export const INVARIANT_PIECES = 16;
 
 /**
