@@ -4,7 +4,7 @@
  * its range is an ArgumentError naming the knob and its range; the backend keeps working.
  */
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
-import { flashAttention, randn } from "../mod.ts";
+import { flashAttention, leanAttentionSchedule, randn } from "../mod.ts";
 import { ArgumentError } from "../tensor/errors.ts";
 import { expectError } from "./_assert.ts";
 import { webgpuBackend } from "./_backends.ts";
@@ -50,5 +50,40 @@ Deno.test({
     assertEquals((await out.data()).every(Number.isFinite), true);
     for (const t of [q, k, out]) t.dispose();
     b.attentionTuning = {};
+  },
+});
+
+Deno.test({
+  name: "WebGPU invariantPiece/invariantPieces: the batch-invariant pieces follow the rule set now",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const b = await webgpuBackend();
+    if (!b) return;
+    const before = b.attentionTuning;
+    const q = randn([1, 4, 1, 32], { seed: 1, backend: b });
+    const k = randn([1, 1, 4096, 32], { seed: 2, backend: b });
+    // Tiles of 64 keys: the longest piece of a unit, in keys, under each rule (set in turn, so
+    // a plan cached under another rule would show here).
+    const longest = () => {
+      const s = leanAttentionSchedule(q, k, k, { batchInvariant: true, tileSize: 64 });
+      return Math.max(...s.workers.flat().map((g) => (g.tileEnd - g.tileStart) * 64));
+    };
+    try {
+      const rules: [Record<string, number>, number][] = [
+        [{}, 1024],
+        [{ invariantPiece: 256 }, 256],
+        [{ invariantPiece: 128, invariantPieces: 16 }, 256], // 32 pieces of 128: doubled
+        [{ invariantPiece: 128, invariantPieces: 32 }, 128],
+        [{}, 1024],
+      ];
+      for (const [t, keys] of rules) {
+        b.attentionTuning = t;
+        assertEquals(longest(), keys, JSON.stringify(t));
+      }
+    } finally {
+      b.attentionTuning = before;
+      for (const t of [q, k]) t.dispose();
+    }
   },
 });
