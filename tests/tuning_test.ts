@@ -8,14 +8,30 @@ import { flashAttention, leanAttentionSchedule, randn } from "../mod.ts";
 import { ArgumentError } from "../tensor/errors.ts";
 import { expectError } from "./_assert.ts";
 import { webgpuBackend } from "./_backends.ts";
+import type { WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 
-Deno.test({
-  name: "WebGPU attentionTuning: knobs out of range are ArgumentErrors naming the knob",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const b = await webgpuBackend();
-    if (!b) return;
+/** A test on the shared WebGPU backend (none: nothing to test) that leaves its tuning as it was. */
+function tuningTest(name: string, fn: (b: WebGpuBackend) => Promise<void> | void) {
+  Deno.test({
+    name,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const b = await webgpuBackend();
+      if (!b) return;
+      const before = b.attentionTuning;
+      try {
+        await fn(b);
+      } finally {
+        b.attentionTuning = before;
+      }
+    },
+  });
+}
+
+tuningTest(
+  "WebGPU attentionTuning: knobs out of range are ArgumentErrors naming the knob",
+  async (b) => {
     const before = b.attentionTuning;
     const bad: [unknown, string[]][] = [
       [{ ws: true, U: 0 }, ["U", "1 to 16", "0"]],
@@ -49,18 +65,12 @@ Deno.test({
     const out = flashAttention(q, k, k);
     assertEquals((await out.data()).every(Number.isFinite), true);
     for (const t of [q, k, out]) t.dispose();
-    b.attentionTuning = {};
   },
-});
+);
 
-Deno.test({
-  name: "WebGPU invariantPiece/invariantPieces: the batch-invariant pieces follow the rule set now",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const b = await webgpuBackend();
-    if (!b) return;
-    const before = b.attentionTuning;
+tuningTest(
+  "WebGPU invariantPiece/invariantPieces: the batch-invariant pieces follow the rule set now",
+  (b) => {
     const q = randn([1, 4, 1, 32], { seed: 1, backend: b });
     const k = randn([1, 1, 4096, 32], { seed: 2, backend: b });
     // Tiles of 64 keys: the longest piece of a unit, in keys, under each rule (set in turn, so
@@ -82,8 +92,7 @@ Deno.test({
         assertEquals(longest(), keys, JSON.stringify(t));
       }
     } finally {
-      b.attentionTuning = before;
       for (const t of [q, k]) t.dispose();
     }
   },
-});
+);

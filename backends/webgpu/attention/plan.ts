@@ -152,7 +152,7 @@ export function planWebgpuAttention(
   // Batch-invariant decode of multi-row units, where asked: the subgroup-fold order.
   let fold: { subgroups: number; runs: FoldRuns } | null = null;
   const foldWanted = tuning.foldOrder ?? false; // opt-in (tuning.ts)
-  const piece = invariantPieceFor(tuning, g.unitRows).shortest;
+  const piece = invariantPieceFor(tuning).shortest;
   if (sg && foldWanted && foldOrder(sg, s, g.unitRows, piece, v?.wl ?? false, qk?.sc === "head")) {
     // Room for every subgroup of the smallest size (4, the least WebGPU allows, if unsaid).
     const subgroups = sg.wg / (subgroupMinSize(ctx) ?? 4);

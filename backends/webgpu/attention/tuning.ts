@@ -107,10 +107,10 @@ export interface AttentionTuning {
 }
 
 /**
- * How a batch-invariant schedule on WebGPU cuts units of `unitRows` rows: the tuning's
+ * How a batch-invariant schedule on WebGPU cuts units (of any rows): the tuning's
  * `invariantPiece` and `invariantPieces`, else {@link DEFAULT_PIECE_RULE}'s.
  */
-export function invariantPieceFor(t: AttentionTuning, _unitRows: number): PieceRule {
+export function invariantPieceFor(t: AttentionTuning): PieceRule {
   return {
     shortest: t.invariantPiece ?? DEFAULT_PIECE_RULE.shortest,
     most: t.invariantPieces ?? DEFAULT_PIECE_RULE.most,
