@@ -109,11 +109,41 @@ export function mergeSlots(a: {
 }
 
 /**
+ * WGSL of the pairwise merge of a cut unit's pieces, left to right: the running state
+ * `(m, l, o)` (variables named by `run`) takes in the state `(mb, lb, ob)` (expressions). The
+ * one text both the merge of the listed pieces ({@link finishCut}) and the subgroup kernel's
+ * piece runs (`_wgsl_piece_runs.ts`) fold with, so their bits agree; `o` and `ob` may be
+ * scalars or vectors (componentwise, the same arithmetic).
+ */
+export function pairFold(
+  run: { m: string; l: string; o: string },
+  mb: string,
+  lb: string,
+  ob: string,
+  ind: string,
+): string[] {
+  const { m, l, o } = run;
+  return [
+    `let mN = max(${m}, ${mb});`,
+    `if (mN != ninf) {`,
+    `  let al = select(0.0, exp(${m} - mN), ${m} != ninf);`,
+    `  let be = select(0.0, exp(${mb} - mN), ${mb} != ninf);`,
+    `  ${l} = al * ${l} + be * ${lb};`,
+    `  ${o} = al * ${o} + be * ${ob};`,
+    `  ${m} = mN;`,
+    `}`,
+  ].map((x) => ind + x);
+}
+
+/**
  * WGSL statements finishing one element of a cut unit: state element `d` of row `r` of the
  * unit folds the `count` partial slots listed at `mt[first …]` strictly in that order with
  * the pairwise merge, loading `U` partials before their fold (any `U` gives the same bits),
  * and writes output row `row` (normalised) and, for `d = 0`, its lse. Shared by the reduce
  * kernel and the subgroup kernel's in-kernel merge, so both give the same results.
+ * `runs`: the slots are `first`, `first + 1`, … themselves (a piece run's publications), and
+ * the first holds the left fold of the unit's leading pieces: it seeds the running state as
+ * it is (folding it into an empty state would turn a −0 into +0).
  */
 export function finishCut(
   D: number,
@@ -122,26 +152,29 @@ export function finishCut(
   ind: string,
   atomicPart = false,
   sinks = false,
+  runs = false,
 ): string {
   const ld = (i: string) => partLoad(i, atomicPart);
   const ks = [...Array(U).keys()];
-  const fold = (j: number) => `
-    let mN = max(m, mb${j});
-    if (mN != ninf) {
-      let al = select(0.0, exp(m - mN), m != ninf);
-      let be = select(0.0, exp(mb${j} - mN), mb${j} != ninf);
-      l = al * l + be * lb${j};
-      o = al * o + be * ob${j};
-      m = mN;
-    }`;
-  const body = `var m = ninf;
+  const fold = (j: number) =>
+    "\n" + pairFold({ m: "m", l: "l", o: "o" }, `mb${j}`, `lb${j}`, `ob${j}`, "    ").join("\n");
+  const slot = (k: string) => runs ? `(first + ${k})` : `mt[first + ${k}]`;
+  const seed = runs
+    ? `let p = first * R + r;
+var m = ${ld("p * 2u")};
+var l = ${ld("p * 2u + 1u")};
+var o = ${ld(`partOOff + p * ${D}u + d`)};
+var k = 1u;
+var bad = is_nan(l);`
+    : `var m = ninf;
 var l = 0.0;
 var o = 0.0;
 var k = 0u;
-var bad = false;
+var bad = false;`;
+  const body = `${seed}
 while (k < count) {
   let last = count - 1u;
-${ks.map((j) => `  let p${j} = mt[first + min(k + ${j}u, last)] * R + r;`).join("\n")}
+${ks.map((j) => `  let p${j} = ${slot(`min(k + ${j}u, last)`)} * R + r;`).join("\n")}
 ${
     ks.map((j) =>
       `  let mb${j} = ${ld(`p${j} * 2u`)};
@@ -180,14 +213,25 @@ const FUSED_UNROLL = 8;
  * wgpu's `storageBarrier` is `OpControlBarrier` with Device memory scope and acquire-release
  * semantics on storage memory), count it on the unit's counter, and if this workgroup is the
  * last of the unit's pieces, acquire (a second barrier) and finish the unit as the reduce
- * kernel would.
+ * kernel would. `runs` (a piece run, `_wgsl_piece_runs.ts`): the run adds `add` publications
+ * to the count (a WGSL expression), and the unit's slots are `first`, `first + 1`, … with the
+ * leading pieces' fold first (`finishCut`'s `runs`).
  */
-export function fusedMerge(D: number, q: Elem, wg: number, sinks = false, fence = true): string {
+export function fusedMerge(
+  D: number,
+  q: Elem,
+  wg: number,
+  sinks = false,
+  fence = true,
+  runs: { add: string } | null = null,
+): string {
+  const add = runs?.add ?? "1u";
   return `    if (part != 0xffffffffu) {${fence ? "\n      storageBarrier();" : ""}
       let itm = mt[sb + 5u];
       let first = mt[sb + 6u];
       let count = mt[sb + 7u];
-      if (tid == 0u) { wlast = select(0u, 1u, atomicAdd(&CNT[itm], 1u) + 1u == count); }
+      let npub = ${add};
+      if (tid == 0u) { wlast = select(0u, 1u, atomicAdd(&CNT[itm], npub) + npub == count); }
       if (workgroupUniformLoad(&wlast) != 0u) {
         storageBarrier();
         for (var x = tid; x < R * ${D}u; x += ${wg}u) {
@@ -196,7 +240,7 @@ export function fusedMerge(D: number, q: Elem, wg: number, sinks = false, fence 
           let i = qb * rpb + r % rpb;
           if (i < Sq) {
             let row = (b * Hq + h * group + r / rpb) * Sq + i;
-${finishCut(D, q, FUSED_UNROLL, "            ", true, sinks)}
+${finishCut(D, q, FUSED_UNROLL, "            ", true, sinks, runs !== null)}
           }
         }
       }

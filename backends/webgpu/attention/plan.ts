@@ -149,16 +149,24 @@ export function planWebgpuAttention(
   // counters): without room for both, the cut units merge in the reduce pass instead.
   const maxSB = ctx.limits.maxStorageBuffersPerShaderStage;
   if (sg?.fm && 8 + inputs.length + paging > maxSB) sg = { ...sg, fm: false };
-  // Batch-invariant decode of multi-row units, where asked: the subgroup-fold order.
+  // Batch-invariant decode: a worker's pieces of a unit as one run (the piece-by-piece bits),
+  // or where asked the subgroup-fold order (multi-row units; other bits).
   let fold: { subgroups: number; runs: FoldRuns } | null = null;
   const foldWanted = tuning.foldOrder ?? false; // opt-in (tuning.ts)
   const piece = invariantPieceFor(tuning).shortest;
-  if (sg && foldWanted && foldOrder(sg, s, g.unitRows, piece, v?.wl ?? false, qk?.sc === "head")) {
+  const runsFit = sg !== null &&
+    pieceRuns(sg, s, g.unitRows, piece, v?.wl ?? false, qk?.sc === "head");
+  if (sg && runsFit && foldWanted && g.unitRows >= 2) {
     // Room for every subgroup of the smallest size (4, the least WebGPU allows, if unsaid).
     const subgroups = sg.wg / (subgroupMinSize(ctx) ?? 4);
     fold = { subgroups, runs: foldRuns(s) };
     sg = { ...sg, dm: false, sf: subgroups };
-    partBytes = Math.max(16, fold.runs.slots * subgroups * g.unitRows * (D + 2) * 4);
+  } else if (sg && runsFit && (tuning.pieceRuns ?? true)) {
+    fold = { subgroups: 1, runs: foldRuns(s) };
+    sg = { ...sg, dm: false, pr: true };
+  }
+  if (fold) {
+    partBytes = Math.max(16, fold.runs.slots * fold.subgroups * g.unitRows * (D + 2) * 4);
     checkBinding(ctx, "the partial states", partBytes);
   }
   if (7 + inputs.length > maxSB) {
@@ -206,6 +214,17 @@ export function planWebgpuAttention(
       [kernel, key] = [{ kind: "generic", config: c }, genericKey(c)];
     }
     main = { kernel, key, workgroups: mainGrid };
+    if (Deno.env.get("PRDBG")) {
+      console.log(
+        key,
+        JSON.stringify(
+          fold?.runs.workers.map((w) =>
+            w.map((r) => [r.unit, r.tileStart, r.tileEnd, r.pieceTiles, r.host, r.slot])
+          ),
+        ),
+        s.plan.tileSize,
+      );
+    }
   }
   const sinks = v?.sinks ?? false;
   return {
@@ -228,12 +247,13 @@ export function planWebgpuAttention(
 }
 
 /**
- * Whether a batch-invariant launch runs in the subgroup-fold order: units of two or more rows
- * in one pass, the in-kernel merge, the plain decode key loop (no row groups, staged tiles,
- * tail mask, window or held mode), and pieces of whole key batches. All of it is fixed by the
- * shapes, dtypes and options, never by the batch (bench/NOTES.md, session (11)).
+ * Whether a batch-invariant launch can run its pieces in runs (piece runs, or the
+ * subgroup-fold order for units of two or more rows): units in one pass, the in-kernel merge,
+ * the plain decode key loop (no row groups, staged tiles, tail mask, window or held mode), and
+ * pieces of whole key batches. All of it is fixed by the shapes, dtypes and options, never by
+ * the batch (bench/NOTES.md, sessions (11) and (13)).
  */
-function foldOrder(
+function pieceRuns(
   c: SgConfig,
   s: { kind: string; plan: { tileSize: number } },
   unitRows: number,
@@ -244,6 +264,6 @@ function foldOrder(
   const T = s.plan.tileSize;
   const batch = (c.wg / c.L / c.G) * c.U; // keys a loop iteration of the kernel takes
   return s.kind === "invariant" && c.fm && c.G === 1 && c.tile === 0 && !c.tm && !window &&
-    !heldMode(c.bf, c.lz, headScales) && unitRows >= 2 && unitRows <= c.R &&
+    !heldMode(c.bf, c.lz, headScales) && unitRows <= c.R &&
     shortestPiece % T === 0 && shortestPiece % batch === 0;
 }

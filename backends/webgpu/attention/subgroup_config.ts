@@ -113,6 +113,13 @@ export interface SgConfig {
    * tail mask, no window and no held mode; the meta then holds runs (`_fold_runs.ts`).
    */
   sf?: number;
+  /**
+   * Piece runs (`_wgsl_piece_runs.ts`): a batch-invariant worker's consecutive pieces of a
+   * unit stream as one segment, each piece's subgroups merged at its end and folded or
+   * published; the piece-by-piece order's bits. Needs what `sf` needs (and excludes it); the
+   * meta then holds runs (`_fold_runs.ts`) with one state a row a publication slot.
+   */
+  pr?: boolean;
   /** Paged K/V (`_wgsl_paged.ts`); absent or null for contiguous K/V. */
   pg?: PagedKernel | null;
   /**
@@ -128,9 +135,9 @@ export function sgKey(c: SgConfig): string {
     c.qk?.fmt ?? c.kv
   }:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}:lz${c.lz}:fm${c.fm}${
     c.fm && c.dm ? ":dm" : ""
-  }${c.mb && c.mb !== 3 ? `:mb${c.mb}` : ""}${c.sf ? `:sf${c.sf}` : ""}${variantKey(c.v)}${
-    pagedKey(c.pg)
-  }${quantKey(c.qk)}`;
+  }${c.mb && c.mb !== 3 ? `:mb${c.mb}` : ""}${c.sf ? `:sf${c.sf}` : ""}${c.pr ? ":pr" : ""}${
+    variantKey(c.v)
+  }${pagedKey(c.pg)}${quantKey(c.qk)}`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */

@@ -41,6 +41,7 @@ import { visibleFrom } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
 import { deferredMerge, fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
 import { foldDecls, type FoldShape, pieceEnd, runEnd, slotSums } from "./_wgsl_fold.ts";
+import * as runs from "./_wgsl_piece_runs.ts";
 import {
   held,
   heldDenominators,
@@ -142,6 +143,11 @@ export function sgWgsl(c: SgConfig): string {
   const sf: FoldShape | null = c.sf ? { rows: R, nv4: NV4, L, D, nsg: c.sf, v4idx } : null;
   if (sf && (KT || c.tm || v?.wl || hm || G > 1 || !c.fm || c.dm)) {
     throw new Error("sgWgsl: the subgroup-fold order needs the plain decode key loop");
+  }
+  // Piece runs (batch-invariant runs of pieces, one segment a run: `_wgsl_piece_runs.ts`).
+  const pr = c.pr ?? false;
+  if (pr && (sf || KT || c.tm || v?.wl || hm || G > 1 || !c.fm || c.dm)) {
+    throw new Error("sgWgsl: piece runs need the plain decode key loop and the in-kernel merge");
   }
 
   // Per-row setup of one segment.
@@ -359,6 +365,56 @@ ${st}
       }
     }
   };
+  // The end of a segment (of a piece in piece runs): the slots of each subgroup summed, the
+  // subgroups merged through workgroup memory into the thread's row element (M, Lt, acc, rbad).
+  // The merge's barriers (`SgConfig.mb`): 3 (a barrier for the slots' (m, l), one for their
+  // outputs, one after the reads), 2 (one round: (m, l) and outputs published together) or 1
+  // (and two copies of `wml`/`wo`, alternating, so the next merge's writes cannot meet this
+  // one's reads: no barrier after them).
+  const mb = c.mb ?? 3;
+  const mlN = (wg / 8) * R;
+  const woN = nsMax * RT * D4;
+  const segmentEnd = () => {
+    p(`    let badw = subgroupOr(bad);`);
+    // Held mode: the denominators are the held ones summed over the subgroup.
+    if (hm) heldDenominators(R, U, L).forEach(p);
+    // Sum the slots of a subgroup (they share the max).
+    slotSums({ rows: R, nv4: NV4, L }, "    ", !hm).forEach(p);
+    const mlBase = mb === 1 ? `wpar * ${mlN}u + ` : "";
+    const woBase = mb === 1 ? `wpar * ${woN}u + ` : "";
+    p(`    if (sgi == 0u) {`);
+    for (const r of rows) {
+      p(`      wml[${mlBase}sgk * ${RT}u + ${
+        G > 1 ? `rgrp * ${R}u + ` : ""
+      }${r}u] = vec2<f32>(m${r}, select(l${r}, qnan, (badw & ${1 << r}u) != 0u));`);
+    }
+    p(`    }`);
+    if (mb === 3) p(`    workgroupBarrier();`);
+    const stores: string[] = [];
+    for (const r of rows) {
+      const row = `${G > 1 ? `rgrp * ${R}u + ` : ""}${r}u`;
+      for (const j of js) {
+        stores.push(`wo[${woBase}(sl * ${RT}u + ${row}) * ${D4}u + ${v4idx(j)}] = o${r}_${j};`);
+      }
+    }
+    mergeSlots({
+      mlPending: mb < 3,
+      noTrailing: mb === 1,
+      mlBase,
+      woBase,
+      ml: "wml",
+      count: "nsr",
+      rows: RT,
+      row: "fr0",
+      rounds: "rounds",
+      perRound: nsMax,
+      writer: `sgk / ${nsMax}u == rd && sgi < ${L}u`,
+      slot: `sgk % ${nsMax}u`,
+      stores,
+      d4: D4,
+    }).forEach(p);
+    if (mb === 1) p(`    wpar ^= 1u;`);
+  };
   const start = KT ? "t0" : "k0";
   const stop = KT ? "tend" : "kend";
   const SU = S * U;
@@ -374,6 +430,21 @@ ${st}
     pieceEnd(sf).forEach(p);
     p(`    }`);
     runEnd(sf).forEach(p);
+  } else if (pr) {
+    // Each piece ends as a segment does (slot sums, subgroup merge), then folds or publishes
+    // its state and starts the next from an empty one; the run ends after the loop.
+    runs.pieceLoop("    ").forEach(p);
+    loop(`var base = pkb; base < pke`, false);
+    segmentEnd();
+    runs.pieceEnd(D, writeOut(D, c.q, c.fm, v?.sinks), "    ").forEach(p);
+    for (const r of rows) {
+      p(`    m${r} = ninf;`);
+      p(`    l${r} = 0.0;`);
+      for (const j of js) p(`    o${r}_${j} = vec4<f32>(0.0);`);
+    }
+    p(`    bad = 0u;`);
+    p(`    }`);
+    runs.runOutput(D, c.q, v?.sinks ?? false, "    ").forEach(p);
   } else if (v?.wl || c.tm) {
     p(`    var base = ${start};`);
     // Batches holding keys before some row's window start: masked like the tail (the V of
@@ -385,52 +456,7 @@ ${st}
     } else loop(`; base < ${stop}`, false);
   } else loop(`var base = ${start}; base < ${stop}`, false);
   if (KT) p(`    }`);
-  p(`    let badw = subgroupOr(bad);`);
-  // Held mode: the denominators are the held ones summed over the subgroup.
-  if (hm) heldDenominators(R, U, L).forEach(p);
-  // Sum the slots of a subgroup (they share the max).
-  slotSums({ rows: R, nv4: NV4, L }, "    ", !hm).forEach(p);
-  // The merge's barriers (`SgConfig.mb`): 3 (a barrier for the slots' (m, l), one for their
-  // outputs, one after the reads), 2 (one round: (m, l) and outputs published together) or 1
-  // (and two copies of `wml`/`wo`, alternating, so the next merge's writes cannot meet this
-  // one's reads: no barrier after them).
-  const mb = c.mb ?? 3;
-  const mlN = (wg / 8) * R;
-  const woN = nsMax * RT * D4;
-  const mlBase = mb === 1 ? `wpar * ${mlN}u + ` : "";
-  const woBase = mb === 1 ? `wpar * ${woN}u + ` : "";
-  p(`    if (sgi == 0u) {`);
-  for (const r of rows) {
-    p(`      wml[${mlBase}sgk * ${RT}u + ${
-      G > 1 ? `rgrp * ${R}u + ` : ""
-    }${r}u] = vec2<f32>(m${r}, select(l${r}, qnan, (badw & ${1 << r}u) != 0u));`);
-  }
-  p(`    }`);
-  if (mb === 3) p(`    workgroupBarrier();`);
-  const stores: string[] = [];
-  for (const r of rows) {
-    const row = `${G > 1 ? `rgrp * ${R}u + ` : ""}${r}u`;
-    for (const j of js) {
-      stores.push(`wo[${woBase}(sl * ${RT}u + ${row}) * ${D4}u + ${v4idx(j)}] = o${r}_${j};`);
-    }
-  }
-  mergeSlots({
-    mlPending: mb < 3,
-    noTrailing: mb === 1,
-    mlBase,
-    woBase,
-    ml: "wml",
-    count: "nsr",
-    rows: RT,
-    row: "fr0",
-    rounds: "rounds",
-    perRound: nsMax,
-    writer: `sgk / ${nsMax}u == rd && sgi < ${L}u`,
-    slot: `sgk % ${nsMax}u`,
-    stores,
-    d4: D4,
-  }).forEach(p);
-  if (mb === 1) p(`    wpar ^= 1u;`);
+  if (!pr) segmentEnd();
 
   const f16 = c.kv === "f16" || c.q === "f16";
   return `${c.q === "f16" || v?.bias === "f16" ? "enable f16;" : ""}
@@ -476,17 +502,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let fr0 = min(tid / ${D4}u, ${RT - 1}u);
   let fj = tid % ${D4}u;
 ${mb === 1 ? "  var wpar = 0u;\n" : ""}${segmentLoop()}${pagedSegment(pg, "    ")}
-    // Rows of the unit in passes of ${RT} (one pass for decode); a later pass re-reads the
+${
+    pr
+      ? runs.runDecls("    ").join("\n") + "\n"
+      : ""
+  }    // Rows of the unit in passes of ${RT} (one pass for decode); a later pass re-reads the
     // segment's keys, from cache.
     for (var rc = 0u; rc < R; rc += ${RT}u) {
     let fr = rc + fr0;
     let act = act0 && fr < R;
 ${lines.join("\n")}
-${sf ? "    let part = 0xffffffffu;\n" : ""}${writeOut(D, c.q, c.fm, v?.sinks)}${
+${sf ? "    let part = 0xffffffffu;\n" : ""}${pr ? "" : writeOut(D, c.q, c.fm, v?.sinks)}${
     sf ? "    }\n" : ""
   }
     }
-${c.fm && !c.dm && !sf ? fusedMerge(D, c.q, wg, v?.sinks) : ""}  }
+${c.fm && !c.dm && !sf && !pr ? fusedMerge(D, c.q, wg, v?.sinks) : ""}${
+    pr ? runs.runMerge(D, c.q, wg, v?.sinks ?? false) : ""
+  }  }
 ${c.fm && c.dm ? deferredMerge(D, c.q, wg, v?.sinks) : ""}}
 `;
 }

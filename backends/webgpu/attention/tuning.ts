@@ -94,6 +94,13 @@ export interface AttentionTuning {
    */
   foldOrder?: boolean;
   /**
+   * Batch-invariant launches with a worker's consecutive pieces of a unit streamed as one
+   * segment, where the kernel allows (`plan.ts`, `_wgsl_piece_runs.ts`): each piece's state
+   * merged at its end and folded or published without a segment's fence, count and drained
+   * loads. Same results bit for bit as one segment a piece (off). Default on.
+   */
+  pieceRuns?: boolean;
+  /**
    * Keys of the shortest piece of a batch-invariant schedule (a power of two, 64 to 16384;
    * default {@link invariantPieceFor}'s). Other pieces, so other bits (batch-invariant as
    * well).
@@ -165,6 +172,7 @@ const FLAGS = [
   "fusedMerge",
   "deferMerge",
   "foldOrder",
+  "pieceRuns",
 ] as const;
 
 /**
