@@ -2,9 +2,11 @@
  * WebGPU piece runs (`AttentionTuning.pieceRuns`, `_wgsl_piece_runs.ts`): a batch-invariant
  * worker streams its consecutive pieces of a unit as one segment, merging and folding each
  * piece as it goes. They must give the bits of one segment a piece (the knob off), for lean
- * and flash, float32 and float16, units of one, two and four rows, cut and whole units,
- * units of one piece, empty sequences, sinks, and the piece rules a test can set — and the
- * property must actually have run pieces in runs (the launch's kernel says so).
+ * and flash, float32 and float16, units of two and four rows, cut and whole units, units of one
+ * piece, empty sequences, sinks, one merge barrier a piece or the default, and the piece rules a
+ * test can set — and the property must
+ * actually have run pieces in runs (the launch's kernel says so). One-row units never run in
+ * runs (`plan.ts`).
  */
 import { ok as assert } from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
@@ -23,7 +25,7 @@ import { webgpuBackend } from "./_backends.ts";
 const SHAPES = [
   { Hq: 8, Hkv: 2, D: 64 }, // four-row units
   { Hq: 4, Hkv: 2, D: 32 }, // two rows
-  { Hq: 2, Hkv: 2, D: 32 }, // one row
+  { Hq: 2, Hkv: 2, D: 32 }, // one row: never in runs
 ] as const;
 
 /** The launch the backend runs for `plan` under its tuning now (a cached plan's may be older). */
@@ -32,82 +34,130 @@ const launchOf = (gpu: WebGpuBackend, plan: AttentionPlan) =>
 
 const sameBits = (a: Float32Array, b: Float32Array) => a.every((x, i) => Object.is(x, b[i]));
 
-Deno.test({
-  name: "WebGPU piece runs give the bits of one segment a piece",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const gpu = await webgpuBackend();
-    if (!gpu) return;
-    const saved = gpu.attentionTuning;
-    const seed = Date.now() % 1e9;
-    console.log(`fast-check seed ${seed}`);
-    let inRuns = 0, cases = 0;
-    try {
-      await fc.assert(
-        fc.asyncProperty(
-          fc.array(fc.integer({ min: 0, max: 6000 }), { minLength: 1, maxLength: 4 }),
-          fc.constantFrom("lean" as const, "flash" as const),
-          fc.constantFrom("float32" as const, "float16" as const),
-          fc.constantFrom(...SHAPES),
-          fc.integer({ min: 1, max: 40 }),
-          fc.constantFrom(undefined, [256, 16] as const, [128, 32] as const, [64, 8] as const),
-          fc.boolean(),
-          fc.integer({ min: 1, max: 1e6 }),
-          async (lens, algo, dtype, { Hq, Hkv, D }, grid, rule, sinks, s0) => {
-            const B = lens.length, N = Math.max(1, ...lens);
-            const mk = (n: number, shape: number[], s: number) =>
-              tensor(randomArray(n, s), { shape, dtype, backend: gpu });
-            const q = mk(B * Hq * D, [B, Hq, 1, D], s0);
-            const k = mk(B * Hkv * N * D, [B, Hkv, N, D], s0 + 1);
-            const v = mk(B * Hkv * N * D, [B, Hkv, N, D], s0 + 2);
-            const opts = {
-              kvLens: lens,
-              returnLse: true as const,
-              batchInvariant: true,
-              ...(algo === "lean" ? { grid } : {}),
-              ...(sinks ? { sinks: Array.from({ length: Hq }, (_, h) => h / 2 - 1) } : {}),
-            };
-            const what = `${algo} ${dtype} ${Hq}/${Hkv} heads D ${D} lens [${lens}] grid ${grid} ` +
-              `rule ${rule ?? "default"}${sinks ? " sinks" : ""} (seed ${seed})`;
-            const run = async (pieceRuns: boolean) => {
-              const t: AttentionTuning = { ...saved, pieceRuns };
-              if (rule) [t.invariantPiece, t.invariantPieces] = rule;
-              gpu.attentionTuning = t;
-              const plan = algo === "lean"
-                ? leanAttentionPlan(q, k, v, opts)
-                : flashAttentionPlan(q, k, v, opts);
-              const key = launchOf(gpu, plan).main?.key ?? "";
-              const r = algo === "lean"
-                ? leanAttention(q, k, v, opts)
-                : flashAttention(q, k, v, opts);
-              const [out, lse] = [await r.out.data(), await r.lse.data()] as Float32Array[];
-              r.out.dispose();
-              r.lse.dispose();
-              return { out, lse, runs: key.includes(":pr") };
-            };
-            try {
-              const on = await run(true), off = await run(false);
-              assert(!off.runs, `${what}: pieceRuns false still ran pieces in runs`);
-              cases++;
-              if (on.runs) inRuns++;
-              assert(
-                sameBits(on.out, off.out) && sameBits(on.lse, off.lse),
-                `${what}: piece runs differ from one segment a piece by ` +
-                  `${maxAbsDiff(on.out, off.out)} (out), ${maxAbsDiff(on.lse, off.lse)} (lse)`,
-              );
-            } finally {
-              for (const x of [q, k, v]) x.dispose();
-            }
-          },
-        ),
-        { numRuns: 40, seed },
-      );
-    } finally {
-      gpu.attentionTuning = saved;
-    }
-    console.log(`${inRuns} of ${cases} cases ran pieces in runs`);
-    // The property means something only where the launches ran in runs.
-    assert(inRuns >= cases / 4, `only ${inRuns} of ${cases} cases ran pieces in runs`);
-  },
+interface Case {
+  lens: number[];
+  algo: "lean" | "flash";
+  dtype: "float32" | "float16";
+  shape: (typeof SHAPES)[number];
+  grid: number;
+  rule?: readonly [number, number];
+  sinks: boolean;
+  mergeBarriers?: 1;
+  seed: number;
+}
+
+/**
+ * Runs `c` with piece runs on and off: whether the first ran in runs (its launch's kernel),
+ * and a message if their bits differ or a launch ran in runs where it must not.
+ */
+async function compare(gpu: WebGpuBackend, c: Case): Promise<{ runs: boolean; fault?: string }> {
+  const { lens, algo, dtype, shape: { Hq, Hkv, D }, rule, mergeBarriers } = c;
+  const B = lens.length, N = Math.max(1, ...lens);
+  const mk = (n: number, shape: number[], s: number) =>
+    tensor(randomArray(n, s), { shape, dtype, backend: gpu });
+  const q = mk(B * Hq * D, [B, Hq, 1, D], c.seed);
+  const k = mk(B * Hkv * N * D, [B, Hkv, N, D], c.seed + 1);
+  const v = mk(B * Hkv * N * D, [B, Hkv, N, D], c.seed + 2);
+  const opts = {
+    kvLens: lens,
+    returnLse: true as const,
+    batchInvariant: true,
+    ...(algo === "lean" ? { grid: c.grid } : {}),
+    ...(c.sinks ? { sinks: Array.from({ length: Hq }, (_, h) => h / 2 - 1) } : {}),
+  };
+  const saved = gpu.attentionTuning;
+  const run = async (pieceRuns: boolean) => {
+    const t: AttentionTuning = { ...saved, pieceRuns, mergeBarriers };
+    if (rule) [t.invariantPiece, t.invariantPieces] = rule;
+    gpu.attentionTuning = t;
+    const plan = algo === "lean"
+      ? leanAttentionPlan(q, k, v, opts)
+      : flashAttentionPlan(q, k, v, opts);
+    const key = launchOf(gpu, plan).main?.key ?? "";
+    const r = algo === "lean" ? leanAttention(q, k, v, opts) : flashAttention(q, k, v, opts);
+    const [out, lse] = [await r.out.data(), await r.lse.data()] as Float32Array[];
+    r.out.dispose();
+    r.lse.dispose();
+    return { out, lse, runs: key.includes(":pr") };
+  };
+  try {
+    const on = await run(true), off = await run(false);
+    const fault = off.runs
+      ? "pieceRuns false still ran pieces in runs"
+      : on.runs && Hq === Hkv
+      ? "one-row units ran in runs"
+      : !sameBits(on.out, off.out) || !sameBits(on.lse, off.lse)
+      ? `piece runs differ from one segment a piece by ${maxAbsDiff(on.out, off.out)} (out), ` +
+        `${maxAbsDiff(on.lse, off.lse)} (lse)`
+      : undefined;
+    return { runs: on.runs, fault };
+  } finally {
+    gpu.attentionTuning = saved;
+    for (const x of [q, k, v]) x.dispose();
+  }
+}
+
+const describe = (c: Case) =>
+  `${c.algo} ${c.dtype} ${c.shape.Hq}/${c.shape.Hkv} heads D ${c.shape.D} lens [${c.lens}] ` +
+  `grid ${c.grid} rule ${c.rule ?? "default"}${c.sinks ? " sinks" : ""}${
+    c.mergeBarriers ? ` mergeBarriers ${c.mergeBarriers}` : ""
+  }`;
+
+const gpuTest = (name: string, fn: (gpu: WebGpuBackend) => Promise<void>) =>
+  Deno.test({
+    name,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const gpu = await webgpuBackend();
+      if (gpu) await fn(gpu);
+    },
+  });
+
+gpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu) => {
+  const seed = Date.now() % 1e9;
+  console.log(`fast-check seed ${seed}`);
+  let inRuns = 0, cases = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.record({
+        lens: fc.array(fc.integer({ min: 0, max: 6000 }), { minLength: 1, maxLength: 4 }),
+        algo: fc.constantFrom("lean" as const, "flash" as const),
+        dtype: fc.constantFrom("float32" as const, "float16" as const),
+        shape: fc.constantFrom(...SHAPES),
+        grid: fc.integer({ min: 1, max: 40 }),
+        rule: fc.constantFrom(undefined, [256, 16] as const, [128, 32] as const, [64, 8] as const),
+        sinks: fc.boolean(),
+        mergeBarriers: fc.constantFrom(undefined, 1 as const),
+        seed: fc.integer({ min: 1, max: 1e6 }),
+      }),
+      async (c) => {
+        const { runs, fault } = await compare(gpu, c);
+        cases++;
+        if (runs) inRuns++;
+        assert(!fault, `${describe(c)} (seed ${seed}): ${fault}`);
+      },
+    ),
+    { numRuns: 40, seed },
+  );
+  // The property means something only where launches ran in runs (about a third do).
+  console.log(`${inRuns} of ${cases} cases ran pieces in runs`);
+  assert(inRuns > 0, `none of ${cases} cases ran pieces in runs (seed ${seed})`);
+});
+
+gpuTest("WebGPU piece runs: cut and whole four-row units of several pieces", async (gpu) => {
+  // Five workers over 2 kv heads of 5000, 3000 and 7000 keys (1024-key pieces): units cut
+  // across workers, runs of several pieces, a unit of one run.
+  const c: Case = {
+    lens: [5000, 3000, 7000],
+    algo: "lean",
+    dtype: "float16",
+    shape: SHAPES[0],
+    grid: 5,
+    sinks: false,
+    seed: 7,
+  };
+  const { runs, fault } = await compare(gpu, c);
+  assert(runs, `${describe(c)}: did not run in runs`);
+  assert(!fault, `${describe(c)}: ${fault}`);
 });

@@ -156,7 +156,7 @@ export function planWebgpuAttention(
   const piece = invariantPieceFor(tuning).shortest;
   const runsFit = sg !== null &&
     pieceRuns(sg, s, g.unitRows, piece, v?.wl ?? false, qk?.sc === "head");
-  if (sg && runsFit && foldWanted && g.unitRows >= 2) {
+  if (sg && runsFit && foldWanted) {
     // Room for every subgroup of the smallest size (4, the least WebGPU allows, if unsaid).
     const subgroups = sg.wg / (subgroupMinSize(ctx) ?? 4);
     fold = { subgroups, runs: foldRuns(s) };
@@ -248,10 +248,11 @@ export function planWebgpuAttention(
 
 /**
  * Whether a batch-invariant launch can run its pieces in runs (piece runs, or the
- * subgroup-fold order for units of two or more rows): units in one pass, the in-kernel merge,
- * the plain decode key loop (no row groups, staged tiles, tail mask, window or held mode), and
- * pieces of whole key batches. All of it is fixed by the shapes, dtypes and options, never by
- * the batch (bench/NOTES.md, sessions (11) and (13)).
+ * subgroup-fold order): units of two or more rows in one pass, the in-kernel merge, the plain
+ * decode key loop (no row groups, staged tiles, tail mask, window or held mode), and pieces of
+ * whole key batches. All of it is fixed by the shapes, dtypes and options, never by the batch.
+ * One-row units keep one segment a piece: in runs they were 5–30 % slower on an H200, and on it
+ * some gave NaN, unexplained (bench/NOTES.md, sessions (11) and (13)).
  */
 function pieceRuns(
   c: SgConfig,
@@ -264,6 +265,6 @@ function pieceRuns(
   const T = s.plan.tileSize;
   const batch = (c.wg / c.L / c.G) * c.U; // keys a loop iteration of the kernel takes
   return s.kind === "invariant" && c.fm && c.G === 1 && c.tile === 0 && !c.tm && !window &&
-    !heldMode(c.bf, c.lz, headScales) && unitRows <= c.R &&
+    !heldMode(c.bf, c.lz, headScales) && unitRows >= 2 && unitRows <= c.R &&
     shortestPiece % T === 0 && shortestPiece % batch === 0;
 }
