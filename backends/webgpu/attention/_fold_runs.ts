@@ -1,14 +1,15 @@
 /**
- * The subgroup-fold order of batch-invariant launches (`SgConfig.sf`; bench/NOTES.md, session
- * (11)): the schedule's pieces as the kernel runs them. A worker's consecutive pieces of one
- * unit form one run, streamed as one segment; each subgroup folds its pieces' states left to
- * right (every piece from a fresh state, the fold at each piece's end), and a unit's subgroup
- * states are merged once, at its end. A unit in one run is written whole. A cut unit
- * publishes, per subgroup: its first run's fold (one state), then every later piece's own
- * state (a later run cannot continue a fold it did not start: the bits would depend on where
- * the run begins). The workgroup that completes the unit's count folds them in piece order
- * from an empty state, the same fold, then merges its subgroups as a whole run would: the same
- * bits wherever the cuts fall.
+ * The runs of batch-invariant launches that stream a worker's consecutive pieces of one unit as one
+ * segment: piece runs (`SgConfig.pr`, `_wgsl_piece_runs.ts`: one merged state a publication, the
+ * piece-by-piece bits) and the subgroup-fold order described here (`SgConfig.sf`; bench/NOTES.md,
+ * session (11)). Both publish and count alike. In the fold order each subgroup folds its pieces'
+ * states left to right (every piece from a fresh state, the fold at each piece's end), and a unit's
+ * subgroup states are merged once, at its end. A unit in one run is written whole. A cut unit
+ * publishes, per subgroup: its first run's fold (one state), then every later piece's own state (a
+ * later run cannot continue a fold it did not start: the bits would depend on where the run
+ * begins). The workgroup that completes the unit's count folds them in piece order from an empty
+ * state, the same fold, then merges its subgroups as a whole run would: the same bits wherever the
+ * cuts fall.
  *
  * @module
  */

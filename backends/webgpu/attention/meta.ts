@@ -20,9 +20,10 @@ function f32Bits(x: number): number {
 }
 
 /**
- * Flattens the schedule (and the reduce items) into one u32 array. With `fold` (a kernel in
- * the subgroup-fold order, `_fold_runs.ts`) each record is a run of pieces and the partial
- * states are publication slots of `fold.subgroups` states a row each.
+ * Flattens the schedule (and the reduce items) into one u32 array. With `fold` (a kernel that
+ * runs pieces in runs: piece runs, or the subgroup-fold order; `_fold_runs.ts`) each record is
+ * a run of pieces and the partial states are publication slots of `fold.subgroups` states a
+ * row each (1 for piece runs).
  */
 export function buildMeta(
   g: Geometry,
@@ -118,7 +119,7 @@ export function buildMeta(
       [meta[o + 1], meta[o + 2]] = keys(r.unit, r.tileStart, r.tileEnd, len);
       meta[o + 4] = len;
       if ("pieceTiles" in r) {
-        // A run of pieces (the subgroup-fold order).
+        // A run of pieces (piece runs or the subgroup-fold order).
         meta[o + 3] = r.slot < 0 ? NO_PARTIAL : r.slot;
         if (r.slot >= 0) [meta[o + 5], meta[o + 6], meta[o + 7]] = [r.counter, r.first, r.count];
         meta[o + 8] = (r.pieceTiles * T) | (r.host ? 0x80000000 : 0);
