@@ -138,7 +138,8 @@ gpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu) =>
         assert(!fault, `${describe(c)} (seed ${seed}): ${fault}`);
       },
     ),
-    { numRuns: 40, seed },
+    // PIECE_RUNS_CASES: more cases on a GPU call (bench/probes/piece_runs_bench.sh).
+    { numRuns: Number(Deno.env.get("PIECE_RUNS_CASES") ?? 40), seed },
   );
   // The property means something only where launches ran in runs (about a third do).
   console.log(`${inRuns} of ${cases} cases ran pieces in runs`);

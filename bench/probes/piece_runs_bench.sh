@@ -9,7 +9,7 @@ source .gpu/setup.sh > $OUT/run.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1
 date -u > $OUT/date.txt
 T="deno test -A --v8-flags=--expose-gc --lock=deno.lock"
-CI=true timeout 150 $T tests/piece_runs_test.ts tests/batch_invariant_test.ts tests/determinism_test.ts tests/webgpu_fused_merge_test.ts > $OUT/t1.log 2>&1; echo "tests rc=$?" > $OUT/tests.txt
+CI=true PIECE_RUNS_CASES=120 timeout 150 $T tests/piece_runs_test.ts tests/batch_invariant_test.ts tests/determinism_test.ts tests/webgpu_fused_merge_test.ts > $OUT/t1.log 2>&1; echo "tests rc=$?" > $OUT/tests.txt
 grep -h -A12 "FAILED\|rror:" $OUT/t1.log | grep -v "^\s*at " | head -40 >> $OUT/tests.txt; grep -E "^(ok|FAILED) \||seed|cases ran|specs run on" $OUT/t1.log >> $OUT/tests.txt
 cat $OUT/tests.txt
 A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check --variants def,inv,inv+pr0,inv+mb1 --shapes"
