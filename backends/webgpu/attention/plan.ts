@@ -214,17 +214,6 @@ export function planWebgpuAttention(
       [kernel, key] = [{ kind: "generic", config: c }, genericKey(c)];
     }
     main = { kernel, key, workgroups: mainGrid };
-    if (Deno.env.get("PRDBG")) {
-      console.log(
-        key,
-        JSON.stringify(
-          fold?.runs.workers.map((w) =>
-            w.map((r) => [r.unit, r.tileStart, r.tileEnd, r.pieceTiles, r.host, r.slot])
-          ),
-        ),
-        s.plan.tileSize,
-      );
-    }
   }
   const sinks = v?.sinks ?? false;
   return {
