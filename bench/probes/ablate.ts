@@ -28,7 +28,7 @@
  * the kernel (`AttentionTuning.fusedMerge` off: two dispatches a call; results right). A token
  * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default,
  * `inv` with `batchInvariant: true` (combinable with a grid; `inv+sf`: in the subgroup-fold
- * order, `AttentionTuning.foldOrder` on; `inv+pr0`: one segment a piece, piece runs off,
+ * order, `AttentionTuning.foldOrder` on; `inv+pr` / `inv+pr0`: piece runs on / off,
  * `AttentionTuning.pieceRuns`; `inv+pc256`: the shortest piece 256 keys,
  * `AttentionTuning.invariantPiece`; `pn32`: at most 32 pieces a unit, `invariantPieces`);
  * `wg<n>`, `L<n>`, `U<n>`, `mb<n>` set those kernel knobs (`AttentionTuning`: threads a
@@ -124,7 +124,7 @@ function parseVariant(spec: string): Variant {
     else if (x === "fm0") v.tuning.fusedMerge = false;
     else if (x === "inv") v.inv = true;
     else if (x === "sf") v.tuning.foldOrder = true;
-    else if (x === "pr0") v.tuning.pieceRuns = false;
+    else if (x === "pr" || x === "pr0") v.tuning.pieceRuns = x === "pr";
     else if (x === "pf" || x === "pf0") v.tuning.pf = x === "pf";
     else if (x === "lz" || x === "nolz") v.tuning.lazyMax = x === "lz";
     else if (m?.[1] === "g") v.grid = Number(m[2]);

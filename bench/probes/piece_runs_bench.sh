@@ -1,19 +1,26 @@
 #!/bin/bash
-# Piece runs for multi-row units only (session 2026-12-06 (13), call 3): run from the root with
-# `run` carrying .gpu: `bash bench/probes/piece_runs_bench.sh`. By priority:
-#  1. the piece-runs (120 cases), batch-invariant, determinism and fused-merge tests;
-#  2. the bench's lean and lean-invariant rows at the README's multi-row invariant shapes;
-#  3. ablate: lean, piece runs, one segment a piece, piece runs with one merge barrier (mb1).
+# Piece runs (AttentionTuning.pieceRuns, opt-in; session 2026-12-06 (13)) verified and timed on a
+# GPU before they become the default: run from the root with `run` carrying .gpu:
+# `bash bench/probes/piece_runs_bench.sh`. By priority:
+#  1. the piece-runs test at length (120 random cases and a fixed one: runs against one segment a
+#     piece, bit for bit), then the batch-invariant, determinism and fused-merge tests with piece
+#     runs the default (a /tmp copy of the tree);
+#  2. from that copy, the bench's lean and lean-invariant rows at the README's multi-row
+#     invariant shapes;
+#  3. ablate: lean, one segment a piece, piece runs, piece runs with one merge barrier (mb1).
 set -u
 source .gpu/setup.sh > $OUT/run.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1
 date -u > $OUT/date.txt
+rm -rf /tmp/pr && mkdir /tmp/pr && cp -r $(ls -A | grep -v '^.gpu$') /tmp/pr/ && ln -s $PWD/.gpu /tmp/pr/.gpu
+sed -i 's/tuning.pieceRuns ?? false/tuning.pieceRuns ?? true/' /tmp/pr/backends/webgpu/attention/plan.ts
+grep -c "pieceRuns ?? true" /tmp/pr/backends/webgpu/attention/plan.ts
 T="deno test -A --v8-flags=--expose-gc --lock=deno.lock"
-CI=true PIECE_RUNS_CASES=120 timeout 120 $T tests/piece_runs_test.ts tests/batch_invariant_test.ts tests/determinism_test.ts tests/webgpu_fused_merge_test.ts > $OUT/t1.log 2>&1; echo "tests rc=$?" > $OUT/tests.txt
+(cd /tmp/pr && CI=true PIECE_RUNS_CASES=120 timeout 120 $T tests/piece_runs_test.ts tests/batch_invariant_test.ts tests/determinism_test.ts tests/webgpu_fused_merge_test.ts) > $OUT/t1.log 2>&1; echo "tests rc=$?" > $OUT/tests.txt
 grep -h -A12 "FAILED\|rror:" $OUT/t1.log | grep -v "^\s*at " | head -40 >> $OUT/tests.txt; grep -E "^(ok|FAILED) \||seed|cases ran|specs run on" $OUT/t1.log >> $OUT/tests.txt
 cat $OUT/tests.txt
-timeout 150 deno run -A --lock=deno.lock bench/bench.ts --dtype f16 --d 128 --configs 1x32x8,4x32x8,16x32x8 --n 4k,16k,64k --algos lean,lean-invariant --no-peers --budget 110 --out $OUT/bench > $OUT/bench.txt 2>&1; echo "bench rc=$?"
+(cd /tmp/pr && timeout 150 deno run -A --lock=deno.lock bench/bench.ts --dtype f16 --d 128 --configs 1x32x8,4x32x8,16x32x8 --n 4k,16k,64k --algos lean,lean-invariant --no-peers --budget 110 --out $OUT/bench) > $OUT/bench.txt 2>&1; echo "bench rc=$?"
 tail -16 $OUT/bench.txt | cut -c1-200
-A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check --variants def,inv,inv+pr0,inv+mb1 --shapes"
+A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check --variants def,inv,inv+pr,inv+pr+mb1 --shapes"
 timeout 60 $A "16,32,8,16384;16,32,8,4096;4,32,8,16384" > $OUT/a1.txt 2>&1; echo "a1 rc=$?"
 head -1 $OUT/a1.txt; grep -hE "µs:|max" $OUT/a1.txt | cut -c1-300

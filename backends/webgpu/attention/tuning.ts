@@ -88,18 +88,21 @@ export interface AttentionTuning {
    * Batch-invariant launches of units of two or more rows in the subgroup-fold order, where it
    * applies (`plan.ts`, `_fold_runs.ts`): a worker's consecutive pieces of a unit folded per
    * subgroup without ending a segment at each (other bits; batch-invariant as well). Default
-   * off: piece runs (`pieceRuns`), the piece-by-piece bits. Tested on lavapipe and an H100;
-   * on the H100 it beat one segment a piece only where no unit is cut across workers
-   * ((16,32,8)) and lost 15–50 points where units are cut (B ≤ 4; bench/NOTES.md, session
-   * (12)). Takes precedence over `pieceRuns`.
+   * off: the piece-by-piece bits (one segment a piece, or `pieceRuns`). Tested on lavapipe
+   * and an H100; on the H100 it beat one segment a piece only where no unit is cut across
+   * workers ((16,32,8)) and lost 15–50 points where units are cut (B ≤ 4; bench/NOTES.md,
+   * session (12)). Takes precedence over `pieceRuns`.
    */
   foldOrder?: boolean;
   /**
    * Batch-invariant launches with a worker's consecutive pieces of a unit streamed as one
    * segment, where the kernel allows (`plan.ts`, `_wgsl_piece_runs.ts`): each piece's state
    * merged at its end and folded or published without a segment's fence, count and drained
-   * loads. Same results bit for bit as one segment a piece (off). Default on; units of two or
-   * more rows only (one-row units were slower in runs; bench/NOTES.md, session (13)).
+   * loads. Same results bit for bit as one segment a piece (off). Units of two or more rows
+   * only (one-row units were slower in runs, and some gave NaN on an H200). Default off until
+   * its tests have passed at length on an NVIDIA GPU (`bench/probes/piece_runs_bench.sh`; on
+   * an H200 8–25 points faster where a worker holds several pieces; bench/NOTES.md, session
+   * (13)).
    */
   pieceRuns?: boolean;
   /**
