@@ -52,7 +52,9 @@
  * boundary would cost a batch-invariant kernel that does not end a segment at each piece.
  *
  * `nomg`, `nopub`, `onep` (with `inv+sf`; results wrong): the fold order's merger folds
- * nothing, its subgroup states are not published, a run is not cut into pieces.
+ * nothing, its subgroup states are not published, a run is not cut into pieces; `onep` and
+ * `prnb` with `inv+pr` (piece runs): a run not cut into pieces, a piece's end without its
+ * workgroup barriers (racy).
  *
  * `l1` (any K/V): every K/V and scale load of the key loop reads the first 1024 words of its
  * buffer instead (one AND more, the same loads; they hit L1/L2, so the kernel's time without
@@ -100,6 +102,7 @@ const ABLATIONS = [
   "nomg",
   "nopub",
   "onep",
+  "prnb",
 ] as const;
 type Ablation = typeof ABLATIONS[number];
 /** Tokens that keep the results (checked against flash by `--check`). */
@@ -139,20 +142,26 @@ function parseVariant(spec: string): Variant {
 }
 
 /**
- * The fold order's parts removed (`inv+sf` only; results wrong): `nomg` the merger folds no
- * publication, `nopub` no subgroup state is published, `onep` a run is one piece (its key
- * loop not cut; the counts no longer match, so cut units are not written).
+ * The parts of a run of pieces removed (results wrong): in the fold order (`inv+sf`) `nomg`
+ * the merger folds no publication, `nopub` no subgroup state is published; in the fold order
+ * or piece runs (`inv+pr`) `onep` a run is one piece (its key loop not cut; the counts no
+ * longer match, so cut units are not written); in piece runs `prnb` a piece's end merges its
+ * subgroups without workgroup barriers (racy: what the barriers' waits cost).
  */
 function foldAblations(code: string, abl: readonly Ablation[]): string {
   const edit = (x: Ablation, from: RegExp, to: string) => {
     if (!abl.includes(x)) return;
     const was = code;
     code = code.replace(from, to);
-    if (code === was) throw new Error(`ablate: ${x} needs the fold order (inv+sf)`);
+    if (code === was) throw new Error(`ablate: ${x} needs runs of pieces (inv+sf or inv+pr)`);
   };
   edit("nomg", /for \(var pj = 0u; pj < count; pj\+\+\)/, "for (var pj = 0u; pj < 0u; pj++)");
   edit("nopub", /(let bw = subgroupOr\(bad\);\s*if \(sgi < \d+u)\)/g, "$1 && false)");
   edit("onep", /let pk = pw & 0x7fffffffu;/, "let pk = 0x7fffffffu;");
+  if (abl.includes("prnb") && !code.includes("for (var pkb = k0;")) {
+    throw new Error("ablate: prnb needs piece runs (inv+pr)");
+  }
+  edit("prnb", /^\s*workgroupBarrier\(\);$/gm, "");
   return code;
 }
 

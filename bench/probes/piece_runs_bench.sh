@@ -7,7 +7,9 @@
 #     runs the default (a /tmp copy of the tree);
 #  2. from that copy, the bench's lean and lean-invariant rows at the README's multi-row
 #     invariant shapes;
-#  3. ablate: lean, one segment a piece, piece runs, piece runs with one merge barrier (mb1).
+#  3. ablate: lean, one segment a piece, piece runs, piece runs with one merge barrier (mb1),
+#     without a piece end's barriers (prnb, racy) and uncut (onep, wrong): where a piece end's
+#     ≈ 2 µs go.
 set -u
 source .gpu/setup.sh > $OUT/run.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1
@@ -21,6 +23,6 @@ grep -h -A12 "FAILED\|rror:" $OUT/t1.log | grep -v "^\s*at " | head -40 >> $OUT/
 cat $OUT/tests.txt
 (cd /tmp/pr && timeout 150 deno run -A --lock=deno.lock bench/bench.ts --dtype f16 --d 128 --configs 1x32x8,4x32x8,16x32x8 --n 4k,16k,64k --algos lean,lean-invariant --no-peers --budget 110 --out $OUT/bench) > $OUT/bench.txt 2>&1; echo "bench rc=$?"
 tail -16 $OUT/bench.txt | cut -c1-200
-A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check --variants def,inv,inv+pr,inv+pr+mb1 --shapes"
-timeout 60 $A "16,32,8,16384;16,32,8,4096;4,32,8,16384" > $OUT/a1.txt 2>&1; echo "a1 rc=$?"
+A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check --variants def,inv,inv+pr,inv+pr+mb1,inv+pr+prnb,inv+pr+onep --shapes"
+timeout 90 $A "16,32,8,16384;16,32,8,4096;4,32,8,16384" > $OUT/a1.txt 2>&1; echo "a1 rc=$?"
 head -1 $OUT/a1.txt; grep -hE "µs:|max" $OUT/a1.txt | cut -c1-300
