@@ -4,9 +4,8 @@
  * piece as it goes. They must give the bits of one segment a piece (the knob off), for lean
  * and flash, float32 and float16, units of two and four rows, cut and whole units, units of one
  * piece, empty sequences, sinks, one merge barrier a piece or the default, and the piece rules a
- * test can set — and the property must
- * actually have run pieces in runs (the launch's kernel says so). One-row units never run in
- * runs (`plan.ts`).
+ * test can set — and the property must actually have run pieces in runs (the launch's kernel
+ * says so). One-row units never run in runs (`plan.ts`).
  */
 import { ok as assert } from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
