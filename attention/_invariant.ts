@@ -1,11 +1,11 @@
 /**
- * `batchInvariant: true` on flash and lean (VARIANTS.md, "Batch invariance"): the schedule
- * cuts a unit's keys only every `invariantChunkKeys(keys, rule)` keys of its own length (the
- * backend's rule for the shape; by default 1024 keys doubled while more than 16 pieces, up to
- * 16384; in whole tiles), each piece its own state, merged left to right
- * (`invariantSchedule`); backends run the pieces with a kernel configuration chosen without
- * looking at the batch (schedule kind `"invariant"`). K/V stored in parts are cut where the parts end, which depends on the
- * whole tensor: refused.
+ * `batchInvariant: true` on flash and lean (VARIANTS.md, "Batch invariance"): the schedule cuts a
+ * unit's keys only every `invariantChunkKeys(keys, rule)` keys of its own length (the backend's
+ * rule for the shape; by default 1024 keys doubled while more than 16 pieces, up to 16384; in whole
+ * tiles), each piece its own state, merged left to right (`invariantSchedule`); backends run the
+ * pieces with a kernel configuration chosen without looking at the batch (schedule kind
+ * `"invariant"`). K/V stored in parts are cut where the parts end, which depends on the whole
+ * tensor: refused.
  *
  * @module
  */

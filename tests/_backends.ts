@@ -107,6 +107,28 @@ export async function webgpuBackend(): Promise<WebGpuBackend | null> {
 }
 
 /**
+ * A test on the suite's WebGPU backend (none: nothing to test) that leaves its attention
+ * tuning as it was, whatever `fn` sets.
+ */
+export function webgpuTest(name: string, fn: (b: WebGpuBackend) => Promise<void> | void): void {
+  Deno.test({
+    name,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const b = await webgpuBackend();
+      if (!b) return;
+      const before = b.attentionTuning;
+      try {
+        await fn(b);
+      } finally {
+        b.attentionTuning = before;
+      }
+    },
+  });
+}
+
+/**
  * Runs `fn` on a WebGPU device of its own (destroyed afterwards), when the suite has a WebGPU
  * backend: for specs that change device-wide state (profiling, held submissions).
  */

@@ -296,9 +296,10 @@ describeBackends(
   "batchInvariant over a paged cache and over int8 K/V: the bits of the contiguous call, of the sequence alone",
   (backend) =>
     withFoldOrder(backend, true, async () => {
-      // Four-row units again, in the subgroup-fold order on WebGPU. A paged cache holds the same values as contiguous K/V: same cuts,
-      // same kernel, same bits. int8 K/V (one scale a token: a sequence's quantization does not
-      // depend on the batch) keep a sequence's bits alone and in a batch.
+      // Four-row units again, in the subgroup-fold order on WebGPU. A paged cache holds the
+      // same values as contiguous K/V: same cuts, same kernel, same bits. int8 K/V (one scale
+      // a token: a sequence's quantization does not depend on the batch) keep a sequence's
+      // bits alone and in a batch.
       const shape = SHAPES[1];
       const { Hkv, D } = shape;
       const N = 5000;

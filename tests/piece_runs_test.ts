@@ -19,7 +19,7 @@ import type { WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import { tensor } from "../tensor/creation.ts";
 import { maxAbsDiff } from "../testing/reference.ts";
 import { randomArray } from "./_paged.ts";
-import { webgpuBackend } from "./_backends.ts";
+import { webgpuTest } from "./_backends.ts";
 
 const SHAPES = [
   { Hq: 8, Hkv: 2, D: 64 }, // four-row units
@@ -102,18 +102,7 @@ const describe = (c: Case) =>
     c.mergeBarriers ? ` mergeBarriers ${c.mergeBarriers}` : ""
   }`;
 
-const gpuTest = (name: string, fn: (gpu: WebGpuBackend) => Promise<void>) =>
-  Deno.test({
-    name,
-    sanitizeResources: false,
-    sanitizeOps: false,
-    fn: async () => {
-      const gpu = await webgpuBackend();
-      if (gpu) await fn(gpu);
-    },
-  });
-
-gpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu) => {
+webgpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu) => {
   const seed = Date.now() % 1e9;
   console.log(`fast-check seed ${seed}`);
   let inRuns = 0, cases = 0;
@@ -145,7 +134,7 @@ gpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu) =>
   assert(inRuns > 0, `none of ${cases} cases ran pieces in runs (seed ${seed})`);
 });
 
-gpuTest("WebGPU piece runs: cut and whole four-row units of several pieces", async (gpu) => {
+webgpuTest("WebGPU piece runs: cut and whole four-row units of several pieces", async (gpu) => {
   // Five workers over 2 kv heads of 5000, 3000 and 7000 keys (1024-key pieces): units cut
   // across workers, runs of several pieces, a unit of one run.
   const c: Case = {

@@ -7,29 +7,9 @@ import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { flashAttention, leanAttentionSchedule, randn } from "../mod.ts";
 import { ArgumentError } from "../tensor/errors.ts";
 import { expectError } from "./_assert.ts";
-import { webgpuBackend } from "./_backends.ts";
-import type { WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
+import { webgpuTest } from "./_backends.ts";
 
-/** A test on the shared WebGPU backend (none: nothing to test) that leaves its tuning as it was. */
-function tuningTest(name: string, fn: (b: WebGpuBackend) => Promise<void> | void) {
-  Deno.test({
-    name,
-    sanitizeResources: false,
-    sanitizeOps: false,
-    fn: async () => {
-      const b = await webgpuBackend();
-      if (!b) return;
-      const before = b.attentionTuning;
-      try {
-        await fn(b);
-      } finally {
-        b.attentionTuning = before;
-      }
-    },
-  });
-}
-
-tuningTest(
+webgpuTest(
   "WebGPU attentionTuning: knobs out of range are ArgumentErrors naming the knob",
   async (b) => {
     const before = b.attentionTuning;
@@ -68,7 +48,7 @@ tuningTest(
   },
 );
 
-tuningTest(
+webgpuTest(
   "WebGPU invariantPiece/invariantPieces: the batch-invariant pieces follow the rule set now",
   (b) => {
     const q = randn([1, 4, 1, 32], { seed: 1, backend: b });

@@ -43,8 +43,8 @@ export const META_SEG_OFFS = META.size;
 
 /**
  * Words of one segment record at `meta[segsOff + 9·s]`: the unit; its first and end key
- * (`[k0, k1)`, tiles × tile size, the end clamped to the sequence length); its partial slot (or
- * 0xffffffff); the sequence length of the unit's batch; for a piece of a cut unit, the unit's
+ * (`[k0, k1)`, tiles × tile size, the end clamped to the sequence length); its partial slot
+ * (or 0xffffffff); the sequence length of the unit's batch; for a piece of a cut unit, the unit's
  * reduce item, its first partial-list word and its number of pieces (the in-kernel merge); and in
  * runs of pieces (`_fold_runs.ts`: piece runs or the subgroup-fold order, where a record is a run
  * of pieces and words 5–7 are the unit's counter, first publication slot and publications) the keys
