@@ -17,7 +17,7 @@
  */
 import type { Elem } from "./_wgsl_meta.ts";
 import { fusedMerge, pairFold } from "./_wgsl_merge.ts";
-import { partStore } from "./_wgsl_segments.ts";
+import { stateStores } from "./_wgsl_segments.ts";
 import { sinkFold } from "./_wgsl_variant.ts";
 
 /** The run's piece keys and start flag, its next publication slot and the thread's fold. */
@@ -47,18 +47,11 @@ export function pieceLoop(ind: string): string[] {
   ];
 }
 
-/** Stores the thread's row element of state `(m, l, o)` (l NaN where `bad`) in slot `slot`. */
+/** Publishes the thread's row element of state `(m, l, o)` (l NaN where `bad`) in slot `slot`. */
 function publish(D: number, slot: string, m: string, l: string, o: string, bad: string) {
-  const st = (i: string, v: string) => partStore(i, v, true);
   return [
     `if (act && qb * rpb + fr % rpb < Sq) {`,
-    `  let pr = (${slot}) * R + fr;`,
-    `  let ob = partOOff + pr * ${D}u + fj * 4u;`,
-    ...["x", "y", "z", "w"].map((c, i) => `  ${st(`ob + ${i}u`, `${o}.${c}`)}`),
-    `  if (fj == 0u) {`,
-    `    ${st("pr * 2u", m)}`,
-    `    ${st("pr * 2u + 1u", `select(${l}, qnan, ${bad})`)}`,
-    `  }`,
+    ...stateStores(D, slot, m, l, o, bad, true).map((x) => `  ${x}`),
     `}`,
   ];
 }

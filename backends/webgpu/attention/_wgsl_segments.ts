@@ -42,10 +42,37 @@ export function partLoad(i: string, atomic: boolean): string {
   return atomic ? `bitcast<f32>(atomicLoad(&PART[${i}]))` : `PART[${i}]`;
 }
 
+/**
+ * WGSL storing the thread's row element (row `fr`, dims `4·fj…`) of state `(m, l, o)` in
+ * partial slot `slot` (WGSL expressions; l stored as NaN where `bad`): the one layout of a
+ * partial state, (m, l) at word `2·(slot·R + fr)`, the outputs at `partOOff + D·(slot·R + fr)`.
+ */
+export function stateStores(
+  D: number,
+  slot: string,
+  m: string,
+  l: string,
+  o: string,
+  bad: string,
+  atomic: boolean,
+): string[] {
+  const st = (i: string, v: string) => partStore(i, v, atomic);
+  return [
+    `let pr = (${slot}) * R + fr;`,
+    `let ob = partOOff + pr * ${D}u + fj * 4u;`,
+    ...["x", "y", "z", "w"].map((c, i) => st(`ob + ${i}u`, `${o}.${c}`)),
+    `if (fj == 0u) {`,
+    `  ${st("pr * 2u", m)}`,
+    `  ${st("pr * 2u + 1u", `select(${l}, qnan, ${bad})`)}`,
+    `}`,
+  ];
+}
+
 /** The end of a segment: row `fr`, dims `4·fj…` of the merged state `(M, Lt, acc)` go to the
  * output (normalised, with the lse) or to the segment's partial slot. */
 export function writeOut(D: number, q: Elem, atomicPart = false, sinks = false): string {
-  const st = (i: string, v: string) => partStore(i, v, atomicPart);
+  const partial = stateStores(D, "part", "M", "Lt", "acc", "rbad", atomicPart)
+    .map((x) => `          ${x}`).join("\n");
   // With sinks a row written whole merges its head's sink state here, once (a partial state
   // never holds it: the merge of the pieces adds it).
   const norm = sinks
@@ -70,16 +97,7 @@ ${norm}
           O[ob + 3u] = ${q}(y.w);
           if (fj == 0u) { LSE[row] = ${lse}; }
         } else {
-          let pr = part * R + fr;
-          let pb = partOOff + pr * ${D}u + fj * 4u;
-          ${st("pb", "acc.x")}
-          ${st("pb + 1u", "acc.y")}
-          ${st("pb + 2u", "acc.z")}
-          ${st("pb + 3u", "acc.w")}
-          if (fj == 0u) {
-            ${st("pr * 2u", "M")}
-            ${st("pr * 2u + 1u", "select(Lt, qnan, rbad)")}
-          }
+${partial}
         }
       }
     }
