@@ -161,7 +161,7 @@ export function planWebgpuAttention(
     const subgroups = sg.wg / (subgroupMinSize(ctx) ?? 4);
     fold = { subgroups, runs: foldRuns(s) };
     sg = { ...sg, dm: false, sf: subgroups };
-  } else if (sg && runsFit && (tuning.pieceRuns ?? false)) { // opt-in (tuning.ts)
+  } else if (sg && runsFit && (tuning.pieceRuns ?? true)) { // default on (tuning.ts)
     fold = { subgroups: 1, runs: foldRuns(s) };
     sg = { ...sg, dm: false, pr: true };
   }

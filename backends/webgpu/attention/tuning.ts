@@ -99,10 +99,10 @@ export interface AttentionTuning {
    * segment, where the kernel allows (`plan.ts`, `_wgsl_piece_runs.ts`): each piece's state
    * merged at its end and folded or published without a segment's fence, count and drained
    * loads. Same results bit for bit as one segment a piece (off). Units of two or more rows
-   * only (one-row units were slower in runs, and some gave NaN on an H200). Default off until
-   * its tests have passed at length on an NVIDIA GPU (`bench/probes/piece_runs_bench.sh`; on
-   * an H200 8–25 points faster where a worker holds several pieces; bench/NOTES.md, session
-   * (13)).
+   * only (one-row units were slower in runs, and some gave NaN on an H200 and an H100, also
+   * with a branch-free fold). Default on: its tests passed at length on an H100 with it on
+   * (`bench/probes/piece_runs_bench.sh`), and it costs 8–25 points less than one segment a
+   * piece where a worker holds several pieces (bench/NOTES.md, sessions (13) and (14)).
    */
   pieceRuns?: boolean;
   /**
