@@ -4,8 +4,8 @@
  * piece as it goes. They must give the bits of one segment a piece (the knob off), for lean
  * and flash, float32 and float16, units of two and four rows, cut and whole units, units of one
  * piece, empty sequences, sinks, one merge barrier a piece or the default, and the piece rules a
- * test can set — and the property must actually have run pieces in runs (the launch's kernel
- * says so). One-row units never run in runs (`plan.ts`).
+ * test can set, two pieces a merge (`pairedPieces`) or one — and the property must actually
+ * have run pieces in runs and in pairs (the launch's kernel says so). One-row units never run in runs (`plan.ts`).
  */
 import { ok as assert } from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
@@ -16,6 +16,7 @@ import type { AttentionPlan } from "../schedule/attention_plan.ts";
 import type { WebGpuAttentionLaunch } from "../backends/webgpu/attention/plan.ts";
 import type { AttentionTuning } from "../backends/webgpu/attention/tuning.ts";
 import type { WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
+import { subgroupMinSize } from "../backends/webgpu/attention/subgroup_config.ts";
 import { tensor } from "../tensor/creation.ts";
 import { maxAbsDiff } from "../testing/reference.ts";
 import { randomArray } from "./_paged.ts";
@@ -42,6 +43,10 @@ interface Case {
   rule?: readonly [number, number];
   sinks: boolean;
   mergeBarriers?: 1;
+  /** `pairedPieces` with the runs (two pieces a merge where the kernel allows). */
+  paired?: boolean;
+  /** Threads a workgroup (64: one merge round on small subgroups, so pairs run on lavapipe). */
+  wg?: 64;
   seed: number;
 }
 
@@ -49,8 +54,11 @@ interface Case {
  * Runs `c` with piece runs on and off: whether the first ran in runs (its launch's kernel),
  * and a message if their bits differ or a launch ran in runs where it must not.
  */
-async function compare(gpu: WebGpuBackend, c: Case): Promise<{ runs: boolean; fault?: string }> {
-  const { lens, algo, dtype, shape: { Hq, Hkv, D }, rule, mergeBarriers } = c;
+async function compare(
+  gpu: WebGpuBackend,
+  c: Case,
+): Promise<{ runs: boolean; paired: boolean; fault?: string }> {
+  const { lens, algo, dtype, shape: { Hq, Hkv, D }, rule, mergeBarriers, wg } = c;
   const B = lens.length, N = Math.max(1, ...lens);
   const mk = (n: number, shape: number[], s: number) =>
     tensor(randomArray(n, s), { shape, dtype, backend: gpu });
@@ -66,7 +74,8 @@ async function compare(gpu: WebGpuBackend, c: Case): Promise<{ runs: boolean; fa
   };
   const saved = gpu.attentionTuning;
   const run = async (pieceRuns: boolean) => {
-    const t: AttentionTuning = { ...saved, pieceRuns, mergeBarriers };
+    const pairedPieces = pieceRuns && (c.paired ?? false);
+    const t: AttentionTuning = { ...saved, pieceRuns, mergeBarriers, pairedPieces, wg };
     if (rule) [t.invariantPiece, t.invariantPieces] = rule;
     gpu.attentionTuning = t;
     const plan = algo === "lean"
@@ -77,19 +86,21 @@ async function compare(gpu: WebGpuBackend, c: Case): Promise<{ runs: boolean; fa
     const [out, lse] = [await r.out.data(), await r.lse.data()] as Float32Array[];
     r.out.dispose();
     r.lse.dispose();
-    return { out, lse, runs: key.includes(":pr") };
+    return { out, lse, runs: key.includes(":pr"), paired: key.includes(":pp") };
   };
   try {
     const on = await run(true), off = await run(false);
     const fault = off.runs
       ? "pieceRuns false still ran pieces in runs"
+      : on.paired && !c.paired
+      ? "pairs of pieces ran unasked"
       : on.runs && Hq === Hkv
       ? "one-row units ran in runs"
       : !sameBits(on.out, off.out) || !sameBits(on.lse, off.lse)
       ? `piece runs differ from one segment a piece by ${maxAbsDiff(on.out, off.out)} (out), ` +
         `${maxAbsDiff(on.lse, off.lse)} (lse)`
       : undefined;
-    return { runs: on.runs, fault };
+    return { runs: on.runs, paired: on.paired, fault };
   } finally {
     gpu.attentionTuning = saved;
     for (const x of [q, k, v]) x.dispose();
@@ -100,12 +111,12 @@ const describe = (c: Case) =>
   `${c.algo} ${c.dtype} ${c.shape.Hq}/${c.shape.Hkv} heads D ${c.shape.D} lens [${c.lens}] ` +
   `grid ${c.grid} rule ${c.rule ?? "default"}${c.sinks ? " sinks" : ""}${
     c.mergeBarriers ? ` mergeBarriers ${c.mergeBarriers}` : ""
-  }`;
+  }${c.paired ? " paired" : ""}${c.wg ? ` wg ${c.wg}` : ""}`;
 
 webgpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu) => {
   const seed = Date.now() % 1e9;
   console.log(`fast-check seed ${seed}`);
-  let inRuns = 0, cases = 0;
+  let inRuns = 0, inPairs = 0, cases = 0;
   await fc.assert(
     fc.asyncProperty(
       fc.record({
@@ -116,13 +127,16 @@ webgpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu)
         grid: fc.integer({ min: 1, max: 40 }),
         rule: fc.constantFrom(undefined, [256, 16] as const, [128, 32] as const, [64, 8] as const),
         sinks: fc.boolean(),
-        mergeBarriers: fc.constantFrom(undefined, 1 as const),
+        mergeBarriers: fc.constantFrom(undefined, undefined, 1 as const),
+        paired: fc.boolean(),
+        wg: fc.constantFrom(undefined, 64 as const),
         seed: fc.integer({ min: 1, max: 1e6 }),
       }),
       async (c) => {
-        const { runs, fault } = await compare(gpu, c);
+        const { runs, paired, fault } = await compare(gpu, c);
         cases++;
         if (runs) inRuns++;
+        if (paired) inPairs++;
         assert(!fault, `${describe(c)} (seed ${seed}): ${fault}`);
       },
     ),
@@ -130,8 +144,9 @@ webgpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu)
     { numRuns: Number(Deno.env.get("PIECE_RUNS_CASES") ?? 40), seed },
   );
   // The property means something only where launches ran in runs (about a third do).
-  console.log(`${inRuns} of ${cases} cases ran pieces in runs`);
+  console.log(`${inRuns} of ${cases} cases ran pieces in runs, ${inPairs} two pieces a merge`);
   assert(inRuns > 0, `none of ${cases} cases ran pieces in runs (seed ${seed})`);
+  assert(inPairs > 0, `none of ${cases} cases merged two pieces at a time (seed ${seed})`);
 });
 
 webgpuTest("WebGPU piece runs: cut and whole four-row units of several pieces", async (gpu) => {
@@ -149,4 +164,10 @@ webgpuTest("WebGPU piece runs: cut and whole four-row units of several pieces", 
   const { runs, fault } = await compare(gpu, c);
   assert(runs, `${describe(c)}: did not run in runs`);
   assert(!fault, `${describe(c)}: ${fault}`);
+  // The same with two pieces a merge (on 64 threads where the adapter's subgroups are small).
+  const small = (subgroupMinSize(gpu.ctx) ?? 4) < 32;
+  const p: Case = { ...c, paired: true, ...(small ? { wg: 64 as const } : {}) };
+  const r = await compare(gpu, p);
+  assert(r.paired, `${describe(p)}: did not merge two pieces at a time`);
+  assert(!r.fault, `${describe(p)}: ${r.fault}`);
 });

@@ -29,7 +29,8 @@
  * `g<n>` (e.g. `g264`, combinable: `fm0+g128`) runs lean with that grid instead of its default,
  * `inv` with `batchInvariant: true` (combinable with a grid; `inv+sf`: in the subgroup-fold
  * order, `AttentionTuning.foldOrder` on; `inv+pr` / `inv+pr0`: piece runs on / off,
- * `AttentionTuning.pieceRuns`; `inv+pc256`: the shortest piece 256 keys,
+ * `AttentionTuning.pieceRuns`; `inv+pp`: piece runs merging two pieces a barrier,
+ * `AttentionTuning.pairedPieces`; `inv+pc256`: the shortest piece 256 keys,
  * `AttentionTuning.invariantPiece`; `pn32`: at most 32 pieces a unit, `invariantPieces`);
  * `wg<n>`, `L<n>`, `U<n>`, `mb<n>` set those kernel knobs (`AttentionTuning`: threads a
  * workgroup, lanes a key, keys a slot per iteration, barriers of the end-of-segment merge),
@@ -128,6 +129,7 @@ function parseVariant(spec: string): Variant {
     else if (x === "inv") v.inv = true;
     else if (x === "sf") v.tuning.foldOrder = true;
     else if (x === "pr" || x === "pr0") v.tuning.pieceRuns = x === "pr";
+    else if (x === "pp") v.tuning.pairedPieces = true;
     else if (x === "pf" || x === "pf0") v.tuning.pf = x === "pf";
     else if (x === "lz" || x === "nolz") v.tuning.lazyMax = x === "lz";
     else if (m?.[1] === "g") v.grid = Number(m[2]);

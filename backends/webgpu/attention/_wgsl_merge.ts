@@ -18,7 +18,41 @@ import { sinkFold } from "./_wgsl_variant.ts";
  * for which `writer` holds run `stores`, with `sl` their place in the round), summed into
  * `acc` with weights exp(m − M). Threads with `act` own one (row, vec4 of dims `fj`).
  */
-export function mergeSlots(a: {
+export function mergeSlots(a: MergeSlots): string[] {
+  const { rounds, writes, state, totals, fold } = mergeParts(a);
+  if (!a.mlPending) return [...state, ...rounds("    ")];
+  return [
+    ...state,
+    `    if (${a.rounds} == 1u) {`,
+    `      let rd = 0u;`,
+    ...writes("      "),
+    `      workgroupBarrier();`,
+    ...totals("      "),
+    ...fold("      "),
+    ...(a.noTrailing ? [] : [`      workgroupBarrier();`]),
+    `    } else {`,
+    ...rounds("      "),
+    `    }`,
+  ];
+}
+
+/**
+ * {@link mergeSlots} in one round (every subgroup in `wo` at once; the caller makes sure of
+ * it) cut at its barrier: `writes` (the slots' outputs into `wo`; `ml` the caller writes),
+ * then, after the caller's barrier, `reads` (the state, the totals and the fold). The same
+ * lines as the one-round merge, so the same bits; piece runs merge two pieces a barrier with
+ * it (`_wgsl_piece_runs.ts`).
+ */
+export function oneRoundMerge(a: MergeSlots): { writes: string[]; reads: string[] } {
+  const { writes, state, totals, fold } = mergeParts(a);
+  return {
+    writes: [`    {`, `      let rd = 0u;`, ...writes("      "), `    }`],
+    reads: [...state, `    {`, `    let rd = 0u;`, ...totals("    "), ...fold("    "), `    }`],
+  };
+}
+
+/** What {@link mergeSlots} merges, where and how. */
+export interface MergeSlots {
   ml: string;
   count: string;
   rows: number;
@@ -46,7 +80,10 @@ export function mergeSlots(a: {
   /** Index offsets of the copy of `ml` and of `wo` in use (WGSL expressions ending in " + "). */
   mlBase?: string;
   woBase?: string;
-}): string[] {
+}
+
+/** The parts of {@link mergeSlots}: each a function of the indent. */
+function mergeParts(a: MergeSlots) {
   const { ml, count, rows, row, perRound: K } = a;
   const mlOff = a.mlBase ?? "";
   const woOff = a.woBase ?? "";
@@ -92,20 +129,7 @@ export function mergeSlots(a: {
     `    var acc = vec4<f32>(0.0);`,
     `    var rbad = false;`,
   ];
-  if (!a.mlPending) return [...state, ...rounds("    ")];
-  return [
-    ...state,
-    `    if (${a.rounds} == 1u) {`,
-    `      let rd = 0u;`,
-    ...writes("      "),
-    `      workgroupBarrier();`,
-    ...totals("      "),
-    ...fold("      "),
-    ...(a.noTrailing ? [] : [`      workgroupBarrier();`]),
-    `    } else {`,
-    ...rounds("      "),
-    `    }`,
-  ];
+  return { rounds, writes, state, totals, fold };
 }
 
 /**

@@ -15,7 +15,14 @@ import { launchGeometry } from "./_launch_geometry.ts";
 import { checkBinding, grid2d } from "./_launch_limits.ts";
 import { buildMeta } from "./meta.ts";
 import { type AttentionTuning, invariantPieceFor } from "./tuning.ts";
-import { type SgConfig, sgConfig, sgKey, sgLoadWidth, subgroupMinSize } from "./subgroup_config.ts";
+import {
+  pairedPiecesFit,
+  type SgConfig,
+  sgConfig,
+  sgKey,
+  sgLoadWidth,
+  subgroupMinSize,
+} from "./subgroup_config.ts";
 import { type FoldRuns, foldRuns } from "./_fold_runs.ts";
 import { heldMode } from "./_wgsl_probabilities.ts";
 import {
@@ -163,7 +170,10 @@ export function planWebgpuAttention(
     sg = { ...sg, dm: false, sf: subgroups };
   } else if (sg && runsFit && (tuning.pieceRuns ?? true)) { // default on (tuning.ts)
     fold = { subgroups: 1, runs: foldRuns(s) };
-    sg = { ...sg, dm: false, pr: true };
+    const storage = ctx.limits.maxComputeWorkgroupStorageSize;
+    const pairs = (tuning.pairedPieces ?? false) &&
+      pairedPiecesFit(sg, subgroupMinSize(ctx) ?? 4, storage);
+    sg = { ...sg, dm: false, pr: true, ...(pairs ? { pp: true } : {}) };
   }
   if (fold) {
     partBytes = Math.max(16, fold.runs.slots * fold.subgroups * g.unitRows * (D + 2) * 4);

@@ -120,6 +120,14 @@ export interface SgConfig {
    * meta then holds runs (`_fold_runs.ts`) with one state a row a publication slot.
    */
   pr?: boolean;
+  /**
+   * With `pr`: pieces' subgroup states merged two at a time (`_wgsl_piece_runs.ts`): a piece's
+   * end writes its subgroups' states to one of two copies of the merge's arrays, and every
+   * second piece (and the run's last) one barrier publishes both, which are then merged and
+   * folded in order (the same bits). Needs `mb` 2 and one round (at most `nsMax` subgroups of
+   * the adapter's smallest size): `plan.ts` checks.
+   */
+  pp?: boolean;
   /** Paged K/V (`_wgsl_paged.ts`); absent or null for contiguous K/V. */
   pg?: PagedKernel | null;
   /**
@@ -129,6 +137,20 @@ export interface SgConfig {
   qk?: QuantKernel | null;
 }
 
+/** Bytes of one copy of the merge's `(m, l)` array (and the kernel's other workgroup words). */
+export const mergeMlBytes = (wg: number, R: number) => (wg / 8) * R * 8 + 16;
+
+/**
+ * Whether piece runs of `c` can merge two pieces a barrier (`SgConfig.pp`): two barriers a
+ * merge (`mb` 2), every subgroup of the smallest size in one round, and room for two copies
+ * of the merge's arrays in `storage` bytes of workgroup memory.
+ */
+export function pairedPiecesFit(c: SgConfig, minSubgroup: number, storage: number): boolean {
+  const RT = c.R * c.G;
+  const bytes = 2 * (mergeMlBytes(c.wg, c.R) + c.nsMax * RT * c.D * 4);
+  return c.mb === 2 && c.G === 1 && c.wg / minSubgroup <= c.nsMax && bytes <= storage;
+}
+
 /** Pipeline cache key of a subgroup kernel. */
 export function sgKey(c: SgConfig): string {
   return `attn-sg:D${c.D}:R${c.R}:kv${
@@ -136,8 +158,8 @@ export function sgKey(c: SgConfig): string {
   }:q${c.q}:wg${c.wg}:L${c.L}:U${c.U}:ns${c.nsMax}:pf${c.pf}:bf${c.bf}:rot${c.rot}:G${c.G}:T${c.tile}:tm${c.tm}:lz${c.lz}:fm${c.fm}${
     c.fm && c.dm ? ":dm" : ""
   }${c.mb && c.mb !== 3 ? `:mb${c.mb}` : ""}${c.sf ? `:sf${c.sf}` : ""}${c.pr ? ":pr" : ""}${
-    variantKey(c.v)
-  }${pagedKey(c.pg)}${quantKey(c.qk)}`;
+    c.pp ? ":pp" : ""
+  }${variantKey(c.v)}${pagedKey(c.pg)}${quantKey(c.qk)}`;
 }
 
 /** Elements per vector load of K/V for the subgroup kernel. */
@@ -232,7 +254,7 @@ export function sgConfig(
   // session 8). With one, the merge's arrays are held twice.
   const mb = tuning.mergeBarriers ?? (R > 1 ? 2 : 3);
   const copies = mb === 1 ? 2 : 1;
-  const mlBytes = copies * (wg / 8) * R * 8 + 16;
+  const mlBytes = copies * mergeMlBytes(wg, R);
   const stateBytes = copies * RT * g.D * 4;
   const room = ctx.limits.maxComputeWorkgroupStorageSize - mlBytes;
   let nsMax = Math.min(Math.floor(room / stateBytes), Math.max(1, wg / minSg / G), 8);

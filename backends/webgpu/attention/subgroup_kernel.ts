@@ -39,7 +39,7 @@
 import { META, segmentLoop, sizes } from "./_wgsl_meta.ts";
 import { visibleFrom } from "./_wgsl_visibility.ts";
 import { mainBindings, writeOut } from "./_wgsl_segments.ts";
-import { deferredMerge, fusedMerge, mergeSlots } from "./_wgsl_merge.ts";
+import { deferredMerge, fusedMerge, mergeSlots, oneRoundMerge } from "./_wgsl_merge.ts";
 import { foldDecls, type FoldShape, pieceEnd, runEnd, slotSums } from "./_wgsl_fold.ts";
 import * as runs from "./_wgsl_piece_runs.ts";
 import {
@@ -148,6 +148,9 @@ export function sgWgsl(c: SgConfig): string {
   const pr = c.pr ?? false;
   if (pr && (sf || KT || c.tm || v?.wl || hm || G > 1 || !c.fm || c.dm)) {
     throw new Error("sgWgsl: piece runs need the plain decode key loop and the in-kernel merge");
+  }
+  if (c.pp && (!pr || c.mb !== 2)) {
+    throw new Error("sgWgsl: two pieces a merge need piece runs and two merge barriers");
   }
 
   // Per-row setup of one segment.
@@ -374,14 +377,25 @@ ${st}
   const mb = c.mb ?? 3;
   const mlN = (wg / 8) * R;
   const woN = nsMax * RT * D4;
-  const segmentEnd = () => {
+  // Two copies of the merge's arrays: one barrier a merge (`mb` 1) or two pieces a merge.
+  const copies = mb === 1 || c.pp ? 2 : 1;
+  // The running state back to empty (a piece run's next piece starts from it).
+  const resetState = () => {
+    for (const r of rows) {
+      p(`    m${r} = ninf;`);
+      p(`    l${r} = 0.0;`);
+      for (const j of js) p(`    o${r}_${j} = vec4<f32>(0.0);`);
+    }
+    p(`    bad = 0u;`);
+  };
+  // Each subgroup's slots summed and its (m, l) written to `wml` at `mlBase`; the stores of
+  // its outputs into `wo` at `woBase` (the merge's writers run them).
+  const subgroupStates = (mlBase: string, woBase: string) => {
     p(`    let badw = subgroupOr(bad);`);
     // Held mode: the denominators are the held ones summed over the subgroup.
     if (hm) heldDenominators(R, U, L).forEach(p);
     // Sum the slots of a subgroup (they share the max).
     slotSums({ rows: R, nv4: NV4, L }, "    ", !hm).forEach(p);
-    const mlBase = mb === 1 ? `wpar * ${mlN}u + ` : "";
-    const woBase = mb === 1 ? `wpar * ${woN}u + ` : "";
     p(`    if (sgi == 0u) {`);
     for (const r of rows) {
       p(`      wml[${mlBase}sgk * ${RT}u + ${
@@ -389,7 +403,6 @@ ${st}
       }${r}u] = vec2<f32>(m${r}, select(l${r}, qnan, (badw & ${1 << r}u) != 0u));`);
     }
     p(`    }`);
-    if (mb === 3) p(`    workgroupBarrier();`);
     const stores: string[] = [];
     for (const r of rows) {
       const row = `${G > 1 ? `rgrp * ${R}u + ` : ""}${r}u`;
@@ -397,23 +410,52 @@ ${st}
         stores.push(`wo[${woBase}(sl * ${RT}u + ${row}) * ${D4}u + ${v4idx(j)}] = o${r}_${j};`);
       }
     }
-    mergeSlots({
-      mlPending: mb < 3,
-      noTrailing: mb === 1,
-      mlBase,
-      woBase,
-      ml: "wml",
-      count: "nsr",
-      rows: RT,
-      row: "fr0",
-      rounds: "rounds",
-      perRound: nsMax,
-      writer: `sgk / ${nsMax}u == rd && sgi < ${L}u`,
-      slot: `sgk % ${nsMax}u`,
-      stores,
-      d4: D4,
-    }).forEach(p);
+    return stores;
+  };
+  const merge = (mlBase: string, woBase: string, stores: string[]) => ({
+    mlPending: mb < 3,
+    noTrailing: mb === 1,
+    mlBase,
+    woBase,
+    ml: "wml",
+    count: "nsr",
+    rows: RT,
+    row: "fr0",
+    rounds: "rounds",
+    perRound: nsMax,
+    writer: `sgk / ${nsMax}u == rd && sgi < ${L}u`,
+    slot: `sgk % ${nsMax}u`,
+    stores,
+    d4: D4,
+  });
+  const segmentEnd = () => {
+    const mlBase = mb === 1 ? `wpar * ${mlN}u + ` : "";
+    const woBase = mb === 1 ? `wpar * ${woN}u + ` : "";
+    const stores = subgroupStates(mlBase, woBase);
+    if (mb === 3) p(`    workgroupBarrier();`);
+    mergeSlots(merge(mlBase, woBase, stores)).forEach(p);
     if (mb === 1) p(`    wpar ^= 1u;`);
+  };
+  // Piece runs, two pieces a merge (`SgConfig.pp`): a piece's subgroup states go to copy
+  // `wpar`; every second piece and the run's last, one barrier publishes the held copies,
+  // merged and folded in piece order, and a second keeps the next writes off them.
+  const pairedPieceEnd = (out: string) => {
+    const at = (x: string, n: number) => `${x} * ${n}u + `;
+    const stores = subgroupStates(at("wpar", mlN), at("wpar", woN));
+    const parts = oneRoundMerge(merge(at("cp", mlN), at("cp", woN), stores));
+    parts.writes.forEach(p);
+    resetState();
+    p(`    if (wpar == 1u || pkb + pk >= k1) {`);
+    p(`    workgroupBarrier();`);
+    p(`    for (var cp = 0u; cp <= wpar; cp++) {`);
+    parts.reads.forEach(p);
+    runs.pieceEnd(D, out, "    ").forEach(p);
+    p(`    }`);
+    p(`    workgroupBarrier();`);
+    p(`    wpar = 0u;`);
+    p(`    } else {`);
+    p(`    wpar = 1u;`);
+    p(`    }`);
   };
   const start = KT ? "t0" : "k0";
   const stop = KT ? "tend" : "kend";
@@ -435,14 +477,12 @@ ${st}
     // its state and starts the next from an empty one; the run ends after the loop.
     runs.pieceLoop("    ").forEach(p);
     loop(`var base = pkb; base < pke`, false);
-    segmentEnd();
-    runs.pieceEnd(D, writeOut(D, c.q, c.fm, v?.sinks), "    ").forEach(p);
-    for (const r of rows) {
-      p(`    m${r} = ninf;`);
-      p(`    l${r} = 0.0;`);
-      for (const j of js) p(`    o${r}_${j} = vec4<f32>(0.0);`);
+    if (c.pp) pairedPieceEnd(writeOut(D, c.q, c.fm, v?.sinks));
+    else {
+      segmentEnd();
+      runs.pieceEnd(D, writeOut(D, c.q, c.fm, v?.sinks), "    ").forEach(p);
+      resetState();
     }
-    p(`    bad = 0u;`);
     p(`    }`);
     runs.runOutput(D, c.q, v?.sinks ?? false, "    ").forEach(p);
   } else if (v?.wl || c.tm) {
@@ -470,8 +510,8 @@ var<workgroup> wlast: u32;`
   }${variantBindings(v, c.fm ? 8 : 7)}${
     pagedBindings(pg, (c.fm ? 8 : 7) + variantInputs(v).length, ldT, UPR)
   }${quantBindings(qk, pg, (c.fm ? 8 : 7) + variantInputs(v).length + pagedBindingCount(pg))}
-var<workgroup> wml: array<vec2<f32>, ${mb === 1 ? 2 * mlN : mlN}>;
-var<workgroup> wo: array<vec4<f32>, ${mb === 1 ? 2 * woN : woN}>;
+var<workgroup> wml: array<vec2<f32>, ${copies * mlN}>;
+var<workgroup> wo: array<vec4<f32>, ${copies * woN}>;
 var<workgroup> wns: u32;
 ${
     KT
@@ -501,7 +541,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let act0 = tid < ${RT * D4}u;
   let fr0 = min(tid / ${D4}u, ${RT - 1}u);
   let fj = tid % ${D4}u;
-${mb === 1 ? "  var wpar = 0u;\n" : ""}${segmentLoop()}${pagedSegment(pg, "    ")}
+${copies === 2 ? "  var wpar = 0u;\n" : ""}${segmentLoop()}${pagedSegment(pg, "    ")}
 ${
     pr
       ? runs.runDecls("    ").join("\n") + "\n"

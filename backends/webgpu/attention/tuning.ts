@@ -106,6 +106,13 @@ export interface AttentionTuning {
    */
   pieceRuns?: boolean;
   /**
+   * Piece runs merging their pieces' subgroup states two pieces at a time, where the kernel
+   * has one merge round and room for two copies of its merge arrays (`SgConfig.pp`): one
+   * workgroup barrier wait every second piece instead of every piece. Same bits. Default off
+   * (bench/NOTES.md, session (14)).
+   */
+  pairedPieces?: boolean;
+  /**
    * Keys of the shortest piece of a batch-invariant schedule (a power of two, 64 to 16384;
    * default {@link invariantPieceFor}'s). Other pieces, so other bits (batch-invariant as
    * well).
@@ -178,6 +185,7 @@ const FLAGS = [
   "deferMerge",
   "foldOrder",
   "pieceRuns",
+  "pairedPieces",
 ] as const;
 
 /**
