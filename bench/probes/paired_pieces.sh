@@ -7,18 +7,22 @@
 #  2. ablate, cost over lean: runs (the default), runs two pieces a merge (pp), 512-key pieces
 #     (pc512), both; multi-row and one-row shapes at 4k and 16k;
 #  3. the bench's lean and lean-invariant rows with pairs on and 512-key shortest pieces (a /tmp
-#     copy). About 5 minutes.
+#     copy). About 5 minutes; `QUICK=1` (under 3 minutes): 20 test cases, five GQA shapes, no bench.
 set -u
+Q=${QUICK:-0}
 source .gpu/setup.sh > /tmp/setup.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1
 # At most 8 files come back: no date or setup log files of their own.
 T="deno test -A --v8-flags=--expose-gc --lock=deno.lock"
-CI=true PIECE_RUNS_CASES=60 timeout 80 $T tests/piece_runs_test.ts > $OUT/t1.log 2>&1; echo "tests rc=$? $(date -u)" > $OUT/tests.txt
+CI=true PIECE_RUNS_CASES=$([ $Q = 1 ] && echo 20 || echo 60) timeout 80 $T tests/piece_runs_test.ts > $OUT/t1.log 2>&1; echo "tests rc=$? $(date -u)" > $OUT/tests.txt
 grep -h -A12 "FAILED\|rror:" $OUT/t1.log | grep -v "^\s*at " | head -30 >> $OUT/tests.txt; grep -E "^(ok|FAILED) \||seed|cases ran|specs run on" $OUT/t1.log >> $OUT/tests.txt
 cat $OUT/tests.txt
 A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check --variants def,inv,inv+pp,inv+pc512,inv+pc512+pp --shapes"
-timeout 150 $A "16,32,8,16384;4,32,8,16384;16,32,8,4096;4,32,8,4096;1,32,8,4096;1,32,8,16384;16,32,32,4096;1,32,32,4096" > $OUT/a1.txt 2>&1; echo "a1 rc=$?"
+S="16,32,8,16384;4,32,8,16384;16,32,8,4096;4,32,8,4096;1,32,8,4096"
+[ $Q = 1 ] || S="$S;1,32,8,16384;16,32,32,4096;1,32,32,4096"
+timeout 150 $A "$S" > $OUT/a1.txt 2>&1; echo "a1 rc=$?"
 head -1 $OUT/a1.txt; grep -hE "µs:|max" $OUT/a1.txt | cut -c1-300
+[ $Q = 1 ] && exit 0
 rm -rf /tmp/pp && mkdir /tmp/pp && cp -r $(ls -A | grep -v '^.gpu$') /tmp/pp/ && ln -s $PWD/.gpu /tmp/pp/.gpu
 sed -i 's/tuning.pairedPieces ?? false/tuning.pairedPieces ?? true/' /tmp/pp/backends/webgpu/attention/plan.ts
 grep -c "pairedPieces ?? true" /tmp/pp/backends/webgpu/attention/plan.ts
