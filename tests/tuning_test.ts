@@ -27,6 +27,7 @@ webgpuTest(
       [{ invariantPiece: 32 }, ["invariantPiece", "64 to 16384", "32"]],
       [{ invariantPieces: 0 }, ["invariantPieces", "1 to 1024", "0"]],
       [{ pf: 1 }, ["pf", "boolean"]],
+      [{ pairedPieces: "yes" }, ["pairedPieces", "boolean", "yes"]],
       [{ kernel: "fast" }, ["kernel", "fast"]],
       [{ Ux: 1 }, ["unknown knob", "Ux"]],
       [null, ["expected an object"]],
