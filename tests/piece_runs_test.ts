@@ -5,7 +5,7 @@
  * and flash, float32 and float16, units of two and four rows, cut and whole units, units of one
  * piece, empty sequences, sinks, one merge barrier a piece or the default, and the piece rules a
  * test can set, two pieces a merge (`pairedPieces`) or one — and the property must actually
- * have run pieces in runs and in pairs (the launch's kernel says so). One-row units never run in runs (`plan.ts`).
+ * have run pieces in runs, and the fixed case in pairs (the launch's kernel says so). One-row units never run in runs (`plan.ts`).
  */
 import { ok as assert } from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
@@ -116,6 +116,8 @@ const describe = (c: Case) =>
 webgpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu) => {
   const seed = Date.now() % 1e9;
   console.log(`fast-check seed ${seed}`);
+  // Pairs need one merge round: 64 threads where the adapter's subgroups are small (lavapipe).
+  const small = (subgroupMinSize(gpu.ctx) ?? 4) < 32;
   let inRuns = 0, inPairs = 0, cases = 0;
   await fc.assert(
     fc.asyncProperty(
@@ -131,7 +133,7 @@ webgpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu)
         paired: fc.boolean(),
         wg: fc.constantFrom(undefined, 64 as const),
         seed: fc.integer({ min: 1, max: 1e6 }),
-      }),
+      }).map((c) => c.paired && small ? { ...c, wg: 64 as const } : c),
       async (c) => {
         const { runs, paired, fault } = await compare(gpu, c);
         cases++;
@@ -143,10 +145,10 @@ webgpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu)
     // PIECE_RUNS_CASES: more cases on a GPU call (bench/probes/piece_runs_bench.sh).
     { numRuns: Number(Deno.env.get("PIECE_RUNS_CASES") ?? 40), seed },
   );
-  // The property means something only where launches ran in runs (about a third do).
+  // The property means something only where launches ran in runs (about a third do); pairs
+  // (about one case in seven) are information here: the fixed case below must run them.
   console.log(`${inRuns} of ${cases} cases ran pieces in runs, ${inPairs} two pieces a merge`);
   assert(inRuns > 0, `none of ${cases} cases ran pieces in runs (seed ${seed})`);
-  assert(inPairs > 0, `none of ${cases} cases merged two pieces at a time (seed ${seed})`);
 });
 
 webgpuTest("WebGPU piece runs: cut and whole four-row units of several pieces", async (gpu) => {
