@@ -28,6 +28,12 @@ const SHAPES = [
   { Hq: 2, Hkv: 2, D: 32 }, // one row: never in runs
 ] as const;
 
+/**
+ * Whether the adapter's subgroups are small (lavapipe): one merge round, which two pieces a
+ * merge need, then holds every subgroup only of a 64-thread workgroup.
+ */
+const smallSubgroups = (gpu: WebGpuBackend) => (subgroupMinSize(gpu.ctx) ?? 4) < 32;
+
 /** The launch the backend runs for `plan` under its tuning now (a cached plan's may be older). */
 const launchOf = (gpu: WebGpuBackend, plan: AttentionPlan) =>
   (gpu.prepareAttention(plan, plan.runs[0]) as { launch: WebGpuAttentionLaunch }).launch;
@@ -116,8 +122,7 @@ const describe = (c: Case) =>
 webgpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu) => {
   const seed = Date.now() % 1e9;
   console.log(`fast-check seed ${seed}`);
-  // Pairs need one merge round: 64 threads where the adapter's subgroups are small (lavapipe).
-  const small = (subgroupMinSize(gpu.ctx) ?? 4) < 32;
+  const small = smallSubgroups(gpu);
   let inRuns = 0, inPairs = 0, cases = 0;
   await fc.assert(
     fc.asyncProperty(
@@ -166,9 +171,8 @@ webgpuTest("WebGPU piece runs: cut and whole four-row units of several pieces", 
   const { runs, fault } = await compare(gpu, c);
   assert(runs, `${describe(c)}: did not run in runs`);
   assert(!fault, `${describe(c)}: ${fault}`);
-  // The same with two pieces a merge (on 64 threads where the adapter's subgroups are small).
-  const small = (subgroupMinSize(gpu.ctx) ?? 4) < 32;
-  const p: Case = { ...c, paired: true, ...(small ? { wg: 64 as const } : {}) };
+  // The same with two pieces a merge.
+  const p: Case = { ...c, paired: true, ...(smallSubgroups(gpu) ? { wg: 64 as const } : {}) };
   const r = await compare(gpu, p);
   assert(r.paired, `${describe(p)}: did not merge two pieces at a time`);
   assert(!r.fault, `${describe(p)}: ${r.fault}`);

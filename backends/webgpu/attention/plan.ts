@@ -163,16 +163,17 @@ export function planWebgpuAttention(
   const piece = invariantPieceFor(tuning).shortest;
   const runsFit = sg !== null &&
     pieceRuns(sg, s, g.unitRows, piece, v?.wl ?? false, qk?.sc === "head");
+  // The adapter's smallest subgroups (4, the least WebGPU allows, if unsaid).
+  const minSg = subgroupMinSize(ctx) ?? 4;
   if (sg && runsFit && foldWanted) {
-    // Room for every subgroup of the smallest size (4, the least WebGPU allows, if unsaid).
-    const subgroups = sg.wg / (subgroupMinSize(ctx) ?? 4);
+    // Room for every subgroup of the smallest size.
+    const subgroups = sg.wg / minSg;
     fold = { subgroups, runs: foldRuns(s) };
     sg = { ...sg, dm: false, sf: subgroups };
   } else if (sg && runsFit && (tuning.pieceRuns ?? true)) { // default on (tuning.ts)
     fold = { subgroups: 1, runs: foldRuns(s) };
-    const storage = ctx.limits.maxComputeWorkgroupStorageSize;
     const pairs = (tuning.pairedPieces ?? false) &&
-      pairedPiecesFit(sg, subgroupMinSize(ctx) ?? 4, storage);
+      pairedPiecesFit(sg, minSg, ctx.limits.maxComputeWorkgroupStorageSize);
     sg = { ...sg, dm: false, pr: true, ...(pairs ? { pp: true } : {}) };
   }
   if (fold) {
