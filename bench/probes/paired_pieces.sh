@@ -5,7 +5,7 @@
 #  1. the piece-runs test at length (60 random cases: runs, paired or not, against one segment
 #     a piece, bit for bit);
 #  2. ablate, cost over lean: runs (the default), runs two pieces a merge (pp), 512-key pieces
-#     (pc512), both; multi-row and one-row shapes at 4k and 16k;
+#     (pc512), both, 256-key pieces with pp; multi-row and one-row shapes at 4k and 16k;
 #  3. the bench's lean and lean-invariant rows with pairs on and 512-key shortest pieces (a /tmp
 #     copy). About 5 minutes; `QUICK=1` (under 3 minutes): 20 test cases, five GQA shapes, no bench.
 set -u
@@ -17,7 +17,7 @@ T="deno test -A --v8-flags=--expose-gc --lock=deno.lock"
 CI=true PIECE_RUNS_CASES=$([ $Q = 1 ] && echo 20 || echo 60) timeout 80 $T tests/piece_runs_test.ts > $OUT/t1.log 2>&1; echo "tests rc=$? $(date -u)" > $OUT/tests.txt
 grep -h -A12 "FAILED\|rror:" $OUT/t1.log | grep -v "^\s*at " | head -30 >> $OUT/tests.txt; grep -E "^(ok|FAILED) \||seed|cases ran|specs run on" $OUT/t1.log >> $OUT/tests.txt
 cat $OUT/tests.txt
-A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check --variants def,inv,inv+pp,inv+pc512,inv+pc512+pp --shapes"
+A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check --variants def,inv,inv+pp,inv+pc512,inv+pc512+pp,inv+pc256+pp --shapes"
 S="16,32,8,16384;4,32,8,16384;16,32,8,4096;4,32,8,4096;1,32,8,4096"
 [ $Q = 1 ] || S="$S;1,32,8,16384;16,32,32,4096;1,32,32,4096"
 timeout 150 $A "$S" > $OUT/a1.txt 2>&1; echo "a1 rc=$?"
