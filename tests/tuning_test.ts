@@ -52,28 +52,30 @@ webgpuTest(
 webgpuTest(
   "WebGPU invariantPiece/invariantPieces: the batch-invariant pieces follow the rule set now",
   (b) => {
-    const q = randn([1, 4, 1, 32], { seed: 1, backend: b });
+    const q = randn([1, 4, 1, 32], { seed: 1, backend: b }); // four rows a unit
+    const q1 = randn([1, 1, 1, 32], { seed: 3, backend: b }); // one row a unit
     const k = randn([1, 1, 4096, 32], { seed: 2, backend: b });
     // Tiles of 64 keys: the longest piece of a unit, in keys, under each rule (set in turn, so
     // a plan cached under another rule would show here).
-    const longest = () => {
-      const s = leanAttentionSchedule(q, k, k, { batchInvariant: true, tileSize: 64 });
+    const longest = (qq: typeof q) => {
+      const s = leanAttentionSchedule(qq, k, k, { batchInvariant: true, tileSize: 64 });
       return Math.max(...s.workers.flat().map((g) => (g.tileEnd - g.tileStart) * 64));
     };
     try {
-      const rules: [Record<string, number>, number][] = [
-        [{}, 1024],
-        [{ invariantPiece: 256 }, 256],
-        [{ invariantPiece: 128, invariantPieces: 16 }, 256], // 32 pieces of 128: doubled
-        [{ invariantPiece: 128, invariantPieces: 32 }, 128],
-        [{}, 1024],
+      const rules: [Record<string, number>, number, number][] = [
+        [{}, 512, 1024], // default: 512 keys for multi-row units, 1024 for one-row units
+        [{ invariantPiece: 256 }, 256, 256],
+        [{ invariantPiece: 128, invariantPieces: 16 }, 256, 256], // 32 pieces of 128: doubled
+        [{ invariantPiece: 128, invariantPieces: 32 }, 128, 128],
+        [{}, 512, 1024],
       ];
-      for (const [t, keys] of rules) {
+      for (const [t, four, one] of rules) {
         b.attentionTuning = t;
-        assertEquals(longest(), keys, JSON.stringify(t));
+        assertEquals(longest(q), four, `four rows, ${JSON.stringify(t)}`);
+        assertEquals(longest(q1), one, `one row, ${JSON.stringify(t)}`);
       }
     } finally {
-      for (const t of [q, k]) t.dispose();
+      for (const t of [q, q1, k]) t.dispose();
     }
   },
 );

@@ -176,9 +176,9 @@ export class WebGpuBackend implements Backend {
     return leanGridFor(this.ctx, problem, base);
   }
 
-  /** How a batch-invariant schedule cuts units, of any rows (`invariantPieceFor`, tuning.ts). */
-  invariantPieces(): PieceRule {
-    return invariantPieceFor(this.#tuning);
+  /** How a batch-invariant schedule cuts units of `unitRows` rows (`invariantPieceFor`). */
+  invariantPieces(unitRows: number): PieceRule {
+    return invariantPieceFor(this.#tuning, unitRows);
   }
 
   /** The device. */

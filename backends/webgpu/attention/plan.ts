@@ -160,7 +160,7 @@ export function planWebgpuAttention(
   // or where asked the subgroup-fold order (multi-row units; other bits).
   let fold: { subgroups: number; runs: FoldRuns } | null = null;
   const foldWanted = tuning.foldOrder ?? false; // opt-in (tuning.ts)
-  const piece = invariantPieceFor(tuning).shortest;
+  const piece = invariantPieceFor(tuning, g.unitRows).shortest;
   const runsFit = sg !== null &&
     pieceRuns(sg, s, g.unitRows, piece, v?.wl ?? false, qk?.sc === "head");
   // The adapter's smallest subgroups (4, the least WebGPU allows, if unsaid).

@@ -126,12 +126,21 @@ export interface AttentionTuning {
 }
 
 /**
- * How a batch-invariant schedule on WebGPU cuts units (of any rows): the tuning's
- * `invariantPiece` and `invariantPieces`, else {@link DEFAULT_PIECE_RULE}'s.
+ * Keys of the shortest batch-invariant piece of a unit of two or more rows on WebGPU (GQA
+ * decode): with piece runs such a piece ends without a segment end, so shorter pieces are cheap
+ * there, and at B = 1 they give each worker of the grid a piece (bench/NOTES.md, session (15)).
  */
-export function invariantPieceFor(t: AttentionTuning): PieceRule {
+export const MULTI_ROW_SHORTEST_PIECE = 512;
+
+/**
+ * How a batch-invariant schedule on WebGPU cuts units of `unitRows` rows: the tuning's
+ * `invariantPiece` and `invariantPieces`, else {@link DEFAULT_PIECE_RULE}'s with the shortest
+ * piece {@link MULTI_ROW_SHORTEST_PIECE} for units of two or more rows.
+ */
+export function invariantPieceFor(t: AttentionTuning, unitRows: number): PieceRule {
+  const shortest = unitRows >= 2 ? MULTI_ROW_SHORTEST_PIECE : DEFAULT_PIECE_RULE.shortest;
   return {
-    shortest: t.invariantPiece ?? DEFAULT_PIECE_RULE.shortest,
+    shortest: t.invariantPiece ?? shortest,
     most: t.invariantPieces ?? DEFAULT_PIECE_RULE.most,
   };
 }
