@@ -3,8 +3,11 @@
 # workplace's ../shared/gpu/bundle.sh (pinned Deno, Vulkan loader, Deno's npm cache), then keeps
 # only the Linux x86-64 binaries of onnxruntime-node (the CPU bench's peer), whose Windows,
 # macOS and Linux arm64 builds would take the bundle to ~115 MiB (~50 MiB without them).
-# Run from the project root: `bash bench/gpu_bundle.sh`.
+# Run from the project root: `bash bench/gpu_bundle.sh [ENTRYPOINT ...]`.
 set -euo pipefail
+# Default entries: the library, the bench, its probes and the tests (fast-check and the other
+# test-only packages must be in the cache: the host is offline).
+if [ $# -eq 0 ]; then set -- mod.ts bench/*.ts bench/probes/*.ts tests/*.ts; fi
 bash ../shared/gpu/bundle.sh "$@" > /dev/null
 dd=$(mktemp -d)
 xz -dc .gpu/deno_dir.tar.xz | tar -C "$dd" -xf -
