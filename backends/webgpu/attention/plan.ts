@@ -172,7 +172,7 @@ export function planWebgpuAttention(
     sg = { ...sg, dm: false, sf: subgroups };
   } else if (sg && runsFit && (tuning.pieceRuns ?? true)) { // default on (tuning.ts)
     fold = { subgroups: 1, runs: foldRuns(s) };
-    const pairs = (tuning.pairedPieces ?? false) &&
+    const pairs = (tuning.pairedPieces ?? true) && // default on (tuning.ts)
       pairedPiecesFit(sg, minSg, ctx.limits.maxComputeWorkgroupStorageSize);
     sg = { ...sg, dm: false, pr: true, ...(pairs ? { pp: true } : {}) };
   }

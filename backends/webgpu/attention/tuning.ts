@@ -108,8 +108,9 @@ export interface AttentionTuning {
   /**
    * Piece runs merging their pieces' subgroup states two pieces at a time, where the kernel
    * has one merge round and room for two copies of its merge arrays (`SgConfig.pp`): one
-   * workgroup barrier wait every second piece instead of every piece. Same bits. Default off
-   * (bench/NOTES.md, session (14)).
+   * workgroup barrier wait every second piece instead of every piece. Same bits. Default on:
+   * its tests passed on an H100 with it on, and it costs 1–2 points less where runs are short
+   * and cut, nothing where a worker streams a whole unit (bench/NOTES.md, session (15)).
    */
   pairedPieces?: boolean;
   /**
