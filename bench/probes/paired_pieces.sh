@@ -8,6 +8,8 @@
 #     (pc512), both, 256-key pieces with pp; multi-row and one-row shapes at 4k and 16k;
 #  3. the bench's lean and lean-invariant rows with pairs on and 512-key shortest pieces (a /tmp
 #     copy). About 5 minutes; `QUICK=1` (under 3 minutes): 20 test cases, five GQA shapes, no bench.
+# QUICK=1 ran on an H100 on 2026-12-07 (results/probes/h100-2026-12-07-paired-pieces-quick/); since
+# then pairs and 512-key multi-row pieces are the defaults (the full mode's seds find nothing to flip).
 set -u
 Q=${QUICK:-0}
 source .gpu/setup.sh > /tmp/setup.log 2>&1
