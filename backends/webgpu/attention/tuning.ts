@@ -129,7 +129,10 @@ export interface AttentionTuning {
 /**
  * Keys of the shortest batch-invariant piece of a unit of two or more rows on WebGPU (GQA
  * decode): with piece runs such a piece ends without a segment end, so shorter pieces are cheap
- * there, and at B = 1 they give each worker of the grid a piece (bench/NOTES.md, session (15)).
+ * there, and at B = 1 they give more workers of the grid a piece (bench/NOTES.md, session (15)).
+ * Where runs do not apply (`pieceRuns` in plan.ts: e.g. sliding windows, head-scaled quantized
+ * K/V, the generic kernels) each piece still ends a segment; those launches were not timed
+ * with 512-key pieces.
  */
 export const MULTI_ROW_SHORTEST_PIECE = 512;
 
