@@ -5,7 +5,8 @@
  * and flash, float32 and float16, units of two and four rows, cut and whole units, units of one
  * piece, empty sequences, sinks, one merge barrier a piece or the default, and the piece rules a
  * test can set, two pieces a merge (`pairedPieces`) or one — and the property must actually
- * have run pieces in runs, and the fixed case in pairs (the launch's kernel says so). One-row units never run in runs (`plan.ts`).
+ * have run pieces in runs, and the fixed case in pairs (the launch's kernel says so). One-row
+ * units never run in runs (`plan.ts`).
  */
 import { ok as assert } from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";

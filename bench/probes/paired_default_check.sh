@@ -7,15 +7,13 @@
 #     bit for bit) and the tuning, batch-invariant, determinism and fused-merge tests;
 #  2. the bench's lean and lean-invariant rows at the README's multi-row invariant shapes.
 set -u
+source bench/probes/_test_summary.sh
 source .gpu/setup.sh > /tmp/setup.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1
 grep -c "pairedPieces ?? true" backends/webgpu/attention/plan.ts
 T="deno test -A --v8-flags=--expose-gc --lock=deno.lock"
 CI=true PIECE_RUNS_CASES=40 timeout 100 $T tests/piece_runs_test.ts tests/tuning_test.ts tests/batch_invariant_test.ts tests/determinism_test.ts tests/webgpu_fused_merge_test.ts > $OUT/t1.log 2>&1
-echo "tests rc=$? $(date -u)" > $OUT/tests.txt
-grep -h -A12 "FAILED\|rror:" $OUT/t1.log | grep -v "^\s*at " | head -30 >> $OUT/tests.txt
-grep -E "^(ok|FAILED) \||seed|cases ran|specs run on|paired" $OUT/t1.log >> $OUT/tests.txt
-cat $OUT/tests.txt
+test_summary $? $OUT/t1.log
 timeout 80 deno run -A --lock=deno.lock bench/bench.ts --dtype f16 --d 128 --configs 1x32x8,4x32x8,16x32x8 --n 4k,16k,64k --algos lean,lean-invariant --no-peers --budget 50 --out $OUT/bench > $OUT/bench.txt 2>&1
 echo "bench rc=$?"
 rm -f $OUT/bench/*.svg

@@ -11,14 +11,14 @@
 # QUICK=1 ran on an H100 on 2026-12-07 (results/probes/h100-2026-12-07-paired-pieces-quick/); since
 # then pairs and 512-key multi-row pieces are the defaults (the full mode's seds find nothing to flip).
 set -u
+source bench/probes/_test_summary.sh
 Q=${QUICK:-0}
 source .gpu/setup.sh > /tmp/setup.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1
 # At most 8 files come back: no date or setup log files of their own.
 T="deno test -A --v8-flags=--expose-gc --lock=deno.lock"
-CI=true PIECE_RUNS_CASES=$([ $Q = 1 ] && echo 20 || echo 60) timeout 80 $T tests/piece_runs_test.ts > $OUT/t1.log 2>&1; echo "tests rc=$? $(date -u)" > $OUT/tests.txt
-grep -h -A12 "FAILED\|rror:" $OUT/t1.log | grep -v "^\s*at " | head -30 >> $OUT/tests.txt; grep -E "^(ok|FAILED) \||seed|cases ran|specs run on" $OUT/t1.log >> $OUT/tests.txt
-cat $OUT/tests.txt
+CI=true PIECE_RUNS_CASES=$([ $Q = 1 ] && echo 20 || echo 60) timeout 80 $T tests/piece_runs_test.ts > $OUT/t1.log 2>&1
+test_summary $? $OUT/t1.log
 A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check --variants def,inv,inv+pp,inv+pc512,inv+pc512+pp,inv+pc256+pp --shapes"
 S="16,32,8,16384;4,32,8,16384;16,32,8,4096;4,32,8,4096;1,32,8,4096"
 [ $Q = 1 ] || S="$S;1,32,8,16384;16,32,32,4096;1,32,32,4096"

@@ -15,6 +15,7 @@
 # Ran on an H100 on 2026-12-07 (results/probes/h100-2026-12-07-piece-runs-bench/, 4.4 minutes);
 # since then piece runs are the default, and step 1's `sed` finds nothing to flip.
 set -u
+source bench/probes/_test_summary.sh
 source .gpu/setup.sh > $OUT/run.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1
 date -u > $OUT/date.txt
@@ -22,9 +23,8 @@ rm -rf /tmp/pr && mkdir /tmp/pr && cp -r $(ls -A | grep -v '^.gpu$') /tmp/pr/ &&
 sed -i 's/tuning.pieceRuns ?? false/tuning.pieceRuns ?? true/' /tmp/pr/backends/webgpu/attention/plan.ts
 grep -c "pieceRuns ?? true" /tmp/pr/backends/webgpu/attention/plan.ts
 T="deno test -A --v8-flags=--expose-gc --lock=deno.lock"
-(cd /tmp/pr && CI=true PIECE_RUNS_CASES=120 timeout 120 $T tests/piece_runs_test.ts tests/batch_invariant_test.ts tests/determinism_test.ts tests/webgpu_fused_merge_test.ts) > $OUT/t1.log 2>&1; echo "tests rc=$?" > $OUT/tests.txt
-grep -h -A12 "FAILED\|rror:" $OUT/t1.log | grep -v "^\s*at " | head -40 >> $OUT/tests.txt; grep -E "^(ok|FAILED) \||seed|cases ran|specs run on" $OUT/t1.log >> $OUT/tests.txt
-cat $OUT/tests.txt
+(cd /tmp/pr && CI=true PIECE_RUNS_CASES=120 timeout 120 $T tests/piece_runs_test.ts tests/batch_invariant_test.ts tests/determinism_test.ts tests/webgpu_fused_merge_test.ts) > $OUT/t1.log 2>&1
+test_summary $? $OUT/t1.log
 (cd /tmp/pr && timeout 150 deno run -A --lock=deno.lock bench/bench.ts --dtype f16 --d 128 --configs 1x32x8,4x32x8,16x32x8 --n 4k,16k,64k --algos lean,lean-invariant --no-peers --budget 110 --out $OUT/bench) > $OUT/bench.txt 2>&1; echo "bench rc=$?"
 tail -16 $OUT/bench.txt | cut -c1-200
 A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check --variants def,inv,inv+pr,inv+pr+mb1,inv+pr+prnb,inv+pr+onep --shapes"
