@@ -29,12 +29,6 @@ const SHAPES = [
   { Hq: 2, Hkv: 2, D: 32 }, // one row: never in runs
 ] as const;
 
-/**
- * Whether the adapter's subgroups are small (lavapipe): one merge round, which two pieces a
- * merge need, then holds every subgroup only of a 64-thread workgroup.
- */
-const smallSubgroups = (gpu: WebGpuBackend) => (subgroupMinSize(gpu.ctx) ?? 4) < 32;
-
 /** The launch the backend runs for `plan` under its tuning now (a cached plan's may be older). */
 const launchOf = (gpu: WebGpuBackend, plan: AttentionPlan) =>
   (gpu.prepareAttention(plan, plan.runs[0]) as { launch: WebGpuAttentionLaunch }).launch;
@@ -56,6 +50,14 @@ interface Case {
   wg?: 64;
   seed: number;
 }
+
+/**
+ * Case `c` as it can merge two pieces at a time on this adapter: where its subgroups are small
+ * (lavapipe), one merge round, which pairs need, holds every subgroup only of a 64-thread
+ * workgroup, so a paired case runs at 64 threads there.
+ */
+const pairable = (gpu: WebGpuBackend, c: Case): Case =>
+  c.paired && (subgroupMinSize(gpu.ctx) ?? 4) < 32 ? { ...c, wg: 64 } : c;
 
 /**
  * Runs `c` with piece runs on and off: whether the first ran in runs (its launch's kernel),
@@ -123,7 +125,6 @@ const describe = (c: Case) =>
 webgpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu) => {
   const seed = Date.now() % 1e9;
   console.log(`fast-check seed ${seed}`);
-  const small = smallSubgroups(gpu);
   let inRuns = 0, inPairs = 0, cases = 0;
   await fc.assert(
     fc.asyncProperty(
@@ -139,7 +140,7 @@ webgpuTest("WebGPU piece runs give the bits of one segment a piece", async (gpu)
         paired: fc.boolean(),
         wg: fc.constantFrom(undefined, 64 as const),
         seed: fc.integer({ min: 1, max: 1e6 }),
-      }).map((c) => c.paired && small ? { ...c, wg: 64 as const } : c),
+      }).map((c) => pairable(gpu, c)),
       async (c) => {
         const { runs, paired, fault } = await compare(gpu, c);
         cases++;
@@ -173,7 +174,7 @@ webgpuTest("WebGPU piece runs: cut and whole four-row units of several pieces", 
   assert(runs, `${describe(c)}: did not run in runs`);
   assert(!fault, `${describe(c)}: ${fault}`);
   // The same with two pieces a merge.
-  const p: Case = { ...c, paired: true, ...(smallSubgroups(gpu) ? { wg: 64 as const } : {}) };
+  const p = pairable(gpu, { ...c, paired: true });
   const r = await compare(gpu, p);
   assert(r.paired, `${describe(p)}: did not merge two pieces at a time`);
   assert(!r.fault, `${describe(p)}: ${r.fault}`);
