@@ -1,0 +1,107 @@
+/**
+ * The open performance issues' goals read off a bench JSON (`deno task bench --dtype f16 --d 128
+ * --algos lean,lean-invariant,lean-int8,lean-float8e4m3,…,torch-cudnn`): issue #20 items 1 and 3,
+ * issue #17's quantized rows. Prints one block a file:
+ *
+ *   deno run --allow-read bench/goals.ts bench/results/nvidia-h100-2026-12-07-f16-d128.json
+ *
+ * A ratio "× cuDNN" is cuDNN's GPU time over lean's (above 1: lean is faster); "uniform" rows are
+ * those without `kvLens` (the ragged rows give cuDNN a padded mask). Rows an algorithm skipped
+ * (K/V over one binding, out of budget) are left out of the figures that need it.
+ *
+ * @module
+ */
+
+interface Row {
+  algo: string;
+  B: number;
+  Hq: number;
+  Hkv: number;
+  N: number;
+  kvLens?: number[];
+  gpuMs: number | null;
+  fracCeiling?: number;
+  quantErr?: number;
+}
+
+const shape = (r: Row) => `(${r.B},${r.Hq},${r.Hkv}) ${r.kvLens ? "ragged" : kib(r.N)}`;
+const kib = (n: number) => n >= 1024 ? `${n / 1024}k` : `${n}`;
+const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+const geomean = (xs: number[]) => Math.exp(xs.reduce((s, x) => s + Math.log(x), 0) / xs.length);
+const span = (xs: number[]) =>
+  xs.length ? `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}` : "—";
+
+/** The row of `algo` for the case of `r` (same shape and lengths), if it ran. */
+function peer(rows: Row[], r: Row, algo: string): Row | undefined {
+  const same = (o: Row) =>
+    o.algo === algo && o.B === r.B && o.Hq === r.Hq && o.Hkv === r.Hkv && o.N === r.N &&
+    String(o.kvLens ?? "") === String(r.kvLens ?? "");
+  const o = rows.find(same);
+  return o && o.gpuMs ? o : undefined;
+}
+
+function report(path: string): void {
+  const doc = JSON.parse(Deno.readTextFileSync(path));
+  const rows: Row[] = doc.rows;
+  const lean = rows.filter((r) => r.algo === "lean" && r.gpuMs);
+  const uniform = lean.filter((r) => !r.kvLens);
+  console.log(`${path}\n${doc.device}, ${doc.date}`);
+
+  // #20 item 1: against cuDNN and the read ceiling.
+  const vsCudnn = uniform.flatMap((r) => {
+    const c = peer(rows, r, "torch-cudnn");
+    return c ? [{ r, x: c.gpuMs! / r.gpuMs! }] : [];
+  });
+  const big = vsCudnn.filter(({ r }) => r.N >= 65536);
+  const slowBig = big.filter(({ x }) => x < 0.98).map(({ r, x }) => `${shape(r)} ${x.toFixed(2)}`);
+  console.log(
+    `#20.1 geomean × cuDNN, uniform rows: ${geomean(vsCudnn.map((v) => v.x)).toFixed(3)} ` +
+      `(${vsCudnn.length} rows; ${span(vsCudnn.map((v) => v.x))})`,
+  );
+  console.log(
+    `#20.1 N ≥ 64k rows ≥ 0.98× cuDNN: ${big.length - slowBig.length} of ${big.length}` +
+      (slowBig.length ? `; below: ${slowBig.join(", ")}` : ""),
+  );
+  const long = lean.filter((r) => r.N >= 16384 && !r.kvLens);
+  const low = long.filter((r) => r.fracCeiling! < 0.9);
+  console.log(
+    `#20.1 N ≥ 16k rows ≥ 90 % of ceiling: ${long.length - low.length} of ${long.length}` +
+      (low.length
+        ? `; below: ${low.map((r) => `${shape(r)} ${pct(r.fracCeiling!)}`).join(", ")}`
+        : ""),
+  );
+  const gqa4k = lean.find((r) => r.B === 1 && r.Hq === 32 && r.Hkv === 8 && r.N === 4096);
+  if (gqa4k) console.log(`#20.1 (1,32,8) 4k: ${pct(gqa4k.fracCeiling!)} of ceiling (goal 75 %)`);
+
+  // #20 item 3: batch-invariant cost over lean.
+  const inv = lean.flatMap((r) => {
+    const i = peer(rows, r, "lean-invariant");
+    return i ? [`${shape(r)} ${(100 * (i.gpuMs! / r.gpuMs! - 1)).toFixed(1)}`] : [];
+  });
+  console.log(`#20.3 lean-invariant over lean, %: ${inv.join(" | ")}`);
+
+  // #17: quantized rows against float16 lean and cuDNN float16.
+  for (const q of ["lean-int8", "lean-float8e4m3"]) {
+    const qs = lean.filter((r) => !r.kvLens).flatMap((r) => {
+      const o = peer(rows, r, q);
+      const c = peer(rows, r, "torch-cudnn");
+      if (!o) return [];
+      const vsC = c ? `${(c.gpuMs! / o.gpuMs!).toFixed(2)}×` : "—";
+      return [{
+        r,
+        line: `${shape(r)}: ${(o.gpuMs! / r.gpuMs!).toFixed(2)} of f16, ${pct(o.fracCeiling!)}` +
+          ` ceil, ${vsC} cuDNN, err ${o.quantErr?.toExponential(1)}`,
+      }];
+    });
+    console.log(`#17 ${q} (time / lean f16, fraction of ceiling, × cuDNN f16, max error):`);
+    for (const { line } of qs) console.log(`  ${line}`);
+  }
+}
+
+if (import.meta.main) {
+  if (Deno.args.length === 0) {
+    console.error("usage: deno run --allow-read bench/goals.ts RESULT.json [...]");
+    Deno.exit(2);
+  }
+  for (const p of Deno.args) report(p);
+}
