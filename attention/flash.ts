@@ -14,7 +14,7 @@ import type { QuantizedTensor } from "../ops/quantize.ts";
 import { ArgumentError } from "../tensor/errors.ts";
 import { type LeanSchedule, splitSchedule } from "../schedule/lean_schedule.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
-import { MAX_TILE, MAX_WORKERS, queryBlocksOf } from "../schedule/limits.ts";
+import { MAX_TILE, MAX_WORKERS, pieceRuleKey, queryBlocksOf } from "../schedule/limits.ts";
 import { numSplitsHeuristic } from "../schedule/split_heuristic.ts";
 import {
   type AttentionOptions,
@@ -172,7 +172,7 @@ function invariantPlan(
   const problem = { batch: p.B, kvHeads: p.Hkv, qBlocks, tileSize: blockN, pieces };
   const made = planAttention(q, p.k, p.v, p, {
     op: OP,
-    key: `flash|${blockN}|invariant ${pieces.shortest}/${pieces.most}`,
+    key: `flash|${blockN}|invariant ${pieceRuleKey(pieces)}`,
     resolve: () => ({
       algo: "flash-decoding",
       schedule: (lens) => invariantScheduleOf(problem, lens),

@@ -13,7 +13,7 @@ import type { Tensor } from "../tensor/tensor.ts";
 import type { QuantizedTensor } from "../ops/quantize.ts";
 import { type LeanSchedule, leanSchedule } from "../schedule/lean_schedule.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
-import { MAX_TILE, MAX_WORKERS, queryBlocksOf } from "../schedule/limits.ts";
+import { MAX_TILE, MAX_WORKERS, pieceRuleKey, queryBlocksOf } from "../schedule/limits.ts";
 import { unitRowsOf } from "../schedule/geometry.ts";
 import type { Backend, LeanGridProblem } from "../backends/backend.ts";
 import { type AttentionOptions, positiveIntOption, validateAttention } from "./_validate.ts";
@@ -84,7 +84,7 @@ function plan(
   const made = planAttention(q, p.k, p.v, p, {
     op: OP,
     key: `lean|${tileSize}|${given ?? `default ${base}`}|${
-      pieces ? `invariant ${pieces.shortest}/${pieces.most}` : ""
+      pieces ? `invariant ${pieceRuleKey(pieces)}` : ""
     }`,
     resolve: () => {
       const problem = {

@@ -73,6 +73,35 @@ function report(path: string): void {
   const gqa4k = lean.find((r) => r.B === 1 && r.Hq === 32 && r.Hkv === 8 && r.N === 4096);
   if (gqa4k) console.log(`#20.1 (1,32,8) 4k: ${pct(gqa4k.fracCeiling!)} of ceiling (goal 75 %)`);
 
+  // The README's other goals: ORT Web, own flash, flash-decoding.
+  const over = (algo: string, set: Row[]) =>
+    set.flatMap((r) => {
+      const o = peer(rows, r, algo);
+      return o ? [{ r, x: o.gpuMs! / r.gpuMs! }] : [];
+    });
+  const ort = over("ort-webgpu", lean).map((v) => v.x);
+  if (ort.length) {
+    console.log(`× ORT Web: geomean ${geomean(ort).toFixed(2)} (${ort.length} rows; ${span(ort)})`);
+  }
+  const flash = over("flash", lean);
+  const b1 = flash.filter(({ r }) => r.B === 1 && r.N === 524288 && !r.kvLens);
+  if (flash.length) {
+    const mean = flash.reduce((a, v) => a + v.x, 0) / flash.length;
+    console.log(
+      `× own flash: mean ${mean.toFixed(2)} (${flash.length} rows); B = 1, 512k: ` +
+        b1.map(({ r, x }) => `${shape(r)} ${x.toFixed(2)}`).join(", "),
+    );
+  }
+  const fd = over("flash-decoding", lean);
+  const ragged = fd.filter(({ r }) => r.kvLens).map((v) => v.x);
+  const slow = fd.filter(({ x }) => x < 1 / 1.05).map(({ r, x }) => `${shape(r)} ${x.toFixed(2)}`);
+  if (fd.length) {
+    console.log(
+      `× flash-decoding: ragged ${span(ragged)}; rows > 5 % slower: ${slow.length} of ` +
+        `${fd.length}${slow.length ? ` (${slow.join(", ")})` : ""}`,
+    );
+  }
+
   // #20 item 3: batch-invariant cost over lean.
   const inv = lean.flatMap((r) => {
     const i = peer(rows, r, "lean-invariant");

@@ -55,6 +55,11 @@ export interface PieceRule {
   shortest: number;
   /** The most pieces a unit is cut into before its pieces double: 1 to 1024. */
   most: number;
+  /**
+   * Units of fewer than `under` keys are cut into pieces of `piece` keys instead (a power of two
+   * up to `shortest`; `under` an integer from 1 to 2³⁰). Absent: no exception.
+   */
+  shortUnits?: { readonly under: number; readonly piece: number };
 }
 
 /** The rule unless a backend says: 1024 keys, at most 16 pieces. */
@@ -71,10 +76,12 @@ export const DEFAULT_PIECE_RULE: Readonly<PieceRule> = Object.freeze({
  * B = 1); pieces of at least 1024 keys keep a piece's fixed cost (its state, its fence, its
  * merge) small where a worker streams many of them (large batches). Chosen on an H100 among
  * shortest pieces of 256, 512, 1024 and 2048 keys and 16 or 32 pieces (bench/NOTES.md,
- * "Session 2026-12-06 (4)").
+ * "Session 2026-12-06 (4)"). A unit shorter than the rule's `shortUnits.under` keys takes pieces of
+ * `shortUnits.piece` keys.
  */
 export function invariantChunkKeys(keys: number, rule: PieceRule = DEFAULT_PIECE_RULE): number {
-  const { shortest, most } = checkPieceRule("invariantChunkKeys", rule);
+  const { shortest, most, shortUnits } = checkPieceRule("invariantChunkKeys", rule);
+  if (shortUnits && keys < shortUnits.under) return shortUnits.piece;
   let c = shortest;
   while (c < INVARIANT_MAX_CHUNK_KEYS && most * c < keys) c *= 2;
   return c;
@@ -95,5 +102,30 @@ export function checkPieceRule(where: string, rule: unknown): PieceRule {
       `${where}: the most pieces a unit must be an integer in 1..1024, got ${show(r?.most)}`,
     );
   }
-  return { shortest: c, most: m };
+  const su = r?.shortUnits as Partial<NonNullable<PieceRule["shortUnits"]>> | undefined;
+  if (su === undefined) return { shortest: c, most: m };
+  const u = su?.under as number, p = su?.piece as number;
+  if (!Number.isSafeInteger(u) || u < 1 || u > 2 ** 30) {
+    throw new ArgumentError(
+      `${where}: shortUnits.under must be an integer in 1..2^30, got ${show(su?.under)}`,
+    );
+  }
+  if (!Number.isSafeInteger(p) || p < 1 || p > c || (p & (p - 1)) !== 0) {
+    throw new ArgumentError(
+      `${where}: shortUnits.piece must be a power of two up to the shortest piece (${c}), ` +
+        `got ${show(su?.piece)}`,
+    );
+  }
+  return { shortest: c, most: m, shortUnits: { under: u, piece: p } };
+}
+
+/** Keys of the shortest piece `rule` can cut (its short units' piece where it has one). */
+export function smallestPiece(rule: PieceRule): number {
+  return Math.min(rule.shortest, rule.shortUnits?.piece ?? rule.shortest);
+}
+
+/** The rule as text, for plan keys: `shortest/most`, and `<under:piece` with short units. */
+export function pieceRuleKey(rule: PieceRule): string {
+  const su = rule.shortUnits;
+  return `${rule.shortest}/${rule.most}${su ? `<${su.under}:${su.piece}` : ""}`;
 }

@@ -18,6 +18,8 @@ import {
   INVARIANT_MAX_CHUNK_KEYS,
   INVARIANT_PIECES,
   invariantChunkKeys,
+  pieceRuleKey,
+  smallestPiece,
 } from "../schedule/limits.ts";
 import { renderSchedule } from "../schedule/render_schedule.ts";
 import { ArgumentError, LimitError } from "../tensor/errors.ts";
@@ -210,6 +212,52 @@ Deno.test("invariantChunkKeys: the shortest power-of-two piece that cuts a seque
       (e) => e instanceof ArgumentError && /shortest piece|most pieces/.test(e.message),
     );
   }
+});
+
+Deno.test("invariantChunkKeys: short units take the rule's short piece, longer ones the doubling rule", () => {
+  // WebGPU's multi-row rule (tuning.ts): 512-key pieces, 256 for units under 2048 keys.
+  const rule = { shortest: 512, most: 16, shortUnits: { under: 2048, piece: 256 } };
+  const plain = { shortest: 512, most: 16 };
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 1 << 22 }),
+      fc.integer({ min: 1, max: 1 << 22 }),
+      (a, b) => {
+        const c = invariantChunkKeys(a, rule);
+        assertEquals(c, a < 2048 ? 256 : invariantChunkKeys(a, plain), `${a}`);
+        // Still never shorter pieces for a longer sequence.
+        if (a <= b) assert(c <= invariantChunkKeys(b, rule), `${a} ≤ ${b}`);
+      },
+    ),
+    { numRuns: 300 },
+  );
+  assertEquals([1, 1024, 2047, 2048, 4096, 8192, 16384].map((n) => invariantChunkKeys(n, rule)), [
+    256,
+    256,
+    256,
+    512,
+    512,
+    512,
+    1024,
+  ]);
+  for (
+    const [su, what] of [
+      [{ under: 2048, piece: 1024 }, /shortUnits\.piece.*got 1024/],
+      [{ under: 2048, piece: 96 }, /shortUnits\.piece/],
+      [{ under: 2048 }, /shortUnits\.piece.*got undefined/],
+      [{ under: 0, piece: 256 }, /shortUnits\.under.*got 0/],
+      [{ under: 1.5, piece: 256 }, /shortUnits\.under/],
+      [5, /shortUnits\.under/],
+    ] as const
+  ) {
+    throws(
+      () => invariantChunkKeys(4096, { shortest: 512, most: 16, shortUnits: su as never }),
+      (e) => e instanceof ArgumentError && what.test(e.message),
+    );
+  }
+  assertEquals(smallestPiece(rule), 256);
+  assertEquals(smallestPiece(plain), 512);
+  assertEquals([pieceRuleKey(rule), pieceRuleKey(plain)], ["512/16<2048:256", "512/16"]);
 });
 
 Deno.test("invariant schedule: fixed pieces per unit, whatever the batch and grid", () => {

@@ -38,6 +38,7 @@ import { REDUCE_WG, reduceKey } from "./reduce_kernel.ts";
 import { quantBindingCount, quantKernel } from "./_wgsl_quant.ts";
 import { kernelVariant, variantInputs } from "./_wgsl_variant.ts";
 import { LimitError } from "../../../tensor/errors.ts";
+import { smallestPiece } from "../../../schedule/limits.ts";
 import { withinAdapterLoops } from "./_loop_budget.ts";
 
 /** Keys a worker is taken to stream when a batch-invariant launch picks its configuration. */
@@ -160,7 +161,7 @@ export function planWebgpuAttention(
   // or where asked the subgroup-fold order (multi-row units; other bits).
   let fold: { subgroups: number; runs: FoldRuns } | null = null;
   const foldWanted = tuning.foldOrder ?? false; // opt-in (tuning.ts)
-  const piece = invariantPieceFor(tuning, g.unitRows).shortest;
+  const piece = smallestPiece(invariantPieceFor(tuning, g.unitRows));
   const runsFit = sg !== null &&
     pieceRuns(sg, s, g.unitRows, piece, v?.wl ?? false, qk?.sc === "head");
   // The adapter's smallest subgroups (4, the least WebGPU allows, if unsaid).

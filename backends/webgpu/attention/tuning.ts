@@ -137,15 +137,28 @@ export interface AttentionTuning {
 export const MULTI_ROW_SHORTEST_PIECE = 512;
 
 /**
+ * Multi-row units (GQA decode) of fewer than `under` keys take pieces of `piece` keys. At 1k keys
+ * on an H100 (bench/NOTES.md, session (17)) the cost over lean, B = 1 / 4 / 16 at (·,32,8), was
+ * +32 / +26 / +5 % with 512-key pieces and +9 / +8 / +16 % with 256-key ones (128: −1 / +25 / +36
+ * %); at 4k, 512-key pieces stay the best (+12 / +11 % at B = 1 / 16; 256-key +6 / +23 %). Units
+ * shorter than 1k were not timed.
+ */
+export const MULTI_ROW_SHORT_UNITS = Object.freeze({ under: 2048, piece: 256 });
+
+/**
  * How a batch-invariant schedule on WebGPU cuts units of `unitRows` rows: the tuning's
- * `invariantPiece` and `invariantPieces`, else {@link DEFAULT_PIECE_RULE}'s with the shortest
- * piece {@link MULTI_ROW_SHORTEST_PIECE} for units of two or more rows.
+ * `invariantPiece` and `invariantPieces` (exactly those, no short-unit exception), else
+ * {@link DEFAULT_PIECE_RULE}'s with the shortest piece {@link MULTI_ROW_SHORTEST_PIECE} and
+ * {@link MULTI_ROW_SHORT_UNITS} for units of two or more rows.
  */
 export function invariantPieceFor(t: AttentionTuning, unitRows: number): PieceRule {
-  const shortest = unitRows >= 2 ? MULTI_ROW_SHORTEST_PIECE : DEFAULT_PIECE_RULE.shortest;
+  const multi = unitRows >= 2;
+  const shortest = multi ? MULTI_ROW_SHORTEST_PIECE : DEFAULT_PIECE_RULE.shortest;
+  const tuned = t.invariantPiece !== undefined || t.invariantPieces !== undefined;
   return {
     shortest: t.invariantPiece ?? shortest,
     most: t.invariantPieces ?? DEFAULT_PIECE_RULE.most,
+    ...(multi && !tuned ? { shortUnits: MULTI_ROW_SHORT_UNITS } : {}),
   };
 }
 
