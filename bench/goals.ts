@@ -12,7 +12,8 @@
  * @module
  */
 
-interface Row {
+/** The fields of a bench JSON row that the goals read. */
+export interface Row {
   algo: string;
   B: number;
   Hq: number;
@@ -22,6 +23,13 @@ interface Row {
   gpuMs: number | null;
   fracCeiling?: number;
   quantErr?: number;
+}
+
+/** The fields of a bench JSON that the goals read. */
+export interface BenchDoc {
+  device: string;
+  date: string;
+  rows: Row[];
 }
 
 const shape = (r: Row) => `(${r.B},${r.Hq},${r.Hkv}) ${r.kvLens ? "ragged" : kib(r.N)}`;
@@ -40,12 +48,13 @@ function peer(rows: Row[], r: Row, algo: string): Row | undefined {
   return o && o.gpuMs ? o : undefined;
 }
 
-function report(path: string): void {
-  const doc = JSON.parse(Deno.readTextFileSync(path));
-  const rows: Row[] = doc.rows;
+/** A bench JSON's figures for the open issues' goals, one line each. */
+export function goalLines(doc: BenchDoc): string[] {
+  const out: string[] = [];
+  const rows = doc.rows;
   const lean = rows.filter((r) => r.algo === "lean" && r.gpuMs);
   const uniform = lean.filter((r) => !r.kvLens);
-  console.log(`${path}\n${doc.device}, ${doc.date}`);
+  out.push(`${doc.device}, ${doc.date}`);
 
   // #20 item 1: against cuDNN and the read ceiling.
   const vsCudnn = uniform.flatMap((r) => {
@@ -53,25 +62,25 @@ function report(path: string): void {
     return c ? [{ r, x: c.gpuMs! / r.gpuMs! }] : [];
   });
   const big = vsCudnn.filter(({ r }) => r.N >= 65536);
-  const slowBig = big.filter(({ x }) => x < 0.98).map(({ r, x }) => `${shape(r)} ${x.toFixed(2)}`);
-  console.log(
+  const slowBig = big.filter(({ x }) => x < 0.98).map(({ r, x }) => `${shape(r)} ${x.toFixed(3)}`);
+  out.push(
     `#20.1 geomean × cuDNN, uniform rows: ${geomean(vsCudnn.map((v) => v.x)).toFixed(3)} ` +
       `(${vsCudnn.length} rows; ${span(vsCudnn.map((v) => v.x))})`,
   );
-  console.log(
+  out.push(
     `#20.1 N ≥ 64k rows ≥ 0.98× cuDNN: ${big.length - slowBig.length} of ${big.length}` +
       (slowBig.length ? `; below: ${slowBig.join(", ")}` : ""),
   );
   const long = lean.filter((r) => r.N >= 16384 && !r.kvLens);
   const low = long.filter((r) => r.fracCeiling! < 0.9);
-  console.log(
+  out.push(
     `#20.1 N ≥ 16k rows ≥ 90 % of ceiling: ${long.length - low.length} of ${long.length}` +
       (low.length
         ? `; below: ${low.map((r) => `${shape(r)} ${pct(r.fracCeiling!)}`).join(", ")}`
         : ""),
   );
   const gqa4k = lean.find((r) => r.B === 1 && r.Hq === 32 && r.Hkv === 8 && r.N === 4096);
-  if (gqa4k) console.log(`#20.1 (1,32,8) 4k: ${pct(gqa4k.fracCeiling!)} of ceiling (goal 75 %)`);
+  if (gqa4k) out.push(`#20.1 (1,32,8) 4k: ${pct(gqa4k.fracCeiling!)} of ceiling (goal 75 %)`);
 
   // The README's other goals: ORT Web, own flash, flash-decoding.
   const over = (algo: string, set: Row[]) =>
@@ -81,13 +90,13 @@ function report(path: string): void {
     });
   const ort = over("ort-webgpu", lean).map((v) => v.x);
   if (ort.length) {
-    console.log(`× ORT Web: geomean ${geomean(ort).toFixed(2)} (${ort.length} rows; ${span(ort)})`);
+    out.push(`× ORT Web: geomean ${geomean(ort).toFixed(2)} (${ort.length} rows; ${span(ort)})`);
   }
   const flash = over("flash", lean);
   const b1 = flash.filter(({ r }) => r.B === 1 && r.N === 524288 && !r.kvLens);
   if (flash.length) {
     const mean = flash.reduce((a, v) => a + v.x, 0) / flash.length;
-    console.log(
+    out.push(
       `× own flash: mean ${mean.toFixed(2)} (${flash.length} rows); B = 1, 512k: ` +
         b1.map(({ r, x }) => `${shape(r)} ${x.toFixed(2)}`).join(", "),
     );
@@ -96,7 +105,7 @@ function report(path: string): void {
   const ragged = fd.filter(({ r }) => r.kvLens).map((v) => v.x);
   const slow = fd.filter(({ x }) => x < 1 / 1.05).map(({ r, x }) => `${shape(r)} ${x.toFixed(2)}`);
   if (fd.length) {
-    console.log(
+    out.push(
       `× flash-decoding: ragged ${span(ragged)}; rows > 5 % slower: ${slow.length} of ` +
         `${fd.length}${slow.length ? ` (${slow.join(", ")})` : ""}`,
     );
@@ -107,7 +116,7 @@ function report(path: string): void {
     const i = peer(rows, r, "lean-invariant");
     return i ? [`${shape(r)} ${(100 * (i.gpuMs! / r.gpuMs! - 1)).toFixed(1)}`] : [];
   });
-  console.log(`#20.3 lean-invariant over lean, %: ${inv.join(" | ")}`);
+  out.push(`#20.3 lean-invariant over lean, %: ${inv.join(" | ")}`);
 
   // #17: quantized rows against float16 lean and cuDNN float16.
   for (const q of ["lean-int8", "lean-float8e4m3"]) {
@@ -122,9 +131,10 @@ function report(path: string): void {
           ` ceil, ${vsC} cuDNN, err ${o.quantErr?.toExponential(1)}`,
       }];
     });
-    console.log(`#17 ${q} (time / lean f16, fraction of ceiling, × cuDNN f16, max error):`);
-    for (const { line } of qs) console.log(`  ${line}`);
+    out.push(`#17 ${q} (time / lean f16, fraction of ceiling, × cuDNN f16, max error):`);
+    for (const { line } of qs) out.push(`  ${line}`);
   }
+  return out;
 }
 
 if (import.meta.main) {
@@ -132,5 +142,7 @@ if (import.meta.main) {
     console.error("usage: deno run --allow-read bench/goals.ts RESULT.json [...]");
     Deno.exit(2);
   }
-  for (const p of Deno.args) report(p);
+  for (const p of Deno.args) {
+    console.log([p, ...goalLines(JSON.parse(Deno.readTextFileSync(p)))].join("\n"));
+  }
 }
