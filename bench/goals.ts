@@ -1,7 +1,8 @@
 /**
  * The open performance issues' goals read off a bench JSON (`deno task bench --dtype f16 --d 128
  * --algos lean,lean-invariant,lean-int8,lean-float8e4m3,…,torch-cudnn`): issue #20 items 1 and 3,
- * issue #17's quantized rows. Prints one block a file:
+ * issue #17's quantized rows; on a CPU bench's JSON (`--cpu`), item 4's lean against ORT native.
+ * Prints one block a file:
  *
  *   deno run --allow-read bench/goals.ts bench/results/nvidia-h100-2026-12-07-f16-d128.json
  *
@@ -21,6 +22,7 @@ export interface Row {
   N: number;
   kvLens?: number[];
   gpuMs: number | null;
+  wallMs?: number | null;
   fracCeiling?: number;
   quantErr?: number;
 }
@@ -40,12 +42,23 @@ const span = (xs: number[]) =>
   xs.length ? `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}` : "—";
 
 /** The row of `algo` for the case of `r` (same shape and lengths), if it ran. */
-function peer(rows: Row[], r: Row, algo: string): Row | undefined {
+function peer(rows: Row[], r: Row, algo: string, t: "gpuMs" | "wallMs" = "gpuMs"): Row | undefined {
   const same = (o: Row) =>
     o.algo === algo && o.B === r.B && o.Hq === r.Hq && o.Hkv === r.Hkv && o.N === r.N &&
     String(o.kvLens ?? "") === String(r.kvLens ?? "");
   const o = rows.find(same);
-  return o && o.gpuMs ? o : undefined;
+  return o && o[t] ? o : undefined;
+}
+
+/** #20 item 4: lean's wall time over ONNX Runtime native's on a CPU bench's rows. */
+function cpuLines(rows: Row[]): string[] {
+  const cells = rows.filter((r) => r.algo === "lean" && r.wallMs).flatMap((r) => {
+    const o = peer(rows, r, "ort-cpu", "wallMs");
+    if (!o) return [];
+    const [a, b] = [r.wallMs!, o.wallMs!];
+    return [`${shape(r)} ${a.toFixed(2)} / ${b.toFixed(2)} = ${(a / b).toFixed(2)}`];
+  });
+  return cells.length ? [`#20.4 lean / ORT native, wall ms: ${cells.join(" | ")}`] : [];
 }
 
 /** A bench JSON's figures for the open issues' goals, one line each. */
@@ -54,7 +67,8 @@ export function goalLines(doc: BenchDoc): string[] {
   const rows = doc.rows;
   const lean = rows.filter((r) => r.algo === "lean" && r.gpuMs);
   const uniform = lean.filter((r) => !r.kvLens);
-  out.push(`${doc.device}, ${doc.date}`);
+  out.push(`${doc.device}, ${doc.date}`, ...cpuLines(rows));
+  if (lean.length === 0) return out; // a CPU bench: no GPU times
 
   // #20 item 1: against cuDNN and the read ceiling.
   const vsCudnn = uniform.flatMap((r) => {

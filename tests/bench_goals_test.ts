@@ -63,3 +63,20 @@ Deno.test("bench/goals.ts: the uniform-row figures of a known document", () => {
     "  (1,32,32) 64k: 0.50 of f16, 92.0 % ceil, 4.00× cuDNN, err 3.7e-4",
   );
 });
+
+Deno.test("bench/goals.ts: a CPU bench's lean against ORT native, by wall time", () => {
+  const lines = goalLines({
+    device: "CPU",
+    date: "2026-12-07",
+    rows: [
+      row("lean", [1, 32, 8, 16384], null, { wallMs: 4.5 }),
+      row("ort-cpu", [1, 32, 8, 16384], null, { wallMs: 3 }),
+      row("lean", [4, 32, 8, 16384], null, { wallMs: 12 }),
+      row("ort-cpu", [4, 32, 8, 16384], null, { wallMs: null }), // did not run: left out
+    ],
+  });
+  assertEquals(lines, [
+    "CPU, 2026-12-07",
+    "#20.4 lean / ORT native, wall ms: (1,32,8) 16k 4.50 / 3.00 = 1.50",
+  ]);
+});
