@@ -50,14 +50,20 @@ function peer(rows: Row[], r: Row, algo: string, t: "gpuMs" | "wallMs" = "gpuMs"
   return o && o[t] ? o : undefined;
 }
 
+/** Each row of `set` that `algo` ran too: the row, `algo`'s row and their time ratio algo / row. */
+function ratios(rows: Row[], set: Row[], algo: string, t: "gpuMs" | "wallMs" = "gpuMs") {
+  return set.flatMap((r) => {
+    const o = peer(rows, r, algo, t);
+    return o ? [{ r, o, x: o[t]! / r[t]! }] : [];
+  });
+}
+
 /** #20 item 4: lean's wall time over ONNX Runtime native's on a CPU bench's rows. */
 function cpuLines(rows: Row[]): string[] {
-  const cells = rows.filter((r) => r.algo === "lean" && r.wallMs).flatMap((r) => {
-    const o = peer(rows, r, "ort-cpu", "wallMs");
-    if (!o) return [];
-    const [a, b] = [r.wallMs!, o.wallMs!];
-    return [`${shape(r)} ${a.toFixed(2)} / ${b.toFixed(2)} = ${(a / b).toFixed(2)}`];
-  });
+  const lean = rows.filter((r) => r.algo === "lean" && r.wallMs);
+  const cells = ratios(rows, lean, "ort-cpu", "wallMs").map(({ r, o, x }) =>
+    `${shape(r)} ${r.wallMs!.toFixed(2)} / ${o.wallMs!.toFixed(2)} = ${(1 / x).toFixed(2)}`
+  );
   return cells.length ? [`#20.4 lean / ORT native, wall ms: ${cells.join(" | ")}`] : [];
 }
 
@@ -71,10 +77,7 @@ export function goalLines(doc: BenchDoc): string[] {
   if (lean.length === 0) return out; // a CPU bench: no GPU times
 
   // #20 item 1: against cuDNN and the read ceiling.
-  const vsCudnn = uniform.flatMap((r) => {
-    const c = peer(rows, r, "torch-cudnn");
-    return c ? [{ r, x: c.gpuMs! / r.gpuMs! }] : [];
-  });
+  const vsCudnn = ratios(rows, uniform, "torch-cudnn");
   const big = vsCudnn.filter(({ r }) => r.N >= 65536);
   const slowBig = big.filter(({ x }) => x < 0.98).map(({ r, x }) => `${shape(r)} ${x.toFixed(3)}`);
   out.push(
@@ -97,16 +100,11 @@ export function goalLines(doc: BenchDoc): string[] {
   if (gqa4k) out.push(`#20.1 (1,32,8) 4k: ${pct(gqa4k.fracCeiling!)} of ceiling (goal 75 %)`);
 
   // The README's other goals: ORT Web, own flash, flash-decoding.
-  const over = (algo: string, set: Row[]) =>
-    set.flatMap((r) => {
-      const o = peer(rows, r, algo);
-      return o ? [{ r, x: o.gpuMs! / r.gpuMs! }] : [];
-    });
-  const ort = over("ort-webgpu", lean).map((v) => v.x);
+  const ort = ratios(rows, lean, "ort-webgpu").map((v) => v.x);
   if (ort.length) {
     out.push(`× ORT Web: geomean ${geomean(ort).toFixed(2)} (${ort.length} rows; ${span(ort)})`);
   }
-  const flash = over("flash", lean);
+  const flash = ratios(rows, lean, "flash");
   const b1 = flash.filter(({ r }) => r.B === 1 && r.N === 524288 && !r.kvLens);
   if (flash.length) {
     const mean = flash.reduce((a, v) => a + v.x, 0) / flash.length;
@@ -115,7 +113,7 @@ export function goalLines(doc: BenchDoc): string[] {
         b1.map(({ r, x }) => `${shape(r)} ${x.toFixed(2)}`).join(", "),
     );
   }
-  const fd = over("flash-decoding", lean);
+  const fd = ratios(rows, lean, "flash-decoding");
   const ragged = fd.filter(({ r }) => r.kvLens).map((v) => v.x);
   const slow = fd.filter(({ x }) => x < 1 / 1.05).map(({ r, x }) => `${shape(r)} ${x.toFixed(2)}`);
   if (fd.length) {
@@ -126,10 +124,9 @@ export function goalLines(doc: BenchDoc): string[] {
   }
 
   // #20 item 3: batch-invariant cost over lean.
-  const inv = lean.flatMap((r) => {
-    const i = peer(rows, r, "lean-invariant");
-    return i ? [`${shape(r)} ${(100 * (i.gpuMs! / r.gpuMs! - 1)).toFixed(1)}`] : [];
-  });
+  const inv = ratios(rows, lean, "lean-invariant").map(({ r, x }) =>
+    `${shape(r)} ${(100 * (x - 1)).toFixed(1)}`
+  );
   out.push(`#20.3 lean-invariant over lean, %: ${inv.join(" | ")}`);
 
   // #17: quantized rows against float16 lean and cuDNN float16.

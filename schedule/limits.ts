@@ -87,11 +87,15 @@ export function invariantChunkKeys(keys: number, rule: PieceRule = DEFAULT_PIECE
   return c;
 }
 
+/** Whether `x` is a power of two from 1 to `max`. */
+const pow2UpTo = (x: number, max: number) =>
+  Number.isSafeInteger(x) && x >= 1 && x <= max && (x & (x - 1)) === 0;
+
 /** `rule` if its shortest piece and piece count are in range; else an `ArgumentError`. */
 export function checkPieceRule(where: string, rule: unknown): PieceRule {
   const r = rule as Partial<PieceRule> | null;
   const c = r?.shortest as number, m = r?.most as number;
-  if (!Number.isSafeInteger(c) || c < 1 || c > INVARIANT_MAX_CHUNK_KEYS || (c & (c - 1)) !== 0) {
+  if (!pow2UpTo(c, INVARIANT_MAX_CHUNK_KEYS)) {
     throw new ArgumentError(
       `${where}: the shortest piece must be a power of two up to ${INVARIANT_MAX_CHUNK_KEYS} ` +
         `keys, got ${show(r?.shortest)}`,
@@ -110,7 +114,7 @@ export function checkPieceRule(where: string, rule: unknown): PieceRule {
       `${where}: shortUnits.under must be an integer in 1..2^30, got ${show(su?.under)}`,
     );
   }
-  if (!Number.isSafeInteger(p) || p < 1 || p > c || (p & (p - 1)) !== 0) {
+  if (!pow2UpTo(p, c)) {
     throw new ArgumentError(
       `${where}: shortUnits.piece must be a power of two up to the shortest piece (${c}), ` +
         `got ${show(su?.piece)}`,
@@ -119,9 +123,12 @@ export function checkPieceRule(where: string, rule: unknown): PieceRule {
   return { shortest: c, most: m, shortUnits: { under: u, piece: p } };
 }
 
-/** Keys of the shortest piece `rule` can cut (its short units' piece where it has one). */
+/**
+ * Keys of the shortest piece `rule` can cut: its short units' piece where it has one (never over
+ * `shortest`, {@link checkPieceRule}), else `shortest`.
+ */
 export function smallestPiece(rule: PieceRule): number {
-  return Math.min(rule.shortest, rule.shortUnits?.piece ?? rule.shortest);
+  return rule.shortUnits?.piece ?? rule.shortest;
 }
 
 /** The rule as text, for plan keys: `shortest/most`, and `<under:piece` with short units. */
