@@ -9,14 +9,16 @@
 #  3. the CPU bench on this host's cores against ONNX Runtime native (#20 item 4), if time is left.
 # At most 8 files come back: wg.txt, bench.log, cpu.log and the two JSON files. TOTAL (seconds,
 # default 570) scales the steps for a shorter call: ablate 26 %, the sweep 63 % (its torch peer
-# half of that), the CPU bench whatever is left over 100 s. ALGOS overrides the sweep's algorithms;
-# SHAPES, VARIANTS pass to invariant_wg.sh.
+# half of that), the CPU bench whatever is left over 100 s; ABLATE_S=0 skips step 1. ALGOS
+# overrides the sweep's algorithms; SHAPES, VARIANTS pass to invariant_wg.sh.
 set -u
 TOTAL=${TOTAL:-570}
 source .gpu/setup.sh > /tmp/setup.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
-ABLATE_S=${ABLATE_S:-$((TOTAL * 26 / 100))} bash bench/probes/invariant_wg.sh
+ABLATE_S=${ABLATE_S:-$((TOTAL * 26 / 100))}
+# ABLATE_S=0 skips step 1 (`timeout 0` would mean no limit at all).
+if [ "$ABLATE_S" -gt 0 ]; then ABLATE_S=$ABLATE_S bash bench/probes/invariant_wg.sh; fi
 A=lean,lean-invariant,lean-int8,lean-float8e4m3,flash,flash-decoding,naive,ort-webgpu
 ALGOS=${ALGOS:-$A,torch-cudnn,torch-flash,torch-efficient,torch-ragged}
 BS=$((TOTAL * 63 / 100))

@@ -41,7 +41,12 @@ import { LimitError } from "../../../tensor/errors.ts";
 import { smallestPiece } from "../../../schedule/limits.ts";
 import { withinAdapterLoops } from "./_loop_budget.ts";
 
-/** Keys a worker is taken to stream when a batch-invariant launch picks its configuration. */
+/**
+ * Keys a worker is taken to stream when a batch-invariant launch picks its configuration (for
+ * GQA: 8 keys a slot, prefetch on). Lean's short-worker choice (4 keys a slot) changed the
+ * invariant cost by −4.5 to +1.5 points from 1k to 64k on an H100, the worst row +16.7 → +14.0 %
+ * (bench/NOTES.md, session (18)): not adopted.
+ */
 const INVARIANT_CONFIG_KEYS = 2048;
 
 /** The main kernel of a launch with its configuration. */

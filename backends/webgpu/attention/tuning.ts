@@ -140,9 +140,10 @@ export const MULTI_ROW_SHORTEST_PIECE = 512;
  * Multi-row units (GQA decode) of fewer than `under` keys take pieces of `piece` keys. At 1k keys
  * on an H100 (bench/NOTES.md, session (17)) the cost over lean, B = 1 / 4 / 16 at (·,32,8), was
  * +32 / +26 / +5 % with 512-key pieces and +9 / +8 / +16 % with 256-key ones (128: −1 / +25 / +36
- * %); at 4k, 512-key pieces stay the best (+12 / +11 % at B = 1 / 16; 256-key +6 / +23 %). Units
- * shorter than 1k, 2k-key units with 256-key pieces (so `under` may be too low) and launches
- * without piece runs were not timed (`bench/probes/short_units.sh` times the first two).
+ * %); at 4k, 512-key pieces stay the best (+12 / +11 % at B = 1 / 16; 256-key +6 / +23 %). At 2k
+ * (session (18)) the worst of B = 1 / 4 / 16 is +24 % with 512-key pieces and +22 % with 256, so
+ * `under` stays; 512-key units cost +27 % at worst with 256-key pieces, +20 % as one piece and +52
+ * % with 128 (no choice within 10 %). Launches without piece runs were not timed.
  */
 export const MULTI_ROW_SHORT_UNITS = Object.freeze({ under: 2048, piece: 256 });
 
