@@ -19,7 +19,7 @@ import { sinkFold } from "./_wgsl_variant.ts";
  * `acc` with weights exp(m − M). Threads with `act` own one (row, vec4 of dims `fj`).
  */
 export function mergeSlots(a: MergeSlots): string[] {
-  const { rounds, writes, state, totals, fold } = mergeParts(a);
+  const { rounds, writes, state, oneRound } = mergeParts(a);
   if (!a.mlPending) return [...state, ...rounds("    ")];
   return [
     ...state,
@@ -27,8 +27,7 @@ export function mergeSlots(a: MergeSlots): string[] {
     `      let rd = 0u;`,
     ...writes("      "),
     `      workgroupBarrier();`,
-    ...totals("      "),
-    ...fold("      "),
+    ...oneRound("      "),
     ...(a.noTrailing ? [] : [`      workgroupBarrier();`]),
     `    } else {`,
     ...rounds("      "),
@@ -44,10 +43,10 @@ export function mergeSlots(a: MergeSlots): string[] {
  * it (`_wgsl_piece_runs.ts`).
  */
 export function oneRoundMerge(a: MergeSlots): { writes: string[]; reads: string[] } {
-  const { writes, state, totals, fold } = mergeParts(a);
+  const { writes, state, oneRound } = mergeParts(a);
   return {
     writes: [`    {`, `      let rd = 0u;`, ...writes("      "), `    }`],
-    reads: [...state, `    {`, `    let rd = 0u;`, ...totals("    "), ...fold("    "), `    }`],
+    reads: [...state, `    {`, ...oneRound("    "), `    }`],
   };
 }
 
@@ -112,24 +111,72 @@ function mergeParts(a: MergeSlots) {
       `  }`,
       `}`,
     ].map((x) => ind + x);
+  // Where every one of the `perRound` slots holds a state (`count` = `perRound`, uniform; one
+  // round), the totals and the fold with the slot loop unrolled: each slot's `(m, l)` and output
+  // loaded before any arithmetic, its weight exp(m − M) computed once for both sums. The same
+  // WGSL operations in the same order as the loops, yet on an H100 not the same bits (the
+  // compiler's choice), so every path (one round or rounds, any `mb`) takes this form wherever
+  // `count` = `perRound`. It runs on every thread (`row` and `fj` stay in bounds; only `act`
+  // threads' results are used): under `if (act)` it diverged inside a subgroup where a row has
+  // fewer vec4s than a subgroup has lanes (D = 32), and piece runs then gave NaN on an H100 (not
+  // at D = 64 or 128; most likely the next piece's shuffles ran in a subgroup the branch had
+  // split). Lean calls at 1k–4k took 0.8–1.5 µs less (bench/NOTES.md, session (18)).
+  const ks = [...Array(K).keys()];
+  const full = `${count} == ${K}u`;
+  const unrolledTotals = (ind: string) =>
+    [
+      ...ks.map((s) => `let mlv${s} = ${ml}[${mlOff}${s * rows}u + ${row}];`),
+      ...ks.map((s) => `M = max(M, mlv${s}.x);`),
+      ...ks.flatMap((s) => [
+        `rbad = rbad || is_nan(mlv${s}.y);`,
+        `let w${s} = select(0.0, exp(mlv${s}.x - M), mlv${s}.x != ninf);`,
+        `Lt += w${s} * mlv${s}.y;`,
+      ]),
+    ].map((x) => ind + x);
+  const unrolledFold = (ind: string) =>
+    [
+      ...ks.map((s) => `let wov${s} = wo[${woOff}(${s * rows}u + ${row}) * ${a.d4}u + fj];`),
+      ...ks.map((s) => `acc += w${s} * wov${s};`),
+    ].map((x) => ind + x);
   // The merge in rounds (at `ind`), after a barrier when `ml` is not yet published.
   const rounds = (ind: string) => [
     ...(a.mlPending ? [`${ind}workgroupBarrier();`] : []),
-    ...totals(ind),
-    `${ind}for (var rd = 0u; rd < ${a.rounds}; rd++) {`,
+    `${ind}if (${full}) {`,
+    ...unrolledTotals(`${ind}  `),
+    `${ind}  let rd = 0u;`,
     ...writes(`${ind}  `),
     `${ind}  workgroupBarrier();`,
-    ...fold(`${ind}  `),
+    ...unrolledFold(`${ind}  `),
     `${ind}  workgroupBarrier();`,
+    `${ind}} else {`,
+    ...totals(`${ind}  `),
+    `${ind}  for (var rd = 0u; rd < ${a.rounds}; rd++) {`,
+    ...writes(`${ind}    `),
+    `${ind}    workgroupBarrier();`,
+    ...fold(`${ind}    `),
+    `${ind}    workgroupBarrier();`,
+    `${ind}  }`,
     `${ind}}`,
   ];
+  // One round (every slot in `wo`, `count` ≤ `perRound`): the totals and the fold.
+  const oneRound = (ind: string) =>
+    [
+      `if (${full}) {`,
+      ...unrolledTotals("  "),
+      ...unrolledFold("  "),
+      `} else {`,
+      `  let rd = 0u;`,
+      ...totals("  "),
+      ...fold("  "),
+      `}`,
+    ].map((x) => ind + x);
   const state = [
     `    var M = ninf;`,
     `    var Lt = 0.0;`,
     `    var acc = vec4<f32>(0.0);`,
     `    var rbad = false;`,
   ];
-  return { rounds, writes, state, totals, fold };
+  return { rounds, writes, state, oneRound };
 }
 
 /**
