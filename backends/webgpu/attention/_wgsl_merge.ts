@@ -138,23 +138,24 @@ function mergeParts(a: MergeSlots) {
       ...ks.map((s) => `let wov${s} = wo[${woOff}(${s * rows}u + ${row}) * ${a.d4}u + fj];`),
       ...ks.map((s) => `acc += w${s} * wov${s};`),
     ].map((x) => ind + x);
+  // One round of the outputs (at `ind`, `rd` in scope): its slots' writes, then their fold.
+  const round = (ind: string, sum: (ind: string) => string[]) => [
+    ...writes(ind),
+    `${ind}workgroupBarrier();`,
+    ...sum(ind),
+    `${ind}workgroupBarrier();`,
+  ];
   // The merge in rounds (at `ind`), after a barrier when `ml` is not yet published.
   const rounds = (ind: string) => [
     ...(a.mlPending ? [`${ind}workgroupBarrier();`] : []),
     `${ind}if (${full}) {`,
     ...unrolledTotals(`${ind}  `),
     `${ind}  let rd = 0u;`,
-    ...writes(`${ind}  `),
-    `${ind}  workgroupBarrier();`,
-    ...unrolledFold(`${ind}  `),
-    `${ind}  workgroupBarrier();`,
+    ...round(`${ind}  `, unrolledFold),
     `${ind}} else {`,
     ...totals(`${ind}  `),
     `${ind}  for (var rd = 0u; rd < ${a.rounds}; rd++) {`,
-    ...writes(`${ind}    `),
-    `${ind}    workgroupBarrier();`,
-    ...fold(`${ind}    `),
-    `${ind}    workgroupBarrier();`,
+    ...round(`${ind}    `, fold),
     `${ind}  }`,
     `${ind}}`,
   ];
