@@ -27,7 +27,7 @@ export function mergeSlots(a: MergeSlots): string[] {
     `      let rd = 0u;`,
     ...writes("      "),
     `      workgroupBarrier();`,
-    ...oneRound("      "),
+    ...oneRound("      ", true),
     ...(a.noTrailing ? [] : [`      workgroupBarrier();`]),
     `    } else {`,
     ...rounds("      "),
@@ -46,7 +46,7 @@ export function oneRoundMerge(a: MergeSlots): { writes: string[]; reads: string[
   const { writes, state, oneRound } = mergeParts(a);
   return {
     writes: [`    {`, `      let rd = 0u;`, ...writes("      "), `    }`],
-    reads: [...state, `    {`, ...oneRound("    "), `    }`],
+    reads: [...state, `    {`, ...oneRound("    ", false), `    }`],
   };
 }
 
@@ -79,6 +79,12 @@ export interface MergeSlots {
   /** Index offsets of the copy of `ml` and of `wo` in use (WGSL expressions ending in " + "). */
   mlBase?: string;
   woBase?: string;
+  /**
+   * Unroll the slot loops where every slot holds a state (default true; see `mergeParts`).
+   * False: the loops in every path (other bits on an H100; the kernels of int8 K/V, which the
+   * unrolled form made up to 19 % slower there).
+   */
+  unroll?: boolean;
 }
 
 /** The parts of {@link mergeSlots}: each a function of the indent. */
@@ -145,23 +151,31 @@ function mergeParts(a: MergeSlots) {
     ...sum(ind),
     `${ind}workgroupBarrier();`,
   ];
+  // The merge in rounds by the loops (at `ind`).
+  const loopedRounds = (ind: string) => [
+    ...totals(ind),
+    `${ind}for (var rd = 0u; rd < ${a.rounds}; rd++) {`,
+    ...round(`${ind}  `, fold),
+    `${ind}}`,
+  ];
+  const unroll = a.unroll ?? true;
   // The merge in rounds (at `ind`), after a barrier when `ml` is not yet published.
   const rounds = (ind: string) => [
     ...(a.mlPending ? [`${ind}workgroupBarrier();`] : []),
-    `${ind}if (${full}) {`,
-    ...unrolledTotals(`${ind}  `),
-    `${ind}  let rd = 0u;`,
-    ...round(`${ind}  `, unrolledFold),
-    `${ind}} else {`,
-    ...totals(`${ind}  `),
-    `${ind}  for (var rd = 0u; rd < ${a.rounds}; rd++) {`,
-    ...round(`${ind}    `, fold),
-    `${ind}  }`,
-    `${ind}}`,
+    ...(!unroll ? loopedRounds(ind) : [
+      `${ind}if (${full}) {`,
+      ...unrolledTotals(`${ind}  `),
+      `${ind}  let rd = 0u;`,
+      ...round(`${ind}  `, unrolledFold),
+      `${ind}} else {`,
+      ...loopedRounds(`${ind}  `),
+      `${ind}}`,
+    ]),
   ];
-  // One round (every slot in `wo`, `count` ≤ `perRound`): the totals and the fold.
-  const oneRound = (ind: string) =>
-    [
+  // One round (every slot in `wo`, `count` ≤ `perRound`): the totals and the fold; `rd` in
+  // scope where `rdSet`.
+  const oneRound = (ind: string, rdSet: boolean) =>
+    (!unroll ? [...(rdSet ? [] : [`let rd = 0u;`]), ...totals(""), ...fold("")] : [
       `if (${full}) {`,
       ...unrolledTotals("  "),
       ...unrolledFold("  "),
@@ -170,7 +184,7 @@ function mergeParts(a: MergeSlots) {
       ...totals("  "),
       ...fold("  "),
       `}`,
-    ].map((x) => ind + x);
+    ]).map((x) => ind + x);
   const state = [
     `    var M = ninf;`,
     `    var Lt = 0.0;`,

@@ -258,7 +258,8 @@ export function planWebgpuAttention(
  * decode key loop (no row groups, staged tiles, tail mask, window or held mode), and pieces of
  * whole key batches. All of it is fixed by the shapes, dtypes and options, never by the batch.
  * One-row units keep one segment a piece: in runs they were 5–30 % slower on an H200, and on it
- * some gave NaN, unexplained (bench/NOTES.md, sessions (11) and (13)).
+ * some gave NaN, unexplained (bench/NOTES.md, sessions (11) and (13)); on an H100 still NaN with
+ * the merge on every thread, and 256-key pieces in runs no cheaper at B = 16 (session (19)).
  */
 function pieceRuns(
   c: SgConfig,

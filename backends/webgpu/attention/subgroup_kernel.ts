@@ -427,6 +427,10 @@ ${st}
     slot: `sgk % ${nsMax}u`,
     stores,
     d4: D4,
+    // int8 K/V keep the loops: the unrolled merge made their lean calls up to 19 % slower on
+    // an H100 (one-row units; 4.5 % with four rows), float16 and e4m3 none (bench/NOTES.md,
+    // session (19)).
+    unroll: qk?.fmt !== "i8",
   });
   const segmentEnd = () => {
     const mlBase = mb === 1 ? `wpar * ${mlN}u + ` : "";
