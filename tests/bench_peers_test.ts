@@ -115,10 +115,17 @@ Deno.test({
 /** A stand-in `torch` package: enough API for torch_sdpa.py's control flow, no numbers. */
 const FAKE_TORCH: Record<string, string> = {
   "torch/__init__.py": `
+import os
 __version__ = "0.0-fake"
 float16 = "f16"
 float32 = "f32"
+int32 = "i32"
+jagged = "jagged"
+# FAKE_TORCH_MAX: every "max |difference|" (default 0.5); FAKE_TORCH_EVENT_MS: every event pair.
+_MAX = float(os.environ.get("FAKE_TORCH_MAX", "0.5"))
+_EVENT_MS = float(os.environ.get("FAKE_TORCH_EVENT_MS", "0.25"))
 class _T:
+    device = "cuda"
     def __init__(self, shape): self.shape = tuple(shape)
     def float(self): return self
     def repeat_interleave(self, g, dim):
@@ -132,14 +139,24 @@ class _T:
     def __getitem__(self, k): return self
     def __invert__(self): return self
     def view(self, *s): return _T(s)
+    def reshape(self, *s): return _T(s[0] if len(s) == 1 and isinstance(s[0], tuple) else s)
+    def contiguous(self): return self
     def masked_fill(self, m, v): return self
     def abs(self): return self
-    def max(self): return 0.5
+    def max(self): return _MAX
     def clamp_(self, lo, hi): return self
 def mm(a, b): return _T(a.shape[:-1] + b.shape[-1:])
 def randn(*shape, dtype=None, device=None, generator=None): return _T(shape)
-def tensor(x, device=None): return _T([len(x)])
-def arange(n, device=None): return _T([n])
+def tensor(x, dtype=None, device=None): return _T([len(x)])
+def arange(n, dtype=None, device=None): return _T([n])
+def cat(xs): return _T(xs[0].shape)
+class ops:
+    class aten:
+        @staticmethod
+        def _flash_attention_forward(q, *a, **kw): return (_T(q.shape),)
+class nested:
+    @staticmethod
+    def nested_tensor(xs, layout=None): raise RuntimeError("no jagged tensors in the stand-in")
 def softmax(x, dim): return x
 def device(name): return name
 class Generator:
@@ -153,7 +170,7 @@ class cuda:
     class Event:
         def __init__(self, enable_timing=False): pass
         def record(self): pass
-        def elapsed_time(self, other): return 0.25
+        def elapsed_time(self, other): return _EVENT_MS
     class Stream:
         def wait_stream(self, other): pass
     current_stream = staticmethod(lambda: cuda.Stream())
@@ -199,24 +216,38 @@ def sdpa_kernel(b):
 `,
 };
 
+/**
+ * Runs `fn` with the stand-in torch on PYTHONPATH and `env` set (all restored after); without
+ * python3 it says so and runs nothing.
+ */
+async function withFakeTorch(env: Record<string, string>, fn: () => Promise<void>) {
+  try {
+    await new Deno.Command("python3", { args: ["-c", "0"] }).output();
+  } catch {
+    console.warn("  (no python3: skipped)");
+    return;
+  }
+  const dir = await Deno.makeTempDir();
+  for (const [path, text] of Object.entries(FAKE_TORCH)) {
+    await Deno.mkdir(`${dir}/${path.split("/").slice(0, -1).join("/")}`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/${path}`, text);
+  }
+  const all = { PYTHONPATH: dir, ...env };
+  const saved = Object.keys(all).map((k) => [k, Deno.env.get(k)] as const);
+  for (const [k, v] of Object.entries(all)) Deno.env.set(k, v);
+  try {
+    await fn();
+  } finally {
+    for (const [k, v] of saved) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test({
   name: "torch peer: GQA fallback, mask refusal and the JSON-lines protocol (stand-in torch)",
   sanitizeResources: false,
   fn: async () => {
-    try {
-      await new Deno.Command("python3", { args: ["-c", "0"] }).output();
-    } catch {
-      console.warn("  (no python3: skipped)");
-      return;
-    }
-    const dir = await Deno.makeTempDir();
-    for (const [path, text] of Object.entries(FAKE_TORCH)) {
-      await Deno.mkdir(`${dir}/${path.split("/").slice(0, -1).join("/")}`, { recursive: true });
-      await Deno.writeTextFile(`${dir}/${path}`, text);
-    }
-    const old = Deno.env.get("PYTHONPATH");
-    Deno.env.set("PYTHONPATH", dir);
-    try {
+    await withFakeTorch({}, async () => {
       const algos = ["torch-cudnn", "torch-flash", "torch-efficient"];
       const r = await runTorchPeer(
         [
@@ -257,11 +288,32 @@ Deno.test({
         get(1, "torch-flash").absent!,
         /FLASH_ATTENTION cannot run this case: No available kernel/,
       );
-    } finally {
-      if (old === undefined) Deno.env.delete("PYTHONPATH");
-      else Deno.env.set("PYTHONPATH", old);
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
+  },
+});
+
+Deno.test({
+  name: "torch peer: the per-sequence and varlen ragged paths timed as CUDA graphs, however slow",
+  sanitizeResources: false,
+  fn: async () => {
+    // Events over GRAPH_BELOW_MS (0.5): per-sequence calls used to keep their events' time.
+    await withFakeTorch({ FAKE_TORCH_EVENT_MS: "0.6", FAKE_TORCH_MAX: "0.001" }, async () => {
+      const r = await runTorchPeer(
+        [{ dtype: "float16", D: 64, B: 2, Hq: 4, Hkv: 2, N: 300, kvLens: [300, 20] }],
+        ["torch-ragged"],
+        { reps: 3, warmup: 1, budgetS: 60 },
+      );
+      assertEquals(r.absent, undefined);
+      assertEquals(r.rows.length, 1);
+      const row = r.rows[0];
+      // 0.6 ms a replay of a graph of 10 calls: 0.06 a call.
+      assertEquals([row.gpuMs, row.gqa], [0.06, "per-sequence"]);
+      assertEquals(
+        row.note,
+        "fastest: per-sequence; per-sequence 0.0600 ms (CUDA graph); " +
+          "varlen 0.0600 ms (CUDA graph); nested: no jagged tensors in the stand-in",
+      );
+    });
   },
 });
 
