@@ -7,25 +7,10 @@
 import { ok as assert } from "node:assert/strict";
 import type { SgConfig } from "../backends/webgpu/attention/subgroup_config.ts";
 import { sgWgsl } from "../backends/webgpu/attention/subgroup_kernel.ts";
+import { SG_FIXED } from "./_sg_fixed.ts";
 
-const BASE: SgConfig = {
-  D: 128,
-  R: 1,
-  kv: "f16",
-  q: "f16",
-  wg: 256,
-  L: 8,
-  U: 2,
-  nsMax: 8,
-  pf: false,
-  bf: true,
-  rot: false,
-  G: 1,
-  tile: 0,
-  tm: false,
-  lz: false,
-  fm: true,
-};
+/** A one-row float16 kernel of D = 128 with the in-kernel merge (the knobs of `SG_FIXED`). */
+const BASE: SgConfig = { ...SG_FIXED, D: 128, R: 1, kv: "f16", q: "f16", L: 8, U: 2, fm: true };
 
 /** Whether kernel text `w` holds the unrolled merge (its first slot's loaded state). */
 const unrolled = (w: string) => w.includes("let mlv0 = ");

@@ -7,6 +7,7 @@ import { reduceKey, reduceWgsl } from "../../backends/webgpu/attention/reduce_ke
 import type { KernelVariant } from "../../backends/webgpu/attention/_wgsl_variant.ts";
 import { type SgConfig, sgKey } from "../../backends/webgpu/attention/subgroup_config.ts";
 import { sgWgsl } from "../../backends/webgpu/attention/subgroup_kernel.ts";
+import { SG_FIXED } from "../../tests/_sg_fixed.ts";
 import {
   wgmKey,
   wgmTile,
@@ -58,20 +59,6 @@ const sgVariants: Partial<SgConfig>[] = [
   { tile: -1 },
   { tile: -1, tm: true, fm: true },
 ];
-/** The knobs every subgroup configuration below starts from. */
-const SG_FIXED = {
-  wg: 256,
-  U: 1,
-  nsMax: 8,
-  pf: false,
-  bf: true,
-  rot: false,
-  G: 1,
-  tile: 0,
-  tm: false,
-  lz: false,
-  fm: false,
-};
 for (const D of [32, 64, 96, 128, 256]) {
   for (const R of [1, 2, 4, 8]) {
     for (const [kv, q] of PAIRS) {
