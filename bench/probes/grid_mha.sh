@@ -5,7 +5,8 @@
 # 8k grid) took 379-380. Which multi-head rows of the sweep gain from a grid whose runs do not start
 # in step, and does any lose? Shapes: the multi-head sweep rows at N >= 64k and two 16k rows.
 # (The first try timed out after one shape: ablate.ts drew K/V on the host, ≈ 40 s a gigabyte.)
-# Run from the root with `run` carrying .gpu (about 3 minutes). File back: mha.txt.
+# Then the cuDNN peer on the 64k and 256k rows, lean beside it. Run from the root with `run`
+# carrying .gpu (about 5 minutes). Files back: mha.txt, bench.log, the bench JSON.
 set -u
 source .gpu/setup.sh > /tmp/setup.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1
@@ -17,4 +18,9 @@ V=def,g240,g248,g264
   timeout 80 $A $V --shapes "1,32,32,262144;1,64,64,262144;4,32,32,262144;1,32,32,524288"
   timeout 30 $A $V --shapes "1,32,32,16384;4,32,32,16384"
 } > $OUT/mha.txt 2>&1
+# The same rows' cuDNN peer in this call (lean at its default grid beside it).
+timeout 100 deno task bench --dtype f16 --d 128 --configs 1x32x32,1x64x64,4x32x32 --n 64k,256k \
+  --algos lean,torch-cudnn --budget 40 --torch-budget 40 --out $OUT/b > $OUT/bench.log 2>&1
+rm -f $OUT/b/*.svg
 grep -hE "µs:" $OUT/mha.txt | cut -c1-200
+grep -hE "^B[0-9].*(lean|cudnn) " $OUT/bench.log | cut -c1-100
