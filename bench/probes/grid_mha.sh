@@ -14,12 +14,12 @@ nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 A="deno run -A --lock=deno.lock bench/probes/ablate.ts --variants"
 V=def,g240,g248,g264
 {
-  timeout 80 $A $V --shapes "1,32,32,65536;1,64,64,65536;4,32,32,65536;16,32,32,65536"
-  timeout 80 $A $V --shapes "1,32,32,262144;1,64,64,262144;4,32,32,262144;1,32,32,524288"
-  timeout 30 $A $V --shapes "1,32,32,16384;4,32,32,16384"
+  timeout 70 $A $V --shapes "1,32,32,65536;1,64,64,65536;4,32,32,65536;16,32,32,65536"
+  timeout 70 $A $V --shapes "1,32,32,262144;1,64,64,262144;4,32,32,262144;1,32,32,524288"
+  timeout 25 $A $V --shapes "1,32,32,16384;4,32,32,16384"
 } > $OUT/mha.txt 2>&1
 # The same rows' cuDNN peer in this call (lean at its default grid beside it).
-timeout 100 deno task bench --dtype f16 --d 128 --configs 1x32x32,1x64x64,4x32x32 --n 64k,256k \
+timeout 90 deno task bench --dtype f16 --d 128 --configs 1x32x32,1x64x64,4x32x32 --n 64k,256k \
   --algos lean,torch-cudnn --budget 40 --torch-budget 40 --out $OUT/b > $OUT/bench.log 2>&1
 rm -f $OUT/b/*.svg
 grep -hE "µs:" $OUT/mha.txt | cut -c1-200
