@@ -7,6 +7,8 @@
 # (The first try timed out after one shape: ablate.ts drew K/V on the host, ≈ 40 s a gigabyte.)
 # Then the cuDNN peer on the 64k and 256k rows, lean beside it. Run from the root with `run`
 # carrying .gpu (about 5 minutes). Files back: mha.txt, bench.log, the bench JSON.
+# Result (2026-12-07 (20), bench/NOTES.md): no grid more than 1.4 % faster than the default on
+# any row; the 396 µs of grid_skew.sh came with whole-drawn K/V (kv_placement.ts asks why).
 set -u
 source .gpu/setup.sh > /tmp/setup.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1

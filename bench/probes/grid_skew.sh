@@ -9,6 +9,8 @@
 # grids that cross units (264) or cut unevenly win by more than their crossing cost, the grid
 # model (`cost_model.ts`, `MHA_CROSSING`) should say so. Also GQA (1,32,8) 16k / 64k (78 / 90 %).
 # Run from the root with `run` carrying .gpu (about 3 minutes). File back: skew.txt.
+# Result (2026-12-07 (20), bench/NOTES.md): 240/264/272 8 % faster than 256 at (1,32,32) 64k, but
+# only with K/V drawn whole on the host; with tiled K/V (grid_mha.sh) 256 is as fast.
 set -u
 source .gpu/setup.sh > /tmp/setup.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1
