@@ -1,15 +1,16 @@
 /**
  * Tests of the benchmark's measuring (quick, software adapters welcome): the round order of
  * the interleaved timing and its chain timed between marks, the streaming-read ceiling kernel (it
- * reads every word exactly once) and its chunks, and the CPU read ceiling's parts.
+ * reads every word exactly once) and its chunks, the CPU read ceiling's parts, and the probes'
+ * decode inputs.
  */
 import { ownWebgpu } from "./_backends.ts";
 import { deepStrictEqual, ok } from "node:assert/strict";
 import fc from "npm:fast-check@4.10.2";
 import { bindingChunks, ceilingSums, measureCeiling } from "../bench/_ceiling.ts";
 import { splitRanges } from "../bench/_cpu_bench.ts";
-import { gpuTimesInterleaved, roundOrder } from "../bench/_timing.ts";
-import { tensor } from "../tensor/creation.ts";
+import { decodeInputs, gpuTimesInterleaved, roundOrder } from "../bench/_timing.ts";
+import { randn, tensor } from "../tensor/creation.ts";
 import { add, mul } from "../ops/binary.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { normals } from "../tensor/random.ts";
@@ -90,6 +91,37 @@ gpuTest("gpuTimesInterleaved: one chain timed between marks, every call timed", 
     b.destroy();
   }
 });
+
+gpuTest(
+  "decodeInputs: small K/V are randn's; large ones tile randn's first 2²¹ values",
+  async () => {
+    const b = await ownWebgpu();
+    const drawn = async (shape: number[], seed: number) => {
+      const t = randn(shape, { seed, dtype: "float16", backend: b });
+      const d = await t.data();
+      t.dispose();
+      return d;
+    };
+    try {
+      const small = decodeInputs(b, [1, 4, 2, 96], 16);
+      deepStrictEqual(await small.k.data(), await drawn([1, 2, 96, 16], 2));
+      deepStrictEqual(await small.v.data(), await drawn([1, 2, 96, 16], 3));
+      deepStrictEqual(small.bytes, 2 * 2 * 96 * 16 * 2);
+      // 2.5 × 2²¹ elements: two whole copies of the block and half of a third.
+      const big = decodeInputs(b, [1, 2, 1, 20480], 128);
+      for (const [t, seed] of [[big.k, 2], [big.v, 3]] as const) {
+        const got = await t.data();
+        const block = await drawn([1 << 21], seed);
+        deepStrictEqual(got.length, 20480 * 128);
+        const bad = got.findIndex((x, i) => !Object.is(x, block[i % block.length]));
+        deepStrictEqual(bad, -1, `seed ${seed}: element ${bad} is not the block's`);
+      }
+      for (const t of [small.q, small.k, small.v, big.q, big.k, big.v]) t.dispose();
+    } finally {
+      b.destroy();
+    }
+  },
+);
 
 gpuTest("ceiling kernel reads every 32-bit word exactly once (sums match the CPU)", async (dev) => {
   const seed = 0x5eed;
