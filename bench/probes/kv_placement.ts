@@ -56,6 +56,9 @@ const kBlock = randn([1 << 21], { seed: 2, ...opts });
 const vBlock = randn([1 << 21], { seed: 3, ...opts });
 const kTiled = allocStorage(gpu, shape, "float16");
 const vTiled = allocStorage(gpu, shape, "float16");
+if (gpu.storageParts({ id: kTiled.id, shape, dtype: "float16" })) {
+  throw new Error(`kv_placement: K/V of [${shape}] are stored in parts; take a smaller shape`);
+}
 
 async function time(label: string, k: Tensor, v: Tensor): Promise<void> {
   const calls: Call[] = [256, 264].map((grid) => (qq = q) => leanAttention(qq, k, v, { grid }));
