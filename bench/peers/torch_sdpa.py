@@ -173,7 +173,7 @@ def ragged_candidates(torch, F, q, k, v, lens, group):
     """Ways PyTorch runs one decode step of a ragged batch, each as (name, call).
 
     - "per-sequence": one SDPA call per sequence over its own keys (the dispatcher picks the
-      kernel), captured in one CUDA graph by the timing (as every candidate);
+      kernel), captured in one CUDA graph by the timing (as varlen; nested only when short);
     - "varlen": FlashAttention-2's varlen kernel (aten._flash_attention_forward) over K/V
       packed once (outside the timing) with cumulative sequence lengths;
     - "nested": SDPA on jagged nested tensors (q one token a sequence, K/V of each length).
