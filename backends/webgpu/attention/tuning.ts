@@ -18,7 +18,11 @@ export interface AttentionTuning {
    * first of these that applies. A forced kernel that does not apply falls back in that order.
    */
   kernel?: "sg" | "wgm" | "generic";
-  /** Threads per workgroup of the subgroup kernel (default 256). */
+  /**
+   * Threads per workgroup of the subgroup kernel (default 256): a multiple of 32 (not only a
+   * power of two, e.g. 384: more warps a multiprocessor where registers allow); one that the
+   * device's subgroups do not divide falls back to the next kernel.
+   */
   wg?: number;
   /** Lanes per key of the subgroup kernel (4–32, at most the subgroup size; default by rows). */
   L?: number;
@@ -188,14 +192,17 @@ export const WIDE_KEY_WORK: readonly [number, number] = [256, 4096];
  */
 export const SHORT_GQA_KEYS = 1024;
 
-/** The range of each numeric knob: an integer in `[min, max]`, a power of two where `pow2`. */
+/**
+ * The range of each numeric knob: an integer in `[min, max]`, a power of two where `pow2`, a
+ * multiple of `step` where given.
+ */
 const NUMERIC: Record<
   "wg" | "L" | "U" | "rs" | "mergeBarriers" | "invariantPiece" | "invariantPieces",
-  { min: number; max: number; pow2: boolean }
+  { min: number; max: number; pow2: boolean; step?: number }
 > = {
   invariantPiece: { min: 64, max: INVARIANT_MAX_CHUNK_KEYS, pow2: true },
   invariantPieces: { min: 1, max: 1024, pow2: false },
-  wg: { min: 32, max: 1024, pow2: true },
+  wg: { min: 32, max: 1024, pow2: false, step: 32 },
   L: { min: 4, max: 32, pow2: true },
   U: { min: 1, max: 16, pow2: false },
   rs: { min: 1, max: 8, pow2: true },
@@ -242,11 +249,11 @@ export function checkTuning(t: unknown, maxWg = 1024): Readonly<AttentionTuning>
       const r = NUMERIC[key as keyof typeof NUMERIC];
       const max = key === "wg" ? Math.min(r.max, maxWg) : r.max;
       const ok = typeof v === "number" && Number.isInteger(v) && v >= r.min && v <= max &&
-        (!r.pow2 || (v & (v - 1)) === 0);
+        (!r.pow2 || (v & (v - 1)) === 0) && (!r.step || v % r.step === 0);
       if (!ok) {
+        const what = r.pow2 ? "a power of two" : r.step ? `a multiple of ${r.step}` : "an integer";
         throw new ArgumentError(
-          `${where}.${key}: expected ${r.pow2 ? "a power of two" : "an integer"} from ${r.min} ` +
-            `to ${max}, got ${show(v)}`,
+          `${where}.${key}: expected ${what} from ${r.min} to ${max}, got ${show(v)}`,
         );
       }
     } else if ((FLAGS as readonly string[]).includes(key)) {
