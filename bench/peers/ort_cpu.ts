@@ -43,8 +43,11 @@ export interface OrtCpuCase {
 /** A loaded peer. */
 export interface OrtCpuPeer {
   version: string;
-  /** Builds the session for `c`; `run` does one timed call and returns the output `[B, Hq, D]`. */
-  prepare(c: OrtCpuCase): Promise<() => Promise<Float32Array>>;
+  /**
+   * Builds the session for `c` (on `threads` threads of ORT's pool; default: ORT's, all
+   * cores); `run` does one timed call and returns the output `[B, Hq, D]`.
+   */
+  prepare(c: OrtCpuCase, threads?: number): Promise<() => Promise<Float32Array>>;
 }
 
 /** The model of one case. */
@@ -89,10 +92,11 @@ export async function loadOrtCpu(): Promise<OrtCpuPeer | { absent: string }> {
   }
   return {
     version: ort.env?.versions?.node ?? ORT_NODE,
-    async prepare(c) {
+    async prepare(c, threads) {
       const session = await ort.InferenceSession.create(attentionGraph(c), {
         executionProviders: ["cpu"],
         graphOptimizationLevel: "all",
+        ...(threads ? { intraOpNumThreads: threads } : {}),
       });
       const type = c.dtype === "float16" ? "float16" : "float32";
       // Plain (not shared) typed arrays, which ORT binds without a copy; its float16 tensors

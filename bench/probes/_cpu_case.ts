@@ -32,11 +32,15 @@ export function decodeCase(
   return { backend, q, k, v, schedule, params, info };
 }
 
-/** ORT's prepared call on q, k, v (`[B, Hq, 1, D]`, `[B, Hkv, N, D]`), or why it is absent. */
+/**
+ * ORT's prepared call on q, k, v (`[B, Hq, 1, D]`, `[B, Hkv, N, D]`), on `threads` threads
+ * (default: ORT's pool, all cores), or why it is absent.
+ */
 export async function ortCall(
   q: Tensor,
   k: Tensor,
   v: Tensor,
+  threads?: number,
 ): Promise<(() => Promise<unknown>) | { absent: string }> {
   const ort = await loadOrtCpu();
   if (!("prepare" in ort)) return ort;
@@ -52,5 +56,5 @@ export async function ortCall(
     q: await q.data(),
     k: await k.data(),
     v: await v.data(),
-  });
+  }, threads);
 }

@@ -2,7 +2,8 @@
  * Where a CPU attention call's time goes (issue #20 item 4): for one decode shape, times
  * interleaved in one process on the same inputs — the Web Worker call
  * (`cpuAttentionParallel`), the same schedule in this thread (`cpuAttention`), and ONNX
- * Runtime native when it loads — and prints the schedule's size (workers, segments, cuts).
+ * Runtime native when it loads (`ort`: its pool on all cores; `ort1`: one thread) — and prints
+ * the schedule's size (workers, segments, cuts).
  *
  * Run: `deno run -A --lock=deno.lock bench/probes/cpu_parts.ts [B,Hq,Hkv,N] [reps=9]
  * [runs=workers,inThread,ort] [threads] [grid] [tileSize]` (an empty argument keeps the
@@ -51,12 +52,17 @@ if (only.includes("ort")) {
   const ort = await ortCall(q, k, v);
   if (typeof ort === "function") runs.ort = ort;
 }
+// ORT on one thread of its pool: against `inThread`, the per-thread kernels alone.
+if (only.includes("ort1")) {
+  const ort = await ortCall(q, k, v, 1);
+  if (typeof ort === "function") runs.ort1 = ort;
+}
 for (const name of Object.keys(runs)) if (!only.includes(name)) delete runs[name];
 const times: Record<string, number[]> = {};
 for (let i = -2; i < reps; i++) {
   for (const [name, run] of Object.entries(runs)) {
     // ORT's pool spins for a while after a run, on every core: let it stop before the next.
-    if (runs.ort) await new Promise((r) => setTimeout(r, 100));
+    if (runs.ort || runs.ort1) await new Promise((r) => setTimeout(r, 100));
     const t0 = performance.now();
     await run();
     if (i >= 0) (times[name] ??= []).push(performance.now() - t0);
@@ -74,5 +80,8 @@ for (const [name, ts] of Object.entries(times)) {
 }
 if (times.ort && times.workers) {
   console.log(`workers / ort = ${(med(times.workers) / med(times.ort)).toFixed(2)}`);
+}
+if (times.ort1 && times.inThread) {
+  console.log(`inThread / ort1 = ${(med(times.inThread) / med(times.ort1)).toFixed(2)}`);
 }
 closeAttentionWorkers();
