@@ -16,8 +16,11 @@ import { type DType, roundToF16 } from "../tensor/dtype.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { sizeOf } from "../tensor/shape.ts";
 
-/** Elements above which K/V are tiled from a randn block instead of drawn whole. */
-const BASE_ELEMS = 1 << 21;
+/**
+ * Elements above which K/V are tiled from a randn block instead of drawn whole (here and in the
+ * probes' `decodeInputs`, bench/_timing.ts).
+ */
+export const BASE_ELEMS = 1 << 21;
 
 /** The runtime behind the backend (for `allocShaped` and `settle`). */
 export function runtimeOf(gpu: WebGpuBackend): GpuRuntime {

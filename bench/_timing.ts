@@ -9,7 +9,7 @@ import type { PassTiming, WebGpuBackend } from "../backends/webgpu/webgpu_backen
 import type { Tensor } from "../tensor/tensor.ts";
 import { randn } from "../tensor/creation.ts";
 import { sizeOf } from "../tensor/shape.ts";
-import { allocStorage, tileInto } from "./_inputs.ts";
+import { allocStorage, BASE_ELEMS, tileInto } from "./_inputs.ts";
 import { repsFor } from "./_sweep.ts";
 import { median } from "./_ceiling.ts";
 import { heatGpu } from "./_heater.ts";
@@ -233,7 +233,7 @@ async function gpuTime(
 
 /**
  * Random float16 decode inputs of one shape for the probes (seeds 1, 2, 3 for q, K, V), and
- * the bytes of K and V. K and V over {@link TILE_ELEMS} elements tile one seeded block on the
+ * the bytes of K and V. K and V over {@link BASE_ELEMS} elements tile one seeded block on the
  * GPU, as the benchmark's do (bench/_inputs.ts): drawing a gigabyte on the host took ≈ 40 s.
  */
 export function decodeInputs(
@@ -245,8 +245,8 @@ export function decodeInputs(
   const q = randn([B, Hq, 1, D], { seed: 1, ...opts });
   const kv = (seed: number): Tensor => {
     const shape = [B, Hkv, N, D];
-    if (sizeOf(shape) <= TILE_ELEMS) return randn(shape, { seed, ...opts });
-    const block = randn([TILE_ELEMS], { seed, ...opts });
+    if (sizeOf(shape) <= BASE_ELEMS) return randn(shape, { seed, ...opts });
+    const block = randn([BASE_ELEMS], { seed, ...opts });
     const t = allocStorage(gpu, shape, "float16");
     tileInto(gpu, block, t);
     block.dispose();
@@ -254,6 +254,3 @@ export function decodeInputs(
   };
   return { q, k: kv(2), v: kv(3), bytes: 2 * B * Hkv * N * D * 2 };
 }
-
-/** Elements of K or V above which {@link decodeInputs} tiles a block of this many. */
-const TILE_ELEMS = 1 << 21;

@@ -2,7 +2,7 @@
  * The WebGPU attention kernel's in-kernel merge of cut units (lean and flash-decoding
  * schedules): the same bits as the separate reduce pass, with and without prefetching, with
  * the merge deferred to a worker's end, with one, two or three end-of-segment barriers, and the
- * float64 reference.
+ * float64 reference (also in workgroups of 96 and 384 threads, not powers of two).
  */
 import { plainRun } from "../schedule/attention_plan.ts";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
@@ -13,6 +13,7 @@ import { normals } from "../tensor/random.ts";
 import { referenceAttention, type RefInput } from "../testing/reference.ts";
 import { webgpuBackend } from "./_backends.ts";
 import { recordPipelines } from "./_pipeline_keys.ts";
+import { subgroupMinSize } from "../backends/webgpu/attention/subgroup_config.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const EPS32 = epsilon("float32");
@@ -151,24 +152,42 @@ Deno.test({
         assert(same(small3.out, g.out), `case ${ci}: wg 64, ${n} barriers changed the outputs`);
         assert(same(small3.lse, g.lse), `case ${ci}: wg 64, ${n} barriers changed the lse`);
       }
+      // Workgroups whose size is not a power of two (more warps a multiprocessor where the
+      // registers allow; the `wg` knob takes multiples of 32): other bits, the same reference.
+      const odd: [number, Run][] = [];
+      for (const wg of [96, 384]) odd.push([wg, await run(true, undefined, undefined, { wg })]);
       const ref = referenceAttention({ q: qd, k: kd, v: vd, ...c, causal });
       const tol = 8 * EPS32 * Math.max(1, Math.log2(c.N)) * 4;
-      for (let i = 0; i < rows * c.D; i++) {
-        const [a, e] = [fused.out[i], ref.out[i]];
-        if (Number.isNaN(e)) assert(Number.isNaN(a), `case ${ci}: out[${i}] ${a}, want NaN`);
-        else assert(Math.abs(a - e) <= tol, `case ${ci}: out[${i}] ${a}, want ${e} ± ${tol}`);
-      }
-      for (let i = 0; i < rows; i++) {
-        const [a, e] = [fused.lse[i], ref.lse[i]];
-        if (Number.isNaN(e) || e === -Infinity) {
-          assert(
-            Object.is(a, e) || (Number.isNaN(a) && Number.isNaN(e)),
-            `case ${ci}: lse[${i}] ${a}, want ${e}`,
-          );
-        } else {assert(
-            Math.abs(a - e) <= tol * Math.max(1, Math.abs(e)),
-            `case ${ci}: lse[${i}] ${a}, want ${e}`,
-          );}
+      const matchesRef = (r: Run, at: string) => {
+        for (let i = 0; i < rows * c.D; i++) {
+          const [a, e] = [r.out[i], ref.out[i]];
+          if (Number.isNaN(e)) assert(Number.isNaN(a), `${at}: out[${i}] ${a}, want NaN`);
+          else assert(Math.abs(a - e) <= tol, `${at}: out[${i}] ${a}, want ${e} ± ${tol}`);
+        }
+        for (let i = 0; i < rows; i++) {
+          const [a, e] = [r.lse[i], ref.lse[i]];
+          if (Number.isNaN(e) || e === -Infinity) {
+            assert(
+              Object.is(a, e) || (Number.isNaN(a) && Number.isNaN(e)),
+              `${at}: lse[${i}] ${a}, want ${e}`,
+            );
+          } else {
+            assert(
+              Math.abs(a - e) <= tol * Math.max(1, Math.abs(e)),
+              `${at}: lse[${i}] ${a}, want ${e}`,
+            );
+          }
+        }
+      };
+      matchesRef(fused, `case ${ci}`);
+      for (const [wg, r] of odd) {
+        const at = `case ${ci}, wg ${wg}`;
+        // The subgroup kernel ran at that size where it runs at all (96 needs subgroups of at
+        // most 32 lanes).
+        if (fused.keys[0].startsWith("attn-sg") && (subgroupMinSize(b.ctx) ?? 8) <= 32) {
+          assert(r.keys[0].includes(`:wg${wg}:`), `${at}: ran ${r.keys}`);
+        }
+        matchesRef(r, at);
       }
       for (const t of [q, k, v]) b.release(t.id);
     }
