@@ -27,6 +27,8 @@ import { ownWebgpu, webgpuBackend } from "./_backends.ts";
 import { infoOf, pagedPlan, paginate, randomArray } from "./_paged.ts";
 import { hostQuantize, quantPlan } from "./_quant.ts";
 import { decodeE4M3 } from "../tensor/float8.ts";
+import { subgroupMinSize } from "../backends/webgpu/attention/subgroup_config.ts";
+import { QUANT_GQA_WG } from "../backends/webgpu/attention/tuning.ts";
 import {
   decodeScale,
   dequantWord,
@@ -324,6 +326,51 @@ Deno.test({
       await t.step(c.name, () => quantMatchesReference(gpu, c, seed += 10));
     }
     strictEqual(gpu.memory().liveBytes, before, "no buffer leaked");
+  },
+});
+
+Deno.test({
+  name:
+    "webgpu quantized GQA-4 decode runs in QUANT_GQA_WG threads where allowed; float, MHA and batch-invariant in 256",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const gpu = await webgpuBackend();
+    if (!gpu) return;
+    const made: Tensor[] = [];
+    const mk = (shape: number[], dtype: "float32" | "float16" = "float16") => {
+      const t = tensor(randomArray(shape.reduce((a, b) => a * b), made.length), {
+        shape,
+        dtype,
+        backend: gpu,
+      });
+      made.push(t);
+      return t;
+    };
+    try {
+      const lim = gpu.ctx.limits;
+      const minSg = subgroupMinSize(gpu.ctx) ?? 8;
+      const wide = gpu.ctx.features.subgroups && minSg >= 8 && QUANT_GQA_WG % minSg === 0 &&
+        QUANT_GQA_WG <= lim.maxComputeInvocationsPerWorkgroup &&
+        QUANT_GQA_WG <= lim.maxComputeWorkgroupSizeX;
+      const key = (plan: AttentionPlan) => launchOf(plan).main!.key;
+      const wgOf = (plan: AttentionPlan) => /:wg(\d+):/.exec(key(plan))?.[1];
+      for (const [Hq, Hkv, want] of [[8, 2, wide ? 384 : 256], [4, 4, 256], [16, 2, 256]]) {
+        const q = mk([2, Hq, 1, 128]);
+        const k = mk([2, Hkv, 300, 128]);
+        const at = `Hq ${Hq}, Hkv ${Hkv}`;
+        for (const fmt of ["int8", "float8e4m3"] as const) {
+          const lean = quantPlan(gpu, leanAttentionPlan(q, k, k, { grid: 5 }), fmt, "token");
+          if (!key(lean).startsWith("attn-sg")) continue; // no subgroup kernel on this adapter
+          strictEqual(wgOf(lean), String(want), `${at} ${fmt}: ${key(lean)}`);
+          const inv = leanAttentionPlan(q, k, k, { batchInvariant: true });
+          strictEqual(wgOf(quantPlan(gpu, inv, fmt, "token")), "256", `${at} ${fmt} invariant`);
+        }
+        strictEqual(wgOf(leanAttentionPlan(q, k, k, { grid: 5 })), "256", `${at} float16`);
+      }
+    } finally {
+      for (const t of made) t.dispose();
+    }
   },
 });
 

@@ -12,6 +12,7 @@ import { computeUnits } from "./cost_model.ts";
 import {
   type AttentionTuning,
   MULTI_ROW_DEFAULTS,
+  QUANT_GQA_WG,
   SHORT_GQA_KEYS,
   WIDE_KEY_WORK,
 } from "./tuning.ts";
@@ -204,12 +205,14 @@ export function sgConfig(
     if (v !== undefined) (tuning as Record<string, unknown>)[k] = v;
   }
   if (tuning.kernel === "generic" || !ctx.features.subgroups) return null;
-  const wg = tuning.wg ?? 256;
-  if (
-    wg > ctx.limits.maxComputeInvocationsPerWorkgroup || wg > ctx.limits.maxComputeWorkgroupSizeX
-  ) return null;
   const minSg = subgroupMinSize(ctx) ?? 8;
-  if (minSg < 8 || wg % minSg !== 0) return null;
+  const allowed = (n: number) =>
+    n <= ctx.limits.maxComputeInvocationsPerWorkgroup && n <= ctx.limits.maxComputeWorkgroupSizeX &&
+    n % minSg === 0;
+  // Quantized GQA decode in wider workgroups where the device allows (QUANT_GQA_WG).
+  const wideQuant = qk !== null && g.Sq === 1 && g.unitRows === 4 && allowed(QUANT_GQA_WG);
+  const wg = tuning.wg ?? (wideQuant ? QUANT_GQA_WG : 256);
+  if (minSg < 8 || !allowed(wg)) return null;
   // Row groups: every row group needs a subgroup of its own in the workgroup (up to 128
   // lanes a subgroup where the adapter does not say).
   const maxSg = Math.max(minSg, subgroupMaxSize(ctx) ?? 128);

@@ -175,6 +175,14 @@ export function invariantPieceFor(t: AttentionTuning, unitRows: number): PieceRu
 export const MULTI_ROW_DEFAULTS: AttentionTuning = {};
 
 /**
+ * Threads a workgroup of the subgroup kernel for quantized K/V (int8, float8e4m3) in decode
+ * units of four rows (GQA group 4), where the device allows it (else 256); batch-invariant
+ * launches keep 256 (`plan.ts`). The quantized GQA loop is issue-bound with one workgroup a
+ * multiprocessor, and 12 warps hide more of it than 8 (bench/NOTES.md, session (22)).
+ */
+export const QUANT_GQA_WG = 384;
+
+/**
  * Keys per worker for which 4-row subgroups take a whole 32-lane subgroup per key (L = 32)
  * instead of 16 lanes, when the schedule has between one and two workers per compute unit
  * (the backend's lean grid is two): +1…+5 points of the streaming-read ceiling there on an
