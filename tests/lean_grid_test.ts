@@ -36,12 +36,12 @@ Deno.test("leanGridFor on an H200: one pass where the units fill the GPU, stream
   // (16,32,8) at 4k: 128 equal units on 132 SMs — one worker a unit, nothing cut.
   const short = decode(16, 32, 8, 4096);
   deepStrictEqual(leanGridFor(H200, short, 264), 128);
-  // B = 1, 512k keys: 8 or 32 units cannot fill 132 SMs; stream-K over the largest multiple of
-  // the units within 2 × SMs for MHA (two resident a SM), 256, and within the SMs for GQA (one
-  // resident a SM), 128: runs hold whole pieces of one unit (measured faster than 264 / 132).
+  // B = 1, 512k keys: 8 units cannot fill 132 SMs; stream-K over the largest multiple of the
+  // units within the SMs for GQA (one resident a SM), 128: runs hold whole pieces of one unit
+  // (measured faster than 132). MHA: 264, not 256, whose 2 MiB-aligned runs start in step.
   deepStrictEqual(leanGridFor(H200, decode(1, 32, 8, 524288), 264), 128);
   deepStrictEqual(leanGridFor(H200, decode(4, 32, 8, 262144), 264), 128);
-  deepStrictEqual(leanGridFor(H200, decode(1, 32, 32, 524288), 264), 256);
+  deepStrictEqual(leanGridFor(H200, decode(1, 32, 32, 524288), 264), 264);
   // MHA at 4k: 256 workers (8 a unit) rather than 128 (measured 7 % faster).
   deepStrictEqual(leanGridFor(H200, decode(1, 32, 32, 4096), 264), 256);
   // A ragged MHA batch crosses units at any grid: not one worker a unit (512) but 2 × SMs.
@@ -53,6 +53,20 @@ Deno.test("leanGridFor on an H200: one pass where the units fill the GPU, stream
   // GQA (one resident worker a SM): one wave of 128 (16 a unit, no worker spans two units)
   // rather than two waves of 132.
   deepStrictEqual(leanGridFor(H200, decode(1, 32, 8, 4096), 264), 128);
+});
+
+Deno.test("leanGridFor: one-row runs that would start in step on 2 MiB take the base grid", () => {
+  const H100 = ctxOf("NVIDIA H100 80GB HBM3");
+  // 256 workers give runs of 2 MiB of K (8k keys) or more, all starting in step: where K and V
+  // lie made them up to 9 % slower (session (22)); 264 crosses units at assorted offsets.
+  for (const [B, H, N] of [[1, 32, 65536], [1, 64, 65536], [4, 32, 16384], [1, 32, 524288]]) {
+    deepStrictEqual(leanGridFor(H100, decode(B, H, H, N), 264), 264, `(${B},${H},${H}) ${N}`);
+  }
+  // Runs of 512 KiB (16k keys on 256 workers) and 1 MiB are steady in step: 256 stays.
+  deepStrictEqual(leanGridFor(H100, decode(1, 32, 32, 16384), 264), 256);
+  deepStrictEqual(leanGridFor(H100, decode(1, 32, 32, 32768), 264), 256);
+  // GQA runs in step were steady: 128 stays.
+  deepStrictEqual(leanGridFor(H100, decode(4, 32, 8, 65536), 264), 128);
 });
 
 Deno.test("leanGridFor picks among the base, one worker a unit or a SM, and their aligned multiples", () => {

@@ -350,23 +350,42 @@ Deno.test({
     try {
       const lim = gpu.ctx.limits;
       const minSg = subgroupMinSize(gpu.ctx) ?? 8;
-      const wide = gpu.ctx.features.subgroups && minSg >= 8 && QUANT_GQA_WG % minSg === 0 &&
-        QUANT_GQA_WG <= lim.maxComputeInvocationsPerWorkgroup &&
-        QUANT_GQA_WG <= lim.maxComputeWorkgroupSizeX;
+      const { wg, keysOver } = QUANT_GQA_WG;
+      const wide = minSg >= 8 && wg % minSg === 0 && wg <= lim.maxComputeInvocationsPerWorkgroup &&
+        wg <= lim.maxComputeWorkgroupSizeX;
       const key = (plan: AttentionPlan) => launchOf(plan).main!.key;
       const wgOf = (plan: AttentionPlan) => /:wg(\d+):/.exec(key(plan))?.[1];
-      for (const [Hq, Hkv, want] of [[8, 2, wide ? 384 : 256], [4, 4, 256], [16, 2, 256]]) {
-        const q = mk([2, Hq, 1, 128]);
-        const k = mk([2, Hkv, 300, 128]);
-        const at = `Hq ${Hq}, Hkv ${Hkv}`;
-        for (const fmt of ["int8", "float8e4m3"] as const) {
-          const lean = quantPlan(gpu, leanAttentionPlan(q, k, k, { grid: 5 }), fmt, "token");
-          if (!key(lean).startsWith("attn-sg")) continue; // no subgroup kernel on this adapter
-          strictEqual(wgOf(lean), String(want), `${at} ${fmt}: ${key(lean)}`);
-          const inv = leanAttentionPlan(q, k, k, { batchInvariant: true });
-          strictEqual(wgOf(quantPlan(gpu, inv, fmt, "token")), "256", `${at} ${fmt} invariant`);
+      // One worker a unit: keysOver + 64 keys a worker (wide for GQA-4); two: half that.
+      const N = keysOver + 64;
+      let checked = 0;
+      for (const [Hq, Hkv] of [[8, 2], [4, 4], [16, 2]]) {
+        const q = mk([1, Hq, 1, 128]);
+        const k = mk([1, Hkv, N, 128]);
+        for (const [grid, long] of [[Hkv, true], [2 * Hkv, false]] as const) {
+          const at = `Hq ${Hq}, Hkv ${Hkv}, ${N * Hkv / grid} keys a worker`;
+          const want = Hq === 4 * Hkv && long && wide ? String(wg) : "256";
+          for (const fmt of ["int8", "float8e4m3"] as const) {
+            const lean = quantPlan(gpu, leanAttentionPlan(q, k, k, { grid }), fmt, "token");
+            if (!key(lean).startsWith("attn-sg")) continue; // no subgroup kernel on this adapter
+            strictEqual(wgOf(lean), want, `${at} ${fmt}: ${key(lean)}`);
+            checked++;
+          }
+          strictEqual(wgOf(leanAttentionPlan(q, k, k, { grid })), "256", `${at} float16`);
         }
-        strictEqual(wgOf(leanAttentionPlan(q, k, k, { grid: 5 })), "256", `${at} float16`);
+        for (const fmt of ["int8", "float8e4m3"] as const) {
+          const inv = quantPlan(
+            gpu,
+            leanAttentionPlan(q, k, k, { batchInvariant: true }),
+            fmt,
+            "token",
+          );
+          if (key(inv).startsWith("attn-sg")) {
+            strictEqual(wgOf(inv), "256", `Hq ${Hq} ${fmt} invariant`);
+          }
+        }
+      }
+      if (gpu.ctx.features.subgroups) {
+        assert(checked > 0, "no quantized plan took the subgroup kernel");
       }
     } finally {
       for (const t of made) t.dispose();

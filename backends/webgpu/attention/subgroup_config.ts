@@ -209,9 +209,10 @@ export function sgConfig(
   const allowed = (n: number) =>
     n <= ctx.limits.maxComputeInvocationsPerWorkgroup && n <= ctx.limits.maxComputeWorkgroupSizeX &&
     n % minSg === 0;
-  // Quantized GQA decode in wider workgroups where the device allows (QUANT_GQA_WG).
-  const wideQuant = qk !== null && g.Sq === 1 && g.unitRows === 4 && allowed(QUANT_GQA_WG);
-  const wg = tuning.wg ?? (wideQuant ? QUANT_GQA_WG : 256);
+  // Quantized GQA decode with long runs in wider workgroups where the device allows.
+  const wideQuant = qk !== null && g.Sq === 1 && g.unitRows === 4 &&
+    g.keysPerWorker > QUANT_GQA_WG.keysOver && allowed(QUANT_GQA_WG.wg);
+  const wg = tuning.wg ?? (wideQuant ? QUANT_GQA_WG.wg : 256);
   if (minSg < 8 || !allowed(wg)) return null;
   // Row groups: every row group needs a subgroup of its own in the workgroup (up to 128
   // lanes a subgroup where the adapter does not say).

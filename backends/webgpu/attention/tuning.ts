@@ -175,12 +175,16 @@ export function invariantPieceFor(t: AttentionTuning, unitRows: number): PieceRu
 export const MULTI_ROW_DEFAULTS: AttentionTuning = {};
 
 /**
- * Threads a workgroup of the subgroup kernel for quantized K/V (int8, float8e4m3) in decode
- * units of four rows (GQA group 4), where the device allows it (else 256); batch-invariant
- * launches keep 256 (`plan.ts`). The quantized GQA loop is issue-bound with one workgroup a
- * multiprocessor, and 12 warps hide more of it than 8 (bench/NOTES.md, session (22)).
+ * Threads a workgroup (`wg`) of the subgroup kernel for quantized K/V (int8, float8e4m3) in
+ * decode units of four rows (GQA group 4) with more than `keysOver` keys a worker, where the
+ * device allows it (else 256); batch-invariant launches keep 256 (`plan.ts`). The quantized GQA
+ * loop is issue-bound with one workgroup a multiprocessor, and 12 warps hide more of it than 8
+ * where a worker's run is long: on an H100 (bench/NOTES.md, session (22)) 16k keys a worker ran
+ * 4.8–4.9 % (int8) and 7.9 % (float8e4m3) faster in 384 threads; 4k keys −0.6…+1.8 % (int8) and
+ * −2.9…+1.2 % (e4m3); 1k keys and less 0–15 % (int8) and 5–22 % (e4m3) slower. Float16 K/V ran
+ * 8–11 % slower in 384 threads at 16k keys a worker (more registers a key batch: spills).
  */
-export const QUANT_GQA_WG = 384;
+export const QUANT_GQA_WG = Object.freeze({ wg: 384, keysOver: 4096 });
 
 /**
  * Keys per worker for which 4-row subgroups take a whole 32-lane subgroup per key (L = 32)
