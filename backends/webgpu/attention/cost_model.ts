@@ -82,25 +82,20 @@ const SEGMENT_US = 2;
  */
 const GQA_CROSSING = 0.93;
 const MHA_CROSSING = 0.95;
-/**
- * One-row runs of at least {@link LONG_RUN_BYTES} of K that cross units: 264 workers were
- * 0.3–1.8 % slower than 256 at ≥ 1 GB on an H200 (session 3) and 0.3–0.9 % over the K/V
- * buffers where 256 was fastest on an H100 (session (22)).
- */
-const MHA_LONG_CROSSING = 0.985;
-const LONG_RUN_BYTES = 1024 * 1024;
 
 /**
- * One-row runs in step: every run of a resident wave starts a multiple of {@link IN_STEP_BYTES}
- * of K into its unit (whole pieces of one unit each, units a multiple of it long). Their speed
- * then depends on where K and V lie: on an H100 over 16 pairs of K/V buffers (bench/NOTES.md,
- * session (22), `probes/kv_pairs.ts`), 256 workers at (1,32,32) 64k (runs of 2 MiB) took 347–382
- * µs (mean 357.8) and at (1,64,64) 64k (4 MiB) 682–734 (mean 706.8), 2.0 and 3.2 % over 264
- * workers, whose runs cross units and took 350–352 and 684–686 over every pair; at 16k (512 KiB
- * runs) 256 was steady and best (95–96 µs). GQA runs in step (4 MiB, (4,32,8) 64k) were steady.
+ * One-row runs in step: a resident wave of at least {@link IN_STEP_PIECES} workers a unit, every
+ * run starting a multiple of {@link IN_STEP_BYTES} of K into its unit (whole pieces of one unit,
+ * units a multiple of it long). On an H100 over 9–16 pairs of K/V buffers each (bench/NOTES.md,
+ * session (22), `probes/kv_pairs.ts`), 264 workers (runs crossing units) took 0.981×, 0.969×,
+ * 0.922× and 0.996× the mean time of 256 at (1,32,32) 64k, (1,64,64) 64k, (1,32,32) 128k and
+ * (1,64,64) 32k (256 workers, 4–8 a unit, ranged up to 9 % between pairs or were slow on all), but
+ * 1.010×, 1.026× and 1.048× at (4,32,32) 16k, (8,32,32) 16k and (16,32,32) 8k (1–2 a unit, steady).
+ * Against the crossing charge ({@link MHA_CROSSING}) the mean of the first four asks ×0.947.
  */
-const IN_STEP = 0.97;
+const IN_STEP = 0.94;
 const IN_STEP_BYTES = 2 * 1024 * 1024;
+const IN_STEP_PIECES = 4;
 
 /** Whether every run of `s` starts in step (see {@link IN_STEP}) for K rows of `rowBytes`. */
 function runsInStep(s: LeanSchedule, rowBytes: number): boolean {
@@ -161,14 +156,14 @@ export function leanGridFor(ctx: GpuContext, problem: LeanGridProblem, base: num
     // GQA the measured criterion is a grid that is not a multiple of the units (H200,
     // bench/NOTES.md, session 3; ragged GQA batches were measured only at 128 and 132).
     const multi = problem.unitRows > 1;
-    // One-row runs of one resident wave that start in step pay for where K/V lie (IN_STEP),
-    // runs of at least IN_STEP_BYTES that cross units pay little for it (0.3–1.9 %).
-    const wave = perCu <= occ;
-    const long = longest * plan.tileSize * problem.D * kvBytes >= LONG_RUN_BYTES;
     const crossing = multi
       ? (grid % units !== 0 ? GQA_CROSSING : 1)
-      : (segments > 1 ? (long ? MHA_LONG_CROSSING : MHA_CROSSING) : 1);
-    const inStep = !multi && wave && runsInStep(s, problem.D * kvBytes) ? IN_STEP : 1;
+      : (segments > 1 ? MHA_CROSSING : 1);
+    // One-row runs of one resident wave, several a unit, that start in step (IN_STEP).
+    const inStep = !multi && perCu <= occ && grid >= IN_STEP_PIECES * units &&
+        runsInStep(s, problem.D * kvBytes)
+      ? IN_STEP
+      : 1;
     const eff = streamEfficiency(problem.unitRows, Math.min(perCu, occ)) * crossing * inStep *
       (multi && perCu > occ ? GQA_WAVES : 1);
     const empty = s.units.some((u) => u.tiles === 0);
