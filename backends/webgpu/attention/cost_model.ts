@@ -84,18 +84,20 @@ const GQA_CROSSING = 0.93;
 const MHA_CROSSING = 0.95;
 
 /**
- * One-row runs in step: a resident wave of at least {@link IN_STEP_PIECES} workers a unit, every
- * run starting a multiple of {@link IN_STEP_BYTES} of K into its unit (whole pieces of one unit,
- * units a multiple of it long). On an H100 over 9–16 pairs of K/V buffers each (bench/NOTES.md,
- * session (22), `probes/kv_pairs.ts`), 264 workers (runs crossing units) took 0.981×, 0.969×,
- * 0.922× and 0.996× the mean time of 256 at (1,32,32) 64k, (1,64,64) 64k, (1,32,32) 128k and
- * (1,64,64) 32k (256 workers, 4–8 a unit, ranged up to 9 % between pairs or were slow on all), but
- * 1.010×, 1.026× and 1.048× at (4,32,32) 16k, (8,32,32) 16k and (16,32,32) 8k (1–2 a unit, steady).
- * Against the crossing charge ({@link MHA_CROSSING}) the mean of the first four asks ×0.947.
+ * One-row runs in step: a resident wave of at least {@link IN_STEP_PIECES} workers a unit (cut
+ * units), every run starting a multiple of {@link IN_STEP_BYTES} of K into its unit (whole pieces
+ * of one unit, units a multiple of it long). On an H100 over 9–16 pairs of K/V buffers each
+ * (bench/NOTES.md, session (22), `probes/kv_pairs.ts`), 256 workers in step ranged up to 9 %
+ * between pairs or were slow on all of them, and 264 workers (runs crossing units) took 0.981,
+ * 0.969, 0.922, 0.996, 0.933, 0.954 and 1.010 of their mean time at (1,32,32) 64k, (1,64,64) 64k,
+ * (1,32,32) 128k, (1,64,64) 32k, (2,32,32) 64k, (2,64,64) 32k and (4,32,32) 16k (mean 0.966);
+ * against the crossing charge ({@link MHA_CROSSING}) and 264's 3 % less work a worker that asks
+ * ×0.947. Whole units a worker in step were steady ((8,32,32) 16k on 256, (16,32,32) 8k on 512:
+ * 264 was 2.6 and 4.8 % slower), as were 512 KiB runs ((1,32,32) 16k) and GQA runs.
  */
-const IN_STEP = 0.94;
+const IN_STEP = 0.947;
 const IN_STEP_BYTES = 2 * 1024 * 1024;
-const IN_STEP_PIECES = 4;
+const IN_STEP_PIECES = 2;
 
 /** Whether every run of `s` starts in step (see {@link IN_STEP}) for K rows of `rowBytes`. */
 function runsInStep(s: LeanSchedule, rowBytes: number): boolean {
