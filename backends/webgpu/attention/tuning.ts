@@ -19,9 +19,10 @@ export interface AttentionTuning {
    */
   kernel?: "sg" | "wgm" | "generic";
   /**
-   * Threads per workgroup of the subgroup kernel (default 256): a multiple of 32 (not only a
-   * power of two, e.g. 384: more warps a multiprocessor where registers allow); one that the
-   * device's subgroups do not divide falls back to the next kernel.
+   * Threads per workgroup of the subgroup kernel (default 256; {@link QUANT_GQA_WG} for quantized
+   * GQA-4 decode with long runs): a multiple of 32 (not only a power of two, e.g. 384: more warps
+   * a multiprocessor where registers allow); one that the device's subgroups do not divide falls
+   * back to the next kernel.
    */
   wg?: number;
   /** Lanes per key of the subgroup kernel (4–32, at most the subgroup size; default by rows). */
@@ -182,7 +183,7 @@ export const MULTI_ROW_DEFAULTS: AttentionTuning = {};
  * where a worker's run is long: on an H100 (bench/NOTES.md, session (22)) 16k keys a worker ran
  * 4.8–4.9 % (int8) and 7.9 % (float8e4m3) faster in 384 threads; 4k keys −0.6…+1.8 % (int8) and
  * −2.9…+1.2 % (e4m3); 1k keys and less 0–15 % (int8) and 5–22 % (e4m3) slower. Float16 K/V ran
- * 8–11 % slower in 384 threads at 16k keys a worker (more registers a key batch: spills).
+ * 9–11 % slower in 384 threads at 4k–16k keys a worker (twice the registers a key batch: spills).
  */
 export const QUANT_GQA_WG = Object.freeze({ wg: 384, keysOver: 4096 });
 
