@@ -93,7 +93,9 @@ const MHA_CROSSING = 0.95;
  * (1,32,32) 128k, (1,64,64) 32k, (2,32,32) 64k, (2,64,64) 32k and (4,32,32) 16k (mean 0.966);
  * against the crossing charge ({@link MHA_CROSSING}) and 264's 3 % less work a worker that asks
  * ×0.947. Whole units a worker in step were steady ((8,32,32) 16k on 256, (16,32,32) 8k on 512:
- * 264 was 2.6 and 4.8 % slower), as were 512 KiB runs ((1,32,32) 16k) and GQA runs.
+ * 264 was 2.6 and 4.8 % slower), as were 512 KiB runs ((1,32,32) 16k) and GQA runs. Runs in
+ * step on 1 MiB were placement-bound too (264: 0.971–0.995 of 256's mean time in six rows), but
+ * there the fixed costs of 264's second segments outweigh this charge in the model: left at 256.
  */
 const IN_STEP = 0.947;
 const IN_STEP_BYTES = 2 * 1024 * 1024;
