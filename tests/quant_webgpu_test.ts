@@ -338,12 +338,9 @@ Deno.test({
     const gpu = await webgpuBackend();
     if (!gpu) return;
     const made: Tensor[] = [];
-    const mk = (shape: number[], dtype: "float32" | "float16" = "float16") => {
-      const t = tensor(randomArray(shape.reduce((a, b) => a * b), made.length), {
-        shape,
-        dtype,
-        backend: gpu,
-      });
+    const mk = (shape: number[]) => {
+      const x = randomArray(shape.reduce((a, b) => a * b), made.length);
+      const t = tensor(x, { shape, dtype: "float16", backend: gpu });
       made.push(t);
       return t;
     };

@@ -143,12 +143,9 @@ export function planWebgpuAttention(
     qT,
     params.causal,
     {
-      // A batch-invariant worker streams many short pieces: one fence a worker, not a piece;
-      // in 256 threads (wider workgroups were not timed there; paired pieces need ≤ 8 subgroups).
+      // A batch-invariant worker streams many short pieces: one fence a worker, not a piece.
+      ...(s.kind === "invariant" ? { deferMerge: true } : {}),
       ...tuning,
-      ...(s.kind === "invariant"
-        ? { deferMerge: tuning.deferMerge ?? true, wg: tuning.wg ?? 256 }
-        : {}),
     },
     v,
     qk,

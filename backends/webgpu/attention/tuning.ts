@@ -178,7 +178,8 @@ export const MULTI_ROW_DEFAULTS: AttentionTuning = {};
 /**
  * Threads a workgroup (`wg`) of the subgroup kernel for quantized K/V (int8, float8e4m3) in
  * decode units of four rows (GQA group 4) with more than `keysOver` keys a worker, where the
- * device allows it (else 256); batch-invariant launches keep 256 (`plan.ts`). The quantized GQA
+ * device allows it (else 256); batch-invariant launches, planned as a worker of 2,048 keys
+ * (`plan.ts`), keep 256 (not timed wider; paired pieces need ≤ 8 subgroups). The quantized GQA
  * loop is issue-bound with one workgroup a multiprocessor, and 12 warps hide more of it than 8
  * where a worker's run is long: on an H100 (bench/NOTES.md, session (22)) 16k keys a worker ran
  * 4.8–4.9 % (int8) and 7.9 % (float8e4m3) faster in 384 threads; 4k keys −0.6…+1.8 % (int8) and
