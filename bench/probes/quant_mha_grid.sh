@@ -1,0 +1,20 @@
+#!/bin/bash
+# Multi-head decode with more warps in flight (session (23), #17's int8 (1,32,32) 64k at 1.74× of
+# cuDNN against 1.8, e4m3 multi-head at 83–89 % of the ceiling; #20 item 1's multi-head rows at
+# 0.96–0.97× cuDNN): the default against grids of three and four workgroups a multiprocessor
+# (g396, g528), 384- and 512-thread workgroups (wg384, wg512) and prefetch (pf), chained,
+# `--check`. Run from the root with `run` carrying .gpu (about 200 s); Q_S / F_S limit each step.
+set -u
+source .gpu/setup.sh > $OUT/run.log 2>&1
+export RUST_BACKTRACE=0 NO_COLOR=1
+date -u > $OUT/date.txt
+A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check --shapes"
+S="1,32,32,65536;1,64,64,65536;1,32,32,131072"
+V=${VARIANTS:-def,g396,g528,wg384,wg512,pf}
+timeout ${Q_S:-70} $A "$S" --variants $V --kv int8 > $OUT/mha_int8.txt 2>&1; echo "int8 rc=$?"
+timeout ${Q_S:-70} $A "$S" --variants $V --kv float8e4m3 > $OUT/mha_e4m3.txt 2>&1
+echo "e4m3 rc=$?"
+timeout ${F_S:-60} $A "$S" --variants $V > $OUT/mha_f16.txt 2>&1; echo "f16 rc=$?"
+date -u >> $OUT/date.txt
+head -1 $OUT/mha_int8.txt; grep -hi "error" $OUT/mha_*.txt | head -3
+grep -hE "µs:|max" $OUT/mha_int8.txt $OUT/mha_e4m3.txt $OUT/mha_f16.txt | cut -c1-200
