@@ -9,7 +9,7 @@ source .gpu/setup.sh > $OUT/run.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1
 date -u > $OUT/date.txt
 A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check --shapes"
-S="1,32,32,65536;1,64,64,65536;1,32,32,131072"
+S="1,32,32,65536;1,64,64,65536;1,32,32,131072;1,64,64,16384"
 V=${VARIANTS:-def,g256,g264,g396,g528,wg384,wg512,pf}
 timeout ${Q_S:-70} $A "$S" --variants $V --kv int8 > $OUT/mha_int8.txt 2>&1; echo "int8 rc=$?"
 timeout ${Q_S:-70} $A "$S" --variants $V --kv float8e4m3 > $OUT/mha_e4m3.txt 2>&1
