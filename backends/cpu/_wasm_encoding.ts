@@ -41,6 +41,7 @@ export const v128Load = (offset = 0): Code => [...simd(0x00), 3, ...uleb(offset)
 export const v128Store = (offset = 0): Code => [...simd(0x0b), 3, ...uleb(offset)];
 export const load16x4S = (offset = 0): Code => [...simd(0x03), 1, ...uleb(offset)];
 export const load32Splat = [...simd(0x09), 2, 0];
+export const load32SplatAt = (offset = 0): Code => [...simd(0x09), 2, ...uleb(offset)];
 export const load64Splat = [...simd(0x0a), 3, 0];
 export const F64X2_ADD = simd(0xf0), F64X2_MUL = simd(0xf2), PROMOTE_LOW = simd(0x5f);
 /** `stack: a a` → lanes 2, 3 of a in lanes 0, 1 (i8x16.shuffle). */
@@ -128,6 +129,13 @@ export const addTo = (local: number, amount: Code): Code => [
 /** One function body: locals by type (i32, v128) after the params. */
 export function body(i32s: number, v128s: number, code: Code): Code {
   const decl = [2, ...uleb(i32s), 0x7f, ...uleb(v128s), 0x7b];
+  const b = [...decl, ...code, 0x0b];
+  return [...uleb(b.length), ...b];
+}
+
+/** One function body with locals in groups of (count, type) after the params. */
+export function bodyWith(groups: [number, number][], code: Code): Code {
+  const decl = [groups.length, ...groups.flatMap(([n, t]) => [...uleb(n), t])];
   const b = [...decl, ...code, 0x0b];
   return [...uleb(b.length), ...b];
 }

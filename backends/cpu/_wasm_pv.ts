@@ -6,7 +6,7 @@
  */
 import {
   addTo,
-  body,
+  bodyWith,
   type Code,
   F64X2_ADD,
   F64X2_MUL,
@@ -19,7 +19,7 @@ import {
   I32_MUL,
   i32c,
   i32Load,
-  load32Splat,
+  load32SplatAt,
   load64Splat,
   type Madd,
   PROMOTE_LOW,
@@ -41,6 +41,8 @@ export function pv(madd: Madd): Code {
   const [al, pj, al1, pj1, vv] = [18, 19, 20, 21, 22];
   const acc = [23, 24, 25, 26, 27, 28, 29, 30];
   const gain = 31;
+  // i32 locals after the v128 ones: the second key's row and two rows' stride.
+  const [vp2, vRow2] = [32, 33];
   const fma = (a: number, b: number, x: number): Code => [
     ...get(a),
     ...get(b),
@@ -92,6 +94,16 @@ export function pv(madd: Madd): Code {
     al: number;
     acc: number[];
   }
+  /** One key's terms: each row's p (at `pOff` from its pointer) times the v vectors at `at`. */
+  const keyTerms = (rows: PassRow[], at: number, pOff: number): Code => [
+    ...rows.flatMap((x) => [...get(x.pp), ...load32SplatAt(pOff), ...set(x.pj)]),
+    ...rows[0].acc.flatMap((_, i) => [
+      ...get(at),
+      ...v128Load(16 * i),
+      ...set(vv),
+      ...rows.flatMap((x) => fma(x.pj, vv, x.acc[i])),
+    ]),
+  ];
   /**
    * `rows[0].acc.length`·4 values of o (from byte db) of the given rows (the unit's rows r,
    * r + 1, …) over all keys: one chain per vector and row; each v vector feeds every row.
@@ -106,18 +118,30 @@ export function pv(madd: Madd): Code {
     ...rows.flatMap((x, dr) => pAddr(x.pp, dr)),
     ...i32c(0),
     ...set(j),
-    ...whileLoop([...get(j), ...get(c), ...I32_LT_S], [
-      ...rows.flatMap((x) => [...get(x.pp), ...load32Splat, ...set(x.pj)]),
-      ...rows[0].acc.flatMap((_, i) => [
-        ...get(vp),
-        ...v128Load(16 * i),
-        ...set(vv),
-        ...rows.flatMap((x) => fma(x.pj, vv, x.acc[i])),
-      ]),
-      ...addTo(vp, get(vRow)),
-      ...rows.flatMap((x) => addTo(x.pp, i32c(4))),
-      ...addTo(j, i32c(1)),
+    // Two keys a trip (the second's row at vp2, its p at offset 4), then an odd key: each
+    // accumulator takes the keys in the same order as one a trip.
+    ...get(vRow),
+    ...get(vRow),
+    ...I32_ADD,
+    ...set(vRow2),
+    ...whileLoop([...get(j), ...i32c(1), ...I32_ADD, ...get(c), ...I32_LT_S], [
+      ...get(vp),
+      ...get(vRow),
+      ...I32_ADD,
+      ...set(vp2),
+      ...keyTerms(rows, vp, 0),
+      ...keyTerms(rows, vp2, 4),
+      ...addTo(vp, get(vRow2)),
+      ...rows.flatMap((x) => addTo(x.pp, i32c(8))),
+      ...addTo(j, i32c(2)),
     ]),
+    ...get(j),
+    ...get(c),
+    ...I32_LT_S,
+    0x04,
+    0x40,
+    ...keyTerms(rows, vp, 0),
+    0x0b,
     ...rows.flatMap((x) => x.acc.flatMap((a, i) => fold(x.op, x.al, a, i))),
     ...addTo(db, i32c(16 * rows[0].acc.length)),
   ];
@@ -154,7 +178,7 @@ export function pv(madd: Madd): Code {
   const cntOf = (
     dr: number,
   ): Code => [...rowAddr(cnt, r, dr, [...i32c(4), ...I32_MUL]), ...i32Load];
-  return body(10, 14, [
+  return bodyWith([[10, 0x7f], [14, 0x7b], [2, 0x7f]], [
     ...shiftPow2(T, true),
     ...PROMOTE_LOW,
     ...set(gain),

@@ -6,7 +6,7 @@
  */
 import {
   addTo,
-  body,
+  bodyWith,
   type Code,
   f32Store,
   F32X4_ADD,
@@ -26,7 +26,7 @@ import {
 
 export function scores(madd: Madd): Code {
   // params q 0, k 1, s 2, R 3, n 4, Dp 5, T 6; i32 locals from 8, v128 after.
-  // q and k rows are float32 with the same stride (Dp·4 bytes), s float32.
+  // q and k rows are float32 with the same stride (Dp·4 bytes, Dp a multiple of 16), s float32.
   const [q, k, s, R, n, Dp, T] = [0, 1, 2, 3, 4, 5, 6];
   const [j, r, dk, kRow, qp, end, qa, qp1] = [8, 9, 10, 11, 12, 13, 14, 15];
   const kp = [16, 17, 18, 19];
@@ -35,6 +35,9 @@ export function scores(madd: Madd): Code {
   const accA = [25, 26, 27, 28];
   const accB = [29, 30, 31, 32];
   const [q2, q3] = [33, 34];
+  // i32 locals declared after the v128 ones: the unrolled four-row loop's row addresses.
+  const qa4 = [35, 36, 37, 38];
+  const ka2 = [39, 40];
   /** Address of s[(r + dr)·T + j]. */
   const sAddr = (dr: number): Code =>
     rowAddr(s, r, dr, [...get(T), ...I32_MUL, ...get(j), ...I32_ADD, ...i32c(4), ...I32_MUL]);
@@ -128,23 +131,25 @@ export function scores(madd: Madd): Code {
   const fourRows = (x0: number, x1: number): Code => {
     // accumulators: row i, key x0 → c[i][0], key x1 → c[i][1]
     const c = [[accA[0], accA[1]], [accA[2], accA[3]], [accB[0], accB[1]], [accB[2], accB[3]]];
+    // Four vectors a trip (Dp is a multiple of 16): the row addresses once, loads at offsets.
+    const steps = [0, 1, 2, 3];
     return [
       ...[...accA, ...accB].flatMap((a) => [...V_ZERO, ...set(a)]),
       ...i32c(0),
       ...set(dk),
       ...whileLoop([...get(dk), ...get(kRow), ...I32_LT_S], [
-        ...[0, 1, 2, 3].flatMap((i) => [
-          ...get(qps[i]),
-          ...get(dk),
-          ...I32_ADD,
-          ...v128Load(0),
-          ...set(qs[i]),
+        ...[0, 1, 2, 3].flatMap((i) => [...get(qps[i]), ...get(dk), ...I32_ADD, ...set(qa4[i])]),
+        ...[x0, x1].flatMap((x, xi) => [...get(kp[x]), ...get(dk), ...I32_ADD, ...set(ka2[xi])]),
+        ...steps.flatMap((st) => [
+          ...[0, 1, 2, 3].flatMap((i) => [...get(qa4[i]), ...v128Load(16 * st), ...set(qs[i])]),
+          ...[x0, x1].flatMap((_, xi) => [
+            ...get(ka2[xi]),
+            ...v128Load(16 * st),
+            ...set(kv),
+            ...[0, 1, 2, 3].flatMap((i) => fma(qs[i], kv, c[i][xi])),
+          ]),
         ]),
-        ...[x0, x1].flatMap((x, xi) => [
-          ...kAt(x, 0),
-          ...[0, 1, 2, 3].flatMap((i) => fma(qs[i], kv, c[i][xi])),
-        ]),
-        ...addTo(dk, i32c(16)),
+        ...addTo(dk, i32c(64)),
       ]),
       ...[0, 1, 2, 3].flatMap((i) =>
         [x0, x1].flatMap((x, xi) => [...sAddr(i), ...hsumF32(c[i][xi]), ...f32Store(4 * x)])
@@ -180,7 +185,7 @@ export function scores(madd: Madd): Code {
     ...whileLoop([...get(r), ...get(R), ...I32_LT_S], oneRow(keys)),
     ...addTo(j, i32c(keys)),
   ];
-  return body(14, 13, [
+  return bodyWith([[14, 0x7f], [13, 0x7b], [6, 0x7f]], [
     ...get(Dp),
     ...i32c(4),
     ...I32_MUL,
