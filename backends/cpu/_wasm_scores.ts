@@ -35,7 +35,7 @@ export function scores(madd: Madd): Code {
   const accA = [25, 26, 27, 28];
   const accB = [29, 30, 31, 32];
   const [q2, q3] = [33, 34];
-  // i32 locals declared after the v128 ones: the unrolled four-row loop's row addresses.
+  // i32 locals declared after the v128 ones: row addresses of the unrolled loops.
   const qa4 = [35, 36, 37, 38];
   const ka2 = [39, 40];
   /** Address of s[(r + dr)·T + j]. */
@@ -69,20 +69,31 @@ export function scores(madd: Madd): Code {
       ...xs.flatMap((x) => [...V_ZERO, ...set(accA[x]), ...V_ZERO, ...set(accB[x])]),
       ...i32c(0),
       ...set(dk),
+      // Two steps of 32 bytes a trip (Dp is a multiple of 16): addresses once, loads at offsets.
       ...whileLoop([...get(dk), ...get(kRow), ...I32_LT_S], [
         ...get(qp),
         ...get(dk),
         ...I32_ADD,
         ...set(qa),
-        ...get(qa),
-        ...v128Load(0),
-        ...set(q0),
-        ...get(qa),
-        ...v128Load(16),
-        ...set(q1),
-        ...xs.flatMap((x) => [...kAt(x, 0), ...fma(q0, kv, accA[x])]),
-        ...xs.flatMap((x) => [...kAt(x, 16), ...fma(q1, kv, accB[x])]),
-        ...addTo(dk, i32c(32)),
+        ...xs.flatMap((x) => [...get(kp[x]), ...get(dk), ...I32_ADD, ...set(qa4[x])]),
+        ...[0, 32].flatMap((off) => [
+          ...get(qa),
+          ...v128Load(off),
+          ...set(q0),
+          ...get(qa),
+          ...v128Load(off + 16),
+          ...set(q1),
+          ...xs.flatMap((
+            x,
+          ) => [...get(qa4[x]), ...v128Load(off), ...set(kv), ...fma(q0, kv, accA[x])]),
+          ...xs.flatMap((x) => [
+            ...get(qa4[x]),
+            ...v128Load(off + 16),
+            ...set(kv),
+            ...fma(q1, kv, accB[x]),
+          ]),
+        ]),
+        ...addTo(dk, i32c(64)),
       ]),
       ...xs.flatMap((x) => [
         ...sAddr(0),
