@@ -211,12 +211,55 @@ function pexpSpec(K: SimdKernels): void {
   );
 }
 
+/**
+ * dq8 on random int8 rows (D a multiple of 16, rows Dp ≥ D apart, random float32 scales of
+ * any size, zero and negative included) against `scale · value` rounded to float32 once, as
+ * `la.dequantize` computes it: the same bits, and the row padding untouched.
+ */
+function dq8Spec(K: SimdKernels): void {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 9 }), // rows
+      fc.constantFrom(16, 32, 48, 128), // D
+      fc.integer({ min: 0, max: 2 }), // extra padding, in 16s
+      fc.integer({ min: 0, max: 2 ** 31 - 1 }), // seed
+      (n, D, pad, seed) => {
+        const Dp = D + 16 * pad;
+        let st = seed | 0;
+        const rnd = () => ((st = (Math.imul(st, 1103515245) + 12345) | 0) >>> 0) / 2 ** 32;
+        const src = 0, sc = n * D, dst = sc + n * 4 + 16;
+        const need = dst + n * Dp * 4;
+        if (K.memory.buffer.byteLength < need) {
+          K.memory.grow(Math.ceil((need - K.memory.buffer.byteLength) / 65536));
+        }
+        const q8 = new Int8Array(K.memory.buffer, src, n * D);
+        for (let i = 0; i < q8.length; i++) q8[i] = Math.floor(rnd() * 256) - 128;
+        const scales = fill(new Float32Array(K.memory.buffer, sc, n), () => {
+          const x = rnd();
+          return x < 0.1 ? 0 : (rnd() < 0.5 ? -1 : 1) * 2 ** (rnd() * 260 - 140);
+        });
+        const out = new Float32Array(K.memory.buffer, dst, n * Dp).fill(1234.5);
+        K.dq8(src, sc, dst, n, D, Dp);
+        for (let i = 0; i < n; i++) {
+          for (let d = 0; d < Dp; d++) {
+            const want = d < D ? Math.fround(scales[i] * q8[i * D + d]) : 1234.5;
+            const got = out[i * Dp + d];
+            assert(Object.is(got, want), `seed ${seed}: row ${i}, d ${d}: ${got} vs ${want}`);
+          }
+        }
+      },
+    ),
+    { numRuns: 200 },
+  );
+}
+
 for (const fma of [true, false]) {
   const K = instantiateSimdKernels(fma);
   const tag = fma ? "relaxed_madd" : "mul+add";
   Deno.test(`cvt16 decodes all 65536 float16 bit patterns as Float16Array does [${tag}]`, () =>
     cvt16Spec(K));
   Deno.test(`scores and pv match float64 loops on random shapes [${tag}]`, () => kernelsSpec(K));
+  Deno.test(`dq8 stages int8 rows as scale · value rounded once [${tag}]`, () => dq8Spec(K));
   Deno.test(
     `pexp: float32 within 3 ulp of exp, row sums; x < −87 (and −∞) → 0; NaN stays NaN [${tag}]`,
     () => {

@@ -32,6 +32,9 @@
  *   `j < cnt[r]` (scaled so that no float32 P·V sum of a tile over finite values overflows,
  *   see `probShift`), `sum[r] = Σ_j exp(s[r·T + j] − mx[r])` (unscaled); may read (and rewrites unchanged) up to 12
  *   bytes past a row's count, so 16 bytes after `s` must be addressable.
+ * - `dq8(src, scales, dst, n, D, Dp)`: `dst[i·Dp + d] = scales[i] · src[i·D + d]` for `i < n`,
+ *   `d < D` (`src` int8, `D` a multiple of 16): int8 K/V rows staged as `la.dequantize` gives
+ *   them (`_kv_quant.ts`).
  *
  * @module
  */
@@ -52,6 +55,7 @@ import { cvt16 } from "./_wasm_cvt16.ts";
 import { scores } from "./_wasm_scores.ts";
 import { pv } from "./_wasm_pv.ts";
 import { pexp } from "./_wasm_pexp.ts";
+import { dq8 } from "./_wasm_dq8.ts";
 
 export { PEXP_LOW, probShift } from "./_wasm_pexp.ts";
 
@@ -73,6 +77,8 @@ export interface SimdKernels {
     T: number,
   ): void;
   pexp(s: number, R: number, T: number, cnt: number, mx: number, sum: number): void;
+  /** `n` rows of `D` int8 values (packed, D a multiple of 16) times their scales → float32. */
+  dq8(src: number, scales: number, dst: number, n: number, D: number, Dp: number): void;
 }
 
 /**
@@ -88,6 +94,7 @@ export function simdModuleBytes(fma: boolean): Uint8Array<ArrayBuffer> {
     ["scores", scores(madd)],
     ["pv", pv(madd)],
     ["pexp", pexp(madd)],
+    ["dq8", dq8()],
   ];
   // Every function has 8 i32 params (unused ones ignored): one type for all.
   const type = [1, 0x60, 8, ...Array(8).fill(0x7f), 0];
@@ -133,6 +140,7 @@ function instanceOf(module: WebAssembly.Module): SimdKernels {
     scores: e.scores,
     pv: e.pv,
     pexp: e.pexp,
+    dq8: e.dq8,
   };
 }
 

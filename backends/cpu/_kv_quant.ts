@@ -69,15 +69,30 @@ export function dequantRows(
   to: number,
   stride: number,
 ): void {
-  const row0 = at / D;
+  const vals = q.e4m3 ? E4M3_VALUES : null;
   for (let i = 0; i < run; i++) {
-    const s = scales[q.perHead ? Math.floor(row0 / N) : row0 + i];
+    const s = rowScale(q, scales, at, i, N, D);
     const from = at + i * D;
     const o = to + i * stride;
-    const vals = q.e4m3 ? E4M3_VALUES : null;
     for (let d = 0; d < D; d++) {
       const x = src[from + d];
       dst[o + d] = s * (vals ? vals[x] : x);
     }
   }
+}
+
+/**
+ * The scale of row `i` of a run that starts at element `at` of its buffer (see
+ * {@link dequantRows}).
+ */
+export function rowScale(
+  q: KVQuant,
+  scales: Float32Array,
+  at: number,
+  i: number,
+  N: number,
+  D: number,
+): number {
+  const row0 = at / D;
+  return scales[q.perHead ? Math.floor(row0 / N) : row0 + i];
 }

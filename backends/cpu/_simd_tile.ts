@@ -19,7 +19,7 @@ import {
   type TileKernel,
 } from "./_segment_walk.ts";
 import { type KVArray, kvArrays, type KVRows } from "./_kv_rows.ts";
-import { dequantRows } from "./_kv_quant.ts";
+import { dequantRows, rowScale } from "./_kv_quant.ts";
 import type { CpuQuantArray } from "./_storage.ts";
 import { type MemoryCopy, memoryCopy } from "./_wasm_copy.ts";
 
@@ -35,6 +35,7 @@ interface SimdLayout {
   k: number;
   v: number;
   raw: number;
+  rowScales: number;
   bytes: number;
 }
 
@@ -54,8 +55,9 @@ function simdLayout(R: number, Dp: number, Tn: number): SimdLayout {
   const sum = take(R * 4);
   const k = take(Tn * Dp * 4);
   const v = take(Tn * Dp * 4);
-  const raw = take(Tn * Dp * 2);
-  return { q, o, s, alpha, cnt, mx, sum, k, v, raw, bytes: at };
+  const raw = take(Tn * Dp * 2); // float16 bits, or int8 values (D ≤ Dp bytes a row)
+  const rowScales = take(Tn * 4);
+  return { q, o, s, alpha, cnt, mx, sum, k, v, raw, rowScales, bytes: at };
 }
 
 /**
@@ -111,6 +113,10 @@ export function simdTileKernel(
   const f16 = buf.k instanceof Float16Array;
   const quant = buf.quant;
   const raw16 = new Uint16Array(mem, L.raw, Tn * Dp);
+  // int8 K/V with D a multiple of 16: rows copied as bytes, then scaled by `dq8`.
+  const wasmInt8 = quant !== undefined && !quant.e4m3 && D % 16 === 0;
+  const raw8 = new Int8Array(mem, L.raw, Tn * D);
+  const rowScaleOf = new Float32Array(mem, L.rowScales, Tn);
   // The kernels read whole Dp rows: the padding of q and of the staged rows must be zero.
   if (Dp !== D) new Uint8Array(mem, 0, L.bytes).fill(0);
   // What `stage` copies from, per buffer of `kvArrays` (float16: the bits).
@@ -149,7 +155,12 @@ export function simdTileKernel(
       const base = kv.at;
       const to = j - t0;
       const mc = copy[kv.buffer];
-      if (quant) {
+      if (wasmInt8) {
+        const q8 = src[kv.buffer] as Int8Array;
+        raw8.set(q8.subarray(base, base + run * D), to * D);
+        const sc = scales![kv.buffer];
+        for (let i = 0; i < run; i++) rowScaleOf[to + i] = rowScale(quant!, sc, base, i, N, D);
+      } else if (quant) {
         const q8 = src[kv.buffer] as CpuQuantArray;
         dequantRows(quant, q8, scales![kv.buffer], base, run, N, D, tile, to * Dp, Dp);
       } else if (mc) {
@@ -170,6 +181,7 @@ export function simdTileKernel(
       j += run;
     }
     if (f16) K.cvt16(L.raw, tile.byteOffset, n * Dp);
+    if (wasmInt8) K.dq8(L.raw, L.rowScales, tile.byteOffset, n, D, Dp);
   };
   return {
     rows: Rc,
