@@ -15,6 +15,7 @@ import {
 } from "../backends/cpu/_attention_simd.ts";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
 import { randn } from "../tensor/creation.ts";
+import { E4M3_VALUES } from "../tensor/float8.ts";
 import { flashAttention } from "../attention/flash.ts";
 import { leanAttention } from "../attention/lean.ts";
 
@@ -212,11 +213,13 @@ function pexpSpec(K: SimdKernels): void {
 }
 
 /**
- * dq8 on random int8 rows (D a multiple of 16, rows Dp ≥ D apart, random float32 scales of
- * any size, zero and negative included) against `scale · value` rounded to float32 once, as
- * `la.dequantize` computes it: the same bits, and the row padding untouched.
+ * dq8 / dqe4m3 on random rows of codes (D a multiple of 16, rows Dp ≥ D apart, random float32
+ * scales of any size, zero and negative included) against `scale · value` rounded to float32
+ * once, as `la.dequantize` computes it (E4M3's value from its table): the same bits (a NaN
+ * code the quiet NaN a JavaScript store writes), and the row padding untouched.
  */
-function dq8Spec(K: SimdKernels): void {
+function dq8Spec(K: SimdKernels, e4m3: boolean): void {
+  const valueOf = (c: number) => e4m3 ? E4M3_VALUES[c] : (c << 24) >> 24;
   fc.assert(
     fc.property(
       fc.integer({ min: 1, max: 9 }), // rows
@@ -232,19 +235,22 @@ function dq8Spec(K: SimdKernels): void {
         if (K.memory.buffer.byteLength < need) {
           K.memory.grow(Math.ceil((need - K.memory.buffer.byteLength) / 65536));
         }
-        const q8 = new Int8Array(K.memory.buffer, src, n * D);
-        for (let i = 0; i < q8.length; i++) q8[i] = Math.floor(rnd() * 256) - 128;
+        const q8 = new Uint8Array(K.memory.buffer, src, n * D);
+        for (let i = 0; i < q8.length; i++) q8[i] = Math.floor(rnd() * 256);
         const scales = fill(new Float32Array(K.memory.buffer, sc, n), () => {
           const x = rnd();
           return x < 0.1 ? 0 : (rnd() < 0.5 ? -1 : 1) * 2 ** (rnd() * 260 - 140);
         });
         const out = new Float32Array(K.memory.buffer, dst, n * Dp).fill(1234.5);
-        K.dq8(src, sc, dst, n, D, Dp);
+        (e4m3 ? K.dqe4m3 : K.dq8)(src, sc, dst, n, D, Dp);
+        const f32 = new Float32Array(1);
         for (let i = 0; i < n; i++) {
           for (let d = 0; d < Dp; d++) {
-            const want = d < D ? Math.fround(scales[i] * q8[i * D + d]) : 1234.5;
-            const got = out[i * Dp + d];
-            assert(Object.is(got, want), `seed ${seed}: row ${i}, d ${d}: ${got} vs ${want}`);
+            f32[0] = d < D ? scales[i] * valueOf(q8[i * D + d]) : 1234.5;
+            const want = new Uint32Array(f32.buffer)[0];
+            const got = new Uint32Array(out.buffer, out.byteOffset + 4 * (i * Dp + d), 1)[0];
+            const code = q8[i * D + d];
+            assert(got === want, `seed ${seed}: row ${i}, d ${d}, code ${code}: ${got} vs ${want}`);
           }
         }
       },
@@ -259,7 +265,9 @@ for (const fma of [true, false]) {
   Deno.test(`cvt16 decodes all 65536 float16 bit patterns as Float16Array does [${tag}]`, () =>
     cvt16Spec(K));
   Deno.test(`scores and pv match float64 loops on random shapes [${tag}]`, () => kernelsSpec(K));
-  Deno.test(`dq8 stages int8 rows as scale · value rounded once [${tag}]`, () => dq8Spec(K));
+  Deno.test(`dq8 stages int8 rows as scale · value rounded once [${tag}]`, () => dq8Spec(K, false));
+  Deno.test(`dqe4m3 stages E4M3 rows as scale · value rounded once [${tag}]`, () =>
+    dq8Spec(K, true));
   Deno.test(
     `pexp: float32 within 3 ulp of exp, row sums; x < −87 (and −∞) → 0; NaN stays NaN [${tag}]`,
     () => {

@@ -34,7 +34,7 @@
  *   bytes past a row's count, so 16 bytes after `s` must be addressable.
  * - `dq8(src, scales, dst, n, D, Dp)`: `dst[i·Dp + d] = scales[i] · src[i·D + d]` for `i < n`,
  *   `d < D` (`src` int8, `D` a multiple of 16): int8 K/V rows staged as `la.dequantize` gives
- *   them (`_kv_quant.ts`).
+ *   them (`_kv_quant.ts`); `dqe4m3` the same for float8e4m3 codes (their decoded values).
  *
  * @module
  */
@@ -79,6 +79,8 @@ export interface SimdKernels {
   pexp(s: number, R: number, T: number, cnt: number, mx: number, sum: number): void;
   /** `n` rows of `D` int8 values (packed, D a multiple of 16) times their scales → float32. */
   dq8(src: number, scales: number, dst: number, n: number, D: number, Dp: number): void;
+  /** The same for float8e4m3 codes. */
+  dqe4m3(src: number, scales: number, dst: number, n: number, D: number, Dp: number): void;
 }
 
 /**
@@ -94,7 +96,8 @@ export function simdModuleBytes(fma: boolean): Uint8Array<ArrayBuffer> {
     ["scores", scores(madd)],
     ["pv", pv(madd)],
     ["pexp", pexp(madd)],
-    ["dq8", dq8()],
+    ["dq8", dq8("int8")],
+    ["dqe4m3", dq8("e4m3")],
   ];
   // Every function has 8 i32 params (unused ones ignored): one type for all.
   const type = [1, 0x60, 8, ...Array(8).fill(0x7f), 0];
@@ -141,6 +144,7 @@ function instanceOf(module: WebAssembly.Module): SimdKernels {
     pv: e.pv,
     pexp: e.pexp,
     dq8: e.dq8,
+    dqe4m3: e.dqe4m3,
   };
 }
 

@@ -113,9 +113,10 @@ export function simdTileKernel(
   const f16 = buf.k instanceof Float16Array;
   const quant = buf.quant;
   const raw16 = new Uint16Array(mem, L.raw, Tn * Dp);
-  // int8 K/V with D a multiple of 16: rows copied as bytes, then scaled by `dq8`.
-  const wasmInt8 = quant !== undefined && !quant.e4m3 && D % 16 === 0;
-  const raw8 = new Int8Array(mem, L.raw, Tn * D);
+  // Quantized K/V with D a multiple of 16: rows copied as bytes, then decoded and scaled by
+  // `dq8` / `dqe4m3`.
+  const wasmQuant = quant !== undefined && D % 16 === 0;
+  const raw8 = new Uint8Array(mem, L.raw, Tn * D);
   const rowScaleOf = new Float32Array(mem, L.rowScales, Tn);
   // The kernels read whole Dp rows: the padding of q and of the staged rows must be zero.
   if (Dp !== D) new Uint8Array(mem, 0, L.bytes).fill(0);
@@ -155,11 +156,12 @@ export function simdTileKernel(
       const base = kv.at;
       const to = j - t0;
       const mc = copy[kv.buffer];
-      if (wasmInt8) {
-        const q8 = src[kv.buffer] as Int8Array;
-        raw8.set(q8.subarray(base, base + run * D), to * D);
+      if (wasmQuant) {
+        const q8 = src[kv.buffer] as CpuQuantArray;
+        const bytes = new Uint8Array(q8.buffer, q8.byteOffset + base, run * D);
+        raw8.set(bytes, to * D);
         const sc = scales![kv.buffer];
-        for (let i = 0; i < run; i++) rowScaleOf[to + i] = rowScale(quant!, sc, base, i, N, D);
+        for (let i = 0; i < run; i++) rowScaleOf[to + i] = rowScale(quant, sc, base, i, N, D);
       } else if (quant) {
         const q8 = src[kv.buffer] as CpuQuantArray;
         dequantRows(quant, q8, scales![kv.buffer], base, run, N, D, tile, to * Dp, Dp);
@@ -181,7 +183,9 @@ export function simdTileKernel(
       j += run;
     }
     if (f16) K.cvt16(L.raw, tile.byteOffset, n * Dp);
-    if (wasmInt8) K.dq8(L.raw, L.rowScales, tile.byteOffset, n, D, Dp);
+    if (wasmQuant) {
+      (quant!.e4m3 ? K.dqe4m3 : K.dq8)(L.raw, L.rowScales, tile.byteOffset, n, D, Dp);
+    }
   };
   return {
     rows: Rc,
