@@ -56,7 +56,7 @@ export function dq8(fmt: Dq8Format): Code {
   const [src, scales, dst, n, D, Dp] = [0, 1, 2, 3, 4, 5];
   const [i, d, sp, dp, at] = [8, 9, 10, 11, 12];
   const [s, x, h, w, m, pow120] = [13, 14, 15, 16, 17, 18];
-  /** `stack: h` (i16x8) → half `hi` of it as float32x4, times the scale, stored at `off`. */
+  /** Half `hi` of `h` (eight widened codes) as float32x4, times the scale, stored at `at + off`. */
   const quarter = (hi: boolean, off: number): Code => [
     ...get(at),
     ...(e4m3 ? e4m3Quarter(hi) : [
