@@ -40,8 +40,8 @@ export const I32_CLZ = [0x67], I32_SHL = [0x74];
 export const v128Load = (offset = 0): Code => [...simd(0x00), 3, ...uleb(offset)];
 export const v128Store = (offset = 0): Code => [...simd(0x0b), 3, ...uleb(offset)];
 export const load16x4S = (offset = 0): Code => [...simd(0x03), 1, ...uleb(offset)];
-export const load32Splat = [...simd(0x09), 2, 0];
 export const load32SplatAt = (offset = 0): Code => [...simd(0x09), 2, ...uleb(offset)];
+export const load32Splat = load32SplatAt(0);
 export const load64Splat = [...simd(0x0a), 3, 0];
 export const F64X2_ADD = simd(0xf0), F64X2_MUL = simd(0xf2), PROMOTE_LOW = simd(0x5f);
 /** `stack: a a` → lanes 2, 3 of a in lanes 0, 1 (i8x16.shuffle). */
@@ -128,9 +128,7 @@ export const addTo = (local: number, amount: Code): Code => [
 
 /** One function body: locals by type (i32, v128) after the params. */
 export function body(i32s: number, v128s: number, code: Code): Code {
-  const decl = [2, ...uleb(i32s), 0x7f, ...uleb(v128s), 0x7b];
-  const b = [...decl, ...code, 0x0b];
-  return [...uleb(b.length), ...b];
+  return bodyWith([[i32s, 0x7f], [v128s, 0x7b]], code);
 }
 
 /** One function body with locals in groups of (count, type) after the params. */
