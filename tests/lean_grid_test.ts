@@ -74,6 +74,25 @@ Deno.test("leanGridFor: one-row runs of cut units that start in step take the ba
   deepStrictEqual(leanGridFor(H100, decode(4, 32, 8, 65536), 264), 128);
 });
 
+Deno.test("leanGridFor counts quantized K/V at their stored bytes", () => {
+  const H100 = ctxOf("NVIDIA H100 80GB HBM3");
+  const grid = (B: number, H: number, N: number, kvDtype: LeanGridProblem["kvDtype"]) =>
+    leanGridFor(H100, { ...decode(B, H, H, N), kvDtype }, 264);
+  // 1 MiB runs of K at 2 bytes a key-dim start in step on 256 workers (264 kept); at 1 byte they
+  // are 512 KiB and do not: 256 workers, measured 1.9–3.8 % faster than 264 for int8 and e4m3
+  // (H100, bench/NOTES.md session (24)). Counted at 4 bytes (before), they stayed on 264.
+  for (const [B, H, N] of [[1, 32, 65536], [4, 32, 16384]]) {
+    deepStrictEqual(grid(B, H, N, "float16"), 264, `(${B},${H},${H}) ${N} float16`);
+    for (const fmt of ["int8", "float8e4m3"] as const) {
+      deepStrictEqual(grid(B, H, N, fmt), 256, `(${B},${H},${H}) ${N} ${fmt}`);
+    }
+  }
+  // float16 on a device without shader f16 streams float32: counted at 4 bytes.
+  const noF16 = { description: "NVIDIA H100 80GB HBM3", features: { f16: false } };
+  const f32 = leanGridFor(noF16 as unknown as GpuContext, decode(1, 32, 32, 65536), 264);
+  deepStrictEqual(f32, leanGridFor(H100, { ...decode(1, 32, 32, 65536), kvDtype: "float32" }, 264));
+});
+
 Deno.test("leanGridFor picks among the base, one worker a unit or a SM, and their aligned multiples", () => {
   fc.assert(
     fc.property(

@@ -28,7 +28,7 @@ import { infoOf, pagedPlan, paginate, randomArray } from "./_paged.ts";
 import { hostQuantize, quantPlan } from "./_quant.ts";
 import { decodeE4M3 } from "../tensor/float8.ts";
 import { subgroupMinSize } from "../backends/webgpu/attention/subgroup_config.ts";
-import { QUANT_GQA_WG } from "../backends/webgpu/attention/tuning.ts";
+import { QUANT_E4M3_MHA_WG, QUANT_GQA_WG } from "../backends/webgpu/attention/tuning.ts";
 import {
   decodeScale,
   dequantWord,
@@ -300,6 +300,24 @@ const CASES: Case[] = [
     variant: true,
     kernel: "sg",
   },
+  // The wide defaults' workgroups (QUANT_E4M3_MHA_WG, QUANT_GQA_WG) on short K/V.
+  {
+    name: "lean e4m3/token one-row units in 384 threads, D 128",
+    shape: [2, 2, 2, 1, 300, 128],
+    kvLens: [300, 77],
+    fmt: "float8e4m3",
+    sc: "token",
+    tuning: { wg: 384 },
+    kernel: "sg",
+  },
+  {
+    name: "lean int8/token GQA 4 in 384 threads, D 128",
+    shape: [1, 8, 2, 1, 260, 128],
+    fmt: "int8",
+    sc: "token",
+    tuning: { wg: 384 },
+    kernel: "sg",
+  },
   {
     name: "lean e4m3/head rotated loop off, prefetch on (subgroup)",
     shape: [1, 8, 2, 1, 48, 64],
@@ -331,7 +349,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "webgpu quantized GQA-4 decode runs in QUANT_GQA_WG threads where allowed; float, MHA and batch-invariant in 256",
+    "webgpu quantized GQA-4 and float8e4m3 one-row decode run in wider workgroups where allowed; float, int8 one-row and batch-invariant in 256",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -347,21 +365,29 @@ Deno.test({
     try {
       const lim = gpu.ctx.limits;
       const minSg = subgroupMinSize(gpu.ctx) ?? 8;
-      const { wg, keysOver } = QUANT_GQA_WG;
-      const wide = minSg >= 8 && wg % minSg === 0 && wg <= lim.maxComputeInvocationsPerWorkgroup &&
+      const allowed = (wg: number) =>
+        minSg >= 8 && wg % minSg === 0 && wg <= lim.maxComputeInvocationsPerWorkgroup &&
         wg <= lim.maxComputeWorkgroupSizeX;
       const key = (plan: AttentionPlan) => launchOf(plan).main!.key;
       const wgOf = (plan: AttentionPlan) => /:wg(\d+):/.exec(key(plan))?.[1];
-      // One worker a unit: keysOver + 64 keys a worker (wide for GQA-4); two: half that.
-      const N = keysOver + 64;
+      // The rule for a unit of `rows` rows in `fmt` (null: always 256).
+      const ruleOf = (rows: number, fmt: "int8" | "float8e4m3") =>
+        rows === 4 ? QUANT_GQA_WG : rows === 1 && fmt === "float8e4m3" ? QUANT_E4M3_MHA_WG : null;
+      // One worker a unit: QUANT_GQA_WG.keysOver + 64 keys a worker (wide for GQA-4 and e4m3
+      // one-row); two: half that (wide for e4m3 one-row only); four: a quarter (256 for both).
+      const N = QUANT_GQA_WG.keysOver + 64;
+      assert(N / 2 > QUANT_E4M3_MHA_WG.keysOver && N / 4 <= QUANT_E4M3_MHA_WG.keysOver);
       let checked = 0;
       for (const [Hq, Hkv] of [[8, 2], [4, 4], [16, 2]]) {
         const q = mk([1, Hq, 1, 128]);
         const k = mk([1, Hkv, N, 128]);
-        for (const [grid, long] of [[Hkv, true], [2 * Hkv, false]] as const) {
-          const at = `Hq ${Hq}, Hkv ${Hkv}, ${N * Hkv / grid} keys a worker`;
-          const want = Hq === 4 * Hkv && long && wide ? String(wg) : "256";
+        for (const grid of [Hkv, 2 * Hkv, 4 * Hkv]) {
+          const keys = N * Hkv / grid;
+          const at = `Hq ${Hq}, Hkv ${Hkv}, ${keys} keys a worker`;
           for (const fmt of ["int8", "float8e4m3"] as const) {
+            const rule = ruleOf(Hq / Hkv, fmt);
+            const wide = rule !== null && keys > rule.keysOver && allowed(rule.wg);
+            const want = wide ? String(rule.wg) : "256";
             const lean = quantPlan(gpu, leanAttentionPlan(q, k, k, { grid }), fmt, "token");
             if (!key(lean).startsWith("attn-sg")) continue; // no subgroup kernel on this adapter
             strictEqual(wgOf(lean), want, `${at} ${fmt}: ${key(lean)}`);

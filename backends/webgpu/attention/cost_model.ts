@@ -10,6 +10,7 @@ import type { LeanGridProblem } from "../../backend.ts";
 import { type LeanSchedule, leanSchedule } from "../../../schedule/lean_schedule.ts";
 import { MAX_WORKERS } from "../../../schedule/limits.ts";
 import type { GpuContext } from "../context.ts";
+import { bytesPerElement, type DType } from "../../../tensor/dtype.ts";
 
 /** A guess of the number of streaming multiprocessors (compute units) from the description. */
 export function computeUnits(ctx: GpuContext): number {
@@ -136,7 +137,7 @@ export function leanGridFor(ctx: GpuContext, problem: LeanGridProblem, base: num
   const plan = problem.plan;
   const units = plan.batch * plan.kvHeads * (plan.qBlocks ?? 1);
   if (units < 1) return base;
-  const kvBytes = problem.kvDtype === "float16" && ctx.features.f16 ? 2 : 4;
+  const kvBytes = kvElementBytes(ctx, problem.kvDtype);
   const tileBytes = 2 * plan.tileSize * problem.D * kvBytes;
   const cuBytesPerUs = (bw * 1e3) / cus;
   const predictUs = (grid: number): number => {
@@ -186,4 +187,13 @@ export function leanGridFor(ctx: GpuContext, problem: LeanGridProblem, base: num
     if (us < bestUs) [best, bestUs] = [g, us];
   }
   return best;
+}
+
+/**
+ * Bytes a K/V element streams in the kernel: as stored, except float16 without the device's
+ * f16 feature (widened to float32 when uploaded). Quantized scales (4 bytes a key at most,
+ * 3 % of an int8 row of 128) are left out.
+ */
+function kvElementBytes(ctx: GpuContext, dtype: DType): number {
+  return dtype === "float16" && !ctx.features.f16 ? 4 : bytesPerElement(dtype);
 }

@@ -12,6 +12,7 @@ import { computeUnits } from "./cost_model.ts";
 import {
   type AttentionTuning,
   MULTI_ROW_DEFAULTS,
+  QUANT_E4M3_MHA_WG,
   QUANT_GQA_WG,
   SHORT_GQA_KEYS,
   WIDE_KEY_WORK,
@@ -209,10 +210,17 @@ export function sgConfig(
   const allowed = (n: number) =>
     n <= ctx.limits.maxComputeInvocationsPerWorkgroup && n <= ctx.limits.maxComputeWorkgroupSizeX &&
     n % minSg === 0;
-  // Quantized GQA decode with long runs in wider workgroups where the device allows.
-  const wideQuant = qk !== null && g.Sq === 1 && g.unitRows === 4 &&
-    g.keysPerWorker > QUANT_GQA_WG.keysOver && allowed(QUANT_GQA_WG.wg);
-  const wg = tuning.wg ?? (wideQuant ? QUANT_GQA_WG.wg : 256);
+  // Quantized decode with long runs (GQA-4; float8e4m3 one-row) in wider workgroups where the
+  // device allows.
+  const wide = qk === null || g.Sq !== 1
+    ? null
+    : g.unitRows === 4
+    ? QUANT_GQA_WG
+    : g.unitRows === 1 && qk.fmt === "e4m3"
+    ? QUANT_E4M3_MHA_WG
+    : null;
+  const wideQuant = wide !== null && g.keysPerWorker > wide.keysOver && allowed(wide.wg);
+  const wg = tuning.wg ?? (wideQuant ? wide.wg : 256);
   if (minSg < 8 || !allowed(wg)) return null;
   // Row groups: every row group needs a subgroup of its own in the workgroup (up to 128
   // lanes a subgroup where the adapter does not say).
