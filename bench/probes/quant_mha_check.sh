@@ -1,8 +1,9 @@
 #!/bin/bash
 # Session (24)'s two quantized multi-head defaults on a GPU: the grid model counting quantized
-# K/V at their stored byte (256 workers for int8/e4m3 (1,32,32) 64k, (4,32,32) 16k, (1,64,64)
+# K/V at their stored bytes (256 workers for int8/e4m3 (1,32,32) 64k, (4,32,32) 16k, (1,64,64)
 # 16k; 128 for the 1k rows on an H100) and float8e4m3 one-row decode in 384 threads past 2,048
-# keys a worker (QUANT_E4M3_MHA_WG). Run from the root with `run` carrying .gpu (about 250 s):
+# keys a worker (QUANT_E4M3_MHA_WG). Run from the root with `run` carrying .gpu (about 250 s;
+# T_S, Q_S, B_S limit the steps, CPU_R the CPU alternations):
 #  1. the tests these defaults reach (quantized, paged, grid model, invariance);
 #  2. ablate, chained, `--check`: the default against grids 128, 256, 264 and (e4m3) 256 threads,
 #     multi-head from 1k to 64k keys;
@@ -31,10 +32,10 @@ timeout ${B_S:-100} deno task bench --dtype f16 --d 128 --configs 1x32x8,4x32x8,
 echo "bench rc=$?"
 rm -f $OUT/b/*.svg
 # The CPU loops before session (23) (a tree of commit 4735b13 in .gpu/oldtree, where present)
-# and now, alternating twice.
+# and now, alternating CPU_R times (default 2; 0 skips it).
 C="deno run -A --lock=deno.lock bench/probes/cpu_parts.ts"
 for s in 1,32,8,16384 4,32,8,16384; do
-  for r in 1 2; do
+  for r in $(seq ${CPU_R:-2}); do
     echo "now $s" >> $OUT/cpu_parts.txt
     timeout 40 $C $s 5 inThread,ort1 >> $OUT/cpu_parts.txt 2>&1
     [ -d .gpu/oldtree ] || continue
