@@ -20,9 +20,10 @@ export interface AttentionTuning {
   kernel?: "sg" | "wgm" | "generic";
   /**
    * Threads per workgroup of the subgroup kernel (default 256; {@link QUANT_GQA_WG} for quantized
-   * GQA-4 decode and {@link QUANT_E4M3_MHA_WG} for float8e4m3 one-row decode with long runs): a multiple of 32 (not only a power of two, e.g. 384: more warps
-   * a multiprocessor where registers allow); one that the device's subgroups do not divide falls
-   * back to the next kernel.
+   * GQA-4 decode and {@link QUANT_E4M3_MHA_WG} for float8e4m3 one-row decode with long runs): a
+   * multiple of 32 (not only a power of two, e.g. 384: more warps a multiprocessor where
+   * registers allow); one that the device's subgroups do not divide falls back to the next
+   * kernel.
    */
   wg?: number;
   /** Lanes per key of the subgroup kernel (4–32, at most the subgroup size; default by rows). */
@@ -192,10 +193,12 @@ export const QUANT_GQA_WG = Object.freeze({ wg: 384, keysOver: 4096 });
  * Threads a workgroup of the subgroup kernel for float8e4m3 K/V in one-row (multi-head) decode
  * units with more than `keysOver` keys a worker, where the device allows it (else 256). E4M3's
  * decode is the costlier one and its multi-head loop ran at 83–89 % of the read ceiling in 256
- * threads; on an H100 (bench/NOTES.md, session (24)) 384 threads were 5–9 % faster at 4k–8k keys
- * a worker ((1,32,32) 64k and 256k, (1,64,64) 16k and 64k, (4,32,32) 16k) and 1.3 % slower at 2k
- * ((1,32,32) 16k). int8 multi-head loses 5–29 % in 384 threads (it streams at 90–96 %): 256 stays.
- * Batch-invariant launches (planned as a worker of 2,048 keys) keep 256.
+ * threads. On an H100 (bench/NOTES.md, session (24)), 384 threads against 256 on the same grid:
+ * −3.6 … −7.3 % from 4,096 to 31,775 keys a worker ((1,32,32) 64k and 256k, (1,64,64) 16k on 256
+ * workers and 64k, (4,32,32) 16k); +1.3 % at 2,048 ((1,32,32) 16k) and +1.6 % at 3,971
+ * ((1,64,64) 16k on 264 workers; the grid model gives it 256). int8 multi-head loses 26–39 % in
+ * 384 threads (it streams at 90–96 %): 256 stays. Batch-invariant launches (planned as a worker
+ * of 2,048 keys) keep 256.
  */
 export const QUANT_E4M3_MHA_WG = Object.freeze({ wg: 384, keysOver: 2048 });
 
