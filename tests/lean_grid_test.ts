@@ -78,9 +78,9 @@ Deno.test("leanGridFor counts quantized K/V at their stored bytes", () => {
   const H100 = ctxOf("NVIDIA H100 80GB HBM3");
   const grid = (B: number, H: number, N: number, kvDtype: LeanGridProblem["kvDtype"]) =>
     leanGridFor(H100, { ...decode(B, H, H, N), kvDtype }, 264);
-  // 1 MiB runs of K at 2 bytes a key-dim start in step on 256 workers (264 kept); at 1 byte they
-  // are 512 KiB and do not: 256 workers, measured 1.9–3.8 % faster than 264 for int8 and e4m3
-  // (H100, bench/NOTES.md session (24)). Counted at 4 bytes (before), they stayed on 264.
+  // On 256 workers these runs are 2 MiB of float16 K, in step (264 kept), but 1 MiB of int8 or
+  // e4m3, not in step: 256, measured 2.4–3.0 % faster than 264 for both (H100, bench/NOTES.md
+  // session (24)). Counted at 4 bytes (before), they looked in step and stayed on 264.
   for (const [B, H, N] of [[1, 32, 65536], [4, 32, 16384]]) {
     deepStrictEqual(grid(B, H, N, "float16"), 264, `(${B},${H},${H}) ${N} float16`);
     for (const fmt of ["int8", "float8e4m3"] as const) {
