@@ -18,7 +18,7 @@ import type { WebGpuBackend } from "../backends/webgpu/webgpu_backend.ts";
 import type { AttentionPlan } from "../schedule/attention_plan.ts";
 import { leanAttentionPlan } from "../attention/lean.ts";
 import { flashAttentionPlan } from "../attention/flash.ts";
-import { tensor } from "../tensor/creation.ts";
+import { tensor, zeros } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { ArgumentError, LimitError, ShapeError } from "../tensor/errors.ts";
 import { dequantize, quantize } from "../ops/quantize.ts";
@@ -28,6 +28,7 @@ import { infoOf, pagedPlan, paginate, randomArray } from "./_paged.ts";
 import { hostQuantize, quantPlan } from "./_quant.ts";
 import { decodeE4M3 } from "../tensor/float8.ts";
 import { subgroupMinSize } from "../backends/webgpu/attention/subgroup_config.ts";
+import { computeUnits } from "../backends/webgpu/attention/cost_model.ts";
 import { QUANT_E4M3_MHA_WG, QUANT_GQA_WG } from "../backends/webgpu/attention/tuning.ts";
 import {
   decodeScale,
@@ -407,6 +408,23 @@ Deno.test({
             strictEqual(wgOf(inv), "256", `Hq ${Hq} ${fmt} invariant`);
           }
         }
+      }
+      // float8e4m3 one-row with long runs on more than `workersPerCu` workers a compute unit:
+      // 256 (384 lost 8–15 % on 512 workers of an H100); on exactly that many, wide.
+      const wide = QUANT_E4M3_MHA_WG;
+      const most = wide.workersPerCu! * computeUnits(gpu.ctx);
+      const Hkv = 4;
+      const over = most + Hkv;
+      const Nlong = Math.ceil((wide.keysOver * over) / Hkv) + 64;
+      const q = zeros([1, Hkv, 1, 128], { dtype: "float16", backend: gpu });
+      const k = zeros([1, Hkv, Nlong, 128], { dtype: "float16", backend: gpu });
+      made.push(q, k);
+      for (const grid of [most, over]) {
+        const lean = quantPlan(gpu, leanAttentionPlan(q, k, k, { grid }), "float8e4m3", "token");
+        if (!key(lean).startsWith("attn-sg")) continue;
+        const want = grid <= most && allowed(wide.wg) ? String(wide.wg) : "256";
+        strictEqual(wgOf(lean), want, `e4m3 one-row on ${grid} workers (${most} at most wide)`);
+        checked++;
       }
       if (gpu.ctx.features.subgroups) {
         assert(checked > 0, "no quantized plan took the subgroup kernel");

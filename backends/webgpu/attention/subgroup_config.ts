@@ -219,7 +219,8 @@ export function sgConfig(
     : g.unitRows === 1 && qk.fmt === "e4m3"
     ? QUANT_E4M3_MHA_WG
     : null;
-  const wideQuant = wide !== null && g.keysPerWorker > wide.keysOver && allowed(wide.wg);
+  const wideQuant = wide !== null && g.keysPerWorker > wide.keysOver && allowed(wide.wg) &&
+    (wide.workersPerCu === undefined || g.workers <= wide.workersPerCu * computeUnits(ctx));
   const wg = tuning.wg ?? (wideQuant ? wide.wg : 256);
   if (minSg < 8 || !allowed(wg)) return null;
   // Row groups: every row group needs a subgroup of its own in the workgroup (up to 128

@@ -177,6 +177,16 @@ export function invariantPieceFor(t: AttentionTuning, unitRows: number): PieceRu
 export const MULTI_ROW_DEFAULTS: AttentionTuning = {};
 
 /**
+ * A wider workgroup for quantized decode: `wg` threads where a worker has more than `keysOver`
+ * keys and, where `workersPerCu` is given, the grid has at most that many workers a compute unit.
+ */
+export interface WideQuantWorkgroup {
+  readonly wg: number;
+  readonly keysOver: number;
+  readonly workersPerCu?: number;
+}
+
+/**
  * Threads a workgroup (`wg`) of the subgroup kernel for quantized K/V (int8, float8e4m3) in
  * decode units of four rows (GQA group 4) with more than `keysOver` keys a worker, where the
  * device allows it (else 256); batch-invariant launches, planned as a worker of 2,048 keys
@@ -187,7 +197,7 @@ export const MULTI_ROW_DEFAULTS: AttentionTuning = {};
  * −2.9…+1.2 % (e4m3); 1k keys and less 0–15 % (int8) and 5–22 % (e4m3) slower. Float16 K/V ran
  * 9–11 % slower in 384 threads at 4k–16k keys a worker (twice the registers a key batch: spills).
  */
-export const QUANT_GQA_WG = Object.freeze({ wg: 384, keysOver: 4096 });
+export const QUANT_GQA_WG: WideQuantWorkgroup = Object.freeze({ wg: 384, keysOver: 4096 });
 
 /**
  * Threads a workgroup of the subgroup kernel for float8e4m3 K/V in one-row (multi-head) decode
@@ -198,9 +208,15 @@ export const QUANT_GQA_WG = Object.freeze({ wg: 384, keysOver: 4096 });
  * workers and 64k, (4,32,32) 16k); +1.3 % at 2,048 ((1,32,32) 16k) and +1.6 % at 3,971
  * ((1,64,64) 16k on 264 workers; the grid model gives it 256). int8 multi-head loses 26–39 % in
  * 384 threads (it streams at 90–96 %): 256 stays. Batch-invariant launches (planned as a worker
- * of 2,048 keys) keep 256.
+ * of 2,048 keys) keep 256. Only on grids of at most two workers a compute unit: on 512 workers
+ * ((16,32,32) 4k and 16k, H100, session (25)) 384 threads took 15 % and 8 % longer than 256 (more
+ * workers than fit at once; one-row units in 256 threads fit more workgroups a multiprocessor).
  */
-export const QUANT_E4M3_MHA_WG = Object.freeze({ wg: 384, keysOver: 2048 });
+export const QUANT_E4M3_MHA_WG: WideQuantWorkgroup = Object.freeze({
+  wg: 384,
+  keysOver: 2048,
+  workersPerCu: 2,
+});
 
 /**
  * Keys per worker for which 4-row subgroups take a whole 32-lane subgroup per key (L = 32)
