@@ -12,7 +12,8 @@
 #     of before session (23) alternating.
 set -u
 source bench/probes/_test_summary.sh
-source .gpu/setup.sh > $OUT/run.log 2>&1
+# Setup output stays off $OUT: at most 8 files come back (the bench JSON is the eighth).
+source .gpu/setup.sh > /tmp/setup.log 2>&1
 export RUST_BACKTRACE=0 NO_COLOR=1
 date -u > $OUT/date.txt
 T="deno test -A --v8-flags=--expose-gc --lock=deno.lock"
