@@ -411,18 +411,18 @@ Deno.test({
       }
       // float8e4m3 one-row with long runs on more than `workersPerCu` workers a compute unit:
       // 256 (384 lost 8–15 % on 512 workers of an H100); on exactly that many, wide.
-      const wide = QUANT_E4M3_MHA_WG;
-      const most = wide.workersPerCu! * computeUnits(gpu.ctx);
+      const e4m3 = QUANT_E4M3_MHA_WG;
+      const most = e4m3.workersPerCu! * computeUnits(gpu.ctx);
       const Hkv = 4;
       const over = most + Hkv;
-      const Nlong = Math.ceil((wide.keysOver * over) / Hkv) + 64;
+      const Nlong = Math.ceil((e4m3.keysOver * over) / Hkv) + 64;
       const q = zeros([1, Hkv, 1, 128], { dtype: "float16", backend: gpu });
       const k = zeros([1, Hkv, Nlong, 128], { dtype: "float16", backend: gpu });
       made.push(q, k);
       for (const grid of [most, over]) {
         const lean = quantPlan(gpu, leanAttentionPlan(q, k, k, { grid }), "float8e4m3", "token");
         if (!key(lean).startsWith("attn-sg")) continue;
-        const want = grid <= most && allowed(wide.wg) ? String(wide.wg) : "256";
+        const want = grid <= most && allowed(e4m3.wg) ? String(e4m3.wg) : "256";
         strictEqual(wgOf(lean), want, `e4m3 one-row on ${grid} workers (${most} at most wide)`);
         checked++;
       }
