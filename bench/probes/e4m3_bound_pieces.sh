@@ -9,11 +9,7 @@
 #     pieces at 4k), 256-key pieces at the lean grid and at 256 and 512 workers. 256-key pieces
 #     cost B = 4 +13 % at the lean grid of 128 (session 18); if a larger grid takes that back,
 #     256 at 4k with its own grid rule would bring every 4k row under 10 %.
-set -u
-source bench/probes/_test_summary.sh
-source .gpu/setup.sh > /tmp/setup.log 2>&1
-export RUST_BACKTRACE=0 NO_COLOR=1
-date -u > $OUT/date.txt
+source bench/probes/_probe_env.sh
 CI=true timeout ${T_S:-60} deno test -A --v8-flags=--expose-gc --lock=deno.lock \
   tests/quant_webgpu_test.ts > /tmp/t1.log 2>&1
 test_summary $? /tmp/t1.log

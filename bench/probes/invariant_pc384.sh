@@ -8,11 +8,7 @@
 # (their property draws lengths up to 9,000, so the 384-key pieces too). The rule was not kept
 # (slower at B = 4, no faster at B = 1: bench/NOTES.md, session (26)); to run it again apply
 # results/probes/h100-2026-12-08-invariant-pc384/rule.patch (list-valued `shortUnits`).
-set -u
-source bench/probes/_test_summary.sh
-source .gpu/setup.sh > /tmp/setup.log 2>&1
-export RUST_BACKTRACE=0 NO_COLOR=1
-date -u > $OUT/date.txt
+source bench/probes/_probe_env.sh
 A="deno run -A --lock=deno.lock bench/probes/ablate.ts --check"
 S4="1,32,8,4096;4,32,8,4096;16,32,8,4096"
 S="$S4;1,32,8,2048;4,32,8,2048;16,32,8,2048;1,32,8,6144;4,32,8,6144;$S4"

@@ -4,10 +4,7 @@
 # worst of B = 1 / 4 / 16 at 2k at +25 % with 512 (B = 1) and +17 % with 256 (B = 4); session (18)
 # had +24 % and +22 %. If 256 is better on the worst row at every length here, `under` moves to
 # 4096. Run from the root with `run` carrying .gpu (about 60 s); `ablate.ts --check`, chained.
-set -u
-source .gpu/setup.sh > /tmp/setup.log 2>&1
-export RUST_BACKTRACE=0 NO_COLOR=1
-date -u > $OUT/date.txt
+source bench/probes/_probe_env.sh
 S=""
 for n in 2048 2560 3072 3584; do for b in 1 4 16; do S="$S;$b,32,8,$n"; done; done
 timeout ${I_S:-100} deno run -A --lock=deno.lock bench/probes/ablate.ts --check \
