@@ -10,12 +10,9 @@
 #  3. the bench rows of #17 (lean float16, int8, e4m3 and the torch cuDNN float16 peer);
 #  4. one lean CPU thread against one ORT thread on this host (#20 item 4), the loops of now and
 #     of before session (23) alternating.
-set -u
-source bench/probes/_test_summary.sh
-# Setup output stays off $OUT: at most 8 files come back (the bench JSON is the eighth).
-source .gpu/setup.sh > /tmp/setup.log 2>&1
-export RUST_BACKTRACE=0 NO_COLOR=1
-date -u > $OUT/date.txt
+# Setup output stays off $OUT (_probe_env.sh): at most 8 files come back (the bench JSON is the
+# eighth).
+source bench/probes/_probe_env.sh
 T="deno test -A --v8-flags=--expose-gc --lock=deno.lock"
 CI=true timeout ${T_S:-120} $T tests/quant_webgpu_test.ts tests/quant_attention_test.ts \
   tests/quant_cache_test.ts tests/paged_webgpu_test.ts tests/lean_grid_test.ts \
