@@ -215,7 +215,8 @@ Deno.test("invariantChunkKeys: the shortest power-of-two piece that cuts a seque
 });
 
 Deno.test("invariantChunkKeys: short units take the rule's short piece, longer ones the doubling rule", () => {
-  // WebGPU's multi-row rule (tuning.ts): 512-key pieces, 256 for units under 2048 keys.
+  // A rule of the kind of WebGPU's multi-row one (tuning.ts: there `under` is 2049): 512-key
+  // pieces, 256 for units under 2048 keys.
   const rule = { shortest: 512, most: 16, shortUnits: { under: 2048, piece: 256 } };
   const plain = { shortest: 512, most: 16 };
   fc.assert(

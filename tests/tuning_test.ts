@@ -75,6 +75,20 @@ webgpuTest(
         assertEquals(longest(q), four, `four rows, ${JSON.stringify(t)}`);
         assertEquals(longest(q1), one, `one row, ${JSON.stringify(t)}`);
       }
+      // The default's short units (`MULTI_ROW_SHORT_UNITS`): multi-row units of at most 2048
+      // keys take 256-key pieces, one key more 512; one-row units keep 1024.
+      for (const [n, four, one] of [[2048, 256, 1024], [2049, 512, 1024]]) {
+        const kn = randn([1, 1, n, 32], { seed: 4, backend: b });
+        try {
+          const s = (qq: typeof q) =>
+            leanAttentionSchedule(qq, kn, kn, { batchInvariant: true, tileSize: 64 });
+          const most = (qq: typeof q) =>
+            Math.max(...s(qq).workers.flat().map((g) => (g.tileEnd - g.tileStart) * 64));
+          assertEquals([most(q), most(q1)], [four, one], `${n} keys`);
+        } finally {
+          kn.dispose();
+        }
+      }
     } finally {
       for (const t of [q, q1, k]) t.dispose();
     }
