@@ -147,13 +147,13 @@ export const MULTI_ROW_SHORTEST_PIECE = 512;
  * on an H100 (bench/NOTES.md, session (17)) the cost over lean, B = 1 / 4 / 16 at (·,32,8), was
  * +32 / +26 / +5 % with 512-key pieces and +9 / +8 / +16 % with 256-key ones (128: −1 / +25 / +36
  * %); at 4k, 512-key pieces stay the best (+12 / +11 % at B = 1 / 16; 256-key +6 / +23 %). At 2k
- * (session (18), before the unrolled merge) the worst of B = 1 / 4 / 16 was +24 % with 512-key pieces, +22 % with 256;
- * 512-key units cost +27 % at worst with 256-key pieces, +20 % as one piece and +52 % with 128 (no
- * choice within 10 %). Session (27): with 512- / 256-key pieces the worst of B = 1 / 2 / 4 / 8 /
- * 16 is +27 / +12 % at 2048 keys (B = 2 has 128 pieces of 256 for 128 workers), +30 / +43 % at
- * 2560 and +19 / +37 % at 3072 (B = 2: 160 or 192 pieces of 256, so some workers hold two, often
- * of two units). So units of at most 2048 keys take 256. Launches without piece runs were not
- * timed.
+ * (session (18), before the unrolled merge) the worst of B = 1 / 4 / 16 was +24 % with 512-key
+ * pieces, +22 % with 256; 512-key units cost +27 % at worst with 256-key pieces, +20 % as one piece
+ * and +52 % with 128 (no choice within 10 %). Session (27): with 512- / 256-key pieces the worst
+ * of B = 1 / 2 / 4 / 8 / 16 is +27 / +12 % at 2048 keys (B = 2 has 128 pieces of 256 for 128
+ * workers), +30 / +43 % at 2560 and +19 / +37 % at 3072 (B = 2: 160 or 192 pieces of 256, so some
+ * workers hold two, often of two units). So units of at most 2048 keys take 256. Launches without
+ * piece runs were not timed.
  */
 export const MULTI_ROW_SHORT_UNITS = Object.freeze({ under: 2049, piece: 256 });
 
