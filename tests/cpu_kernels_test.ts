@@ -71,7 +71,7 @@ function kernelsSpec(K: SimdKernels): void {
       fc.integer({ min: 1, max: 11 }), // n
       fc.constantFrom(16, 32, 48), // Dp
       fc.integer({ min: 0, max: 2 ** 31 - 1 }), // seed
-      fc.boolean(), // equal key counts (the paired-row path)
+      fc.boolean(), // equal key counts (the four-row and paired-row paths)
       (R, n, Dp, seed, equal) => {
         const T = n + 3;
         let st = seed | 0;
@@ -135,6 +135,53 @@ function kernelsSpec(K: SimdKernels): void {
             const tol = 2 * (C[r] + 2) * u * mag;
             assert(Math.abs(got - want) <= tol, `o[${r},${d}] ${got} vs ${want}`);
           }
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+}
+
+/**
+ * smax against a plain loop: each row's largest score among its first `cnt[r]`, NaN where any
+ * of those is NaN, −∞ for a row with none; scores past the count (NaN, +∞ here) are ignored.
+ */
+function smaxSpec(K: SimdKernels): void {
+  const pick = [NaN, Infinity, -Infinity, 0, -0, 1e38, -1e38, 1e-45];
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 6 }), // R
+      fc.integer({ min: 1, max: 40 }), // T
+      fc.integer({ min: 0, max: 2 ** 31 - 1 }), // seed
+      fc.constantFrom(0, 0.02, 0.3), // share of special values
+      (R, T, seed, special) => {
+        let st = seed | 0;
+        const rnd = () => ((st = (Math.imul(st, 1103515245) + 12345) | 0) >>> 0) / 2 ** 32;
+        const s = 0, cnt = R * T * 4 + 16, mx = cnt + R * 4;
+        if (K.memory.buffer.byteLength < mx + R * 4) K.memory.grow(1);
+        const S = new Float32Array(K.memory.buffer, s, R * T + 4);
+        const C = fill(new Int32Array(K.memory.buffer, cnt, R), () => Math.floor(rnd() * (T + 1)));
+        for (let r = 0; r < R; r++) {
+          for (let j = 0; j < T; j++) {
+            S[r * T + j] = j >= C[r]
+              ? (rnd() < 0.5 ? NaN : Infinity) // past the count: must be left out
+              : rnd() < special
+              ? pick[Math.floor(rnd() * pick.length)]
+              : (rnd() - 0.5) * 2 ** Math.floor(rnd() * 40 - 20);
+          }
+        }
+        K.smax(s, R, T, cnt, mx);
+        const got = new Float32Array(K.memory.buffer, mx, R);
+        for (let r = 0; r < R; r++) {
+          let want = -Infinity;
+          for (let j = 0; j < C[r]; j++) {
+            const x = S[r * T + j];
+            if (Number.isNaN(x) || Number.isNaN(want)) want = NaN;
+            else if (x > want) want = x;
+          }
+          // −0 and +0 tie: either is the max
+          const ok = Number.isNaN(want) ? Number.isNaN(got[r]) : got[r] === want;
+          assert(ok, `seed ${seed}: row ${r} of ${R}, count ${C[r]}: ${got[r]} vs ${want}`);
         }
       },
     ),
@@ -265,6 +312,8 @@ for (const fma of [true, false]) {
   Deno.test(`cvt16 decodes all 65536 float16 bit patterns as Float16Array does [${tag}]`, () =>
     cvt16Spec(K));
   Deno.test(`scores and pv match float64 loops on random shapes [${tag}]`, () => kernelsSpec(K));
+  Deno.test(`smax: each row's largest score of its count, NaN if any is NaN [${tag}]`, () =>
+    smaxSpec(K));
   Deno.test(`dq8 stages int8 rows as scale · value rounded once [${tag}]`, () => dq8Spec(K, false));
   Deno.test(`dqe4m3 stages E4M3 rows as scale · value rounded once [${tag}]`, () =>
     dq8Spec(K, true));

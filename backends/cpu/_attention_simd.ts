@@ -32,6 +32,8 @@
  *   `j < cnt[r]` (scaled so that no float32 P·V sum of a tile over finite values overflows,
  *   see `probShift`), `sum[r] = Σ_j exp(s[r·T + j] − mx[r])` (unscaled); may read (and rewrites unchanged) up to 12
  *   bytes past a row's count, so 16 bytes after `s` must be addressable.
+ * - `smax(s, R, T, cnt, mx)`: `mx[r] = max_{j < cnt[r]} s[r·T + j]`, NaN if any is NaN (reads
+ *   up to 12 bytes past a row's count, as `pexp` does).
  * - `dq8(src, scales, dst, n, D, Dp)`: `dst[i·Dp + d] = scales[i] · src[i·D + d]` for `i < n`,
  *   `d < D` (`src` int8, `D` a multiple of 16): int8 K/V rows staged as `la.dequantize` gives
  *   them (`_kv_quant.ts`); `dqe4m3` the same for float8e4m3 codes (their decoded values).
@@ -56,6 +58,7 @@ import { scores } from "./_wasm_scores.ts";
 import { pv } from "./_wasm_pv.ts";
 import { pexp } from "./_wasm_pexp.ts";
 import { dq8 } from "./_wasm_dq8.ts";
+import { smax } from "./_wasm_smax.ts";
 
 export { PEXP_LOW, probShift } from "./_wasm_pexp.ts";
 
@@ -77,6 +80,8 @@ export interface SimdKernels {
     T: number,
   ): void;
   pexp(s: number, R: number, T: number, cnt: number, mx: number, sum: number): void;
+  /** Each row's largest score of the tile (NaN if any is NaN), float32 at `mx`. */
+  smax(s: number, R: number, T: number, cnt: number, mx: number): void;
   /** `n` rows of `D` int8 values (packed, D a multiple of 16) times their scales → float32. */
   dq8(src: number, scales: number, dst: number, n: number, D: number, Dp: number): void;
   /** The same for float8e4m3 codes. */
@@ -98,6 +103,7 @@ export function simdModuleBytes(fma: boolean): Uint8Array<ArrayBuffer> {
     ["pexp", pexp(madd)],
     ["dq8", dq8("int8")],
     ["dqe4m3", dq8("e4m3")],
+    ["smax", smax()],
   ];
   // Every function has 8 i32 params (unused ones ignored): one type for all.
   const type = [1, 0x60, 8, ...Array(8).fill(0x7f), 0];
@@ -145,6 +151,7 @@ function instanceOf(module: WebAssembly.Module): SimdKernels {
     pexp: e.pexp,
     dq8: e.dq8,
     dqe4m3: e.dqe4m3,
+    smax: e.smax,
   };
 }
 

@@ -11,7 +11,7 @@
 import type { AttentionGeometry } from "../../schedule/geometry.ts";
 import { SCRATCH_POOL_BYTES, type SimdKernels } from "./_attention_simd.ts";
 import { LimitError } from "../../tensor/errors.ts";
-import { maxOrNaN, rescaleRow } from "./_online_softmax.ts";
+import { rescaleRow } from "./_online_softmax.ts";
 import {
   type AttentionBuffers,
   type PassRows,
@@ -52,7 +52,7 @@ function simdLayout(R: number, Dp: number, Tn: number): SimdLayout {
   const alpha = take(R * 8); // also the ≥ 16 bytes pexp's masked tail may read past s
   const cnt = take(R * 4);
   const mx = take(R * 4);
-  const sum = take(R * 4);
+  const sum = take(R * 4); // the tile's row maxima (smax), then its row sums (pexp)
   const k = take(Tn * Dp * 4);
   const v = take(Tn * Dp * 4);
   const raw = take(Tn * Dp * 2); // float16 bits, or int8 values (D ≤ Dp bytes a row)
@@ -105,7 +105,6 @@ export function simdTileKernel(
     throw new LimitError(`cpu attention: cannot allocate ${L.bytes} bytes of scratch: ${e}`);
   }
   const mem = K.memory.buffer;
-  const S = new Float32Array(mem, L.s, Rc * Tn);
   const A = new Float64Array(mem, L.alpha, Rc);
   const C = new Int32Array(mem, L.cnt, Rc);
   const MX = new Float32Array(mem, L.mx, Rc);
@@ -197,19 +196,19 @@ export function simdTileKernel(
       const n = t1 - t0;
       stage(kSrc, kCopy, quant?.k, kv, t0, n, kTile);
       K.scores(L.q, L.k, L.s, R, n, Dp, Tn);
+      // Each row's keys in the tile (none where they ended before it), then its tile max.
+      for (let a = 0; a < R; a++) C[a] = Math.max(0, Math.min(t1, end[a]) - t0);
+      K.smax(L.s, R, Tn, L.cnt, L.sum);
       for (let a = 0; a < R; a++) {
-        const c = Math.min(t1, end[a]) - t0;
-        C[a] = 0;
         A[a] = 1;
-        if (c <= 0) continue; // this row's keys ended before the tile
-        const so = a * Tn;
-        let mt = -Infinity;
-        for (let j = so; j < so + c; j++) mt = maxOrNaN(mt, S[j]);
-        const alpha = rescaleRow(m, l, a, mt);
-        if (alpha < 0) continue; // every score −∞: count 0 and α = 1 leave the row as it is
+        if (C[a] === 0) continue;
+        const alpha = rescaleRow(m, l, a, SUM[a]);
+        if (alpha < 0) { // every score −∞: count 0 and α = 1 leave the row as it is
+          C[a] = 0;
+          continue;
+        }
         A[a] = alpha;
         MX[a] = m[a];
-        C[a] = c;
       }
       K.pexp(L.s, R, Tn, L.cnt, L.mx, L.sum); // p = exp(s − m) in place, Σp per row
       for (let a = 0; a < R; a++) if (C[a] > 0) l[a] += SUM[a];

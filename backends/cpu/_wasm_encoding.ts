@@ -84,6 +84,8 @@ export const RELAXED_MADD = simd(0x105); // f32x4.relaxed_madd
 export type Madd = (acc: number) => Code;
 export const extractF32 = (lane: number): Code => [...simd(0x1f), lane];
 export const F32_ADD = [0x92];
+/** f32.max: NaN if either is NaN, +0 over −0. */
+export const F32_MAX = [0x97];
 export const i32x4Const = (x: number): Code => {
   const b = new Uint8Array(16);
   new DataView(b.buffer).setInt32(0, x, true);

@@ -41,8 +41,11 @@ export function pv(madd: Madd): Code {
   const [al, pj, al1, pj1, vv] = [18, 19, 20, 21, 22];
   const acc = [23, 24, 25, 26, 27, 28, 29, 30];
   const gain = 31;
-  // i32 locals after the v128 ones: the second key's row and two rows' stride.
+  // i32 locals after the v128 ones: the second key's row and two rows' stride; then rows 2
+  // and 3 of a four-row pass (o and p pointers, then their alpha and p as v128).
   const [vp2, vRow2] = [32, 33];
+  const [op2, op3, pp2, pp3] = [34, 35, 36, 37];
+  const [al2, al3, pj2, pj3] = [38, 39, 40, 41];
   const fma = (a: number, b: number, x: number): Code => [
     ...get(a),
     ...get(b),
@@ -175,10 +178,40 @@ export function pv(madd: Madd): Code {
     ]),
     ...addTo(r, i32c(2)),
   ];
+  /**
+   * Four rows with the same key count (GQA-4 decode), two vectors each a pass: each v vector
+   * is loaded once a key for all four rows (the two-row pass loads it twice).
+   */
+  const fourRows: Code = [
+    ...alphaOf(al, 0),
+    ...alphaOf(al1, 1),
+    ...alphaOf(al2, 2),
+    ...alphaOf(al3, 3),
+    ...i32c(0),
+    ...set(db),
+    ...whileLoop([...get(db), ...get(vRow), ...I32_LT_S], [
+      ...pass([
+        { op, pp, pj, al, acc: acc.slice(0, 2) },
+        { op: op1, pp: pp1, pj: pj1, al: al1, acc: acc.slice(2, 4) },
+        { op: op2, pp: pp2, pj: pj2, al: al2, acc: acc.slice(4, 6) },
+        { op: op3, pp: pp3, pj: pj3, al: al3, acc: acc.slice(6, 8) },
+      ]),
+    ]),
+    ...addTo(r, i32c(4)),
+  ];
   const cntOf = (
     dr: number,
   ): Code => [...rowAddr(cnt, r, dr, [...i32c(4), ...I32_MUL]), ...i32Load];
-  return bodyWith([[10, 0x7f], [14, 0x7b], [2, 0x7f]], [
+  /** Whether rows r + 1 … r + `more` exist and see row r's key count (`c`). */
+  const sameCounts = (more: number): Code => [
+    ...get(r),
+    ...i32c(more),
+    ...I32_ADD,
+    ...get(R),
+    ...I32_LT_S,
+    ...[...Array(more).keys()].flatMap((i) => [...cntOf(i + 1), ...get(c), ...I32_EQ, ...I32_AND]),
+  ];
+  return bodyWith([[10, 0x7f], [14, 0x7b], [6, 0x7f], [4, 0x7b]], [
     ...shiftPow2(T, true),
     ...PROMOTE_LOW,
     ...set(gain),
@@ -191,21 +224,19 @@ export function pv(madd: Madd): Code {
     ...whileLoop([...get(r), ...get(R), ...I32_LT_S], [
       ...cntOf(0),
       ...set(c),
-      // pair rows when both exist and see the same keys, else one row
-      ...get(r),
-      ...i32c(1),
-      ...I32_ADD,
-      ...get(R),
-      ...I32_LT_S,
-      ...cntOf(1),
-      ...get(c),
-      ...I32_EQ,
-      ...I32_AND,
+      // four rows, else a pair, when they exist and see the same keys; else one row
+      ...sameCounts(3),
+      0x04,
+      0x40,
+      ...fourRows,
+      0x05,
+      ...sameCounts(1),
       0x04,
       0x40,
       ...twoRows,
       0x05,
       ...oneRow,
+      0x0b,
       0x0b,
     ]),
   ]);
