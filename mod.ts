@@ -64,7 +64,7 @@ export type {
   TensorInfo,
   UnaryOp,
 } from "./backends/backend.ts";
-export { cpu } from "./backends/cpu/cpu_backend.ts";
+export { cpu, cpuThreads, setCpuThreads } from "./backends/cpu/cpu_backend.ts";
 export { webgpu, WebGpuBackend } from "./backends/webgpu/webgpu_backend.ts";
 export type { PassTiming, WebGpuOptions } from "./backends/webgpu/webgpu_backend.ts";
 export type { GpuBinding, GpuContext, GpuFeatures } from "./backends/webgpu/context.ts";

@@ -1,7 +1,8 @@
 /**
- * `deno task bench --cpu`: flash and lean on the CPU backend, each schedule's workers spread
- * over every core, the calling thread and one Web Worker a further core
- * (`cpuAttentionParallel`), against an in-process read ceiling:
+ * `deno task bench --cpu`: flash and lean on the CPU backend as a user calls them
+ * (`leanAttention`, `flashAttention`), each schedule's workers spread over every core
+ * (`setCpuThreads`: the calling thread and one Worker a further core), against an in-process
+ * read ceiling:
  * the same number of bytes of K and V summed as 32-bit integers by as many Workers, reading the
  * very SharedArrayBuffers the attention reads. Times are wall clock (there is no GPU clock):
  * the JSON keeps them in `wallMs` and leaves `gpuMs` null.
@@ -10,7 +11,6 @@
  *
  * @module
  */
-import { plainRun } from "../schedule/attention_plan.ts";
 import type { BenchOptions, Case, OwnAlgo } from "./_sweep.ts";
 import { buildCases, caseName, readBytes } from "./_sweep.ts";
 import { median } from "./_ceiling.ts";
@@ -110,17 +110,11 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
   const { cpu } = await import("../backends/cpu/cpu_backend.ts");
   const { cpuValues } = await import("../backends/cpu/internal.ts");
   const { randn } = await import("../tensor/creation.ts");
-  const { flashSchedule } = await import("../attention/flash.ts");
-  const { leanAttentionSchedule } = await import("../attention/lean.ts");
-  let parallel: Parallel | null = null;
-  let mode = "Web Workers (cpuAttentionParallel)";
-  try {
-    parallel = await import("../backends/cpu/internal.ts");
-  } catch (e) {
-    mode = `single thread (op path): cpuAttentionParallel unavailable: ${e}`;
-  }
-  const threads = navigator.hardwareConcurrency || 1;
+  const { cpuThreads, setCpuThreads } = await import("../backends/cpu/cpu_backend.ts");
+  const threads = Math.min(navigator.hardwareConcurrency || 1, 64);
+  setCpuThreads(threads);
   const be = cpu();
+  const mode = `ops on ${threads} threads (setCpuThreads)`;
   console.log(`device: ${be.description} | attention on ${mode}, ${threads} threads`);
   const cases = buildCases(opts);
   const own = opts.algos.filter((a): a is OwnAlgo =>
@@ -161,10 +155,7 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
     for (const algo of own) {
       const row: Row = { algo, ...rowShape(c), gpuMs: null, wallMs: null, effGBs: null };
       try {
-        const run = runner(algo, c, q, k, v, parallel, {
-          flashSchedule,
-          leanAttentionSchedule,
-        });
+        const run = runner(algo, c, q, k, v);
         const out = await run();
         ref ??= out;
         const d = maxAbsDiff(out, ref);
@@ -224,7 +215,8 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
       } GB/s (${ceiling.threads} thr) | ${((performance.now() - t0) / 1000).toFixed(0)} s`,
     );
   }
-  parallel?.closeAttentionWorkers();
+  const why = cpuThreads().unavailable;
+  if (why) console.log(`note: CPU attention ran in one thread: ${why}`);
   const results: Results = {
     device: be.description,
     date: new Date().toISOString(),
@@ -326,43 +318,14 @@ async function ortRow(
     return { row };
   }
 }
-/** The CPU backend's multi-core attention (no public or internal entry exports it yet). */
-type Parallel = typeof import("../backends/cpu/internal.ts");
-
 function runner(
   algo: OwnAlgo,
   c: Case,
   q: Tensor,
   k: Tensor,
   v: Tensor,
-  parallel: Parallel | null,
-  s: {
-    flashSchedule: typeof import("../attention/flash.ts").flashSchedule;
-    leanAttentionSchedule: typeof import("../attention/lean.ts").leanAttentionSchedule;
-  },
 ): () => Promise<Float32Array> {
   const kvLens = c.kvLens;
-  const schedule = algo === "lean"
-    ? s.leanAttentionSchedule(q, k, v, { kvLens })
-    : s.flashSchedule(q, k, v, { kvLens, numSplits: algo === "flash" ? 1 : "auto" });
-  const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
-  const params = plainRun({
-    algo: algo === "lean"
-      ? "lean" as const
-      : schedule.workers.length > c.B * c.Hkv
-      ? "flash-decoding" as const
-      : "flash" as const,
-    scale: 1 / Math.sqrt(c.D),
-    causal: false,
-    kvLens: Int32Array.from(kvLens ?? Array(c.B).fill(c.N)),
-    schedule,
-  });
-  if (parallel) {
-    return async () => {
-      const r = await parallel.cpuAttentionParallel(info(q), info(k), info(v), params);
-      return Float32Array.from(r.out);
-    };
-  }
   return async () => {
     const { flashAttention } = await import("../attention/flash.ts");
     const { leanAttention } = await import("../attention/lean.ts");
@@ -371,6 +334,6 @@ function runner(
       : flashAttention(q, k, v, { kvLens, numSplits: algo === "flash" ? 1 : "auto" });
     const d = await out.data();
     out.dispose();
-    return d;
+    return d as Float32Array;
   };
 }

@@ -19,7 +19,14 @@ const naive = await la.naiveAttention(q, k, v, opts).data();
 // toNdarray loads the npm package ndarray: it must resolve without an import map too.
 const nd = await la.toNdarray(la.tensor([[1, 2], [3, 4]], { backend }));
 if (nd.get(1, 0) !== 3) throw new Error("ndarray view is wrong");
-console.log(lean.reduce((m, x, i) => Math.max(m, Math.abs(x - naive[i])), 0));
+// A call large enough for the CPU's Workers: imported by URL it runs in this thread, and
+// says why (node:worker_threads takes file: URLs only).
+la.setCpuThreads(2);
+const kb = la.randn([1, 2, 32768, 32], { seed: 4, backend });
+const qb = la.randn([1, 4, 1, 32], { seed: 5, backend });
+const big = await la.leanAttention(qb, kb, kb).data();
+const diff = lean.reduce((m, x, i) => Math.max(m, Math.abs(x - naive[i])), 0);
+console.log(JSON.stringify({ diff, finite: big.every(Number.isFinite), threads: la.cpuThreads() }));
 `;
 
 async function deno(args: string[], cwd: string): Promise<{ code: number; out: string }> {
@@ -47,8 +54,11 @@ Deno.test("mod.ts imported by http:// URL from a folder without deno.json checks
     const run = await deno(["run", "--no-config", "-A", "user.ts"], dir);
     assert(run.code === 0, `deno run failed:\n${run.out}`);
     const lines = run.out.trim().split("\n");
-    const diff = Number(lines[lines.length - 1]);
-    assert(Number.isFinite(diff) && diff < 1e-5, `max |lean - naive| = ${diff}\n${run.out}`);
+    const r = JSON.parse(lines[lines.length - 1]);
+    assert(Number.isFinite(r.diff) && r.diff < 1e-5, `max |lean - naive| = ${r.diff}\n${run.out}`);
+    assert(r.finite, run.out);
+    const why = String(r.threads.unavailable);
+    assert(why.includes("imported from http: URL") && why.includes("file: URL"), run.out);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -7,22 +7,27 @@
  * equal tile counts; schedule workers write disjoint memory, so the bits are the same as the
  * in-thread executor's. The calling thread runs the first range itself while the Workers run
  * the others (it would only wait otherwise, and one Worker fewer is one wake-up fewer), then
- * finishes the cut units in the fixed order once every thread is done. Ops stay synchronous
- * and keep using the in-thread loop; this async entry point is for benchmarks and batch
- * scripts.
+ * finishes the cut units in the fixed order once every thread is done. This file has the
+ * pool and its async entry point (benchmarks, batch scripts); ops, which are synchronous, use
+ * it through `_attention_pooled.ts`, whose calling thread blocks on the shared counters.
+ *
+ * The Workers are `node:worker_threads` Workers, unreferenced, so an idle pool does not keep
+ * the process alive (a web Worker would), and where one cannot be started (no read permission
+ * for this module) the constructor throws at once instead of failing later in the Worker.
  *
  * A call's fixed cost is on the calling thread, one Worker after another, so it is kept
  * small: a Worker gets a schedule (plans cache theirs, so calls repeat them) only the first
  * time, and afterwards its number; each Worker has one message handler for all its jobs; and
  * the Workers count their jobs done on a shared counter that the calling thread awaits with
- * `Atomics.waitAsync` (one wake-up a call instead of a reply message a Worker; a Worker
- * sends a message only when its job failed).
+ * `Atomics.waitAsync` (one wake-up a call instead of a reply message a Worker; a failed job
+ * leaves its error's text in the call's shared bytes).
  *
  * This file is both the API (imported on the main thread) and the worker's script (when it
  * runs as a Worker it answers messages instead).
  *
  * @module
  */
+import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import type { AttentionInputs, AttentionParams, TensorInfo } from "../backend.ts";
 import type { WalkParams } from "./_segment_walk.ts";
 import type { CpuArray } from "./_storage.ts";
@@ -36,6 +41,7 @@ import {
 } from "./attention.ts";
 import { type AttentionGeometry, attentionGeometry } from "../../schedule/geometry.ts";
 import { simdScratchBytes } from "./_attention_simd.ts";
+import { packViews, unpackViews } from "./_message_views.ts";
 import { walkedKvShape } from "./_kv_rows.ts";
 import {
   type MemoryShipment,
@@ -44,7 +50,7 @@ import {
   shipMemories,
 } from "./_worker_memories.ts";
 
-interface Job {
+export interface Job {
   /** The buffers without their WebAssembly memories, which travel as `memories`. */
   buf: AttentionBuffers;
   memories?: MemoryShipment;
@@ -57,24 +63,79 @@ interface Job {
   forget?: boolean;
   /** Schedule workers `[w0, w1)`, or null: claim them from the call's counter (`CLAIM`). */
   work: [number, number] | null;
-  /** The call's shared words (`CLAIM`, `DONE`, `FAILED`, `LOST`). */
-  sync: Int32Array;
-  /** Fail this job before it starts (tests: {@link poolTesting}). */
-  fail?: true;
+  /** The call's shared words and error bytes ({@link callSync}). */
+  sync: SharedArrayBuffer;
+  /**
+   * Fail this job before it starts, or (`"claimed"`) once it has claimed a schedule worker
+   * (tests: {@link poolTesting}).
+   */
+  fail?: true | "claimed";
 }
 
-/** For tests: `failJobs` makes every Worker's job of the next calls throw before it runs. */
-export const poolTesting = { failJobs: false };
+/**
+ * For tests: `failJobs` makes every Worker's job of the next calls throw before it runs;
+ * `failClaimed`, after it claimed its first schedule worker (claimed split), leaving that
+ * worker's output unwritten.
+ */
+export const poolTesting = { failJobs: false, failClaimed: false };
 
 /**
- * A call's shared words, in one 64-byte buffer (a cache line of its own; with the claim
- * counter in a 4-byte buffer the whole test suite's process aborted at exit, twice in two
- * runs, with glibc's "corrupted size vs. prev_size in fastbins"; with 64 bytes it did not,
- * bench/NOTES.md): `Atomics.add` on `CLAIM` hands out the next schedule worker; each Worker
- * adds one to `DONE` when its job ends, and also to `FAILED` when it failed (its error
- * follows as a message); the calling thread adds to `LOST` for a Worker that died.
+ * A call's shared words, in the first 64 bytes of its buffer (a cache line of their own; with
+ * the claim counter in a 4-byte buffer the whole test suite's process aborted at exit, twice
+ * in two runs, with glibc's "corrupted size vs. prev_size in fastbins"; with 64 bytes it did
+ * not, bench/NOTES.md): `Atomics.add` on `CLAIM` hands out the next schedule worker, and
+ * `ENDED` counts the handed-out ones that ended (done or failed); each Worker adds one to
+ * `DONE` when its job ends, and also to `FAILED` when it failed; the calling thread adds to
+ * `LOST` for a Worker that died. The first failure's text follows, UTF-8, its length at
+ * `ERROR_LENGTH`.
  */
-const CLAIM = 0, DONE = 8, FAILED = 9, LOST = 10;
+export const CLAIM = 0, DONE = 8, FAILED = 9, LOST = 10, ENDED = 11;
+const ERROR_LENGTH = 12, ERROR_AT = 64, ERROR_BYTES = 1024;
+
+/** A call's shared buffer: the words above, then room for a failure's text. */
+export function callSync(): SharedArrayBuffer {
+  return new SharedArrayBuffer(ERROR_AT + ERROR_BYTES);
+}
+
+/** Keeps the first failure's text of a call (later ones only count). */
+function recordFailure(sync: SharedArrayBuffer, err: unknown): void {
+  const words = new Int32Array(sync, 0, 16);
+  const text = new TextEncoder().encode(String(err)).subarray(0, ERROR_BYTES);
+  if (Atomics.compareExchange(words, ERROR_LENGTH, 0, -1) === 0) {
+    new Uint8Array(sync, ERROR_AT, ERROR_BYTES).set(text);
+    Atomics.store(words, ERROR_LENGTH, text.length);
+  }
+  Atomics.add(words, FAILED, 1);
+}
+
+/** The first failure's text of a call ("" where none was recorded). */
+export function failureText(sync: SharedArrayBuffer): string {
+  const n = Atomics.load(new Int32Array(sync, 0, 16), ERROR_LENGTH);
+  return n > 0 ? new TextDecoder().decode(new Uint8Array(sync, ERROR_AT, n).slice()) : "";
+}
+
+/**
+ * The claim function of one thread of a call over `G` schedule workers, and `end`, which
+ * counts the worker it holds (if any) as ended: claiming the next one ends the last, so
+ * `ENDED` reaches the number handed out once each has been run or has failed.
+ */
+export function claimer(sync: SharedArrayBuffer, G: number) {
+  const words = new Int32Array(sync, 0, 16);
+  let open = false;
+  const end = () => {
+    if (!open) return;
+    open = false;
+    Atomics.add(words, ENDED, 1);
+    Atomics.notify(words, ENDED);
+  };
+  const claim = () => {
+    end();
+    const w = Atomics.add(words, CLAIM, 1);
+    open = w < G;
+    return w;
+  };
+  return { claim, end };
+}
 
 /** The first message a Worker gets: where it reports what it holds (`Status`). */
 interface Init {
@@ -92,20 +153,14 @@ interface Forget {
   forgetMemory: number;
 }
 
-/** The only message a Worker sends: why its job failed. */
-interface Failure {
-  error: string;
-}
-
 /** Schedules a Worker keeps by number; past this many it is told to forget them all. */
 const KEPT_SCHEDULES = 64;
 
-// deno-lint-ignore no-explicit-any
-const scope = globalThis as any;
-const inWorker = typeof scope.WorkerGlobalScope !== "undefined" &&
-  scope instanceof scope.WorkerGlobalScope;
+/** Marks this module's own Workers (a user's `node:worker_threads` Worker is left alone). */
+const POOL_MARK = "leanattn-attention-pool";
 
-if (inWorker) {
+if (!isMainThread && parentPort && workerData === POOL_MARK) {
+  const port = parentPort;
   const schedules = new Map<number, LeanSchedule>();
   const memories = new ReceivedMemories();
   let status: Float64Array = new Float64Array(2);
@@ -113,40 +168,48 @@ if (inWorker) {
     status[SCRATCH] = simdScratchBytes();
     status[MEMORIES] = memories.size;
   };
-  scope.onmessage = (e: MessageEvent<Job | Forget | Init>) => {
-    const d = e.data;
+  port.on("message", (m: unknown) => {
+    const d = unpackViews(m) as Job | Forget | Init;
     if ("status" in d) return void (status = d.status);
     if ("forgetMemory" in d) return memories.forget(d.forgetMemory), report();
     const { buf, g, params, scheduleId, work, sync } = d;
+    const words = new Int32Array(sync, 0, 16);
+    const schedule = schedules.get(scheduleId) ?? d.schedule;
+    const { claim, end } = claimer(sync, schedule?.workers.length ?? 0);
     try {
       if (d.memories) buf.memories = memories.unpack(d.memories);
       if (d.forget) schedules.clear();
       if (d.schedule) schedules.set(scheduleId, d.schedule);
-      const schedule = schedules.get(scheduleId);
       if (!schedule) throw new Error(`schedule ${scheduleId} was never sent (a bug)`);
-      if (d.fail) throw new Error("failure injected by poolTesting");
+      if (d.fail === true) throw new Error("failure injected by poolTesting");
+      const take = d.fail === "claimed"
+        ? () => {
+          const w = claim();
+          if (w < schedule.workers.length) throw new Error("failure injected by poolTesting");
+          return w;
+        }
+        : claim;
       if (work) runWorkers(buf, g, { ...params, schedule }, ...work);
-      else runClaimed(buf, g, { ...params, schedule }, () => Atomics.add(sync, CLAIM, 1));
+      else runClaimed(buf, g, { ...params, schedule }, take);
     } catch (err) {
-      // The message first: the calling thread, seeing FAILED, waits for it.
-      scope.postMessage({ error: String(err) } satisfies Failure);
-      Atomics.add(sync, FAILED, 1);
+      recordFailure(sync, err);
     } finally {
+      end();
       report();
-      Atomics.add(sync, DONE, 1);
-      Atomics.notify(sync, DONE);
+      Atomics.add(words, DONE, 1);
+      Atomics.notify(words, DONE);
     }
-  };
+  });
 }
 
-/** The call a Worker is in: its shared words and where its failure goes. */
+/** The async call a Worker is in: its shared words and where its death is reported. */
 interface InCall {
   sync: Int32Array;
   fail: (e: Error) => void;
 }
 
 /** A started Worker, the call it is in and the schedule numbers it has been sent. */
-interface PoolWorker {
+export interface PoolWorker {
   worker: Worker;
   call: InCall | null;
   sent: Set<number>;
@@ -186,46 +249,66 @@ export function workerHeldMemories(): number {
   return n;
 }
 
+/**
+ * This module as a Worker's script: its file URL. Imported by http(s) URL the library starts
+ * no Worker (`node:worker_threads` takes file and data URLs only, and a data URL importing
+ * this module failed to load it in the Worker with Deno 2.9.6, bench/NOTES.md session (28)).
+ */
+function workerUrl(): URL {
+  const self = new URL(import.meta.url);
+  if (self.protocol !== "file:") {
+    throw new Error(`the library is imported from ${self.protocol} URL; Workers need a file: URL`);
+  }
+  return self;
+}
+
 function startWorker(): PoolWorker {
   const p: PoolWorker = {
-    worker: new Worker(new URL(import.meta.url), { type: "module" }),
+    worker: new Worker(workerUrl(), { workerData: POOL_MARK }),
     call: null,
     sent: new Set(),
     memories: new Set(),
     status: new Float64Array(new SharedArrayBuffer(16)),
   };
+  p.worker.unref();
   p.worker.postMessage({ status: p.status } satisfies Init);
-  p.worker.onmessage = (e: MessageEvent<Failure>) => {
-    p.call?.fail(new Error(`attention worker failed: ${e.data.error}`));
-  };
-  p.worker.onerror = (e: ErrorEvent) => {
-    e.preventDefault();
+  const lost = (why: string) => {
     // The Worker's state is unknown now: fail its call, count it out of it, and start a
-    // fresh one next time.
+    // fresh one next time. (A call of `_attention_pooled.ts` does not wait for a Worker that
+    // claimed nothing, and the Workers catch what their jobs throw.)
     if (p.call) {
-      p.call.fail(new Error(`attention worker failed: ${e.message}`));
+      p.call.fail(new Error(`attention worker failed: ${why}`));
       Atomics.add(p.call.sync, LOST, 1);
       Atomics.notify(p.call.sync, DONE);
     }
-    p.worker.terminate();
+    void p.worker.terminate();
     pool = pool.filter((x) => x !== p);
   };
+  p.worker.on("error", (e: Error) => lost(String(e?.message ?? e)));
+  p.worker.on("exit", (code: number) => {
+    if (pool.includes(p)) lost(`exited with code ${code}`);
+  });
   return p;
 }
 
-function workers(n: number): PoolWorker[] {
+/**
+ * The pool's first `n` Workers, started where missing. Throws where a Worker cannot be
+ * started (the Workers started so far stay in the pool).
+ */
+export function workers(n: number): PoolWorker[] {
   while (pool.length < n) pool.push(startWorker());
   return pool.slice(0, n);
 }
 
 /** Stops the worker threads (they are started again on the next call). */
 export function closeAttentionWorkers(): void {
-  for (const p of pool) p.worker.terminate();
+  const all = pool;
   pool = [];
+  for (const p of all) void p.worker.terminate();
 }
 
 /** Posts one job to `p` (the schedule only the first time `p` gets its number). */
-function post(
+export function post(
   p: PoolWorker,
   base: Omit<Job, "schedule" | "forget" | "memories" | "work">,
   schedule: LeanSchedule,
@@ -238,8 +321,9 @@ function post(
   if (first) p.sent.add(base.scheduleId);
   const msg: Job = { ...base, work, ...first && { schedule }, ...forget && { forget } };
   if (poolTesting.failJobs) msg.fail = true;
+  else if (poolTesting.failClaimed) msg.fail = "claimed";
   if (kvMemories) msg.memories = shipMemories(kvMemories, p.memories);
-  p.worker.postMessage(msg);
+  p.worker.postMessage(packViews(msg));
 }
 
 /**
@@ -298,21 +382,73 @@ export async function cpuAttentionParallel(
   params: AttentionParams,
   opts: { threads?: number; inputs?: AttentionInputs; split?: WorkerSplit } = {},
 ): Promise<{ out: CpuArray; lse: CpuArray }> {
-  const s = params.schedule;
-  const g = attentionGeometry(q.shape, walkedKvShape(q.shape, k.shape, params.paged), s);
-  const buf = attentionBuffers(q, k, v, g, s, opts.inputs, params.variant);
+  const { s, g, buf, walk, memories, base } = callParts(q, k, v, params, opts.inputs);
   const threads = Math.max(1, Math.min(opts.threads ?? (navigator.hardwareConcurrency || 1), 64));
   // Claimed: a thread for each schedule worker with segments, at most `threads`, all taking
   // workers from the call's counter.
-  const sync = new Int32Array(new SharedArrayBuffer(64));
+  const sync = callSync();
+  const words = new Int32Array(sync, 0, 16);
   const work: Job["work"][] = [];
   if ((opts.split ?? "claimed") === "claimed") {
-    const busy = s.workers.reduce((a, run) => a + (run.length > 0 ? 1 : 0), 0);
-    for (let i = 0; i < Math.min(threads, Math.max(1, busy)); i++) work.push(null);
+    for (let i = 0; i < Math.min(threads, Math.max(1, busyWorkers(s))); i++) work.push(null);
   } else {
     const loads = s.workers.map((run) => run.reduce((a, x) => a + x.tileEnd - x.tileStart, 0));
     work.push(...balancedRanges(loads, threads).filter(([a, b]) => b > a));
   }
+  const errors: Error[] = [];
+  const call: InCall = { sync: words, fail: (e) => errors.push(e) };
+  const helpers = workers(Math.max(0, work.length - 1));
+  // Referenced while the call awaits them: `Atomics.waitAsync` alone does not keep the
+  // event loop alive.
+  helpers.forEach((p, i) => {
+    p.call = call;
+    p.worker.ref();
+    post(p, { ...base, sync }, s, work[i + 1], memories);
+  });
+  let failure: unknown = null;
+  try {
+    const here = { ...walk, schedule: s };
+    const mine = work[0];
+    if (mine) runWorkers(buf, g, here, ...mine);
+    else if (mine === null) runClaimed(buf, g, here, claimer(sync, s.workers.length).claim);
+  } catch (e) {
+    failure = e;
+  }
+  // Every Worker's job has ended before this returns, also when this thread's part threw.
+  await allEnded(words, helpers.length);
+  for (const p of helpers) {
+    p.worker.unref();
+    if (p.call === call) p.call = null;
+  }
+  if (failure === null && Atomics.load(words, FAILED) > 0) {
+    failure = new Error(`attention worker failed: ${failureText(sync)}`);
+  }
+  failure ??= errors[0] ?? null;
+  if (failure !== null) throw failure;
+  finishCuts(buf, g, s);
+  return { out: buf.out, lse: buf.lse };
+}
+
+/** Schedule workers with segments. */
+export function busyWorkers(s: LeanSchedule): number {
+  return s.workers.reduce((a, run) => a + (run.length > 0 ? 1 : 0), 0);
+}
+
+/**
+ * What both entry points prepare for a call: the geometry, the buffers (their WebAssembly
+ * memories apart: they go to each Worker by number, `_worker_memories.ts`) and a job's fields
+ * but for its shared buffer.
+ */
+export function callParts(
+  q: TensorInfo,
+  k: TensorInfo,
+  v: TensorInfo,
+  params: AttentionParams,
+  inputs?: AttentionInputs,
+) {
+  const s = params.schedule;
+  const g = attentionGeometry(q.shape, walkedKvShape(q.shape, k.shape, params.paged), s);
+  const buf = attentionBuffers(q, k, v, g, s, inputs, params.variant);
   const walk = {
     scale: params.scale,
     causal: params.causal,
@@ -324,35 +460,7 @@ export async function cpuAttentionParallel(
   };
   let scheduleId = scheduleIds.get(s);
   if (scheduleId === undefined) scheduleIds.set(s, scheduleId = nextSchedule++);
-  // The memories go by number (`_worker_memories.ts`), not as objects in every job.
   const { memories, ...posted } = buf;
-  const base = { buf: posted, g, params: walk, scheduleId, sync };
-  const errors: Error[] = [];
-  let arrived: (() => void) | null = null;
-  const call: InCall = { sync, fail: (e) => (errors.push(e), arrived?.()) };
-  const helpers = workers(Math.max(0, work.length - 1));
-  helpers.forEach((p, i) => {
-    p.call = call;
-    post(p, base, s, work[i + 1], memories);
-  });
-  let failure: unknown = null;
-  try {
-    const here = { ...walk, schedule: s };
-    const mine = work[0];
-    if (mine) runWorkers(buf, g, here, ...mine);
-    else if (mine === null) runClaimed(buf, g, here, () => Atomics.add(sync, CLAIM, 1));
-  } catch (e) {
-    failure = e;
-  }
-  // Every Worker's job has ended before this returns, also when this thread's part threw.
-  await allEnded(sync, helpers.length);
-  // A Worker that failed posted its error before counting its job: wait for every such
-  // message, so none arrives during a later call.
-  const failed = Atomics.load(sync, FAILED);
-  while (errors.length < failed) await new Promise<void>((r) => arrived = r);
-  for (const p of helpers) if (p.call === call) p.call = null;
-  failure ??= errors[0] ?? null;
-  if (failure !== null) throw failure;
-  finishCuts(buf, g, s);
-  return { out: buf.out, lse: buf.lse };
+  const base = { buf: posted, g, params: walk, scheduleId };
+  return { s, g, buf, walk, memories, base };
 }

@@ -22,7 +22,15 @@ import type { Shape } from "../../tensor/shape.ts";
 import { ropeCpu } from "./_rope.ts";
 import * as k from "./kernels.ts";
 import { setFallbackTensorBackend } from "../../tensor/default_backend.ts";
-import { cpuAttention, cpuMergeStates } from "./attention.ts";
+import { cpuMergeStates } from "./attention.ts";
+import {
+  cpuAttentionOp,
+  cpuThreads as threadsSet,
+  MAX_CPU_THREADS,
+  pooledUnavailable,
+  setPooledThreads,
+} from "./_attention_pooled.ts";
+import { ArgumentError, show } from "../../tensor/errors.ts";
 import { gatherPageRows, indexTable, scatterPageRows } from "./_pages.ts";
 import {
   allocCpu,
@@ -157,13 +165,47 @@ class CpuBackend implements Backend {
     inputs?: AttentionInputs,
   ) {
     // CPU tensors are stored whole: a plan here has exactly one run.
-    const r = cpuAttention(q, k, v, plan.runs[0], inputs);
+    const r = cpuAttentionOp(q, k, v, plan.runs[0], inputs);
     return { out: this.#wrap(r.out), lse: this.#wrap(r.lse) };
   }
   mergeStates(outs: readonly TensorInfo[], lses: readonly TensorInfo[]) {
     const r = cpuMergeStates(outs, lses);
     return { out: this.#wrap(r.out), lse: this.#wrap(r.lse) };
   }
+}
+
+/**
+ * Threads the CPU backend's attention ops use (the calling thread included; default: the
+ * logical core count, at most 64), and why they run in the calling thread alone where more
+ * were set but none could be started (no read permission for the module, or a thread that may
+ * not block); null otherwise.
+ */
+export function cpuThreads(): { threads: number; unavailable: string | null } {
+  return { threads: threadsSet(), unavailable: pooledUnavailable() };
+}
+
+/**
+ * Sets the threads the CPU backend's attention ops use, the calling thread included (1: only
+ * it); returns the previous count. A call with enough work (about 2²⁰ K/V elements visited)
+ * spreads its schedule's workers over `node:worker_threads` Workers that share the inputs
+ * and outputs, and blocks until they are done: ops stay synchronous, and the bits are those of
+ * one thread. Idle Workers do not keep the process alive.
+ *
+ * @example
+ * ```ts
+ * import { cpuThreads, setCpuThreads } from "../../mod.ts";
+ * const was = setCpuThreads(1); // attention on the calling thread only
+ * console.log(cpuThreads().threads); // 1
+ * setCpuThreads(was);
+ * ```
+ */
+export function setCpuThreads(n: number): number {
+  if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 1 || n > MAX_CPU_THREADS) {
+    throw new ArgumentError(
+      `setCpuThreads: n must be an integer from 1 to ${MAX_CPU_THREADS}, got ${show(n)}`,
+    );
+  }
+  return setPooledThreads(n);
 }
 
 let instance: Backend | null = null;

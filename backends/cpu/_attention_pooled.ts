@@ -1,0 +1,157 @@
+/**
+ * Attention ops on several CPU threads while staying synchronous: the calling thread posts
+ * the call to the pool's Workers (`_attention_worker.ts`), claims schedule workers from the
+ * call's counter like them, then blocks (`Atomics.wait`) until every schedule worker handed
+ * out has ended, and finishes the cut units. Same bits as the in-thread executor (workers
+ * write disjoint memory; cut units are merged in their fixed order on this thread).
+ *
+ * Nothing waits for a Worker that has not claimed anything, so a Worker that is slow to start,
+ * busy with another call or never started costs only speed: this thread takes what nobody
+ * else claimed. Where Workers cannot be had at all (no read permission for the module, or
+ * `Atomics.wait` not allowed on this thread) calls run in this thread. A Worker's job that
+ * fails leaves the call to be run again in this thread (the same bits, or that run's error).
+ *
+ * @module
+ */
+import type { AttentionInputs, AttentionParams, TensorInfo } from "../backend.ts";
+import type { CpuArray } from "./_storage.ts";
+import { cpuAttention, finishCuts, runClaimed } from "./attention.ts";
+import {
+  busyWorkers,
+  callParts,
+  callSync,
+  CLAIM,
+  claimer,
+  ENDED,
+  FAILED,
+  type PoolWorker,
+  post,
+  workers,
+} from "./_attention_worker.ts";
+
+/** Largest thread count a call uses (the calling thread and up to 63 Workers). */
+export const MAX_CPU_THREADS = 64;
+
+/**
+ * Calls that read fewer K/V elements (keys visited × head dim, summed over the schedule) run
+ * in this thread: posting to the Workers costs ≈ 0.1–0.3 ms a call (bench/NOTES.md), about
+ * what one thread takes for 2²⁰ elements.
+ */
+export const POOLED_MIN_ELEMENTS = 2 ** 20;
+
+let threads = Math.max(1, Math.min(navigator.hardwareConcurrency || 1, MAX_CPU_THREADS));
+/** Why the pool cannot be used in this process (set once, on the first failure), or null. */
+let unavailable: string | null = null;
+
+/** Threads CPU attention ops use (the calling thread included). */
+export function cpuThreads(): number {
+  return threads;
+}
+
+/** Sets the threads CPU attention ops use; returns the previous count. Validated by the caller. */
+export function setPooledThreads(n: number): number {
+  const was = threads;
+  threads = n;
+  return was;
+}
+
+/** Why ops run in one thread although more were asked for, or null where they need not. */
+export function pooledUnavailable(): string | null {
+  return unavailable;
+}
+
+/** Whether this thread may block in `Atomics.wait` (not everywhere: a browser's main thread). */
+function canBlock(): boolean {
+  try {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** K/V elements a schedule visits: keys of every segment × D. */
+function visitedElements(params: AttentionParams, D: number): number {
+  const s = params.schedule;
+  let tiles = 0;
+  for (const run of s.workers) for (const seg of run) tiles += seg.tileEnd - seg.tileStart;
+  return tiles * s.plan.tileSize * D;
+}
+
+/**
+ * The backend's attention kernel: on the pool where it pays (more than one thread set, more
+ * than one schedule worker with segments, {@link POOLED_MIN_ELEMENTS}), else in this thread.
+ */
+export function cpuAttentionOp(
+  q: TensorInfo,
+  k: TensorInfo,
+  v: TensorInfo,
+  params: AttentionParams,
+  inputs?: AttentionInputs,
+): { out: CpuArray; lse: CpuArray } {
+  const helpers = Math.min(threads, busyWorkers(params.schedule)) - 1;
+  const big = visitedElements(params, q.shape[3]) >= POOLED_MIN_ELEMENTS;
+  const pool = helpers > 0 && big && unavailable === null ? startedPool(helpers) : null;
+  if (!pool) return cpuAttention(q, k, v, params, inputs);
+  return pooledCall(pool, q, k, v, params, inputs) ?? cpuAttention(q, k, v, params, inputs);
+}
+
+/** The pool's first `n` Workers, or null (and the reason kept) where none can be started. */
+function startedPool(n: number): PoolWorker[] | null {
+  if (!canBlock()) {
+    unavailable = "Atomics.wait is not allowed on this thread";
+    return null;
+  }
+  try {
+    return workers(n);
+  } catch (e) {
+    unavailable = `no Worker could be started: ${e instanceof Error ? e.message : e}`;
+    return null;
+  }
+}
+
+/**
+ * One call on `pool` and this thread, or null where a job could not be posted or a Worker's
+ * job failed (the caller then runs the call in this thread). Waits only for the schedule
+ * workers handed out: a Worker that dies while it runs one would leave this thread waiting,
+ * but the Workers catch what their jobs throw, and they are ended only by
+ * `closeAttentionWorkers` (which cannot run while this thread waits).
+ */
+function pooledCall(
+  pool: PoolWorker[],
+  q: TensorInfo,
+  k: TensorInfo,
+  v: TensorInfo,
+  params: AttentionParams,
+  inputs?: AttentionInputs,
+): { out: CpuArray; lse: CpuArray } | null {
+  const { s, g, buf, walk, memories, base } = callParts(q, k, v, params, inputs);
+  const G = s.workers.length;
+  const sync = callSync();
+  const words = new Int32Array(sync, 0, 16);
+  try {
+    for (const p of pool) post(p, { ...base, sync }, s, null, memories);
+  } catch {
+    // A job that cannot be posted: nothing more is handed out, and this thread runs the call.
+    Atomics.add(words, CLAIM, G);
+    return null;
+  }
+  const { claim, end } = claimer(sync, G);
+  let failure: unknown = null;
+  try {
+    runClaimed(buf, g, { ...walk, schedule: s }, claim);
+  } catch (e) {
+    failure = e;
+  } finally {
+    end();
+  }
+  // Nothing is handed out from here on; wait for what was.
+  const handed = Math.min(Atomics.add(words, CLAIM, G), G);
+  for (let e = Atomics.load(words, ENDED); e < handed; e = Atomics.load(words, ENDED)) {
+    Atomics.wait(words, ENDED, e);
+  }
+  if (failure !== null) throw failure;
+  if (Atomics.load(words, FAILED) > 0) return null;
+  finishCuts(buf, g, s);
+  return { out: buf.out, lse: buf.lse };
+}

@@ -1,0 +1,230 @@
+/**
+ * CPU attention ops on several threads (`setCpuThreads`, `backends/cpu/_attention_pooled.ts`):
+ * every call gives the bits of one thread, for lean, flash-decoding and flash, ragged, causal,
+ * float16, a variant and quantized K/V; the Workers get the job; a Worker's failure still
+ * gives those bits; bad thread counts are named errors; and an idle pool does not keep the
+ * process alive. (Imported by URL, ops run in one thread and say why: url_import_test.ts.)
+ */
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import * as la from "../mod.ts";
+import { ArgumentError } from "../tensor/errors.ts";
+import { poolTesting, workerScratchBytes } from "../backends/cpu/_attention_worker.ts";
+import { POOLED_MIN_ELEMENTS } from "../backends/cpu/_attention_pooled.ts";
+
+const SEED = Number(Deno.env.get("THREADS_SEED") ?? Date.now() % 100000);
+console.log(`cpu_threads_test seed ${SEED} (replay: THREADS_SEED=${SEED})`);
+
+interface Case {
+  name: string;
+  B: number;
+  Hq: number;
+  Hkv: number;
+  Sq: number;
+  N: number;
+  dtype: "float32" | "float16";
+  run: (q: la.Tensor, k: la.Tensor, v: la.Tensor) => la.Tensor;
+  quant?: "int8";
+}
+
+const D = 128;
+// Each case visits at least POOLED_MIN_ELEMENTS K/V elements (2 · 2 · 4096 · 128 = 2²¹).
+const CASES: Case[] = [
+  {
+    name: "lean GQA",
+    B: 2,
+    Hq: 8,
+    Hkv: 2,
+    Sq: 1,
+    N: 4096,
+    dtype: "float32",
+    run: la.leanAttention,
+  },
+  {
+    name: "lean ragged, grid 7",
+    B: 2,
+    Hq: 8,
+    Hkv: 2,
+    Sq: 1,
+    N: 4096,
+    dtype: "float32",
+    run: (q, k, v) => la.leanAttention(q, k, v, { kvLens: [4096, 1777], grid: 7 }),
+  },
+  {
+    name: "flash-decoding",
+    B: 2,
+    Hq: 8,
+    Hkv: 2,
+    Sq: 1,
+    N: 4096,
+    dtype: "float16",
+    run: (q, k, v) => la.flashAttention(q, k, v, { numSplits: 5 }),
+  },
+  {
+    name: "flash causal prefill",
+    B: 1,
+    Hq: 4,
+    Hkv: 4,
+    Sq: 40,
+    N: 4096,
+    dtype: "float32",
+    run: (q, k, v) => la.flashAttention(q, k, v, { causal: true }),
+  },
+  {
+    name: "lean, sliding window and soft-cap",
+    B: 2,
+    Hq: 8,
+    Hkv: 2,
+    Sq: 1,
+    N: 4096,
+    dtype: "float32",
+    run: (q, k, v) => la.leanAttention(q, k, v, { window: { left: 1000 }, softcap: 30 }),
+  },
+  {
+    name: "lean, int8 K/V",
+    B: 2,
+    Hq: 8,
+    Hkv: 2,
+    Sq: 1,
+    N: 4096,
+    dtype: "float32",
+    run: la.leanAttention,
+    quant: "int8",
+  },
+];
+
+/** out and lse of `c` on `threads` threads. */
+async function outputs(c: Case, threads: number, seed: number) {
+  const backend = la.cpu();
+  const q = la.randn([c.B, c.Hq, c.Sq, D], { seed, dtype: c.dtype, backend });
+  const k = la.randn([c.B, c.Hkv, c.N, D], { seed: seed + 1, dtype: c.dtype, backend });
+  const v = la.randn([c.B, c.Hkv, c.N, D], { seed: seed + 2, dtype: c.dtype, backend });
+  const was = la.setCpuThreads(threads);
+  try {
+    const kk = c.quant ? la.quantize(k, { dtype: c.quant }) : k;
+    const vv = c.quant ? la.quantize(v, { dtype: c.quant }) : v;
+    const run = c.run as (q: la.Tensor, k: unknown, v: unknown) => la.Tensor;
+    const o = run(q, kk, vv);
+    const lse = la.leanAttention(q, kk as la.Tensor, vv as la.Tensor, { returnLse: true }).lse;
+    const r = { out: await o.data(), lse: await lse.data() };
+    for (const t of [o, lse]) t.dispose();
+    if (c.quant) {
+      for (const x of [kk, vv] as la.QuantizedTensor[]) {
+        [x.data, x.scale].forEach((t) => t.dispose());
+      }
+    }
+    return r;
+  } finally {
+    la.setCpuThreads(was);
+    for (const t of [q, k, v]) t.dispose();
+  }
+}
+
+Deno.test({
+  name: "cpu threads: every op gives the one-thread bits on 1, 2 and 3 threads",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    for (const [i, c] of CASES.entries()) {
+      const seed = SEED + 10 * i;
+      const one = await outputs(c, 1, seed);
+      for (const threads of [2, 3]) {
+        const many = await outputs(c, threads, seed);
+        const where = `${c.name}, ${threads} threads, seed ${seed}`;
+        assertEquals(many.out, one.out, `${where}: out`);
+        assertEquals(many.lse, one.lse, `${where}: lse`);
+      }
+    }
+    // The Workers got jobs (each reports its scratch after one).
+    assert(workerScratchBytes() > 0, "no Worker reported a job");
+    assert(la.cpuThreads().unavailable === null, String(la.cpuThreads().unavailable));
+  },
+});
+
+Deno.test({
+  name:
+    "cpu threads: a Worker's failure, before or after it claimed work, gives the one-thread bits",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const c = CASES[1];
+    const one = await outputs(c, 1, SEED);
+    for (const mode of ["failJobs", "failClaimed"] as const) {
+      poolTesting[mode] = true;
+      try {
+        const many = await outputs(c, 3, SEED);
+        assertEquals(many.out, one.out, `${mode}, seed ${SEED}: out`);
+        assertEquals(many.lse, one.lse, `${mode}, seed ${SEED}: lse`);
+      } finally {
+        poolTesting[mode] = false;
+      }
+    }
+  },
+});
+
+Deno.test("cpu threads: setCpuThreads takes 1 to 64 and returns the previous count", () => {
+  const was = la.setCpuThreads(5);
+  try {
+    assert(la.cpuThreads().threads === 5);
+    assert(la.setCpuThreads(64) === 5);
+    for (const bad of [0, 65, 1.5, -1, NaN, Infinity, "2", undefined, null, 2n]) {
+      let error: unknown = null;
+      try {
+        la.setCpuThreads(bad as number);
+      } catch (e) {
+        error = e;
+      }
+      assert(error instanceof ArgumentError, `${String(bad)}: ${error}`);
+      assert(String(error).includes("from 1 to 64"), String(error));
+      assert(la.cpuThreads().threads === 64, "a rejected count must not change the setting");
+    }
+  } finally {
+    la.setCpuThreads(was);
+  }
+});
+
+/** Runs `script` in a process of its own with `permissions`; its stdout's last line, parsed. */
+async function subprocess(script: string, permissions: string[]) {
+  const dir = await Deno.makeTempDir({ prefix: "leanattn-threads-" });
+  try {
+    await Deno.writeTextFile(`${dir}/s.ts`, script);
+    const cmd = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-config", "--no-prompt", ...permissions, `${dir}/s.ts`],
+      env: { NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    });
+    const child = cmd.spawn();
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    const r = await child.output();
+    clearTimeout(timer);
+    const out = new TextDecoder().decode(r.stdout).trim();
+    const err = new TextDecoder().decode(r.stderr);
+    assert(r.code === 0, `exit ${r.code} (a hang is killed after 60 s):\n${out}\n${err}`);
+    return JSON.parse(out.split("\n").at(-1)!);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const SCRIPT = `
+import * as la from ${JSON.stringify(new URL("../mod.ts", import.meta.url).href)};
+la.setCpuThreads(2);
+const backend = la.cpu();
+const q = la.randn([1, 8, 1, 128], { seed: 1, backend });
+const k = la.randn([1, 2, 8192, 128], { seed: 2, backend });
+const out = la.leanAttention(q, k, k);
+const sum = (await out.data()).reduce((a, b) => a + b, 0);
+console.log(JSON.stringify({ finite: Number.isFinite(sum), unavailable: la.cpuThreads().unavailable }));
+`;
+
+Deno.test({
+  name: "cpu threads: the process exits after a pooled op (idle Workers do not hold it)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    assert(2 * 8192 * 128 >= POOLED_MIN_ELEMENTS);
+    const r = await subprocess(SCRIPT, ["-A"]);
+    assert(r.finite && r.unavailable === null, JSON.stringify(r));
+  },
+});
