@@ -27,7 +27,9 @@ interface Case {
 }
 
 const D = 128;
-// Each case visits at least POOLED_MIN_ELEMENTS K/V elements (2 · 2 · 4096 · 128 = 2²¹).
+// Each case visits at least POOLED_MIN_ELEMENTS K/V elements (2²¹: 2 · 2 · 4096 · 128; the
+// ragged one (8192 + 3001) · 2 · 128, the window's 6001 · 4 · 128; the causal prefill's 40 rows
+// see ≥ 4057 keys of 4 heads; checked by counting the calls that went to the pool).
 const CASES: Case[] = [
   {
     name: "lean GQA",
@@ -45,9 +47,9 @@ const CASES: Case[] = [
     Hq: 8,
     Hkv: 2,
     Sq: 1,
-    N: 4096,
+    N: 8192,
     dtype: "float32",
-    run: (q, k, v) => la.leanAttention(q, k, v, { kvLens: [4096, 1777], grid: 7 }),
+    run: (q, k, v) => la.leanAttention(q, k, v, { kvLens: [8192, 3001], grid: 7 }),
   },
   {
     name: "flash-decoding",
@@ -75,9 +77,9 @@ const CASES: Case[] = [
     Hq: 8,
     Hkv: 2,
     Sq: 1,
-    N: 4096,
+    N: 8192,
     dtype: "float32",
-    run: (q, k, v) => la.leanAttention(q, k, v, { window: { left: 1000 }, softcap: 30 }),
+    run: (q, k, v) => la.leanAttention(q, k, v, { window: { left: 6000 }, softcap: 30 }),
   },
   {
     name: "lean, int8 K/V",
@@ -128,7 +130,10 @@ Deno.test({
       const seed = SEED + 10 * i;
       const one = await outputs(c, 1, seed);
       for (const threads of [2, 3]) {
+        const before = poolTesting.pooledCalls;
         const many = await outputs(c, threads, seed);
+        // the case's op and the lean lse call, both on the pool
+        assert(poolTesting.pooledCalls === before + 2, `${c.name}: not on the pool`);
         const where = `${c.name}, ${threads} threads, seed ${seed}`;
         assertEquals(many.out, one.out, `${where}: out`);
         assertEquals(many.lse, one.lse, `${where}: lse`);

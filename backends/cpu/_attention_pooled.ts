@@ -24,6 +24,7 @@ import {
   claimer,
   ENDED,
   FAILED,
+  poolTesting,
   type PoolWorker,
   post,
   workers,
@@ -33,11 +34,12 @@ import {
 export const MAX_CPU_THREADS = 64;
 
 /**
- * Calls that read fewer K/V elements (keys visited × head dim, summed over the schedule) run
- * in this thread: posting to the Workers costs ≈ 0.1–0.3 ms a call (bench/NOTES.md), about
- * what one thread takes for 2²⁰ elements.
+ * Calls that visit fewer K/V elements (keys visited × head dim, summed over the schedule) run
+ * in this thread: posting the job and waking the Workers costs about 0.2–0.3 ms. On the 2-vCPU
+ * development machine (2026-12-08, lean, float32, D = 128) (1, 32, 8) with 1k keys (2²⁰
+ * elements) took 0.94 ms on one thread and 1.17 on two, 2k 1.49 and 1.22, 4k 2.98 and 2.06.
  */
-export const POOLED_MIN_ELEMENTS = 2 ** 20;
+export const POOLED_MIN_ELEMENTS = 2 ** 21;
 
 let threads = Math.max(1, Math.min(navigator.hardwareConcurrency || 1, MAX_CPU_THREADS));
 /** Why the pool cannot be used in this process (set once, on the first failure), or null. */
@@ -127,6 +129,7 @@ function pooledCall(
 ): { out: CpuArray; lse: CpuArray } | null {
   const { s, g, buf, walk, memories, base } = callParts(q, k, v, params, inputs);
   const G = s.workers.length;
+  poolTesting.pooledCalls++;
   const sync = callSync();
   const words = new Int32Array(sync, 0, 16);
   try {

@@ -75,9 +75,9 @@ export interface Job {
 /**
  * For tests: `failJobs` makes every Worker's job of the next calls throw before it runs;
  * `failClaimed`, after it claimed its first schedule worker (claimed split), leaving that
- * worker's output unwritten.
+ * worker's output unwritten. `pooledCalls` counts the ops' calls that posted to the pool.
  */
-export const poolTesting = { failJobs: false, failClaimed: false };
+export const poolTesting = { failJobs: false, failClaimed: false, pooledCalls: 0 };
 
 /**
  * A call's shared words, in the first 64 bytes of its buffer (a cache line of their own; with

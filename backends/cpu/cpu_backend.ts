@@ -186,7 +186,7 @@ export function cpuThreads(): { threads: number; unavailable: string | null } {
 
 /**
  * Sets the threads the CPU backend's attention ops use, the calling thread included (1: only
- * it); returns the previous count. A call with enough work (about 2²⁰ K/V elements visited)
+ * it); returns the previous count. A call with enough work (about 2²¹ K/V elements visited)
  * spreads its schedule's workers over `node:worker_threads` Workers that share the inputs
  * and outputs, and blocks until they are done: ops stay synchronous, and the bits are those of
  * one thread. Idle Workers do not keep the process alive.
