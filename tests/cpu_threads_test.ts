@@ -30,33 +30,23 @@ const D = 128;
 // Each case visits at least POOLED_MIN_ELEMENTS K/V elements (2²¹: 2 · 2 · 4096 · 128; the
 // ragged one (8192 + 3001) · 2 · 128, the window's 6001 · 4 · 128; the causal prefill's 40 rows
 // see ≥ 4057 keys of 4 heads; checked by counting the calls that went to the pool).
+const GQA = { B: 2, Hq: 8, Hkv: 2, Sq: 1, dtype: "float32" } as const;
 const CASES: Case[] = [
   {
     name: "lean GQA",
-    B: 2,
-    Hq: 8,
-    Hkv: 2,
-    Sq: 1,
+    ...GQA,
     N: 4096,
-    dtype: "float32",
     run: la.leanAttention,
   },
   {
     name: "lean ragged, grid 7",
-    B: 2,
-    Hq: 8,
-    Hkv: 2,
-    Sq: 1,
+    ...GQA,
     N: 8192,
-    dtype: "float32",
     run: (q, k, v) => la.leanAttention(q, k, v, { kvLens: [8192, 3001], grid: 7 }),
   },
   {
     name: "flash-decoding",
-    B: 2,
-    Hq: 8,
-    Hkv: 2,
-    Sq: 1,
+    ...GQA,
     N: 4096,
     dtype: "float16",
     run: (q, k, v) => la.flashAttention(q, k, v, { numSplits: 5 }),
@@ -73,22 +63,14 @@ const CASES: Case[] = [
   },
   {
     name: "lean, sliding window and soft-cap",
-    B: 2,
-    Hq: 8,
-    Hkv: 2,
-    Sq: 1,
+    ...GQA,
     N: 8192,
-    dtype: "float32",
     run: (q, k, v) => la.leanAttention(q, k, v, { window: { left: 6000 }, softcap: 30 }),
   },
   {
     name: "lean, int8 K/V",
-    B: 2,
-    Hq: 8,
-    Hkv: 2,
-    Sq: 1,
+    ...GQA,
     N: 4096,
-    dtype: "float32",
     run: la.leanAttention,
     quant: "int8",
   },

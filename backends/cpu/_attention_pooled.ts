@@ -46,7 +46,7 @@ let threads = Math.max(1, Math.min(navigator.hardwareConcurrency || 1, MAX_CPU_T
 let unavailable: string | null = null;
 
 /** Threads CPU attention ops use (the calling thread included). */
-export function cpuThreads(): number {
+export function pooledThreads(): number {
   return threads;
 }
 

@@ -12,8 +12,8 @@
  * it through `_attention_pooled.ts`, whose calling thread blocks on the shared counters.
  *
  * The Workers are `node:worker_threads` Workers, unreferenced, so an idle pool does not keep
- * the process alive (a web Worker would), and where one cannot be started (no read permission
- * for this module) the constructor throws at once instead of failing later in the Worker.
+ * the process alive (a web Worker would). Where one cannot be started (the library imported
+ * by http(s) URL, {@link workerUrl}) starting it throws at once, not later in the Worker.
  *
  * A call's fixed cost is on the calling thread, one Worker after another, so it is kept
  * small: a Worker gets a schedule (plans cache theirs, so calls repeat them) only the first

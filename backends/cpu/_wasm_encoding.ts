@@ -94,6 +94,28 @@ export const i32x4Const = (x: number): Code => {
   return [...simd(0x0c), ...b];
 };
 export const V_ZERO = i32x4Const(0);
+/** v128.const i32x4 0, 1, 2, 3: each lane's index. */
+export const LANE_INDICES: Code = [
+  ...simd(0x0c),
+  ...new Uint8Array(new Int32Array([0, 1, 2, 3]).buffer),
+];
+/** `stack:` the mask of the lanes whose index is below `n − j` (i32 locals): a row's tail. */
+export const lanesBelow = (lanes: number, n: number, j: number): Code => [
+  ...get(lanes),
+  ...get(n),
+  ...get(j),
+  ...I32_SUB,
+  ...I32X4_SPLAT,
+  ...I32X4_LT_S,
+];
+/** `stack:` the address of 4-byte element `i` (i32 local) of the array at `base` (i32 local). */
+export const wordAt = (base: number, i: number): Code => [
+  ...get(base),
+  ...get(i),
+  ...i32c(4),
+  ...I32_MUL,
+  ...I32_ADD,
+];
 export const f32x4Const = (x: number): Code => {
   const b = new Uint8Array(16);
   const dv = new DataView(b.buffer);

@@ -19,11 +19,10 @@ import {
   I32_ADD,
   I32_LT_S,
   I32_MUL,
-  I32_SUB,
   i32c,
   i32Load,
-  I32X4_LT_S,
-  I32X4_SPLAT,
+  LANE_INDICES,
+  lanesBelow,
   set,
   simd,
   v128Load,
@@ -32,6 +31,7 @@ import {
   V_OR,
   V_ZERO,
   whileLoop,
+  wordAt,
 } from "./_wasm_encoding.ts";
 
 /**
@@ -69,19 +69,14 @@ export function smax(): Code {
   const at = (off: number): Code => [...get(ptr), ...v128Load(off)];
   const lane = (i: number): Code => [...get(m0), ...extractF32(i)];
   return body(4, 6, [
-    ...simd(0x0c),
-    ...new Uint8Array(new Int32Array([0, 1, 2, 3]).buffer),
+    ...LANE_INDICES,
     ...set(lanes),
     ...f32x4Const(-Infinity),
     ...set(ninf),
     ...i32c(0),
     ...set(r),
     ...whileLoop([...get(r), ...get(R), ...I32_LT_S], [
-      ...get(cnt),
-      ...get(r),
-      ...i32c(4),
-      ...I32_MUL,
-      ...I32_ADD,
+      ...wordAt(cnt, r),
       ...i32Load,
       ...set(n),
       ...get(s),
@@ -126,12 +121,7 @@ export function smax(): Code {
       ...take(m1, [
         ...at(0),
         ...get(ninf),
-        ...get(lanes),
-        ...get(n),
-        ...get(j),
-        ...I32_SUB,
-        ...I32X4_SPLAT,
-        ...I32X4_LT_S,
+        ...lanesBelow(lanes, n, j),
         ...V_BITSELECT,
       ]),
       0x0b,
@@ -140,11 +130,7 @@ export function smax(): Code {
       ...F32X4_PMAX,
       ...set(m0),
       // mx[r] = NaN if any lane was NaN, else the largest lane
-      ...get(mx),
-      ...get(r),
-      ...i32c(4),
-      ...I32_MUL,
-      ...I32_ADD,
+      ...wordAt(mx, r),
       ...f32x4Const(NaN),
       ...extractF32(0),
       ...lane(0),

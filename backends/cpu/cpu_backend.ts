@@ -25,8 +25,8 @@ import { setFallbackTensorBackend } from "../../tensor/default_backend.ts";
 import { cpuMergeStates } from "./attention.ts";
 import {
   cpuAttentionOp,
-  cpuThreads as threadsSet,
   MAX_CPU_THREADS,
+  pooledThreads,
   pooledUnavailable,
   setPooledThreads,
 } from "./_attention_pooled.ts";
@@ -181,7 +181,7 @@ class CpuBackend implements Backend {
  * not block); null otherwise.
  */
 export function cpuThreads(): { threads: number; unavailable: string | null } {
-  return { threads: threadsSet(), unavailable: pooledUnavailable() };
+  return { threads: pooledThreads(), unavailable: pooledUnavailable() };
 }
 
 /**
