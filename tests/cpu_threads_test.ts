@@ -202,7 +202,8 @@ const q = la.randn([1, 8, 1, 128], { seed: 1, backend });
 const k = la.randn([1, 2, 8192, 128], { seed: 2, backend });
 const out = la.leanAttention(q, k, k);
 const sum = (await out.data()).reduce((a, b) => a + b, 0);
-console.log(JSON.stringify({ finite: Number.isFinite(sum), unavailable: la.cpuThreads().unavailable }));
+const unavailable = la.cpuThreads().unavailable;
+console.log(JSON.stringify({ finite: Number.isFinite(sum), unavailable }));
 `;
 
 Deno.test({

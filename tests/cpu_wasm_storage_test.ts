@@ -4,11 +4,16 @@
  * the attention kernels copy with `memory.copy` (`_wasm_copy.ts`) instead of
  * `TypedArray.prototype.set`. Only the copy differs: attention over such K/V must give the
  * bits of the same K/V in plain SharedArrayBuffers, in this thread and on the worker pool.
+ * int8 and float8e4m3 codes from 1 MiB on live there too (their rows copied as bytes).
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { cpu } from "../backends/cpu/cpu_backend.ts";
 import { cpuAttention } from "../backends/cpu/attention.ts";
-import { closeAttentionWorkers, cpuAttentionParallel } from "../backends/cpu/_attention_worker.ts";
+import {
+  closeAttentionWorkers,
+  cpuAttentionParallel,
+  poolTesting,
+} from "../backends/cpu/_attention_worker.ts";
 import {
   allocCpu,
   cpuValues,
@@ -100,6 +105,64 @@ Deno.test({
       setWasmBacking(true);
       closeAttentionWorkers();
       for (const t of made) t.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "cpu attention over int8 and float8e4m3 K/V in WebAssembly memory gives the plain bits",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const la = await import("../mod.ts");
+    const backend = cpu();
+    const seed = Date.now() % 1_000_000;
+    const info = (t: Tensor) => ({ id: t.id, shape: t.shape, dtype: t.dtype });
+    // (8800 + 8000) keys · 2 heads · D ≥ 2²¹ elements: two threads take the pool (and ship
+    // the memories)
+    const before = poolTesting.pooledCalls;
+    const wasThreads = la.setCpuThreads(1);
+    try {
+      for (const [c, dtype] of (["int8", "float8e4m3"] as const).entries()) {
+        for (const D of [64, 128]) {
+          const where = `seed ${seed}, ${dtype}, D ${D}`;
+          const q = randn([2, 6, 1, D], { seed: seed + c, backend });
+          const k = randn([2, 2, 8800, D], { seed: seed + c + 1, backend });
+          const v = randn([2, 2, 8800, D], { seed: seed + c + 2, backend });
+          // the codes in WebAssembly memory from 4 KiB on, then the same codes in plain buffers
+          setWasmBacking(true, 4096);
+          const kw = la.quantize(k, { dtype }), vw = la.quantize(v, { dtype });
+          setWasmBacking(false);
+          const kp = la.quantize(k, { dtype }), vp = la.quantize(v, { dtype });
+          setWasmBacking(true);
+          const codes = (x: { data: Tensor }) => cpuValues(info(x.data));
+          assert(wasmMemoryOf(codes(kw)) && !wasmMemoryOf(codes(kp)), where);
+          const opts = { kvLens: [8800, 8000], grid: 5 };
+          const outs = [];
+          for (const [kk, vv] of [[kw, vw], [kp, vp]]) {
+            for (const threads of [1, 2]) {
+              la.setCpuThreads(threads);
+              const r = la.leanAttention(q, kk, vv, { ...opts, returnLse: true });
+              outs.push({ out: await r.out.data(), lse: await r.lse.data() });
+              r.out.dispose();
+              r.lse.dispose();
+            }
+          }
+          for (const o of outs.slice(1)) {
+            assertEquals(o.out, outs[0].out, `${where}: out`);
+            assertEquals(o.lse, outs[0].lse, `${where}: lse`);
+          }
+          for (const t of [q, k, v, kw.data, kw.scale, vw.data, vw.scale, kp.data, kp.scale]) {
+            t.dispose();
+          }
+          vp.data.dispose();
+          vp.scale.dispose();
+        }
+      }
+      assert(poolTesting.pooledCalls === before + 8, "the two-thread calls went to the pool");
+    } finally {
+      setWasmBacking(true);
+      la.setCpuThreads(wasThreads);
     }
   },
 });

@@ -19,7 +19,7 @@ import {
   type TileKernel,
 } from "./_segment_walk.ts";
 import { type KVArray, kvArrays, type KVRows } from "./_kv_rows.ts";
-import { dequantRows, rowScale } from "./_kv_quant.ts";
+import { dequantRows, type KVQuant, rowScale } from "./_kv_quant.ts";
 import type { CpuQuantArray } from "./_storage.ts";
 import { type MemoryCopy, memoryCopy } from "./_wasm_copy.ts";
 
@@ -124,13 +124,18 @@ export function simdTileKernel(
     f16 ? new Uint16Array(x.buffer, x.byteOffset, x.length) : x as Float32Array | CpuQuantArray;
   const kSrc = kvArrays(buf).k.map(bits);
   const vSrc = kvArrays(buf).v.map(bits);
-  // Float K/V in shared WebAssembly memory (`buf.memories`, never set for quantized K/V):
+  // K/V in shared WebAssembly memory (`buf.memories`; float32, float16 bits or 8-bit codes):
   // copied with memory.copy (`_wasm_copy.ts`).
   const copiers = (mems?: (WebAssembly.Memory | undefined)[]) =>
     mems?.map((m) => m ? memoryCopy(K.memory, m) : null) ?? [];
   const kCopy = copiers(buf.memories?.k);
   const vCopy = copiers(buf.memories?.v);
   const bpe = f16 ? 2 : 4;
+  /** The scales of `run` rows from element `base` (one a token, or the head's one) at row `to`. */
+  const stageScales = (q: KVQuant, sc: Float32Array, base: number, run: number, to: number) => {
+    if (q.perHead) rowScaleOf.fill(rowScale(q, sc, base, 0, N, D), to, to + run);
+    else rowScaleOf.set(sc.subarray(base / D, base / D + run), to);
+  };
   const kTile = new Float32Array(mem, L.k, Tn * Dp);
   const vTile = new Float32Array(mem, L.v, Tn * Dp);
   /**
@@ -157,10 +162,9 @@ export function simdTileKernel(
       const mc = copy[kv.buffer];
       if (wasmQuant) {
         const q8 = src[kv.buffer] as CpuQuantArray;
-        const bytes = new Uint8Array(q8.buffer, q8.byteOffset + base, run * D);
-        raw8.set(bytes, to * D);
-        const sc = scales![kv.buffer];
-        for (let i = 0; i < run; i++) rowScaleOf[to + i] = rowScale(quant, sc, base, i, N, D);
+        if (mc) mc(L.raw + to * D, q8.byteOffset + base, run * D);
+        else raw8.set(new Uint8Array(q8.buffer, q8.byteOffset + base, run * D), to * D);
+        stageScales(quant, scales![kv.buffer], base, run, to);
       } else if (quant) {
         const q8 = src[kv.buffer] as CpuQuantArray;
         dequantRows(quant, q8, scales![kv.buffer], base, run, N, D, tile, to * Dp, Dp);

@@ -20,10 +20,13 @@ export class CpuData {
   constructor(readonly values: CpuArray | CpuQuantArray | Int32Array) {}
 }
 
-/** New zeroed storage of `n` elements of a quantized dtype (see {@link allocCpu}). */
+/**
+ * New zeroed storage of `n` elements of a quantized dtype (see {@link allocCpu}; from 1 MiB on
+ * in a WebAssembly memory too, so attention stages its tiles with `memory.copy`).
+ */
 export function allocCpuQuant(n: number, dtype: QuantDType): CpuQuantArray {
   return allocating(n, dtype, () => {
-    const buffer = new SharedArrayBuffer(Math.max(1, n));
+    const buffer = sharedBytes(Math.max(1, n));
     return dtype === "int8" ? new Int8Array(buffer, 0, n) : new Uint8Array(buffer, 0, n);
   });
 }

@@ -56,6 +56,7 @@ export function dq8(fmt: Dq8Format): Code {
   const [src, scales, dst, n, D, Dp] = [0, 1, 2, 3, 4, 5];
   const [i, d, sp, dp, at] = [8, 9, 10, 11, 12];
   const [s, x, h, w, m, pow120] = [13, 14, 15, 16, 17, 18];
+  const [c7f, cSign, cNaN] = [19, 20, 21]; // E4M3's constants, made once a call
   /** Half `hi` of `h` (eight widened codes) as float32x4, times the scale, stored at `at + off`. */
   const quarter = (hi: boolean, off: number): Code => [
     ...get(at),
@@ -74,7 +75,7 @@ export function dq8(fmt: Dq8Format): Code {
     ...(hi ? I32X4_EXTEND_HIGH_I16X8_U : I32X4_EXTEND_LOW_I16X8_U),
     ...set(w),
     ...get(w),
-    ...i32x4Const(0x7f),
+    ...get(c7f),
     ...V_AND,
     ...set(m),
     ...get(m),
@@ -85,21 +86,27 @@ export function dq8(fmt: Dq8Format): Code {
     ...get(w),
     ...i32c(24),
     ...I32X4_SHL,
-    ...i32x4Const(0x80000000 | 0),
+    ...get(cSign),
     ...V_AND,
     ...V_OR,
     ...get(s),
     ...F32X4_MUL,
-    ...i32x4Const(0x7fc00000),
+    ...get(cNaN),
     // bitselect(value, NaN, m ≠ 0x7f): the value where the code is not a NaN
     ...get(m),
-    ...i32x4Const(0x7f),
+    ...get(c7f),
     ...I32X4_NE,
     ...V_BITSELECT,
   ];
-  return body(5, 6, [
+  return body(5, 9, [
     ...f32x4Const(2 ** 120),
     ...set(pow120),
+    ...i32x4Const(0x7f),
+    ...set(c7f),
+    ...i32x4Const(0x80000000 | 0),
+    ...set(cSign),
+    ...i32x4Const(0x7fc00000),
+    ...set(cNaN),
     ...get(src),
     ...set(sp),
     ...get(dst),

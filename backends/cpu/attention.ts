@@ -161,7 +161,7 @@ export function attentionBuffers(
     ),
   };
   const arrays = kvArrays(buf);
-  if (!quant && [...arrays.k, ...arrays.v].some((x) => wasmMemoryOf(x))) {
+  if ([...arrays.k, ...arrays.v].some((x) => wasmMemoryOf(x))) {
     buf.memories = { k: arrays.k.map(wasmMemoryOf), v: arrays.v.map(wasmMemoryOf) };
   }
   return buf;
