@@ -148,6 +148,54 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "cpu threads: paged K/V (float32 and int8 caches over several page buffers), one thread's bits",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const backend = la.cpu();
+    for (const dtype of ["float32", "int8"] as const) {
+      const seed = SEED + (dtype === "int8" ? 7 : 3);
+      const lens = [5000, 3500]; // 8500 keys · 2 heads · D ≥ 2²¹: the pool
+      const cache = la.kvCache({
+        batch: 2,
+        kvHeads: 2,
+        headDim: D,
+        pageSize: 64,
+        capacity: 12288,
+        pagesPerBuffer: 40,
+        dtype,
+        backend,
+      });
+      const k = la.randn([2, 2, 5000, D], { seed, backend });
+      const v = la.randn([2, 2, 5000, D], { seed: seed + 1, backend });
+      const q = la.randn([2, 8, 1, D], { seed: seed + 2, backend });
+      const was = la.setCpuThreads(1);
+      try {
+        cache.append(k, v, { lens });
+        const runs = [];
+        for (const threads of [1, 3]) {
+          la.setCpuThreads(threads);
+          const before = poolTesting.pooledCalls;
+          const r = la.leanAttention(q, cache, { returnLse: true });
+          runs.push({ out: await r.out.data(), lse: await r.lse.data() });
+          r.out.dispose();
+          r.lse.dispose();
+          const pooled = poolTesting.pooledCalls - before;
+          assert(pooled === (threads > 1 ? 1 : 0), `${dtype}: ${pooled} calls on the pool`);
+        }
+        assertEquals(runs[1].out, runs[0].out, `${dtype}, seed ${seed}: out`);
+        assertEquals(runs[1].lse, runs[0].lse, `${dtype}, seed ${seed}: lse`);
+      } finally {
+        la.setCpuThreads(was);
+        cache.dispose();
+        for (const t of [q, k, v]) t.dispose();
+      }
+    }
+  },
+});
+
 Deno.test("cpu threads: setCpuThreads takes 1 to 64 and returns the previous count", () => {
   const was = la.setCpuThreads(5);
   try {
