@@ -114,8 +114,8 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
   const threads = Math.min(navigator.hardwareConcurrency || 1, 64);
   setCpuThreads(threads);
   const be = cpu();
-  const mode = `ops on ${threads} threads (setCpuThreads)`;
-  console.log(`device: ${be.description} | attention on ${mode}, ${threads} threads`);
+  const mode = `ops, setCpuThreads(${threads})`;
+  console.log(`device: ${be.description} | attention: ${mode}`);
   const cases = buildCases(opts);
   const own = opts.algos.filter((a): a is OwnAlgo =>
     a === "lean" || a === "flash" || a === "flash-decoding"
