@@ -121,7 +121,10 @@ Deno.test({
         assertEquals(many.lse, one.lse, `${where}: lse`);
       }
     }
-    // The Workers got jobs (each reports its scratch after one).
+    // The Workers got jobs (each reports its scratch after one; given up to 10 s to report).
+    for (let i = 0; i < 100 && workerScratchBytes() === 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     assert(workerScratchBytes() > 0, "no Worker reported a job");
     assert(la.cpuThreads().unavailable === null, String(la.cpuThreads().unavailable));
   },
