@@ -111,6 +111,10 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
   const { cpuValues } = await import("../backends/cpu/internal.ts");
   const { randn } = await import("../tensor/creation.ts");
   const { cpuThreads, setCpuThreads } = await import("../backends/cpu/cpu_backend.ts");
+  const ops = {
+    flash: (await import("../attention/flash.ts")).flashAttention,
+    lean: (await import("../attention/lean.ts")).leanAttention,
+  };
   const threads = Math.min(navigator.hardwareConcurrency || 1, 64);
   setCpuThreads(threads);
   const be = cpu();
@@ -155,7 +159,7 @@ export async function runCpuBench(opts: BenchOptions): Promise<number> {
     for (const algo of own) {
       const row: Row = { algo, ...rowShape(c), gpuMs: null, wallMs: null, effGBs: null };
       try {
-        const run = runner(algo, c, q, k, v);
+        const run = runner(ops, algo, c, q, k, v);
         const out = await run();
         ref ??= out;
         const d = maxAbsDiff(out, ref);
@@ -318,7 +322,12 @@ async function ortRow(
     return { row };
   }
 }
+/** One timed call of `algo` as a user makes it (the ops, loaded once by the caller). */
 function runner(
+  ops: {
+    flash: typeof import("../attention/flash.ts").flashAttention;
+    lean: typeof import("../attention/lean.ts").leanAttention;
+  },
   algo: OwnAlgo,
   c: Case,
   q: Tensor,
@@ -327,11 +336,9 @@ function runner(
 ): () => Promise<Float32Array> {
   const kvLens = c.kvLens;
   return async () => {
-    const { flashAttention } = await import("../attention/flash.ts");
-    const { leanAttention } = await import("../attention/lean.ts");
     const out = algo === "lean"
-      ? leanAttention(q, k, v, { kvLens })
-      : flashAttention(q, k, v, { kvLens, numSplits: algo === "flash" ? 1 : "auto" });
+      ? ops.lean(q, k, v, { kvLens })
+      : ops.flash(q, k, v, { kvLens, numSplits: algo === "flash" ? 1 : "auto" });
     const d = await out.data();
     out.dispose();
     return d as Float32Array;

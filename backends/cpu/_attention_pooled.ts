@@ -72,14 +72,6 @@ function canBlock(): boolean {
   }
 }
 
-/** K/V elements a schedule visits: keys of every segment × D. */
-function visitedElements(params: AttentionParams, D: number): number {
-  const s = params.schedule;
-  let tiles = 0;
-  for (const run of s.workers) for (const seg of run) tiles += seg.tileEnd - seg.tileStart;
-  return tiles * s.plan.tileSize * D;
-}
-
 /**
  * The backend's attention kernel: on the pool where it pays (more than one thread set, more
  * than one schedule worker with segments, {@link POOLED_MIN_ELEMENTS}), else in this thread.
@@ -92,7 +84,9 @@ export function cpuAttentionOp(
   inputs?: AttentionInputs,
 ): { out: CpuArray; lse: CpuArray } {
   const helpers = Math.min(threads, busyWorkers(params.schedule)) - 1;
-  const big = visitedElements(params, q.shape[3]) >= POOLED_MIN_ELEMENTS;
+  // K/V elements the schedule visits: its tiles' keys × D.
+  const s = params.schedule;
+  const big = s.totalTiles * s.plan.tileSize * q.shape[3] >= POOLED_MIN_ELEMENTS;
   const pool = helpers > 0 && big && unavailable === null ? startedPool(helpers) : null;
   if (!pool) return cpuAttention(q, k, v, params, inputs);
   return pooledCall(pool, q, k, v, params, inputs) ?? cpuAttention(q, k, v, params, inputs);

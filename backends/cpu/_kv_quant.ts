@@ -96,3 +96,21 @@ export function rowScale(
   const row0 = at / D;
   return scales[q.perHead ? Math.floor(row0 / N) : row0 + i];
 }
+
+/**
+ * The scales of `run` rows from element `at` ({@link rowScale}'s rows `0 … run − 1`) into `dst`
+ * from index `to`: one copy of a run of per-token scales, or the head's one scale repeated.
+ */
+export function copyRowScales(
+  q: KVQuant,
+  scales: Float32Array,
+  at: number,
+  run: number,
+  N: number,
+  D: number,
+  dst: Float32Array,
+  to: number,
+): void {
+  if (q.perHead) dst.fill(rowScale(q, scales, at, 0, N, D), to, to + run);
+  else dst.set(scales.subarray(at / D, at / D + run), to);
+}

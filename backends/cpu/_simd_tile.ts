@@ -19,7 +19,7 @@ import {
   type TileKernel,
 } from "./_segment_walk.ts";
 import { type KVArray, kvArrays, type KVRows } from "./_kv_rows.ts";
-import { dequantRows, type KVQuant, rowScale } from "./_kv_quant.ts";
+import { copyRowScales, dequantRows } from "./_kv_quant.ts";
 import type { CpuQuantArray } from "./_storage.ts";
 import { type MemoryCopy, memoryCopy } from "./_wasm_copy.ts";
 
@@ -131,11 +131,6 @@ export function simdTileKernel(
   const kCopy = copiers(buf.memories?.k);
   const vCopy = copiers(buf.memories?.v);
   const bpe = f16 ? 2 : 4;
-  /** The scales of `run` rows from element `base` (one a token, or the head's one) at row `to`. */
-  const stageScales = (q: KVQuant, sc: Float32Array, base: number, run: number, to: number) => {
-    if (q.perHead) rowScaleOf.fill(rowScale(q, sc, base, 0, N, D), to, to + run);
-    else rowScaleOf.set(sc.subarray(base / D, base / D + run), to);
-  };
   const kTile = new Float32Array(mem, L.k, Tn * Dp);
   const vTile = new Float32Array(mem, L.v, Tn * Dp);
   /**
@@ -164,7 +159,7 @@ export function simdTileKernel(
         const q8 = src[kv.buffer] as CpuQuantArray;
         if (mc) mc(L.raw + to * D, q8.byteOffset + base, run * D);
         else raw8.set(new Uint8Array(q8.buffer, q8.byteOffset + base, run * D), to * D);
-        stageScales(quant, scales![kv.buffer], base, run, to);
+        copyRowScales(quant, scales![kv.buffer], base, run, N, D, rowScaleOf, to);
       } else if (quant) {
         const q8 = src[kv.buffer] as CpuQuantArray;
         dequantRows(quant, q8, scales![kv.buffer], base, run, N, D, tile, to * Dp, Dp);
