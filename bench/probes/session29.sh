@@ -1,0 +1,23 @@
+#!/bin/bash
+# Session (29)'s first device call (run from the root with `run` carrying .gpu, give it 600 s),
+# whichever card comes. On an H200: the remeasure without the ablation (#20 item 1's H200 half,
+# the CPU bench on the host's cores after it). On an H100: the batch-invariance and piece-run bit
+# tests at the 2049 bound of session (27) (about 60 s), then the CPU bench through the ops that
+# use every core since session (28) (#20 item 4).
+set -u
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader)
+echo "$GPU"
+if [[ "$GPU" == *H200* ]]; then
+  ABLATE_S=0 TOTAL=${TOTAL:-560} bash bench/probes/remeasure.sh
+  exit
+fi
+source bench/probes/_probe_env.sh
+CI=true timeout ${T_S:-150} deno test -A --v8-flags=--expose-gc --lock=deno.lock \
+  tests/batch_invariant_test.ts tests/piece_runs_test.ts tests/tuning_test.ts > /tmp/t1.log 2>&1
+test_summary $? /tmp/t1.log
+nproc
+timeout ${C_S:-300} deno task bench --cpu --dtype f32 --n 16k,64k --configs 1x32x8,4x32x8 \
+  --reps 7 --out $OUT/cpu > $OUT/cpu.log 2>&1
+echo "cpu rc=$?"
+rm -f $OUT/cpu/*.svg
+grep -hE "^(config|B[0-9])" $OUT/cpu.log | cut -c1-140
