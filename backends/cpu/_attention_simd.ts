@@ -89,14 +89,17 @@ export interface SimdKernels {
 }
 
 /**
- * The module's bytes. `fma`: multiply-adds as `f64x2.relaxed_madd` (one rounding; fused where
- * the CPU has FMA), else `f64x2.mul` then `f64x2.add`.
+ * The module's bytes. `fma`: multiply-adds as `f32x4.relaxed_madd` (one rounding; fused where
+ * the CPU has FMA), else `f32x4.mul` then `f32x4.add`.
  */
 export function simdModuleBytes(fma: boolean): Uint8Array<ArrayBuffer> {
-  const madd: Madd = fma
-    ? (acc) => [...get(acc), ...RELAXED_MADD]
-    : (acc) => [...F32X4_MUL, ...get(acc), ...F32X4_ADD];
-  const fns: [string, Code][] = [
+  return kernelModuleBytes(simdFunctions(fma));
+}
+
+/** The module's functions by export name, their multiply-adds fused or not (`fma`). */
+export function simdFunctions(fma: boolean): [string, Code][] {
+  const madd = simdMadd(fma);
+  return [
     ["cvt16", cvt16()],
     ["scores", scores(madd)],
     ["pv", pv(madd)],
@@ -105,7 +108,20 @@ export function simdModuleBytes(fma: boolean): Uint8Array<ArrayBuffer> {
     ["dqe4m3", dq8("e4m3")],
     ["smax", smax()],
   ];
-  // Every function has 8 i32 params (unused ones ignored): one type for all.
+}
+
+/** `f32x4.relaxed_madd` (`fma`), else `f32x4.mul` then `f32x4.add`. */
+export function simdMadd(fma: boolean): Madd {
+  return fma
+    ? (acc) => [...get(acc), ...RELAXED_MADD]
+    : (acc) => [...F32X4_MUL, ...get(acc), ...F32X4_ADD];
+}
+
+/**
+ * A module of `fns` (each taking 8 i32 params, unused ones ignored: one type for all) with
+ * its own memory, exported as `mem`.
+ */
+export function kernelModuleBytes(fns: [string, Code][]): Uint8Array<ArrayBuffer> {
   const type = [1, 0x60, 8, ...Array(8).fill(0x7f), 0];
   const funcs = [fns.length, ...fns.map(() => 0)];
   const memory = [1, 0x00, 1];

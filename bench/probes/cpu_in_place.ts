@@ -12,6 +12,7 @@
  * @module
  */
 import { instantiateSimdKernels } from "../../backends/cpu/_attention_simd.ts";
+import { tileScratch } from "./_tile_scratch.ts";
 
 const units = Number(Deno.args[0] ?? 8);
 const N = Number(Deno.args[1] ?? 16384);
@@ -19,35 +20,14 @@ const rounds = Number(Deno.args[2] ?? 15);
 const R = 4, D = 128, T = 64;
 const K = instantiateSimdKernels(true);
 const kvBytes = units * N * D * 4;
-let at = 0;
-const take = (b: number) => {
-  const here = at;
-  at += Math.ceil(b / 64) * 64;
-  return here;
-};
-const [q, o, s, al, cnt, mx, sum, kt, vt] = [
-  R * D * 4,
-  R * D * 8,
-  R * T * 4 + 64,
-  R * 8,
-  R * 4,
-  R * 4,
-  R * 4,
-  T * D * 4,
-  T * D * 4,
-].map(take);
-const kOff = take(kvBytes), vOff = take(kvBytes);
-K.memory.grow(Math.ceil((at - K.memory.buffer.byteLength) / 65536));
-const mem = K.memory.buffer;
-const all = new Float32Array(mem);
-let st = 1;
-for (let i = 0; i < all.length; i++) {
-  all[i] = ((st = (Math.imul(st, 1103515245) + 12345) | 0) >>> 0) / 2 ** 32 - 0.5;
-}
-new Int32Array(mem, cnt, R).fill(T);
-new Float64Array(mem, al, R).fill(1);
-new Float32Array(mem, mx, R).fill(1);
-const u8 = new Uint8Array(mem);
+const { q, o, s, al, cnt, mx, sum, kt, vt, kv: [kOff, vOff], u8 } = tileScratch(
+  K.memory,
+  R,
+  D,
+  T,
+  kvBytes,
+  2,
+);
 const tileBytes = T * D * 4;
 
 function run(copyK: boolean, copyV: boolean): void {
