@@ -3,7 +3,7 @@
 # whichever card comes. On an H200: the remeasure without the ablation (#20 item 1's H200 half,
 # the CPU bench on the host's cores after it). On an H100: the batch-invariance and piece-run bit
 # tests at the 2049 bound of session (27) (about 60 s), then the CPU bench through the ops that
-# use every core since session (28) (#20 item 4).
+# use every core since session (28) (#20 item 4), then one lean thread against one ORT thread.
 set -u
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader)
 echo "$GPU"
@@ -20,4 +20,10 @@ timeout ${C_S:-300} deno task bench --cpu --dtype f32 --n 16k,64k --configs 1x32
   --reps 7 --out $OUT/cpu > $OUT/cpu.log 2>&1
 echo "cpu rc=$?"
 rm -f $OUT/cpu/*.svg
+# One lean thread against one ORT thread (the per-thread gap of sessions (22)/(25)).
+for shape in 1,32,8,16384 4,32,8,16384; do
+  timeout 60 deno run -A --lock=deno.lock bench/probes/cpu_parts.ts $shape 5 inThread,ort1 \
+    >> $OUT/cpu_parts.txt 2>&1
+done
+tail -12 $OUT/cpu_parts.txt
 grep -hE "^(config|B[0-9])" $OUT/cpu.log | cut -c1-140
