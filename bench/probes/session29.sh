@@ -25,5 +25,10 @@ for shape in 1,32,8,16384 4,32,8,16384; do
   timeout 60 deno run -A --lock=deno.lock bench/probes/cpu_parts.ts $shape 5 inThread,ort1 \
     >> $OUT/cpu_parts.txt 2>&1
 done
-tail -12 $OUT/cpu_parts.txt
+# Tile size on this host's cores (64, the default, against 256: longer copies a tile).
+for ts in 64 256 64 256; do
+  timeout 40 deno run -A --lock=deno.lock bench/probes/cpu_parts.ts 1,32,8,16384 5 \
+    inThread,workers "" "" $ts 2>&1 | tail -2 | sed "s/^/ts $ts /" >> $OUT/cpu_parts.txt
+done
+tail -20 $OUT/cpu_parts.txt
 grep -hE "^(config|B[0-9])" $OUT/cpu.log | cut -c1-140
