@@ -2,8 +2,9 @@
  * CPU attention ops on several threads (`setCpuThreads`, `backends/cpu/_attention_pooled.ts`):
  * every call gives the bits of one thread, for lean, flash-decoding and flash, ragged, causal,
  * float16, a variant and quantized K/V; the Workers get the job; a Worker's failure still
- * gives those bits; bad thread counts are named errors; and an idle pool does not keep the
- * process alive. (Imported by URL, ops run in one thread and say why: url_import_test.ts.)
+ * gives those bits, and one that dies loading its script stops the pool with the reason; bad
+ * thread counts are named errors; and an idle pool does not keep the process alive. (Imported
+ * by URL, the Workers load the library by URL too: url_import_test.ts.)
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import * as la from "../mod.ts";
@@ -265,5 +266,51 @@ Deno.test({
     assert(2 * 8192 * 128 >= POOLED_MIN_ELEMENTS);
     const r = await subprocess(SCRIPT, ["-A"]);
     assert(r.finite && r.unavailable === null, JSON.stringify(r));
+  },
+});
+
+const LOAD_FAILURE_SCRIPT = `
+import * as la from ${JSON.stringify(new URL("../mod.ts", import.meta.url).href)};
+import { poolTesting } from ${
+  JSON.stringify(new URL("../backends/cpu/_attention_worker.ts", import.meta.url).href)
+};
+poolTesting.workerUrl = new URL("data:text/javascript," + encodeURIComponent("throw new Error('no load');"));
+la.setCpuThreads(2);
+const backend = la.cpu();
+const q = la.randn([1, 8, 1, 128], { seed: 1, backend });
+const k = la.randn([1, 2, 8192, 128], { seed: 2, backend });
+la.setCpuThreads(1);
+const one = await la.leanAttention(q, k, k).data();
+la.setCpuThreads(2);
+let same = true;
+// The Worker's death reaches this thread as an event: give it up to 10 s between calls.
+for (let i = 0; i < 100 && la.cpuThreads().unavailable === null; i++) {
+  const two = await la.leanAttention(q, k, k).data();
+  same &&= two.every((x, j) => Object.is(x, one[j]));
+  await new Promise((r) => setTimeout(r, 100));
+}
+const pooled = poolTesting.pooledCalls;
+const after = await la.leanAttention(q, k, k).data();
+same &&= after.every((x, j) => Object.is(x, one[j]));
+console.log(JSON.stringify({
+  same,
+  unavailable: la.cpuThreads().unavailable,
+  posted: poolTesting.pooledCalls - pooled,
+}));
+`;
+
+Deno.test({
+  name: "cpu threads: a Worker that dies loading its script stops the pool, with the reason",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const r = await subprocess(LOAD_FAILURE_SCRIPT, ["-A"]);
+    assert(r.same, `bits changed: ${JSON.stringify(r)}`);
+    const why = String(r.unavailable);
+    assert(why.includes("died while loading") && why.includes("no load"), JSON.stringify(r));
+    assert(
+      r.posted === 0,
+      `a call posted to the pool after it was marked unavailable: ${r.posted}`,
+    );
   },
 });

@@ -2,13 +2,15 @@
  * The library imported as a user outside this repository imports it: by `http://` URL, from a
  * folder with no deno.json (so no import map, no lockfile). A tiny file server serves this
  * checkout on 127.0.0.1 (an ephemeral port) for the length of the test; a script there
- * type-checks (`deno check`) and runs (`deno run`) lean against naive on the CPU.
+ * type-checks (`deno check`) and runs (`deno run`) lean against naive on the CPU, and a call on
+ * two threads, whose Worker loads the library by URL as well.
  */
 import { ok as assert } from "node:assert/strict";
 import { fromFileUrl, serveCheckout } from "./_file_server.ts";
 
 const SCRIPT = (base: string) => `
 import * as la from "${base}/mod.ts";
+import { poolTesting, workerScratchBytes } from "${base}/backends/cpu/_attention_worker.ts";
 const backend = la.cpu();
 const q = la.randn([2, 4, 1, 32], { seed: 1, backend });
 const k = la.randn([2, 2, 200, 32], { seed: 2, backend });
@@ -19,14 +21,28 @@ const naive = await la.naiveAttention(q, k, v, opts).data();
 // toNdarray loads the npm package ndarray: it must resolve without an import map too.
 const nd = await la.toNdarray(la.tensor([[1, 2], [3, 4]], { backend }));
 if (nd.get(1, 0) !== 3) throw new Error("ndarray view is wrong");
-// A call large enough for the CPU's Workers: imported by URL it runs in this thread, and
-// says why (node:worker_threads takes file: URLs only).
-la.setCpuThreads(2);
+// Calls large enough for the CPU's Workers, which load the library by its URL too (through a
+// data: module): the one-thread bits, and a Worker ran a job (it reports its scratch after one).
 const kb = la.randn([1, 2, 32768, 32], { seed: 4, backend });
 const qb = la.randn([1, 4, 1, 32], { seed: 5, backend });
-const big = await la.leanAttention(qb, kb, kb).data();
+la.setCpuThreads(1);
+const one = await la.leanAttention(qb, kb, kb).data();
+la.setCpuThreads(2);
+let big = one, pooled = poolTesting.pooledCalls;
+for (let i = 0; i < 100 && workerScratchBytes() === 0; i++) {
+  big = await la.leanAttention(qb, kb, kb).data();
+  if (!big.every((x, j) => Object.is(x, one[j]))) throw new Error("2 threads changed the bits");
+  await new Promise((r) => setTimeout(r, 100));
+}
+pooled = poolTesting.pooledCalls - pooled;
 const diff = lean.reduce((m, x, i) => Math.max(m, Math.abs(x - naive[i])), 0);
-console.log(JSON.stringify({ diff, finite: big.every(Number.isFinite), threads: la.cpuThreads() }));
+console.log(JSON.stringify({
+  diff,
+  finite: big.every(Number.isFinite),
+  threads: la.cpuThreads(),
+  pooled,
+  workerScratch: workerScratchBytes(),
+}));
 `;
 
 async function deno(args: string[], cwd: string): Promise<{ code: number; out: string }> {
@@ -57,8 +73,9 @@ Deno.test("mod.ts imported by http:// URL from a folder without deno.json checks
     const r = JSON.parse(lines[lines.length - 1]);
     assert(Number.isFinite(r.diff) && r.diff < 1e-5, `max |lean - naive| = ${r.diff}\n${run.out}`);
     assert(r.finite, run.out);
-    const why = String(r.threads.unavailable);
-    assert(why.includes("imported from http: URL") && why.includes("file: URL"), run.out);
+    assert(r.threads.unavailable === null, `Workers unavailable: ${r.threads.unavailable}`);
+    assert(r.pooled > 0, `no call went to the pool:\n${run.out}`);
+    assert(r.workerScratch > 0, `no Worker reported a job:\n${run.out}`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

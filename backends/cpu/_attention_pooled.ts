@@ -7,8 +7,9 @@
  *
  * Nothing waits for a Worker that has not claimed anything, so a Worker that is slow to start,
  * busy with another call or never started costs only speed: this thread takes what nobody
- * else claimed. Where Workers cannot be had at all (no read permission for the module, or
- * `Atomics.wait` not allowed on this thread) calls run in this thread. A Worker's job that
+ * else claimed. Where Workers cannot be had at all (the constructor throws, a Worker died
+ * while loading its script, or `Atomics.wait` is not allowed on this thread) calls run in this
+ * thread, and `unavailable` keeps the reason. A Worker's job that
  * fails leaves the call to be run again in this thread (the same bits, or that run's error).
  *
  * @module

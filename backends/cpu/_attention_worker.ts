@@ -12,8 +12,8 @@
  * it through `_attention_pooled.ts`, whose calling thread blocks on the shared counters.
  *
  * The Workers are `node:worker_threads` Workers, unreferenced, so an idle pool does not keep
- * the process alive (a web Worker would). Where one cannot be started (the library imported
- * by http(s) URL, {@link workerUrl}) starting it throws at once, not later in the Worker.
+ * the process alive (a web Worker would). Where the library was imported by URL they load it
+ * through a `data:` module ({@link workerUrl}).
  *
  * A call's fixed cost is on the calling thread, one Worker after another, so it is kept
  * small: a Worker gets a schedule (plans cache theirs, so calls repeat them) only the first
@@ -76,8 +76,14 @@ export interface Job {
  * For tests: `failJobs` makes every Worker's job of the next calls throw before it runs;
  * `failClaimed`, after it claimed its first schedule worker (claimed split), leaving that
  * worker's output unwritten. `pooledCalls` counts the ops' calls that posted to the pool.
+ * `workerUrl` replaces the Workers' script (a script that fails to load, say).
  */
-export const poolTesting = { failJobs: false, failClaimed: false, pooledCalls: 0 };
+export const poolTesting: {
+  failJobs: boolean;
+  failClaimed: boolean;
+  pooledCalls: number;
+  workerUrl?: URL;
+} = { failJobs: false, failClaimed: false, pooledCalls: 0 };
 
 /**
  * A call's shared words, in the first 64 bytes of its buffer (a cache line of their own; with
@@ -144,9 +150,9 @@ interface Init {
 
 /**
  * What a Worker holds, written by it after each job and forget: attention scratch bytes (see
- * `memory()`) and WebAssembly memories.
+ * `memory()`) and WebAssembly memories; and `LOADED`, 1 once its script ran and took `Init`.
  */
-const SCRATCH = 0, MEMORIES = 1;
+const SCRATCH = 0, MEMORIES = 1, LOADED = 2;
 
 /** Sent when a memory this Worker was given is collected on the calling thread. */
 interface Forget {
@@ -163,14 +169,14 @@ if (!isMainThread && parentPort && workerData === POOL_MARK) {
   const port = parentPort;
   const schedules = new Map<number, LeanSchedule>();
   const memories = new ReceivedMemories();
-  let status: Float64Array = new Float64Array(2);
+  let status: Float64Array = new Float64Array(3);
   const report = () => {
     status[SCRATCH] = simdScratchBytes();
     status[MEMORIES] = memories.size;
   };
   port.on("message", (m: unknown) => {
     const d = unpackViews(m) as Job | Forget | Init;
-    if ("status" in d) return void (status = d.status);
+    if ("status" in d) return void ((status = d.status)[LOADED] = 1);
     if ("forgetMemory" in d) return memories.forget(d.forgetMemory), report();
     const { buf, g, params, scheduleId, work, sync } = d;
     const words = new Int32Array(sync, 0, 16);
@@ -220,6 +226,8 @@ export interface PoolWorker {
 }
 
 let pool: PoolWorker[] = [];
+/** Why a Worker died before its script ran (then no more are started), or null. */
+let startFailure: string | null = null;
 let nextSchedule = 0;
 const scheduleIds = new WeakMap<LeanSchedule, number>();
 
@@ -250,29 +258,30 @@ export function workerHeldMemories(): number {
 }
 
 /**
- * This module as a Worker's script: its file URL. Imported by http(s) URL the library starts
- * no Worker (`node:worker_threads` takes file and data URLs only, and a data URL importing
- * this module failed to load it in the Worker with Deno 2.9.6, bench/NOTES.md session (28)).
+ * This module as a Worker's script. `node:worker_threads` takes only `file:` and `data:` URLs,
+ * so where the library is imported by `http(s)://` URL (or from JSR) the Worker starts from a
+ * `data:` module whose one line imports this module's URL: the Worker loads it like the
+ * calling thread did (from Deno's module cache, under the same import permissions).
  */
-function workerUrl(): URL {
-  const self = new URL(import.meta.url);
-  if (self.protocol !== "file:") {
-    throw new Error(`the library is imported from ${self.protocol} URL; Workers need a file: URL`);
-  }
-  return self;
+export function workerUrl(self = new URL(import.meta.url)): URL {
+  if (self.protocol === "file:") return self;
+  const source = `import ${JSON.stringify(self.href)};`;
+  return new URL(`data:text/javascript,${encodeURIComponent(source)}`);
 }
 
 function startWorker(): PoolWorker {
   const p: PoolWorker = {
-    worker: new Worker(workerUrl(), { workerData: POOL_MARK }),
+    worker: new Worker(poolTesting.workerUrl ?? workerUrl(), { workerData: POOL_MARK }),
     call: null,
     sent: new Set(),
     memories: new Set(),
-    status: new Float64Array(new SharedArrayBuffer(16)),
+    status: new Float64Array(new SharedArrayBuffer(24)),
   };
   p.worker.unref();
   p.worker.postMessage({ status: p.status } satisfies Init);
   const lost = (why: string) => {
+    // Dead before its script ran: the next ones would die the same way, so none is started.
+    if (p.status[LOADED] !== 1) startFailure ??= why;
     // The Worker's state is unknown now: fail its call, count it out of it, and start a
     // fresh one next time. (A call of `_attention_pooled.ts` does not wait for a Worker that
     // claimed nothing, and the Workers catch what their jobs throw.)
@@ -293,9 +302,11 @@ function startWorker(): PoolWorker {
 
 /**
  * The pool's first `n` Workers, started where missing. Throws where a Worker cannot be
- * started (the Workers started so far stay in the pool).
+ * started, or where one died before its script ran (the Workers started so far stay in the
+ * pool).
  */
 export function workers(n: number): PoolWorker[] {
+  if (startFailure !== null) throw new Error(`a Worker died while loading: ${startFailure}`);
   while (pool.length < n) pool.push(startWorker());
   return pool.slice(0, n);
 }

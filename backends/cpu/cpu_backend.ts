@@ -177,8 +177,8 @@ class CpuBackend implements Backend {
 /**
  * Threads the CPU backend's attention ops use (the calling thread included; default: the
  * logical core count, at most 64), and why they run in the calling thread alone where more
- * were set but no Worker could be started (the library imported by http(s) URL: Node's
- * Workers take file: URLs only) or the thread may not block; null otherwise.
+ * were set: no Worker could be started, one died while loading the library, or the thread
+ * may not block (a browser's main thread); null otherwise.
  */
 export function cpuThreads(): { threads: number; unavailable: string | null } {
   return { threads: pooledThreads(), unavailable: pooledUnavailable() };
