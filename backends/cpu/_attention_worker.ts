@@ -263,7 +263,8 @@ export function workerHeldMemories(): number {
  * `data:` module whose one line imports this module's URL: the Worker loads it like the
  * calling thread did (from Deno's module cache, under the same import permissions).
  */
-export function workerUrl(self = new URL(import.meta.url)): URL {
+function workerUrl(): URL {
+  const self = new URL(import.meta.url);
   if (self.protocol === "file:") return self;
   const source = `import ${JSON.stringify(self.href)};`;
   return new URL(`data:text/javascript,${encodeURIComponent(source)}`);
