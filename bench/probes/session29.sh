@@ -30,5 +30,9 @@ for ts in 64 256 64 256; do
   timeout 40 deno run -A --lock=deno.lock bench/probes/cpu_parts.ts 1,32,8,16384 5 \
     inThread,workers "" "" $ts 2>&1 | tail -2 | sed "s/^/ts $ts /" >> $OUT/cpu_parts.txt
 done
-tail -20 $OUT/cpu_parts.txt
+# A finer grid against the claimed split's tail (twice the cores, the default, vs 4× and 8×).
+for shape in 1,32,8,65536 4,32,8,65536 4,32,8,16384; do
+  timeout 60 deno run -A bench/probes/cpu_grid.ts $shape 2c,4c,8c 7 >> $OUT/cpu_parts.txt 2>&1
+done
+tail -24 $OUT/cpu_parts.txt
 grep -hE "^(config|B[0-9])" $OUT/cpu.log | cut -c1-140
