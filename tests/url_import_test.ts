@@ -2,8 +2,9 @@
  * The library imported as a user outside this repository imports it: by `http://` URL, from a
  * folder with no deno.json (so no import map, no lockfile). A tiny file server serves this
  * checkout on 127.0.0.1 (an ephemeral port) for the length of the test; a script there
- * type-checks (`deno check`) and runs (`deno run`) lean against naive on the CPU, and a call on
- * two threads, whose Worker loads the library by URL as well.
+ * type-checks (`deno check`) and runs (`deno run`) lean against naive on the CPU and on WebGPU
+ * (required under `CI=true`, as for the other GPU specs), and a CPU call on two threads, whose
+ * Worker loads the library by URL as well.
  */
 import { ok as assert } from "node:assert/strict";
 import { fromFileUrl, serveCheckout } from "./_file_server.ts";
@@ -36,12 +37,24 @@ for (let i = 0; i < 100 && workerScratchBytes() === 0; i++) {
 }
 pooled = poolTesting.pooledCalls - pooled;
 const diff = lean.reduce((m, x, i) => Math.max(m, Math.abs(x - naive[i])), 0);
+// WebGPU by URL too (its shaders are strings in the modules): lean there against the CPU's naive.
+let gpu: number | string;
+try {
+  const g = await la.webgpu();
+  const [qg, kg, vg] = await Promise.all([q, k, v].map((t) => t.to(g)));
+  const leanGpu = await la.leanAttention(qg, kg, vg, opts).data();
+  gpu = leanGpu.reduce((m, x, i) => Math.max(m, Math.abs(x - naive[i])), 0);
+  g.destroy();
+} catch (e) {
+  gpu = String(e);
+}
 console.log(JSON.stringify({
   diff,
   finite: big.every(Number.isFinite),
   threads: la.cpuThreads(),
   pooled,
   workerScratch: workerScratchBytes(),
+  gpu,
 }));
 `;
 
@@ -76,6 +89,13 @@ Deno.test("mod.ts imported by http:// URL from a folder without deno.json checks
     assert(r.threads.unavailable === null, `Workers unavailable: ${r.threads.unavailable}`);
     assert(r.pooled > 0, `no call went to the pool:\n${run.out}`);
     assert(r.workerScratch > 0, `no Worker reported a job:\n${run.out}`);
+    if (typeof r.gpu === "number") {
+      assert(r.gpu < 1e-5, `WebGPU lean - naive = ${r.gpu}\n${run.out}`);
+    } else if (Deno.env.get("CI") === "true") {
+      throw new Error(`CI=true but WebGPU by URL failed: ${r.gpu}`);
+    } else {
+      console.warn(`WebGPU by URL not checked: ${r.gpu}`);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
