@@ -259,7 +259,7 @@ export function workerHeldMemories(): number {
 
 /**
  * This module as a Worker's script. `node:worker_threads` takes only `file:` and `data:` URLs,
- * so where the library is imported by `http(s)://` URL (or from JSR) the Worker starts from a
+ * so where the library is imported by `http(s)://` URL (from JSR too) the Worker starts from a
  * `data:` module whose one line imports this module's URL: the Worker loads it like the
  * calling thread did (from Deno's module cache, under the same import permissions).
  */
