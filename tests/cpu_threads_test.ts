@@ -314,3 +314,55 @@ Deno.test({
     );
   },
 });
+
+const STALL_SCRIPT = `
+import * as la from ${JSON.stringify(new URL("../mod.ts", import.meta.url).href)};
+import { poolTesting, workerScratchBytes } from ${
+  JSON.stringify(new URL("../backends/cpu/_attention_worker.ts", import.meta.url).href)
+};
+const backend = la.cpu();
+const q = la.randn([1, 8, 1, 128], { seed: 11, backend });
+const k = la.randn([1, 2, 16384, 128], { seed: 12, backend });
+const v = la.randn([1, 2, 16384, 128], { seed: 13, backend });
+la.setCpuThreads(1);
+const one = await la.leanAttention(q, k, v).data();
+const same = (x) => x.every((y, j) => Object.is(y, one[j]));
+la.setCpuThreads(2);
+let ok = same(await la.leanAttention(q, k, v).data()); // the Worker started and warm
+poolTesting.hangClaimed = true;
+poolTesting.stallMs = 300;
+// A call whose Worker claims a schedule worker (the caller may claim all of a call first).
+for (let i = 0; i < 50 && poolTesting.stalledCalls === 0; i++) {
+  ok &&= same(await la.leanAttention(q, k, v).data());
+  await new Promise((r) => setTimeout(r, 20));
+}
+poolTesting.hangClaimed = false;
+const stalled = poolTesting.stalledCalls;
+const afterStall = workerScratchBytes(); // 0: the pool was closed
+// A fresh pool afterwards: its Worker reports a job.
+for (let i = 0; i < 100 && workerScratchBytes() === 0; i++) {
+  ok &&= same(await la.leanAttention(q, k, v).data());
+  await new Promise((r) => setTimeout(r, 100));
+}
+console.log(JSON.stringify({
+  ok,
+  stalled,
+  afterStall,
+  fresh: workerScratchBytes() > 0,
+  unavailable: la.cpuThreads().unavailable,
+}));
+`;
+
+Deno.test({
+  name: "cpu threads: a Worker stuck mid-run is given up on (one thread's bits, then a new pool)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    // In a process of its own: it must also exit with the stuck Worker terminated.
+    const r = await subprocess(STALL_SCRIPT, ["-A"]);
+    assert(r.ok, `bits changed: ${JSON.stringify(r)}`);
+    assert(r.stalled >= 1, `no call gave up on the stuck Worker: ${JSON.stringify(r)}`);
+    assert(r.afterStall === 0, `the pool was not closed: ${JSON.stringify(r)}`);
+    assert(r.fresh && r.unavailable === null, `no working pool afterwards: ${JSON.stringify(r)}`);
+  },
+});

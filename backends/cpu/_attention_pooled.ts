@@ -9,8 +9,9 @@
  * busy with another call or never started costs only speed: this thread takes what nobody
  * else claimed. Where Workers cannot be had at all (the constructor throws, a Worker died
  * while loading its script, or `Atomics.wait` is not allowed on this thread) calls run in this
- * thread, and `unavailable` keeps the reason. A Worker's job that
- * fails leaves the call to be run again in this thread (the same bits, or that run's error).
+ * thread, and `unavailable` keeps the reason. A Worker's job that fails leaves the call to be
+ * run again in this thread (the same bits, or that run's error), and so does a Worker that
+ * stops mid-run ({@link STALLED_POOL_MS}; the pool is then started afresh).
  *
  * @module
  */
@@ -23,6 +24,7 @@ import {
   callSync,
   CLAIM,
   claimer,
+  closeAttentionWorkers,
   ENDED,
   FAILED,
   poolTesting,
@@ -30,6 +32,16 @@ import {
   post,
   workers,
 } from "./_attention_worker.ts";
+
+/**
+ * How long a call waits without any handed-out schedule worker ending before it gives up on
+ * the pool and runs in this thread. A Worker cannot die mid-run by anything a job throws (the
+ * jobs catch it), but an isolate that stops would otherwise leave the op waiting for good:
+ * this thread cannot see a Worker's exit event while it blocks. At the default grid a schedule
+ * worker is 1/(2 · cores) of a call, so a healthy one ends far sooner; one that does not costs
+ * a rerun in this thread, with the same bits.
+ */
+export const STALLED_POOL_MS = 60_000;
 
 /** Largest thread count a call uses (the calling thread and up to 63 Workers). */
 export const MAX_CPU_THREADS = 64;
@@ -61,6 +73,27 @@ export function setPooledThreads(n: number): number {
 /** Why ops run in one thread although more were asked for, or null where they need not. */
 export function pooledUnavailable(): string | null {
   return unavailable;
+}
+
+/**
+ * Blocks until `ENDED` reaches `handed`; false where it did not move for
+ * {@link STALLED_POOL_MS} (or `poolTesting.stallMs`).
+ */
+function allHandedEnded(words: Int32Array, handed: number): boolean {
+  const limit = poolTesting.stallMs ?? STALLED_POOL_MS;
+  let seen = Atomics.load(words, ENDED);
+  let since = performance.now();
+  while (seen < handed) {
+    Atomics.wait(words, ENDED, seen, Math.min(limit, 1000));
+    const now = Atomics.load(words, ENDED);
+    if (now !== seen) {
+      seen = now;
+      since = performance.now();
+    } else if (performance.now() - since >= limit) {
+      return false;
+    }
+  }
+  return true;
 }
 
 /** Whether this thread may block in `Atomics.wait` (not everywhere: a browser's main thread). */
@@ -110,9 +143,8 @@ function startedPool(n: number): PoolWorker[] | null {
 /**
  * One call on `pool` and this thread, or null where a job could not be posted or a Worker's
  * job failed (the caller then runs the call in this thread). Waits only for the schedule
- * workers handed out: a Worker that dies while it runs one would leave this thread waiting,
- * but the Workers catch what their jobs throw, and they are ended only by
- * `closeAttentionWorkers` (which cannot run while this thread waits).
+ * workers handed out, and gives up on the pool where none of them ends for
+ * {@link STALLED_POOL_MS}.
  */
 function pooledCall(
   pool: PoolWorker[],
@@ -145,8 +177,13 @@ function pooledCall(
   }
   // Nothing is handed out from here on; wait for what was.
   const handed = Math.min(Atomics.add(words, CLAIM, G), G);
-  for (let e = Atomics.load(words, ENDED); e < handed; e = Atomics.load(words, ENDED)) {
-    Atomics.wait(words, ENDED, e);
+  if (!allHandedEnded(words, handed)) {
+    // A Worker stopped mid-run: end the pool (started afresh next call); the Workers write
+    // only this call's buffers, which the rerun in this thread does not use.
+    poolTesting.stalledCalls++;
+    closeAttentionWorkers();
+    if (failure !== null) throw failure;
+    return null;
   }
   if (failure !== null) throw failure;
   if (Atomics.load(words, FAILED) > 0) return null;
