@@ -79,14 +79,14 @@ Deno.test({
     const serial = cpuAttention(info(q), info(k), info(v), params);
     try {
       for (const split of ["claimed", "ranges"] as const) {
-        poolTesting.failJobs = true;
+        poolTesting.fail = true;
         let error: unknown = null;
         try {
           await cpuAttentionParallel(info(q), info(k), info(v), params, { threads: 3, split });
         } catch (e) {
           error = e;
         } finally {
-          poolTesting.failJobs = false;
+          poolTesting.fail = null;
         }
         if (!String(error).includes("attention worker failed: Error: failure injected")) {
           throw new Error(`${split}: expected the Workers' failure, got ${error}`);
@@ -100,7 +100,7 @@ Deno.test({
         assertEquals(par.lse, serial.lse, `${split}: lse after a failure`);
       }
     } finally {
-      poolTesting.failJobs = false;
+      poolTesting.fail = null;
       closeAttentionWorkers();
       dispose();
     }

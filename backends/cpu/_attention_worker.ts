@@ -65,31 +65,31 @@ export interface Job {
   work: [number, number] | null;
   /** The call's shared words and error bytes ({@link callSync}). */
   sync: SharedArrayBuffer;
-  /**
-   * Fail this job before it starts, or (`"claimed"`) once it has claimed a schedule worker
-   * (tests: {@link poolTesting}).
-   */
-  fail?: true | "claimed" | "hang";
+  /** A failure injected by tests ({@link poolTesting}). */
+  fail?: InjectedFailure;
 }
 
 /**
- * For tests: `failJobs` makes every Worker's job of the next calls throw before it runs;
- * `failClaimed`, after it claimed its first schedule worker (claimed split), leaving that
- * worker's output unwritten; `hangClaimed`, after it claimed one, blocks that Worker for good
- * (as a Worker that died mid-job would leave it). `pooledCalls` counts the ops' calls that
- * posted to the pool, `stalledCalls` those that gave up on a stalled Worker (`stallMs`
- * replaces `STALLED_POOL_MS`). `workerUrl` replaces the Workers' script (a script that fails
- * to load, say).
+ * `true`: a Worker's job throws before it runs; `"claimed"`: it throws once it claimed its
+ * first schedule worker (claimed split), leaving that worker's output unwritten; `"hang"`: it
+ * blocks for good there instead (as a Worker that stopped mid-run would leave it).
+ */
+export type InjectedFailure = true | "claimed" | "hang";
+
+/**
+ * For tests: `fail` injects a failure into every Worker job of the next calls
+ * ({@link InjectedFailure}). `pooledCalls` counts the ops' calls that posted to the pool,
+ * `stalledCalls` those that gave up on a stalled Worker (`stallMs` replaces
+ * `STALLED_POOL_MS`). `workerUrl` replaces the Workers' script (a script that fails to load,
+ * say).
  */
 export const poolTesting: {
-  failJobs: boolean;
-  failClaimed: boolean;
-  hangClaimed: boolean;
+  fail: InjectedFailure | null;
   pooledCalls: number;
   stalledCalls: number;
   stallMs?: number;
   workerUrl?: URL;
-} = { failJobs: false, failClaimed: false, hangClaimed: false, pooledCalls: 0, stalledCalls: 0 };
+} = { fail: null, pooledCalls: 0, stalledCalls: 0 };
 
 /**
  * A call's shared words, in the first 64 bytes of its buffer (a cache line of their own; with
@@ -194,14 +194,12 @@ if (!isMainThread && parentPort && workerData === POOL_MARK) {
       if (d.schedule) schedules.set(scheduleId, d.schedule);
       if (!schedule) throw new Error(`schedule ${scheduleId} was never sent (a bug)`);
       if (d.fail === true) throw new Error("failure injected by poolTesting");
-      const take = d.fail === "claimed" || d.fail === "hang"
+      const take = d.fail
         ? () => {
           const w = claim();
-          if (w < schedule.workers.length && d.fail === "hang") {
-            Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
-          }
-          if (w < schedule.workers.length) throw new Error("failure injected by poolTesting");
-          return w;
+          if (w >= schedule.workers.length) return w;
+          if (d.fail === "hang") Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+          throw new Error("failure injected by poolTesting");
         }
         : claim;
       if (work) runWorkers(buf, g, { ...params, schedule }, ...work);
@@ -341,9 +339,7 @@ export function post(
   if (forget) p.sent.clear();
   if (first) p.sent.add(base.scheduleId);
   const msg: Job = { ...base, work, ...first && { schedule }, ...forget && { forget } };
-  if (poolTesting.failJobs) msg.fail = true;
-  else if (poolTesting.failClaimed) msg.fail = "claimed";
-  else if (poolTesting.hangClaimed) msg.fail = "hang";
+  if (poolTesting.fail !== null) msg.fail = poolTesting.fail;
   if (kvMemories) msg.memories = shipMemories(kvMemories, p.memories);
   p.worker.postMessage(packViews(msg));
 }
